@@ -1,0 +1,171 @@
+"""The aiohttp application and the sites it is served on.
+
+One application, one runner, up to two sites:
+
+* a ``UnixSite`` on ``api.socket``: its file mode is the authentication, so
+  peers on the unix socket are trusted;
+* an optional ``TCPSite`` on ``api.tcp_listen``: every request except
+  ``GET /v1/health`` must carry ``Authorization: Bearer <token>``.
+
+``build_app(..., token=None)`` disables bearer auth everywhere (unix-only
+daemons and tests); with a token, auth applies to every non-unix transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import socket
+import stat
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from patrd.api.errors import error_middleware, error_response
+from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
+from patrd.config import Config
+from patrd.errors import ConfigError
+from patrd.store import Store
+from patrd.views import ControllerView
+
+log = structlog.get_logger("patrd.api")
+
+PUBLIC_ROUTES = frozenset({("GET", "/v1/health")})
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def build_app(
+    store: Store,
+    controller: ControllerView,
+    config: Config,
+    *,
+    token: str | None,
+    trust_unix_peers: bool = True,
+) -> web.Application:
+    middlewares: list[Middleware] = [error_middleware]
+    if token is not None:
+        if not token:
+            raise ValueError("an empty API token would accept anyone")
+        middlewares.append(bearer_auth(token, trust_unix_peers=trust_unix_peers))
+    app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
+    app[STORE] = store
+    app[CONTROLLER] = controller
+    app[CONFIG] = config
+    add_routes(app)
+    return app
+
+
+def bearer_auth(token: str, *, trust_unix_peers: bool) -> Middleware:
+    expected = token.encode()
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (request.method, request.path) in PUBLIC_ROUTES:
+            return await handler(request)
+        if trust_unix_peers and _is_unix_peer(request):
+            return await handler(request)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return error_response(
+                401,
+                "unauthorized",
+                "missing bearer token (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": 'Bearer realm="patrd"'},
+            )
+        if not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), expected):
+            return error_response(
+                401,
+                "unauthorized",
+                "invalid bearer token",
+                headers={"WWW-Authenticate": 'Bearer realm="patrd", error="invalid_token"'},
+            )
+        return await handler(request)
+
+    return auth_middleware
+
+
+def _is_unix_peer(request: web.Request) -> bool:
+    transport = request.transport
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    return sock is not None and getattr(sock, "family", None) == socket.AF_UNIX
+
+
+async def serve_api(
+    app: web.Application,
+    *,
+    socket_path: Path | None,
+    socket_mode: int,
+    tcp: tuple[str, int] | None,
+) -> web.AppRunner:
+    """Start ``app`` on the unix socket and/or TCP; the caller owns ``runner.cleanup()``.
+
+    ``socket_path=None`` serves TCP only (for a second, token-guarded app).
+    """
+    if socket_path is None and tcp is None:
+        raise ValueError("serve_api needs a socket path, a TCP address or both")
+    if socket_path is not None:
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        await _remove_stale_socket(socket_path)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        if socket_path is not None:
+            await web.UnixSite(runner, str(socket_path)).start()
+            os.chmod(socket_path, socket_mode)
+        if tcp is not None:
+            host, port = tcp
+            await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    tcp_bound = [a for a in runner.addresses if isinstance(a, tuple)]
+    log.info(
+        "api.listening",
+        socket=str(socket_path) if socket_path else None,
+        mode=oct(socket_mode) if socket_path else None,
+        tcp=f"{tcp_bound[0][0]}:{tcp_bound[0][1]}" if tcp_bound else None,
+    )
+    return runner
+
+
+async def _remove_stale_socket(path: Path) -> None:
+    """Unlink a socket left by a dead daemon; refuse to touch anything else."""
+    if not _socket_exists(path):
+        return
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout=1.0)
+    except FileNotFoundError:
+        return
+    except ConnectionRefusedError:
+        _unlink(path)
+        log.info("api.stale_socket_removed", socket=str(path))
+        return
+    except TimeoutError:
+        raise ConfigError(
+            "api.socket", f"{path} is in use: a process accepts on it but does not answer"
+        ) from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    raise ConfigError("api.socket", f"{path} is in use: another patrd is already serving on it")
+
+
+def _socket_exists(path: Path) -> bool:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError("api.socket", f"{path} exists and is not a socket; refusing to remove it")
+    return True
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

@@ -1,0 +1,503 @@
+"""The OpenAPI 3.0 document of the local API, served at ``GET /v1/openapi.json``.
+
+Hand-written on purpose: it is the public contract, reviewed like code. A unit
+test checks that its paths and methods are exactly the routes the aiohttp
+router serves, in both directions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from patrd import __version__, spec
+from patrd.api.routes import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
+from patrd.store import Intent, Status
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_body(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
+
+
+def _error(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+_NAME_PARAM = {"$ref": "#/components/parameters/name"}
+
+# Errors any authenticated route may answer.
+_COMMON_ERRORS = {
+    "401": _error("Unauthorized"),
+    "500": _error("Internal"),
+    "503": _error("Unavailable"),
+}
+_BODY_ERRORS = {
+    "400": _error("BadRequest"),
+    "413": _error("TooLarge"),
+    "422": _error("Invalid"),
+}
+
+_PORTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        'Container port (a decimal string, "1".."65535") → protocol. '
+        "Each HTTP port is served at http://<port>-<name>.<base_domain>."
+    ),
+    "minProperties": 1,
+    "additionalProperties": {"type": "string", "enum": [p.value for p in spec.PortProtocol]},
+    "example": {"80": "http"},
+}
+_ENV_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": (
+        f"Environment variables; names match [A-Za-z_][A-Za-z0-9_]*, at most "
+        f"{spec.MAX_ENV_VARS}, values at most {spec.MAX_ENV_VALUE_BYTES} bytes. Reserved: "
+        + ", ".join(sorted(spec.RESERVED_ENV))
+    ),
+    "maxProperties": spec.MAX_ENV_VARS,
+    "additionalProperties": {"type": "string"},
+}
+_SCALE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "min": {"type": "integer", "minimum": 1, "maximum": spec.MAX_SCALE, "default": 1},
+        "max": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": spec.MAX_SCALE,
+            "description": "at least min; defaults to max(current max, min)",
+        },
+    },
+}
+_RESOURCES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "cpu": {
+            "type": "number",
+            "minimum": spec.MIN_CPU,
+            "maximum": spec.MAX_CPU,
+            "default": 1.0,
+        },
+        "memory_mb": {
+            "type": "integer",
+            "minimum": spec.MIN_MEMORY_MB,
+            "maximum": spec.MAX_MEMORY_MB,
+            "default": 512,
+        },
+    },
+}
+_TIMESTAMP = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {
+                "type": "string",
+                "description": "machine-readable code",
+                "enum": [
+                    "invalid",
+                    "bad_request",
+                    "unauthorized",
+                    "not_found",
+                    "method_not_allowed",
+                    "conflict",
+                    "too_large",
+                    "internal",
+                    "store_unavailable",
+                    "engine_unavailable",
+                ],
+            },
+            "message": {"type": "string", "description": "for humans"},
+            "field": {
+                "type": "string",
+                "description": "path of the offending input, e.g. ports.70000 or confirm",
+            },
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "version": {"type": "string"},
+        },
+    },
+    "DeploymentSpec": {
+        "type": "object",
+        "description": "A validated spec, as stored (every field present).",
+        "required": [
+            "name",
+            "registry",
+            "image",
+            "tag",
+            "ports",
+            "env",
+            "scale",
+            "resources",
+            "deploy_on_create",
+            "region",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            "registry": {"type": "string"},
+            "image": {"type": "string"},
+            "tag": {"type": "string"},
+            "ports": _PORTS_SCHEMA,
+            "env": _ENV_SCHEMA,
+            "scale": _SCALE_SCHEMA,
+            "resources": _RESOURCES_SCHEMA,
+            "deploy_on_create": {"type": "boolean"},
+            "region": {"type": "string"},
+        },
+    },
+    "CreateDeployment": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "image", "ports"],
+        "properties": {
+            "name": {
+                "type": "string",
+                "minLength": 2,
+                "maxLength": 64,
+                "pattern": spec.NAME_RE.pattern,
+            },
+            "registry": {"type": "string", "default": spec.DEFAULT_REGISTRY},
+            "image": {
+                "type": "string",
+                "maxLength": 255,
+                "description": "repository only (no tag or digest), e.g. library/nginx",
+            },
+            "tag": {"type": "string", "pattern": spec.TAG_RE.pattern, "default": "latest"},
+            "ports": _PORTS_SCHEMA,
+            "env": _ENV_SCHEMA,
+            "scale": _SCALE_SCHEMA,
+            "resources": _RESOURCES_SCHEMA,
+            "deploy_on_create": {
+                "type": "boolean",
+                "default": True,
+                "description": "false: create only (status created); start it later",
+            },
+            "region": {"type": "string", "description": "defaults to this node's region"},
+        },
+    },
+    "UpdateDeployment": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": (
+            "Partial update: given fields replace the current ones (scale and resources "
+            "merge per key; env and ports are replaced whole). name, image, tag, registry, "
+            "region and deploy_on_create may be repeated unchanged but never changed."
+        ),
+        "properties": {
+            "ports": _PORTS_SCHEMA,
+            "env": _ENV_SCHEMA,
+            "scale": _SCALE_SCHEMA,
+            "resources": _RESOURCES_SCHEMA,
+            "name": {"type": "string"},
+            "image": {"type": "string"},
+            "tag": {"type": "string"},
+            "registry": {"type": "string"},
+            "region": {"type": "string"},
+            "deploy_on_create": {"type": "boolean"},
+        },
+    },
+    "Instance": {
+        "type": "object",
+        "required": [
+            "name",
+            "container_id",
+            "revision",
+            "slot",
+            "state",
+            "ready",
+            "address",
+            "restarts",
+        ],
+        "properties": {
+            "name": {"type": "string", "example": "web-0"},
+            "container_id": {"type": "string"},
+            "revision": {"type": "integer"},
+            "slot": {"type": "integer"},
+            "state": {"type": "string", "description": "Docker container state"},
+            "ready": {"type": "boolean", "description": "in the proxy pool"},
+            "address": {"type": "string", "nullable": True},
+            "restarts": {"type": "integer"},
+        },
+    },
+    "Deployment": {
+        "type": "object",
+        "required": [
+            "id",
+            "name",
+            "revision",
+            "status",
+            "status_reason",
+            "intent",
+            "created_at",
+            "updated_at",
+            "spec",
+            "urls",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "revision": {"type": "integer", "minimum": 1},
+            "status": {"type": "string", "enum": [s.value for s in Status]},
+            "status_reason": {"type": "string"},
+            "intent": {"type": "string", "enum": [i.value for i in Intent]},
+            "created_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+            "spec": _ref("DeploymentSpec"),
+            "urls": {"type": "array", "items": {"type": "string", "format": "uri"}},
+            "instances": {
+                "type": "array",
+                "items": _ref("Instance"),
+                "description": "present on GET (list and single)",
+            },
+        },
+    },
+    "DeploymentList": {
+        "type": "object",
+        "required": ["deployments"],
+        "properties": {"deployments": {"type": "array", "items": _ref("Deployment")}},
+    },
+    "InstanceList": {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {"instances": {"type": "array", "items": _ref("Instance")}},
+    },
+    "Event": {
+        "type": "object",
+        "required": ["id", "at", "kind", "message", "revision"],
+        "properties": {
+            "id": {"type": "integer", "description": "increasing; use as ?after="},
+            "at": _TIMESTAMP,
+            "kind": {"type": "string", "example": "status"},
+            "message": {"type": "string"},
+            "revision": {"type": "integer", "nullable": True},
+        },
+    },
+    "EventList": {
+        "type": "object",
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "items": _ref("Event")}},
+    },
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+
+
+RESPONSES: dict[str, Any] = {
+    "BadRequest": _error_response("malformed request (JSON, Content-Type, query parameter)"),
+    "Unauthorized": {
+        **_error_response("missing or invalid bearer token (TCP listener only)"),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    },
+    "NotFound": _error_response("no such deployment or route"),
+    "Conflict": _error_response("the deployment's state forbids the change"),
+    "TooLarge": _error_response("request body larger than api.max_body_bytes"),
+    "Invalid": _error_response("the body failed validation; field names the input"),
+    "Internal": _error_response("unexpected error; details are in the daemon log"),
+    "Unavailable": _error_response("the database or the Docker engine is unavailable"),
+}
+
+PARAMETERS: dict[str, Any] = {
+    "name": {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "deployment name",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _deployment_op(
+    op_id: str,
+    summary: str,
+    status: str,
+    description: str,
+    errors: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {status: _json_body("Deployment", description)}
+    responses.update(errors or {})
+    responses.update({"404": _error("NotFound"), "409": _error("Conflict"), **_COMMON_ERRORS})
+    return {"operationId": op_id, "summary": summary, "responses": responses, **extra}
+
+
+PATHS: dict[str, Any] = {
+    "/v1/health": {
+        "get": {
+            "operationId": "health",
+            "summary": "Liveness of the API (no authentication)",
+            "security": [],
+            "responses": {"200": _json_body("Health", "the daemon answers")},
+        }
+    },
+    "/v1/openapi.json": {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.0 document",
+                    "content": {JSON: {"schema": {"type": "object"}}},
+                },
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/v1/deployments": {
+        "get": {
+            "operationId": "list_deployments",
+            "summary": "All deployments, by name, with their instances",
+            "responses": {
+                "200": _json_body("DeploymentList", "the deployments"),
+                **_COMMON_ERRORS,
+            },
+        },
+        "post": {
+            "operationId": "create_deployment",
+            "summary": "Create a deployment (revision 1) and, by default, start it",
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": _ref("CreateDeployment")}},
+            },
+            "responses": {
+                "201": {
+                    **_json_body("Deployment", "created"),
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                },
+                **_BODY_ERRORS,
+                "409": _error("Conflict"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+    "/v1/deployments/{name}": {
+        "parameters": [_NAME_PARAM],
+        "get": _deployment_op(
+            "get_deployment", "One deployment with its instances", "200", "the deployment"
+        ),
+        "patch": _deployment_op(
+            "update_deployment",
+            "Change ports, env, scale or resources (a new revision when anything changed)",
+            "200",
+            "the deployment after the change",
+            errors=_BODY_ERRORS,
+            requestBody={
+                "required": True,
+                "content": {JSON: {"schema": _ref("UpdateDeployment")}},
+            },
+        ),
+        "delete": _deployment_op(
+            "delete_deployment",
+            "Delete: stop and remove everything, then forget the deployment",
+            "202",
+            "deletion accepted (status deleting); GET answers 404 once it is done",
+            errors={"400": _error("BadRequest")},
+            parameters=[
+                {
+                    "name": "confirm",
+                    "in": "query",
+                    "required": True,
+                    "description": "must equal the deployment name",
+                    "schema": {"type": "string"},
+                }
+            ],
+        ),
+    },
+    "/v1/deployments/{name}/start": {
+        "parameters": [_NAME_PARAM],
+        "post": _deployment_op(
+            "start_deployment", "Run the deployment (intent run)", "202", "start accepted"
+        ),
+    },
+    "/v1/deployments/{name}/stop": {
+        "parameters": [_NAME_PARAM],
+        "post": _deployment_op(
+            "stop_deployment",
+            "Stop every instance (intent stop); the spec is kept",
+            "202",
+            "stop accepted",
+        ),
+    },
+    "/v1/deployments/{name}/instances": {
+        "parameters": [_NAME_PARAM],
+        "get": {
+            "operationId": "list_instances",
+            "summary": "The instances the controller sees for this deployment",
+            "responses": {
+                "200": _json_body("InstanceList", "the instances"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+    "/v1/deployments/{name}/events": {
+        "parameters": [_NAME_PARAM],
+        "get": {
+            "operationId": "list_events",
+            "summary": "History, oldest first: the newest `limit` events with id > `after`",
+            "parameters": [
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "description": "only events with a larger id (poll with the last id seen)",
+                    "schema": {"type": "integer", "minimum": 0, "default": 0},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": EVENTS_MAX_LIMIT,
+                        "default": EVENTS_DEFAULT_LIMIT,
+                    },
+                },
+            ],
+            "responses": {
+                "200": _json_body("EventList", "the events"),
+                "400": _error("BadRequest"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "patrd local API",
+        "version": __version__,
+        "description": (
+            "Served on the daemon's unix socket (file mode is the authentication) and, "
+            "optionally, on TCP with a bearer token. Every error body is an Error object."
+        ),
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "responses": RESPONSES,
+        "parameters": PARAMETERS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+}

@@ -1,0 +1,269 @@
+"""Request handlers: parse the request, call the store, wake the controller.
+
+Handlers raise ``patrd.errors`` classes; ``patrd.api.errors`` turns them into
+responses. Bodies are parsed to specs by ``patrd.spec`` (the one validator);
+nothing here re-checks fields.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+from patrd import __version__, spec
+from patrd.config import Config
+from patrd.errors import BadRequest
+from patrd.store import DeploymentRecord, EventRecord, Intent, Store
+from patrd.views import ControllerView, InstanceView
+
+STORE = web.AppKey("patrd.store", Store)
+CONTROLLER = web.AppKey[ControllerView]("patrd.controller")
+CONFIG = web.AppKey("patrd.config", Config)
+
+EVENTS_DEFAULT_LIMIT = 100
+EVENTS_MAX_LIMIT = 1000
+_UINT_RE = re.compile(r"[0-9]{1,18}")
+
+
+def add_routes(app: web.Application) -> None:
+    """Every route the API serves; the OpenAPI document lists exactly these."""
+    r = app.router
+    r.add_get("/v1/health", health, name="health", allow_head=False)
+    r.add_get("/v1/openapi.json", openapi_document, name="openapi", allow_head=False)
+    r.add_get("/v1/deployments", list_deployments, name="list_deployments", allow_head=False)
+    r.add_post("/v1/deployments", create_deployment, name="create_deployment")
+    r.add_get("/v1/deployments/{name}", get_deployment, name="get_deployment", allow_head=False)
+    r.add_patch("/v1/deployments/{name}", update_deployment, name="update_deployment")
+    r.add_delete("/v1/deployments/{name}", delete_deployment, name="delete_deployment")
+    r.add_post("/v1/deployments/{name}/start", start_deployment, name="start_deployment")
+    r.add_post("/v1/deployments/{name}/stop", stop_deployment, name="stop_deployment")
+    r.add_get(
+        "/v1/deployments/{name}/instances",
+        list_instances,
+        name="list_instances",
+        allow_head=False,
+    )
+    r.add_get("/v1/deployments/{name}/events", list_events, name="list_events", allow_head=False)
+
+
+# --- handlers -------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    from patrd.api.openapi import OPENAPI  # imports this module's constants
+
+    return web.json_response(OPENAPI)
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    store, controller, config = _parts(request)
+    records = await store.list_deployments()
+    return web.json_response(
+        {
+            "deployments": [
+                deployment_json(rec, config, instances=controller.instances(rec.id))
+                for rec in records
+            ]
+        }
+    )
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    store, controller, config = _parts(request)
+    body = await read_json(request)
+    parsed = spec.parse_create(body, region=config.daemon.region)
+    record = await store.create_deployment(parsed)
+    controller.wake(record.id)
+    return web.json_response(
+        deployment_json(record, config),
+        status=201,
+        headers={"Location": f"/v1/deployments/{record.name}"},
+    )
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    store, controller, config = _parts(request)
+    record = await store.get_deployment(request.match_info["name"])
+    return web.json_response(
+        deployment_json(record, config, instances=controller.instances(record.id))
+    )
+
+
+async def update_deployment(request: web.Request) -> web.Response:
+    store, controller, config = _parts(request)
+    name = request.match_info["name"]
+    body = await read_json(request)
+    record = await store.update_spec(name, lambda current: spec.parse_update(current, body))
+    controller.wake(record.id)
+    return web.json_response(deployment_json(record, config))
+
+
+async def delete_deployment(request: web.Request) -> web.Response:
+    store, controller, config = _parts(request)
+    name = request.match_info["name"]
+    confirm = request.query.get("confirm")
+    if confirm is None:
+        raise BadRequest(
+            f"deleting is permanent; repeat the deployment name as ?confirm={name}",
+            field="confirm",
+        )
+    if confirm != name:
+        raise BadRequest(
+            f"confirm {confirm!r} does not match the deployment name {name!r}",
+            field="confirm",
+        )
+    current = await store.get_deployment(name)
+    # A second DELETE while the first is in progress is the same request.
+    record = (
+        current if current.intent is Intent.DELETE else await store.set_intent(name, Intent.DELETE)
+    )
+    controller.wake(record.id)
+    return web.json_response(deployment_json(record, config), status=202)
+
+
+async def start_deployment(request: web.Request) -> web.Response:
+    return await _set_intent(request, Intent.RUN)
+
+
+async def stop_deployment(request: web.Request) -> web.Response:
+    return await _set_intent(request, Intent.STOP)
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    store, controller, _ = _parts(request)
+    record = await store.get_deployment(request.match_info["name"])
+    return web.json_response(
+        {"instances": [instance_json(i) for i in controller.instances(record.id)]}
+    )
+
+
+async def list_events(request: web.Request) -> web.Response:
+    store, _, _ = _parts(request)
+    after = _uint_query(request, "after", default=0)
+    limit = _uint_query(request, "limit", default=EVENTS_DEFAULT_LIMIT)
+    if not 1 <= limit <= EVENTS_MAX_LIMIT:
+        raise BadRequest(f"limit must be from 1 to {EVENTS_MAX_LIMIT}", field="limit")
+    record = await store.get_deployment(request.match_info["name"])
+    events = await store.list_events(record.id, after_id=after, limit=limit)
+    return web.json_response({"events": [event_json(e) for e in events]})
+
+
+# --- JSON shapes (the public contract; see openapi.py) ---------------------
+
+
+def deployment_json(
+    record: DeploymentRecord, config: Config, *, instances: list[InstanceView] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "revision": record.revision,
+        "status": record.status.value,
+        "status_reason": record.status_reason,
+        "intent": record.intent.value,
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+        "spec": record.spec.to_json(),
+        "urls": deployment_urls(record.spec, config),
+    }
+    if instances is not None:
+        body["instances"] = [instance_json(i) for i in instances]
+    return body
+
+
+def deployment_urls(deployment: spec.DeploymentSpec, config: Config) -> list[str]:
+    """``http://<port>-<name>.<base_domain>[:<proxy port>]`` per HTTP port."""
+    listens = config.proxy.http_listen
+    port = listens[0].port if listens else 80
+    suffix = "" if port == 80 else f":{port}"
+    domain = config.proxy.base_domain
+    return [f"http://{p}-{deployment.name}.{domain}{suffix}" for p in deployment.http_ports]
+
+
+def instance_json(instance: InstanceView) -> dict[str, Any]:
+    return {
+        "name": instance.name,
+        "container_id": instance.container_id,
+        "revision": instance.revision,
+        "slot": instance.slot,
+        "state": instance.state,
+        "ready": instance.ready,
+        "address": instance.address,
+        "restarts": instance.restarts,
+    }
+
+
+def event_json(event: EventRecord) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": rfc3339(event.at),
+        "kind": event.kind,
+        "message": event.message,
+        "revision": event.revision,
+    }
+
+
+def rfc3339(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- request parsing ------------------------------------------------------
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON; 400 for anything that is not one JSON document.
+
+    ``request.read()`` raises ``HTTPRequestEntityTooLarge`` (413) past the
+    app's ``client_max_size``.
+    """
+    if request.content_type != "application/json":
+        raise BadRequest(f"Content-Type must be application/json, not {request.content_type!r}")
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("a JSON request body is required")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"request body is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise BadRequest(f"request body is not valid JSON: {name} is not a JSON value")
+
+
+def _uint_query(request: web.Request, key: str, *, default: int) -> int:
+    values = request.query.getall(key, [])
+    if not values:
+        return default
+    if len(values) > 1:
+        raise BadRequest(f"{key} given more than once", field=key)
+    if not _UINT_RE.fullmatch(values[0]):
+        raise BadRequest(f"{key} must be a non-negative integer, not {values[0]!r}", field=key)
+    return int(values[0])
+
+
+async def _set_intent(request: web.Request, intent: Intent) -> web.Response:
+    store, controller, config = _parts(request)
+    record = await store.set_intent(request.match_info["name"], intent)
+    controller.wake(record.id)
+    return web.json_response(deployment_json(record, config), status=202)
+
+
+def _parts(request: web.Request) -> tuple[Store, ControllerView, Config]:
+    app = request.app
+    return app[STORE], app[CONTROLLER], app[CONFIG]

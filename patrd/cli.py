@@ -1,0 +1,861 @@
+"""Command-line entry points: ``patrctl`` (the API client) and ``patrd serve``.
+
+The client uses only the standard library (``http.client``, over the daemon's
+unix socket or over TCP with a bearer token) so it starts fast; the daemon's
+modules are imported only by ``daemon_main``.
+
+Exit codes: 0 success, 1 an error (one line on stderr:
+``patrctl: <message> (field: <field>)``), 2 a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from patrd.config import Config
+
+DEFAULT_SOCKET = "/run/patrd/api.sock"
+DEFAULT_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 1.0
+SHOW_EVENTS = 5
+
+JsonObject = dict[str, Any]
+
+
+# --- errors ---------------------------------------------------------------
+
+
+class CliError(Exception):
+    """Printed as one line, exit 1."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def line(self, prog: str = "patrctl") -> str:
+        suffix = f" (field: {self.field})" if self.field else ""
+        return f"{prog}: {self.message}{suffix}"
+
+
+class ApiError(CliError):
+    """The API answered with an error body."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, field)
+        self.status = status
+        self.code = code
+
+
+class UsageError(CliError):
+    """Bad combination of flags that argparse cannot express; exit 2."""
+
+
+# --- transport ------------------------------------------------------------
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix stream socket."""
+
+    def __init__(self, path: str, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """One request per connection: the CLI makes few, and polls slowly."""
+
+    connect: Callable[[], http.client.HTTPConnection]
+    target: str  # for error messages: the socket path or the URL
+    base_path: str = ""
+    token: str | None = None
+    hint: str = ""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str | int] | None = None,
+        body: Any = None,
+    ) -> Any:
+        url = self.base_path + path
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        headers = {"Accept": "application/json", "User-Agent": "patrctl"}
+        payload: bytes | None = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        conn = self.connect()
+        try:
+            conn.request(method, url, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            status, reason = response.status, response.reason
+        except OSError as exc:
+            reason_text = exc.strerror or str(exc) or type(exc).__name__
+            raise CliError(
+                f"cannot reach patrd at {self.target}: {reason_text}{self.hint}"
+            ) from exc
+        except http.client.HTTPException as exc:
+            raise CliError(f"bad answer from patrd at {self.target}: {exc!r}") from exc
+        finally:
+            conn.close()
+        data = _decode(raw)
+        if status >= 400:
+            if isinstance(data, dict) and isinstance(data.get("message"), str):
+                field = data.get("field")
+                raise ApiError(
+                    status,
+                    str(data.get("error", "")),
+                    data["message"],
+                    field if isinstance(field, str) else None,
+                )
+            raise ApiError(status, "http", f"HTTP {status} {reason}")
+        return data
+
+    def get(self, path: str, **query: str | int) -> Any:
+        return self.request("GET", path, query=query or None)
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def make_client(
+    *,
+    socket_path: str | None,
+    url: str | None,
+    token_file: str | None,
+    environ: Mapping[str, str] | None = None,
+) -> Client:
+    env = os.environ if environ is None else environ
+    if url is not None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--url must be http(s)://host[:port][/prefix], not {url!r}")
+        token = _read_token(token_file) if token_file else env.get("PATRD_TOKEN") or None
+        host, port = parts.hostname, parts.port
+        https = parts.scheme == "https"
+
+        def connect() -> http.client.HTTPConnection:
+            if https:
+                return http.client.HTTPSConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+            return http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_S)
+
+        return Client(connect, url, base_path=parts.path.rstrip("/"), token=token)
+    path = socket_path or env.get("PATRD_SOCKET") or DEFAULT_SOCKET
+    hint = (
+        " (is patrd running? set --socket or PATRD_SOCKET)"
+        if socket_path is None and "PATRD_SOCKET" not in env
+        else ""
+    )
+    return Client(lambda: UnixHTTPConnection(path), path, hint=hint)
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read token file {path}: {exc.strerror or exc}") from exc
+    if not token:
+        raise CliError(f"token file {path} is empty")
+    return token
+
+
+# --- argument parsing -----------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Connection flags and --json are accepted before or after the verb.
+    common = argparse.ArgumentParser(add_help=False)
+    conn = common.add_argument_group("connection")
+    conn.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"API unix socket (env PATRD_SOCKET, default {DEFAULT_SOCKET})",
+    )
+    conn.add_argument(
+        "--url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="API over TCP instead, e.g. http://10.0.0.2:7070",
+    )
+    conn.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="bearer token for --url (env PATRD_TOKEN)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the API's JSON instead of text",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="patrctl",
+        description="Manage deployments on a patrd daemon.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    p = verb("create", "create a deployment (and start it)")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--file", metavar="SPEC.json", help="create spec as JSON ('-' for stdin)")
+    p.add_argument("--image", metavar="REPO", help="repository, e.g. library/nginx")
+    p.add_argument("--tag", help="image tag (default latest)")
+    p.add_argument("--registry", help="registry host (default docker.io)")
+    _add_spec_flags(p)
+    p.add_argument("--no-deploy", action="store_true", help="create only; start it later")
+    p.add_argument("--region", help="must be this node's region")
+    _add_wait_flags(p, "until the deployment is running")
+
+    verb("list", "list deployments")
+
+    p = verb("show", "show one deployment, its instances and recent events")
+    p.add_argument("name", metavar="NAME")
+
+    p = verb("events", "print a deployment's events")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--limit", type=_int_range(1, 1000), default=100, help="how many (default 100)")
+
+    p = verb("update", "change env, ports, scale or resources (a new revision)")
+    p.add_argument("name", metavar="NAME")
+    _add_spec_flags(p, replace_ports=True)
+    p.add_argument(
+        "--unset-env", action="append", default=[], metavar="KEY", help="remove a variable"
+    )
+    _add_wait_flags(p, "until the new revision is running")
+
+    p = verb("start", "start a stopped deployment")
+    p.add_argument("name", metavar="NAME")
+    _add_wait_flags(p, "until it is running")
+
+    p = verb("stop", "stop every instance (the spec is kept)")
+    p.add_argument("name", metavar="NAME")
+    _add_wait_flags(p, "until it is stopped")
+
+    p = verb("delete", "delete a deployment and everything it runs")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--confirm", required=True, metavar="NAME", help="repeat the name")
+    _add_wait_flags(p, "until it is gone")
+    return parser
+
+
+def _add_spec_flags(p: argparse.ArgumentParser, *, replace_ports: bool = False) -> None:
+    port_help = "container port, PORT or PORT:PROTOCOL (protocol http); repeatable"
+    if replace_ports:
+        port_help += "; replaces the current ports"
+    p.add_argument("--port", action="append", default=[], metavar="PORT[:PROTO]", help=port_help)
+    p.add_argument(
+        "--env", action="append", default=[], type=_env_arg, metavar="KEY=VALUE", help="repeatable"
+    )
+    p.add_argument("--min", type=int, metavar="N", help="minimum instances")
+    p.add_argument("--max", type=int, metavar="N", help="maximum instances (autoscaling)")
+    p.add_argument("--cpu", type=float, metavar="C", help="CPUs per instance, e.g. 0.5")
+    p.add_argument("--memory-mb", type=int, metavar="M", help="memory per instance in MB")
+
+
+def _add_wait_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--wait", action="store_true", help=f"wait {what}, printing events")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"give up waiting after S seconds (default {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def _env_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def ports_from_args(values: Sequence[str]) -> dict[str, str]:
+    """``["80", "8080:http"]`` → ``{"80": "http", "8080": "http"}``; the API validates."""
+    ports: dict[str, str] = {}
+    for value in values:
+        number, _, proto = value.partition(":")
+        ports[number.strip()] = proto.strip() or "http"
+    return ports
+
+
+def create_body(args: argparse.Namespace) -> JsonObject:
+    """The POST body from ``--file`` and/or flags (flags win)."""
+    body: JsonObject = load_spec_file(args.file) if args.file else {}
+    if not args.file:
+        missing = [
+            flag
+            for flag, value in (("NAME", args.name), ("--image", args.image), ("--port", args.port))
+            if not value
+        ]
+        if missing:
+            raise UsageError(f"create needs {', '.join(missing)} (or --file SPEC.json)")
+    for key, value in (
+        ("name", args.name),
+        ("image", args.image),
+        ("tag", args.tag),
+        ("registry", args.registry),
+        ("region", args.region),
+    ):
+        if value is not None:
+            body[key] = value
+    if args.port:
+        body["ports"] = ports_from_args(args.port)
+    if args.env:
+        body["env"] = {**_as_dict(body.get("env")), **dict(args.env)}
+    scale = _scale_flags(args)
+    if scale:
+        body["scale"] = {**_as_dict(body.get("scale")), **scale}
+    resources = _resource_flags(args)
+    if resources:
+        body["resources"] = {**_as_dict(body.get("resources")), **resources}
+    if args.no_deploy:
+        body["deploy_on_create"] = False
+    return body
+
+
+def update_body(args: argparse.Namespace, current: JsonObject) -> JsonObject:
+    """The PATCH body: env is merged into the current spec's env, the rest is partial."""
+    body: JsonObject = {}
+    if args.env or args.unset_env:
+        env = dict(_as_dict(current.get("env")))
+        for key in args.unset_env:
+            if key not in env:
+                raise CliError(f"cannot unset {key}: it is not set", field=f"env.{key}")
+            del env[key]
+        env.update(dict(args.env))
+        body["env"] = env
+    if args.port:
+        body["ports"] = ports_from_args(args.port)
+    scale = _scale_flags(args)
+    if scale:
+        body["scale"] = scale
+    resources = _resource_flags(args)
+    if resources:
+        body["resources"] = resources
+    return body
+
+
+def load_spec_file(path: str) -> JsonObject:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"{path} must hold a JSON object")
+    return data
+
+
+def _scale_flags(args: argparse.Namespace) -> JsonObject:
+    return {k: v for k, v in (("min", args.min), ("max", args.max)) if v is not None}
+
+
+def _resource_flags(args: argparse.Namespace) -> JsonObject:
+    pairs = (("cpu", args.cpu), ("memory_mb", args.memory_mb))
+    return {k: v for k, v in pairs if v is not None}
+
+
+def _as_dict(value: Any) -> JsonObject:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+# --- rendering ------------------------------------------------------------
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def render_fields(pairs: Sequence[tuple[str, str]]) -> str:
+    width = max((len(key) for key, _ in pairs), default=0) + 1
+    return "\n".join(f"{(key + ':').ljust(width)}  {value}".rstrip() for key, value in pairs)
+
+
+def image_ref(spec: JsonObject) -> str:
+    registry = spec.get("registry", "docker.io")
+    base = spec["image"] if registry == "docker.io" else f"{registry}/{spec['image']}"
+    return f"{base}:{spec['tag']}"
+
+
+def ready_column(deployment: JsonObject) -> str:
+    instances = deployment.get("instances") or []
+    ready = sum(1 for i in instances if i.get("ready"))
+    scale = deployment["spec"]["scale"]
+    desired = 0
+    if deployment["intent"] == "run":
+        desired = max(scale["min"], min(ready, scale["max"]))
+    return f"{ready}/{desired}"
+
+
+def deployments_table(deployments: Sequence[JsonObject]) -> str:
+    rows = [
+        [
+            d["name"],
+            d["status"],
+            ready_column(d),
+            str(d["revision"]),
+            image_ref(d["spec"]),
+            d["urls"][0] if d.get("urls") else "-",
+        ]
+        for d in deployments
+    ]
+    return render_table(["NAME", "STATUS", "READY", "REVISION", "IMAGE", "URL"], rows)
+
+
+def instances_table(instances: Sequence[JsonObject]) -> str:
+    rows = [
+        [
+            i["name"],
+            i["state"],
+            "yes" if i["ready"] else "no",
+            i.get("address") or "-",
+            str(i["revision"]),
+            str(i["restarts"]),
+        ]
+        for i in instances
+    ]
+    return render_table(["NAME", "STATE", "READY", "ADDRESS", "REVISION", "RESTARTS"], rows)
+
+
+def event_line(event: JsonObject) -> str:
+    revision = event.get("revision")
+    suffix = f" (revision {revision})" if revision is not None else ""
+    return f"{event['at']}  {event['kind']:<8} {event['message']}{suffix}"
+
+
+def deployment_fields(d: JsonObject) -> list[tuple[str, str]]:
+    spec = d["spec"]
+    status = d["status"] + (f" ({d['status_reason']})" if d.get("status_reason") else "")
+    ports = ", ".join(f"{port}/{proto}" for port, proto in spec["ports"].items())
+    env_names = sorted(spec.get("env", {}))
+    env = ", ".join(env_names) + " (values: --json)" if env_names else "-"
+    scale = spec["scale"]
+    res = spec["resources"]
+    return [
+        ("name", d["name"]),
+        ("id", d["id"]),
+        ("status", status),
+        ("intent", d["intent"]),
+        ("revision", str(d["revision"])),
+        ("image", image_ref(spec)),
+        ("ports", ports),
+        ("env", env),
+        ("scale", f"{scale['min']}..{scale['max']}"),
+        ("resources", f"{res['cpu']:g} cpu, {res['memory_mb']} MB"),
+        ("region", spec.get("region") or "-"),
+        ("urls", " ".join(d.get("urls") or []) or "-"),
+        ("created", d["created_at"]),
+        ("updated", d["updated_at"]),
+    ]
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+# --- verbs ----------------------------------------------------------------
+
+
+def _path(name: str, *rest: str) -> str:
+    parts = ["/v1/deployments", urllib.parse.quote(name, safe=""), *rest]
+    return "/".join(parts)
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    data = client.get("/v1/deployments")
+    if args.json:
+        print_json(data)
+    elif data["deployments"]:
+        print(deployments_table(data["deployments"]))
+    else:
+        print("no deployments")
+    return 0
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    deployment = client.get(_path(args.name))
+    if args.json:
+        print_json(deployment)
+        return 0
+    events = client.get(_path(args.name, "events"), limit=SHOW_EVENTS)["events"]
+    print(render_fields(deployment_fields(deployment)))
+    print()
+    print("INSTANCES")
+    instances = deployment.get("instances") or []
+    print(instances_table(instances) if instances else "none")
+    print()
+    print("EVENTS")
+    print("\n".join(event_line(e) for e in events) if events else "none")
+    return 0
+
+
+def cmd_events(client: Client, args: argparse.Namespace) -> int:
+    events = client.get(_path(args.name, "events"), limit=args.limit)["events"]
+    if args.json and not args.follow:
+        print_json({"events": events})
+        return 0
+    _print_events(events, as_json=args.json)
+    if not args.follow:
+        return 0
+    last = events[-1]["id"] if events else 0
+    while True:
+        _sleep(POLL_INTERVAL_S)
+        try:
+            events = client.get(_path(args.name, "events"), after=last, limit=1000)["events"]
+        except ApiError as exc:
+            if exc.status == 404:
+                print(f"{args.name}: deleted", file=sys.stderr)
+                return 0
+            raise
+        _print_events(events, as_json=args.json)
+        if events:
+            last = events[-1]["id"]
+
+
+def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    body = create_body(args)
+    deployment = client.request("POST", "/v1/deployments", body=body)
+    name = deployment["name"]
+    _report(args, deployment, f"created {name} (revision {deployment['revision']})")
+    if not args.wait:
+        return 0
+    if deployment["intent"] != "run":
+        _note(args, f"{name}: created without deploying; nothing to wait for")
+        return 0
+    return wait_for(client, name, "running", after=0, timeout=args.timeout, quiet=args.json)
+
+
+def cmd_update(client: Client, args: argparse.Namespace) -> int:
+    current = client.get(_path(args.name))
+    body = update_body(args, current["spec"])
+    if not body:
+        raise UsageError(
+            "nothing to update: give --env, --unset-env, --port, --min, --max, --cpu or --memory-mb"
+        )
+    after = _last_event_id(client, args.name)
+    deployment = client.request("PATCH", _path(args.name), body=body)
+    if deployment["revision"] == current["revision"]:
+        _report(args, deployment, f"{args.name}: no change (revision {deployment['revision']})")
+    else:
+        _report(args, deployment, f"updated {args.name} to revision {deployment['revision']}")
+    if not args.wait:
+        return 0
+    if deployment["intent"] != "run":
+        _note(args, f"{args.name}: not running (intent {deployment['intent']}); not waiting")
+        return 0
+    return wait_for(
+        client, args.name, "running", after=after, timeout=args.timeout, quiet=args.json
+    )
+
+
+def cmd_start(client: Client, args: argparse.Namespace) -> int:
+    return _intent_verb(client, args, "start", "running")
+
+
+def cmd_stop(client: Client, args: argparse.Namespace) -> int:
+    return _intent_verb(client, args, "stop", "stopped")
+
+
+def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    after = _last_event_id(client, args.name)
+    deployment = client.request("DELETE", _path(args.name), query={"confirm": args.confirm})
+    _report(args, deployment, f"{args.name}: deleting")
+    if not args.wait:
+        return 0
+    return wait_for(
+        client, args.name, "deleted", after=after, timeout=args.timeout, quiet=args.json
+    )
+
+
+def _intent_verb(client: Client, args: argparse.Namespace, action: str, target: str) -> int:
+    after = _last_event_id(client, args.name)
+    deployment = client.request("POST", _path(args.name, action))
+    _report(args, deployment, f"{args.name}: {action} requested")
+    if not args.wait:
+        return 0
+    return wait_for(client, args.name, target, after=after, timeout=args.timeout, quiet=args.json)
+
+
+def wait_for(
+    client: Client,
+    name: str,
+    target: str,
+    *,
+    after: int,
+    timeout: float,
+    quiet: bool = False,
+) -> int:
+    """Poll until ``target`` ("running", "stopped", "deleted"), printing new events.
+
+    ``errored`` ends a wait for running or stopped with exit 1; so does the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    status = "unknown"
+    while True:
+        try:
+            deployment: JsonObject | None = client.get(_path(name))
+            events = client.get(_path(name, "events"), after=after, limit=1000)["events"]
+        except ApiError as exc:
+            if exc.status == 404 and target == "deleted":
+                deployment, events = None, []
+            else:
+                raise
+        if not quiet:
+            _print_events(events, as_json=False)
+        if events:
+            after = events[-1]["id"]
+        if deployment is None:
+            _note_done(quiet, f"{name}: deleted")
+            return 0
+        status = deployment["status"]
+        if status == "errored" and target != "deleted":
+            reason = deployment.get("status_reason") or "no reason given"
+            raise CliError(f"{name} errored: {reason}")
+        if target == "running" and status == "running":
+            _note_done(quiet, f"{name}: running")
+            return 0
+        if target == "stopped" and status == "stopped" and not _running(deployment):
+            _note_done(quiet, f"{name}: stopped")
+            return 0
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"timed out after {timeout:g}s waiting for {name} to be {target} (status: {status})"
+            )
+        _sleep(POLL_INTERVAL_S)
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)  # a seam for tests
+
+
+def _running(deployment: JsonObject) -> bool:
+    return any(i.get("state") == "running" for i in deployment.get("instances") or [])
+
+
+def _last_event_id(client: Client, name: str) -> int:
+    events = client.get(_path(name, "events"), limit=1)["events"]
+    return int(events[-1]["id"]) if events else 0
+
+
+def _print_events(events: Sequence[JsonObject], *, as_json: bool) -> None:
+    for event in events:
+        print(json.dumps(event) if as_json else event_line(event), flush=True)
+
+
+def _report(args: argparse.Namespace, deployment: JsonObject, text: str) -> None:
+    """The response of a write verb (its JSON with --json; --wait then prints nothing more)."""
+    if args.json:
+        print_json(deployment)
+        return
+    print(f"{text}; status {deployment['status']}")
+    if deployment.get("urls") and deployment["intent"] == "run":
+        for url in deployment["urls"]:
+            print(f"  {url}")
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if args.json:
+        return
+    print(text)
+
+
+def _note_done(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text)
+
+
+VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "create": cmd_create,
+    "list": cmd_list,
+    "show": cmd_show,
+    "events": cmd_events,
+    "update": cmd_update,
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "delete": cmd_delete,
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, and fill the flags shared by every verb (SUPPRESSed when absent)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key, default in (("socket", None), ("url", None), ("token_file", None), ("json", False)):
+        if not hasattr(args, key):
+            setattr(args, key, default)
+    if args.socket is not None and args.url is not None:
+        parser.error("give --socket or --url, not both")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``patrctl``: returns the exit status."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        client = make_client(socket_path=args.socket, url=args.url, token_file=args.token_file)
+        return VERBS[args.verb](client, args)
+    except UsageError as exc:
+        print(exc.line(), file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(exc.line(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `patrctl events -f | head`
+        return 1
+
+
+# --- the daemon -------------------------------------------------------------
+
+DaemonServe = Callable[["Config"], Coroutine[Any, Any, int]]
+
+
+def build_daemon_parser() -> argparse.ArgumentParser:
+    from patrd import __version__
+
+    parser = argparse.ArgumentParser(prog="patrd", description="The patrd daemon.")
+    parser.add_argument("--version", action="version", version=f"patrd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", required=True, type=Path, metavar="FILE", help="TOML config")
+    serve.add_argument("--data-dir", metavar="DIR", help="overrides daemon.data_dir")
+    serve.add_argument("--api-socket", metavar="PATH", help="overrides api.socket")
+    serve.add_argument(
+        "--http-listen",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="overrides proxy.http_listen; repeatable",
+    )
+    serve.add_argument("--base-domain", metavar="DOMAIN", help="overrides proxy.base_domain")
+    serve.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
+    serve.add_argument("--log-format", metavar="FORMAT", help="logfmt, json or console")
+    return parser
+
+
+def daemon_main(argv: Sequence[str] | None = None) -> int:
+    """``patrd serve``: load the config, then run the daemon until it stops."""
+    try:
+        args = build_daemon_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+    from patrd.config import Overrides, load
+    from patrd.errors import ConfigError
+
+    overrides = Overrides(
+        data_dir=args.data_dir,
+        api_socket=args.api_socket,
+        http_listen=tuple(args.http_listen),
+        base_domain=args.base_domain,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"patrd: {exc}", file=sys.stderr)
+        return 2
+
+    import asyncio
+
+    serve = _daemon_serve()
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _daemon_serve() -> DaemonServe:
+    # Imported late: patrctl must not pay for the daemon's imports, and the
+    # composition root may not exist yet while its parts are built.
+    import importlib
+
+    module = importlib.import_module("patrd.daemon")
+    return cast(DaemonServe, module.serve)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,409 @@
+"""The engine adapter: everything patrd asks of Docker goes through here.
+
+Controllers speak of instances and networks; this module turns that into
+Docker Engine API calls over aiodocker and is the only place that sees
+aiodocker's errors (they leave as ``EngineError``). A second adapter (Swarm)
+would implement the same ``Engine`` protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import aiodocker
+import aiohttp
+import structlog
+
+from patrd.errors import EngineError, ImageNotFound
+
+LABEL_MANAGED = "patrd.managed"
+LABEL_OWNER = "patrd.owner"
+LABEL_DEPLOYMENT = "patrd.deployment"
+LABEL_DEPLOYMENT_ID = "patrd.deployment-id"
+LABEL_REVISION = "patrd.revision"
+LABEL_INSTANCE = "patrd.instance"
+
+_EXIT_CODE_RE = re.compile(r"Exited \((-?\d+)\)")
+
+ProgressCallback = Callable[[str], Awaitable[None]]
+
+
+class ContainerState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESTARTING = "restarting"
+    REMOVING = "removing"
+    EXITED = "exited"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A container patrd created, as the engine reports it now."""
+
+    container_id: str
+    container_name: str
+    deployment_id: str
+    deployment: str
+    revision: int
+    slot: int
+    state: ContainerState
+    ip: str | None
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """Everything needed to create one container of a deployment."""
+
+    container_name: str
+    deployment_id: str
+    deployment: str
+    revision: int
+    slot: int
+    image: str
+    env: tuple[tuple[str, str], ...]
+    network: str
+    hostname: str
+    cpu: float
+    memory_mb: int
+    stop_timeout_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    name: str
+    deployment_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    image_id: str
+    pulled: bool
+    warning: str | None  # pull failed but a local copy was used
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    deployment_id: str
+    container_id: str
+    action: str
+    time_ns: int
+
+
+class Engine(Protocol):
+    async def ping(self) -> str: ...
+    async def list_instances(self, deployment_id: str | None = None) -> list[Instance]: ...
+    async def list_networks(self) -> list[NetworkInfo]: ...
+    async def ensure_network(self, name: str, deployment: str, deployment_id: str) -> None: ...
+    async def remove_network(self, name: str) -> None: ...
+    async def ensure_image(
+        self, ref: str, *, always_pull: bool, progress: ProgressCallback | None = None
+    ) -> ImageResult: ...
+    async def create_instance(self, spec: InstanceSpec) -> str: ...
+    async def start(self, container_id: str) -> None: ...
+    async def remove(self, container_id: str, stop_timeout_s: int) -> None: ...
+    def events(self) -> AsyncIterator[EngineEvent]: ...
+    async def close(self) -> None: ...
+
+
+class DockerEngine:
+    """``Engine`` over the local Docker daemon; the API version is negotiated."""
+
+    def __init__(self, url: str, owner: str) -> None:
+        self._url = url
+        self._owner = owner
+        self._docker: aiodocker.Docker | None = None
+        self._log = structlog.get_logger("patrd.engine")
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self._url)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def ping(self) -> str:
+        async with _translate("ping"):
+            info = await self.docker.version()
+        return f"{info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"
+
+    async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
+        labels = [f"{LABEL_OWNER}={self._owner}"]
+        if deployment_id:
+            labels.append(f"{LABEL_DEPLOYMENT_ID}={deployment_id}")
+        async with _translate("list containers"):
+            containers = await self.docker.containers.list(
+                all=True, filters=json.dumps({"label": labels})
+            )
+        instances = []
+        for container in containers:
+            instance = _instance_from_summary(container._container)
+            if instance is not None:
+                instances.append(instance)
+        return instances
+
+    async def list_networks(self) -> list[NetworkInfo]:
+        async with _translate("list networks"):
+            networks = await self.docker.networks.list(
+                filters={"label": [f"{LABEL_OWNER}={self._owner}"]}
+            )
+        return [
+            NetworkInfo(
+                name=n["Name"], deployment_id=(n.get("Labels") or {}).get(LABEL_DEPLOYMENT_ID, "")
+            )
+            for n in networks
+        ]
+
+    async def ensure_network(self, name: str, deployment: str, deployment_id: str) -> None:
+        async with _translate(f"inspect network {name}"):
+            existing = await self.docker.networks.list(filters={"name": [name]})
+        if any(n["Name"] == name for n in existing):
+            return
+        config = {
+            "Name": name,
+            "Driver": "bridge",
+            "CheckDuplicate": True,
+            "Labels": {
+                LABEL_MANAGED: "1",
+                LABEL_OWNER: self._owner,
+                LABEL_DEPLOYMENT: deployment,
+                LABEL_DEPLOYMENT_ID: deployment_id,
+            },
+        }
+        try:
+            await self.docker.networks.create(config)
+        except aiodocker.DockerError as exc:
+            if exc.status == 409:  # created concurrently
+                return
+            raise EngineError(f"create network {name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"create network {name}: Docker unreachable: {exc}") from exc
+
+    async def remove_network(self, name: str) -> None:
+        try:
+            network = await self.docker.networks.get(name)
+            await network.delete()
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return
+            raise EngineError(f"remove network {name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"remove network {name}: Docker unreachable: {exc}") from exc
+
+    async def ensure_image(
+        self, ref: str, *, always_pull: bool, progress: ProgressCallback | None = None
+    ) -> ImageResult:
+        local = await self._inspect_image(ref)
+        if local is not None and not always_pull:
+            return ImageResult(image_id=local, pulled=False, warning=None)
+        try:
+            await self._pull(ref, progress)
+        except EngineError as exc:
+            if local is not None:
+                return ImageResult(image_id=local, pulled=False, warning=f"{exc}; using local copy")
+            raise ImageNotFound(str(exc)) from exc
+        pulled = await self._inspect_image(ref)
+        if pulled is None:
+            raise ImageNotFound(f"image {ref} not present after pull")
+        return ImageResult(image_id=pulled, pulled=True, warning=None)
+
+    async def _inspect_image(self, ref: str) -> str | None:
+        try:
+            info = await self.docker.images.inspect(ref)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise EngineError(f"inspect image {ref}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"inspect image {ref}: Docker unreachable: {exc}") from exc
+        return str(info["Id"])
+
+    async def _pull(self, ref: str, progress: ProgressCallback | None) -> None:
+        last_report = 0.0
+        try:
+            async for item in self.docker.images.pull(ref, stream=True):
+                if "error" in item:
+                    raise EngineError(f"pull {ref}: {item['error']}")
+                now = time.monotonic()
+                if progress is not None and (now - last_report > 1.0 or "Status:" in str(item)):
+                    last_report = now
+                    await progress(_progress_line(item))
+        except aiodocker.DockerError as exc:
+            raise EngineError(f"pull {ref}: {exc.message}") from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"pull {ref}: {exc!r}") from exc
+
+    async def create_instance(self, spec: InstanceSpec) -> str:
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Hostname": spec.hostname,
+            "Env": [f"{k}={v}" for k, v in spec.env],
+            "Labels": {
+                LABEL_MANAGED: "1",
+                LABEL_OWNER: self._owner,
+                LABEL_DEPLOYMENT: spec.deployment,
+                LABEL_DEPLOYMENT_ID: spec.deployment_id,
+                LABEL_REVISION: str(spec.revision),
+                LABEL_INSTANCE: str(spec.slot),
+            },
+            "StopTimeout": spec.stop_timeout_s,
+            "HostConfig": {
+                # An init as PID 1 forwards SIGTERM: stop takes ~0.09 s, not the timeout.
+                "Init": True,
+                "NetworkMode": spec.network,
+                "NanoCpus": int(spec.cpu * 1e9),
+                "Memory": spec.memory_mb * 1024 * 1024,
+                # patrd restarts crashed instances itself (with backoff and events);
+                # a Docker restart policy would fight the reconciler.
+                "RestartPolicy": {"Name": "no"},
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
+            },
+            "NetworkingConfig": {
+                "EndpointsConfig": {spec.network: {"Aliases": [spec.hostname]}},
+            },
+        }
+        try:
+            container = await self.docker.containers.create(config, name=spec.container_name)
+        except aiodocker.DockerError as exc:
+            if exc.status == 409:
+                return await self._existing_id(spec.container_name)
+            if exc.status == 404:
+                raise ImageNotFound(f"create {spec.container_name}: {exc.message}") from exc
+            raise EngineError(f"create {spec.container_name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"create {spec.container_name}: Docker unreachable: {exc}") from exc
+        return str(container.id)
+
+    async def _existing_id(self, name: str) -> str:
+        async with _translate(f"inspect {name}"):
+            info = await self.docker.containers.get(name)
+        labels = info["Config"].get("Labels") or {}
+        if LABEL_MANAGED not in labels:
+            raise EngineError(f"container name {name} is taken by a container patrd did not create")
+        return str(info.id)
+
+    async def start(self, container_id: str) -> None:
+        async with _translate(f"start {container_id[:12]}"):
+            await self.docker.containers.container(container_id).start()
+
+    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
+        container = self.docker.containers.container(container_id)
+        try:
+            await container.stop(t=stop_timeout_s)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return
+            if exc.status != 304:  # 304: already stopped
+                raise EngineError(f"stop {container_id[:12]}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"stop {container_id[:12]}: Docker unreachable: {exc}") from exc
+        try:
+            await container.delete(force=True, v=True)
+        except aiodocker.DockerError as exc:
+            if exc.status in (404, 409):  # gone, or removal already in progress
+                return
+            raise EngineError(f"remove {container_id[:12]}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"remove {container_id[:12]}: Docker unreachable: {exc}") from exc
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        """Container events of patrd's containers until the stream ends (then reconnect)."""
+        filters = json.dumps({"type": ["container"], "label": [f"{LABEL_OWNER}={self._owner}"]})
+        params = {"filters": filters, "since": str(int(time.time()))}
+        try:
+            async with self.docker._query(
+                "events", method="GET", params=params, timeout=aiohttp.ClientTimeout(total=None)
+            ) as response:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = _event_from_json(json.loads(line))
+                    if event is not None:
+                        yield event
+        except aiodocker.DockerError as exc:
+            raise EngineError(f"events: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise EngineError(f"events stream broke: {exc!r}") from exc
+
+
+class _translate:
+    """``async with _translate("what")``: aiodocker/aiohttp errors → EngineError."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, aiodocker.DockerError):
+            raise EngineError(f"{self._what}: {exc.message}") from exc
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            raise EngineError(f"{self._what}: Docker unreachable: {exc}") from exc
+        return False
+
+
+def _instance_from_summary(summary: dict[str, Any]) -> Instance | None:
+    labels = summary.get("Labels") or {}
+    try:
+        revision = int(labels[LABEL_REVISION])
+        slot = int(labels[LABEL_INSTANCE])
+        deployment_id = labels[LABEL_DEPLOYMENT_ID]
+        deployment = labels[LABEL_DEPLOYMENT]
+    except (KeyError, ValueError):
+        return None
+    networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+    ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+    try:
+        state = ContainerState(summary.get("State", "dead"))
+    except ValueError:
+        state = ContainerState.DEAD
+    match = _EXIT_CODE_RE.search(summary.get("Status", ""))
+    names = summary.get("Names") or [""]
+    return Instance(
+        container_id=summary["Id"],
+        container_name=names[0].lstrip("/"),
+        deployment_id=deployment_id,
+        deployment=deployment,
+        revision=revision,
+        slot=slot,
+        state=state,
+        ip=ip or None,
+        exit_code=int(match.group(1)) if match else None,
+    )
+
+
+def _event_from_json(data: dict[str, Any]) -> EngineEvent | None:
+    actor = data.get("Actor") or {}
+    attributes = actor.get("Attributes") or {}
+    deployment_id = attributes.get(LABEL_DEPLOYMENT_ID)
+    if not deployment_id:
+        return None
+    return EngineEvent(
+        deployment_id=deployment_id,
+        container_id=actor.get("ID", ""),
+        action=str(data.get("Action", "")),
+        time_ns=int(data.get("timeNano", 0)),
+    )
+
+
+def _progress_line(item: dict[str, Any]) -> str:
+    parts = [str(item.get(k)) for k in ("id", "status", "progress") if item.get(k)]
+    return " ".join(parts)[:200]
+
+
+def is_pinned_tag(tag: str) -> bool:
+    """Pull policy: ``latest`` is always pulled, any other tag only when missing."""
+    return tag != "latest"

@@ -1,0 +1,134 @@
+"""The routing table: (Host, path) → route. Pure data, no I/O.
+
+A :class:`RoutingTable` is immutable; the server swaps whole tables (one
+attribute assignment), so a request always sees one consistent table.
+
+Matching rules:
+
+* the Host header is normalized by :func:`normalize_host` (lowercase, port
+  removed, trailing dot removed, IPv6 brackets removed);
+* among the routes of that host, the longest ``path_prefix`` that matches on
+  a segment boundary wins: ``/api`` matches ``/api`` and ``/api/x`` but not
+  ``/apix``; ``/`` matches every path. A trailing slash on a prefix is not
+  significant (``/api/`` and ``/api`` are the same prefix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class RouteStatus(StrEnum):
+    """Mirrors the deployment status; only ``RUNNING`` routes are proxied."""
+
+    CREATED = "created"
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ERRORED = "errored"
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """One ready instance of a deployment, reachable at ``host:port``."""
+
+    instance: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where requests for ``host`` + ``path_prefix`` go."""
+
+    host: str
+    path_prefix: str
+    deployment: str
+    port: int
+    status: RouteStatus
+    backends: tuple[Backend, ...]
+
+
+# One entry of a host's match list: (prefix without trailing slash, the same
+# prefix followed by "/", route). The root prefix is stored as ("", "/", route).
+_Entry = tuple[str, str, Route]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """An immutable set of routes with a host index.
+
+    Build it with :meth:`build`; ``RoutingTable()`` is the empty table.
+    """
+
+    routes: tuple[Route, ...] = ()
+    _index: Mapping[str, tuple[_Entry, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        by_host: dict[str, list[_Entry]] = {}
+        seen: set[tuple[str, str]] = set()
+        for route in self.routes:
+            host = normalize_host(route.host)
+            prefix = _normalize_prefix(route.path_prefix)
+            if (host, prefix) in seen:
+                raise ValueError(
+                    f"duplicate route for host {host!r} and path prefix {route.path_prefix!r}"
+                )
+            seen.add((host, prefix))
+            by_host.setdefault(host, []).append((prefix, prefix + "/", route))
+        index = {
+            host: tuple(sorted(entries, key=lambda e: len(e[0]), reverse=True))
+            for host, entries in by_host.items()
+        }
+        # A plain dict (read-only by convention): the lookup is on the hot path.
+        object.__setattr__(self, "_index", index)
+
+    @classmethod
+    def build(cls, routes: Iterable[Route]) -> RoutingTable:
+        """Index ``routes``; raise ``ValueError`` on a duplicate (host, path_prefix)."""
+        return cls(tuple(routes))
+
+    def match(self, host: str, path: str) -> Route | None:
+        """The route for a request's Host header and path, or ``None``."""
+        entries = self._index.get(host)
+        if entries is None:
+            entries = self._index.get(normalize_host(host))
+            if entries is None:
+                return None
+        for prefix, prefix_slash, route in entries:
+            if not prefix or path == prefix or path.startswith(prefix_slash):
+                return route
+        return None
+
+    def backend_keys(self) -> frozenset[tuple[str, int]]:
+        """Every (host, port) a route of this table may send requests to."""
+        return frozenset((b.host, b.port) for route in self.routes for b in route.backends)
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+
+def normalize_host(host: str) -> str:
+    """Lowercase ``host`` and drop its port and trailing dot.
+
+    ``"Example.COM.:8080"`` → ``"example.com"``; ``"[::1]:80"`` → ``"::1"``.
+    A bare IPv6 address (two colons or more, no brackets) is kept whole.
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[1:end] if end != -1 else host
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def _normalize_prefix(prefix: str) -> str:
+    """``"/"`` → ``""``; ``"/api/"`` → ``"/api"``; a missing leading slash is added."""
+    if not prefix.startswith("/"):
+        prefix = "/" + prefix
+    return prefix.rstrip("/")

@@ -1,0 +1,1520 @@
+"""The reverse proxy: asyncio Protocols and httptools (llhttp), no aiohttp on the hot path.
+
+Shape (``README.md`` in this package has the vocabulary):
+
+* :class:`ProxyServer` owns the listeners, the routing table, the backend
+  pools and the counters. It stops in order: close listeners → let in-flight
+  requests finish → close idle connections → abort the rest.
+* ``_Client`` is one accepted connection. It parses requests with
+  ``httptools.HttpRequestParser`` into ``_Exchange`` objects and answers them
+  in order (pipelined requests wait their turn).
+* ``_Upstream`` is one connection to a backend. It parses responses with
+  ``httptools.HttpResponseParser`` and streams them to the client.
+* ``_Pool`` is one backend (host, port): its idle keep-alive connections and
+  the number of requests outstanding on it.
+
+With a warm pool the whole request runs in protocol callbacks: no task, no
+future, no timer allocation, no logging. Only opening a new upstream
+connection runs a coroutine (``loop.create_connection``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import httptools
+import structlog
+
+from patrd.proxy.router import Backend, RouteStatus, RoutingTable
+
+__all__ = ["ProxyOptions", "ProxyServer"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOptions:
+    """Limits and timeouts of the proxy (bytes, seconds)."""
+
+    max_header_bytes: int = 16384
+    max_body_bytes: int = 10 * 1024 * 1024
+    header_timeout_s: float = 30.0
+    idle_timeout_s: float = 75.0
+    upstream_connect_timeout_s: float = 5.0
+    upstream_idle_pool_size: int = 32  # idle keep-alive connections kept per backend
+    drain_timeout_s: float = 30.0
+
+
+# --- constants ---------------------------------------------------------------
+
+_IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+# Request body bytes buffered while the upstream connection opens, before
+# the client is paused.
+_BODY_BUFFER_HIGH: Final = 64 * 1024
+# After an error answer that ends the connection, keep reading (and dropping)
+# what the client still sends for this long, so that it reads the answer
+# rather than a connection reset.
+_LINGER_S: Final = 2.0
+# stop(): how long to wait for aborted transports to report connection_lost.
+_CLOSE_WAIT_S: Final = 2.0
+# Idle upstream connections above upstream_idle_pool_size are closed once they
+# have stayed unused this long: a burst wider than the pool does not make the
+# proxy close connections that the next burst opens again.
+_TRIM_S: Final = 1.0
+# Largest response head accepted from a backend (→ 502 beyond).
+_MAX_RESPONSE_HEAD: Final = 64 * 1024
+
+# Client connection modes.
+_HTTP: Final = 0  # parsing requests
+_NOPARSE: Final = 1  # answering what was parsed; further input is dropped
+_UPGRADING: Final = 2  # websocket request sent upstream, waiting for its 101
+_TUNNEL: Final = 3  # websocket established: bytes piped both ways
+_LINGER: Final = 4  # error answer written, input dropped until close
+_CLOSED: Final = 5
+
+# Why the client's reads are paused (bit mask).
+_P_PIPELINE: Final = 1  # a pipelined request waits for the one in flight
+_P_UPSTREAM_FULL: Final = 2  # the upstream's write buffer is above its high mark
+_P_BUFFERING: Final = 4  # body or websocket bytes buffered while the upstream connects
+
+# Header names (lowercase) that need handling; all others pass through.
+_H_HOST: Final = 1
+_H_CONTENT_LENGTH: Final = 2
+_H_TRANSFER_ENCODING: Final = 3
+_H_CONNECTION: Final = 4
+_H_UPGRADE: Final = 5
+_H_DROP: Final = 6
+_REQUEST_HEADERS: Final[dict[bytes, int]] = {
+    b"host": _H_HOST,
+    b"content-length": _H_CONTENT_LENGTH,
+    b"transfer-encoding": _H_TRANSFER_ENCODING,
+    b"connection": _H_CONNECTION,
+    b"upgrade": _H_UPGRADE,
+    b"keep-alive": _H_DROP,
+    b"proxy-connection": _H_DROP,
+    b"te": _H_DROP,
+    b"trailer": _H_DROP,
+    # Set by the proxy from the connection, never taken from the client.
+    b"x-forwarded-for": _H_DROP,
+    b"x-forwarded-proto": _H_DROP,
+    b"x-forwarded-host": _H_DROP,
+}
+_RESPONSE_HEADERS: Final[dict[bytes, int]] = {
+    b"content-length": _H_CONTENT_LENGTH,
+    b"transfer-encoding": _H_TRANSFER_ENCODING,
+    b"connection": _H_CONNECTION,
+    b"upgrade": _H_UPGRADE,
+    b"keep-alive": _H_DROP,
+    b"proxy-connection": _H_DROP,
+    b"te": _H_DROP,
+    b"trailer": _H_DROP,
+}
+# Connection header options that are not header names.
+_CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+_REASONS: Final[dict[int, bytes]] = {
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+}
+_TEXTS: Final[dict[int, str]] = {
+    400: "bad request",
+    404: "no deployment serves this host",
+    405: "method not allowed",
+    413: "request body too large",
+    431: "request header fields too large",
+    502: "bad gateway: the instance did not answer",
+}
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing the current input."""
+
+
+# --- the server --------------------------------------------------------------
+
+
+class ProxyServer:
+    """HTTP/1.1 reverse proxy in front of the deployments' instances."""
+
+    def __init__(self, options: ProxyOptions, table: RoutingTable | None = None) -> None:
+        self._options = options
+        self._table = table if table is not None else RoutingTable()
+        self._log = structlog.get_logger("patrd.proxy")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[asyncio.Server] = []
+        self._pools: dict[tuple[str, int], _Pool] = {}
+        self._clients: set[_Client] = set()
+        self._upstreams: set[_Upstream] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0
+        self._rr = 0
+        self._open = 0  # transports (client and upstream) not yet lost
+        self._draining = False
+        self._drained: asyncio.Event | None = None
+        self._all_closed: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+
+    # --- public API ---
+
+    @property
+    def active_requests(self) -> int:
+        """Requests received and not yet fully answered (open websockets excluded)."""
+        return self._active
+
+    def outstanding(self, host: str, port: int) -> int:
+        """Requests and websockets currently using backend ``host:port``."""
+        pool = self._pools.get((host, port))
+        return pool.outstanding if pool is not None else 0
+
+    def set_table(self, table: RoutingTable) -> None:
+        """Swap the routing table; close idle connections of backends that left it."""
+        self._table = table
+        live = table.backend_keys()
+        for key, pool in list(self._pools.items()):
+            if key in live:
+                pool.retired = False
+                continue
+            pool.retired = True
+            pool.close_idle()
+            if not pool.outstanding:
+                del self._pools[key]
+
+    async def start(self, listens: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Listen on each (host, port); return the bound addresses (port 0 → real port).
+
+        An ``OSError`` from binding propagates, after the listeners already
+        opened are closed again.
+        """
+        if self._servers or self._stopped is not None:
+            raise RuntimeError("the proxy was already started")
+        loop = self._loop = asyncio.get_running_loop()
+        bound: list[tuple[str, int]] = []
+        try:
+            for host, port in listens:
+                factory = functools.partial(_Client, self, b"http")
+                server = await loop.create_server(
+                    factory, host, port, reuse_address=True, backlog=1024
+                )
+                self._servers.append(server)
+                for sock in server.sockets:
+                    name = sock.getsockname()
+                    bound.append((str(name[0]), int(name[1])))
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            raise
+        self._log.info("proxy.started", listens=[f"{h}:{p}" for h, p in bound])
+        return bound
+
+    async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the API
+        """Drain, then stop. A second call waits for the first one to finish."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+            return
+        self._stopped = asyncio.Event()
+        if timeout is None:
+            timeout = self._options.drain_timeout_s
+        self._draining = True
+        for server in self._servers:
+            server.close()
+        for client in list(self._clients):
+            client.close_if_idle()
+        if self._active > 0:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                self._log.warning("proxy.drain_timeout", active_requests=self._active)
+        for client in list(self._clients):
+            client.abort()
+        for pool in self._pools.values():
+            pool.close_idle()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for conn in list(self._upstreams):
+            conn.abort()
+        if self._open > 0:
+            self._all_closed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), _CLOSE_WAIT_S)
+            except TimeoutError:
+                self._log.warning("proxy.close_timeout", open_connections=self._open)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._log.info("proxy.stopped")
+        self._stopped.set()
+
+    # --- used by the protocols ---
+
+    def _pick(self, backends: tuple[Backend, ...]) -> _Pool:
+        """The backend with the fewest outstanding requests; ties go round-robin."""
+        pools = self._pools
+        n = len(backends)
+        start = 0
+        if n > 1:
+            start = self._rr = (self._rr + 1) % n
+        best: _Pool | None = None
+        for i in range(n):
+            backend = backends[(start + i) % n]
+            key = (backend.host, backend.port)
+            pool = pools.get(key)
+            if pool is None:
+                pool = pools[key] = _Pool(self, key)
+            if best is None or pool.outstanding < best.outstanding:
+                best = pool
+                if not pool.outstanding:
+                    break
+        assert best is not None
+        return best
+
+    def _request_done(self) -> None:
+        self._active -= 1
+        if not self._active and self._drained is not None:
+            self._drained.set()
+
+    def _transport_lost(self) -> None:
+        self._open -= 1
+        if not self._open and self._all_closed is not None:
+            self._all_closed.set()
+
+    def _connect(self, pool: _Pool, ex: _Exchange) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._open_upstream(pool, ex))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open_upstream(self, pool: _Pool, ex: _Exchange) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = pool.key
+        try:
+            async with asyncio.timeout(self._options.upstream_connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    functools.partial(_Upstream, self, pool), host, port
+                )
+        except (OSError, TimeoutError):
+            ex.client.upstream_failed(ex)
+            return
+        except Exception:
+            self._log.exception("proxy.connect_failed", backend=f"{host}:{port}")
+            ex.client.upstream_failed(ex)
+            return
+        if ex.response_done or ex.finished:
+            # Answered or gone meanwhile: keep the fresh connection for later.
+            pool.release(conn, reusable=not ex.websocket)
+            return
+        ex.client.attach(ex, conn, reused=False)
+
+
+class _Pool:
+    """One backend: its idle keep-alive connections and outstanding requests.
+
+    ``idle`` is a stack: the most recently used connection is taken first, so
+    the bottom of the stack holds the connections nobody needed lately.
+    """
+
+    __slots__ = ("idle", "key", "low", "outstanding", "retired", "server", "trim_timer")
+
+    def __init__(self, server: ProxyServer, key: tuple[str, int]) -> None:
+        self.server = server
+        self.key = key
+        self.idle: list[_Upstream] = []
+        self.low = 0  # fewest idle connections seen since the trim timer was armed
+        self.trim_timer: asyncio.TimerHandle | None = None
+        self.outstanding = 0
+        self.retired = False  # no longer in the routing table
+
+    def take(self) -> _Upstream | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()  # the most recently used: the likeliest to be alive
+            conn.pooled = False
+            if len(idle) < self.low:
+                self.low = len(idle)
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
+                return conn
+        return None
+
+    def release(self, conn: _Upstream, reusable: bool) -> None:
+        conn.exchange = None
+        conn.out = None
+        transport = conn.transport
+        server = self.server
+        if (
+            reusable
+            and transport is not None
+            and not transport.is_closing()
+            and not self.retired
+            and not server._draining
+        ):
+            transport.resume_reading()  # idle: notice when the backend closes it
+            conn.pooled = True
+            self.idle.append(conn)
+            if (
+                len(self.idle) > server._options.upstream_idle_pool_size
+                and self.trim_timer is None
+                and server._loop is not None
+            ):
+                self.low = len(self.idle)
+                self.trim_timer = server._loop.call_later(_TRIM_S, self._trim)
+        else:
+            conn.close()
+
+    def _trim(self) -> None:
+        """Close surplus idle connections that stayed unused since the last trim."""
+        self.trim_timer = None
+        idle = self.idle
+        surplus = len(idle) - self.server._options.upstream_idle_pool_size
+        if surplus <= 0:
+            return
+        unused = min(surplus, self.low, len(idle))
+        if unused > 0:
+            stale = idle[:unused]
+            del idle[:unused]
+            for conn in stale:
+                conn.pooled = False
+                conn.close()
+        self.low = len(idle)
+        if len(idle) > self.server._options.upstream_idle_pool_size and self.server._loop:
+            self.trim_timer = self.server._loop.call_later(_TRIM_S, self._trim)
+
+    def close_idle(self) -> None:
+        if self.trim_timer is not None:
+            self.trim_timer.cancel()
+            self.trim_timer = None
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.pooled = False
+            conn.close()
+
+    def unpin(self) -> None:
+        self.outstanding -= 1
+        if self.retired and not self.outstanding:
+            pools = self.server._pools
+            if pools.get(self.key) is self:
+                del pools[self.key]
+
+
+class _Exchange:
+    """One request of a client connection and the state of its answer."""
+
+    __slots__ = (
+        "body_buffer",
+        "body_buffered",
+        "body_received",
+        "body_sent",
+        "chunked",
+        "client",
+        "close_after",
+        "connection",
+        "content_length",
+        "counted",
+        "discard",
+        "error",
+        "finished",
+        "head",
+        "headers_done",
+        "host",
+        "http11",
+        "is_head",
+        "keep_alive",
+        "method",
+        "parts",
+        "pool",
+        "request_done",
+        "response_done",
+        "response_started",
+        "retried",
+        "tunnel_buffer",
+        "upgrade",
+        "upstream",
+        "url",
+        "websocket",
+    )
+
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+        self.method = b""
+        self.url = b""
+        self.parts: list[bytes] = []  # forwarded headers: name, b": ", value, b"\r\n", ...
+        self.host: bytes | None = None
+        self.connection: list[bytes] | None = None  # values of Connection headers
+        self.upgrade: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.error = 0  # status of an error answer decided while parsing
+        self.http11 = True
+        self.keep_alive = True
+        self.is_head = False
+        self.websocket = False
+        self.headers_done = False
+        self.request_done = False
+        self.body_received = 0
+        self.body_buffer: list[bytes] | None = None
+        self.body_buffered = 0
+        self.body_sent = False
+        self.discard = False  # the rest of the request body is read and dropped
+        self.head = b""
+        self.pool: _Pool | None = None  # the backend, while this exchange counts on it
+        self.upstream: _Upstream | None = None
+        self.retried = False
+        self.response_started = False
+        self.response_done = False
+        self.close_after = False
+        self.counted = False  # counted in ProxyServer.active_requests
+        self.finished = False
+        self.tunnel_buffer: list[bytes] | None = None
+
+
+# --- client side -------------------------------------------------------------
+
+
+class _Client(asyncio.Protocol):
+    """One client connection: parse requests, dispatch them, relay the answers."""
+
+    __slots__ = (
+        "_active",
+        "_advancing",
+        "_deadline",
+        "_eof",
+        "_forwarded",
+        "_head_size",
+        "_head_timer",
+        "_in_head",
+        "_loop",
+        "_mode",
+        "_options",
+        "_parser",
+        "_parsing",
+        "_paused",
+        "_queue",
+        "_raw_head",
+        "_raw_left",
+        "_scheme",
+        "_server",
+        "_timer",
+        "_write_paused",
+        "transport",
+    )
+
+    def __init__(self, server: ProxyServer, scheme: bytes) -> None:
+        self._server = server
+        self._options = server._options
+        self._loop = asyncio.get_running_loop()
+        self._scheme = scheme
+        self._parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self._forwarded = b""  # X-Forwarded-For and -Proto lines of this connection
+        self._mode = _HTTP
+        self._parsing: _Exchange | None = None  # the request the parser is filling
+        self._active: _Exchange | None = None  # the request being answered
+        self._queue: deque[_Exchange] | None = None  # pipelined requests waiting
+        self._advancing = False
+        self._paused = 0  # _P_* bits
+        self._write_paused = False
+        self._eof = False
+        self._head_size = 0  # bytes of the current request head, from the callbacks
+        self._raw_head = 0  # bytes received while in a request head (guard)
+        self._raw_left = 0  # body bytes of an upgrade request, which llhttp skips
+        self._in_head = True
+        self._head_timer = False
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio callbacks ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self._server
+        server._open += 1
+        server._clients.add(self)
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else ""
+        self._forwarded = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n" % (
+            str(ip).encode("ascii", "replace"),
+            self._scheme,
+        )
+        if server._draining:
+            self._mode = _CLOSED
+            transport.close()
+            return
+        self._head_timer = True
+        self._set_deadline(self._options.header_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        mode = self._mode
+        if mode == _TUNNEL:
+            ex = self._active
+            if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+                ex.upstream.transport.write(data)
+            return
+        if mode == _UPGRADING:
+            ex = self._active
+            if ex is not None:
+                if ex.tunnel_buffer is None:
+                    ex.tunnel_buffer = []
+                ex.tunnel_buffer.append(data)
+                self._pause_reading(_P_BUFFERING)
+            return
+        if mode != _HTTP:
+            return  # linger, noparse, closed: drop
+        if self._raw_left:
+            data = self._take_raw_body(data)
+            if not data:
+                return
+        if self._in_head:
+            self._raw_head += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data[int(exc.args[0]) :])
+            return
+        except httptools.HttpParserError as exc:
+            if self._mode == _HTTP:
+                self._on_parse_error(exc)
+            return
+        if self._in_head and self._parsing is not None:
+            # A request head split over reads: bound its size and its time.
+            if self._raw_head > self._options.max_header_bytes:
+                self._on_parse_error(None, 431)
+            elif not self._head_timer:
+                self._head_timer = True
+                self._set_deadline(self._options.header_timeout_s)
+
+    def eof_received(self) -> bool:
+        ex = self._active
+        if (
+            self._mode in (_HTTP, _NOPARSE)
+            and ex is not None
+            and ex.request_done
+            and self._parsing is None
+        ):
+            # The client half-closed after its request: answer, then close.
+            self._eof = True
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        tunnel = self._mode == _TUNNEL
+        self._mode = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        server = self._server
+        server._clients.discard(self)
+        server._transport_lost()
+        exchanges: list[_Exchange] = []
+        if self._active is not None:
+            exchanges.append(self._active)
+        if self._queue:
+            exchanges.extend(self._queue)
+            self._queue.clear()
+        self._active = None
+        self._parsing = None
+        for ex in exchanges:
+            self._drop_upstream(ex, graceful=tunnel)
+            ex.response_done = True
+            self._finish_counters(ex)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        ex = self._active
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        ex = self._active
+        if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
+            ex.upstream.transport.resume_reading()
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        self._parsing = _Exchange(self)
+        self._head_size = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        ex = self._parsing
+        assert ex is not None
+        ex.url += url
+        self._head_size += len(url)
+        if self._head_size > self._options.max_header_bytes:
+            self._on_parse_error(None, 431)
+            raise _Stop
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self._parsing
+        assert ex is not None
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self._options.max_header_bytes:
+            self._on_parse_error(None, 400 if ex.headers_done else 431)
+            raise _Stop
+        if ex.headers_done:
+            return  # a trailer of a chunked body: dropped
+        kind = _REQUEST_HEADERS.get(name.lower())
+        if kind is None:
+            ex.parts += (name, b": ", value, b"\r\n")
+        elif kind == _H_HOST:
+            if ex.host is not None:
+                ex.error = 400
+            ex.host = value
+            ex.parts += (name, b": ", value, b"\r\n")
+        elif kind == _H_CONTENT_LENGTH:
+            # llhttp refuses duplicates and Content-Length with Transfer-Encoding
+            # already; checked again here because it is cheap.
+            if ex.content_length is not None or ex.chunked:
+                ex.error = 400
+            ex.content_length = int(value)
+        elif kind == _H_TRANSFER_ENCODING:
+            # Only plain "chunked" is forwarded (it is re-encoded); other
+            # codings would be lost on the way.
+            if ex.content_length is not None or value.strip().lower() != b"chunked":
+                ex.error = 400
+            ex.chunked = True
+        elif kind == _H_CONNECTION:
+            if ex.connection is None:
+                ex.connection = []
+            ex.connection.append(value)
+        elif kind == _H_UPGRADE:
+            ex.upgrade = value
+
+    def on_headers_complete(self) -> None:
+        ex = self._parsing
+        assert ex is not None
+        parser = self._parser
+        ex.headers_done = True
+        self._in_head = False
+        self._raw_head = 0
+        self._head_timer = False
+        self._deadline = 0.0
+        ex.method = method = parser.get_method()
+        ex.is_head = method == b"HEAD"
+        ex.http11 = parser.get_http_version() == "1.1"
+        ex.keep_alive = parser.should_keep_alive()
+        if ex.connection is not None:
+            ex.parts = _without_named(ex.parts, ex.connection)
+        if parser.should_upgrade():
+            if method == b"CONNECT":
+                ex.error = ex.error or 405
+            elif ex.upgrade is not None and ex.upgrade.strip().lower() == b"websocket":
+                if ex.chunked or ex.content_length:
+                    ex.error = ex.error or 400
+                else:
+                    ex.websocket = True
+            elif ex.chunked:
+                ex.error = ex.error or 400  # llhttp skips an upgrade's body; not de-chunked here
+            elif ex.content_length and not ex.error:
+                # Any other upgrade (h2c...) is proxied as plain HTTP without
+                # its Upgrade header; llhttp skips the body, data_received
+                # reads it.
+                self._raw_left = ex.content_length
+        if ex.host is None and ex.http11:
+            ex.error = ex.error or 400
+        if (ex.content_length or 0) > self._options.max_body_bytes:
+            ex.error = ex.error or 413
+        if self._active is None:
+            self._active = ex
+            self._dispatch(ex)
+        else:
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(ex)
+            self._pause_reading(_P_PIPELINE)
+            if ex.error:
+                self._mode = _NOPARSE  # answered in turn; nothing after it is read
+        if self._mode != _HTTP:
+            raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        ex = self._parsing
+        assert ex is not None
+        ex.body_received += len(body)
+        if ex.body_received > self._options.max_body_bytes:
+            self._body_too_large(ex)
+            raise _Stop
+        if ex.discard:
+            return
+        if ex.chunked:
+            body = b"%x\r\n%b\r\n" % (len(body), body)
+        self._send_body(ex, body)
+
+    def on_message_complete(self) -> None:
+        if self._raw_left:
+            return  # completed by _take_raw_body
+        self._request_complete()
+
+    def _request_complete(self) -> None:
+        ex = self._parsing
+        assert ex is not None
+        self._parsing = None
+        self._in_head = True
+        ex.request_done = True
+        if ex.chunked and not ex.discard:
+            self._send_body(ex, b"0\r\n\r\n")
+        if ex.response_done and ex is self._active:
+            self._finish(ex)
+
+    def _take_raw_body(self, data: bytes) -> bytes:
+        """Feed the Content-Length body of a non-websocket upgrade request."""
+        n = min(len(data), self._raw_left)
+        self._raw_left -= n
+        try:
+            self.on_body(data[:n])
+            if not self._raw_left:
+                self._request_complete()
+        except _Stop:
+            return b""
+        return data[n:] if self._mode == _HTTP else b""
+
+    # --- dispatch ---
+
+    def _dispatch(self, ex: _Exchange) -> None:
+        server = self._server
+        server._active += 1
+        ex.counted = True
+        if ex.error:
+            self._local(ex, ex.error, close=True)
+            return
+        url = ex.url
+        if url[:1] == b"/":
+            path = url.partition(b"?")[0]
+        elif url == b"*":
+            path = b"/"
+        elif not self._absolute_form(ex):
+            self._local(ex, 400, close=True)
+            return
+        else:
+            path = ex.url.partition(b"?")[0]
+        host = ex.host.decode("latin-1") if ex.host is not None else ""
+        route = server._table.match(host, path.decode("latin-1"))
+        if route is None:
+            self._local(ex, 404)
+            return
+        if route.status is not RouteStatus.RUNNING:
+            self._local(ex, 503, f"deployment {route.deployment} is {route.status.value}")
+            return
+        if not route.backends:
+            self._local(ex, 503, f"deployment {route.deployment} has no ready instance")
+            return
+        pool = server._pick(route.backends)
+        pool.outstanding += 1
+        ex.pool = pool
+        ex.head = self._request_head(ex)
+        if not ex.websocket:  # a websocket always gets a connection of its own
+            conn = pool.take()
+            if conn is not None:
+                self.attach(ex, conn, reused=True)
+                return
+        server._connect(pool, ex)
+
+    def _absolute_form(self, ex: _Exchange) -> bool:
+        """``GET http://host/path``: route by the URL's host, forward origin-form."""
+        try:
+            url = httptools.parse_url(ex.url)
+        except httptools.HttpParserInvalidURLError:
+            return False
+        if not url.host:
+            return False
+        host = url.host + (b":%d" % url.port if url.port else b"")
+        path = url.path or b"/"
+        ex.url = path + (b"?" + url.query if url.query else b"")
+        ex.parts = [b"Host", b": ", host, b"\r\n", *_without_named(ex.parts, [b"host"])]
+        ex.host = host
+        return True
+
+    def _request_head(self, ex: _Exchange) -> bytes:
+        if ex.websocket:
+            framing = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.upgrade or b"websocket")
+        elif ex.chunked:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        elif ex.content_length is not None:
+            framing = b"Content-Length: %d\r\n" % ex.content_length
+        else:
+            framing = b""
+        forwarded_host = b"X-Forwarded-Host: %b\r\n" % ex.host if ex.host is not None else b""
+        return b"%b %b HTTP/1.1\r\n%b%b%b%b\r\n" % (
+            ex.method,
+            ex.url,
+            b"".join(ex.parts),
+            self._forwarded,
+            forwarded_host,
+            framing,
+        )
+
+    def attach(self, ex: _Exchange, conn: _Upstream, reused: bool) -> None:
+        """Bind ``conn`` to ``ex``; send the request head and any buffered body."""
+        transport = conn.transport
+        assert transport is not None and self.transport is not None
+        ex.upstream = conn
+        conn.begin(ex, self.transport, reused)
+        if self._write_paused:
+            transport.pause_reading()
+        if conn.write_paused:
+            self._pause_reading(_P_UPSTREAM_FULL)
+        buffered = ex.body_buffer
+        if buffered:
+            ex.body_buffer = None
+            ex.body_buffered = 0
+            ex.body_sent = True
+            transport.write(b"".join([ex.head, *buffered]))
+            self._resume_reading(_P_BUFFERING)
+        else:
+            transport.write(ex.head)
+
+    def _send_body(self, ex: _Exchange, data: bytes) -> None:
+        conn = ex.upstream
+        if conn is not None and conn.transport is not None:
+            ex.body_sent = True
+            conn.transport.write(data)
+            return
+        if ex.body_buffer is None:
+            ex.body_buffer = []
+        ex.body_buffer.append(data)
+        ex.body_buffered += len(data)
+        if ex.body_buffered > _BODY_BUFFER_HIGH:
+            self._pause_reading(_P_BUFFERING)
+
+    # --- answers and completion (the upstream side calls these too) ---
+
+    def response_complete(self, ex: _Exchange, reusable: bool) -> None:
+        """The upstream's answer to ``ex`` has been relayed completely."""
+        conn = ex.upstream
+        ex.upstream = None
+        ex.response_done = True
+        if conn is not None:
+            self._unbind(conn)
+            conn.pool.release(conn, reusable and ex.request_done and not ex.websocket)
+        if ex.pool is not None:
+            ex.pool.unpin()
+            ex.pool = None
+        if ex.request_done:
+            self._finish(ex)
+        elif ex.close_after:
+            self._finish_counters(ex)
+            self._active = None
+            self._linger()
+        else:
+            ex.discard = True  # the rest of the request body is read and dropped
+
+    def upstream_failed(self, ex: _Exchange) -> None:
+        """The upstream connection failed: 502 if nothing was sent yet, else close."""
+        if ex.finished or ex.response_done:
+            return
+        self._drop_upstream(ex)
+        if ex.pool is not None:
+            ex.pool.unpin()
+            ex.pool = None
+        if ex.response_started:
+            ex.response_done = True
+            self.abort()
+            return
+        self._local(ex, 502)
+
+    def retry(self, ex: _Exchange, conn: _Upstream) -> bool:
+        """A reused connection died before answering: resend on a new one if safe."""
+        if (
+            ex.retried
+            or ex.body_sent
+            or ex.response_started
+            or ex.pool is None
+            or not (ex.method in _IDEMPOTENT or not (ex.chunked or ex.content_length))
+        ):
+            return False
+        ex.retried = True
+        ex.upstream = None
+        self._unbind(conn)
+        self._server._connect(ex.pool, ex)
+        return True
+
+    def start_tunnel(self, ex: _Exchange, rest: bytes) -> None:
+        """The upstream switched protocols: pipe bytes both ways from now on."""
+        transport = self.transport
+        conn = ex.upstream
+        assert transport is not None and conn is not None and conn.transport is not None
+        self._mode = _TUNNEL
+        ex.response_started = ex.response_done = True
+        if ex.counted:  # an open websocket is not an in-flight request
+            ex.counted = False
+            self._server._request_done()
+        buffered = ex.tunnel_buffer
+        ex.tunnel_buffer = None
+        if buffered:
+            conn.transport.write(b"".join(buffered))
+        self._resume_reading(_P_BUFFERING)
+        if rest:
+            transport.write(rest)
+
+    def close_tunnel(self) -> None:
+        self._mode = _CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def _local(
+        self, ex: _Exchange, status: int, text: str | None = None, close: bool = False
+    ) -> None:
+        """Answer ``ex`` from the proxy itself."""
+        transport = self.transport
+        assert transport is not None
+        ex.response_started = ex.response_done = True
+        if ex.body_buffer is not None:
+            ex.body_buffer = None
+            self._resume_reading(_P_BUFFERING)
+        keep = (
+            ex.keep_alive
+            and not close
+            and not ex.websocket
+            and not ex.close_after
+            and not self._server._draining
+        )
+        if not keep:
+            ex.close_after = True
+        body = ((text or _TEXTS[status]) + "\n").encode()
+        head = (
+            b"HTTP/1.1 %d %b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: %b\r\n\r\n"
+            % (status, _REASONS[status], len(body), b"keep-alive" if keep else b"close")
+        )
+        transport.write(head if ex.is_head else head + body)
+        if ex.request_done:
+            self._finish(ex)
+        elif not keep:
+            self._finish_counters(ex)
+            self._active = None
+            self._linger()
+        else:
+            ex.discard = True
+
+    def _finish(self, ex: _Exchange) -> None:
+        """``ex`` is complete both ways: close, or go on with the next request."""
+        self._finish_counters(ex)
+        if ex is self._active:
+            self._active = None
+        mode = self._mode
+        if mode in (_LINGER, _CLOSED, _TUNNEL):
+            return
+        queue = self._queue
+        if (
+            ex.close_after
+            or mode == _UPGRADING
+            or ((self._eof or self._server._draining) and not queue and self._parsing is None)
+        ):
+            self._close()
+            return
+        if queue:
+            self._advance()
+        elif mode == _NOPARSE or self._eof:
+            self._close()
+        elif self._parsing is None:
+            self._set_deadline(self._options.idle_timeout_s)
+
+    def _advance(self) -> None:
+        """Dispatch pipelined requests, in a loop rather than by recursion."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            queue = self._queue
+            while queue and self._active is None and self._mode in (_HTTP, _NOPARSE):
+                nxt = queue.popleft()
+                if not queue:
+                    self._resume_reading(_P_PIPELINE)
+                self._active = nxt
+                self._dispatch(nxt)
+        finally:
+            self._advancing = False
+        if self._active is None and not self._queue and self._mode == _NOPARSE:
+            self._close()
+
+    def _finish_counters(self, ex: _Exchange) -> None:
+        if ex.finished:
+            return
+        ex.finished = True
+        if ex.pool is not None:
+            ex.pool.unpin()
+            ex.pool = None
+        if ex.counted:
+            ex.counted = False
+            self._server._request_done()
+
+    def _unbind(self, conn: _Upstream) -> None:
+        """Undo the flow-control links between this client and ``conn``."""
+        if self._write_paused and conn.transport is not None:
+            conn.transport.resume_reading()
+        if conn.write_paused:
+            self._resume_reading(_P_UPSTREAM_FULL)
+
+    def _drop_upstream(self, ex: _Exchange, graceful: bool = False) -> None:
+        conn = ex.upstream
+        ex.upstream = None
+        if conn is None:
+            return
+        self._unbind(conn)
+        conn.exchange = None
+        conn.out = None
+        if graceful:
+            conn.close()  # a websocket: let the last frames through
+        else:
+            conn.abort()
+
+    def _body_too_large(self, ex: _Exchange) -> None:
+        if ex is not self._active:
+            ex.error = 413  # a pipelined request: answered in turn
+            self._mode = _NOPARSE
+            return
+        self._drop_upstream(ex)
+        if ex.response_started:
+            self.abort()
+        else:
+            self._local(ex, 413, close=True)
+
+    def _on_parse_error(self, exc: Exception | None, status: int = 400) -> None:
+        """A malformed or too large request: answer if possible, then close."""
+        if isinstance(exc, httptools.HttpParserCallbackError) and not isinstance(
+            exc.__context__, _Stop
+        ):
+            self._server._log.error("proxy.callback_failed", exc_info=exc.__context__)
+            self.abort()
+            return
+        ex = self._parsing
+        active = self._active
+        if ex is not None and ex is active:
+            # In the body of the request being answered.
+            self._drop_upstream(ex)
+            if ex.response_started:
+                self.abort()
+            else:
+                self._local(ex, status, close=True)
+            return
+        if active is not None:
+            self.abort()  # a broken request pipelined behind one in flight
+            return
+        transport = self.transport
+        assert transport is not None
+        body = (_TEXTS[status] + "\n").encode()
+        transport.write(
+            b"HTTP/1.1 %d %b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%b"
+            % (status, _REASONS[status], len(body), body)
+        )
+        self._linger()
+
+    def _on_upgrade(self, rest: bytes) -> None:
+        ex = self._active
+        if ex is not None and ex.websocket and not ex.response_done:
+            self._mode = _UPGRADING
+            if rest:
+                ex.tunnel_buffer = [rest]
+            return
+        if self._mode == _HTTP and rest:
+            # Not a websocket (say "Upgrade: h2c" without a body): it was
+            # proxied as plain HTTP, and what follows is the next request.
+            self.data_received(rest)
+
+    # --- connection control ---
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self.transport is not None:
+                self.transport.resume_reading()
+
+    def _linger(self) -> None:
+        """Half-close after an error answer; drop input until the client closes."""
+        transport = self.transport
+        assert transport is not None
+        self._mode = _LINGER
+        self._parsing = None
+        self._raw_left = 0
+        if self._paused:
+            self._paused = 0
+            transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._set_deadline(_LINGER_S)
+
+    def _close(self) -> None:
+        self._mode = _CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_if_idle(self) -> None:
+        """Drain: close now if no request is in flight or half received."""
+        if self._mode == _HTTP and self._active is None and self._parsing is None:
+            self._close()
+
+    def abort(self) -> None:
+        self._mode = _CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- timeouts: one lazily re-armed timer per connection ---
+
+    def _set_deadline(self, delay: float) -> None:
+        loop = self._loop
+        deadline = self._deadline = loop.time() + delay
+        timer = self._timer
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._on_timer)
+        elif timer.when() > deadline:
+            timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if not deadline or self._mode == _CLOSED:
+            return
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            return
+        self._deadline = 0.0
+        if self._mode == _LINGER:
+            self.abort()
+        elif self._active is None:
+            # Header timeout or idle keep-alive timeout: close without a word.
+            self._close()
+
+
+# --- upstream side -----------------------------------------------------------
+
+
+class _Upstream(asyncio.Protocol):
+    """One connection to a backend: send requests, parse and relay the answers."""
+
+    __slots__ = (
+        "chunked_out",
+        "complete",
+        "conn_values",
+        "exchange",
+        "got_bytes",
+        "has_length",
+        "head_101",
+        "head_only",
+        "head_size",
+        "interim",
+        "keep_alive",
+        "out",
+        "parser",
+        "parts",
+        "pending",
+        "pool",
+        "pooled",
+        "reason",
+        "reused",
+        "server",
+        "transfer_encoding",
+        "transport",
+        "tunnel",
+        "until_eof",
+        "upgrade_value",
+        "write_paused",
+    )
+
+    def __init__(self, server: ProxyServer, pool: _Pool) -> None:
+        self.server = server
+        self.pool = pool
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.exchange: _Exchange | None = None
+        self.out: asyncio.Transport | None = None  # the client's transport
+        # Bytes for the client from the current input, written in one go
+        # after parsing it (a small answer costs one send, not two).
+        self.pending: list[bytes] = []
+        self.pooled = False
+        self.reused = False
+        self.got_bytes = False
+        self.write_paused = False
+        self.tunnel = False
+        self.reason = b""
+        self.parts: list[bytes] = []
+        self.transfer_encoding: bytes | None = None
+        self.has_length = False
+        self.head_size = 0
+        self.conn_values: list[bytes] | None = None
+        self.upgrade_value: bytes | None = None
+        self.interim = False
+        self.complete = False
+        self.keep_alive = False
+        self.chunked_out = False
+        self.until_eof = False
+        self.head_only = False
+        self.head_101 = b""
+
+    def begin(self, ex: _Exchange, out: asyncio.Transport, reused: bool) -> None:
+        self.exchange = ex
+        self.out = out
+        self.reused = reused
+        self.got_bytes = False
+        self.pending.clear()
+        self.complete = False
+        self.interim = False
+        self.keep_alive = False
+        self.chunked_out = False
+        self.until_eof = False
+        self.head_only = False
+
+    def close(self) -> None:
+        self.exchange = None
+        self.out = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.exchange = None
+        self.out = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- asyncio callbacks ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server._open += 1
+        self.server._upstreams.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is None:
+            # Bytes on an idle connection: it cannot carry a request any more.
+            if self.pooled:
+                self._unpool()
+            self.close()
+            return
+        if self.tunnel:
+            if self.out is not None:
+                self.out.write(data)
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._flush()
+            self._upgraded(ex, data[int(exc.args[0]) :])
+            return
+        except httptools.HttpParserError as exc:
+            self._flush()
+            if self.head_only:
+                # A HEAD answer ends with its head, which llhttp cannot be
+                # told: we stopped it. Reusable only if nothing followed.
+                self.parser = httptools.HttpResponseParser(self)
+                ex.client.response_complete(ex, self.keep_alive and data.endswith(b"\r\n\r\n"))
+                return
+            if self.complete:
+                ex.client.response_complete(ex, reusable=False)  # junk after the answer
+                return
+            if isinstance(exc, httptools.HttpParserCallbackError) and not isinstance(
+                exc.__context__, _Stop
+            ):
+                self.server._log.error("proxy.upstream_callback_failed", exc_info=exc.__context__)
+            ex.client.upstream_failed(ex)
+            return
+        if self.pending:
+            self._flush()
+        if self.complete:
+            ex.client.response_complete(ex, self.keep_alive)
+
+    def _flush(self) -> None:
+        pending = self.pending
+        if pending:
+            if self.out is not None:
+                self.out.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            pending.clear()
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost decides what it means
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server._upstreams.discard(self)
+        server._transport_lost()
+        if self.pooled:
+            self._unpool()
+        self.transport = None
+        ex = self.exchange
+        self.exchange = None
+        self.out = None
+        if ex is None:
+            return
+        client = ex.client
+        if self.tunnel:
+            client.close_tunnel()
+        elif ex.response_started and self.until_eof and not ex.response_done:
+            client.response_complete(ex, reusable=False)  # the end of a read-until-close body
+        elif self.reused and not self.got_bytes and client.retry(ex, self):
+            pass
+        else:
+            client.upstream_failed(ex)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.exchange
+        if ex is not None:
+            ex.client._pause_reading(_P_UPSTREAM_FULL)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.exchange
+        if ex is not None:
+            ex.client._resume_reading(_P_UPSTREAM_FULL)
+
+    def _unpool(self) -> None:
+        self.pooled = False
+        with contextlib.suppress(ValueError):
+            self.pool.idle.remove(self)
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Stop  # a second answer to one request
+        self.reason = b""
+        self.parts = []
+        self.transfer_encoding = None
+        self.has_length = False
+        self.head_size = 0
+        self.conn_values = None
+        self.upgrade_value = None
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > _MAX_RESPONSE_HEAD:
+            raise _Stop  # → 502
+        kind = _RESPONSE_HEADERS.get(name.lower())
+        if kind is None:
+            self.parts += (name, b": ", value, b"\r\n")
+        elif kind == _H_CONTENT_LENGTH:
+            self.has_length = True
+            self.parts += (name, b": ", value, b"\r\n")
+        elif kind == _H_TRANSFER_ENCODING:
+            self.transfer_encoding = value
+        elif kind == _H_CONNECTION:
+            if self.conn_values is None:
+                self.conn_values = []
+            self.conn_values.append(value)
+        elif kind == _H_UPGRADE:
+            self.upgrade_value = value
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        out = self.out
+        if ex is None or out is None or ex.response_done:
+            raise _Stop
+        parser = self.parser
+        status = parser.get_status_code()
+        if self.conn_values is not None:
+            self.parts = _without_named(self.parts, self.conn_values)
+        if status < 200:
+            if status == 101:
+                if not ex.websocket:
+                    raise _Stop  # → 502
+                self.head_101 = b"HTTP/1.1 101 %b\r\n%bConnection: %b\r\nUpgrade: %b\r\n\r\n" % (
+                    self.reason,
+                    b"".join(self.parts),
+                    b", ".join(self.conn_values or [b"Upgrade"]),
+                    self.upgrade_value or b"websocket",
+                )
+                return
+            self.interim = True  # 100 Continue, 103 Early Hints...
+            if ex.http11:
+                self.pending.append(
+                    b"HTTP/1.1 %d %b\r\n%b\r\n" % (status, self.reason, b"".join(self.parts))
+                )
+            return
+        keep = (
+            ex.keep_alive and not ex.close_after and not ex.websocket and not self.server._draining
+        )
+        extra = b""
+        if ex.is_head or status == 204 or status == 304:
+            pass
+        elif self.transfer_encoding is not None:
+            te = self.transfer_encoding
+            if te.rpartition(b",")[2].strip().lower() != b"chunked":
+                # Not chunked last: the body ends with the connection (RFC 9112 6.3).
+                self.until_eof = True
+                keep = False
+                extra = b"Transfer-Encoding: %b\r\n" % te if ex.http11 else b""
+            elif ex.http11:
+                self.chunked_out = True  # re-chunked; inner codings pass untouched
+                extra = b"Transfer-Encoding: %b\r\n" % te
+            else:
+                keep = False  # an HTTP/1.0 client: the body ends with the connection
+        elif not self.has_length:
+            self.until_eof = True
+            keep = False
+        if not keep:
+            ex.close_after = True
+            extra += b"Connection: close\r\n"
+        elif not ex.http11:
+            extra += b"Connection: keep-alive\r\n"
+        ex.response_started = True
+        self.pending.append(
+            b"HTTP/1.1 %d %b\r\n%b%b\r\n" % (status, self.reason, b"".join(self.parts), extra)
+        )
+        if ex.is_head:
+            self.keep_alive = parser.should_keep_alive()
+            self.head_only = True
+            raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        if self.chunked_out:
+            self.pending.append(b"%x\r\n%b\r\n" % (len(body), body))
+        else:
+            self.pending.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.chunked_out:
+            self.pending.append(b"0\r\n\r\n")
+        self.keep_alive = self.parser.should_keep_alive()
+        self.complete = True
+
+    def _upgraded(self, ex: _Exchange, rest: bytes) -> None:
+        if not self.head_101 or not ex.websocket or self.out is None:
+            ex.client.upstream_failed(ex)
+            return
+        self.tunnel = True
+        self.out.write(self.head_101)
+        ex.client.start_tunnel(ex, rest)
+
+
+def _without_named(parts: list[bytes], connection: list[bytes]) -> list[bytes]:
+    """``parts`` without the headers that the Connection header names (hop-by-hop)."""
+    names = {token.strip().lower() for value in connection for token in value.split(b",")}
+    names -= _CONNECTION_OPTIONS
+    names.discard(b"")
+    if not names:
+        return parts
+    return [
+        part
+        for i in range(0, len(parts), 4)
+        if parts[i].lower() not in names
+        for part in parts[i : i + 4]
+    ]

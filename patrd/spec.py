@@ -1,0 +1,360 @@
+"""Deployment specs: parse and validate user input into frozen objects.
+
+Pure code, no I/O. Every error names the exact field path (``ports.8080``,
+``scale.min``) so the API can answer 422 ``{error, field, message}`` and the
+CLI can point at the flag. Nothing here knows about Docker or the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from patrd.errors import SpecError
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Docker reference grammar: path components separated by "/", each
+# lowercase alnum joined by ".", "_", "__" or runs of "-".
+IMAGE_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+REGISTRY_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(?::[0-9]{1,5})?$"
+)
+
+DEFAULT_REGISTRY = "docker.io"
+MIN_CPU = 0.25
+MAX_CPU = 64.0
+MIN_MEMORY_MB = 64
+MAX_MEMORY_MB = 1024 * 1024
+MAX_SCALE = 256
+MAX_ENV_VARS = 256
+MAX_ENV_VALUE_BYTES = 32 * 1024
+
+# Set by patrd on every container; a user may not set them (see docs/env.md).
+RESERVED_ENV = frozenset(
+    {
+        "PATR",
+        "DEPLOYMENT_ID",
+        "DEPLOYMENT_NAME",
+        "CONFIG_MAP_HASH",
+        "PATRD_INSTANCE",
+        "PATRD_REVISION",
+    }
+)
+
+CREATE_FIELDS = frozenset(
+    {
+        "name",
+        "registry",
+        "image",
+        "tag",
+        "ports",
+        "env",
+        "scale",
+        "resources",
+        "deploy_on_create",
+        "region",
+    }
+)
+UPDATE_FIELDS = frozenset({"ports", "env", "scale", "resources"})
+IMMUTABLE_FIELDS = {
+    "name": "a deployment cannot be renamed; create a new deployment",
+    "tag": "the tag cannot be changed after create; create a new deployment with the new tag",
+    "image": "the image cannot be changed after create; create a new deployment",
+    "registry": "the registry cannot be changed after create; create a new deployment",
+    "region": "the region cannot be changed after create",
+    "deploy_on_create": "deploy_on_create only applies when creating a deployment",
+}
+
+
+class PortProtocol(StrEnum):
+    HTTP = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class Scale:
+    min: int = 1
+    max: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    cpu: float = 1.0
+    memory_mb: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """What the user asked for. Equality means "no change" for the reconciler."""
+
+    name: str
+    image: str
+    tag: str
+    ports: tuple[tuple[int, PortProtocol], ...]
+    registry: str = DEFAULT_REGISTRY
+    env: tuple[tuple[str, str], ...] = ()
+    scale: Scale = field(default_factory=Scale)
+    resources: Resources = field(default_factory=Resources)
+    deploy_on_create: bool = True
+    region: str = ""
+
+    @property
+    def image_ref(self) -> str:
+        """The reference Docker resolves (no registry prefix for Docker Hub)."""
+        base = self.image if self.registry == DEFAULT_REGISTRY else f"{self.registry}/{self.image}"
+        return f"{base}:{self.tag}"
+
+    @property
+    def http_ports(self) -> tuple[int, ...]:
+        return tuple(p for p, proto in self.ports if proto is PortProtocol.HTTP)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "registry": self.registry,
+            "image": self.image,
+            "tag": self.tag,
+            "ports": {str(p): proto.value for p, proto in self.ports},
+            "env": dict(self.env),
+            "scale": {"min": self.scale.min, "max": self.scale.max},
+            "resources": {"cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb},
+            "deploy_on_create": self.deploy_on_create,
+            "region": self.region,
+        }
+
+
+def parse_create(body: Any, *, region: str) -> DeploymentSpec:
+    """Validate a create request; ``region`` is this node's region name."""
+    obj = _object(body, "body")
+    _reject_unknown(obj, CREATE_FIELDS, "")
+    name = _name(_required(obj, "name"))
+    registry = _registry(obj.get("registry", DEFAULT_REGISTRY))
+    image = _image(_required(obj, "image"))
+    tag = _tag(obj.get("tag", "latest"))
+    ports = _ports(_required(obj, "ports"))
+    env = _env(obj.get("env", {}))
+    scale = _scale(obj.get("scale", {}))
+    resources = _resources(obj.get("resources", {}))
+    deploy_on_create = _bool(obj.get("deploy_on_create", True), "deploy_on_create")
+    chosen_region = _region(obj.get("region"), region)
+    return DeploymentSpec(
+        name=name,
+        registry=registry,
+        image=image,
+        tag=tag,
+        ports=ports,
+        env=env,
+        scale=scale,
+        resources=resources,
+        deploy_on_create=deploy_on_create,
+        region=chosen_region,
+    )
+
+
+def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
+    """Apply a PATCH body to ``current``; immutable fields are refused by name."""
+    obj = _object(body, "body")
+    for key, why in IMMUTABLE_FIELDS.items():
+        if key in obj and obj[key] != getattr(current, key):
+            raise SpecError(key, why)
+    _reject_unknown(obj, UPDATE_FIELDS | IMMUTABLE_FIELDS.keys(), "")
+    changes: dict[str, Any] = {}
+    if "ports" in obj:
+        changes["ports"] = _ports(obj["ports"])
+    if "env" in obj:
+        changes["env"] = _env(obj["env"])
+    if "scale" in obj:
+        changes["scale"] = _scale(obj["scale"], base=current.scale)
+    if "resources" in obj:
+        changes["resources"] = _resources(obj["resources"], base=current.resources)
+    return replace(current, **changes)
+
+
+def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
+    """Load a spec the store wrote; it was valid when written, so re-validate cheaply."""
+    return DeploymentSpec(
+        name=data["name"],
+        registry=data["registry"],
+        image=data["image"],
+        tag=data["tag"],
+        ports=_ports(data["ports"]),
+        env=tuple(sorted(data["env"].items())),
+        scale=Scale(**data["scale"]),
+        resources=Resources(**data["resources"]),
+        deploy_on_create=data["deploy_on_create"],
+        region=data.get("region", ""),
+    )
+
+
+# --- field parsers -------------------------------------------------------
+
+
+def _object(value: Any, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(path, "must be a JSON object")
+    return value
+
+
+def _required(obj: Mapping[str, Any], key: str) -> Any:
+    if key not in obj or obj[key] is None:
+        raise SpecError(key, "is required")
+    return obj[key]
+
+
+def _reject_unknown(obj: Mapping[str, Any], allowed: frozenset[str] | Any, prefix: str) -> None:
+    for key in obj:
+        if key not in allowed:
+            path = f"{prefix}{key}"
+            raise SpecError(path, f"unknown field; allowed: {', '.join(sorted(allowed))}")
+
+
+def _str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(path, "must be a string")
+    return value
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(path, "must be true or false")
+    return value
+
+
+def _int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(path, "must be an integer")
+    return int(value)
+
+
+def _name(value: Any) -> str:
+    name = _str(value, "name")
+    if not 2 <= len(name) <= 64:
+        raise SpecError("name", "must be 2 to 64 characters long")
+    if not NAME_RE.fullmatch(name):
+        raise SpecError(
+            "name",
+            "may contain only lowercase letters, digits and '-', "
+            "and must start and end with a letter or digit",
+        )
+    return name
+
+
+def _registry(value: Any) -> str:
+    registry = _str(value, "registry").strip().lower()
+    if registry in {"docker.io", "registry-1.docker.io", "index.docker.io", "hub.docker.com"}:
+        return DEFAULT_REGISTRY
+    if len(registry) > 253 or not REGISTRY_RE.fullmatch(registry):
+        raise SpecError("registry", "must be a registry host name, optionally with :port")
+    return registry
+
+
+def _image(value: Any) -> str:
+    image = _str(value, "image")
+    if not image or len(image) > 255:
+        raise SpecError("image", "must be 1 to 255 characters long")
+    if ":" in image or "@" in image:
+        raise SpecError("image", "give the repository only; put the tag in 'tag'")
+    for part in image.split("/"):
+        if not IMAGE_COMPONENT_RE.fullmatch(part):
+            raise SpecError(
+                "image",
+                f"invalid repository component {part!r}: lowercase letters, digits and "
+                "single '.', '_', '__' or '-' separators",
+            )
+    return image
+
+
+def _tag(value: Any) -> str:
+    tag = _str(value, "tag")
+    if not TAG_RE.fullmatch(tag):
+        raise SpecError("tag", "must be 1 to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'")
+    return tag
+
+
+def _ports(value: Any) -> tuple[tuple[int, PortProtocol], ...]:
+    obj = _object(value, "ports")
+    if not obj:
+        raise SpecError("ports", "expose at least one port")
+    ports: dict[int, PortProtocol] = {}
+    for key, proto in obj.items():
+        path = f"ports.{key}"
+        if not isinstance(key, str) or not (key.isascii() and key.isdigit()) or key[0] == "0":
+            raise SpecError(path, "port must be a number from 1 to 65535")
+        number = int(key)
+        if not 1 <= number <= 65535:
+            raise SpecError(path, "port must be a number from 1 to 65535")
+        try:
+            ports[number] = PortProtocol(_str(proto, path))
+        except ValueError:
+            allowed = ", ".join(p.value for p in PortProtocol)
+            raise SpecError(path, f"unknown protocol {proto!r}; allowed: {allowed}") from None
+    return tuple(sorted(ports.items()))
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    obj = _object(value, "env")
+    if len(obj) > MAX_ENV_VARS:
+        raise SpecError("env", f"at most {MAX_ENV_VARS} variables")
+    env: list[tuple[str, str]] = []
+    for key, val in obj.items():
+        path = f"env.{key}"
+        if not ENV_NAME_RE.fullmatch(key):
+            raise SpecError(path, "name must match [A-Za-z_][A-Za-z0-9_]*")
+        if key in RESERVED_ENV:
+            raise SpecError(path, "is set by patrd on every container and cannot be overridden")
+        text = _str(val, path)
+        if "\x00" in text:
+            raise SpecError(path, "must not contain NUL characters")
+        if len(text.encode()) > MAX_ENV_VALUE_BYTES:
+            raise SpecError(path, f"value longer than {MAX_ENV_VALUE_BYTES} bytes")
+        env.append((key, text))
+    return tuple(sorted(env))
+
+
+def _scale(value: Any, base: Scale | None = None) -> Scale:
+    obj = _object(value, "scale")
+    _reject_unknown(obj, frozenset({"min", "max"}), "scale.")
+    start = base or Scale()
+    lo = _int(obj["min"], "scale.min") if "min" in obj else start.min
+    hi = _int(obj["max"], "scale.max") if "max" in obj else max(start.max, lo)
+    if not 1 <= lo <= MAX_SCALE:
+        raise SpecError("scale.min", f"must be from 1 to {MAX_SCALE}")
+    if not 1 <= hi <= MAX_SCALE:
+        raise SpecError("scale.max", f"must be from 1 to {MAX_SCALE}")
+    if hi < lo:
+        raise SpecError("scale.max", f"must be at least scale.min ({lo})")
+    return Scale(min=lo, max=hi)
+
+
+def _resources(value: Any, base: Resources | None = None) -> Resources:
+    obj = _object(value, "resources")
+    _reject_unknown(obj, frozenset({"cpu", "memory_mb"}), "resources.")
+    start = base or Resources()
+    cpu = start.cpu
+    if "cpu" in obj:
+        raw = obj["cpu"]
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise SpecError("resources.cpu", "must be a number of CPUs, e.g. 0.5")
+        cpu = float(raw)
+        if not MIN_CPU <= cpu <= MAX_CPU:
+            raise SpecError("resources.cpu", f"must be from {MIN_CPU} to {MAX_CPU}")
+    memory = (
+        _int(obj["memory_mb"], "resources.memory_mb") if "memory_mb" in obj else start.memory_mb
+    )
+    if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
+        raise SpecError("resources.memory_mb", f"must be from {MIN_MEMORY_MB} to {MAX_MEMORY_MB}")
+    return Resources(cpu=cpu, memory_mb=memory)
+
+
+def _region(value: Any, node_region: str) -> str:
+    if value is None or value == "":
+        return node_region
+    region = _str(value, "region")
+    if region != node_region:
+        raise SpecError("region", f"unknown region {region!r}; known regions: {node_region}")
+    return region

@@ -1,0 +1,1174 @@
+"""The proxy on real loopback sockets, in front of real upstream servers.
+
+Upstreams are aiohttp web servers (plus a few raw asyncio servers where
+aiohttp would not misbehave on purpose) on ephemeral ports of 127.0.0.1.
+Clients are aiohttp ``ClientSession`` and raw sockets. Every loop is bounded
+in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
+from patrd.proxy.server import ProxyOptions, ProxyServer
+
+HOST = "app.test"
+LOOPBACK = "127.0.0.1"
+MiB = 1024 * 1024
+
+
+# --- upstreams ----------------------------------------------------------------
+
+
+class Upstream:
+    """An aiohttp server that records what it sees."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = 0
+        self.peers: set[int] = set()  # client ports seen: one per TCP connection
+        self.hits: Counter[str] = Counter()
+        self.headers: list[list[tuple[str, str]]] = []
+        self.written = 0  # bytes /firehose has handed to its transport
+        self.read = 0  # bytes /hold has read from its request
+        self.runner: web.AppRunner | None = None
+
+    @web.middleware
+    async def _record(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername")[1])
+        self.hits[request.path] += 1
+        self.headers.append(list(request.headers.items()))
+        return await handler(request)
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/", self.hello)
+        app.router.add_get("/hello", self.hello)
+        app.router.add_route("*", "/echo", self.echo)
+        app.router.add_get("/big", self.big)
+        app.router.add_get("/big-cl", self.big_cl)
+        app.router.add_get("/slow", self.slow)
+        app.router.add_get("/sleep", self.sleep)
+        app.router.add_get("/nothing", self.nothing)
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_route("*", "/any", self.hello)
+        app.router.add_get("/firehose", self.firehose)
+        app.router.add_post("/hold", self.hold)
+        self.runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, LOOPBACK, 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def backend(self) -> Backend:
+        return Backend(instance=f"web-{self.name}", host=LOOPBACK, port=self.port)
+
+    async def hello(self, request: web.Request) -> web.Response:
+        return web.Response(text=f"hello from {self.name}")
+
+    async def echo(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(128):  # 8 MiB
+            await response.write(pattern(i, 64 * 1024))
+        await response.write_eof()
+        return response
+
+    async def big_cl(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"".join(pattern(i, 64 * 1024) for i in range(128)))
+
+    async def slow(self, request: web.Request) -> web.StreamResponse:
+        ticks = int(request.query.get("ticks", "6"))
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(ticks):
+            await response.write(b"tick %d\n" % i)
+            await asyncio.sleep(0.5)
+        await response.write_eof()
+        return response
+
+    async def sleep(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "1")))
+        return web.Response(text=f"slept on {self.name}")
+
+    async def nothing(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def firehose(self, request: web.Request) -> web.StreamResponse:
+        """Up to 256 MiB, as fast as the reader takes it."""
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b"f" * (256 * 1024)
+        for _ in range(1024):
+            await response.write(chunk)
+            self.written += len(chunk)
+        await response.write_eof()
+        return response
+
+    async def hold(self, request: web.Request) -> web.Response:
+        """Read one chunk, stall, then read the rest."""
+        self.read += len(await request.content.readany())
+        await asyncio.sleep(float(request.query.get("s", "2")))
+        while chunk := await request.content.readany():
+            self.read += len(chunk)
+        return web.Response(text=f"read {self.read}")
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await ws.send_str("echo: " + msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+
+class RawUpstream:
+    """An asyncio server answering with canned bytes, to misbehave on purpose.
+
+    ``answer(n)`` gives the bytes for the n-th request (from 0) of a
+    connection, or ``None`` to close the connection without answering.
+    """
+
+    def __init__(self, answer: Callable[[int], bytes | None], delay: float = 0.0) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.connections = 0  # accepted so far
+        self.open = 0  # open now
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, LOOPBACK, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        try:
+            for n in range(100):
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(self.delay)
+                data = self.answer(n)
+                if data is None:
+                    break
+                writer.write(data)
+                await writer.drain()
+                if b"Connection: close" in data:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def backend(self) -> Backend:
+        return Backend(instance="raw-0", host=LOOPBACK, port=self.port)
+
+
+def pattern(i: int, size: int) -> bytes:
+    return bytes([i % 251]) * size
+
+
+def route(
+    *backends: Backend,
+    host: str = HOST,
+    prefix: str = "/",
+    status: RouteStatus = RouteStatus.RUNNING,
+    deployment: str = "web",
+) -> Route:
+    return Route(
+        host=host,
+        path_prefix=prefix,
+        deployment=deployment,
+        port=8080,
+        status=status,
+        backends=tuple(backends),
+    )
+
+
+def table(*routes: Route) -> RoutingTable:
+    return RoutingTable.build(routes)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+# --- fixtures -----------------------------------------------------------------
+
+MakeUpstream = Callable[[str], Awaitable[Upstream]]
+MakeProxy = Callable[..., Awaitable[tuple[ProxyServer, int]]]
+MakeRaw = Callable[..., Awaitable[RawUpstream]]
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[list[Upstream | RawUpstream]]:
+    """Upstreams started by a test; stopped after the proxies."""
+    started: list[Upstream | RawUpstream] = []
+    yield started
+    for upstream in reversed(started):
+        await upstream.stop()
+
+
+@pytest.fixture
+def make_upstream(upstreams: list[Upstream | RawUpstream]) -> MakeUpstream:
+    async def make(name: str) -> Upstream:
+        upstream = Upstream(name)
+        await upstream.start()
+        upstreams.append(upstream)
+        return upstream
+
+    return make
+
+
+@pytest.fixture
+def make_raw(upstreams: list[Upstream | RawUpstream]) -> MakeRaw:
+    async def make(answer: Callable[[int], bytes | None], delay: float = 0.0) -> RawUpstream:
+        upstream = RawUpstream(answer, delay)
+        await upstream.start()
+        upstreams.append(upstream)
+        return upstream
+
+    return make
+
+
+@pytest.fixture
+async def make_proxy(
+    upstreams: list[Upstream | RawUpstream],
+) -> AsyncIterator[MakeProxy]:
+    started: list[ProxyServer] = []
+
+    async def make(
+        routes: RoutingTable, options: ProxyOptions | None = None
+    ) -> tuple[ProxyServer, int]:
+        proxy = ProxyServer(options or ProxyOptions(), routes)
+        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
+        started.append(proxy)
+        return proxy, port
+
+    yield make
+    for proxy in started:
+        await proxy.stop(timeout=2.0)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
+        yield s
+
+
+@pytest.fixture
+async def web_proxy(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy
+) -> tuple[Upstream, ProxyServer, str]:
+    """One aiohttp upstream behind a proxy; returns (upstream, proxy, base URL)."""
+    upstream = await make_upstream("a")
+    proxy, port = await make_proxy(table(route(upstream.backend())))
+    return upstream, proxy, f"http://{LOOPBACK}:{port}"
+
+
+# --- raw socket helpers ---------------------------------------------------------
+
+
+async def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data``, return everything received until the proxy closes."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(data)
+        chunks: list[bytes] = []
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def read_response(
+    reader: asyncio.StreamReader, head_only: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """Read one Content-Length framed response (or just its head)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {
+        k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if line)
+    }
+    if head_only or "content-length" not in headers:
+        return status, headers, b""
+    body = await reader.readexactly(int(headers["content-length"]))
+    return status, headers, body
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+# --- plain proxying ---------------------------------------------------------------
+
+
+async def test_get_is_proxied(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    upstream, proxy, base = web_proxy
+    async with session.get(f"{base}/hello", headers={"Host": HOST}) as response:
+        assert response.status == 200
+        assert await response.text() == "hello from a"
+    assert upstream.hits["/hello"] == 1
+    assert proxy.active_requests == 0
+    assert proxy.outstanding(LOOPBACK, upstream.port) == 0
+
+
+async def test_keep_alive_reuses_one_upstream_connection(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    upstream, _, base = web_proxy
+    for _ in range(30):
+        async with session.get(f"{base}/hello", headers={"Host": HOST}) as response:
+            assert await response.text() == "hello from a"
+    assert upstream.hits["/hello"] == 30
+    assert len(upstream.peers) == 1
+
+
+async def test_client_keep_alive_over_raw_socket(
+    web_proxy: tuple[Upstream, ProxyServer, str],
+) -> None:
+    upstream, _, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        for _ in range(5):
+            writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            status, _, body = await asyncio.wait_for(read_response(reader), 5)
+            assert (status, body) == (200, b"hello from a")
+        # Pipelined: two requests in one write, answered in order.
+        writer.write(
+            b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n"
+            b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n"
+        )
+        first = await asyncio.wait_for(read_response(reader), 5)
+        second = await asyncio.wait_for(read_response(reader), 5)
+        assert first[0] == 200 and first[2] == b"hello from a"
+        assert second[0] == 204
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert len(upstream.peers) == 1
+
+
+async def test_http10_client(web_proxy: tuple[Upstream, ProxyServer, str]) -> None:
+    _, _, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    response = await raw(port, b"GET /hello HTTP/1.0\r\nHost: app.test\r\n\r\n")
+    assert status_of(response) == 200
+    assert b"connection: close" in response.lower()
+    assert response.endswith(b"hello from a")
+    # HTTP/1.0 with keep-alive, and a chunked upstream body sent until close.
+    response = await raw(
+        port, b"GET /big HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n"
+    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    assert len(body) == 8 * MiB
+
+
+async def test_post_chunked_body_is_streamed_and_echoed(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    upstream, _, base = web_proxy
+    sent = hashlib.sha256()
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(16):  # 1 MiB in 64 KiB chunks
+            chunk = pattern(i, 64 * 1024)
+            sent.update(chunk)
+            yield chunk
+
+    async with session.post(f"{base}/echo", data=body(), headers={"Host": HOST}) as response:
+        assert response.status == 200
+        received = await response.read()
+    assert len(received) == MiB
+    assert hashlib.sha256(received).hexdigest() == sent.hexdigest()
+    seen = dict(upstream.headers[-1])
+    assert seen.get("Transfer-Encoding") == "chunked"
+
+
+async def test_post_content_length_body(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    upstream, _, base = web_proxy
+    data = b"".join(pattern(i, 1000) for i in range(300))
+    async with session.post(f"{base}/echo", data=data, headers={"Host": HOST}) as response:
+        assert await response.read() == data
+    assert dict(upstream.headers[-1])["Content-Length"] == str(len(data))
+
+
+@pytest.mark.parametrize("path", ["/big", "/big-cl"])
+async def test_large_response_is_streamed(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession, path: str
+) -> None:
+    _, _, base = web_proxy
+    digest = hashlib.sha256()
+    total = 0
+    async with session.get(f"{base}{path}", headers={"Host": HOST}) as response:
+        assert response.status == 200
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            digest.update(chunk)
+            total += len(chunk)
+            await asyncio.sleep(0)  # a slowish reader: exercises back-pressure
+    expected = hashlib.sha256(b"".join(pattern(i, 64 * 1024) for i in range(128)))
+    assert total == 8 * MiB
+    assert digest.hexdigest() == expected.hexdigest()
+
+
+async def test_head_has_no_body(web_proxy: tuple[Upstream, ProxyServer, str]) -> None:
+    upstream, _, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"HEAD /big-cl HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        status, headers, _ = await asyncio.wait_for(read_response(reader, head_only=True), 5)
+        assert status == 200
+        assert headers["content-length"] == str(8 * MiB)
+        # The next answer on the connection starts right after the head.
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"hello from a")
+        writer.write(b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 204 and body == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert len(upstream.peers) == 1  # the HEAD answer left the upstream connection reusable
+
+
+# --- routing answers ----------------------------------------------------------------
+
+
+async def test_unknown_host_is_404(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    upstream, _, base = web_proxy
+    async with session.get(f"{base}/hello", headers={"Host": "other.test"}) as response:
+        assert response.status == 404
+        assert response.content_type == "text/plain"
+        assert "no deployment" in await response.text()
+    assert upstream.hits["/hello"] == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "backends", "text"),
+    [
+        (RouteStatus.STOPPED, True, "deployment web is stopped"),
+        (RouteStatus.DEPLOYING, True, "deployment web is deploying"),
+        (RouteStatus.ERRORED, False, "deployment web is errored"),
+        (RouteStatus.CREATED, False, "deployment web is created"),
+        (RouteStatus.RUNNING, False, "no ready instance"),
+    ],
+)
+async def test_unavailable_deployment_is_503(
+    make_upstream: MakeUpstream,
+    make_proxy: MakeProxy,
+    session: aiohttp.ClientSession,
+    status: RouteStatus,
+    backends: bool,
+    text: str,
+) -> None:
+    upstream = await make_upstream("a")
+    routes = table(route(*([upstream.backend()] if backends else []), status=status))
+    _, port = await make_proxy(routes)
+    async with session.get(f"http://{LOOPBACK}:{port}/hello", headers={"Host": HOST}) as response:
+        assert response.status == 503
+        assert text in await response.text()
+    assert upstream.hits["/hello"] == 0
+
+
+async def test_closed_backend_port_is_502(
+    make_proxy: MakeProxy, session: aiohttp.ClientSession
+) -> None:
+    dead = Backend(instance="web-0", host=LOOPBACK, port=free_port())
+    proxy, port = await make_proxy(table(route(dead)))
+    for _ in range(2):  # and the client connection stays usable
+        async with session.get(f"http://{LOOPBACK}:{port}/", headers={"Host": HOST}) as response:
+            assert response.status == 502
+    assert proxy.active_requests == 0
+    assert proxy.outstanding(LOOPBACK, dead.port) == 0
+
+
+async def test_path_prefix_routes_to_its_deployment(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy, session: aiohttp.ClientSession
+) -> None:
+    a, b = await make_upstream("a"), await make_upstream("b")
+    _, port = await make_proxy(
+        table(route(a.backend()), route(b.backend(), prefix="/hello", deployment="api"))
+    )
+    async with session.get(
+        f"http://{LOOPBACK}:{port}/hello", headers={"Host": "APP.test:80"}
+    ) as response:
+        assert await response.text() == "hello from b"
+    async with session.get(f"http://{LOOPBACK}:{port}/", headers={"Host": HOST}) as response:
+        assert await response.text() == "hello from a"
+
+
+# --- headers ---------------------------------------------------------------------------
+
+
+async def test_forwarded_headers_replace_the_clients(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    upstream, _, base = web_proxy
+    headers = {
+        "Host": "App.test:8080",
+        "X-Forwarded-For": "6.6.6.6",
+        "X-Forwarded-Host": "evil.test",
+        "X-Forwarded-Proto": "https",
+        "Connection": "keep-alive, X-Secret",
+        "X-Secret": "hop",
+        "Keep-Alive": "timeout=5",
+        "X-Custom": "kept",
+    }
+    async with session.get(f"{base}/hello", headers=headers) as response:
+        assert response.status == 200
+    seen = upstream.headers[-1]
+    names = [k.lower() for k, _ in seen]
+    values = dict(seen)
+    assert names.count("x-forwarded-for") == 1
+    assert values["X-Forwarded-For"] == LOOPBACK
+    assert values["X-Forwarded-Host"] == "App.test:8080"
+    assert values["X-Forwarded-Proto"] == "http"
+    assert values["Host"] == "App.test:8080"
+    assert values["X-Custom"] == "kept"
+    assert "x-secret" not in names
+    assert "keep-alive" not in names
+
+
+# --- balancing ------------------------------------------------------------------------
+
+
+async def test_balancing_spreads_over_two_backends(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy, session: aiohttp.ClientSession
+) -> None:
+    a, b = await make_upstream("a"), await make_upstream("b")
+    _, port = await make_proxy(table(route(a.backend(), b.backend())))
+    seen: Counter[str] = Counter()
+    for _ in range(20):
+        async with session.get(
+            f"http://{LOOPBACK}:{port}/hello", headers={"Host": HOST}
+        ) as response:
+            seen[await response.text()] += 1
+    assert seen == {"hello from a": 10, "hello from b": 10}
+
+
+async def test_balancing_prefers_the_least_outstanding_backend(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy, session: aiohttp.ClientSession
+) -> None:
+    a, b = await make_upstream("a"), await make_upstream("b")
+    proxy, port = await make_proxy(table(route(a.backend(), b.backend())))
+    url = f"http://{LOOPBACK}:{port}"
+    slow = asyncio.create_task(session.get(f"{url}/sleep?s=1.5", headers={"Host": HOST}))
+    async with asyncio.timeout(5):
+        while proxy.outstanding(LOOPBACK, a.port) + proxy.outstanding(LOOPBACK, b.port) == 0:
+            await asyncio.sleep(0.01)
+    busy = a if proxy.outstanding(LOOPBACK, a.port) else b
+    idle = b if busy is a else a
+    for _ in range(6):
+        async with session.get(f"{url}/hello", headers={"Host": HOST}) as response:
+            assert await response.text() == f"hello from {idle.name}"
+    async with await slow as response:
+        assert await response.text() == f"slept on {busy.name}"
+    assert proxy.outstanding(LOOPBACK, busy.port) == 0
+
+
+async def test_slow_client_back_pressures_the_upstream(
+    web_proxy: tuple[Upstream, ProxyServer, str],
+) -> None:
+    upstream, _, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"GET /firehose HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        await asyncio.wait_for(reader.readexactly(1024 * 1024), 5)
+        # Stop reading: the proxy must stop reading the upstream, not buffer 256 MiB.
+        await asyncio.sleep(1.0)
+        stalled_at = upstream.written
+        await asyncio.sleep(0.5)
+        assert upstream.written == stalled_at
+        assert upstream.written < 96 * MiB
+        # Reading again resumes the flow.
+        await asyncio.wait_for(reader.readexactly(16 * MiB), 10)
+        assert upstream.written > stalled_at
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_slow_upstream_back_pressures_the_client(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy
+) -> None:
+    upstream = await make_upstream("a")
+    _, port = await make_proxy(
+        table(route(upstream.backend())), ProxyOptions(max_body_bytes=512 * MiB)
+    )
+    _, writer = await asyncio.open_connection(LOOPBACK, port)
+    total = 256 * MiB
+    sent = 0
+    try:
+        writer.write(
+            b"POST /hold?s=3 HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n" % total
+        )
+        chunk = b"u" * (256 * 1024)
+        # While the upstream stalls, the client can only fill the socket buffers.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.5):
+                while sent < total:
+                    writer.write(chunk)
+                    sent += len(chunk)
+                    await writer.drain()
+        assert sent < 96 * MiB
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_other_upgrades_are_proxied_as_plain_http(
+    web_proxy: tuple[Upstream, ProxyServer, str],
+) -> None:
+    upstream, _, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(
+            b"GET /hello HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+            b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n"
+        )
+        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"hello from a")
+        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 204
+        # With a body (llhttp skips the body of an upgrade request; the proxy reads it).
+        writer.write(
+            b"POST /any HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+            b"Content-Length: 5\r\n\r\nhel"
+        )
+        await asyncio.sleep(0.05)
+        writer.write(b"lo" + b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"hello from a")
+        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 204
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    names = {k.lower() for k, _ in upstream.headers[0]}
+    assert "upgrade" not in names
+    assert "http2-settings" not in names
+    assert dict(upstream.headers[2])["Content-Length"] == "5"
+
+
+# --- websocket ------------------------------------------------------------------------
+
+
+async def test_websocket_echo(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    upstream, proxy, base = web_proxy
+    async with session.ws_connect(f"{base}/ws", headers={"Host": HOST}) as ws:
+        assert proxy.active_requests == 0  # an open websocket is not an in-flight request
+        assert proxy.outstanding(LOOPBACK, upstream.port) == 1
+        for i in range(5):
+            await ws.send_str(f"hi {i}")
+            assert await asyncio.wait_for(ws.receive_str(), 5) == f"echo: hi {i}"
+        payload = pattern(7, 200_000)
+        await ws.send_bytes(payload)
+        assert await asyncio.wait_for(ws.receive_bytes(), 5) == payload
+    async with asyncio.timeout(5):
+        while proxy.outstanding(LOOPBACK, upstream.port):
+            await asyncio.sleep(0.01)
+
+
+async def test_websocket_to_unknown_host_is_404(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    _, _, base = web_proxy
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await session.ws_connect(f"{base}/ws", headers={"Host": "nope.test"})
+    assert info.value.status == 404
+
+
+# --- request smuggling and limits ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        pytest.param(
+            b"POST /any HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            id="cl-and-te",
+        ),
+        pytest.param(
+            b"POST /any HTTP/1.1\r\nHost: app.test\r\n"
+            b"Content-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+            id="differing-cl",
+        ),
+        pytest.param(
+            b"POST /any HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nabcd\r\nZZ\r\nGET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            id="malformed-chunk",
+        ),
+        pytest.param(
+            b"POST /any HTTP/1.1\r\nHost: app.test\r\n"
+            b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            id="te-not-chunked",
+        ),
+        pytest.param(
+            b"GET /any HTTP/1.1\r\nHost: app.test\r\nHost: other.test\r\n\r\n",
+            id="two-hosts",
+        ),
+        pytest.param(b"GET /any HTTP/1.1\r\n\r\n", id="no-host"),
+        pytest.param(b"GET /any HTTP/1.1\r\nHost: app.test\r\nX: a\r\n b\r\n\r\n", id="obs-fold"),
+    ],
+)
+async def test_ambiguous_requests_are_400_and_never_forwarded(
+    web_proxy: tuple[Upstream, ProxyServer, str], request_bytes: bytes
+) -> None:
+    upstream, proxy, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    response = await raw(port, request_bytes)
+    assert status_of(response) == 400
+    assert b"connection: close" in response.lower()
+    await asyncio.sleep(0.1)
+    assert upstream.hits["/hello"] == 0  # the smuggled request never arrived
+    assert proxy.active_requests == 0
+
+
+async def test_oversized_header_is_431(make_upstream: MakeUpstream, make_proxy: MakeProxy) -> None:
+    upstream = await make_upstream("a")
+    _, port = await make_proxy(
+        table(route(upstream.backend())), ProxyOptions(max_header_bytes=4096)
+    )
+    big = b"X-Big: " + b"a" * 8000 + b"\r\n"
+    response = await raw(port, b"GET /hello HTTP/1.1\r\nHost: app.test\r\n" + big + b"\r\n")
+    assert status_of(response) == 431
+    # Many small headers, and one header split over many writes.
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 50) for i in range(200))
+    assert (
+        status_of(await raw(port, b"GET /hello HTTP/1.1\r\nHost: app.test\r\n" + many + b"\r\n"))
+        == 431
+    )
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\nX-Long: ")
+        for _ in range(10):
+            writer.write(b"b" * 1000)
+            await writer.drain()
+        status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 431
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert upstream.hits["/hello"] == 0
+
+
+async def test_oversized_body_is_413(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy, session: aiohttp.ClientSession
+) -> None:
+    upstream = await make_upstream("a")
+    _, port = await make_proxy(
+        table(route(upstream.backend())), ProxyOptions(max_body_bytes=64 * 1024)
+    )
+    url = f"http://{LOOPBACK}:{port}/echo"
+    # Declared too large: refused before anything is forwarded.
+    async with session.post(url, data=b"x" * 100_000, headers={"Host": HOST}) as response:
+        assert response.status == 413
+    assert upstream.hits["/echo"] == 0
+
+    # Within the limit: fine.
+    async with session.post(url, data=b"z" * 60_000, headers={"Host": HOST}) as response:
+        assert await response.read() == b"z" * 60_000
+
+
+async def test_chunked_body_over_limit_before_answer_is_413(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy
+) -> None:
+    upstream = await make_upstream("a")
+    _, port = await make_proxy(table(route(upstream.backend())), ProxyOptions(max_body_bytes=1000))
+    chunk = b"400\r\n" + b"a" * 1024 + b"\r\n"
+    response = await raw(
+        port,
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk,
+    )
+    assert status_of(response) == 413
+    assert upstream.hits["/echo"] == 0
+
+
+async def test_chunked_body_over_limit_after_answer_started_is_cut(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy
+) -> None:
+    upstream = await make_upstream("a")
+    _, port = await make_proxy(
+        table(route(upstream.backend())), ProxyOptions(max_body_bytes=50_000)
+    )
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    received = b""
+    try:
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"2710\r\n" + b"e" * 10_000 + b"\r\n")
+        # The echo answer has started before the body grows too large.
+        received = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert status_of(received) == 200
+        with contextlib.suppress(ConnectionError):
+            for _ in range(10):
+                writer.write(b"2710\r\n" + b"e" * 10_000 + b"\r\n")
+                await writer.drain()
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                received += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert not received.endswith(b"0\r\n\r\n")  # cut, never completed
+
+
+async def test_header_timeout_closes(make_upstream: MakeUpstream, make_proxy: MakeProxy) -> None:
+    upstream = await make_upstream("a")
+    _, port = await make_proxy(
+        table(route(upstream.backend())), ProxyOptions(header_timeout_s=0.3, idle_timeout_s=0.6)
+    )
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        start = time.monotonic()
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: app")
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, no answer
+        assert 0.25 < time.monotonic() - start < 3
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    # Idle keep-alive connections are closed after idle_timeout_s.
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 200
+        start = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert 0.5 < time.monotonic() - start < 3
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+# --- upstream misbehaviour ------------------------------------------------------------
+
+
+async def test_dead_pooled_connection_is_retried_for_get(
+    make_raw: MakeRaw, make_proxy: MakeProxy
+) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    # Each connection answers its first request, then dies on the second.
+    upstream = await make_raw(lambda n: ok if n == 0 else None)
+    _, port = await make_proxy(table(route(upstream.backend())))
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        for _ in range(3):
+            writer.write(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            assert await asyncio.wait_for(read_response(reader), 5) == (
+                200,
+                {"content-length": "2"},
+                b"ok",
+            )
+        # Not retried: a POST with a body.
+        writer.write(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nabc")
+        status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+        assert status == 502
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    # One connection for the first GET, one retry for each later GET, none for the POST.
+    assert upstream.connections == 3
+
+
+async def test_idle_pool_keeps_bursts_and_trims_what_stays_unused(
+    make_raw: MakeRaw, make_proxy: MakeProxy
+) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    upstream = await make_raw(lambda n: ok, delay=0.2)
+    _, port = await make_proxy(
+        table(route(upstream.backend())), ProxyOptions(upstream_idle_pool_size=2)
+    )
+
+    async def get() -> int:
+        response = await raw(port, b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        return status_of(response)
+
+    for _ in range(2):  # two bursts of 8: the second reuses the first's connections
+        assert await asyncio.gather(*(get() for _ in range(8))) == [200] * 8
+    assert upstream.connections == 8
+    async with asyncio.timeout(5):  # the surplus is closed once it stays unused
+        while upstream.open > 2:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)
+    assert upstream.open == 2
+
+
+async def test_read_until_close_response(make_raw: MakeRaw, make_proxy: MakeProxy) -> None:
+    upstream = await make_raw(
+        lambda n: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"q" * 100_000
+    )
+    _, port = await make_proxy(table(route(upstream.backend())))
+    response = await raw(port, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert status_of(head) == 200
+    assert b"connection: close" in head.lower()
+    assert body == b"q" * 100_000
+
+
+async def test_transfer_coding_without_chunked_is_read_until_close(
+    make_raw: MakeRaw, make_proxy: MakeProxy
+) -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n" + b"g" * 5000
+    )
+    upstream = await make_raw(lambda n: answer)
+    _, port = await make_proxy(table(route(upstream.backend())))
+    response = await raw(port, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: gzip\r\n" in head.lower() + b"\r\n"
+    assert b"connection: close" in head.lower()
+    assert body == b"g" * 5000
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"NOT HTTP AT ALL\r\n\r\n", id="garbage"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nX-Huge: " + b"h" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n",
+            id="huge-head",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            id="cl-and-te",
+        ),
+        pytest.param(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n",
+            id="unasked-101",
+        ),
+    ],
+)
+async def test_bad_upstream_response_is_502(
+    make_raw: MakeRaw, make_proxy: MakeProxy, answer: bytes
+) -> None:
+    upstream = await make_raw(lambda n: answer)
+    _, port = await make_proxy(table(route(upstream.backend())))
+    response = await raw(port, b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+    assert status_of(response) == 502
+
+
+async def test_upstream_reset_mid_body_closes_client(
+    make_raw: MakeRaw, make_proxy: MakeProxy
+) -> None:
+    upstream = await make_raw(
+        lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\npartial"
+    )
+    _, port = await make_proxy(table(route(upstream.backend())))
+    response = await raw(port, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert status_of(response) == 200
+    assert response.endswith(b"partial")  # cut short, and the connection closed
+
+
+# --- table swaps and drain ------------------------------------------------------------------
+
+
+async def test_table_swap_while_requests_run(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy, session: aiohttp.ClientSession
+) -> None:
+    a, b = await make_upstream("a"), await make_upstream("b")
+    table_a, table_b = table(route(a.backend())), table(route(b.backend()))
+    proxy, port = await make_proxy(table_a)
+    url = f"http://{LOOPBACK}:{port}/hello"
+    statuses: Counter[int] = Counter()
+
+    async def client() -> None:
+        for _ in range(40):
+            async with session.get(url, headers={"Host": HOST}) as response:
+                await response.read()
+                statuses[response.status] += 1
+
+    async def swapper() -> None:
+        for i in range(40):
+            proxy.set_table(table_b if i % 2 == 0 else table_a)
+            await asyncio.sleep(0.005)
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(client() for _ in range(8)), swapper())
+    assert statuses == {200: 320}
+    assert a.hits["/hello"] > 0 and b.hits["/hello"] > 0
+    proxy.set_table(table_b)
+    assert proxy.outstanding(LOOPBACK, a.port) == 0
+    before = a.hits["/hello"]
+    for _ in range(5):
+        async with session.get(url, headers={"Host": HOST}) as response:
+            assert await response.text() == "hello from b"
+    assert a.hits["/hello"] == before
+
+
+async def test_stop_lets_an_in_flight_stream_finish(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    _, proxy, base = web_proxy
+    async with session.get(f"{base}/slow?ticks=6", headers={"Host": HOST}) as response:
+        assert response.status == 200
+        first = await response.content.readline()
+        assert first == b"tick 0\n"
+        start = time.monotonic()
+        stopping = asyncio.create_task(proxy.stop(timeout=10))
+        await asyncio.sleep(0.1)
+        assert proxy.active_requests == 1
+        # New connections are refused while draining.
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as other:
+                await other.get(f"{base}/hello", headers={"Host": HOST})
+        rest = await response.read()
+    assert rest == b"".join(b"tick %d\n" % i for i in range(1, 6))
+    await asyncio.wait_for(stopping, 10)
+    assert 2.0 < time.monotonic() - start < 8
+    assert proxy.active_requests == 0
+
+
+async def test_stop_aborts_what_outlives_the_timeout(
+    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+) -> None:
+    _, proxy, base = web_proxy
+    async with session.get(f"{base}/slow?ticks=20", headers={"Host": HOST}) as response:
+        await response.content.readline()
+        start = time.monotonic()
+        await proxy.stop(timeout=0.5)
+        assert time.monotonic() - start < 4
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    assert proxy.active_requests == 0
+
+
+async def test_answers_during_drain_say_connection_close(
+    web_proxy: tuple[Upstream, ProxyServer, str],
+) -> None:
+    _, proxy, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"GET /sleep?s=0.5 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        async with asyncio.timeout(5):
+            while proxy.active_requests == 0:
+                await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(proxy.stop(timeout=5))
+        status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"slept on a")
+        assert headers["connection"] == "close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await asyncio.wait_for(stopping, 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_client_gone_mid_response_releases_everything(
+    web_proxy: tuple[Upstream, ProxyServer, str],
+) -> None:
+    upstream, proxy, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    writer.write(b"GET /slow?ticks=20 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"tick 0\n"), 5)
+    assert proxy.outstanding(LOOPBACK, upstream.port) == 1
+    writer.close()
+    await writer.wait_closed()
+    async with asyncio.timeout(5):
+        while proxy.active_requests or proxy.outstanding(LOOPBACK, upstream.port):
+            await asyncio.sleep(0.01)
+
+
+async def test_client_half_close_after_request_still_gets_the_answer(
+    web_proxy: tuple[Upstream, ProxyServer, str],
+) -> None:
+    _, _, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"GET /sleep?s=0.2 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        writer.write_eof()
+        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        assert (status, body) == (200, b"slept on a")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_drain_closes_idle_keep_alive_connections(
+    web_proxy: tuple[Upstream, ProxyServer, str],
+) -> None:
+    _, proxy, base = web_proxy
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 200
+        await asyncio.wait_for(proxy.stop(timeout=5), 5)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()

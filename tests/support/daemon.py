@@ -1,0 +1,242 @@
+"""A real ``patrd serve`` process for integration tests, and a small API client.
+
+The daemon runs as a subprocess (so tests can SIGTERM or ``kill -9`` it) on a
+fresh data dir, a unix socket in the test's tmp dir and a free loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Daemon:
+    workdir: Path
+    base_domain: str = "test.localhost"
+    proxy_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "api.sock"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "patrd.log"
+
+    def config_path(self) -> Path:
+        path = self.workdir / "config.toml"
+        path.write_text(
+            '[daemon]\nlog_level = "debug"\n'
+            "[docker]\nstop_timeout_s = 5\nready_timeout_s = 20\nresync_interval_s = 5\n"
+            "[proxy]\ndrain_timeout_s = 5\n"
+        )
+        return path
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "patrd",
+                "serve",
+                "--config",
+                str(self.config_path()),
+                "--data-dir",
+                str(self.data_dir),
+                "--api-socket",
+                str(self.socket),
+                "--http-listen",
+                f"127.0.0.1:{self.proxy_port}",
+                "--base-domain",
+                self.base_domain,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"patrd exited {self.proc.returncode}:\n{self.log_tail()}")
+            if self.socket.exists() and _health(self.socket):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"patrd did not answer within 30 s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def url(self, name: str, port: int = 80) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def host(self, name: str, port: int = 80) -> str:
+        return f"{port}-{name}.{self.base_domain}"
+
+
+def _health(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(str(sock))
+            s.sendall(b"GET /v1/health HTTP/1.0\r\nHost: patrd\r\n\r\n")
+            data = s.recv(64)
+        return data.startswith(b"HTTP/1.") and b" 200 " in data
+    except OSError:
+        return False
+
+
+class Api:
+    """Async client of the daemon's unix-socket API."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Api:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(self.daemon.socket))
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        assert self._session is not None
+        data = None if body is None else json.dumps(body)
+        for attempt in range(50):
+            try:
+                async with self._session.request(
+                    method,
+                    f"http://patrd{path}",
+                    data=data,
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    text = await resp.text()
+                    return resp.status, json.loads(text) if text else None
+            except (aiohttp.ClientConnectionError, FileNotFoundError):
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)  # daemon restarting
+        raise AssertionError("unreachable")
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, data = await self.call(method, path, body)
+        assert 200 <= status < 300, (method, path, status, data)
+        return data
+
+    async def wait_status(self, name: str, status: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            code, last = await self.call("GET", f"/v1/deployments/{name}")
+            if code == 200 and last["status"] == status:
+                return dict(last)
+            await asyncio.sleep(0.1)
+        raise AssertionError(
+            f"{name} not {status} within {timeout}s: {last}\n{self.daemon.log_tail()}"
+        )
+
+    async def wait_gone(self, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code, _ = await self.call("GET", f"/v1/deployments/{name}")
+            if code == 404:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{name} still present after {timeout}s")
+
+
+def docker_json(*args: str) -> Any:
+    out = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def containers_of(name: str, all_states: bool = True) -> list[str]:
+    """Container ids Docker has for deployment ``name`` (by label)."""
+    args = ["docker", "ps", "-q", "--no-trunc", "--filter", f"label=patrd.deployment={name}"]
+    if all_states:
+        args.insert(2, "-a")
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return sorted(out.split())
+
+
+def networks_of(name: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", f"label=patrd.deployment={name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def force_cleanup(names: list[str]) -> None:
+    """Last resort after a failed test: nothing of ours stays in Docker."""
+    for name in names:
+        ids = containers_of(name)
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+        for net in networks_of(name):
+            subprocess.run(["docker", "network", "rm", net], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def running_daemon(workdir: Path):
+    daemon = Daemon(workdir)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        with contextlib.suppress(Exception):
+            daemon.stop()
