@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,17 @@ import structlog
 
 from patrd.engine import ContainerState, Engine, Instance, InstanceSpec, is_pinned_tag
 from patrd.errors import EngineError, ImageNotFound, StoreError
+from patrd.probes import (
+    TCP_POLL_S,
+    Phase,
+    ProbeStatus,
+    http_probe,
+    liveness_step,
+    starting,
+    startup_interval,
+    startup_step,
+    tcp_probe,
+)
 from patrd.proxy.router import RoutingTable
 from patrd.reconcile import (
     Action,
@@ -33,12 +45,12 @@ from patrd.reconcile import (
 from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.spec import DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Status, Store
+from patrd.urls import UrlRecord
 from patrd.views import InstanceView
 
 _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})
 _SETTLE_DELAYS_S = (0.1, 0.5, 2.0)
 STABLE_AFTER_S = 10.0  # a slot ready this long has its crash count reset
-READY_POLL_S = 0.05
 
 
 class RouteSink(Protocol):
@@ -56,6 +68,7 @@ class ControllerOptions:
     ready_timeout_s: float = 60.0
     resync_interval_s: float = 15.0
     drain_timeout_s: float = 30.0
+    redirect_default_urls: bool = False  # tls.redirect_default_urls
 
 
 def network_name(deployment: str) -> str:
@@ -67,7 +80,8 @@ def instance_name(deployment: str, slot: int) -> str:
 
 
 def container_name(deployment: str, revision: int, slot: int) -> str:
-    return f"patrd-{deployment}-r{revision}-{slot}"
+    """Unique even when a slot of one revision is created again (after a failed start)."""
+    return f"patrd-{deployment}-r{revision}-{slot}-{secrets.token_hex(2)}"
 
 
 def instance_env(record: DeploymentRecord, slot: int) -> tuple[tuple[str, str], ...]:
@@ -96,6 +110,7 @@ class Controller:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake_all = asyncio.Event()
         self._synced = asyncio.Event()
+        self._urls: tuple[UrlRecord, ...] = ()
         self._log = structlog.get_logger("patrd.controller")
 
     # --- ControllerView ----------------------------------------------------
@@ -133,7 +148,14 @@ class Controller:
 
     def publish(self) -> None:
         snapshots = [w.snapshot for w in self._workers.values() if w.snapshot is not None]
-        self._sink.set_table(build_routes(snapshots, self._options.base_domain))
+        self._sink.set_table(
+            build_routes(
+                snapshots,
+                self._options.base_domain,
+                self._urls,
+                redirect_default_urls=self._options.redirect_default_urls,
+            )
+        )
 
     async def _sync_loop(self) -> None:
         while True:
@@ -159,6 +181,7 @@ class Controller:
             del self._workers[dep_id]
             del self._tasks[dep_id]
         await self._collect_orphans(known)
+        self._urls = tuple(await self._store.list_urls())  # managed URLs (issue 4)
         self.publish()
 
     def _spawn(self, deployment_id: str) -> None:
@@ -226,13 +249,15 @@ class _ReadyState:
 @dataclass
 class _WorkerState:
     ready: dict[str, _ReadyState] = field(default_factory=dict)
+    probes: dict[str, ProbeStatus] = field(default_factory=dict)
+    probing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # startup failed: id → why
+    unhealthy: dict[str, str] = field(default_factory=dict)  # liveness failed: id → why
     health: dict[int, SlotHealth] = field(default_factory=dict)
     blocked: Blocked | None = None
     block_failures: int = 0
     image: tuple[int, str] | None = None  # (revision, image id) already resolved
     network_ok: bool = False
-    checking: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    reported_unready: set[str] = field(default_factory=set)
 
 
 class DeploymentWorker:
@@ -265,21 +290,30 @@ class DeploymentWorker:
         self._wake.set()
 
     def views(self) -> list[InstanceView]:
-        if self._record is None:
+        record = self._record
+        if record is None:
             return []
-        return [
-            InstanceView(
-                name=instance_name(i.deployment, i.slot),
-                container_id=i.container_id,
-                revision=i.revision,
-                slot=i.slot,
-                state=i.state.value,
-                ready=i.container_id in self._state.ready,
-                address=i.ip,
-                restarts=self._state.health.get(i.slot, SlotHealth()).failures,
+        template = record.template
+        views = []
+        for i in sorted(self._instances, key=lambda i: (i.slot, i.revision)):
+            probe = self._state.probes.get(i.container_id)
+            views.append(
+                InstanceView(
+                    name=instance_name(i.deployment, i.slot),
+                    container_id=i.container_id,
+                    revision=i.revision,
+                    slot=i.slot,
+                    state=i.state.value,
+                    ready=i.container_id in self._state.ready,
+                    address=i.ip,
+                    restarts=self._state.health.get(i.slot, SlotHealth()).failures,
+                    current=i.template == template,
+                    probe=probe.phase.value if probe else "",
+                    probe_detail=probe.last_detail if probe else "",
+                    liveness_failures=probe.liveness_failures if probe else 0,
+                )
             )
-            for i in sorted(self._instances, key=lambda i: (i.slot, i.revision))
-        ]
+        return views
 
     async def run(self) -> None:
         delay = 1.0
@@ -305,9 +339,9 @@ class DeploymentWorker:
                     async with asyncio.timeout(timeout):
                         await self._wake.wait()
         finally:
-            for task in self._state.checking.values():
+            for task in self._state.probing.values():
                 task.cancel()
-            await asyncio.gather(*self._state.checking.values(), return_exceptions=True)
+            await asyncio.gather(*self._state.probing.values(), return_exceptions=True)
             self.settled.set()
 
     async def _pass(self) -> tuple[bool, float | None]:
@@ -325,21 +359,29 @@ class DeploymentWorker:
             deployment=record.name,
             instances=",".join(f"{i.container_id[:8]}:{i.state.value}" for i in instances),
         )
-        self._track_readiness(record, instances, now)
+        self._track_probes(record, instances, now)
+        stable_template = await self._stable_template(record)
         result = plan(
             PlanInput(
                 intent=record.intent,
-                revision=record.revision,
+                template=record.template,
                 replicas=record.spec.scale.min,
                 instances=instances,
                 ready=frozenset(self._state.ready),
+                failed=dict(self._state.failed),
+                unhealthy=dict(self._state.unhealthy),
                 health=dict(self._state.health),
                 blocked=self._state.blocked,
+                stable_template=stable_template,
                 previous_status=record.status,
                 now=now,
             )
         )
         self._update_snapshot(record, result.status)
+        if result.rollout_failed:
+            await self._fail_rollout(record, result.rollout_failed)
+            self._wake.set()
+            return False, None
         if result.actions:
             self._log.info(
                 "plan",
@@ -350,15 +392,20 @@ class DeploymentWorker:
             )
             await self._apply(record, result.actions)
             self._wake.set()  # look again right away: converge in small steps
-        elif not self._state.checking:
+        elif not self._state.probing or all(
+            p.phase is not Phase.STARTING for p in self._state.probes.values()
+        ):
             self.settled.set()
+        if result.converged and record.intent is Intent.RUN:
+            await self._complete_rollout(record)
         # An adopted instance is being re-checked: that is no reason to say
         # "deploying" about a deployment that was running a moment ago.
         rechecking = (
             record.status is Status.RUNNING
             and result.status is Status.DEPLOYING
             and not result.actions
-            and bool(self._state.checking)
+            and any(p.phase is Phase.STARTING for p in self._state.probes.values())
+            and not record.in_rollout
         )
         changed = not rechecking and await self._store.set_status(
             self.id, result.status, result.status_reason
@@ -382,9 +429,39 @@ class DeploymentWorker:
             return True, None
         return False, result.wake_at
 
-    # --- readiness -----------------------------------------------------------
+    async def _stable_template(self, record: DeploymentRecord) -> str | None:
+        if record.stable_revision is None:
+            return None
+        if record.stable_revision == record.revision:
+            return record.template
+        stable = await self._store.get_revision(self.id, record.stable_revision)
+        return None if stable is None else stable.spec.instance_template(stable.pinned_image)
 
-    def _track_readiness(
+    # --- rollouts --------------------------------------------------------------
+
+    async def _complete_rollout(self, record: DeploymentRecord) -> None:
+        if record.stable_revision == record.revision:
+            return
+        image = await self._resolve_image(record)
+        if image is None:
+            return
+        if await self._store.complete_rollout(self.id, record.revision, image):
+            self._log.info("rollout_done", deployment=record.name, revision=record.revision)
+            self._state.health.clear()
+
+    async def _fail_rollout(self, record: DeploymentRecord, reason: str) -> None:
+        cached = self._state.image
+        image = cached[1] if cached and cached[0] == record.revision else None
+        if await self._store.fail_rollout(self.id, record.revision, reason, image):
+            self._log.warning(
+                "rollout_failed", deployment=record.name, revision=record.revision, reason=reason
+            )
+            self._state.health.clear()
+            self._state.blocked = None
+
+    # --- probes ----------------------------------------------------------------
+
+    def _track_probes(
         self, record: DeploymentRecord, instances: list[Instance], now: float
     ) -> None:
         running = {
@@ -392,54 +469,100 @@ class DeploymentWorker:
             for i in instances
             if i.state is ContainerState.RUNNING and i.ip is not None
         }
-        for cid in list(self._state.ready):
+        state = self._state
+        present = {i.container_id for i in instances}
+        for cid in list(state.ready):
             inst = running.get(cid)
-            if inst is None or inst.ip != self._state.ready[cid].ip:
-                del self._state.ready[cid]
-        for cid, ready in self._state.ready.items():
-            slot = running[cid].slot
-            health = self._state.health.get(slot)
-            if health and health.failures and now - ready.since >= STABLE_AFTER_S:
-                del self._state.health[slot]
-        for cid in list(self._state.checking):
+            if inst is None or inst.ip != state.ready[cid].ip:
+                del state.ready[cid]
+        for cid in list(state.probing):
             if cid not in running:
-                self._state.checking.pop(cid).cancel()
-        ports = record.spec.http_ports
-        if not ports:
+                state.probing.pop(cid).cancel()
+        for table in (state.probes, state.unhealthy):
+            for cid in [c for c in table if c not in running]:
+                del table[cid]
+        for cid in [c for c in state.failed if c not in present]:
+            del state.failed[cid]
+        for cid, ready in state.ready.items():
+            slot = running[cid].slot
+            health = state.health.get(slot)
+            if health and health.failures and now - ready.since >= STABLE_AFTER_S:
+                del state.health[slot]
+        if not record.spec.http_ports:
             return
         for cid, inst in running.items():
-            if cid not in self._state.ready and cid not in self._state.checking:
-                assert inst.ip is not None
-                task = asyncio.create_task(self._check_ready(inst, inst.ip, ports[0]))
-                self._state.checking[cid] = task
+            if cid in state.probing or cid in state.failed or cid in state.unhealthy:
+                continue
+            if cid in state.probes and cid not in state.ready:
+                continue  # its probe task ended (e.g. failed): wait for the plan to act
+            assert inst.ip is not None
+            task = asyncio.create_task(self._probe(inst, inst.ip, record.spec))
+            state.probing[cid] = task
 
-    async def _check_ready(self, inst: Instance, ip: str, port: int) -> None:
-        """Ready when the first HTTP port accepts a TCP connection (bounded wait)."""
-        deadline = time.monotonic() + self._options.ready_timeout_s
+    async def _probe(self, inst: Instance, ip: str, spec: DeploymentSpec) -> None:
+        """Startup check, then (if configured) liveness, for one running container."""
+        cid = inst.container_id
+        name = instance_name(inst.deployment, inst.slot)
+        startup = spec.startup_probe
+        if startup is not None:
+            budget, interval = startup.budget_s, startup_interval(startup.period_s)
+        else:
+            budget, interval = self._options.ready_timeout_s, TCP_POLL_S
+        status = starting(time.monotonic())
+        self._state.probes[cid] = status
         try:
-            while time.monotonic() < deadline:
-                try:
-                    async with asyncio.timeout(1.0):
-                        _, writer = await asyncio.open_connection(ip, port)
-                    writer.close()
-                    with contextlib.suppress(OSError):
-                        await writer.wait_closed()
-                    self._state.ready[inst.container_id] = _ReadyState(ip, time.monotonic())
-                    self._log.info("instance_ready", instance=inst.container_name, address=ip)
-                    return
-                except (OSError, TimeoutError):
-                    await asyncio.sleep(READY_POLL_S)
-            if inst.container_id not in self._state.reported_unready:
-                self._state.reported_unready.add(inst.container_id)
-                await self._store.add_event(
-                    self.id,
-                    "not_ready",
-                    f"instance {instance_name(inst.deployment, inst.slot)} does not accept "
-                    f"connections on port {port} after {self._options.ready_timeout_s:.0f}s",
-                    inst.revision,
+            while status.phase is Phase.STARTING:
+                if startup is not None:
+                    ok, detail = await http_probe(ip, startup.port, startup.path, startup.timeout_s)
+                else:
+                    ok, detail = await tcp_probe(ip, spec.http_ports[0])
+                status = startup_step(status, ok, detail, time.monotonic(), budget)
+                self._state.probes[cid] = status
+                if status.phase is Phase.STARTING:
+                    await asyncio.sleep(interval)
+            if status.phase is Phase.FAILED:
+                what = (
+                    f"startup probe {startup.path} on port {startup.port}"
+                    if startup
+                    else f"port {spec.http_ports[0]}"
                 )
+                reason = f"{what} did not pass within {budget:g}s (last: {status.last_detail})"
+                self._state.failed[cid] = reason
+                await self._store.add_event(
+                    self.id, "startup_failed", f"instance {name}: {reason}", inst.revision
+                )
+                self._log.warning("startup_failed", instance=inst.container_name, reason=reason)
+                return
+            self._state.ready[cid] = _ReadyState(ip, time.monotonic())
+            self._log.info("instance_ready", instance=inst.container_name, address=ip)
+            self._wake.set()
+            liveness = spec.liveness_probe
+            if liveness is None:
+                return
+            while True:
+                await asyncio.sleep(liveness.period_s)
+                ok, detail = await http_probe(ip, liveness.port, liveness.path, liveness.timeout_s)
+                status = liveness_step(
+                    status, ok, detail, time.monotonic(), liveness.failure_threshold
+                )
+                self._state.probes[cid] = status
+                if status.phase is Phase.UNHEALTHY:
+                    break
+            # Out of the pool first, then the plan restarts it.
+            self._state.ready.pop(cid, None)
+            if self._record is not None:
+                self._update_snapshot(self._record, self._record.status)
+            reason = (
+                f"liveness probe {liveness.path} failed {status.liveness_failures} times "
+                f"(last: {status.last_detail})"
+            )
+            self._state.unhealthy[cid] = reason
+            await self._store.add_event(
+                self.id, "unhealthy", f"instance {name}: {reason}", inst.revision
+            )
+            self._log.warning("instance_unhealthy", instance=inst.container_name, reason=reason)
         finally:
-            self._state.checking.pop(inst.container_id, None)
+            self._state.probing.pop(cid, None)
             self._wake.set()
 
     def _update_snapshot(self, record: DeploymentRecord, status: Status) -> None:
@@ -461,22 +584,38 @@ class DeploymentWorker:
     # --- applying --------------------------------------------------------------
 
     async def _apply(self, record: DeploymentRecord, actions: tuple[Action, ...]) -> None:
-        removes = [a for a in actions if a.kind is ActionKind.REMOVE]
-        starts = [a for a in actions if a.kind is ActionKind.START]
-        creates = [a for a in actions if a.kind is ActionKind.CREATE]
-        if removes:
-            for action in removes:
+        by_kind: dict[ActionKind, list[Action]] = {kind: [] for kind in ActionKind}
+        for action in actions:
+            by_kind[action.kind].append(action)
+        leaving = by_kind[ActionKind.REMOVE] + by_kind[ActionKind.RESTART]
+        if leaving:
+            for action in leaving:
                 self._state.ready.pop(action.container_id, None)
             self._update_snapshot(record, record.status)
-            await asyncio.gather(*(self._remove(record, a) for a in removes))
-        if starts:
-            await asyncio.gather(*(self._restart(record, a) for a in starts))
-        if creates:
+        # Creates first: a replacement starts while the old instance drains.
+        if by_kind[ActionKind.CREATE]:
             image = await self._resolve_image(record)
-            if image is None:
-                return
-            await self._ensure_network(record)
-            await asyncio.gather(*(self._create(record, image, a) for a in creates))
+            if image is not None:
+                await self._ensure_network(record)
+                await asyncio.gather(
+                    *(self._create(record, image, a) for a in by_kind[ActionKind.CREATE])
+                )
+        await asyncio.gather(
+            *(self._remove(record, a) for a in by_kind[ActionKind.REMOVE]),
+            *(self._start(record, a) for a in by_kind[ActionKind.START]),
+            *(self._restart(record, a) for a in by_kind[ActionKind.RESTART]),
+        )
+
+    def _count_failure(self, record: DeploymentRecord, action: Action) -> str:
+        health = self._state.health.get(action.slot, SlotHealth())
+        failures = health.failures + 1
+        delay = backoff_delay(failures)
+        self._state.health[action.slot] = SlotHealth(
+            failures=failures,
+            retry_at=time.monotonic() + delay,
+            last_error=action.reason,
+        )
+        return f"failure #{failures}, next attempt after {delay:g}s"
 
     async def _remove(self, record: DeploymentRecord, action: Action) -> None:
         inst = next((i for i in self._instances if i.container_id == action.container_id), None)
@@ -488,7 +627,17 @@ class DeploymentWorker:
             container=action.container_id[:12],
             reason=action.reason,
         )
+        if action.failure:
+            note = self._count_failure(record, action)
+            await self._store.add_event(
+                self.id,
+                "failed_start",
+                f"instance {instance_name(record.name, action.slot)} removed: "
+                f"{action.reason}; {note}",
+                record.revision,
+            )
         await self._engine.remove(action.container_id, self._options.stop_timeout_s)
+        self._forget(action.container_id)
 
     async def _drain(self, ip: str, ports: tuple[int, ...]) -> None:
         """Out of the pool already; wait (bounded) for in-flight requests to finish."""
@@ -498,25 +647,41 @@ class DeploymentWorker:
                 return
             await asyncio.sleep(0.05)
 
-    async def _restart(self, record: DeploymentRecord, action: Action) -> None:
-        slot = action.slot
-        health = self._state.health.get(slot, SlotHealth())
-        if action.reason != "created, not started":
-            failures = health.failures + 1
-            health = SlotHealth(
-                failures=failures,
-                retry_at=time.monotonic() + backoff_delay(failures),
-                last_error=action.reason,
-            )
-            self._state.health[slot] = health
+    async def _start(self, record: DeploymentRecord, action: Action) -> None:
+        if action.failure:
+            note = self._count_failure(record, action)
             await self._store.add_event(
                 self.id,
                 "restart",
-                f"instance {instance_name(record.name, slot)} {action.reason}; "
-                f"restart #{failures}, next backoff {backoff_delay(failures):.0f}s",
+                f"instance {instance_name(record.name, action.slot)} {action.reason}; "
+                f"restarting ({note})",
                 record.revision,
             )
         await self._engine.start(action.container_id)
+
+    async def _restart(self, record: DeploymentRecord, action: Action) -> None:
+        note = self._count_failure(record, action)
+        await self._store.add_event(
+            self.id,
+            "restart",
+            f"instance {instance_name(record.name, action.slot)} unhealthy; restarting ({note})",
+            record.revision,
+        )
+        inst = next((i for i in self._instances if i.container_id == action.container_id), None)
+        if inst is not None and inst.ip is not None:
+            await self._drain(inst.ip, record.spec.http_ports)
+        self._forget(action.container_id)
+        await self._engine.restart(action.container_id, self._options.stop_timeout_s)
+        self._forget(action.container_id)
+
+    def _forget(self, container_id: str) -> None:
+        state = self._state
+        state.ready.pop(container_id, None)
+        state.probes.pop(container_id, None)
+        state.unhealthy.pop(container_id, None)
+        task = state.probing.pop(container_id, None)
+        if task is not None:
+            task.cancel()
 
     async def _create(self, record: DeploymentRecord, image: str, action: Action) -> None:
         spec = record.spec
@@ -529,6 +694,7 @@ class DeploymentWorker:
                 deployment=record.name,
                 revision=record.revision,
                 slot=action.slot,
+                template=record.template,
                 image=image,
                 env=instance_env(record, action.slot),
                 network=network_name(record.name),
@@ -546,25 +712,39 @@ class DeploymentWorker:
             self._state.network_ok = True
 
     async def _resolve_image(self, record: DeploymentRecord) -> str | None:
-        """The image id this revision runs; pulled once per revision (``latest``: always)."""
+        """The image id this revision runs.
+
+        A revert pins an exact image id; a revision that already rolled out
+        reuses the id it ran (a crash-restart never picks up a newer image);
+        otherwise the tag is resolved by the pull policy (``latest``: pulled).
+        """
         cached = self._state.image
         if cached is not None and cached[0] == record.revision:
             return cached[1]
         spec: DeploymentSpec = record.spec
         ref = spec.image_ref
+        exact = record.pinned_image or await self._store.revision_image(self.id, record.revision)
 
         async def progress(line: str) -> None:
             await self._store.add_event(self.id, "pull", line, record.revision)
 
         try:
-            result = await self._engine.ensure_image(
-                ref, always_pull=not is_pinned_tag(spec.tag), progress=progress
-            )
+            try:
+                if exact is None:
+                    raise ImageNotFound("no recorded image")
+                result = await self._engine.ensure_image(exact, always_pull=False)
+            except ImageNotFound:
+                if record.pinned_image:
+                    raise
+                result = await self._engine.ensure_image(
+                    ref, always_pull=not is_pinned_tag(spec.tag), progress=progress
+                )
         except ImageNotFound as exc:
             self._state.block_failures += 1
             delay = backoff_delay(self._state.block_failures)
+            wanted = record.pinned_image or ref
             self._state.blocked = Blocked(
-                reason=f"image {ref} unavailable: {exc}", until=time.monotonic() + delay
+                reason=f"image {wanted} unavailable: {exc}", until=time.monotonic() + delay
             )
             await self._store.add_event(
                 self.id, "pull_failed", f"{exc}; retry in {delay:.0f}s", record.revision

@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from patrd.errors import EngineError, ImageNotFound
+from patrd.hardening import Hardening, host_config, refuse_docker_socket
 
 LABEL_MANAGED = "patrd.managed"
 LABEL_OWNER = "patrd.owner"
@@ -28,6 +29,7 @@ LABEL_DEPLOYMENT = "patrd.deployment"
 LABEL_DEPLOYMENT_ID = "patrd.deployment-id"
 LABEL_REVISION = "patrd.revision"
 LABEL_INSTANCE = "patrd.instance"
+LABEL_TEMPLATE = "patrd.template"
 
 _EXIT_CODE_RE = re.compile(r"Exited \((-?\d+)\)")
 
@@ -57,6 +59,7 @@ class Instance:
     state: ContainerState
     ip: str | None
     exit_code: int | None
+    template: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class InstanceSpec:
     deployment: str
     revision: int
     slot: int
+    template: str
     image: str
     env: tuple[tuple[str, str], ...]
     network: str
@@ -81,6 +85,7 @@ class InstanceSpec:
 class NetworkInfo:
     name: str
     deployment_id: str
+    bridge: str = ""  # the Linux bridge interface (br-<id>), for the firewall
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class Engine(Protocol):
     async def create_instance(self, spec: InstanceSpec) -> str: ...
     async def start(self, container_id: str) -> None: ...
     async def remove(self, container_id: str, stop_timeout_s: int) -> None: ...
+    async def restart(self, container_id: str, stop_timeout_s: int) -> None: ...
     def events(self) -> AsyncIterator[EngineEvent]: ...
     async def close(self) -> None: ...
 
@@ -117,9 +123,10 @@ class Engine(Protocol):
 class DockerEngine:
     """``Engine`` over the local Docker daemon; the API version is negotiated."""
 
-    def __init__(self, url: str, owner: str) -> None:
+    def __init__(self, url: str, owner: str, hardening: Hardening | None = None) -> None:
         self._url = url
         self._owner = owner
+        self._hardening = hardening if hardening is not None else Hardening()
         self._docker: aiodocker.Docker | None = None
         self._log = structlog.get_logger("patrd.engine")
 
@@ -161,7 +168,9 @@ class DockerEngine:
             )
         return [
             NetworkInfo(
-                name=n["Name"], deployment_id=(n.get("Labels") or {}).get(LABEL_DEPLOYMENT_ID, "")
+                name=n["Name"],
+                deployment_id=(n.get("Labels") or {}).get(LABEL_DEPLOYMENT_ID, ""),
+                bridge=_bridge_name(n),
             )
             for n in networks
         ]
@@ -257,6 +266,7 @@ class DockerEngine:
                 LABEL_DEPLOYMENT_ID: spec.deployment_id,
                 LABEL_REVISION: str(spec.revision),
                 LABEL_INSTANCE: str(spec.slot),
+                LABEL_TEMPLATE: spec.template,
             },
             "StopTimeout": spec.stop_timeout_s,
             "HostConfig": {
@@ -269,11 +279,17 @@ class DockerEngine:
                 # a Docker restart policy would fight the reconciler.
                 "RestartPolicy": {"Name": "no"},
                 "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
+                # Capabilities, no-new-privileges, pids limit (patrd/hardening.py).
+                **host_config(self._hardening),
             },
             "NetworkingConfig": {
                 "EndpointsConfig": {spec.network: {"Aliases": [spec.hostname]}},
             },
         }
+        try:
+            refuse_docker_socket(config["HostConfig"])
+        except ValueError as exc:
+            raise EngineError(f"create {spec.container_name}: {exc}") from None
         try:
             container = await self.docker.containers.create(config, name=spec.container_name)
         except aiodocker.DockerError as exc:
@@ -297,6 +313,10 @@ class DockerEngine:
     async def start(self, container_id: str) -> None:
         async with _translate(f"start {container_id[:12]}"):
             await self.docker.containers.container(container_id).start()
+
+    async def restart(self, container_id: str, stop_timeout_s: int) -> None:
+        async with _translate(f"restart {container_id[:12]}"):
+            await self.docker.containers.container(container_id).restart(t=stop_timeout_s)
 
     async def remove(self, container_id: str, stop_timeout_s: int) -> None:
         container = self.docker.containers.container(container_id)
@@ -382,7 +402,16 @@ def _instance_from_summary(summary: dict[str, Any]) -> Instance | None:
         state=state,
         ip=ip or None,
         exit_code=int(match.group(1)) if match else None,
+        template=labels.get(LABEL_TEMPLATE, ""),
     )
+
+
+def _bridge_name(network: dict[str, Any]) -> str:
+    """The Linux interface of a bridge network: its option, else Docker's ``br-<id[:12]>``."""
+    if network.get("Driver") != "bridge":
+        return ""
+    options = network.get("Options") or {}
+    return str(options.get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}")
 
 
 def _event_from_json(data: dict[str, Any]) -> EngineEvent | None:

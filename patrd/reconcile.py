@@ -6,10 +6,14 @@ further; every action carries the reason it exists.
 
 Vocabulary:
     slot      instance index 0..n-1 of a deployment (``patrd.instance`` label)
-    current   an instance of the deployment's current revision
-    stale     an instance of an older revision (kept until its slot's
-              replacement is ready, so a spec change never empties the pool)
-    ready     a running instance that accepts connections (in the proxy pool)
+    template  digest of what a container is made of (image, env, resources);
+              a revision that changes only ports, probes or scale keeps it
+    current   an instance built from the target template
+    stale     an instance of another template: it keeps serving until its
+              slot's replacement is ready, then it is drained and removed
+    ready     passed its startup check and is in the proxy pool
+    rollout   replacing the instances of the last deployed (stable) template
+              by the target's, one new instance at a time (surge 1)
 """
 
 from __future__ import annotations
@@ -24,11 +28,15 @@ from patrd.store import Intent, Status
 CRASH_LIMIT = 5  # consecutive failed starts of one slot before the deployment is errored
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0
+SURGE = 1  # new instances starting at once while old ones still serve
+
+_GONE = (ContainerState.EXITED, ContainerState.DEAD)
 
 
 class ActionKind(StrEnum):
     CREATE = "create"
     START = "start"
+    RESTART = "restart"
     REMOVE = "remove"
 
 
@@ -37,7 +45,8 @@ class Action:
     kind: ActionKind
     slot: int
     reason: str
-    container_id: str = ""  # START and REMOVE
+    container_id: str = ""  # all but CREATE
+    failure: bool = False  # counts as a failed start of its slot (backoff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,8 @@ class Plan:
     status_reason: str
     finished: bool = False  # DELETE intent and nothing left: drop network and row
     wake_at: float | None = None  # a backoff expires then: plan again
+    converged: bool = False  # every slot ready on the target template, nothing stale
+    rollout_failed: str = ""  # a new instance failed while the stable template serves
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {kind.value: 0 for kind in ActionKind}
@@ -75,14 +86,21 @@ class Plan:
 @dataclass(frozen=True, slots=True)
 class PlanInput:
     intent: Intent
-    revision: int
+    template: str
     replicas: int
     instances: Sequence[Instance]
     ready: Collection[str]  # container ids
+    failed: Mapping[str, str] = field(default_factory=dict)  # startup failed: id → why
+    unhealthy: Mapping[str, str] = field(default_factory=dict)  # liveness failed: id → why
     health: Mapping[int, SlotHealth] = field(default_factory=dict)
     blocked: Blocked | None = None
+    stable_template: str | None = None  # None: never deployed yet
     previous_status: Status = Status.DEPLOYING
     now: float = 0.0
+
+    @property
+    def in_rollout(self) -> bool:
+        return self.stable_template is not None and self.stable_template != self.template
 
 
 def backoff_delay(failures: int) -> float:
@@ -119,26 +137,42 @@ def _plan_run(inp: PlanInput) -> Plan:
     stale: dict[int, list[Instance]] = {}
 
     for inst in sorted(inp.instances, key=_preference(inp.ready)):
-        if inst.slot >= inp.replicas:
-            actions.append(Action(ActionKind.REMOVE, inst.slot, "scale down", inst.container_id))
-        elif inst.revision != inp.revision and inst.state is not ContainerState.RUNNING:
-            actions.append(
-                Action(ActionKind.REMOVE, inst.slot, "old revision, not running", inst.container_id)
-            )
-        elif inst.revision != inp.revision:
-            stale.setdefault(inst.slot, []).append(inst)
+        cid = inst.container_id
+        if inst.template != inp.template:
+            if inst.state is not ContainerState.RUNNING or cid in inp.failed:
+                why = "failed to start" if cid in inp.failed else "not running"
+                actions.append(Action(ActionKind.REMOVE, inst.slot, f"old template, {why}", cid))
+            else:
+                stale.setdefault(inst.slot, []).append(inst)
+        elif inst.slot >= inp.replicas:
+            actions.append(Action(ActionKind.REMOVE, inst.slot, "scale down", cid))
         elif inst.slot in current:
-            actions.append(
-                Action(ActionKind.REMOVE, inst.slot, "duplicate instance", inst.container_id)
-            )
+            actions.append(Action(ActionKind.REMOVE, inst.slot, "duplicate instance", cid))
         else:
             current[inst.slot] = inst
 
+    if inp.in_rollout:
+        failure = _rollout_failure(current.values(), inp.failed)
+        if failure:
+            return Plan(
+                actions=tuple(a for a in actions if a.container_id not in _ids(current)),
+                status=Status.DEPLOYING,
+                status_reason=failure,
+                rollout_failed=failure,
+            )
+
     ready_slots = 0
+    starting = 0
+    missing: list[int] = []
     for slot in range(inp.replicas):
         cur = current.get(slot)
         health = inp.health.get(slot, SlotHealth())
-        if cur is not None and cur.container_id in inp.ready:
+        due = health.retry_at <= inp.now
+        if cur is None:
+            missing.append(slot)
+            continue
+        cid = cur.container_id
+        if cid in inp.ready:
             ready_slots += 1
             for old in stale.pop(slot, []):
                 actions.append(
@@ -146,52 +180,89 @@ def _plan_run(inp: PlanInput) -> Plan:
                         ActionKind.REMOVE, slot, "replaced by a ready instance", old.container_id
                     )
                 )
-            continue
-        if cur is not None and cur.state in (ContainerState.RUNNING, ContainerState.RESTARTING):
-            continue  # starting; readiness is checked by the executor
-        if cur is not None and cur.state in (ContainerState.PAUSED, ContainerState.REMOVING):
-            continue
-        due = health.retry_at <= inp.now
-        if cur is None:
-            if inp.blocked is not None and inp.blocked.until > inp.now:
-                wake_at.append(inp.blocked.until)
-            elif due:
-                actions.append(Action(ActionKind.CREATE, slot, "missing instance"))
+        elif cid in inp.unhealthy:
+            if due:
+                actions.append(
+                    Action(ActionKind.RESTART, slot, inp.unhealthy[cid], cid, failure=True)
+                )
             else:
                 wake_at.append(health.retry_at)
+        elif cid in inp.failed:
+            actions.append(Action(ActionKind.REMOVE, slot, inp.failed[cid], cid, failure=True))
         elif cur.state is ContainerState.CREATED:
-            actions.append(Action(ActionKind.START, slot, "created, not started", cur.container_id))
-        elif due:
-            reason = f"exited with code {cur.exit_code}" if cur.exit_code is not None else "exited"
-            actions.append(Action(ActionKind.START, slot, reason, cur.container_id))
+            starting += 1
+            actions.append(Action(ActionKind.START, slot, "created, not started", cid))
+        elif cur.state in _GONE:
+            if due:
+                why = f"exited with code {cur.exit_code}" if cur.exit_code is not None else "exited"
+                actions.append(Action(ActionKind.START, slot, why, cid, failure=True))
+            else:
+                wake_at.append(health.retry_at)
         else:
-            wake_at.append(health.retry_at)
+            starting += 1  # running (or paused/restarting): its startup check decides
 
-    # Stale instances of slots that no longer exist or whose slot has no
-    # current instance at all keep serving; those of ready slots were removed above.
-    status, reason = _status(inp, ready_slots, has_stale=bool(stale))
+    if ready_slots == inp.replicas:
+        # Stale instances of slots above the new count served until now.
+        for olds in stale.values():
+            for old in olds:
+                actions.append(
+                    Action(ActionKind.REMOVE, old.slot, "rollout done", old.container_id)
+                )
+        stale.clear()
+    rolling = bool(stale)
+    budget = max(0, SURGE - starting) if rolling else len(missing)
+    for slot in missing:
+        health = inp.health.get(slot, SlotHealth())
+        if inp.blocked is not None and inp.blocked.until > inp.now:
+            wake_at.append(inp.blocked.until)
+        elif health.retry_at > inp.now:
+            wake_at.append(health.retry_at)
+        elif budget > 0:
+            budget -= 1
+            reason = "rolling out" if rolling else "missing instance"
+            actions.append(Action(ActionKind.CREATE, slot, reason))
+
+    status, reason = _status(inp, ready_slots, rolling=rolling)
+    converged = ready_slots == inp.replicas and not stale and not actions
     return Plan(
         actions=tuple(actions),
         status=status,
         status_reason=reason,
         wake_at=min(wake_at) if wake_at else None,
+        converged=converged,
     )
 
 
-def _status(inp: PlanInput, ready_slots: int, *, has_stale: bool) -> tuple[Status, str]:
+def _rollout_failure(current: Collection[Instance], failed: Mapping[str, str]) -> str:
+    for inst in sorted(current, key=lambda i: i.slot):
+        if inst.container_id in failed:
+            return f"instance {inst.slot}: {failed[inst.container_id]}"
+        if inst.state in _GONE:
+            code = f" with code {inst.exit_code}" if inst.exit_code is not None else ""
+            return f"instance {inst.slot} exited{code} before it was ready"
+    return ""
+
+
+def _ids(instances: Mapping[int, Instance]) -> set[str]:
+    return {i.container_id for i in instances.values()}
+
+
+def _status(inp: PlanInput, ready_slots: int, *, rolling: bool) -> tuple[Status, str]:
     crashed = [(slot, h) for slot, h in sorted(inp.health.items()) if h.failures >= CRASH_LIMIT]
     if inp.blocked is not None:
         return Status.ERRORED, inp.blocked.reason
-    if crashed and ready_slots < inp.replicas:
+    if crashed and ready_slots < inp.replicas and not rolling:
         slot, health = crashed[0]
         return (
             Status.ERRORED,
             f"instance {slot} failed {health.failures} times: {health.last_error}",
         )
-    if ready_slots == inp.replicas and not has_stale:
+    if ready_slots == inp.replicas and not rolling:
         return Status.RUNNING, ""
-    if inp.previous_status is Status.RUNNING and ready_slots > 0 and not has_stale:
+    if inp.previous_status is Status.RUNNING and ready_slots > 0 and not rolling:
         return Status.RUNNING, f"{ready_slots}/{inp.replicas} instances ready"
+    if rolling:
+        return Status.DEPLOYING, f"rolling out: {ready_slots}/{inp.replicas} new instances ready"
     return Status.DEPLOYING, f"{ready_slots}/{inp.replicas} instances ready"
 
 

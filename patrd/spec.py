@@ -7,6 +7,8 @@ CLI can point at the flag. Nothing here knows about Docker or the database.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -59,9 +61,13 @@ CREATE_FIELDS = frozenset(
         "resources",
         "deploy_on_create",
         "region",
+        "startup_probe",
+        "liveness_probe",
     }
 )
-UPDATE_FIELDS = frozenset({"ports", "env", "scale", "resources"})
+UPDATE_FIELDS = frozenset({"ports", "env", "scale", "resources", "startup_probe", "liveness_probe"})
+PROBE_FIELDS = frozenset({"port", "path", "period_s", "timeout_s", "failure_threshold"})
+MAX_PROBE_PATH = 255
 IMMUTABLE_FIELDS = {
     "name": "a deployment cannot be renamed; create a new deployment",
     "tag": "the tag cannot be changed after create; create a new deployment with the new tag",
@@ -89,6 +95,31 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    """An HTTP GET from the daemon; 200–399 within ``timeout_s`` passes."""
+
+    port: int
+    path: str = "/"
+    period_s: float = 10.0
+    timeout_s: float = 3.0
+    failure_threshold: int = 15
+
+    @property
+    def budget_s(self) -> float:
+        """How long a startup probe may keep failing before the instance is killed."""
+        return self.failure_threshold * self.period_s
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "path": self.path,
+            "period_s": self.period_s,
+            "timeout_s": self.timeout_s,
+            "failure_threshold": self.failure_threshold,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentSpec:
     """What the user asked for. Equality means "no change" for the reconciler."""
 
@@ -102,6 +133,8 @@ class DeploymentSpec:
     resources: Resources = field(default_factory=Resources)
     deploy_on_create: bool = True
     region: str = ""
+    startup_probe: ProbeSpec | None = None
+    liveness_probe: ProbeSpec | None = None
 
     @property
     def image_ref(self) -> str:
@@ -125,7 +158,27 @@ class DeploymentSpec:
             "resources": {"cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb},
             "deploy_on_create": self.deploy_on_create,
             "region": self.region,
+            "startup_probe": self.startup_probe.to_json() if self.startup_probe else None,
+            "liveness_probe": self.liveness_probe.to_json() if self.liveness_probe else None,
         }
+
+    def instance_template(self, pinned_image: str | None = None) -> str:
+        """A digest of what a container is made from (image, env, resources).
+
+        Instances whose template matches the target revision's are current;
+        a change of ports, probes or scale makes a new revision but restarts
+        nothing.
+        """
+        material = json.dumps(
+            {
+                "image": pinned_image or self.image_ref,
+                "env": self.env,
+                "cpu": self.resources.cpu,
+                "memory_mb": self.resources.memory_mb,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 def parse_create(body: Any, *, region: str) -> DeploymentSpec:
@@ -142,6 +195,8 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     resources = _resources(obj.get("resources", {}))
     deploy_on_create = _bool(obj.get("deploy_on_create", True), "deploy_on_create")
     chosen_region = _region(obj.get("region"), region)
+    startup = _probe(obj.get("startup_probe"), "startup_probe", ports)
+    liveness = _probe(obj.get("liveness_probe"), "liveness_probe", ports)
     return DeploymentSpec(
         name=name,
         registry=registry,
@@ -153,6 +208,8 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
         resources=resources,
         deploy_on_create=deploy_on_create,
         region=chosen_region,
+        startup_probe=startup,
+        liveness_probe=liveness,
     )
 
 
@@ -172,6 +229,14 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
         changes["scale"] = _scale(obj["scale"], base=current.scale)
     if "resources" in obj:
         changes["resources"] = _resources(obj["resources"], base=current.resources)
+    ports = changes.get("ports", current.ports)
+    for key in ("startup_probe", "liveness_probe"):
+        if key in obj:
+            changes[key] = _probe(obj[key], key, ports)
+        else:
+            kept: ProbeSpec | None = getattr(current, key)
+            if kept is not None:
+                _probe_port(kept.port, f"{key}.port", ports)
     return replace(current, **changes)
 
 
@@ -188,6 +253,8 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
         resources=Resources(**data["resources"]),
         deploy_on_create=data["deploy_on_create"],
         region=data.get("region", ""),
+        startup_probe=ProbeSpec(**data["startup_probe"]) if data.get("startup_probe") else None,
+        liveness_probe=ProbeSpec(**data["liveness_probe"]) if data.get("liveness_probe") else None,
     )
 
 
@@ -349,6 +416,55 @@ def _resources(value: Any, base: Resources | None = None) -> Resources:
     if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
         raise SpecError("resources.memory_mb", f"must be from {MIN_MEMORY_MB} to {MAX_MEMORY_MB}")
     return Resources(cpu=cpu, memory_mb=memory)
+
+
+def _probe(value: Any, path: str, ports: tuple[tuple[int, PortProtocol], ...]) -> ProbeSpec | None:
+    if value is None:
+        return None
+    obj = _object(value, path)
+    _reject_unknown(obj, PROBE_FIELDS, f"{path}.")
+    port = _int(_required_at(obj, "port", path), f"{path}.port")
+    _probe_port(port, f"{path}.port", ports)
+    probe_path = _str(obj.get("path", "/"), f"{path}.path")
+    if not probe_path.startswith("/"):
+        raise SpecError(f"{path}.path", "must start with '/'")
+    if len(probe_path) > MAX_PROBE_PATH:
+        raise SpecError(f"{path}.path", f"at most {MAX_PROBE_PATH} characters")
+    if any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7F for c in probe_path):
+        raise SpecError(f"{path}.path", "must not contain spaces or control characters")
+    period = _number(obj.get("period_s", 10), f"{path}.period_s", 0.1, 3600)
+    timeout = _number(obj.get("timeout_s", 3), f"{path}.timeout_s", 0.1, 60)
+    threshold = _int(obj.get("failure_threshold", 15), f"{path}.failure_threshold")
+    if not 1 <= threshold <= 1000:
+        raise SpecError(f"{path}.failure_threshold", "must be from 1 to 1000")
+    return ProbeSpec(
+        port=port,
+        path=probe_path,
+        period_s=period,
+        timeout_s=timeout,
+        failure_threshold=threshold,
+    )
+
+
+def _probe_port(port: int, path: str, ports: tuple[tuple[int, PortProtocol], ...]) -> None:
+    http = [p for p, proto in ports if proto is PortProtocol.HTTP]
+    if port not in http:
+        listed = ", ".join(str(p) for p in http)
+        raise SpecError(path, f"must be one of the deployment's http ports ({listed})")
+
+
+def _required_at(obj: Mapping[str, Any], key: str, prefix: str) -> Any:
+    if key not in obj or obj[key] is None:
+        raise SpecError(f"{prefix}.{key}", "is required")
+    return obj[key]
+
+
+def _number(value: Any, path: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(path, "must be a number")
+    if not lo <= value <= hi:
+        raise SpecError(path, f"must be from {lo:g} to {hi:g}")
+    return float(value)
 
 
 def _region(value: Any, node_region: str) -> str:

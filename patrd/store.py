@@ -7,7 +7,10 @@ leave as ``StoreError`` (or ``NotFound``/``Conflict`` where they mean that).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -20,8 +23,10 @@ from typing import Any
 
 import aiosqlite
 
-from patrd.errors import Conflict, NotFound, StoreError
+from patrd.errors import Conflict, NotFound, SpecError, StoreError
 from patrd.spec import DeploymentSpec, spec_from_json
+from patrd.urls import DeploymentTarget, UrlRecord, UrlSpec
+from patrd.urls import spec_from_json as url_spec_from_json
 
 
 class Intent(StrEnum):
@@ -53,6 +58,35 @@ class DeploymentRecord:
     status_reason: str
     created_at: float
     updated_at: float
+    stable_revision: int | None = None  # the last revision that finished rolling out
+    pinned_image: str | None = None  # the target revision runs exactly this image id
+
+    @property
+    def template(self) -> str:
+        return self.spec.instance_template(self.pinned_image)
+
+    @property
+    def in_rollout(self) -> bool:
+        return self.stable_revision is not None and self.stable_revision != self.revision
+
+
+class RevisionState(StrEnum):
+    PENDING = "pending"  # not rolled out yet
+    DEPLOYED = "deployed"  # what the deployment runs now
+    SUPERSEDED = "superseded"  # deployed once, replaced since
+    FAILED = "failed"  # its rollout failed; the deployment went back
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRecord:
+    revision: int
+    spec: DeploymentSpec
+    state: RevisionState
+    reason: str
+    image_id: str | None
+    pinned_image: str | None
+    created_at: float
+    deployed_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +130,54 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_deployment ON events (deployment_id, id);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: rollouts and image history (issue 3).
+    """
+    ALTER TABLE deployments ADD COLUMN stable_revision INTEGER;
+    ALTER TABLE revisions ADD COLUMN state TEXT NOT NULL DEFAULT 'pending';
+    ALTER TABLE revisions ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE revisions ADD COLUMN pinned_image TEXT;
+    ALTER TABLE revisions ADD COLUMN image_id TEXT;
+    ALTER TABLE revisions ADD COLUMN deployed_at REAL;
+    """,
+    # Managed URLs and certificate bookkeeping (issue 4). The certificates
+    # themselves are files (patrd/tls/certstore.py); this row keeps what must
+    # survive a restart: failures, backoff and recent orders per name.
+    """
+    CREATE TABLE urls (
+        id TEXT PRIMARY KEY,
+        domain TEXT NOT NULL,
+        path TEXT NOT NULL,
+        deployment TEXT,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (domain, path)
+    );
+    CREATE INDEX urls_by_deployment ON urls (deployment);
+    CREATE TABLE certificates (
+        domain TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000
 
+# Every connection patrd opens (docs/design.md, "Store upkeep"): WAL so readers
+# never block the writer; FULL so an acknowledged write survives a power cut,
+# not only a crash; a bounded wait for the write lock, then StoreError → 503.
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=5000",
+)
+PRE_MIGRATION_DIR = "pre-migration"
+
 _SELECT_DEPLOYMENT = """
     SELECT d.id, d.name, d.revision, d.intent, d.status, d.status_reason,
-           d.created_at, d.updated_at, r.spec
+           d.created_at, d.updated_at, r.spec, d.stable_revision, r.pinned_image
     FROM deployments d
     JOIN revisions r ON r.deployment_id = d.id AND r.revision = d.revision
 """
@@ -113,20 +188,27 @@ class Store:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        # One connection: transactions and reads must not interleave on it.
+        self._lock = asyncio.Lock()
+        # Set by open() when it migrated: (from version, copy taken before migrating).
+        self.migrated_from: tuple[int, Path] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
+        db: aiosqlite.Connection | None = None
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
+            for pragma in PRAGMAS:
+                await db.execute(pragma)
             store = cls(db)
-            await store._migrate()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
+            await store._migrate(path)
+        except BaseException as exc:
+            if db is not None:
+                await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open database {path}: {exc}") from exc
+            raise
         return store
 
     async def close(self) -> None:
@@ -137,8 +219,17 @@ class Store:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, path: Path) -> None:
         current = await self.schema_version()
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"database {path} has schema v{current}, newer than this patrd "
+                f"(v{len(MIGRATIONS)}): run the newer patrd (migrations are forward-only)"
+            )
+        if 0 < current < len(MIGRATIONS):
+            copy = pre_migration_path(path, current)
+            await snapshot_database(path, copy)
+            self.migrated_from = (current, copy)
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             await self._db.executescript(
                 f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;"
@@ -146,27 +237,68 @@ class Store:
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+        async with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"database read failed: {exc}") from exc
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            async with self._tx_unlocked() as db:
+                yield db
+
+    @asynccontextmanager
+    async def _tx_unlocked(self) -> AsyncIterator[aiosqlite.Connection]:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreError(f"database unavailable: {exc}") from exc
         try:
             yield self._db
+        except sqlite3.Error as exc:  # e.g. "database or disk is full" mid-transaction
+            await self._rollback()
+            raise StoreError(f"database write failed: {exc}") from exc
         except BaseException:
-            await self._db.execute("ROLLBACK")
+            await self._rollback()
             raise
         try:
             await self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            await self._db.execute("ROLLBACK")
+            await self._rollback()
             raise StoreError(f"database write failed: {exc}") from exc
+
+    async def _rollback(self) -> None:
+        """SQLite may have rolled back by itself already (SQLITE_FULL, SQLITE_IOERR)."""
+        with contextlib.suppress(sqlite3.Error):
+            await self._db.execute("ROLLBACK")
+
+    # --- upkeep (patrd/upkeep.py runs these) --------------------------------
+
+    async def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate the WAL to zero bytes.
+
+        False when a reader kept it from completing (the next run retries).
+        """
+        try:
+            async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                row = await cur.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"WAL checkpoint failed: {exc}") from exc
+        return row is not None and int(row[0]) == 0
+
+    async def trim_events(self, keep: int = EVENTS_KEPT_PER_DEPLOYMENT) -> int:
+        """Keep the newest ``keep`` events of every deployment; the number deleted."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() "
+                "OVER (PARTITION BY deployment_id ORDER BY id DESC) AS n FROM events) "
+                "WHERE n > ?)",
+                (keep,),
+            )
+            deleted = cur.rowcount
+        return max(deleted, 0)
 
     async def owner_id(self) -> str:
         """This installation's id, labelled on everything it creates in Docker.
@@ -252,11 +384,13 @@ class Store:
                     raise Conflict(f"deployment {spec.name!r} is being deleted; try again shortly")
                 raise Conflict(f"deployment {spec.name!r} already exists")
             await db.execute(
-                "INSERT INTO deployments VALUES (?, ?, 1, ?, ?, '', ?, ?)",
+                "INSERT INTO deployments (id, name, revision, intent, status, status_reason, "
+                "created_at, updated_at) VALUES (?, ?, 1, ?, ?, '', ?, ?)",
                 (dep_id, spec.name, intent.value, status.value, now, now),
             )
             await db.execute(
-                "INSERT INTO revisions VALUES (?, 1, ?, ?)",
+                "INSERT INTO revisions (deployment_id, revision, spec, created_at) "
+                "VALUES (?, 1, ?, ?)",
                 (dep_id, json.dumps(spec.to_json(), sort_keys=True), now),
             )
             await _insert_event(db, dep_id, "created", "deployment created", 1, now)
@@ -279,7 +413,8 @@ class Store:
                 return current
             revision = current.revision + 1
             await db.execute(
-                "INSERT INTO revisions VALUES (?, ?, ?, ?)",
+                "INSERT INTO revisions (deployment_id, revision, spec, created_at) "
+                "VALUES (?, ?, ?, ?)",
                 (current.id, revision, json.dumps(spec.to_json(), sort_keys=True), now),
             )
             status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
@@ -303,6 +438,8 @@ class Store:
             current = await self._live(db, name)
             if current.intent is intent:
                 return current
+            if intent is Intent.DELETE:
+                await _refuse_if_urls(db, name)
             await db.execute(
                 "UPDATE deployments SET intent = ?, status = ?, status_reason = '', "
                 "updated_at = ? WHERE id = ?",
@@ -341,12 +478,273 @@ class Store:
         async with self._tx() as db:
             await _insert_event(db, deployment_id, kind, message, revision, time.time())
 
+    async def complete_rollout(self, deployment_id: str, revision: int, image_id: str) -> bool:
+        """The target revision is fully out: it is now what the deployment runs."""
+        now = time.time()
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT revision, stable_revision FROM deployments WHERE id = ?", (deployment_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] != revision or row[1] == revision:
+                return False
+            await db.execute(
+                "UPDATE revisions SET state = 'superseded' "
+                "WHERE deployment_id = ? AND state = 'deployed'",
+                (deployment_id,),
+            )
+            await db.execute(
+                "UPDATE revisions SET state = 'deployed', image_id = ?, deployed_at = ?, "
+                "reason = '' WHERE deployment_id = ? AND revision = ?",
+                (image_id, now, deployment_id, revision),
+            )
+            await db.execute(
+                "UPDATE deployments SET stable_revision = ?, updated_at = ? WHERE id = ?",
+                (revision, now, deployment_id),
+            )
+            await _insert_event(
+                db,
+                deployment_id,
+                "rollout",
+                f"revision {revision} deployed ({image_id[:19]})",
+                revision,
+                now,
+            )
+        return True
+
+    async def fail_rollout(
+        self, deployment_id: str, revision: int, reason: str, image_id: str | None
+    ) -> bool:
+        """The target revision failed: mark it and go back to the stable one."""
+        now = time.time()
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT revision, stable_revision FROM deployments WHERE id = ?", (deployment_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None or row[0] != revision or row[1] is None or row[1] == revision:
+                return False
+            await db.execute(
+                "UPDATE revisions SET state = 'failed', reason = ?, image_id = ? "
+                "WHERE deployment_id = ? AND revision = ?",
+                (reason, image_id, deployment_id, revision),
+            )
+            await db.execute(
+                "UPDATE deployments SET revision = ?, updated_at = ? WHERE id = ?",
+                (row[1], now, deployment_id),
+            )
+            await _insert_event(
+                db,
+                deployment_id,
+                "rollout_failed",
+                f"revision {revision} failed: {reason}; back to revision {row[1]}",
+                revision,
+                now,
+            )
+        return True
+
+    async def revert(self, name: str, image_id: str) -> DeploymentRecord:
+        """A new revision: the current spec, running exactly ``image_id`` from the history."""
+        now = time.time()
+        async with self._tx() as db:
+            current = await self._live(db, name)
+            async with db.execute(
+                "SELECT image_id FROM revisions WHERE deployment_id = ? AND image_id IS NOT NULL "
+                "AND (image_id = ? OR image_id LIKE ? OR image_id LIKE ?)",
+                (current.id, image_id, f"{image_id}%", f"sha256:{image_id}%"),
+            ) as cur:
+                matches = {str(row[0]) for row in await cur.fetchall()}
+            if not matches:
+                raise NotFound(f"image {image_id} is not in the history of {name!r}")
+            if len(matches) > 1:
+                raise Conflict(f"image {image_id} is ambiguous: {', '.join(sorted(matches))}")
+            target = matches.pop()
+            revision = current.revision + 1
+            await db.execute(
+                "INSERT INTO revisions (deployment_id, revision, spec, created_at, pinned_image) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    current.id,
+                    revision,
+                    json.dumps(current.spec.to_json(), sort_keys=True),
+                    now,
+                    target,
+                ),
+            )
+            status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
+            await db.execute(
+                "UPDATE deployments SET revision = ?, status = ?, updated_at = ? WHERE id = ?",
+                (revision, status.value, now, current.id),
+            )
+            await _insert_event(
+                db,
+                current.id,
+                "revert",
+                f"revision {revision} reverts to {target[:19]}",
+                revision,
+                now,
+            )
+        return await self._must_get(current.id)
+
+    async def history(self, deployment_id: str) -> list[RevisionRecord]:
+        """Revisions that were rolled out (or tried to), newest first."""
+        async with (
+            self._reading(),
+            self._db.execute(
+                "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
+                "deployed_at FROM revisions WHERE deployment_id = ? AND state != 'pending' "
+                "ORDER BY revision DESC",
+                (deployment_id,),
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [_revision(r) for r in rows]
+
+    async def get_revision(self, deployment_id: str, revision: int) -> RevisionRecord | None:
+        async with self._reading(), self._db.execute(
+            "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
+            "deployed_at FROM revisions WHERE deployment_id = ? AND revision = ?",
+            (deployment_id, revision),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _revision(row)
+
+    async def revision_image(self, deployment_id: str, revision: int) -> str | None:
+        """The image id a revision ran (for going back to it exactly)."""
+        async with (
+            self._reading(),
+            self._db.execute(
+                "SELECT COALESCE(pinned_image, image_id) FROM revisions "
+                "WHERE deployment_id = ? AND revision = ?",
+                (deployment_id, revision),
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
     async def purge(self, deployment_id: str) -> None:
         """Drop the row (revisions and events cascade) once nothing is left in Docker."""
         async with self._tx() as db:
             await db.execute(
                 "DELETE FROM deployments WHERE id = ? AND intent = ?",
                 (deployment_id, Intent.DELETE.value),
+            )
+
+    # --- managed URLs and certificate state (issue 4) -------------------------
+
+    async def list_urls(self) -> list[UrlRecord]:
+        async with (
+            self._reading(),
+            self._db.execute(_SELECT_URL + " ORDER BY domain, path") as cur,
+        ):
+            rows = await cur.fetchall()
+        return [_url_record(row) for row in rows]
+
+    async def get_url(self, url_id: str) -> UrlRecord:
+        async with (
+            self._reading(),
+            self._db.execute(_SELECT_URL + " WHERE id = ?", (url_id,)) as cur,
+        ):
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"url {url_id!r} not found")
+        return _url_record(row)
+
+    async def create_url(self, spec: UrlSpec) -> UrlRecord:
+        """One transaction: the target deployment must exist (and expose the port)."""
+        now = time.time()
+        url_id = uuid.uuid4().hex[:12]
+        async with self._tx() as db:
+            await self._check_url(db, spec, None)
+            await db.execute(
+                "INSERT INTO urls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    url_id,
+                    spec.domain,
+                    spec.path,
+                    spec.deployment,
+                    json.dumps(spec.to_json(), sort_keys=True),
+                    now,
+                    now,
+                ),
+            )
+        return UrlRecord(url_id, spec, now, now)
+
+    async def update_url(self, url_id: str, change: Callable[[UrlSpec], UrlSpec]) -> UrlRecord:
+        now = time.time()
+        async with self._tx() as db:
+            async with db.execute(_SELECT_URL + " WHERE id = ?", (url_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"url {url_id!r} not found")
+            current = _url_record(row)
+            spec = change(current.spec)
+            if spec == current.spec:
+                return current
+            await self._check_url(db, spec, url_id)
+            await db.execute(
+                "UPDATE urls SET domain = ?, path = ?, deployment = ?, spec = ?, updated_at = ? "
+                "WHERE id = ?",
+                (
+                    spec.domain,
+                    spec.path,
+                    spec.deployment,
+                    json.dumps(spec.to_json(), sort_keys=True),
+                    now,
+                    url_id,
+                ),
+            )
+        return UrlRecord(url_id, spec, current.created_at, now)
+
+    async def delete_url(self, url_id: str) -> UrlRecord:
+        async with self._tx() as db:
+            async with db.execute(_SELECT_URL + " WHERE id = ?", (url_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"url {url_id!r} not found")
+            await db.execute("DELETE FROM urls WHERE id = ?", (url_id,))
+        return _url_record(row)
+
+    async def _check_url(self, db: aiosqlite.Connection, spec: UrlSpec, url_id: str | None) -> None:
+        async with db.execute(
+            "SELECT id FROM urls WHERE domain = ? AND path = ? AND id IS NOT ?",
+            (spec.domain, spec.path, url_id),
+        ) as cur:
+            other = await cur.fetchone()
+        if other is not None:
+            raise Conflict(f"url {spec.label()} already exists (id {other[0]})")
+        target = spec.target
+        if not isinstance(target, DeploymentTarget):
+            return
+        name, port = target.deployment, target.port
+        async with db.execute(_SELECT_DEPLOYMENT + " WHERE d.name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise SpecError("target.deployment", f"no deployment named {name!r}")
+        record = _record(row)
+        if record.intent is Intent.DELETE:
+            raise Conflict(f"deployment {name!r} is being deleted")
+        if port not in record.spec.http_ports:
+            exposed = ", ".join(str(p) for p in record.spec.http_ports) or "none"
+            raise SpecError(
+                "target.port", f"deployment {name!r} does not expose port {port} (it has {exposed})"
+            )
+
+    async def cert_states(self) -> dict[str, dict[str, Any]]:
+        """Per domain: the TLS controller's persisted bookkeeping (a JSON object)."""
+        async with (
+            self._reading(),
+            self._db.execute("SELECT domain, state FROM certificates") as cur,
+        ):
+            rows = await cur.fetchall()
+        return {str(row[0]): json.loads(row[1]) for row in rows}
+
+    async def put_cert_state(self, domain: str, state: dict[str, Any]) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO certificates VALUES (?, ?, ?) ON CONFLICT (domain) DO UPDATE "
+                "SET state = excluded.state, updated_at = excluded.updated_at",
+                (domain, json.dumps(state, sort_keys=True), time.time()),
             )
 
     # --- helpers ----------------------------------------------------------
@@ -388,6 +786,46 @@ async def _insert_event(
         )
 
 
+def _revision(r: Sequence[Any]) -> RevisionRecord:
+    return RevisionRecord(
+        revision=int(r[0]),
+        spec=spec_from_json(json.loads(r[1])),
+        state=RevisionState(r[2]),
+        reason=r[3],
+        image_id=r[4],
+        pinned_image=r[5],
+        created_at=float(r[6]),
+        deployed_at=None if r[7] is None else float(r[7]),
+    )
+
+
+_SELECT_URL = "SELECT id, spec, created_at, updated_at FROM urls"
+
+
+def _url_record(row: Sequence[Any]) -> UrlRecord:
+    return UrlRecord(
+        id=str(row[0]),
+        spec=url_spec_from_json(json.loads(row[1])),
+        created_at=float(row[2]),
+        updated_at=float(row[3]),
+    )
+
+
+async def _refuse_if_urls(db: aiosqlite.Connection, deployment: str) -> None:
+    """A deployment that managed URLs point at cannot be deleted (409 naming them)."""
+    async with db.execute(
+        "SELECT id, domain, path FROM urls WHERE deployment = ? ORDER BY domain, path",
+        (deployment,),
+    ) as cur:
+        rows = await cur.fetchall()
+    if rows:
+        listed = ", ".join(f"{row[1]}{row[2]} (id {row[0]})" for row in rows)
+        raise Conflict(
+            f"deployment {deployment!r} is the target of managed URLs: {listed}; "
+            "delete or re-point them first"
+        )
+
+
 def _record(row: Sequence[Any]) -> DeploymentRecord:
     return DeploymentRecord(
         id=row[0],
@@ -399,4 +837,77 @@ def _record(row: Sequence[Any]) -> DeploymentRecord:
         created_at=float(row[6]),
         updated_at=float(row[7]),
         spec=spec_from_json(json.loads(row[8])),
+        stable_revision=None if row[9] is None else int(row[9]),
+        pinned_image=row[10],
     )
+
+
+# --- database files (backups, migrations, restore) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseInfo:
+    schema_version: int
+    deployments: int
+
+
+def pre_migration_path(path: Path, version: int) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return path.parent / PRE_MIGRATION_DIR / f"{path.stem}-v{version}-{stamp}.db"
+
+
+async def snapshot_database(source: Path, dest: Path) -> None:
+    """A consistent copy of a live database (SQLite's online backup API), 0600.
+
+    Runs on its own connection in a thread: the daemon's connection keeps
+    serving, and writes made meanwhile are simply not in the copy.
+    """
+    await asyncio.to_thread(_snapshot, source, dest)
+
+
+def _snapshot(source: Path, dest: Path) -> None:
+    if not source.is_file():
+        raise StoreError(f"cannot snapshot {source}: no such database")
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        src = sqlite3.connect(source)
+        try:
+            dst = sqlite3.connect(tmp)
+            try:
+                src.backup(dst)  # every page in one step: one read transaction, consistent
+                dst.execute("PRAGMA journal_mode=DELETE")  # a standalone file, no -wal
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dest)
+    except sqlite3.Error as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot snapshot {source}: {exc}") from exc
+
+
+def inspect_database(path: Path) -> DatabaseInfo:
+    """Check a database file no daemon has open (restore): intact, and not too new."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no such database")
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            (verdict,) = conn.execute("PRAGMA integrity_check").fetchone()
+            if verdict != "ok":
+                raise StoreError(f"database {path} is damaged: {verdict}")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"database {path} has schema v{version}, newer than this patrd "
+                    f"(v{len(MIGRATIONS)}): use the newer patrd"
+                )
+            count = conn.execute("SELECT count(*) FROM deployments").fetchone()[0] if version else 0
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"database {path} is not readable: {exc}") from exc
+    return DatabaseInfo(schema_version=version, deployments=int(count))

@@ -16,6 +16,10 @@ class InstanceView:
     ready: bool  # in the proxy pool
     address: str | None  # container IP on the deployment's network
     restarts: int  # restarts patrd made for this slot since the daemon started
+    current: bool = True  # built from the target revision's template (False: being replaced)
+    probe: str = ""  # starting | ready | failed | unhealthy ("" before the first check)
+    probe_detail: str = ""  # last probe result: "200", "connection refused", …
+    liveness_failures: int = 0  # consecutive
 
 
 class ControllerView(Protocol):

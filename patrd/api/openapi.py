@@ -95,6 +95,20 @@ _RESOURCES_SCHEMA: dict[str, Any] = {
 }
 _TIMESTAMP = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
 
+_PROBE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["port"],
+    "description": "HTTP GET from the daemon; 200-399 within timeout_s passes",
+    "properties": {
+        "port": {"type": "integer", "description": "one of the deployment's http ports"},
+        "path": {"type": "string", "default": "/", "maxLength": 255, "pattern": "^/"},
+        "period_s": {"type": "number", "minimum": 0.1, "maximum": 3600, "default": 10},
+        "timeout_s": {"type": "number", "minimum": 0.1, "maximum": 60, "default": 3},
+        "failure_threshold": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 15},
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -107,6 +121,7 @@ SCHEMAS: dict[str, Any] = {
                     "invalid",
                     "bad_request",
                     "unauthorized",
+                    "forbidden",
                     "not_found",
                     "method_not_allowed",
                     "conflict",
@@ -129,6 +144,47 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "status": {"type": "string", "enum": ["ok"]},
             "version": {"type": "string"},
+        },
+    },
+    "Firewall": {
+        "type": "object",
+        "description": "patrd's nftables table (README: Security).",
+        "required": ["enabled", "applied", "ruleset", "counters", "error", "applied_at", "loads"],
+        "properties": {
+            "enabled": {"type": "boolean", "description": "firewall.enabled"},
+            "applied": {
+                "type": "boolean",
+                "description": "the kernel holds exactly this ruleset now",
+            },
+            "ruleset": {
+                "type": "string",
+                "description": (
+                    "table inet patrd as loaded with nft -f (when disabled: what would be loaded)"
+                ),
+            },
+            "counters": {
+                "type": "object",
+                "description": (
+                    "named counters since the daemon started: "
+                    "rate_limited, conn_limited, api_denied, container_denied, "
+                    "isolation_denied, invalid, input_default"
+                ),
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["packets", "bytes"],
+                    "properties": {
+                        "packets": {"type": "integer"},
+                        "bytes": {"type": "integer"},
+                    },
+                },
+            },
+            "error": {
+                "type": "string",
+                "nullable": True,
+                "description": "why the last load or check failed",
+            },
+            "applied_at": {**_TIMESTAMP, "nullable": True},
+            "loads": {"type": "integer", "description": "loads since the daemon started"},
         },
     },
     "DeploymentSpec": {
@@ -157,6 +213,8 @@ SCHEMAS: dict[str, Any] = {
             "resources": _RESOURCES_SCHEMA,
             "deploy_on_create": {"type": "boolean"},
             "region": {"type": "string"},
+            "startup_probe": {**_PROBE_SCHEMA, "nullable": True},
+            "liveness_probe": {**_PROBE_SCHEMA, "nullable": True},
         },
     },
     "CreateDeployment": {
@@ -187,6 +245,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "false: create only (status created); start it later",
             },
             "region": {"type": "string", "description": "defaults to this node's region"},
+            "startup_probe": _PROBE_SCHEMA,
+            "liveness_probe": _PROBE_SCHEMA,
         },
     },
     "UpdateDeployment": {
@@ -202,6 +262,8 @@ SCHEMAS: dict[str, Any] = {
             "env": _ENV_SCHEMA,
             "scale": _SCALE_SCHEMA,
             "resources": _RESOURCES_SCHEMA,
+            "startup_probe": {**_PROBE_SCHEMA, "nullable": True, "description": "null removes it"},
+            "liveness_probe": {**_PROBE_SCHEMA, "nullable": True, "description": "null removes it"},
             "name": {"type": "string"},
             "image": {"type": "string"},
             "tag": {"type": "string"},
@@ -231,7 +293,42 @@ SCHEMAS: dict[str, Any] = {
             "ready": {"type": "boolean", "description": "in the proxy pool"},
             "address": {"type": "string", "nullable": True},
             "restarts": {"type": "integer"},
+            "current": {
+                "type": "boolean",
+                "description": "built from the target revision (false: being replaced)",
+            },
+            "probe": {
+                "type": "object",
+                "required": ["phase", "last", "liveness_failures"],
+                "properties": {
+                    "phase": {
+                        "type": "string",
+                        "enum": ["", "starting", "ready", "failed", "unhealthy"],
+                    },
+                    "last": {"type": "string", "description": "last result, e.g. 200"},
+                    "liveness_failures": {"type": "integer", "minimum": 0},
+                },
+            },
         },
+    },
+    "HistoryEntry": {
+        "type": "object",
+        "required": ["revision", "digest", "image", "tag", "state", "reason", "created_at"],
+        "properties": {
+            "revision": {"type": "integer"},
+            "digest": {"type": "string", "nullable": True, "description": "image id (sha256)"},
+            "image": {"type": "string"},
+            "tag": {"type": "string"},
+            "state": {"type": "string", "enum": ["deployed", "superseded", "failed"]},
+            "reason": {"type": "string"},
+            "created_at": _TIMESTAMP,
+            "deployed_at": {**_TIMESTAMP, "nullable": True},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["history"],
+        "properties": {"history": {"type": "array", "items": _ref("HistoryEntry")}},
     },
     "Deployment": {
         "type": "object",
@@ -257,6 +354,11 @@ SCHEMAS: dict[str, Any] = {
             "created_at": _TIMESTAMP,
             "updated_at": _TIMESTAMP,
             "spec": _ref("DeploymentSpec"),
+            "stable_revision": {
+                "type": "integer",
+                "nullable": True,
+                "description": "the last revision that finished rolling out",
+            },
             "urls": {"type": "array", "items": {"type": "string", "format": "uri"}},
             "instances": {
                 "type": "array",
@@ -304,6 +406,7 @@ RESPONSES: dict[str, Any] = {
         **_error_response("missing or invalid bearer token (TCP listener only)"),
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
+    "Forbidden": _error_response("not allowed on this listener"),
     "NotFound": _error_response("no such deployment or route"),
     "Conflict": _error_response("the deployment's state forbids the change"),
     "TooLarge": _error_response("request body larger than api.max_body_bytes"),
@@ -346,6 +449,13 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json_body("Health", "the daemon answers")},
         }
     },
+    "/v1/firewall": {
+        "get": {
+            "operationId": "firewall",
+            "summary": "The nftables ruleset patrd loads (dry run when disabled) and its counters",
+            "responses": {"200": _json_body("Firewall", "the firewall"), **_COMMON_ERRORS},
+        }
+    },
     "/v1/openapi.json": {
         "get": {
             "operationId": "openapi",
@@ -355,6 +465,31 @@ PATHS: dict[str, Any] = {
                     "description": "OpenAPI 3.0 document",
                     "content": {JSON: {"schema": {"type": "object"}}},
                 },
+                **_COMMON_ERRORS,
+            },
+        }
+    },
+    "/v1/backup": {
+        "post": {
+            "operationId": "create_backup",
+            "summary": "Back up the data dir: a consistent snapshot as a tar (unix socket only)",
+            "description": (
+                "The database (SQLite online backup) and every other file of the data dir "
+                "(secrets key, certificates) plus a manifest with sizes and sha256. It holds "
+                "secrets: keep it private. Restore with `patrd restore FILE --data-dir DIR`."
+            ),
+            "responses": {
+                "200": {
+                    "description": "the backup",
+                    "headers": {
+                        "Content-Disposition": {"schema": {"type": "string"}},
+                        "X-Patrd-Warning": {"schema": {"type": "string"}},
+                    },
+                    "content": {
+                        "application/x-tar": {"schema": {"type": "string", "format": "binary"}}
+                    },
+                },
+                "403": _error("Forbidden"),
                 **_COMMON_ERRORS,
             },
         }
@@ -442,6 +577,40 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json_body("InstanceList", "the instances"),
                 "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+    "/v1/deployments/{name}/history": {
+        "parameters": [_NAME_PARAM],
+        "get": {
+            "operationId": "list_history",
+            "summary": "Image history: every rollout's image id, newest first",
+            "responses": {
+                "200": _json_body("History", "the rollouts"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+    "/v1/deployments/{name}/history/{digest}/revert": {
+        "parameters": [
+            _NAME_PARAM,
+            {
+                "name": "digest",
+                "in": "path",
+                "required": True,
+                "description": "an image id from the history (full, or a unique prefix)",
+                "schema": {"type": "string"},
+            },
+        ],
+        "post": {
+            "operationId": "revert_deployment",
+            "summary": "Roll back to that exact image (a new revision, zero downtime)",
+            "responses": {
+                "202": _json_body("Deployment", "the new revision"),
+                "404": _error("NotFound"),
+                "409": _error("Conflict"),
                 **_COMMON_ERRORS,
             },
         },

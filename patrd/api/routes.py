@@ -7,17 +7,20 @@ nothing here re-checks fields.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from aiohttp import web
 
 from patrd import __version__, spec
+from patrd.api.firewall import firewall_status
 from patrd.config import Config
 from patrd.errors import BadRequest
-from patrd.store import DeploymentRecord, EventRecord, Intent, Store
+from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
 from patrd.views import ControllerView, InstanceView
 
 STORE = web.AppKey("patrd.store", Store)
@@ -27,6 +30,7 @@ CONFIG = web.AppKey("patrd.config", Config)
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
 _UINT_RE = re.compile(r"[0-9]{1,18}")
+_DIGEST_RE = re.compile(r"(sha256:)?[0-9a-f]{6,64}")
 
 
 def add_routes(app: web.Application) -> None:
@@ -34,6 +38,8 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/v1/health", health, name="health", allow_head=False)
     r.add_get("/v1/openapi.json", openapi_document, name="openapi", allow_head=False)
+    r.add_get("/v1/firewall", firewall_status, name="firewall", allow_head=False)
+    r.add_post("/v1/backup", create_backup, name="create_backup")
     r.add_get("/v1/deployments", list_deployments, name="list_deployments", allow_head=False)
     r.add_post("/v1/deployments", create_deployment, name="create_deployment")
     r.add_get("/v1/deployments/{name}", get_deployment, name="get_deployment", allow_head=False)
@@ -48,6 +54,14 @@ def add_routes(app: web.Application) -> None:
         allow_head=False,
     )
     r.add_get("/v1/deployments/{name}/events", list_events, name="list_events", allow_head=False)
+    r.add_get(
+        "/v1/deployments/{name}/history", list_history, name="list_history", allow_head=False
+    )
+    r.add_post(
+        "/v1/deployments/{name}/history/{digest}/revert",
+        revert_deployment,
+        name="revert_deployment",
+    )
 
 
 # --- handlers -------------------------------------------------------------
@@ -61,6 +75,42 @@ async def openapi_document(request: web.Request) -> web.Response:
     from patrd.api.openapi import OPENAPI  # imports this module's constants
 
     return web.json_response(OPENAPI)
+
+
+async def create_backup(request: web.Request) -> web.StreamResponse:
+    """A consistent snapshot of the data dir as a tar (patrd/backup.py), streamed back.
+
+    Only on the unix socket: the tar holds the secrets key, so a TCP bearer
+    token (meant for deploying) must not be enough to take it away.
+    """
+    from patrd import backup  # the daemon's side only; keeps this module light
+
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if getattr(sock, "family", None) != socket.AF_UNIX:
+        raise web.HTTPForbidden(
+            text="backups hold secrets and are served on the unix socket only "
+            "(run patrctl backup on the host)"
+        )
+    config = request.app[CONFIG]
+    archive, manifest = await backup.create_backup(config.daemon.data_dir, config.daemon.database)
+    try:
+        stamp = datetime.fromtimestamp(manifest.created_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/x-tar",
+                "Content-Disposition": f'attachment; filename="patrd-backup-{stamp}.tar"',
+                "X-Patrd-Warning": backup.SECRETS_WARNING,
+            }
+        )
+        response.content_length = archive.stat().st_size
+        await response.prepare(request)
+        with archive.open("rb") as source:
+            while chunk := await asyncio.to_thread(source.read, backup.CHUNK):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -156,6 +206,23 @@ async def list_events(request: web.Request) -> web.Response:
     return web.json_response({"events": [event_json(e) for e in events]})
 
 
+async def list_history(request: web.Request) -> web.Response:
+    store, _, _ = _parts(request)
+    record = await store.get_deployment(request.match_info["name"])
+    history = await store.history(record.id)
+    return web.json_response({"history": [history_json(h) for h in history]})
+
+
+async def revert_deployment(request: web.Request) -> web.Response:
+    store, controller, config = _parts(request)
+    digest = request.match_info["digest"]
+    if not _DIGEST_RE.fullmatch(digest):
+        raise BadRequest("digest must be an image id (sha256:<hex>) or a hex prefix", "digest")
+    record = await store.revert(request.match_info["name"], digest)
+    controller.wake(record.id)
+    return web.json_response(deployment_json(record, config), status=202)
+
+
 # --- JSON shapes (the public contract; see openapi.py) ---------------------
 
 
@@ -172,6 +239,7 @@ def deployment_json(
         "created_at": rfc3339(record.created_at),
         "updated_at": rfc3339(record.updated_at),
         "spec": record.spec.to_json(),
+        "stable_revision": record.stable_revision,
         "urls": deployment_urls(record.spec, config),
     }
     if instances is not None:
@@ -198,6 +266,25 @@ def instance_json(instance: InstanceView) -> dict[str, Any]:
         "ready": instance.ready,
         "address": instance.address,
         "restarts": instance.restarts,
+        "current": instance.current,
+        "probe": {
+            "phase": instance.probe,
+            "last": instance.probe_detail,
+            "liveness_failures": instance.liveness_failures,
+        },
+    }
+
+
+def history_json(entry: RevisionRecord) -> dict[str, Any]:
+    return {
+        "revision": entry.revision,
+        "digest": entry.image_id,
+        "image": entry.spec.image_ref,
+        "tag": entry.spec.tag,
+        "state": entry.state.value,
+        "reason": entry.reason,
+        "created_at": rfc3339(entry.created_at),
+        "deployed_at": None if entry.deployed_at is None else rfc3339(entry.deployed_at),
     }
 
 

@@ -37,6 +37,11 @@ class Daemon:
     proxy_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # Extra environment, a command prefix (e.g. nsenter into a test netns) and
+    # config overrides (section → key → value) for the next start().
+    env: dict[str, str] = field(default_factory=dict)
+    command_prefix: list[str] = field(default_factory=list)
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def socket(self) -> Path:
@@ -55,8 +60,10 @@ class Daemon:
         path.write_text(
             '[daemon]\nlog_level = "debug"\n'
             "[docker]\nstop_timeout_s = 5\nready_timeout_s = 20\nresync_interval_s = 5\n"
-            "[proxy]\ndrain_timeout_s = 5\n"
+            "[proxy]\ndrain_timeout_s = 15\n"
         )
+        if self.config:
+            _merge_toml(path, self.config)
         return path
 
     def start(self) -> None:
@@ -65,6 +72,7 @@ class Daemon:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
+                *self.command_prefix,
                 sys.executable,
                 "-m",
                 "patrd",
@@ -83,6 +91,7 @@ class Daemon:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
         deadline = time.monotonic() + 30
@@ -120,6 +129,20 @@ class Daemon:
 
     def host(self, name: str, port: int = 80) -> str:
         return f"{port}-{name}.{self.base_domain}"
+
+
+def _merge_toml(path: Path, overrides: dict[str, dict[str, Any]]) -> None:
+    """Rewrite a flat two-level TOML file with ``overrides`` merged in."""
+    import tomllib
+
+    merged = tomllib.loads(path.read_text())
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update(values)
+    lines = []
+    for section, values in merged.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _health(sock: Path) -> bool:

@@ -16,8 +16,9 @@ HTTP endpoints (busybox httpd CGI, ``/www/cgi-bin``):
 
 * ``GET /`` → ``hello from v1\\n``
 * ``GET /cgi-bin/health`` → 200 ``ok`` or, while ``/tmp/unhealthy`` exists in
-  the container, ``500 unhealthy`` (toggle with ``docker exec C touch
-  /tmp/unhealthy`` / ``rm -f /tmp/unhealthy``).
+  the container or the container's env has a non-empty ``UNHEALTHY``,
+  ``500 unhealthy`` (toggle with ``docker exec C touch /tmp/unhealthy`` /
+  ``rm -f /tmp/unhealthy``).
 * ``GET /cgi-bin/env`` → the CGI environment (``env``) as text/plain.
 * ``GET /cgi-bin/slow`` → 5 lines, one per second, streamed (no
   Content-Length; the body ends when the connection closes).
@@ -84,9 +85,9 @@ _REQUIRED_APPLETS: tuple[str, ...] = (
 
 _HEALTH_CGI = """\
 #!/bin/sh
-# 500 while /tmp/unhealthy exists, 200 otherwise. "Status:" must be the first
+# 500 while /tmp/unhealthy exists or $UNHEALTHY is set, 200 otherwise. "Status:" must be the first
 # header line for busybox httpd to turn it into the status line.
-if [ -e /tmp/unhealthy ]; then
+if [ -e /tmp/unhealthy ] || [ -n "$UNHEALTHY" ]; then
     printf 'Status: 500 unhealthy\\r\\nContent-Type: text/plain\\r\\n\\r\\nunhealthy\\n'
 else
     printf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'
