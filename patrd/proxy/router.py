@@ -32,11 +32,16 @@ class RouteStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """One ready instance of a deployment, reachable at ``host:port``."""
+    """One ready instance of a deployment, reachable at ``host:port``.
+
+    ``tls``: the connection to it is TLS (a managed URL proxying to an
+    ``https://`` origin), verified against the system's CAs for ``host``.
+    """
 
     instance: str
     host: str
     port: int
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,18 @@ class Route:
     port: int
     status: RouteStatus
     backends: tuple[Backend, ...]
+    # Managed URLs (patrd.urls). ``special`` is true when any of the rest is
+    # set, so a plain deployment route costs one attribute test per request.
+    https_redirect: bool = False  # plain HTTP → 308 to https://host/...
+    redirect: str | None = None  # answer with a redirect to this base URL
+    redirect_status: int = 308
+    upstream_host: str | None = None  # proxy to an outside origin: its Host
+    upstream_path: str = ""  # ... and the base path put before the request path
+    special: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        special = self.https_redirect or self.redirect is not None or self.upstream_host is not None
+        object.__setattr__(self, "special", special)
 
 
 # One entry of a host's match list: (prefix without trailing slash, the same
@@ -104,6 +121,10 @@ class RoutingTable:
                 return route
         return None
 
+    def hosts(self) -> frozenset[str]:
+        """Every hostname this table routes (the names that need a certificate)."""
+        return frozenset(self._index)
+
     def backend_keys(self) -> frozenset[tuple[str, int]]:
         """Every (host, port) a route of this table may send requests to."""
         return frozenset((b.host, b.port) for route in self.routes for b in route.backends)
@@ -125,6 +146,28 @@ def normalize_host(host: str) -> str:
     if host.count(":") == 1:
         host = host.partition(":")[0]
     return host.rstrip(".")
+
+
+def redirect_location(base: str, prefix: str, target: str) -> str:
+    """Where a redirect route sends ``target`` (the request's path and query).
+
+    The part of the path after the route's ``prefix`` is appended to
+    ``base``; the request's query string is kept (after ``base``'s own, if
+    it has one): prefix ``/old``, base ``https://new.example/new``, request
+    ``/old/a?x=1`` → ``https://new.example/new/a?x=1``.
+    """
+    path, _, query = target.partition("?")
+    prefix = _normalize_prefix(prefix)
+    if prefix and (path == prefix or path.startswith(prefix + "/")):
+        rest = path[len(prefix) :]
+    else:
+        rest = path  # the root prefix: the whole path
+    base_path, _, base_query = base.partition("?")
+    location = base_path.rstrip("/") + rest if rest else base_path
+    if location.count("/") < 3:
+        location += "/"  # https://host → https://host/
+    queries = [q for q in (base_query, query) if q]
+    return location + ("?" + "&".join(queries) if queries else "")
 
 
 def _normalize_prefix(prefix: str) -> str:
