@@ -264,7 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--unset-env", action="append", default=[], metavar="KEY", help="remove a variable"
     )
-    _add_wait_flags(p, "until the new revision is running")
+    p.add_argument("--no-startup-probe", action="store_true", help="remove the startup probe")
+    p.add_argument("--no-liveness-probe", action="store_true", help="remove the liveness probe")
+    _add_wait_flags(p, "until the new revision is rolled out (exit 1 if it failed)")
+
+    p = verb("history", "image history: the image id every rollout deployed")
+    p.add_argument("name", metavar="NAME")
+
+    p = verb("revert", "roll back to an image id from the history (zero downtime)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("digest", metavar="DIGEST", help="image id (sha256:...) or a unique prefix")
+    _add_wait_flags(p, "until the revert is rolled out")
 
     p = verb("start", "start a stopped deployment")
     p.add_argument("name", metavar="NAME")
@@ -278,6 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--confirm", required=True, metavar="NAME", help="repeat the name")
     _add_wait_flags(p, "until it is gone")
+
+    p = verb("backup", "write a backup of the daemon's data dir (holds secrets; 0600)")
+    p.add_argument("file", metavar="FILE", help="the tar to write ('-' for stdout)")
+
+    p = verb("firewall", "the nftables ruleset patrd loads (a dry run when disabled)")
+    p.add_argument(
+        "action",
+        choices=["show"],
+        help="show: print the ruleset (loadable with nft -f) and counters",
+    )
+
+    from patrd import cli_urls  # `url …` and `certs` (issue 4)
+
+    cli_urls.add_parsers(verb, common)
     return parser
 
 
@@ -293,6 +317,15 @@ def _add_spec_flags(p: argparse.ArgumentParser, *, replace_ports: bool = False) 
     p.add_argument("--max", type=int, metavar="N", help="maximum instances (autoscaling)")
     p.add_argument("--cpu", type=float, metavar="C", help="CPUs per instance, e.g. 0.5")
     p.add_argument("--memory-mb", type=int, metavar="M", help="memory per instance in MB")
+    for kind in ("startup", "liveness"):
+        p.add_argument(
+            f"--{kind}-probe",
+            metavar="PORT:PATH",
+            help=f"HTTP {kind} probe, e.g. 80:/healthz (200-399 passes)",
+        )
+    p.add_argument("--probe-period", type=float, metavar="S", help="probe period (default 10)")
+    p.add_argument("--probe-timeout", type=float, metavar="S", help="probe timeout (default 3)")
+    p.add_argument("--probe-failures", type=int, metavar="N", help="failure threshold (default 15)")
 
 
 def _add_wait_flags(p: argparse.ArgumentParser, what: str) -> None:
@@ -377,7 +410,33 @@ def create_body(args: argparse.Namespace) -> JsonObject:
         body["resources"] = {**_as_dict(body.get("resources")), **resources}
     if args.no_deploy:
         body["deploy_on_create"] = False
+    body.update(_probe_flags(args))
     return body
+
+
+def _probe_flags(args: argparse.Namespace) -> JsonObject:
+    """``--startup-probe 80:/healthz`` (+ shared period/timeout/failures) → probe bodies."""
+    probes: JsonObject = {}
+    for kind in ("startup", "liveness"):
+        if getattr(args, f"no_{kind}_probe", False):
+            probes[f"{kind}_probe"] = None
+            continue
+        text = getattr(args, f"{kind}_probe", None)
+        if text is None:
+            continue
+        port, sep, path = text.partition(":")
+        if not sep or not port.isdigit() or not path.startswith("/"):
+            raise UsageError(f"--{kind}-probe must be PORT:PATH, e.g. 80:/healthz")
+        probe: JsonObject = {"port": int(port), "path": path}
+        for key, value in (
+            ("period_s", args.probe_period),
+            ("timeout_s", args.probe_timeout),
+            ("failure_threshold", args.probe_failures),
+        ):
+            if value is not None:
+                probe[key] = value
+        probes[f"{kind}_probe"] = probe
+    return probes
 
 
 def update_body(args: argparse.Namespace, current: JsonObject) -> JsonObject:
@@ -399,6 +458,7 @@ def update_body(args: argparse.Namespace, current: JsonObject) -> JsonObject:
     resources = _resource_flags(args)
     if resources:
         body["resources"] = resources
+    body.update(_probe_flags(args))
     return body
 
 
@@ -489,10 +549,33 @@ def instances_table(instances: Sequence[JsonObject]) -> str:
             i.get("address") or "-",
             str(i["revision"]),
             str(i["restarts"]),
+            _probe_cell(i.get("probe") or {}),
         ]
         for i in instances
     ]
-    return render_table(["NAME", "STATE", "READY", "ADDRESS", "REVISION", "RESTARTS"], rows)
+    headers = ["NAME", "STATE", "READY", "ADDRESS", "REVISION", "RESTARTS", "PROBE"]
+    return render_table(headers, rows)
+
+
+def _probe_cell(probe: JsonObject) -> str:
+    phase = probe.get("phase") or "-"
+    last = probe.get("last")
+    return f"{phase} ({last})" if last else phase
+
+
+def history_table(history: Sequence[JsonObject]) -> str:
+    rows = [
+        [
+            str(h["revision"]),
+            (h.get("digest") or "-")[:19],
+            f"{h['image']}",
+            h["state"],
+            h.get("deployed_at") or "-",
+            h.get("reason") or "",
+        ]
+        for h in history
+    ]
+    return render_table(["REVISION", "DIGEST", "IMAGE", "STATE", "DEPLOYED", "REASON"], rows)
 
 
 def event_line(event: JsonObject) -> str:
@@ -514,7 +597,7 @@ def deployment_fields(d: JsonObject) -> list[tuple[str, str]]:
         ("id", d["id"]),
         ("status", status),
         ("intent", d["intent"]),
-        ("revision", str(d["revision"])),
+        ("revision", _revision_cell(d)),
         ("image", image_ref(spec)),
         ("ports", ports),
         ("env", env),
@@ -603,12 +686,58 @@ def cmd_create(client: Client, args: argparse.Namespace) -> int:
     return wait_for(client, name, "running", after=0, timeout=args.timeout, quiet=args.json)
 
 
+def _revision_cell(d: JsonObject) -> str:
+    stable = d.get("stable_revision")
+    if stable is None or stable == d["revision"]:
+        return str(d["revision"])
+    return f"{d['revision']} (rolling out; {stable} deployed)"
+
+
+def cmd_history(client: Client, args: argparse.Namespace) -> int:
+    data = client.get(_path(args.name, "history"))
+    if args.json:
+        print_json(data)
+    else:
+        print(history_table(data["history"]))
+    return 0
+
+
+def cmd_revert(client: Client, args: argparse.Namespace) -> int:
+    after = _last_event_id(client, args.name)
+    deployment = client.request("POST", _path(args.name, "history", args.digest, "revert"), body={})
+    _report(args, deployment, f"{args.name}: revision {deployment['revision']} reverts")
+    if not args.wait:
+        return 0
+    return _wait_rollout(client, args, deployment["revision"], after)
+
+
+def _wait_rollout(client: Client, args: argparse.Namespace, revision: int, after: int) -> int:
+    """Wait for ``running``; then say whether ``revision`` made it or was rolled back."""
+    code = wait_for(
+        client, args.name, "running", after=after, timeout=args.timeout, quiet=args.json
+    )
+    if code != 0:
+        return code
+    deployment = client.get(_path(args.name))
+    if deployment["revision"] != revision:
+        history = client.get(_path(args.name, "history"))["history"]
+        reason = next((h["reason"] for h in history if h["revision"] == revision), "")
+        print(
+            f"patrctl: revision {revision} failed ({reason}); "
+            f"running revision {deployment['revision']}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def cmd_update(client: Client, args: argparse.Namespace) -> int:
     current = client.get(_path(args.name))
     body = update_body(args, current["spec"])
     if not body:
         raise UsageError(
-            "nothing to update: give --env, --unset-env, --port, --min, --max, --cpu or --memory-mb"
+            "nothing to update: give --env, --unset-env, --port, --min, --max, --cpu, "
+            "--memory-mb or a probe flag"
         )
     after = _last_event_id(client, args.name)
     deployment = client.request("PATCH", _path(args.name), body=body)
@@ -621,9 +750,7 @@ def cmd_update(client: Client, args: argparse.Namespace) -> int:
     if deployment["intent"] != "run":
         _note(args, f"{args.name}: not running (intent {deployment['intent']}); not waiting")
         return 0
-    return wait_for(
-        client, args.name, "running", after=after, timeout=args.timeout, quiet=args.json
-    )
+    return _wait_rollout(client, args, deployment["revision"], after)
 
 
 def cmd_start(client: Client, args: argparse.Namespace) -> int:
@@ -643,6 +770,88 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     return wait_for(
         client, args.name, "deleted", after=after, timeout=args.timeout, quiet=args.json
     )
+
+
+def cmd_backup(client: Client, args: argparse.Namespace) -> int:
+    """Stream ``POST /v1/backup`` into FILE: temp file 0600 in the same dir, then rename."""
+    if args.file == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a backup to a terminal; redirect stdout")
+        size = _download(client, "/v1/backup", sys.stdout.buffer)
+        print(f"patrctl: wrote {size} bytes; {_BACKUP_WARNING}", file=sys.stderr)
+        return 0
+    dest = Path(args.file).absolute()
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CliError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = _download(client, "/v1/backup", out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary = ""
+    try:
+        import tarfile
+
+        with tarfile.open(dest) as tar:
+            manifest = tar.extractfile("patrd-backup.json")
+            info = json.loads(manifest.read()) if manifest is not None else {}
+        summary = (
+            f": schema v{info['schema_version']}, {info['deployments']} deployments, "
+            f"{len(info['files'])} files"
+        )
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        summary = " (could not read its manifest back)"
+    print(f"wrote {dest} ({size} bytes){summary}")
+    print(f"patrctl: {_BACKUP_WARNING}", file=sys.stderr)
+    return 0
+
+
+_BACKUP_WARNING = "the backup holds secrets (keys, certificates, env values): keep it private"
+
+
+def _download(client: Client, path: str, out: Any) -> int:
+    """POST ``path`` and copy a 200 body into ``out``; API errors as ``Client.request``."""
+    conn = client.connect()
+    headers = {"User-Agent": "patrctl"}
+    if client.token:
+        headers["Authorization"] = f"Bearer {client.token}"
+    size = 0
+    try:
+        conn.request("POST", client.base_path + path, headers=headers)
+        response = conn.getresponse()
+        if response.status >= 400:
+            data = _decode(response.read())
+            message = data.get("message") if isinstance(data, dict) else None
+            code = str(data.get("error", "")) if isinstance(data, dict) else "http"
+            raise ApiError(
+                response.status,
+                code,
+                message if isinstance(message, str) else f"HTTP {response.status}",
+            )
+        while chunk := response.read(256 * 1024):
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise CliError(f"cannot write the backup: {exc.strerror or exc}") from exc
+            size += len(chunk)
+        if response.length not in (None, 0):
+            raise CliError("the backup was cut short; nothing was written")
+    except OSError as exc:
+        raise CliError(
+            f"cannot reach patrd at {client.target}: {exc.strerror or exc}{client.hint}"
+        ) from exc
+    except http.client.HTTPException as exc:
+        raise CliError(f"bad answer from patrd at {client.target}: {exc!r}") from exc
+    finally:
+        conn.close()
+    return size
 
 
 def _intent_verb(client: Client, args: argparse.Namespace, action: str, target: str) -> int:
@@ -742,15 +951,50 @@ def _note_done(quiet: bool, text: str) -> None:
         print(text)
 
 
+def firewall_text(data: JsonObject) -> str:
+    """``GET /v1/firewall`` as text that ``nft -f`` still loads (status in comments)."""
+    if not data["enabled"]:
+        head = "# firewall: disabled; this is what firewall.enabled = true would load"
+    elif data["applied"]:
+        head = f"# firewall: enabled and loaded (loads: {data['loads']}, last {data['applied_at']})"
+    else:
+        head = "# firewall: enabled but NOT loaded" + (
+            f": {data['error']}" if data.get("error") else ""
+        )
+    lines = [head, data["ruleset"].rstrip("\n")]
+    counters = data.get("counters") or {}
+    if counters:
+        width = max(len(name) for name in counters)
+        lines.append("# counters since patrd started (packets, bytes):")
+        for name, value in counters.items():
+            lines.append(f"#   {name:<{width}}  {value['packets']:>10}  {value['bytes']:>12}")
+    return "\n".join(lines)
+
+
+def cmd_firewall(client: Client, args: argparse.Namespace) -> int:
+    data = client.get("/v1/firewall")
+    if args.json:
+        print_json(data)
+    else:
+        print(firewall_text(data))
+    return 0
+
+
 VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "create": cmd_create,
     "list": cmd_list,
     "show": cmd_show,
     "events": cmd_events,
     "update": cmd_update,
+    "history": cmd_history,
+    "revert": cmd_revert,
     "start": cmd_start,
     "stop": cmd_stop,
     "delete": cmd_delete,
+    "url": lambda client, args: _cli_urls().cmd_url(client, args),
+    "certs": lambda client, args: _cli_urls().cmd_certs(client, args),
+    "backup": cmd_backup,
+    "firewall": cmd_firewall,
 }
 
 
@@ -810,8 +1054,21 @@ def build_daemon_parser() -> argparse.ArgumentParser:
         help="overrides proxy.http_listen; repeatable",
     )
     serve.add_argument("--base-domain", metavar="DOMAIN", help="overrides proxy.base_domain")
+    serve.add_argument(
+        "--https-listen",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help='overrides tls.https_listen; repeatable; "off" for no HTTPS',
+    )
     serve.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
     serve.add_argument("--log-format", metavar="FORMAT", help="logfmt, json or console")
+    restore = sub.add_parser(
+        "restore", help="unpack a backup (patrctl backup) onto an empty data dir"
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="the backup tar")
+    restore.add_argument("--config", type=Path, metavar="FILE", help="use its daemon.data_dir")
+    restore.add_argument("--data-dir", metavar="DIR", help="restore here (wins over --config)")
     return parser
 
 
@@ -821,6 +1078,8 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         args = build_daemon_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    if args.command == "restore":
+        return restore_main(args)
 
     from patrd.config import Overrides, load
     from patrd.errors import ConfigError
@@ -830,6 +1089,7 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         api_socket=args.api_socket,
         http_listen=tuple(args.http_listen),
         base_domain=args.base_domain,
+        https_listen=tuple(args.https_listen),
         log_level=args.log_level,
         log_format=args.log_format,
     )
@@ -848,6 +1108,12 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _cli_urls() -> Any:
+    from patrd import cli_urls
+
+    return cli_urls
+
+
 def _daemon_serve() -> DaemonServe:
     # Imported late: patrctl must not pay for the daemon's imports, and the
     # composition root may not exist yet while its parts are built.
@@ -855,6 +1121,42 @@ def _daemon_serve() -> DaemonServe:
 
     module = importlib.import_module("patrd.daemon")
     return cast(DaemonServe, module.serve)
+
+
+def restore_main(args: argparse.Namespace) -> int:
+    """``patrd restore FILE --data-dir DIR | --config FILE``: offline, onto an empty dir."""
+    from patrd.backup import SECRETS_WARNING, restore
+    from patrd.config import load
+    from patrd.errors import ConfigError, PatrdError
+    from patrd.store import MIGRATIONS
+
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+    elif args.config is not None:
+        try:
+            data_dir = load(args.config).daemon.data_dir
+        except ConfigError as exc:
+            print(f"patrd: {exc}", file=sys.stderr)
+            return 2
+    else:
+        print("patrd: restore needs --data-dir DIR or --config FILE", file=sys.stderr)
+        return 2
+    try:
+        result = restore(args.file, data_dir)
+    except PatrdError as exc:
+        print(f"patrd: restore: {exc}", file=sys.stderr)
+        return 1
+    manifest, db = result.manifest, result.database
+    print(
+        f"restored {len(manifest.files)} files into {result.data_dir} "
+        f"(backup of patrd {manifest.patrd_version}, schema v{db.schema_version}, "
+        f"{db.deployments} deployments)"
+    )
+    if db.schema_version < len(MIGRATIONS):
+        print(f"patrd starts by migrating it to schema v{len(MIGRATIONS)} (a copy is kept)")
+    print("start patrd on this data dir: every deployment converges on start")
+    print(f"patrd: note: {SECRETS_WARNING}; delete copies you no longer need", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from patrd.cli import (
     create_body,
     deployments_table,
     event_line,
+    history_table,
     image_ref,
     instances_table,
     main,
@@ -378,13 +379,67 @@ def test_instances_table() -> None:
             "address": None,
             "revision": 3,
             "restarts": 2,
+            "probe": {"phase": "starting", "last": "connection refused", "liveness_failures": 0},
         },
     ]
     assert instances_table(rows).splitlines() == [
-        "NAME   STATE    READY  ADDRESS     REVISION  RESTARTS",
-        "web-0  running  yes    172.18.0.2  2         0",
-        "web-1  created  no     -           3         2",
+        "NAME   STATE    READY  ADDRESS     REVISION  RESTARTS  PROBE",
+        "web-0  running  yes    172.18.0.2  2         0         -",
+        "web-1  created  no     -           3         2         starting (connection refused)",
     ]
+
+
+def test_probe_flags_build_probe_bodies() -> None:
+    args = parse_args(
+        [
+            "create",
+            "web",
+            "--image",
+            "x",
+            "--port",
+            "80",
+            "--startup-probe",
+            "80:/healthz",
+            "--probe-period",
+            "2",
+            "--probe-failures",
+            "5",
+        ]
+    )
+    body = create_body(args)
+    assert body["startup_probe"] == {
+        "port": 80,
+        "path": "/healthz",
+        "period_s": 2.0,
+        "failure_threshold": 5,
+    }
+    assert "liveness_probe" not in body
+    args = parse_args(["update", "web", "--no-startup-probe"])
+    assert update_body(args, {"env": {}}) == {"startup_probe": None}
+    with pytest.raises(UsageError):
+        create_body(
+            parse_args(
+                ["create", "web", "--image", "x", "--port", "80", "--liveness-probe", "healthz"]
+            )
+        )
+
+
+def test_history_table() -> None:
+    table = history_table(
+        [
+            {
+                "revision": 2,
+                "digest": "sha256:" + "a" * 64,
+                "image": "web:1",
+                "tag": "1",
+                "state": "failed",
+                "reason": "startup probe failed",
+                "created_at": "t",
+                "deployed_at": None,
+            }
+        ]
+    )
+    assert table.splitlines()[1].split()[:4] == ["2", "sha256:aaaaaaaaaaaa", "web:1", "failed"]
 
 
 def test_event_line() -> None:
