@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -111,7 +112,7 @@ async def http_probe(host: str, port: int, path: str, timeout_s: float) -> tuple
     except TimeoutError:
         return False, f"timeout after {timeout_s:g}s"
     except OSError as exc:
-        return False, exc.strerror or type(exc).__name__
+        return False, _describe(exc)
     finally:
         if writer is not None:
             writer.close()
@@ -127,8 +128,15 @@ async def tcp_probe(host: str, port: int, timeout_s: float = 1.0) -> tuple[bool,
     except TimeoutError:
         return False, f"timeout after {timeout_s:g}s"
     except OSError as exc:
-        return False, exc.strerror or type(exc).__name__
+        return False, _describe(exc)
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True, "accepted"
+
+
+def _describe(exc: OSError) -> str:
+    """'Connection refused', 'No route to host': short, stable, no addresses."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or type(exc).__name__
