@@ -35,6 +35,7 @@ class Daemon:
     workdir: Path
     base_domain: str = "test.localhost"
     proxy_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)  # never 443: tests share the host
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     # Extra environment, a command prefix (e.g. nsenter into a test netns) and
@@ -85,6 +86,8 @@ class Daemon:
                 str(self.socket),
                 "--http-listen",
                 f"127.0.0.1:{self.proxy_port}",
+                "--https-listen",
+                f"127.0.0.1:{self.https_port}",
                 "--base-domain",
                 self.base_domain,
             ],

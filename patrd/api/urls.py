@@ -1,0 +1,151 @@
+"""``/v1/urls`` (managed URLs) and ``/v1/certificates``: handlers and JSON shapes.
+
+URLs are desired state (the store); each answer carries the certificate
+status of its domain as the TLS controller sees it (``tls``: ``pending``,
+``issued`` or ``failed``, with the last error and the expiry).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from patrd import urls
+from patrd.config import Config
+from patrd.tls.controller import CertStatus
+from patrd.urls import UrlRecord
+
+
+class TlsView(Protocol):
+    """What the API may ask of the certificate controller."""
+
+    def status(self, domain: str, now: float | None = None) -> CertStatus: ...
+
+    def statuses(self) -> list[CertStatus]: ...
+
+    def wake(self) -> None: ...
+
+
+TLS = web.AppKey[TlsView]("patrd.tls")
+
+
+async def list_urls(request: web.Request) -> web.Response:
+    store, _, config = _parts(request)
+    records = await store.list_urls()
+    tls = request.app.get(TLS)
+    return web.json_response({"urls": [url_json(r, config, tls) for r in records]})
+
+
+async def create_url(request: web.Request) -> web.Response:
+    from patrd.api.routes import read_json
+
+    store, controller, config = _parts(request)
+    body = await read_json(request)
+    spec = urls.parse_create(body, default_http_redirect=config.tls.redirect_http)
+    record = await store.create_url(spec)
+    controller.wake()
+    tls = request.app.get(TLS)
+    return web.json_response(
+        url_json(record, config, tls), status=201, headers={"Location": f"/v1/urls/{record.id}"}
+    )
+
+
+async def get_url(request: web.Request) -> web.Response:
+    store, _, config = _parts(request)
+    record = await store.get_url(request.match_info["id"])
+    return web.json_response(url_json(record, config, request.app.get(TLS)))
+
+
+async def update_url(request: web.Request) -> web.Response:
+    from patrd.api.routes import read_json
+
+    store, controller, config = _parts(request)
+    body = await read_json(request)
+    record = await store.update_url(
+        request.match_info["id"], lambda current: urls.parse_update(current, body)
+    )
+    controller.wake()
+    return web.json_response(url_json(record, config, request.app.get(TLS)))
+
+
+async def delete_url(request: web.Request) -> web.Response:
+    store, controller, config = _parts(request)
+    record = await store.delete_url(request.match_info["id"])
+    controller.wake()
+    return web.json_response(url_json(record, config, request.app.get(TLS)))
+
+
+async def list_certificates(request: web.Request) -> web.Response:
+    tls = request.app.get(TLS)
+    statuses = tls.statuses() if tls is not None else []
+    return web.json_response({"certificates": [certificate_json(s) for s in statuses]})
+
+
+# --- JSON shapes (schemas Url, UrlTls and Certificate in openapi.py) -----------
+
+
+def url_json(record: UrlRecord, config: Config, tls: TlsView | None) -> dict[str, Any]:
+    from patrd.api.routes import rfc3339
+
+    spec = record.spec
+    listens = config.tls.https_listen
+    if listens:
+        port = listens[0].port
+        base = f"https://{spec.domain}" + ("" if port == 443 else f":{port}")
+    else:
+        port = config.proxy.http_listen[0].port if config.proxy.http_listen else 80
+        base = f"http://{spec.domain}" + ("" if port == 80 else f":{port}")
+    return {
+        "id": record.id,
+        **spec.to_json(),
+        "url": base + ("/" if spec.path == "/" else spec.path),
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+        "tls": url_tls_json(tls.status(spec.domain) if tls is not None else None),
+    }
+
+
+def url_tls_json(status: CertStatus | None) -> dict[str, Any]:
+    from patrd.api.routes import rfc3339
+
+    if status is None:
+        return {"status": "pending", "error": "", "expires_at": None, "issuer": ""}
+    return {
+        "status": status.status,
+        "error": status.error,
+        "expires_at": rfc3339(status.not_after) if status.not_after else None,
+        "issuer": status.issuer,
+    }
+
+
+def certificate_json(status: CertStatus) -> dict[str, Any]:
+    from patrd.api.routes import rfc3339
+
+    def at(value: float | None) -> str | None:
+        return rfc3339(value) if value else None
+
+    return {
+        "domain": status.domain,
+        "status": status.status,
+        "issuer": status.issuer,
+        "serial": status.serial,
+        "not_before": at(status.not_before),
+        "not_after": at(status.not_after),
+        "renew_at": at(status.renew_at),
+        "error": status.error,
+        "failures": status.failures,
+        "next_attempt_at": at(status.next_attempt_at),
+        "attempts": status.attempts,
+        "orders_last_hour": status.orders_last_hour,
+        "orders_total": status.orders_total,
+        "renewals": status.renewals,
+        "alert": status.alert,
+    }
+
+
+def _parts(request: web.Request) -> tuple[Any, Any, Config]:
+    from patrd.api.routes import CONFIG, CONTROLLER, STORE
+
+    app = request.app
+    return app[STORE], app[CONTROLLER], app[CONFIG]
