@@ -7,8 +7,9 @@ the :class:`Decision` and persists the :class:`CertState`.
   left (default 1/3: day 60 of a 90-day certificate), or at the time the
   CA's renewal information (ARI, RFC 9773) suggests, when it offers it.
 * A failed attempt sets ``failures`` and a **backoff**: initial * 2^(n-1),
-  capped, times a jitter factor in [0.75, 1) (so successive waits never
-  shrink), and never sooner than a CA's ``Retry-After``.
+  capped, times a jitter factor in [0.75, 1) (so, while it doubles, a wait
+  is never shorter than the one before), and never sooner than a CA's
+  ``Retry-After``.
 * At most ``max_orders_per_hour`` ACME orders per name in any hour, whatever
   happens (a crash loop of the daemon included: the order times are stored).
 """
