@@ -6,6 +6,7 @@ unknown keys are refused so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from patrd.errors import ConfigError
+from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
 from patrd.spec import NAME_RE
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -34,10 +36,20 @@ class DaemonConfig:
     region: str = "local"
     log_level: str = "info"
     log_format: str = "logfmt"
+    secrets_key_file: Path | None = None  # None: <data_dir>/secrets.key
 
     @property
     def database(self) -> Path:
         return self.data_dir / "patrd.db"
+
+    @property
+    def secrets_key(self) -> Path:
+        return self.secrets_key_file or self.data_dir / "secrets.key"
+
+    @property
+    def config_root(self) -> Path:
+        """Config mount files, one directory per deployment (bind-mounted read-only)."""
+        return self.data_dir / "config"
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,13 @@ class ProxyConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     header_timeout_s: float = 30.0
     idle_timeout_s: float = 75.0
+    # Limits (issue 5, "Fences"): 0 turns a limit off.
+    rate_limit_rps: float = 100.0  # requests per second per client IP (IPv6: per /64)
+    rate_limit_burst: int = 200
+    rate_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_connections: int = 10000  # concurrent client connections, all clients
+    max_connections_per_ip: int = 256
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is kept
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,90 @@ class DockerConfig:
     stop_timeout_s: int = 10
     ready_timeout_s: float = 60.0
     resync_interval_s: float = 15.0
+    pids_limit: int = DEFAULT_PIDS_LIMIT  # per container; 0: no limit
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES  # all others are dropped
+
+
+@dataclass(frozen=True)
+class FirewallConfig:
+    """``[firewall]``: patrd's nftables table (``patrd/firewall.py``)."""
+
+    enabled: bool = False
+    ssh_port: int = 22
+    input_policy: str = "drop"
+    api_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allow_tcp: tuple[int, ...] = ()
+    allow_udp: tuple[int, ...] = ()
+    new_conn_rate: int = 50  # per second per source address (IPv6: per /64)
+    new_conn_burst: int = 100
+    max_conn_per_source: int = 256
+    check_interval_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """``[tls]``: the HTTPS listeners and certificate renewal (issue 4, patrd/tls/)."""
+
+    https_listen: tuple[Listen, ...] = (Listen("0.0.0.0", 443),)  # () = no HTTPS
+    redirect_http: bool = True  # default of a managed URL's http_redirect
+    redirect_default_urls: bool = False  # <port>-<name>.<base_domain> over HTTP → 308
+    renew_before: float = 1 / 3  # renew when at most this fraction of the lifetime is left
+    check_interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    """``[acme]``: certificates from an ACME CA (else: the local CA)."""
+
+    enabled: bool = False
+    directory_url: str = "https://acme-v02.api.letsencrypt.org/directory"
+    ca_bundle: Path | None = None  # CA certificates to trust for the directory's TLS
+    contact_email: str = ""
+    resolve_check: bool = True  # order only names that resolve to this host
+    resolver: Listen | None = None  # DNS server for that check (default: the system's)
+    public_addresses: tuple[str, ...] = ()  # count as this host's (1:1 NAT)
+    backoff_initial_s: float = 300.0
+    backoff_max_s: float = 6 * 3600.0
+    max_orders_per_hour: int = 5  # per name
+    timeout_s: float = 90.0  # one order, end to end
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: per-instance sampling from cgroups (issue 7, patrd/metrics.py)."""
+
+    interval_s: float = 5.0
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    """``[logs]``: logs of removed instances kept by patrd (patrd/logstream.py)."""
+
+    retention_s: float = 7 * 24 * 3600.0
+    keep_bytes_per_instance: int = 1024 * 1024  # the newest bytes of each removed instance
+    keep_bytes_total: int = 256 * 1024 * 1024  # all deployments; oldest files go first
+
+
+@dataclass(frozen=True)
+class AutoscaleConfig:
+    """``[autoscale]``: the CPU autoscaler (patrd/autoscale.py)."""
+
+    enabled: bool = True
+    interval_s: float = 15.0
+    window_s: float = 300.0  # usage above target this long before scaling up
+    stabilization_s: float = 300.0  # scale down to the highest recommendation of this window
+    tolerance: float = 0.1
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """``[cost]``: the price table behind ``estimated_cost`` (patrd/cost.py); zero by default."""
+
+    currency: str = "USD"
+    vcpu_month: float = 0.0
+    gib_ram_month: float = 0.0
+    gib_volume_month: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +177,13 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     docker: DockerConfig = field(default_factory=DockerConfig)
+    firewall: FirewallConfig = field(default_factory=FirewallConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 @dataclass(frozen=True)
@@ -83,6 +193,7 @@ class Overrides:
     data_dir: str | None = None
     api_socket: str | None = None
     http_listen: tuple[str, ...] = ()
+    https_listen: tuple[str, ...] = ()  # "off" alone: no HTTPS listener
     base_domain: str | None = None
     log_level: str | None = None
     log_format: str | None = None
@@ -105,14 +216,19 @@ def load(path: Path | None, overrides: Overrides | None = None) -> Config:
 
 def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     """Relative paths in the file are relative to the file's directory."""
-    _known(raw, {"daemon", "api", "proxy", "docker"}, "")
+    _known(
+        raw,
+        {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme"} | _OBSERVE_SECTIONS,
+        "",
+    )
     d = _table(raw, "daemon")
-    _known(d, {"data_dir", "region", "log_level", "log_format"}, "daemon.")
+    _known(d, {"data_dir", "region", "log_level", "log_format", "secrets_key_file"}, "daemon.")
     daemon = DaemonConfig(
         data_dir=_path(d, "data_dir", "daemon.", base_dir) or DaemonConfig.data_dir,
         region=_region(d.get("region", DaemonConfig.region)),
         log_level=_choice(d, "log_level", "daemon.", LOG_LEVELS, DaemonConfig.log_level),
         log_format=_choice(d, "log_format", "daemon.", LOG_FORMATS, DaemonConfig.log_format),
+        secrets_key_file=_path(d, "secrets_key_file", "daemon.", base_dir),
     )
     a = _table(raw, "api")
     _known(a, {"socket", "socket_mode", "tcp_listen", "token_file", "max_body_bytes"}, "api.")
@@ -143,6 +259,12 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
             "max_body_bytes",
             "header_timeout_s",
             "idle_timeout_s",
+            "rate_limit_rps",
+            "rate_limit_burst",
+            "rate_limit_exempt",
+            "max_connections",
+            "max_connections_per_ip",
+            "trusted_proxies",
         },
         "proxy.",
     )
@@ -160,16 +282,182 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         max_body_bytes=_int(p, "max_body_bytes", "proxy.", ProxyConfig.max_body_bytes, 0),
         header_timeout_s=_float(p, "header_timeout_s", "proxy.", ProxyConfig.header_timeout_s),
         idle_timeout_s=_float(p, "idle_timeout_s", "proxy.", ProxyConfig.idle_timeout_s),
+        rate_limit_rps=_float0(p, "rate_limit_rps", "proxy.", ProxyConfig.rate_limit_rps),
+        rate_limit_burst=_int(p, "rate_limit_burst", "proxy.", ProxyConfig.rate_limit_burst, 1),
+        rate_limit_exempt=tuple(
+            str(n)
+            for n in _networks(p, "rate_limit_exempt", "proxy.", ProxyConfig.rate_limit_exempt)
+        ),
+        max_connections=_int(p, "max_connections", "proxy.", ProxyConfig.max_connections, 0),
+        max_connections_per_ip=_int(
+            p, "max_connections_per_ip", "proxy.", ProxyConfig.max_connections_per_ip, 0
+        ),
+        trusted_proxies=tuple(str(n) for n in _networks(p, "trusted_proxies", "proxy.", ())),
     )
     k = _table(raw, "docker")
-    _known(k, {"socket", "stop_timeout_s", "ready_timeout_s", "resync_interval_s"}, "docker.")
+    _known(
+        k,
+        {
+            "socket",
+            "stop_timeout_s",
+            "ready_timeout_s",
+            "resync_interval_s",
+            "pids_limit",
+            "capabilities",
+        },
+        "docker.",
+    )
     docker = DockerConfig(
         socket=_str(k.get("socket", DockerConfig.socket), "docker.socket"),
         stop_timeout_s=_int(k, "stop_timeout_s", "docker.", DockerConfig.stop_timeout_s, 0),
         ready_timeout_s=_float(k, "ready_timeout_s", "docker.", DockerConfig.ready_timeout_s),
         resync_interval_s=_float(k, "resync_interval_s", "docker.", DockerConfig.resync_interval_s),
+        pids_limit=_int(k, "pids_limit", "docker.", DockerConfig.pids_limit, 0),
+        capabilities=_capabilities(k.get("capabilities", list(DockerConfig.capabilities))),
     )
-    return Config(daemon=daemon, api=api, proxy=proxy, docker=docker)
+    return Config(
+        daemon=daemon,
+        api=api,
+        proxy=proxy,
+        docker=docker,
+        firewall=_firewall(raw),
+        tls=_tls(raw),
+        acme=_acme(raw, base_dir),
+        **_observe(raw, base_dir),
+    )
+
+
+def _tls(raw: Mapping[str, Any]) -> TlsConfig:
+    t = _table(raw, "tls")
+    keys = {
+        "https_listen",
+        "redirect_http",
+        "redirect_default_urls",
+        "renew_before",
+        "check_interval_s",
+    }
+    _known(t, keys, "tls.")
+    listens = _list(t, "https_listen", "tls.", ["0.0.0.0:443"])
+    renew_before = t.get("renew_before", TlsConfig.renew_before)
+    if (
+        isinstance(renew_before, bool)
+        or not isinstance(renew_before, int | float)
+        or not 0 < renew_before <= 1
+    ):
+        raise ConfigError("tls.renew_before", "must be a fraction of the lifetime, 0 < x <= 1")
+    return TlsConfig(
+        https_listen=tuple(
+            parse_listen(_str(v, f"tls.https_listen[{i}]"), f"tls.https_listen[{i}]")
+            for i, v in enumerate(listens)
+        ),
+        redirect_http=_boolean(t, "redirect_http", "tls.", TlsConfig.redirect_http),
+        redirect_default_urls=_boolean(
+            t, "redirect_default_urls", "tls.", TlsConfig.redirect_default_urls
+        ),
+        renew_before=float(renew_before),
+        check_interval_s=_float(t, "check_interval_s", "tls.", TlsConfig.check_interval_s),
+    )
+
+
+def _acme(raw: Mapping[str, Any], base_dir: Path) -> AcmeConfig:
+    a = _table(raw, "acme")
+    keys = {
+        "enabled",
+        "directory_url",
+        "ca_bundle",
+        "contact_email",
+        "resolve_check",
+        "resolver",
+        "public_addresses",
+        "backoff_initial_s",
+        "backoff_max_s",
+        "max_orders_per_hour",
+        "timeout_s",
+    }
+    _known(a, keys, "acme.")
+    url = _str(a.get("directory_url", AcmeConfig.directory_url), "acme.directory_url")
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError("acme.directory_url", "must be an https:// URL")
+    email = _str(a.get("contact_email", ""), "acme.contact_email")
+    if email and ("@" not in email or any(c.isspace() for c in email)):
+        raise ConfigError("acme.contact_email", f"{email!r} is not an email address")
+    resolver = _str(a.get("resolver", ""), "acme.resolver")
+    public = []
+    for i, value in enumerate(_list(a, "public_addresses", "acme.", [])):
+        try:
+            public.append(str(ipaddress.ip_address(_str(value, f"acme.public_addresses[{i}]"))))
+        except ValueError:
+            raise ConfigError(f"acme.public_addresses[{i}]", "must be an IP address") from None
+    ca_bundle = _path(a, "ca_bundle", "acme.", base_dir)
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise ConfigError("acme.ca_bundle", f"{ca_bundle} is not a file")
+    backoff_initial = _float(a, "backoff_initial_s", "acme.", AcmeConfig.backoff_initial_s)
+    backoff_max = _float(a, "backoff_max_s", "acme.", AcmeConfig.backoff_max_s)
+    if backoff_max < backoff_initial:
+        raise ConfigError("acme.backoff_max_s", "must be at least acme.backoff_initial_s")
+    return AcmeConfig(
+        enabled=_boolean(a, "enabled", "acme.", AcmeConfig.enabled),
+        directory_url=url,
+        ca_bundle=ca_bundle,
+        contact_email=email,
+        resolve_check=_boolean(a, "resolve_check", "acme.", AcmeConfig.resolve_check),
+        resolver=parse_listen(resolver, "acme.resolver") if resolver else None,
+        public_addresses=tuple(public),
+        backoff_initial_s=backoff_initial,
+        backoff_max_s=backoff_max,
+        max_orders_per_hour=_int(
+            a, "max_orders_per_hour", "acme.", AcmeConfig.max_orders_per_hour, 1
+        ),
+        timeout_s=_float(a, "timeout_s", "acme.", AcmeConfig.timeout_s),
+    )
+
+
+def _boolean(table: Mapping[str, Any], name: str, prefix: str, default: bool) -> bool:
+    value = table.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(prefix + name, "must be true or false")
+    return value
+
+
+def _firewall(raw: Mapping[str, Any]) -> FirewallConfig:
+    f = _table(raw, "firewall")
+    keys = {
+        "enabled",
+        "ssh_port",
+        "input_policy",
+        "api_allow",
+        "allow_tcp",
+        "allow_udp",
+        "new_conn_rate",
+        "new_conn_burst",
+        "max_conn_per_source",
+        "check_interval_s",
+    }
+    _known(f, keys, "firewall.")
+    enabled = f.get("enabled", FirewallConfig.enabled)
+    if not isinstance(enabled, bool):
+        raise ConfigError("firewall.enabled", "must be true or false")
+    ssh_port = _int(f, "ssh_port", "firewall.", FirewallConfig.ssh_port, 1)
+    if ssh_port > 65535:
+        raise ConfigError("firewall.ssh_port", "must be at most 65535")
+    return FirewallConfig(
+        enabled=enabled,
+        ssh_port=ssh_port,
+        input_policy=_choice(
+            f, "input_policy", "firewall.", ("drop", "accept"), FirewallConfig.input_policy
+        ),
+        api_allow=_networks(f, "api_allow", "firewall.", ()),
+        allow_tcp=_ports(f, "allow_tcp", "firewall."),
+        allow_udp=_ports(f, "allow_udp", "firewall."),
+        new_conn_rate=_int(f, "new_conn_rate", "firewall.", FirewallConfig.new_conn_rate, 0),
+        new_conn_burst=_int(f, "new_conn_burst", "firewall.", FirewallConfig.new_conn_burst, 1),
+        max_conn_per_source=_int(
+            f, "max_conn_per_source", "firewall.", FirewallConfig.max_conn_per_source, 0
+        ),
+        check_interval_s=_float(
+            f, "check_interval_s", "firewall.", FirewallConfig.check_interval_s
+        ),
+    )
 
 
 def apply_overrides(config: Config, o: Overrides) -> Config:
@@ -192,7 +480,11 @@ def apply_overrides(config: Config, o: Overrides) -> Config:
         )
     if o.base_domain:
         proxy = replace(proxy, base_domain=_domain(o.base_domain, "--base-domain"))
-    return replace(config, daemon=daemon, api=api, proxy=proxy)
+    tls = config.tls
+    if o.https_listen:
+        https = () if o.https_listen == ("off",) else o.https_listen
+        tls = replace(tls, https_listen=tuple(parse_listen(v, "--https-listen") for v in https))
+    return replace(config, daemon=daemon, api=api, proxy=proxy, tls=tls)
 
 
 def parse_listen(text: str, key: str) -> Listen:
@@ -244,6 +536,56 @@ def _int(table: Mapping[str, Any], name: str, prefix: str, default: int, minimum
     return int(value)
 
 
+def _float0(table: Mapping[str, Any], name: str, prefix: str, default: float) -> float:
+    """A number >= 0 (0 turns the limit off)."""
+    value = table.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(prefix + name, "must be a number >= 0 (0: off)")
+    return float(value)
+
+
+def _list(table: Mapping[str, Any], name: str, prefix: str, default: Any) -> list[Any]:
+    value = table.get(name, default)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(prefix + name, "must be a list")
+    return list(value)
+
+
+def _networks(
+    table: Mapping[str, Any], name: str, prefix: str, default: tuple[str, ...]
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list of addresses or CIDR networks ("10.0.0.0/8", "2001:db8::1")."""
+    networks = []
+    for i, value in enumerate(_list(table, name, prefix, list(default))):
+        key = f"{prefix}{name}[{i}]"
+        try:
+            networks.append(ipaddress.ip_network(_str(value, key), strict=False))
+        except ValueError:
+            raise ConfigError(key, f"{value!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def _ports(table: Mapping[str, Any], name: str, prefix: str) -> tuple[int, ...]:
+    ports = []
+    for i, value in enumerate(_list(table, name, prefix, [])):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise ConfigError(f"{prefix}{name}[{i}]", "must be a port number 1..65535")
+        ports.append(value)
+    return tuple(ports)
+
+
+def _capabilities(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError("docker.capabilities", "must be a list of capability names")
+    caps = []
+    for i, item in enumerate(value):
+        cap = _str(item, f"docker.capabilities[{i}]").upper().removeprefix("CAP_")
+        if cap not in KNOWN_CAPABILITIES:
+            raise ConfigError(f"docker.capabilities[{i}]", f"unknown capability {item!r}")
+        caps.append(cap)
+    return tuple(caps)
+
+
 def _float(table: Mapping[str, Any], name: str, prefix: str, default: float) -> float:
     value = table.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -273,3 +615,52 @@ def _domain(value: Any, key: str) -> str:
     if not domain or len(domain) > 200 or not all(NAME_RE.fullmatch(label) for label in labels):
         raise ConfigError(key, f"{value!r} is not a DNS domain name")
     return domain
+
+
+# --- issue 7: metrics, kept logs, autoscaler, price table ------------------------
+
+_OBSERVE_SECTIONS = {"metrics", "logs", "autoscale", "cost"}
+
+
+def _observe(raw: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+    m = _table(raw, "metrics")
+    _known(m, {"interval_s", "cgroup_root"}, "metrics.")
+    metrics = MetricsConfig(
+        interval_s=_float(m, "interval_s", "metrics.", MetricsConfig.interval_s),
+        cgroup_root=_path(m, "cgroup_root", "metrics.", base_dir) or MetricsConfig.cgroup_root,
+    )
+    lg = _table(raw, "logs")
+    _known(lg, {"retention_s", "keep_bytes_per_instance", "keep_bytes_total"}, "logs.")
+    logs = LogsConfig(
+        retention_s=_float(lg, "retention_s", "logs.", LogsConfig.retention_s),
+        keep_bytes_per_instance=_int(
+            lg, "keep_bytes_per_instance", "logs.", LogsConfig.keep_bytes_per_instance, 0
+        ),
+        keep_bytes_total=_int(lg, "keep_bytes_total", "logs.", LogsConfig.keep_bytes_total, 0),
+    )
+    a = _table(raw, "autoscale")
+    _known(a, {"enabled", "interval_s", "window_s", "stabilization_s", "tolerance"}, "autoscale.")
+    tolerance = _float0(a, "tolerance", "autoscale.", AutoscaleConfig.tolerance)
+    if tolerance >= 1:
+        raise ConfigError("autoscale.tolerance", "must be below 1 (0.1 is 10%)")
+    autoscale = AutoscaleConfig(
+        enabled=_boolean(a, "enabled", "autoscale.", AutoscaleConfig.enabled),
+        interval_s=_float(a, "interval_s", "autoscale.", AutoscaleConfig.interval_s),
+        window_s=_float(a, "window_s", "autoscale.", AutoscaleConfig.window_s),
+        stabilization_s=_float(
+            a, "stabilization_s", "autoscale.", AutoscaleConfig.stabilization_s
+        ),
+        tolerance=tolerance,
+    )
+    c = _table(raw, "cost")
+    _known(c, {"currency", "vcpu_month", "gib_ram_month", "gib_volume_month"}, "cost.")
+    currency = _str(c.get("currency", CostConfig.currency), "cost.currency").strip()
+    if not 1 <= len(currency) <= 8:
+        raise ConfigError("cost.currency", "must be a short currency code such as USD")
+    cost = CostConfig(
+        currency=currency,
+        vcpu_month=_float0(c, "vcpu_month", "cost.", 0.0),
+        gib_ram_month=_float0(c, "gib_ram_month", "cost.", 0.0),
+        gib_volume_month=_float0(c, "gib_volume_month", "cost.", 0.0),
+    )
+    return {"metrics": metrics, "logs": logs, "autoscale": autoscale, "cost": cost}

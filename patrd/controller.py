@@ -13,12 +13,16 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Protocol
 
 import structlog
 
+from patrd.autoscale import effective_replicas
+from patrd.config_files import directory_bytes, remove_config_dir, sync_config_dir
+from patrd.crypto import SecretsKeyError
 from patrd.engine import ContainerState, Engine, Instance, InstanceSpec, is_pinned_tag
 from patrd.errors import EngineError, ImageNotFound, StoreError
 from patrd.probes import (
@@ -46,6 +50,7 @@ from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.spec import DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Status, Store
 from patrd.urls import UrlRecord
+from patrd.vault import Vault
 from patrd.views import InstanceView
 
 _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})
@@ -69,6 +74,10 @@ class ControllerOptions:
     resync_interval_s: float = 15.0
     drain_timeout_s: float = 30.0
     redirect_default_urls: bool = False  # tls.redirect_default_urls
+    config_root: Path | None = None  # <data_dir>/config: one directory per deployment
+    # Called before an instance is removed (not on delete): patrd/logstream.py
+    # keeps its logs. It may stop the container first; errors are its own.
+    on_remove: Callable[[Instance], Awaitable[None]] | None = None
 
 
 def network_name(deployment: str) -> str:
@@ -84,28 +93,42 @@ def container_name(deployment: str, revision: int, slot: int) -> str:
     return f"patrd-{deployment}-r{revision}-{slot}-{secrets.token_hex(2)}"
 
 
-def instance_env(record: DeploymentRecord, slot: int) -> tuple[tuple[str, str], ...]:
-    """The user's env plus the variables patrd always sets (docs/env.md)."""
+def instance_env(
+    record: DeploymentRecord, slot: int, user_env: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """The user's env (secrets resolved) plus the variables patrd always sets (docs/env.md)."""
     special = {
         "PATR": "true",
         "DEPLOYMENT_ID": record.id,
         "DEPLOYMENT_NAME": record.name,
+        "CONFIG_MAP_HASH": record.spec.config_map_hash,
         "PATRD_INSTANCE": str(slot),
         "PATRD_REVISION": str(record.revision),
     }
-    return tuple(sorted({**dict(record.spec.env), **special}.items()))
+    return tuple(sorted({**user_env, **special}.items()))
+
+
+def volume_name(deployment: str, volume: str, slot: int) -> str:
+    """By deployment *name*: a kept volume is attached again to a re-created deployment."""
+    return f"patrd-{deployment}-{volume}-{slot}"
 
 
 class Controller:
     """Owns the deployment workers, the Docker event watch and orphan cleanup."""
 
     def __init__(
-        self, store: Store, engine: Engine, sink: RouteSink, options: ControllerOptions
+        self,
+        store: Store,
+        engine: Engine,
+        sink: RouteSink,
+        options: ControllerOptions,
+        vault: Vault | None = None,
     ) -> None:
         self._store = store
         self._engine = engine
         self._sink = sink
         self._options = options
+        self._vault = vault
         self._workers: dict[str, DeploymentWorker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._wake_all = asyncio.Event()
@@ -121,6 +144,13 @@ class Controller:
             worker.wake()
         else:
             self._wake_all.set()
+
+    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
+        volumes = await self._engine.list_volumes(deployment)
+        used = await asyncio.gather(
+            *(asyncio.to_thread(directory_bytes, v.mountpoint) for v in volumes)
+        )
+        return {v.name: (v.slot, n) for v, n in zip(volumes, used, strict=True)}
 
     def instances(self, deployment_id: str) -> list[InstanceView]:
         worker = self._workers.get(deployment_id)
@@ -186,7 +216,13 @@ class Controller:
 
     def _spawn(self, deployment_id: str) -> None:
         worker = DeploymentWorker(
-            deployment_id, self._store, self._engine, self._sink, self._options, self.publish
+            deployment_id,
+            self._store,
+            self._engine,
+            self._sink,
+            self._options,
+            self.publish,
+            self._vault,
         )
         self._workers[deployment_id] = worker
         self._tasks[deployment_id] = asyncio.create_task(
@@ -271,8 +307,10 @@ class DeploymentWorker:
         sink: RouteSink,
         options: ControllerOptions,
         publish: Callable[[], None],
+        vault: Vault | None = None,
     ) -> None:
         self.id = deployment_id
+        self._vault = vault
         self._store = store
         self._engine = engine
         self._sink = sink
@@ -282,6 +320,7 @@ class DeploymentWorker:
         self._state = _WorkerState()
         self._instances: list[Instance] = []
         self._record: DeploymentRecord | None = None
+        self._template = ""  # the target template, secret versions included
         self.snapshot: DeploymentSnapshot | None = None
         self.settled = asyncio.Event()
         self._log = structlog.get_logger("patrd.controller").bind(deployment_id=deployment_id)
@@ -293,7 +332,7 @@ class DeploymentWorker:
         record = self._record
         if record is None:
             return []
-        template = record.template
+        template = self._template or record.template
         views = []
         for i in sorted(self._instances, key=lambda i: (i.slot, i.revision)):
             probe = self._state.probes.get(i.container_id)
@@ -359,13 +398,16 @@ class DeploymentWorker:
             deployment=record.name,
             instances=",".join(f"{i.container_id[:8]}:{i.state.value}" for i in instances),
         )
+        self._template = await self._target_template(record)
+        await self._sync_config(record)
         self._track_probes(record, instances, now)
         stable_template = await self._stable_template(record)
         result = plan(
             PlanInput(
                 intent=record.intent,
-                template=record.template,
-                replicas=record.spec.scale.min,
+                template=self._template,
+                replicas=effective_replicas(record),
+                stop_first=bool(record.spec.volumes),
                 instances=instances,
                 ready=frozenset(self._state.ready),
                 failed=dict(self._state.failed),
@@ -422,6 +464,9 @@ class DeploymentWorker:
             self._update_snapshot(record, result.status)
         if result.finished:
             await self._engine.remove_network(network_name(record.name))
+            await self._finish_volumes(record)
+            if self._options.config_root is not None:
+                await asyncio.to_thread(remove_config_dir, self._options.config_root / record.id)
             await self._store.purge(self.id)
             self._log.info("deleted", deployment=record.name)
             self.snapshot = None
@@ -433,9 +478,42 @@ class DeploymentWorker:
         if record.stable_revision is None:
             return None
         if record.stable_revision == record.revision:
-            return record.template
+            return self._template
         stable = await self._store.get_revision(self.id, record.stable_revision)
-        return None if stable is None else stable.spec.instance_template(stable.pinned_image)
+        if stable is None:
+            return None
+        versions = await self._secret_versions(stable.spec)
+        return stable.spec.instance_template(stable.pinned_image, versions)
+
+    async def _target_template(self, record: DeploymentRecord) -> str:
+        versions = await self._secret_versions(record.spec)
+        return record.spec.instance_template(record.pinned_image, versions)
+
+    async def _secret_versions(self, spec: DeploymentSpec) -> dict[str, int]:
+        if not spec.secret_names or self._vault is None:
+            return {}
+        return await self._vault.versions(spec.secret_names)
+
+    async def _sync_config(self, record: DeploymentRecord) -> None:
+        """Write the config files in place; running containers see them at once."""
+        root = self._options.config_root
+        if root is None or record.intent is Intent.DELETE:
+            return
+        directory = root / record.id
+        if not record.spec.config_mounts and not directory.exists():
+            return
+        changed = await asyncio.to_thread(sync_config_dir, directory, record.spec.config_mounts)
+        if changed:
+            await self._store.add_event(
+                self.id, "config", f"config files updated: {', '.join(changed)}", record.revision
+            )
+
+    async def _finish_volumes(self, record: DeploymentRecord) -> None:
+        """On delete: remove the volumes only when the delete asked for it."""
+        if not record.delete_volumes:
+            return
+        for volume in await self._engine.list_volumes(record.name):
+            await self._engine.remove_volume(volume.name)
 
     # --- rollouts --------------------------------------------------------------
 
@@ -636,8 +714,20 @@ class DeploymentWorker:
                 f"{action.reason}; {note}",
                 record.revision,
             )
+        if self._options.on_remove is not None and inst is not None:
+            if record.intent is not Intent.DELETE:
+                await self._options.on_remove(inst)
         await self._engine.remove(action.container_id, self._options.stop_timeout_s)
         self._forget(action.container_id)
+        if record.spec.volumes and record.intent is Intent.RUN:
+            replicas = effective_replicas(record)
+            if action.slot >= replicas and not any(
+                i.slot == action.slot and i.container_id != action.container_id
+                for i in self._instances
+            ):
+                # Scale-down was confirmed at the API: the excess volumes go too.
+                for v in record.spec.volumes:
+                    await self._engine.remove_volume(volume_name(record.name, v.name, action.slot))
 
     async def _drain(self, ip: str, ports: tuple[int, ...]) -> None:
         """Out of the pool already; wait (bounded) for in-flight requests to finish."""
@@ -687,6 +777,20 @@ class DeploymentWorker:
         spec = record.spec
         name = container_name(record.name, record.revision, action.slot)
         self._log.info("create", deployment=record.name, container=name, reason=action.reason)
+        if self._vault is not None:
+            user_env = await self._vault.env_values(spec)
+        elif spec.secret_names:
+            raise SecretsKeyError("this deployment uses secrets but the daemon has no key")
+        else:
+            user_env = {k: str(v) for k, v in spec.env}
+        config_dir = None
+        if spec.config_mounts and self._options.config_root is not None:
+            config_dir = self._options.config_root / record.id
+            await asyncio.to_thread(sync_config_dir, config_dir, spec.config_mounts)
+        for v in spec.volumes:
+            await self._engine.ensure_volume(
+                volume_name(record.name, v.name, action.slot), record.name, v.name, action.slot
+            )
         container_id = await self._engine.create_instance(
             InstanceSpec(
                 container_name=name,
@@ -694,14 +798,18 @@ class DeploymentWorker:
                 deployment=record.name,
                 revision=record.revision,
                 slot=action.slot,
-                template=record.template,
+                template=self._template,
                 image=image,
-                env=instance_env(record, action.slot),
+                env=instance_env(record, action.slot, user_env),
                 network=network_name(record.name),
                 hostname=instance_name(record.name, action.slot),
                 cpu=spec.resources.cpu,
                 memory_mb=spec.resources.memory_mb,
                 stop_timeout_s=self._options.stop_timeout_s,
+                config_dir=str(config_dir) if config_dir is not None else None,
+                volumes=tuple(
+                    (volume_name(record.name, v.name, action.slot), v.path) for v in spec.volumes
+                ),
             )
         )
         await self._engine.start(container_id)

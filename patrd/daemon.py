@@ -4,31 +4,42 @@ Start: store → engine → controller (adopts what is running) → proxy → AP
 Stop (SIGTERM/SIGINT): API closes → proxy drains in-flight requests (bounded)
 → controller stops → engine and store close. Containers keep running: a
 restarted daemon adopts them.
+
+Under systemd (``Type=notify``, patrd/sdnotify.py): ``READY=1`` once the API,
+proxy and reconciler are up, ``STATUS=`` with a summary, ``WATCHDOG=1`` from a
+supervised task on the event loop, ``STOPPING=1`` when a signal arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import signal
 import sys
+from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import structlog
 
-from patrd import __version__, logs
+from patrd import __version__, logs, sdnotify, upkeep
 from patrd.api.app import build_app, serve_api
 from patrd.config import Config
 from patrd.controller import Controller, ControllerOptions
 from patrd.engine import DockerEngine
-from patrd.errors import EngineError, PatrdError
+from patrd.errors import EngineError, PatrdError, StoreError
+from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
+from patrd.hardening import Hardening
 from patrd.proxy.server import ProxyOptions, ProxyServer
 from patrd.store import Store
 from patrd.supervisor import Supervisor
+from patrd.vault import Vault
+from patrd.tls.wiring import RouteFanout, build_tls
 
 SYNC_WAIT_S = 10.0
+STATUS_INTERVAL_S = 5.0  # how often the sd_notify STATUS= summary is refreshed
 
 
 async def serve(config: Config) -> int:
@@ -45,18 +56,38 @@ async def serve(config: Config) -> int:
 async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> int:
     config.daemon.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = _lock_data_dir(config.daemon.data_dir)
+    notifier = sdnotify.Notifier.from_environ()
+    notifier.status("starting")
     try:
         async with AsyncExitStack() as stack:
             store = await Store.open(config.daemon.database)
             stack.push_async_callback(store.close)
+            if store.migrated_from is not None:
+                version, copy = store.migrated_from
+                log.info("database_migrated", from_version=version, copy=str(copy))
 
-            engine = DockerEngine(config.docker.socket, owner=await store.owner_id())
+            engine = DockerEngine(
+                config.docker.socket,
+                owner=await store.owner_id(),
+                hardening=Hardening(
+                    capabilities=config.docker.capabilities, pids_limit=config.docker.pids_limit
+                ),
+            )
             stack.push_async_callback(engine.close)
             try:
                 log.info("docker", version=await engine.ping())
             except EngineError as exc:
                 log.warning("docker_unavailable", error=str(exc), note="will keep retrying")
 
+            # The firewall goes up before the proxy listens (or, when disabled,
+            # a table left by an earlier run is removed). It stays loaded when
+            # patrd stops: the host keeps its fence while patrd restarts.
+            firewall = FirewallKeeper(config, EngineBridges(engine))
+            with contextlib.suppress(FirewallError):  # logged; retried by firewall.run
+                log.info("firewall", result=(await firewall.sync()).value)
+
+            tls = build_tls(config, store)  # certificates: ACME or the local CA (issue 4)
+            await tls.controller.load()
             proxy = ProxyServer(
                 ProxyOptions(
                     max_header_bytes=config.proxy.max_header_bytes,
@@ -64,32 +95,64 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     header_timeout_s=config.proxy.header_timeout_s,
                     idle_timeout_s=config.proxy.idle_timeout_s,
                     drain_timeout_s=config.proxy.drain_timeout_s,
-                )
+                    rate_limit_rps=config.proxy.rate_limit_rps,
+                    rate_limit_burst=config.proxy.rate_limit_burst,
+                    rate_limit_exempt=config.proxy.rate_limit_exempt,
+                    max_connections=config.proxy.max_connections,
+                    max_connections_per_ip=config.proxy.max_connections_per_ip,
+                    trusted_proxies=config.proxy.trusted_proxies,
+                ),
+                challenges=tls.challenges.tokens,
+                has_certificate=tls.certs.has,
             )
+            vault = await Vault.open(store, config.daemon.secrets_key)
             controller = Controller(
                 store,
                 engine,
-                proxy,
+                RouteFanout(proxy, tls.controller),
                 ControllerOptions(
                     base_domain=config.proxy.base_domain,
                     stop_timeout_s=config.docker.stop_timeout_s,
                     ready_timeout_s=config.docker.ready_timeout_s,
                     resync_interval_s=config.docker.resync_interval_s,
                     drain_timeout_s=config.proxy.drain_timeout_s,
+                    redirect_default_urls=config.tls.redirect_default_urls,
+                    config_root=config.daemon.config_root,
                 ),
+                vault=vault,
             )
             supervisor = Supervisor()
             stack.push_async_callback(supervisor.stop)
             supervisor.start("controller", controller.run)
+            if config.firewall.enabled:
+                supervisor.start("firewall", firewall.run)
+            supervisor.start("tls", tls.controller.run)
+            watchdog_s = sdnotify.watchdog_interval(os.environ, os.getpid())
+            if watchdog_s is not None and notifier.enabled:
+                supervisor.start("watchdog", lambda: sdnotify.watchdog_pinger(notifier, watchdog_s))
+            upkeep_options = upkeep.UpkeepOptions(database=config.daemon.database)
+            supervisor.start("store-upkeep", lambda: upkeep.run(store, upkeep_options))
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 
-            bound = await proxy.start([(x.host, x.port) for x in config.proxy.http_listen])
+            bound = await proxy.start(
+                [(x.host, x.port) for x in config.proxy.http_listen],
+                tls_listens=[(x.host, x.port) for x in config.tls.https_listen],
+                ssl_context=tls.certs.listener_context(),
+            )
             stack.push_async_callback(proxy.stop)
 
             token = _read_token(config.api.token_file) if config.api.tcp_listen else None
             runner = await serve_api(
-                build_app(store, controller, config, token=None),
+                build_app(
+                    store,
+                    controller,
+                    config,
+                    token=None,
+                    tls=tls.controller,
+                    firewall=firewall,
+                    vault=vault,
+                ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
                 tcp=None,
@@ -97,7 +160,15 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             stack.push_async_callback(runner.cleanup)
             if config.api.tcp_listen is not None:
                 tcp_runner = await serve_api(
-                    build_app(store, controller, config, token=token),
+                    build_app(
+                        store,
+                        controller,
+                        config,
+                        token=token,
+                        tls=tls.controller,
+                        firewall=firewall,
+                        vault=vault,
+                    ),
                     socket_path=None,
                     socket_mode=config.api.socket_mode,
                     tcp=(config.api.tcp_listen.host, config.api.tcp_listen.port),
@@ -105,6 +176,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 stack.push_async_callback(tcp_runner.cleanup)
 
             proxy_urls = [f"http://{_fmt(h, p)}" for h, p in bound]
+            proxy_urls += [f"https://{_fmt(h, p)}" for h, p in proxy.https_bound]
             log.info(
                 "ready",
                 version=__version__,
@@ -120,12 +192,40 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 f"deployments at http://<port>-<name>.{config.proxy.base_domain}",
                 flush=True,
             )
+            if proxy.https_bound:
+                issuer = (
+                    f"ACME ({config.acme.directory_url})"
+                    if config.acme.enabled
+                    else f"the local CA (curl --cacert {tls.local_ca.cert_path})"
+                )
+                print(f"patrd: HTTPS certificates from {issuer}", flush=True)
+            ready_status = await _summary(store)
+            notifier.ready(ready_status)
+            supervisor.start(
+                "sd-status",
+                lambda: sdnotify.status_reporter(
+                    notifier, lambda: _summary(store), STATUS_INTERVAL_S, sent=ready_status
+                ),
+            )
             await _wait_for_signal()
+            notifier.stopping("stopping: draining in-flight requests")
             log.info("stopping", note="containers keep running")
         log.info("stopped")
         return 0
     finally:
+        notifier.close()
         os.close(lock)
+
+
+async def _summary(store: Store) -> str:
+    """The one-line ``STATUS=`` that ``systemctl status patrd`` shows."""
+    try:
+        records = await store.list_deployments()
+    except StoreError as exc:
+        return f"database unavailable: {exc}"
+    counts = Counter(r.status.value for r in records)
+    text = f"{len(records)} deployments, {counts['running']} running"
+    return text + "".join(f", {counts[s]} {s}" for s in ("deploying", "errored") if counts[s])
 
 
 def _fmt(host: str, port: int) -> str:

@@ -30,6 +30,7 @@ LABEL_DEPLOYMENT_ID = "patrd.deployment-id"
 LABEL_REVISION = "patrd.revision"
 LABEL_INSTANCE = "patrd.instance"
 LABEL_TEMPLATE = "patrd.template"
+LABEL_VOLUME = "patrd.volume"
 
 _EXIT_CODE_RE = re.compile(r"Exited \((-?\d+)\)")
 
@@ -79,6 +80,17 @@ class InstanceSpec:
     cpu: float
     memory_mb: int
     stop_timeout_s: int
+    config_dir: str | None = None  # host directory mounted read-only at /etc/config
+    volumes: tuple[tuple[str, str], ...] = ()  # (Docker volume name, mount path)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    name: str
+    deployment: str
+    volume: str  # the deployment's volume name
+    slot: int
+    mountpoint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,9 @@ class Engine(Protocol):
     async def start(self, container_id: str) -> None: ...
     async def remove(self, container_id: str, stop_timeout_s: int) -> None: ...
     async def restart(self, container_id: str, stop_timeout_s: int) -> None: ...
+    async def ensure_volume(self, name: str, deployment: str, volume: str, slot: int) -> None: ...
+    async def list_volumes(self, deployment: str) -> list[VolumeInfo]: ...
+    async def remove_volume(self, name: str) -> None: ...
     def events(self) -> AsyncIterator[EngineEvent]: ...
     async def close(self) -> None: ...
 
@@ -281,6 +296,7 @@ class DockerEngine:
                 "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
                 # Capabilities, no-new-privileges, pids limit (patrd/hardening.py).
                 **host_config(self._hardening),
+                "Mounts": _mounts(spec),
             },
             "NetworkingConfig": {
                 "EndpointsConfig": {spec.network: {"Aliases": [spec.hostname]}},
@@ -301,6 +317,56 @@ class DockerEngine:
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineError(f"create {spec.container_name}: Docker unreachable: {exc}") from exc
         return str(container.id)
+
+    async def ensure_volume(self, name: str, deployment: str, volume: str, slot: int) -> None:
+        """Create the named volume of one instance (idempotent), labelled for adoption."""
+        config = {
+            "Name": name,
+            "Driver": "local",
+            "Labels": {
+                LABEL_MANAGED: "1",
+                LABEL_OWNER: self._owner,
+                LABEL_DEPLOYMENT: deployment,
+                LABEL_VOLUME: volume,
+                LABEL_INSTANCE: str(slot),
+            },
+        }
+        async with _translate(f"create volume {name}"):
+            await self.docker._query_json("volumes/create", method="POST", data=json.dumps(config))
+
+    async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
+        filters = json.dumps(
+            {"label": [f"{LABEL_OWNER}={self._owner}", f"{LABEL_DEPLOYMENT}={deployment}"]}
+        )
+        async with _translate("list volumes"):
+            data = await self.docker._query_json("volumes", params={"filters": filters})
+        found = []
+        for item in data.get("Volumes") or []:
+            labels = item.get("Labels") or {}
+            try:
+                slot = int(labels[LABEL_INSTANCE])
+            except (KeyError, ValueError):
+                continue
+            found.append(
+                VolumeInfo(
+                    name=item["Name"],
+                    deployment=labels.get(LABEL_DEPLOYMENT, ""),
+                    volume=labels.get(LABEL_VOLUME, ""),
+                    slot=slot,
+                    mountpoint=item.get("Mountpoint", ""),
+                )
+            )
+        return sorted(found, key=lambda v: (v.volume, v.slot))
+
+    async def remove_volume(self, name: str) -> None:
+        try:
+            await self.docker._query_json(f"volumes/{name}", method="DELETE")
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return
+            raise EngineError(f"remove volume {name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"remove volume {name}: Docker unreachable: {exc}") from exc
 
     async def _existing_id(self, name: str) -> str:
         async with _translate(f"inspect {name}"):
@@ -338,6 +404,75 @@ class DockerEngine:
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineError(f"remove {container_id[:12]}: Docker unreachable: {exc}") from exc
 
+    # --- logs, stats, stop (issue 7: patrd/logstream.py, patrd/metrics.py) ----------
+
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """(stream, line) frames of a container's log, each line prefixed by its timestamp.
+
+        Docker's multiplexed format (no TTY): an 8-byte header per frame
+        (stream 1 stdout / 2 stderr, 3 zero bytes, big-endian length).
+        ``follow`` ends when the container stops.
+        """
+        params = {
+            "stdout": "1",
+            "stderr": "1",
+            "timestamps": "1",
+            "follow": "1" if follow else "0",
+            "tail": "all" if tail is None else str(tail),
+        }
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        if until is not None:
+            params["until"] = f"{until:.9f}"
+        timeout = aiohttp.ClientTimeout(total=None if follow else 120, sock_connect=10)
+        buf = bytearray()
+        try:
+            async with self.docker._query(
+                f"containers/{container_id}/logs", method="GET", params=params, timeout=timeout
+            ) as response:
+                async for chunk in response.content.iter_any():
+                    buf += chunk
+                    pos = 0
+                    while len(buf) - pos >= 8:
+                        size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+                        if len(buf) - pos < 8 + size:
+                            break
+                        kind = "stderr" if buf[pos] == 2 else "stdout"
+                        yield kind, bytes(buf[pos + 8 : pos + 8 + size])
+                        pos += 8 + size
+                    del buf[:pos]
+        except aiodocker.DockerError as exc:
+            raise EngineError(f"logs {container_id[:12]}: {exc.message}") from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"logs {container_id[:12]}: {exc!r}") from exc
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        """One reading of Docker's stats endpoint (``one-shot``: no 1 s second sample)."""
+        async with _translate(f"stats {container_id[:12]}"):
+            data = await self.docker._query_json(
+                f"containers/{container_id}/stats",
+                params={"stream": "false", "one-shot": "true"},
+            )
+        return dict(data) if isinstance(data, dict) else {}
+
+    async def stop(self, container_id: str, stop_timeout_s: int) -> None:
+        """Stop (SIGTERM, then SIGKILL after the timeout); gone or stopped already is fine."""
+        try:
+            await self.docker.containers.container(container_id).stop(t=stop_timeout_s)
+        except aiodocker.DockerError as exc:
+            if exc.status not in (304, 404):
+                raise EngineError(f"stop {container_id[:12]}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"stop {container_id[:12]}: Docker unreachable: {exc}") from exc
+
     async def events(self) -> AsyncIterator[EngineEvent]:
         """Container events of patrd's containers until the stream ends (then reconnect)."""
         filters = json.dumps({"type": ["container"], "label": [f"{LABEL_OWNER}={self._owner}"]})
@@ -373,6 +508,18 @@ class _translate:
         if isinstance(exc, aiohttp.ClientError | OSError):
             raise EngineError(f"{self._what}: Docker unreachable: {exc}") from exc
         return False
+
+
+def _mounts(spec: InstanceSpec) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"Type": "volume", "Source": name, "Target": path} for name, path in spec.volumes
+    ]
+    if spec.config_dir is not None:
+        # A directory, not single files: an atomic rename inside it is seen live.
+        mounts.append(
+            {"Type": "bind", "Source": spec.config_dir, "Target": "/etc/config", "ReadOnly": True}
+        )
+    return mounts
 
 
 def _instance_from_summary(summary: dict[str, Any]) -> Instance | None:

@@ -95,6 +95,7 @@ class PlanInput:
     health: Mapping[int, SlotHealth] = field(default_factory=dict)
     blocked: Blocked | None = None
     stable_template: str | None = None  # None: never deployed yet
+    stop_first: bool = False  # volumes: an old instance stops before its slot's new one starts
     previous_status: Status = Status.DEPLOYING
     now: float = 0.0
 
@@ -213,6 +214,16 @@ def _plan_run(inp: PlanInput) -> Plan:
     budget = max(0, SURGE - starting) if rolling else len(missing)
     for slot in missing:
         health = inp.health.get(slot, SlotHealth())
+        if inp.stop_first and slot in stale:
+            # The volume cannot be shared: stop the old instance of this slot
+            # first (one slot at a time); the others keep serving.
+            if budget > 0:
+                budget -= 1
+                for old in stale[slot]:
+                    actions.append(
+                        Action(ActionKind.REMOVE, slot, "stop-first (volume)", old.container_id)
+                    )
+            continue
         if inp.blocked is not None and inp.blocked.until > inp.now:
             wake_at.append(inp.blocked.until)
         elif health.retry_at > inp.now:

@@ -7,6 +7,8 @@ CLI can point at the flag. Nothing here knows about Docker or the database.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -63,9 +65,31 @@ CREATE_FIELDS = frozenset(
         "region",
         "startup_probe",
         "liveness_probe",
+        "config_mounts",
+        "volumes",
     }
 )
-UPDATE_FIELDS = frozenset({"ports", "env", "scale", "resources", "startup_probe", "liveness_probe"})
+UPDATE_FIELDS = frozenset(
+    {
+        "ports",
+        "env",
+        "scale",
+        "resources",
+        "startup_probe",
+        "liveness_probe",
+        "config_mounts",
+        "volumes",
+    }
+)
+SECRET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CONFIG_NAME_RE = re.compile(r"[A-Za-z0-9_.()-]+")
+VOLUME_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+CONFIG_DIR = "/etc/config"
+MAX_CONFIG_FILE_BYTES = 256 * 1024
+MAX_CONFIG_TOTAL_BYTES = 1024 * 1024
+MAX_CONFIG_FILES = 64
+MAX_VOLUMES = 16
+MAX_VOLUME_GB = 1024
 PROBE_FIELDS = frozenset({"port", "path", "period_s", "timeout_s", "failure_threshold"})
 MAX_PROBE_PATH = 255
 IMMUTABLE_FIELDS = {
@@ -82,10 +106,16 @@ class PortProtocol(StrEnum):
     HTTP = "http"
 
 
+DEFAULT_TARGET_CPU = 80  # percent of the instances' CPU allocation (autoscaler, issue 7)
+MIN_TARGET_CPU = 10
+MAX_TARGET_CPU = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Scale:
     min: int = 1
     max: int = 1
+    target_cpu: int = DEFAULT_TARGET_CPU  # percent; only used when max > min
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +126,7 @@ class Resources:
 
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
-    """An HTTP GET from the daemon; 200–399 within ``timeout_s`` passes."""
+    """An HTTP GET from the daemon; 200-399 within ``timeout_s`` passes."""
 
     port: int
     path: str = "/"
@@ -120,6 +150,28 @@ class ProbeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretRef:
+    """An env value taken from a secret at container creation."""
+
+    name: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"secret": self.name}
+
+
+EnvValue = str | SecretRef
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeSpec:
+    """Each instance gets its own Docker volume of this name, mounted at ``path``."""
+
+    name: str
+    path: str
+    size_gb: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentSpec:
     """What the user asked for. Equality means "no change" for the reconciler."""
 
@@ -128,13 +180,27 @@ class DeploymentSpec:
     tag: str
     ports: tuple[tuple[int, PortProtocol], ...]
     registry: str = DEFAULT_REGISTRY
-    env: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, EnvValue], ...] = ()
     scale: Scale = field(default_factory=Scale)
     resources: Resources = field(default_factory=Resources)
     deploy_on_create: bool = True
     region: str = ""
     startup_probe: ProbeSpec | None = None
     liveness_probe: ProbeSpec | None = None
+    config_mounts: tuple[tuple[str, bytes], ...] = ()
+    volumes: tuple[VolumeSpec, ...] = ()
+
+    @property
+    def secret_names(self) -> frozenset[str]:
+        return frozenset(v.name for _, v in self.env if isinstance(v, SecretRef))
+
+    @property
+    def config_map_hash(self) -> str:
+        """CONFIG_MAP_HASH: hex SHA-512 over the files sorted by name (docs/env.md)."""
+        digest = hashlib.sha512()
+        for name, content in sorted(self.config_mounts):
+            digest.update(name.encode() + b"\x00" + content + b"\x00")
+        return digest.hexdigest()
 
     @property
     def image_ref(self) -> str:
@@ -153,28 +219,50 @@ class DeploymentSpec:
             "image": self.image,
             "tag": self.tag,
             "ports": {str(p): proto.value for p, proto in self.ports},
-            "env": dict(self.env),
-            "scale": {"min": self.scale.min, "max": self.scale.max},
+            "env": {k: v.to_json() if isinstance(v, SecretRef) else v for k, v in self.env},
+            "scale": {
+                "min": self.scale.min,
+                "max": self.scale.max,
+                "target_cpu": self.scale.target_cpu,
+            },
             "resources": {"cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb},
             "deploy_on_create": self.deploy_on_create,
             "region": self.region,
             "startup_probe": self.startup_probe.to_json() if self.startup_probe else None,
             "liveness_probe": self.liveness_probe.to_json() if self.liveness_probe else None,
+            "config_mounts": {
+                name: base64.b64encode(content).decode() for name, content in self.config_mounts
+            },
+            "volumes": {v.name: {"path": v.path, "size_gb": v.size_gb} for v in self.volumes},
         }
 
-    def instance_template(self, pinned_image: str | None = None) -> str:
-        """A digest of what a container is made from (image, env, resources).
+    def instance_template(
+        self, pinned_image: str | None = None, secret_versions: Mapping[str, int] | None = None
+    ) -> str:
+        """A digest of what a container is made from (image, env, resources, volumes).
 
         Instances whose template matches the target revision's are current;
-        a change of ports, probes or scale makes a new revision but restarts
-        nothing.
+        a change of ports, probes, scale or config files (updated in place)
+        makes a new revision but restarts nothing. A secret contributes its
+        version, never its value: rotating it changes the template.
         """
+        versions = secret_versions or {}
+        env = [
+            [k, {"secret": v.name, "version": versions.get(v.name, 0)}]
+            if isinstance(v, SecretRef)
+            else [k, v]
+            for k, v in self.env
+        ]
         material = json.dumps(
             {
                 "image": pinned_image or self.image_ref,
-                "env": self.env,
+                "env": env,
                 "cpu": self.resources.cpu,
                 "memory_mb": self.resources.memory_mb,
+                "volumes": [[v.name, v.path] for v in self.volumes],
+                # Adding the first config file adds a mount (one rollout);
+                # later edits are written in place.
+                "config": bool(self.config_mounts),
             },
             sort_keys=True,
         )
@@ -197,6 +285,9 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     chosen_region = _region(obj.get("region"), region)
     startup = _probe(obj.get("startup_probe"), "startup_probe", ports)
     liveness = _probe(obj.get("liveness_probe"), "liveness_probe", ports)
+    config_mounts = _config_mounts(obj.get("config_mounts", {}))
+    volumes = _volumes(obj.get("volumes", {}))
+    _volumes_fix_scale(volumes, scale)
     return DeploymentSpec(
         name=name,
         registry=registry,
@@ -210,6 +301,8 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
         region=chosen_region,
         startup_probe=startup,
         liveness_probe=liveness,
+        config_mounts=config_mounts,
+        volumes=volumes,
     )
 
 
@@ -229,6 +322,11 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
         changes["scale"] = _scale(obj["scale"], base=current.scale)
     if "resources" in obj:
         changes["resources"] = _resources(obj["resources"], base=current.resources)
+    if "config_mounts" in obj:
+        changes["config_mounts"] = _config_mounts(obj["config_mounts"])
+    if "volumes" in obj:
+        changes["volumes"] = _grow_volumes(current.volumes, _volumes(obj["volumes"]))
+    _volumes_fix_scale(changes.get("volumes", current.volumes), changes.get("scale", current.scale))
     ports = changes.get("ports", current.ports)
     for key in ("startup_probe", "liveness_probe"):
         if key in obj:
@@ -248,13 +346,33 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
         image=data["image"],
         tag=data["tag"],
         ports=_ports(data["ports"]),
-        env=tuple(sorted(data["env"].items())),
+        env=tuple(
+            sorted(
+                (k, SecretRef(v["secret"]) if isinstance(v, dict) else v)
+                for k, v in data["env"].items()
+            )
+        ),
         scale=Scale(**data["scale"]),
         resources=Resources(**data["resources"]),
         deploy_on_create=data["deploy_on_create"],
         region=data.get("region", ""),
         startup_probe=ProbeSpec(**data["startup_probe"]) if data.get("startup_probe") else None,
         liveness_probe=ProbeSpec(**data["liveness_probe"]) if data.get("liveness_probe") else None,
+        config_mounts=tuple(
+            sorted(
+                (name, base64.b64decode(content))
+                for name, content in data.get("config_mounts", {}).items()
+            )
+        ),
+        volumes=tuple(
+            sorted(
+                (
+                    VolumeSpec(name, v["path"], v["size_gb"])
+                    for name, v in data.get("volumes", {}).items()
+                ),
+                key=lambda v: v.name,
+            )
+        ),
     )
 
 
@@ -363,18 +481,23 @@ def _ports(value: Any) -> tuple[tuple[int, PortProtocol], ...]:
     return tuple(sorted(ports.items()))
 
 
-def _env(value: Any) -> tuple[tuple[str, str], ...]:
+def _env(value: Any) -> tuple[tuple[str, EnvValue], ...]:
     obj = _object(value, "env")
     if len(obj) > MAX_ENV_VARS:
         raise SpecError("env", f"at most {MAX_ENV_VARS} variables")
-    env: list[tuple[str, str]] = []
+    env: list[tuple[str, EnvValue]] = []
     for key, val in obj.items():
         path = f"env.{key}"
         if not ENV_NAME_RE.fullmatch(key):
             raise SpecError(path, "name must match [A-Za-z_][A-Za-z0-9_]*")
         if key in RESERVED_ENV:
             raise SpecError(path, "is set by patrd on every container and cannot be overridden")
-        text = _str(val, path)
+        if isinstance(val, Mapping):
+            env.append((key, _secret_ref(val, path)))
+            continue
+        if not isinstance(val, str):
+            raise SpecError(path, 'must be a string or {"secret": "<name>"}')
+        text = val
         if "\x00" in text:
             raise SpecError(path, "must not contain NUL characters")
         if len(text.encode()) > MAX_ENV_VALUE_BYTES:
@@ -383,9 +506,123 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(env))
 
 
+def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
+    if set(value) != {"secret"}:
+        raise SpecError(path, 'a secret reference is {"secret": "<name>"} and nothing else')
+    name = value["secret"]
+    if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name):
+        raise SpecError(f"{path}.secret", "must be a secret name ([A-Za-z0-9_.-], 1-64)")
+    return SecretRef(name)
+
+
+def secret_name(value: Any) -> str:
+    """Validate a secret's own name (the API's ``name`` field)."""
+    name = _str(value, "name")
+    if not SECRET_NAME_RE.fullmatch(name):
+        raise SpecError("name", "must be 1-64 of [A-Za-z0-9_.-], starting with a letter or digit")
+    return name
+
+
+def config_file_name(name: str, path: str) -> str:
+    if not CONFIG_NAME_RE.fullmatch(name) or name in {".", ".."}:
+        raise SpecError(
+            path,
+            f"file name must match [A-Za-z0-9_.()-]+ (not . or ..); files live in {CONFIG_DIR}",
+        )
+    if len(name) > 255:
+        raise SpecError(path, "file name longer than 255 characters")
+    return name
+
+
+def _config_mounts(value: Any) -> tuple[tuple[str, bytes], ...]:
+    obj = _object(value, "config_mounts")
+    if len(obj) > MAX_CONFIG_FILES:
+        raise SpecError("config_mounts", f"at most {MAX_CONFIG_FILES} files")
+    files: list[tuple[str, bytes]] = []
+    total = 0
+    for key, raw in obj.items():
+        path = f"config_mounts.{key}"
+        if "/" in key:
+            raise SpecError(
+                path, f"config files are mounted in {CONFIG_DIR} only: give a file name, not a path"
+            )
+        config_file_name(key, path)
+        if not isinstance(raw, str):
+            raise SpecError(path, "must be the file's content in base64")
+        try:
+            content = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise SpecError(path, "is not valid base64") from None
+        if len(content) > MAX_CONFIG_FILE_BYTES:
+            raise SpecError(path, f"larger than {MAX_CONFIG_FILE_BYTES // 1024} KiB")
+        total += len(content)
+        files.append((key, content))
+    if total > MAX_CONFIG_TOTAL_BYTES:
+        raise SpecError("config_mounts", f"larger than {MAX_CONFIG_TOTAL_BYTES // 1024} KiB in all")
+    return tuple(sorted(files))
+
+
+def _volumes(value: Any) -> tuple[VolumeSpec, ...]:
+    obj = _object(value, "volumes")
+    if len(obj) > MAX_VOLUMES:
+        raise SpecError("volumes", f"at most {MAX_VOLUMES} volumes")
+    volumes: list[VolumeSpec] = []
+    paths: dict[str, str] = {}
+    for key, raw in obj.items():
+        path = f"volumes.{key}"
+        if not VOLUME_NAME_RE.fullmatch(key):
+            raise SpecError(
+                path, "name must be 1-32 of [a-z0-9_-], starting with a letter or digit"
+            )
+        item = _object(raw, path)
+        _reject_unknown(item, frozenset({"path", "size_gb"}), f"{path}.")
+        mount = _str(_required_at(item, "path", path), f"{path}.path")
+        normal = "/" + "/".join(p for p in mount.split("/") if p)
+        if not mount.startswith("/") or ".." in mount.split("/") or normal == "/":
+            raise SpecError(f"{path}.path", "must be an absolute path other than /, without ..")
+        if normal == CONFIG_DIR or normal.startswith(CONFIG_DIR + "/"):
+            raise SpecError(f"{path}.path", f"{CONFIG_DIR} is reserved for config mounts")
+        if normal in paths:
+            raise SpecError(f"{path}.path", f"already used by volume {paths[normal]}")
+        paths[normal] = key
+        size = _int(_required_at(item, "size_gb", path), f"{path}.size_gb")
+        if not 1 <= size <= MAX_VOLUME_GB:
+            raise SpecError(f"{path}.size_gb", f"must be from 1 to {MAX_VOLUME_GB}")
+        volumes.append(VolumeSpec(key, normal, size))
+    return tuple(sorted(volumes, key=lambda v: v.name))
+
+
+def _grow_volumes(
+    current: tuple[VolumeSpec, ...], wanted: tuple[VolumeSpec, ...]
+) -> tuple[VolumeSpec, ...]:
+    """Volumes are fixed at create; only ``size_gb`` may grow."""
+    old = {v.name: v for v in current}
+    new = {v.name: v for v in wanted}
+    if set(old) != set(new):
+        changed = sorted(set(new) ^ set(old))
+        raise SpecError(
+            f"volumes.{changed[0]}",
+            "volumes cannot be added or removed after create; only size_gb can grow",
+        )
+    for name, volume in new.items():
+        if volume.path != old[name].path:
+            raise SpecError(f"volumes.{name}.path", "a volume's path cannot change")
+        if volume.size_gb < old[name].size_gb:
+            raise SpecError(f"volumes.{name}.size_gb", f"can only grow (now {old[name].size_gb})")
+    return wanted
+
+
+def _volumes_fix_scale(volumes: tuple[VolumeSpec, ...], scale: Scale) -> None:
+    if volumes and scale.max != scale.min:
+        raise SpecError(
+            "scale.max",
+            "deployments with volumes do not autoscale: set scale.max equal to scale.min",
+        )
+
+
 def _scale(value: Any, base: Scale | None = None) -> Scale:
     obj = _object(value, "scale")
-    _reject_unknown(obj, frozenset({"min", "max"}), "scale.")
+    _reject_unknown(obj, frozenset({"min", "max", "target_cpu"}), "scale.")
     start = base or Scale()
     lo = _int(obj["min"], "scale.min") if "min" in obj else start.min
     hi = _int(obj["max"], "scale.max") if "max" in obj else max(start.max, lo)
@@ -395,7 +632,16 @@ def _scale(value: Any, base: Scale | None = None) -> Scale:
         raise SpecError("scale.max", f"must be from 1 to {MAX_SCALE}")
     if hi < lo:
         raise SpecError("scale.max", f"must be at least scale.min ({lo})")
-    return Scale(min=lo, max=hi)
+    target = start.target_cpu
+    if "target_cpu" in obj:
+        target = _int(obj["target_cpu"], "scale.target_cpu")
+        if not MIN_TARGET_CPU <= target <= MAX_TARGET_CPU:
+            raise SpecError(
+                "scale.target_cpu",
+                f"must be a percentage of the CPU allocation from {MIN_TARGET_CPU} to "
+                f"{MAX_TARGET_CPU}, e.g. 80",
+            )
+    return Scale(min=lo, max=hi, target_cpu=target)
 
 
 def _resources(value: Any, base: Resources | None = None) -> Resources:

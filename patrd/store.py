@@ -14,7 +14,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,7 +24,7 @@ from typing import Any
 import aiosqlite
 
 from patrd.errors import Conflict, NotFound, SpecError, StoreError
-from patrd.spec import DeploymentSpec, spec_from_json
+from patrd.spec import DeploymentSpec, SecretRef, spec_from_json
 from patrd.urls import DeploymentTarget, UrlRecord, UrlSpec
 from patrd.urls import spec_from_json as url_spec_from_json
 
@@ -60,6 +60,8 @@ class DeploymentRecord:
     updated_at: float
     stable_revision: int | None = None  # the last revision that finished rolling out
     pinned_image: str | None = None  # the target revision runs exactly this image id
+    delete_volumes: bool = False  # chosen at delete: remove the volumes too
+    replicas: int | None = None  # set by the autoscaler (patrd/autoscale.py); None: scale.min
 
     @property
     def template(self) -> str:
@@ -87,6 +89,17 @@ class RevisionRecord:
     pinned_image: str | None
     created_at: float
     deployed_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRecord:
+    """A secret as anyone may see it: never the value."""
+
+    name: str
+    version: int
+    created_at: float
+    updated_at: float
+    used_by: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +173,24 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # Secrets, encrypted at rest (AES-256-GCM, patrd/crypto.py); volume
+    # deletion chosen at delete time (issue 6).
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    ALTER TABLE deployments ADD COLUMN delete_volumes INTEGER NOT NULL DEFAULT 0;
+    """,
+    # The autoscaler's instance count (issue 7): NULL runs scale.min; it is
+    # clamped to [scale.min, scale.max] when read, and is no new revision.
+    """
+    ALTER TABLE deployments ADD COLUMN replicas INTEGER;
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000
@@ -177,7 +208,8 @@ PRE_MIGRATION_DIR = "pre-migration"
 
 _SELECT_DEPLOYMENT = """
     SELECT d.id, d.name, d.revision, d.intent, d.status, d.status_reason,
-           d.created_at, d.updated_at, r.spec, d.stable_revision, r.pinned_image
+           d.created_at, d.updated_at, r.spec, d.stable_revision, r.pinned_image,
+           d.replicas, d.delete_volumes
     FROM deployments d
     JOIN revisions r ON r.deployment_id = d.id AND r.revision = d.revision
 """
@@ -383,6 +415,7 @@ class Store:
                 if existing[0] == Intent.DELETE:
                     raise Conflict(f"deployment {spec.name!r} is being deleted; try again shortly")
                 raise Conflict(f"deployment {spec.name!r} already exists")
+            await self._check_secrets_exist(db, spec)
             await db.execute(
                 "INSERT INTO deployments (id, name, revision, intent, status, status_reason, "
                 "created_at, updated_at) VALUES (?, ?, 1, ?, ?, '', ?, ?)",
@@ -409,6 +442,7 @@ class Store:
         async with self._tx() as db:
             current = await self._live(db, name)
             spec = change(current.spec)
+            await self._check_secrets_exist(db, spec)
             if current.spec == spec:
                 return current
             revision = current.revision + 1
@@ -425,7 +459,9 @@ class Store:
             await _insert_event(db, current.id, "updated", f"revision {revision}", revision, now)
         return await self._must_get(current.id)
 
-    async def set_intent(self, name: str, intent: Intent) -> DeploymentRecord:
+    async def set_intent(
+        self, name: str, intent: Intent, *, delete_volumes: bool = False
+    ) -> DeploymentRecord:
         """Start, stop or delete; no new revision (the spec is unchanged)."""
         now = time.time()
         status = {
@@ -442,8 +478,8 @@ class Store:
                 await _refuse_if_urls(db, name)
             await db.execute(
                 "UPDATE deployments SET intent = ?, status = ?, status_reason = '', "
-                "updated_at = ? WHERE id = ?",
-                (intent.value, status.value, now, current.id),
+                "updated_at = ?, delete_volumes = ? WHERE id = ?",
+                (intent.value, status.value, now, int(delete_volumes), current.id),
             )
             kind = {Intent.RUN: "start", Intent.STOP: "stop", Intent.DELETE: "delete"}.get(
                 intent, "intent"
@@ -471,6 +507,40 @@ class Store:
             message = f"status {status.value}" + (f": {reason}" if reason else "")
             await _insert_event(db, deployment_id, "status", message, int(row[3]), now)
         return True
+
+    async def set_replicas(self, deployment_id: str, replicas: int | None, message: str) -> bool:
+        """The autoscaler's decision and its event, in one transaction; no new revision.
+
+        False (nothing written) when the deployment is gone or being deleted.
+        """
+        now = time.time()
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE deployments SET replicas = ? WHERE id = ? AND intent != ?",
+                (replicas, deployment_id, Intent.DELETE.value),
+            )
+            if cur.rowcount != 1:
+                return False
+            await _insert_event(db, deployment_id, "autoscale", message, None, now)
+        return True
+
+    async def events_since(self, after_id: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+        """(event id, deployment name, kind) of every deployment's events after ``after_id``."""
+        async with (
+            self._reading(),
+            self._db.execute(
+                "SELECT e.id, d.name, e.kind FROM events e JOIN deployments d "
+                "ON d.id = e.deployment_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
+                (after_id, limit),
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    async def last_event_id(self) -> int:
+        async with self._reading(), self._db.execute("SELECT MAX(id) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     async def add_event(
         self, deployment_id: str, kind: str, message: str, revision: int | None = None
@@ -601,11 +671,14 @@ class Store:
         return [_revision(r) for r in rows]
 
     async def get_revision(self, deployment_id: str, revision: int) -> RevisionRecord | None:
-        async with self._reading(), self._db.execute(
-            "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
-            "deployed_at FROM revisions WHERE deployment_id = ? AND revision = ?",
-            (deployment_id, revision),
-        ) as cur:
+        async with (
+            self._reading(),
+            self._db.execute(
+                "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
+                "deployed_at FROM revisions WHERE deployment_id = ? AND revision = ?",
+                (deployment_id, revision),
+            ) as cur,
+        ):
             row = await cur.fetchone()
         return None if row is None else _revision(row)
 
@@ -621,6 +694,126 @@ class Store:
         ):
             row = await cur.fetchone()
         return None if row is None or row[0] is None else str(row[0])
+
+    # --- secrets (issue 6): only sealed bytes pass through here ---------------
+
+    async def key_check(self) -> tuple[bytes, bytes] | None:
+        """The value sealed with the secrets key when it was first used (nonce, ciphertext)."""
+        async with (
+            self._reading(),
+            self._db.execute("SELECT value FROM meta WHERE key = 'secrets_key_check'") as cur,
+        ):
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        nonce, _, ciphertext = str(row[0]).partition(":")
+        return bytes.fromhex(nonce), bytes.fromhex(ciphertext)
+
+    async def set_key_check(self, nonce: bytes, ciphertext: bytes) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('secrets_key_check', ?)",
+                (f"{nonce.hex()}:{ciphertext.hex()}",),
+            )
+
+    async def count_secrets(self) -> int:
+        async with self._reading(), self._db.execute("SELECT COUNT(*) FROM secrets") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def list_secrets(self) -> list[SecretRecord]:
+        async with self._reading():
+            async with self._db.execute(
+                "SELECT name, version, created_at, updated_at FROM secrets ORDER BY name"
+            ) as cur:
+                rows = await cur.fetchall()
+            users = await self._secret_users(self._db)
+        return [
+            SecretRecord(r[0], int(r[1]), float(r[2]), float(r[3]), tuple(users.get(r[0], ())))
+            for r in rows
+        ]
+
+    async def get_secret(self, name: str) -> SecretRecord:
+        for record in await self.list_secrets():
+            if record.name == name:
+                return record
+        raise NotFound(f"secret {name!r} not found")
+
+    async def put_secret(
+        self, name: str, nonce: bytes, ciphertext: bytes, *, create: bool
+    ) -> SecretRecord:
+        """Create (409 if it exists) or replace (404 if it does not) a sealed value."""
+        now = time.time()
+        async with self._tx() as db:
+            async with db.execute("SELECT version FROM secrets WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+            if create and row is not None:
+                raise Conflict(f"secret {name!r} already exists; PUT replaces its value")
+            if not create and row is None:
+                raise NotFound(f"secret {name!r} not found")
+            if row is None:
+                await db.execute(
+                    "INSERT INTO secrets VALUES (?, ?, ?, 1, ?, ?)",
+                    (name, nonce, ciphertext, now, now),
+                )
+            else:
+                await db.execute(
+                    "UPDATE secrets SET nonce = ?, ciphertext = ?, version = version + 1, "
+                    "updated_at = ? WHERE name = ?",
+                    (nonce, ciphertext, now, name),
+                )
+            users = await self._secret_users(db)
+            for dep_id in users.get(name, {}).values():
+                verb = "created" if row is None else "changed"
+                await _insert_event(db, dep_id, "secret", f"secret {name} {verb}", None, now)
+        return await self.get_secret(name)
+
+    async def delete_secret(self, name: str) -> None:
+        async with self._tx() as db:
+            users = await self._secret_users(db)
+            if users.get(name):
+                raise Conflict(
+                    f"secret {name!r} is used by {', '.join(sorted(users[name]))}; "
+                    "remove it from their env first"
+                )
+            cur = await db.execute("DELETE FROM secrets WHERE name = ?", (name,))
+            if cur.rowcount == 0:
+                raise NotFound(f"secret {name!r} not found")
+
+    async def sealed_secrets(self, names: Iterable[str]) -> dict[str, tuple[bytes, bytes, int]]:
+        """name → (nonce, ciphertext, version) of the existing ones among ``names``."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        async with (
+            self._reading(),
+            self._db.execute(
+                f"SELECT name, nonce, ciphertext, version FROM secrets WHERE name IN ({marks})",  # noqa: S608
+                wanted,
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return {r[0]: (bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows}
+
+    async def _secret_users(self, db: aiosqlite.Connection) -> dict[str, dict[str, str]]:
+        """secret name → {deployment name: id} over the live deployments' current specs."""
+        users: dict[str, dict[str, str]] = {}
+        async with db.execute(_SELECT_DEPLOYMENT + " WHERE d.intent != 'delete'") as cur:
+            for row in await cur.fetchall():
+                record = _record(row)
+                for secret in record.spec.secret_names:
+                    users.setdefault(secret, {})[record.name] = record.id
+        return users
+
+    async def _check_secrets_exist(self, db: aiosqlite.Connection, spec: DeploymentSpec) -> None:
+        if not spec.secret_names:
+            return
+        async with db.execute("SELECT name FROM secrets") as cur:
+            known = {str(r[0]) for r in await cur.fetchall()}
+        for key, value in spec.env:
+            if isinstance(value, SecretRef) and value.name not in known:
+                raise SpecError(f"env.{key}.secret", f"secret {value.name!r} does not exist")
 
     async def purge(self, deployment_id: str) -> None:
         """Drop the row (revisions and events cascade) once nothing is left in Docker."""
@@ -839,6 +1032,8 @@ def _record(row: Sequence[Any]) -> DeploymentRecord:
         spec=spec_from_json(json.loads(row[8])),
         stable_revision=None if row[9] is None else int(row[9]),
         pinned_image=row[10],
+        replicas=None if row[11] is None else int(row[11]),
+        delete_volumes=bool(row[12]),
     )
 
 

@@ -26,7 +26,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from patrd.api.errors import error_middleware, error_response
+from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
+from patrd.api.secrets import VAULT
+from patrd.vault import Vault
+from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
 from patrd.errors import ConfigError
 from patrd.store import Store
@@ -45,6 +49,9 @@ def build_app(
     *,
     token: str | None,
     trust_unix_peers: bool = True,
+    tls: TlsView | None = None,
+    firewall: FirewallView | None = None,
+    vault: Vault | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [error_middleware]
     if token is not None:
@@ -55,6 +62,12 @@ def build_app(
     app[STORE] = store
     app[CONTROLLER] = controller
     app[CONFIG] = config
+    if tls is not None:
+        app[TLS] = tls
+    if firewall is not None:
+        app[FIREWALL] = firewall
+    if vault is not None:
+        app[VAULT] = vault
     add_routes(app)
     return app
 

@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from patrd.crypto import SecretsKeyError
 from patrd.errors import (
     BadRequest,
     Conflict,
@@ -56,6 +57,7 @@ ERROR_TABLE: dict[type[PatrdError], ErrorMapping] = {
     Conflict: ErrorMapping(409, "conflict"),
     StoreError: ErrorMapping(503, "store_unavailable"),
     EngineError: ErrorMapping(503, "engine_unavailable"),
+    SecretsKeyError: ErrorMapping(503, "secrets_unavailable"),
 }
 
 # Codes for aiohttp's HTTPException family (routing, size limits, auth).

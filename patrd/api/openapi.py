@@ -129,6 +129,7 @@ SCHEMAS: dict[str, Any] = {
                     "internal",
                     "store_unavailable",
                     "engine_unavailable",
+                    "secrets_unavailable",
                 ],
             },
             "message": {"type": "string", "description": "for humans"},
@@ -310,6 +311,63 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
         },
+    },
+    "VolumeList": {
+        "type": "object",
+        "required": ["volumes"],
+        "properties": {
+            "volumes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "volume", "instance", "path", "size_gb", "used_bytes"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "volume": {"type": "string", "description": "the Docker volume"},
+                        "instance": {"type": "integer"},
+                        "path": {"type": "string"},
+                        "size_gb": {"type": "integer"},
+                        "used_bytes": {"type": "integer"},
+                    },
+                },
+            }
+        },
+    },
+    "Secret": {
+        "type": "object",
+        "required": ["name", "version", "created_at", "updated_at", "used_by"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "integer", "description": "grows on every PUT"},
+            "created_at": _TIMESTAMP,
+            "updated_at": _TIMESTAMP,
+            "used_by": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "SecretList": {
+        "type": "object",
+        "required": ["secrets"],
+        "properties": {"secrets": {"type": "array", "items": _ref("Secret")}},
+    },
+    "CreateSecret": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "value"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+            "value": {"type": "string", "maxLength": 65536, "writeOnly": True},
+        },
+    },
+    "SecretValue": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["value"],
+        "properties": {"value": {"type": "string", "maxLength": 65536, "writeOnly": True}},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["deleted"],
+        "properties": {"deleted": {"type": "string"}},
     },
     "HistoryEntry": {
         "type": "object",
@@ -581,6 +639,125 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/deployments/{name}/volumes": {
+        "parameters": [_NAME_PARAM],
+        "get": {
+            "operationId": "list_volumes",
+            "summary": "Each instance's volumes: Docker volume, path, size_gb, bytes used",
+            "responses": {
+                "200": _json_body("VolumeList", "the volumes"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+    "/v1/deployments/{name}/config/{file}": {
+        "parameters": [
+            _NAME_PARAM,
+            {
+                "name": "file",
+                "in": "path",
+                "required": True,
+                "description": "a file name in /etc/config ([A-Za-z0-9_.()-]+)",
+                "schema": {"type": "string"},
+            },
+        ],
+        "get": {
+            "operationId": "get_config_file",
+            "summary": "The file's content",
+            "responses": {
+                "200": {
+                    "description": "raw bytes",
+                    "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                },
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+        "put": {
+            "operationId": "put_config_file",
+            "summary": "Write the file (raw body); running containers see it, no restart",
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            },
+            "responses": {
+                "200": _json_body("Deployment", "the new revision"),
+                "404": _error("NotFound"),
+                "413": _error("TooLarge"),
+                "422": _error("Invalid"),
+                **_COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "operationId": "delete_config_file",
+            "summary": "Remove the file from /etc/config",
+            "responses": {
+                "200": _json_body("Deployment", "the new revision"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+    "/v1/secrets": {
+        "get": {
+            "operationId": "list_secrets",
+            "summary": "Secret names, versions, times and users (never values)",
+            "responses": {"200": _json_body("SecretList", "the secrets"), **_COMMON_ERRORS},
+        },
+        "post": {
+            "operationId": "create_secret",
+            "summary": "Store a secret, encrypted at rest; the value is write-only",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("CreateSecret")}},
+            },
+            "responses": {
+                "201": _json_body("Secret", "created (no value)"),
+                "400": _error("BadRequest"),
+                "409": _error("Conflict"),
+                "422": _error("Invalid"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
+    "/v1/secrets/{name}": {
+        "parameters": [_NAME_PARAM],
+        "get": {
+            "operationId": "get_secret",
+            "summary": "One secret's metadata (never the value)",
+            "responses": {
+                "200": _json_body("Secret", "the secret"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+        "put": {
+            "operationId": "put_secret",
+            "summary": "Replace the value; deployments using it roll to the new value",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("SecretValue")}},
+            },
+            "responses": {
+                "200": _json_body("Secret", "updated (no value)"),
+                "400": _error("BadRequest"),
+                "404": _error("NotFound"),
+                "422": _error("Invalid"),
+                **_COMMON_ERRORS,
+            },
+        },
+        "delete": {
+            "operationId": "delete_secret",
+            "summary": "Delete a secret no deployment uses (409 lists the users)",
+            "responses": {
+                "200": _json_body("Deleted", "gone"),
+                "404": _error("NotFound"),
+                "409": _error("Conflict"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
     "/v1/deployments/{name}/history": {
         "parameters": [_NAME_PARAM],
         "get": {
@@ -649,6 +826,255 @@ PATHS: dict[str, Any] = {
         },
     },
 }
+
+# --- managed URLs and certificates (issue 4; patrd/api/urls.py) ----------------
+
+_URL_TARGET_SCHEMA: dict[str, Any] = {
+    "description": "exactly one of the three kinds",
+    "oneOf": [
+        {
+            "type": "object",
+            "title": "deployment",
+            "additionalProperties": False,
+            "required": ["deployment", "port"],
+            "properties": {
+                "deployment": {"type": "string", "pattern": spec.NAME_RE.pattern},
+                "port": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 65535,
+                    "description": "one of the deployment's HTTP ports",
+                },
+            },
+        },
+        {
+            "type": "object",
+            "title": "redirect",
+            "additionalProperties": False,
+            "required": ["redirect"],
+            "properties": {
+                "redirect": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "base URL; the rest of the path and the query are kept",
+                },
+                "permanent": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "true: 308, false: 307",
+                },
+            },
+        },
+        {
+            "type": "object",
+            "title": "proxy",
+            "additionalProperties": False,
+            "required": ["proxy"],
+            "properties": {
+                "proxy": {
+                    "type": "string",
+                    "format": "uri",
+                    "description": "http(s)://host[:port][/base]; Host is set to host",
+                }
+            },
+        },
+    ],
+}
+_URL_FIELDS: dict[str, Any] = {
+    "domain": {
+        "type": "string",
+        "maxLength": 253,
+        "description": "a fully qualified DNS name (no wildcard), lowercase",
+        "example": "app.example.com",
+    },
+    "path": {
+        "type": "string",
+        "default": "/",
+        "description": "path prefix on a segment boundary; the longest prefix wins",
+    },
+    "target": _URL_TARGET_SCHEMA,
+    "http_redirect": {
+        "type": "boolean",
+        "description": "plain-HTTP requests get a 308 to https (default: tls.redirect_http)",
+    },
+}
+_NULLABLE_TIME = {**_TIMESTAMP, "nullable": True}
+SCHEMAS.update(
+    {
+        "CreateUrl": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["domain", "target"],
+            "properties": _URL_FIELDS,
+        },
+        "UpdateUrl": {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "Partial update: given fields replace the current ones.",
+            "properties": _URL_FIELDS,
+        },
+        "UrlTls": {
+            "type": "object",
+            "required": ["status", "error", "expires_at", "issuer"],
+            "properties": {
+                "status": {"type": "string", "enum": ["pending", "issued", "failed"]},
+                "error": {"type": "string", "description": "the last failure, if any"},
+                "expires_at": _NULLABLE_TIME,
+                "issuer": {"type": "string", "enum": ["acme", "local", ""]},
+            },
+        },
+        "Url": {
+            "type": "object",
+            "required": [
+                "id",
+                "domain",
+                "path",
+                "target",
+                "http_redirect",
+                "url",
+                "created_at",
+                "updated_at",
+                "tls",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                **_URL_FIELDS,
+                "url": {"type": "string", "format": "uri"},
+                "created_at": _TIMESTAMP,
+                "updated_at": _TIMESTAMP,
+                "tls": _ref("UrlTls"),
+            },
+        },
+        "UrlList": {
+            "type": "object",
+            "required": ["urls"],
+            "properties": {"urls": {"type": "array", "items": _ref("Url")}},
+        },
+        "Certificate": {
+            "type": "object",
+            "description": "One hostname's certificate and its issuing bookkeeping (no keys).",
+            "required": [
+                "domain",
+                "status",
+                "issuer",
+                "serial",
+                "not_before",
+                "not_after",
+                "renew_at",
+                "error",
+                "failures",
+                "next_attempt_at",
+                "attempts",
+                "orders_last_hour",
+                "orders_total",
+                "renewals",
+                "alert",
+            ],
+            "properties": {
+                "domain": {"type": "string"},
+                "status": {"type": "string", "enum": ["pending", "issued", "failed"]},
+                "issuer": {"type": "string", "enum": ["acme", "local", ""]},
+                "serial": {"type": "string", "description": "hex"},
+                "not_before": _NULLABLE_TIME,
+                "not_after": _NULLABLE_TIME,
+                "renew_at": _NULLABLE_TIME,
+                "error": {"type": "string"},
+                "failures": {"type": "integer", "description": "failed attempts in a row"},
+                "next_attempt_at": _NULLABLE_TIME,
+                "attempts": {"type": "integer"},
+                "orders_last_hour": {"type": "integer"},
+                "orders_total": {"type": "integer"},
+                "renewals": {"type": "integer"},
+                "alert": {
+                    "type": "boolean",
+                    "description": "within 7 days of expiry and renewal keeps failing",
+                },
+            },
+        },
+        "CertificateList": {
+            "type": "object",
+            "required": ["certificates"],
+            "properties": {"certificates": {"type": "array", "items": _ref("Certificate")}},
+        },
+    }
+)
+PARAMETERS["url_id"] = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "managed URL id",
+    "schema": {"type": "string"},
+}
+_URL_ID_PARAM = {"$ref": "#/components/parameters/url_id"}
+PATHS.update(
+    {
+        "/v1/urls": {
+            "get": {
+                "operationId": "list_urls",
+                "summary": "Managed URLs, by domain and path, with their certificate status",
+                "responses": {"200": _json_body("UrlList", "the URLs"), **_COMMON_ERRORS},
+            },
+            "post": {
+                "operationId": "create_url",
+                "summary": "Add a managed URL; its certificate is issued in the background",
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("CreateUrl")}}},
+                "responses": {
+                    "201": {
+                        **_json_body("Url", "created"),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **_BODY_ERRORS,
+                    "409": _error("Conflict"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/urls/{id}": {
+            "parameters": [_URL_ID_PARAM],
+            "get": {
+                "operationId": "get_url",
+                "summary": "One managed URL",
+                "responses": {
+                    "200": _json_body("Url", "the URL"),
+                    "404": _error("NotFound"),
+                    **_COMMON_ERRORS,
+                },
+            },
+            "patch": {
+                "operationId": "update_url",
+                "summary": "Change a managed URL's domain, path, target or http_redirect",
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("UpdateUrl")}}},
+                "responses": {
+                    "200": _json_body("Url", "the URL after the change"),
+                    **_BODY_ERRORS,
+                    "404": _error("NotFound"),
+                    "409": _error("Conflict"),
+                    **_COMMON_ERRORS,
+                },
+            },
+            "delete": {
+                "operationId": "delete_url",
+                "summary": "Remove a managed URL (its certificate file is kept)",
+                "responses": {
+                    "200": _json_body("Url", "the URL removed"),
+                    "404": _error("NotFound"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/certificates": {
+            "get": {
+                "operationId": "list_certificates",
+                "summary": "Every certificate patrd serves or wants, with renewal bookkeeping",
+                "responses": {
+                    "200": _json_body("CertificateList", "the certificates"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+    }
+)
+
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",

@@ -18,6 +18,16 @@ from aiohttp import web
 
 from patrd import __version__, spec
 from patrd.api.firewall import firewall_status
+from patrd.api import secrets, volumes
+from patrd.api.volumes import kept_volume_names, refuse_volume_loss
+from patrd.api.urls import (
+    create_url,
+    delete_url,
+    get_url,
+    list_certificates,
+    list_urls,
+    update_url,
+)
 from patrd.config import Config
 from patrd.errors import BadRequest
 from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
@@ -39,7 +49,38 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/health", health, name="health", allow_head=False)
     r.add_get("/v1/openapi.json", openapi_document, name="openapi", allow_head=False)
     r.add_get("/v1/firewall", firewall_status, name="firewall", allow_head=False)
+    r.add_get(
+        "/v1/deployments/{name}/volumes",
+        volumes.list_volumes,
+        name="list_volumes",
+        allow_head=False,
+    )
+    r.add_get(
+        "/v1/deployments/{name}/config/{file}",
+        volumes.get_config_file,
+        name="get_config_file",
+        allow_head=False,
+    )
+    r.add_put(
+        "/v1/deployments/{name}/config/{file}", volumes.put_config_file, name="put_config_file"
+    )
+    r.add_delete(
+        "/v1/deployments/{name}/config/{file}",
+        volumes.delete_config_file,
+        name="delete_config_file",
+    )
+    r.add_get("/v1/secrets", secrets.list_secrets, name="list_secrets", allow_head=False)
+    r.add_post("/v1/secrets", secrets.create_secret, name="create_secret")
+    r.add_get("/v1/secrets/{name}", secrets.get_secret, name="get_secret", allow_head=False)
+    r.add_put("/v1/secrets/{name}", secrets.put_secret, name="put_secret")
+    r.add_delete("/v1/secrets/{name}", secrets.delete_secret, name="delete_secret")
     r.add_post("/v1/backup", create_backup, name="create_backup")
+    r.add_get("/v1/urls", list_urls, name="list_urls", allow_head=False)
+    r.add_post("/v1/urls", create_url, name="create_url")
+    r.add_get("/v1/urls/{id}", get_url, name="get_url", allow_head=False)
+    r.add_patch("/v1/urls/{id}", update_url, name="update_url")
+    r.add_delete("/v1/urls/{id}", delete_url, name="delete_url")
+    r.add_get("/v1/certificates", list_certificates, name="list_certificates", allow_head=False)
     r.add_get("/v1/deployments", list_deployments, name="list_deployments", allow_head=False)
     r.add_post("/v1/deployments", create_deployment, name="create_deployment")
     r.add_get("/v1/deployments/{name}", get_deployment, name="get_deployment", allow_head=False)
@@ -151,7 +192,14 @@ async def update_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
     name = request.match_info["name"]
     body = await read_json(request)
-    record = await store.update_spec(name, lambda current: spec.parse_update(current, body))
+    confirmed = _bool_query(request, "confirm_volume_loss")
+
+    def change(current: spec.DeploymentSpec) -> spec.DeploymentSpec:
+        updated = spec.parse_update(current, body)
+        refuse_volume_loss(current, updated, confirmed=confirmed)
+        return updated
+
+    record = await store.update_spec(name, change)
     controller.wake(record.id)
     return web.json_response(deployment_json(record, config))
 
@@ -170,13 +218,18 @@ async def delete_deployment(request: web.Request) -> web.Response:
             f"confirm {confirm!r} does not match the deployment name {name!r}",
             field="confirm",
         )
+    delete_volumes = _bool_query(request, "delete_volumes")
     current = await store.get_deployment(name)
     # A second DELETE while the first is in progress is the same request.
     record = (
-        current if current.intent is Intent.DELETE else await store.set_intent(name, Intent.DELETE)
+        current
+        if current.intent is Intent.DELETE
+        else await store.set_intent(name, Intent.DELETE, delete_volumes=delete_volumes)
     )
     controller.wake(record.id)
-    return web.json_response(deployment_json(record, config), status=202)
+    body = deployment_json(record, config)
+    body["kept_volumes"] = [] if record.delete_volumes else kept_volume_names(record)
+    return web.json_response(body, status=202)
 
 
 async def start_deployment(request: web.Request) -> web.Response:
@@ -354,3 +407,10 @@ async def _set_intent(request: web.Request, intent: Intent) -> web.Response:
 def _parts(request: web.Request) -> tuple[Store, ControllerView, Config]:
     app = request.app
     return app[STORE], app[CONTROLLER], app[CONFIG]
+
+
+def _bool_query(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in {"true", "false", "1", "0", "yes", "no"}:
+        raise BadRequest(f"{name} must be true or false", field=name)
+    return raw in {"true", "1", "yes"}

@@ -62,9 +62,16 @@ class Daemon:
             '[daemon]\nlog_level = "debug"\n'
             "[docker]\nstop_timeout_s = 5\nready_timeout_s = 20\nresync_interval_s = 5\n"
             "[proxy]\ndrain_timeout_s = 15\n"
+            # Never a restrictive ruleset in the machine's root namespace: a test
+            # enables the firewall only for a daemon it runs inside its own netns.
+            "[firewall]\nenabled = false\n"
         )
         if self.config:
             _merge_toml(path, self.config)
+        if self.config.get("firewall", {}).get("enabled") and not any(
+            arg.startswith("--net=") for arg in self.command_prefix
+        ):
+            raise RuntimeError("firewall.enabled in a test daemon needs a netns command prefix")
         return path
 
     def start(self) -> None:
@@ -255,6 +262,18 @@ def force_cleanup(names: list[str]) -> None:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
         for net in networks_of(name):
             subprocess.run(["docker", "network", "rm", net], capture_output=True, check=False)
+        for volume in volumes_of(name):
+            subprocess.run(["docker", "volume", "rm", volume], capture_output=True, check=False)
+
+
+def volumes_of(name: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label=patrd.deployment={name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(out.split())
 
 
 @contextlib.contextmanager

@@ -35,6 +35,9 @@ class FakeController:
     def instances(self, deployment_id: str) -> list[InstanceView]:
         return []
 
+    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
+        return {}
+
 
 class FakeTls:
     def status(self, domain: str, now: float | None = None) -> CertStatus:

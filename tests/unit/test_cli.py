@@ -484,6 +484,9 @@ class ScriptedController:
             return []
         return [InstanceView("web-0", "abc", 1, 0, "running", True, "172.18.0.2", 0)]
 
+    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
+        return {}
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
@@ -597,7 +600,7 @@ async def test_workflow_over_unix_socket(
     assert await run([*s, "show", "web", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["spec"]["env"] == {"A": "1", "B": "2"}
-    assert shown["spec"]["scale"] == {"min": 1, "max": 3}
+    assert shown["spec"]["scale"] == {"min": 1, "max": 3, "target_cpu": 80}
 
     assert await run([*s, "events", "web"]) == 0
     out = capsys.readouterr().out

@@ -1,0 +1,82 @@
+"""``/v1/secrets``: write-only values; reads give names, times and users, never a value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from patrd.crypto import SecretsKeyError
+from patrd.errors import SpecError
+from patrd.store import SecretRecord
+from patrd.vault import Vault
+
+VAULT = web.AppKey("patrd.vault", Vault)
+
+
+def _vault(request: web.Request) -> Vault:
+    vault = request.app.get(VAULT)
+    if vault is None:
+        raise SecretsKeyError("secrets are not available: the daemon has no secrets key")
+    return vault
+
+
+async def list_secrets(request: web.Request) -> web.Response:
+    from patrd.api.routes import STORE
+
+    records = await request.app[STORE].list_secrets()
+    return web.json_response({"secrets": [secret_json(r) for r in records]})
+
+
+async def create_secret(request: web.Request) -> web.Response:
+    from patrd.api.routes import read_json
+
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise SpecError("body", "must be a JSON object")
+    unknown = set(body) - {"name", "value"}
+    if unknown:
+        raise SpecError(sorted(unknown)[0], "unknown field; allowed: name, value")
+    for key in ("name", "value"):
+        if key not in body:
+            raise SpecError(key, "is required")
+    record = await _vault(request).create(body["name"], body["value"])
+    return web.json_response(secret_json(record), status=201)
+
+
+async def get_secret(request: web.Request) -> web.Response:
+    from patrd.api.routes import STORE
+
+    record = await request.app[STORE].get_secret(request.match_info["name"])
+    return web.json_response(secret_json(record))
+
+
+async def put_secret(request: web.Request) -> web.Response:
+    from patrd.api.routes import CONTROLLER, read_json
+
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) != {"value"}:
+        raise SpecError("value", 'the body is {"value": "..."}')
+    record = await _vault(request).update(request.match_info["name"], body["value"])
+    controller = request.app[CONTROLLER]
+    controller.wake()  # deployments using it roll to the new value
+    return web.json_response(secret_json(record))
+
+
+async def delete_secret(request: web.Request) -> web.Response:
+    from patrd.api.routes import STORE
+
+    await request.app[STORE].delete_secret(request.match_info["name"])
+    return web.json_response({"deleted": request.match_info["name"]})
+
+
+def secret_json(record: SecretRecord) -> dict[str, Any]:
+    from patrd.api.routes import rfc3339
+
+    return {
+        "name": record.name,
+        "version": record.version,
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+        "used_by": list(record.used_by),
+    }

@@ -1,0 +1,120 @@
+"""Volumes and config files of a deployment, as the API shows and edits them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from patrd import spec
+from patrd.controller import volume_name
+from patrd.errors import Conflict, NotFound
+from patrd.store import DeploymentRecord
+
+MAX_CONFIG_BODY = spec.MAX_CONFIG_FILE_BYTES
+
+
+def refuse_volume_loss(
+    current: spec.DeploymentSpec, updated: spec.DeploymentSpec, *, confirmed: bool
+) -> None:
+    """Scaling a deployment with volumes down deletes data: only when asked explicitly."""
+    if not current.volumes or updated.scale.min >= current.scale.min or confirmed:
+        return
+    lost = [
+        volume_name(current.name, v.name, slot)
+        for slot in range(updated.scale.min, current.scale.min)
+        for v in current.volumes
+    ]
+    raise Conflict(
+        f"scaling {current.name} from {current.scale.min} to {updated.scale.min} instances "
+        f"deletes the volumes {', '.join(lost)} and their data; repeat with "
+        "?confirm_volume_loss=true to do it"
+    )
+
+
+def kept_volume_names(record: DeploymentRecord) -> list[str]:
+    replicas = max(record.spec.scale.min, record.replicas or 0)
+    return [
+        volume_name(record.name, v.name, slot)
+        for v in record.spec.volumes
+        for slot in range(replicas)
+    ]
+
+
+async def get_config_file(request: web.Request) -> web.Response:
+    from patrd.api.routes import STORE
+
+    record = await request.app[STORE].get_deployment(request.match_info["name"])
+    wanted = request.match_info["file"]
+    for name, content in record.spec.config_mounts:
+        if name == wanted:
+            return web.Response(body=content, content_type="application/octet-stream")
+    raise NotFound(f"config file {wanted!r} not found in {record.name}")
+
+
+async def put_config_file(request: web.Request) -> web.Response:
+    """The raw body is the file; it replaces the file in running containers, no restart."""
+    from patrd.api.routes import CONFIG, CONTROLLER, STORE, deployment_json
+
+    file_name = spec.config_file_name(request.match_info["file"], "file")
+    content = await request.read()
+
+    def change(current: spec.DeploymentSpec) -> spec.DeploymentSpec:
+        files = dict(current.config_mounts)
+        files[file_name] = content
+        return _with_files(current, files)
+
+    record = await request.app[STORE].update_spec(request.match_info["name"], change)
+    request.app[CONTROLLER].wake(record.id)
+    return web.json_response(deployment_json(record, request.app[CONFIG]))
+
+
+async def delete_config_file(request: web.Request) -> web.Response:
+    from patrd.api.routes import CONFIG, CONTROLLER, STORE, deployment_json
+
+    file_name = request.match_info["file"]
+
+    def change(current: spec.DeploymentSpec) -> spec.DeploymentSpec:
+        files = dict(current.config_mounts)
+        if file_name not in files:
+            raise NotFound(f"config file {file_name!r} not found in {current.name}")
+        del files[file_name]
+        return _with_files(current, files)
+
+    record = await request.app[STORE].update_spec(request.match_info["name"], change)
+    request.app[CONTROLLER].wake(record.id)
+    return web.json_response(deployment_json(record, request.app[CONFIG]))
+
+
+def _with_files(current: spec.DeploymentSpec, files: dict[str, bytes]) -> spec.DeploymentSpec:
+    import base64
+
+    body = {"config_mounts": {k: base64.b64encode(v).decode() for k, v in files.items()}}
+    return spec.parse_update(current, body)
+
+
+def volume_json(record: DeploymentRecord) -> list[dict[str, Any]]:
+    return [{"name": v.name, "path": v.path, "size_gb": v.size_gb} for v in record.spec.volumes]
+
+
+async def list_volumes(request: web.Request) -> web.Response:
+    """Per instance: the Docker volume, its mount path, recorded size and bytes used."""
+    from patrd.api.routes import CONTROLLER, STORE
+
+    record = await request.app[STORE].get_deployment(request.match_info["name"])
+    usage = await request.app[CONTROLLER].volume_usage(record.name)
+    items = []
+    for v in record.spec.volumes:
+        for docker_name, (slot, used) in sorted(usage.items()):
+            if docker_name.startswith(f"patrd-{record.name}-{v.name}-"):
+                items.append(
+                    {
+                        "name": v.name,
+                        "volume": docker_name,
+                        "instance": slot,
+                        "path": v.path,
+                        "size_gb": v.size_gb,
+                        "used_bytes": used,
+                    }
+                )
+    return web.json_response({"volumes": items})
