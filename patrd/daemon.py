@@ -35,8 +35,8 @@ from patrd.hardening import Hardening
 from patrd.proxy.server import ProxyOptions, ProxyServer
 from patrd.store import Store
 from patrd.supervisor import Supervisor
-from patrd.vault import Vault
 from patrd.tls.wiring import RouteFanout, build_tls
+from patrd.vault import Vault
 
 SYNC_WAIT_S = 10.0
 STATUS_INTERVAL_S = 5.0  # how often the sd_notify STATUS= summary is refreshed

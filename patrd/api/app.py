@@ -29,11 +29,11 @@ from patrd.api.errors import error_middleware, error_response
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
 from patrd.api.secrets import VAULT
-from patrd.vault import Vault
 from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
 from patrd.errors import ConfigError
 from patrd.store import Store
+from patrd.vault import Vault
 from patrd.views import ControllerView
 
 log = structlog.get_logger("patrd.api")

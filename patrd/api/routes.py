@@ -17,9 +17,8 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from patrd import __version__, spec
-from patrd.api.firewall import firewall_status
 from patrd.api import secrets, volumes
-from patrd.api.volumes import kept_volume_names, refuse_volume_loss
+from patrd.api.firewall import firewall_status
 from patrd.api.urls import (
     create_url,
     delete_url,
@@ -28,6 +27,7 @@ from patrd.api.urls import (
     list_urls,
     update_url,
 )
+from patrd.api.volumes import kept_volume_names, refuse_volume_loss
 from patrd.config import Config
 from patrd.errors import BadRequest
 from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
