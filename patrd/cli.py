@@ -266,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-startup-probe", action="store_true", help="remove the startup probe")
     p.add_argument("--no-liveness-probe", action="store_true", help="remove the liveness probe")
+    p.add_argument(
+        "--confirm-volume-loss",
+        action="store_true",
+        help="allow a scale-down that deletes the excess instances' volumes",
+    )
     _add_wait_flags(p, "until the new revision is rolled out (exit 1 if it failed)")
 
     p = verb("history", "image history: the image id every rollout deployed")
@@ -287,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("delete", "delete a deployment and everything it runs")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--confirm", required=True, metavar="NAME", help="repeat the name")
+    p.add_argument(
+        "--delete-volumes",
+        action="store_true",
+        help="also delete the volumes and their data (default: keep them)",
+    )
     _add_wait_flags(p, "until it is gone")
 
     p = verb("backup", "write a backup of the daemon's data dir (holds secrets; 0600)")
@@ -302,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     from patrd import cli_urls  # `url …` and `certs` (issue 4)
 
     cli_urls.add_parsers(verb, common)
+
+    from patrd import cli_data  # `secret …`, `config …`, `volumes` (issue 6)
+
+    cli_data.add_parsers(verb, common)
     return parser
 
 
@@ -740,7 +754,10 @@ def cmd_update(client: Client, args: argparse.Namespace) -> int:
             "--memory-mb or a probe flag"
         )
     after = _last_event_id(client, args.name)
-    deployment = client.request("PATCH", _path(args.name), body=body)
+    query: dict[str, str | int] = (
+        {"confirm_volume_loss": "true"} if args.confirm_volume_loss else {}
+    )
+    deployment = client.request("PATCH", _path(args.name), body=body, query=query or None)
     if deployment["revision"] == current["revision"]:
         _report(args, deployment, f"{args.name}: no change (revision {deployment['revision']})")
     else:
@@ -763,8 +780,14 @@ def cmd_stop(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     after = _last_event_id(client, args.name)
-    deployment = client.request("DELETE", _path(args.name), query={"confirm": args.confirm})
+    query: dict[str, str | int] = {"confirm": args.confirm}
+    if args.delete_volumes:
+        query["delete_volumes"] = "true"
+    deployment = client.request("DELETE", _path(args.name), query=query)
     _report(args, deployment, f"{args.name}: deleting")
+    kept = deployment.get("kept_volumes") or []
+    if kept:
+        _note(args, f"kept volumes (data stays): {', '.join(kept)}")
     if not args.wait:
         return 0
     return wait_for(
@@ -995,6 +1018,9 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "certs": lambda client, args: _cli_urls().cmd_certs(client, args),
     "backup": cmd_backup,
     "firewall": cmd_firewall,
+    "secret": lambda client, args: _cli_data().cmd_secret(client, args),
+    "config": lambda client, args: _cli_data().cmd_config(client, args),
+    "volumes": lambda client, args: _cli_data().cmd_volumes(client, args),
 }
 
 
@@ -1106,6 +1132,12 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(config))
     except KeyboardInterrupt:
         return 130
+
+
+def _cli_data() -> Any:
+    from patrd import cli_data
+
+    return cli_data
 
 
 def _cli_urls() -> Any:
