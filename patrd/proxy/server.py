@@ -23,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import httptools
 import structlog
 
-from patrd.proxy.router import Backend, RouteStatus, RoutingTable
+from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable, redirect_location
 
 __all__ = ["ProxyOptions", "ProxyServer"]
 
@@ -116,7 +117,14 @@ _RESPONSE_HEADERS: Final[dict[bytes, int]] = {
 # Connection header options that are not header names.
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 
+# HTTP-01 challenges (RFC 8555 §8.3) are answered on the plain-HTTP listeners
+# from the token map, before routing and before any https redirect.
+_ACME_PREFIX: Final = b"/.well-known/acme-challenge/"
+
 _REASONS: Final[dict[int, bytes]] = {
+    200: b"OK",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
     400: b"Bad Request",
     404: b"Not Found",
     405: b"Method Not Allowed",
@@ -145,9 +153,22 @@ class _Stop(Exception):
 class ProxyServer:
     """HTTP/1.1 reverse proxy in front of the deployments' instances."""
 
-    def __init__(self, options: ProxyOptions, table: RoutingTable | None = None) -> None:
+    def __init__(
+        self,
+        options: ProxyOptions,
+        table: RoutingTable | None = None,
+        challenges: dict[str, bytes] | None = None,
+        has_certificate: Callable[[str], bool] | None = None,
+    ) -> None:
         self._options = options
         self._table = table if table is not None else RoutingTable()
+        # ACME HTTP-01 token → key authorization (patrd.tls); None: not answered.
+        self._challenges = challenges
+        self._https_port: int | None = None  # where plain-HTTP requests are redirected
+        # Plain HTTP is redirected to HTTPS only for hosts that have a certificate.
+        self._has_certificate = has_certificate
+        self._upstream_ssl: ssl.SSLContext | None = None  # for https:// proxy targets
+        self.https_bound: list[tuple[str, int]] = []
         self._log = structlog.get_logger("patrd.proxy")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []
@@ -188,32 +209,57 @@ class ProxyServer:
             if not pool.outstanding:
                 del self._pools[key]
 
-    async def start(self, listens: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    async def start(
+        self,
+        listens: Sequence[tuple[str, int]],
+        tls_listens: Sequence[tuple[str, int]] = (),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> list[tuple[str, int]]:
         """Listen on each (host, port); return the bound addresses (port 0 → real port).
 
-        An ``OSError`` from binding propagates, after the listeners already
-        opened are closed again.
+        ``tls_listens`` are HTTPS listeners with ``ssl_context`` (its SNI
+        callback picks the certificate per handshake); their bound addresses
+        are in :attr:`https_bound`. An ``OSError`` from binding propagates,
+        after the listeners already opened are closed again.
         """
         if self._servers or self._stopped is not None:
             raise RuntimeError("the proxy was already started")
+        if tls_listens and ssl_context is None:
+            raise ValueError("HTTPS listeners need an ssl_context")
         loop = self._loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         try:
-            for host, port in listens:
-                factory = functools.partial(_Client, self, b"http")
-                server = await loop.create_server(
-                    factory, host, port, reuse_address=True, backlog=1024
-                )
-                self._servers.append(server)
-                for sock in server.sockets:
-                    name = sock.getsockname()
-                    bound.append((str(name[0]), int(name[1])))
+            for scheme, group in ((b"http", listens), (b"https", tls_listens)):
+                for host, port in group:
+                    factory = functools.partial(_Client, self, scheme)
+                    server = await loop.create_server(
+                        factory,
+                        host,
+                        port,
+                        reuse_address=True,
+                        backlog=1024,
+                        ssl=ssl_context if scheme == b"https" else None,
+                        ssl_handshake_timeout=(
+                            self._options.header_timeout_s if scheme == b"https" else None
+                        ),
+                    )
+                    self._servers.append(server)
+                    for sock in server.sockets:
+                        name = sock.getsockname()
+                        address = (str(name[0]), int(name[1]))
+                        (bound if scheme == b"http" else self.https_bound).append(address)
+            if self.https_bound:
+                self._https_port = self.https_bound[0][1]
         except BaseException:
             for server in self._servers:
                 server.close()
             self._servers.clear()
             raise
-        self._log.info("proxy.started", listens=[f"{h}:{p}" for h, p in bound])
+        self._log.info(
+            "proxy.started",
+            listens=[f"{h}:{p}" for h, p in bound],
+            https=[f"{h}:{p}" for h, p in self.https_bound],
+        )
         return bound
 
     async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the API
@@ -273,7 +319,7 @@ class ProxyServer:
             key = (backend.host, backend.port)
             pool = pools.get(key)
             if pool is None:
-                pool = pools[key] = _Pool(self, key)
+                pool = pools[key] = _Pool(self, key, backend.tls)
             if best is None or pool.outstanding < best.outstanding:
                 best = pool
                 if not pool.outstanding:
@@ -300,10 +346,19 @@ class ProxyServer:
     async def _open_upstream(self, pool: _Pool, ex: _Exchange) -> None:
         loop = asyncio.get_running_loop()
         host, port = pool.key
+        tls = None
+        if pool.tls:
+            if self._upstream_ssl is None:
+                self._upstream_ssl = ssl.create_default_context()
+            tls = self._upstream_ssl
         try:
             async with asyncio.timeout(self._options.upstream_connect_timeout_s):
                 _, conn = await loop.create_connection(
-                    functools.partial(_Upstream, self, pool), host, port
+                    functools.partial(_Upstream, self, pool),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
                 )
         except (OSError, TimeoutError):
             ex.client.upstream_failed(ex)
@@ -326,11 +381,12 @@ class _Pool:
     the bottom of the stack holds the connections nobody needed lately.
     """
 
-    __slots__ = ("idle", "key", "low", "outstanding", "retired", "server", "trim_timer")
+    __slots__ = ("idle", "key", "low", "outstanding", "retired", "server", "tls", "trim_timer")
 
-    def __init__(self, server: ProxyServer, key: tuple[str, int]) -> None:
+    def __init__(self, server: ProxyServer, key: tuple[str, int], tls: bool = False) -> None:
         self.server = server
         self.key = key
+        self.tls = tls  # connect with TLS (an https:// proxy target)
         self.idle: list[_Upstream] = []
         self.low = 0  # fewest idle connections seen since the trim timer was armed
         self.trim_timer: asyncio.TimerHandle | None = None
@@ -489,6 +545,7 @@ class _Client(asyncio.Protocol):
     __slots__ = (
         "_active",
         "_advancing",
+        "_challenges",
         "_deadline",
         "_eof",
         "_forwarded",
@@ -516,6 +573,7 @@ class _Client(asyncio.Protocol):
         self._options = server._options
         self._loop = asyncio.get_running_loop()
         self._scheme = scheme
+        self._challenges = server._challenges if scheme == b"http" else None
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._forwarded = b""  # X-Forwarded-For and -Proto lines of this connection
@@ -802,10 +860,20 @@ class _Client(asyncio.Protocol):
             return
         else:
             path = ex.url.partition(b"?")[0]
+        challenges = self._challenges
+        if challenges is not None and path.startswith(_ACME_PREFIX):
+            answer = challenges.get(path[len(_ACME_PREFIX) :].decode("latin-1"))
+            if answer is None:
+                self._local(ex, 404, "no such ACME challenge")
+            else:
+                self._local(ex, 200, body=answer)
+            return
         host = ex.host.decode("latin-1") if ex.host is not None else ""
         route = server._table.match(host, path.decode("latin-1"))
         if route is None:
             self._local(ex, 404)
+            return
+        if route.special and self._redirected(ex, route):
             return
         if route.status is not RouteStatus.RUNNING:
             self._local(ex, 503, f"deployment {route.deployment} is {route.status.value}")
@@ -816,7 +884,7 @@ class _Client(asyncio.Protocol):
         pool = server._pick(route.backends)
         pool.outstanding += 1
         ex.pool = pool
-        ex.head = self._request_head(ex)
+        ex.head = self._request_head(ex, route)
         if not ex.websocket:  # a websocket always gets a connection of its own
             conn = pool.take()
             if conn is not None:
@@ -839,7 +907,38 @@ class _Client(asyncio.Protocol):
         ex.host = host
         return True
 
-    def _request_head(self, ex: _Exchange) -> bytes:
+    def _redirected(self, ex: _Exchange, route: Route) -> bool:
+        """Managed URLs: http → https, and redirect targets. True if answered."""
+        url = ex.url.decode("latin-1")
+        if not url.startswith("/"):
+            return False  # OPTIONS *
+        https_port = self._server._https_port
+        has_certificate = self._server._has_certificate
+        if (
+            route.https_redirect
+            and self._scheme == b"http"
+            and https_port is not None
+            and (has_certificate is None or has_certificate(route.host))
+        ):
+            port = "" if https_port == 443 else f":{https_port}"
+            self._redirect(ex, 308, f"https://{route.host}{port}{url}")
+            return True
+        if route.redirect is not None:
+            location = redirect_location(route.redirect, route.path_prefix, url)
+            self._redirect(ex, route.redirect_status, location)
+            return True
+        return False
+
+    def _redirect(self, ex: _Exchange, status: int, location: str) -> None:
+        encoded = location.encode("latin-1", "replace")
+        self._local(
+            ex,
+            status,
+            body=b"redirecting to %b\n" % encoded,
+            headers=b"Location: %b\r\n" % encoded,
+        )
+
+    def _request_head(self, ex: _Exchange, route: Route) -> bytes:
         if ex.websocket:
             framing = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % (ex.upgrade or b"websocket")
         elif ex.chunked:
@@ -849,10 +948,20 @@ class _Client(asyncio.Protocol):
         else:
             framing = b""
         forwarded_host = b"X-Forwarded-Host: %b\r\n" % ex.host if ex.host is not None else b""
+        url, parts = ex.url, ex.parts
+        if route.upstream_host is not None:  # a managed URL proxying to an outside origin
+            url = route.upstream_path.encode("latin-1") + url
+            parts = [
+                b"Host",
+                b": ",
+                route.upstream_host.encode("idna"),
+                b"\r\n",
+                *_without_named(parts, [b"host"]),
+            ]
         return b"%b %b HTTP/1.1\r\n%b%b%b%b\r\n" % (
             ex.method,
-            ex.url,
-            b"".join(ex.parts),
+            url,
+            b"".join(parts),
             self._forwarded,
             forwarded_host,
             framing,
@@ -967,7 +1076,14 @@ class _Client(asyncio.Protocol):
             self.transport.close()
 
     def _local(
-        self, ex: _Exchange, status: int, text: str | None = None, close: bool = False
+        self,
+        ex: _Exchange,
+        status: int,
+        text: str | None = None,
+        close: bool = False,
+        *,
+        body: bytes | None = None,
+        headers: bytes = b"",
     ) -> None:
         """Answer ``ex`` from the proxy itself."""
         transport = self.transport
@@ -985,20 +1101,25 @@ class _Client(asyncio.Protocol):
         )
         if not keep:
             ex.close_after = True
-        body = ((text or _TEXTS[status]) + "\n").encode()
+        if body is None:
+            body = ((text or _TEXTS[status]) + "\n").encode()
         head = (
             b"HTTP/1.1 %d %b\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: %b\r\n\r\n"
-            % (status, _REASONS[status], len(body), b"keep-alive" if keep else b"close")
+            b"%bContent-Length: %d\r\nConnection: %b\r\n\r\n"
+            % (status, _REASONS[status], headers, len(body), b"keep-alive" if keep else b"close")
         )
         transport.write(head if ex.is_head else head + body)
         if ex.request_done:
             self._finish(ex)
-        elif not keep:
+        elif not keep and (ex.chunked or ex.content_length or ex.websocket):
             self._finish_counters(ex)
             self._active = None
             self._linger()
         else:
+            # No body follows (answered from on_headers_complete; the message
+            # completes in the same read): _finish closes the connection then.
+            # Lingering instead would hold a TLS client 2 s, since a TLS
+            # transport cannot half-close.
             ex.discard = True
 
     def _finish(self, ex: _Exchange) -> None:

@@ -78,6 +78,11 @@ class CertStore:
     def get(self, name: str) -> CertInfo | None:
         return self._infos.get(name)
 
+    def has(self, name: str) -> bool:
+        """A certificate is served for ``name`` (exactly, or by a wildcard)."""
+        contexts = self._contexts
+        return name in contexts or "*." + name.partition(".")[2] in contexts
+
     def infos(self) -> dict[str, CertInfo]:
         return dict(self._infos)
 

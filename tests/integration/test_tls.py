@@ -342,3 +342,7 @@ async def test_name_not_resolving_here_is_not_ordered(make_env: Callable[..., An
     assert "192.0.2.10, not to this host" in cert["error"]
     url = (await env.api.ok("GET", "/v1/urls"))["urls"][0]
     assert url["tls"]["status"] == "failed" and "not to this host" in url["tls"]["error"]
+    # Without a certificate, plain HTTP is not sent to HTTPS (it would not connect):
+    # the URL's own target answers.
+    status, headers, _ = await http_get(env.daemon.proxy_port, host, "/x?y=1")
+    assert status == 308 and headers["Location"] == "https://a.example/x?y=1"
