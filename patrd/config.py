@@ -172,6 +172,25 @@ class CostConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """``[registry]``: the node registry and deploy on push (issue 8, patrd/registry.py)."""
+
+    enabled: bool = False  # run Debian's docker-registry as the node registry
+    listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 5000))
+    storage_dir: Path | None = None  # None: <data_dir>/registry
+    htpasswd_file: Path | None = None  # basic auth for pushes and pulls (htpasswd -B)
+    webhook_listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 7071))
+    poll_interval_s: float = 0.0  # other registries: poll tags for new digests (0: off)
+    binary: str = "docker-registry"
+
+    @property
+    def host(self) -> str:
+        """How deployments with ``registry: "local"`` pull: host:port of the node registry."""
+        host = "127.0.0.1" if self.listen.host in ("0.0.0.0", "::", "") else self.listen.host
+        return f"{host}:{self.listen.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -184,6 +203,7 @@ class Config:
     logs: LogsConfig = field(default_factory=LogsConfig)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 @dataclass(frozen=True)
@@ -218,7 +238,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     """Relative paths in the file are relative to the file's directory."""
     _known(
         raw,
-        {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme"} | _OBSERVE_SECTIONS,
+        {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
+        | _OBSERVE_SECTIONS,
         "",
     )
     d = _table(raw, "daemon")
@@ -323,7 +344,42 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         firewall=_firewall(raw),
         tls=_tls(raw),
         acme=_acme(raw, base_dir),
+        registry=_registry(raw, base_dir),
         **_observe(raw, base_dir),
+    )
+
+
+def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
+    r = _table(raw, "registry")
+    keys = {
+        "enabled",
+        "listen",
+        "storage_dir",
+        "htpasswd_file",
+        "webhook_listen",
+        "poll_interval_s",
+        "binary",
+    }
+    _known(r, keys, "registry.")
+    enabled = r.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError("registry.enabled", "must be true or false")
+    poll = r.get("poll_interval_s", 0)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or poll < 0:
+        raise ConfigError("registry.poll_interval_s", "must be 0 (off) or a positive number")
+    default = RegistryConfig()
+    return RegistryConfig(
+        enabled=enabled,
+        listen=parse_listen(_str(r.get("listen", str(default.listen)), "registry.listen"),
+                            "registry.listen"),
+        storage_dir=_path(r, "storage_dir", "registry.", base_dir),
+        htpasswd_file=_path(r, "htpasswd_file", "registry.", base_dir),
+        webhook_listen=parse_listen(
+            _str(r.get("webhook_listen", str(default.webhook_listen)), "registry.webhook_listen"),
+            "registry.webhook_listen",
+        ),
+        poll_interval_s=float(poll),
+        binary=_str(r.get("binary", default.binary), "registry.binary"),
     )
 
 

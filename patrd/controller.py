@@ -56,6 +56,7 @@ from patrd.views import InstanceView
 _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})
 _SETTLE_DELAYS_S = (0.1, 0.5, 2.0)
 STABLE_AFTER_S = 10.0  # a slot ready this long has its crash count reset
+EVENTS_RETRY_CAP_S = 5.0  # Docker unreachable: try again at least this often
 
 
 class RouteSink(Protocol):
@@ -75,6 +76,7 @@ class ControllerOptions:
     drain_timeout_s: float = 30.0
     redirect_default_urls: bool = False  # tls.redirect_default_urls
     config_root: Path | None = None  # <data_dir>/config: one directory per deployment
+    local_registry: str = "127.0.0.1:5000"  # registry "local" pulls from here
     # Called before an instance is removed (not on delete): patrd/logstream.py
     # keeps its logs. It may stop the container first; errors are its own.
     on_remove: Callable[[Instance], Awaitable[None]] | None = None
@@ -244,8 +246,13 @@ class Controller:
 
     async def _watch_events(self) -> None:
         delay = 1.0
+        lost = False  # the stream broke: Docker restarting (or gone) until it answers again
         while True:
             try:
+                if lost:
+                    await self._engine.ping()
+                    lost = False
+                    self._engine_back()
                 async for event in self._engine.events():
                     delay = 1.0
                     self._log.debug(
@@ -258,10 +265,23 @@ class Controller:
                     if event.action in _SETTLING_ACTIONS:
                         self._wake_later(event.deployment_id)
             except EngineError as exc:
-                self._log.warning("docker_events_lost", error=str(exc), retry_in=delay)
+                if not lost:
+                    self._log.warning("docker_events_lost", error=str(exc), retry_in=delay)
+                lost = True
             self._wake_all.set()  # events may have been missed: resync everything
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, EVENTS_RETRY_CAP_S)
+
+    def _engine_back(self) -> None:
+        """Docker answers again after an outage: what it stopped meanwhile did not crash.
+
+        Without live-restore a Docker restart stops every container; the exits
+        (and failed starts while it was going down) are not the apps' fault, so
+        crash counts and backoffs start over and every worker looks at once.
+        """
+        self._log.info("docker_back", deployments=len(self._workers))
+        for worker in self._workers.values():
+            worker.forgive()
 
     def _wake_later(self, deployment_id: str) -> None:
         """Docker emits ``die`` a moment before its container list says ``exited``."""
@@ -326,6 +346,11 @@ class DeploymentWorker:
         self._log = structlog.get_logger("patrd.controller").bind(deployment_id=deployment_id)
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def forgive(self) -> None:
+        """Forget crash counts and backoffs (Docker restarted under us), and look again."""
+        self._state.health.clear()
         self._wake.set()
 
     def views(self) -> list[InstanceView]:
@@ -714,9 +739,9 @@ class DeploymentWorker:
                 f"{action.reason}; {note}",
                 record.revision,
             )
-        if self._options.on_remove is not None and inst is not None:
-            if record.intent is not Intent.DELETE:
-                await self._options.on_remove(inst)
+        keep_logs = self._options.on_remove
+        if keep_logs is not None and inst is not None and record.intent is not Intent.DELETE:
+            await keep_logs(inst)
         await self._engine.remove(action.container_id, self._options.stop_timeout_s)
         self._forget(action.container_id)
         if record.spec.volumes and record.intent is Intent.RUN:
@@ -830,7 +855,7 @@ class DeploymentWorker:
         if cached is not None and cached[0] == record.revision:
             return cached[1]
         spec: DeploymentSpec = record.spec
-        ref = spec.image_ref
+        ref = spec.image_ref_via(self._options.local_registry)
         exact = record.pinned_image or await self._store.revision_image(self.id, record.revision)
 
         async def progress(line: str) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import secrets
 import signal
 import sys
 from collections import Counter
@@ -26,19 +27,27 @@ import structlog
 
 from patrd import __version__, logs, sdnotify, upkeep
 from patrd.api.app import build_app, serve_api
+from patrd.api.observe import Observability
+from patrd.api.registry_hook import RegistryHook
+from patrd.autoscale import Autoscaler
 from patrd.config import Config
 from patrd.controller import Controller, ControllerOptions
 from patrd.engine import DockerEngine
 from patrd.errors import EngineError, PatrdError, StoreError
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
+from patrd.logstream import LogKeeper
+from patrd.metrics import CgroupReader, History, Sampler
+from patrd.prometheus import Exposition, Sources
 from patrd.proxy.server import ProxyOptions, ProxyServer
+from patrd.registry import RegistryProcess, load_or_create_secret
 from patrd.store import Store
 from patrd.supervisor import Supervisor
 from patrd.tls.wiring import RouteFanout, build_tls
 from patrd.vault import Vault
 
 SYNC_WAIT_S = 10.0
+LOGS_TRIM_INTERVAL_S = 600.0  # kept logs: retention and size cap
 STATUS_INTERVAL_S = 5.0  # how often the sd_notify STATUS= summary is refreshed
 
 
@@ -106,6 +115,10 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 has_certificate=tls.certs.has,
             )
             vault = await Vault.open(store, config.daemon.secrets_key)
+            # Logs of removed instances are kept (issue 7, patrd/logstream.py).
+            keeper = LogKeeper(
+                engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
+            )
             controller = Controller(
                 store,
                 engine,
@@ -118,6 +131,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     drain_timeout_s=config.proxy.drain_timeout_s,
                     redirect_default_urls=config.tls.redirect_default_urls,
                     config_root=config.daemon.config_root,
+                    local_registry=config.registry.host,
+                    on_remove=keeper.on_remove,
                 ),
                 vault=vault,
             )
@@ -127,11 +142,27 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             if config.firewall.enabled:
                 supervisor.start("firewall", firewall.run)
             supervisor.start("tls", tls.controller.run)
+            hook = _registry_hook(config, supervisor)
             watchdog_s = sdnotify.watchdog_interval(os.environ, os.getpid())
             if watchdog_s is not None and notifier.enabled:
                 supervisor.start("watchdog", lambda: sdnotify.watchdog_pinger(notifier, watchdog_s))
             upkeep_options = upkeep.UpkeepOptions(database=config.daemon.database)
             supervisor.start("store-upkeep", lambda: upkeep.run(store, upkeep_options))
+            observe = await _observability(
+                config, stack, supervisor, store, engine, controller, keeper
+            )
+            observe.exposition = Exposition(
+                Sources(
+                    store=store,
+                    instances=controller,
+                    sampler=observe.sampler,
+                    proxy=proxy,
+                    autoscale=observe.autoscale_stats,
+                    certs=tls.controller,
+                    firewall=firewall if config.firewall.enabled else None,
+                )
+            )
+            await observe.exposition.collector.prime()
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 
@@ -152,6 +183,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     tls=tls.controller,
                     firewall=firewall,
                     vault=vault,
+                    observe=observe,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -168,12 +200,30 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         tls=tls.controller,
                         firewall=firewall,
                         vault=vault,
+                        observe=observe,
                     ),
                     socket_path=None,
                     socket_mode=config.api.socket_mode,
                     tcp=(config.api.tcp_listen.host, config.api.tcp_listen.port),
                 )
                 stack.push_async_callback(tcp_runner.cleanup)
+            if hook is not None:
+                # The registry's notifications: only /v1/registry/events answers
+                # without a token here (a random one nobody knows guards the rest).
+                hook_runner = await serve_api(
+                    build_app(
+                        store,
+                        controller,
+                        config,
+                        token=secrets.token_urlsafe(32),
+                        trust_unix_peers=False,
+                        registry_hook=hook,
+                    ),
+                    socket_path=None,
+                    socket_mode=config.api.socket_mode,
+                    tcp=(config.registry.webhook_listen.host, config.registry.webhook_listen.port),
+                )
+                stack.push_async_callback(hook_runner.cleanup)
 
             proxy_urls = [f"http://{_fmt(h, p)}" for h, p in bound]
             proxy_urls += [f"https://{_fmt(h, p)}" for h, p in proxy.https_bound]
@@ -217,6 +267,43 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
         os.close(lock)
 
 
+async def _observability(
+    config: Config,
+    stack: AsyncExitStack,
+    supervisor: Supervisor,
+    store: Store,
+    engine: DockerEngine,
+    controller: Controller,
+    keeper: LogKeeper,
+) -> Observability:
+    """Metrics sampler + history, autoscaler, kept-logs trimming (issue 7)."""
+    history = await History.open(config.daemon.data_dir / "metrics.db")
+    stack.push_async_callback(history.close)
+    sampler = Sampler(
+        engine,
+        store,
+        CgroupReader(config.metrics.cgroup_root),
+        config.metrics.interval_s,
+        history,
+    )
+    supervisor.start("metrics", sampler.run)
+    autoscaler = Autoscaler(store, controller, sampler, config.autoscale)
+    if config.autoscale.enabled:
+        supervisor.start("autoscale", autoscaler.run)
+
+    async def known() -> list[str]:
+        return [r.id for r in await store.list_deployments()]
+
+    supervisor.start("logs-trim", lambda: keeper.run(known, LOGS_TRIM_INTERVAL_S))
+    return Observability(
+        engine=engine,
+        keeper=keeper,
+        sampler=sampler,
+        history=history,
+        autoscale_stats=autoscaler.stats,
+    )
+
+
 async def _summary(store: Store) -> str:
     """The one-line ``STATUS=`` that ``systemctl status patrd`` shows."""
     try:
@@ -226,6 +313,18 @@ async def _summary(store: Store) -> str:
     counts = Counter(r.status.value for r in records)
     text = f"{len(records)} deployments, {counts['running']} running"
     return text + "".join(f", {counts[s]} {s}" for s in ("deploying", "errored") if counts[s])
+
+
+def _registry_hook(config: Config, supervisor: Supervisor) -> RegistryHook | None:
+    """Start the node registry (supervised) and say how its notifications are checked."""
+    if not config.registry.enabled:
+        return None
+    secret = load_or_create_secret(config.daemon.data_dir / "registry-webhook.secret")
+    listen = config.registry.webhook_listen
+    url = f"http://{_fmt(listen.host, listen.port)}/v1/registry/events"
+    process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret)
+    supervisor.start("registry", process.run)
+    return RegistryHook(secret=secret, host=config.registry.host)
 
 
 def _fmt(host: str, port: int) -> str:

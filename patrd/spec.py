@@ -62,6 +62,7 @@ CREATE_FIELDS = frozenset(
         "scale",
         "resources",
         "deploy_on_create",
+        "deploy_on_push",
         "region",
         "startup_probe",
         "liveness_probe",
@@ -79,8 +80,10 @@ UPDATE_FIELDS = frozenset(
         "liveness_probe",
         "config_mounts",
         "volumes",
+        "deploy_on_push",
     }
 )
+LOCAL_REGISTRY = "local"  # the node registry (config [registry])
 SECRET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CONFIG_NAME_RE = re.compile(r"[A-Za-z0-9_.()-]+")
 VOLUME_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -184,6 +187,7 @@ class DeploymentSpec:
     scale: Scale = field(default_factory=Scale)
     resources: Resources = field(default_factory=Resources)
     deploy_on_create: bool = True
+    deploy_on_push: bool = True  # a push of this image:tag to the node registry rolls it out
     region: str = ""
     startup_probe: ProbeSpec | None = None
     liveness_probe: ProbeSpec | None = None
@@ -201,6 +205,12 @@ class DeploymentSpec:
         for name, content in sorted(self.config_mounts):
             digest.update(name.encode() + b"\x00" + content + b"\x00")
         return digest.hexdigest()
+
+    def image_ref_via(self, local_registry: str) -> str:
+        """The pullable reference: ``local`` becomes the node registry's host:port."""
+        if self.registry == LOCAL_REGISTRY:
+            return f"{local_registry}/{self.image}:{self.tag}"
+        return self.image_ref
 
     @property
     def image_ref(self) -> str:
@@ -227,6 +237,7 @@ class DeploymentSpec:
             },
             "resources": {"cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb},
             "deploy_on_create": self.deploy_on_create,
+            "deploy_on_push": self.deploy_on_push,
             "region": self.region,
             "startup_probe": self.startup_probe.to_json() if self.startup_probe else None,
             "liveness_probe": self.liveness_probe.to_json() if self.liveness_probe else None,
@@ -282,6 +293,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     scale = _scale(obj.get("scale", {}))
     resources = _resources(obj.get("resources", {}))
     deploy_on_create = _bool(obj.get("deploy_on_create", True), "deploy_on_create")
+    deploy_on_push = _bool(obj.get("deploy_on_push", True), "deploy_on_push")
     chosen_region = _region(obj.get("region"), region)
     startup = _probe(obj.get("startup_probe"), "startup_probe", ports)
     liveness = _probe(obj.get("liveness_probe"), "liveness_probe", ports)
@@ -298,6 +310,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
         scale=scale,
         resources=resources,
         deploy_on_create=deploy_on_create,
+        deploy_on_push=deploy_on_push,
         region=chosen_region,
         startup_probe=startup,
         liveness_probe=liveness,
@@ -322,6 +335,8 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
         changes["scale"] = _scale(obj["scale"], base=current.scale)
     if "resources" in obj:
         changes["resources"] = _resources(obj["resources"], base=current.resources)
+    if "deploy_on_push" in obj:
+        changes["deploy_on_push"] = _bool(obj["deploy_on_push"], "deploy_on_push")
     if "config_mounts" in obj:
         changes["config_mounts"] = _config_mounts(obj["config_mounts"])
     if "volumes" in obj:
@@ -355,6 +370,7 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
         scale=Scale(**data["scale"]),
         resources=Resources(**data["resources"]),
         deploy_on_create=data["deploy_on_create"],
+        deploy_on_push=data.get("deploy_on_push", True),
         region=data.get("region", ""),
         startup_probe=ProbeSpec(**data["startup_probe"]) if data.get("startup_probe") else None,
         liveness_probe=ProbeSpec(**data["liveness_probe"]) if data.get("liveness_probe") else None,
@@ -433,6 +449,8 @@ def _registry(value: Any) -> str:
     registry = _str(value, "registry").strip().lower()
     if registry in {"docker.io", "registry-1.docker.io", "index.docker.io", "hub.docker.com"}:
         return DEFAULT_REGISTRY
+    if registry == LOCAL_REGISTRY:
+        return LOCAL_REGISTRY
     if len(registry) > 253 or not REGISTRY_RE.fullmatch(registry):
         raise SpecError("registry", "must be a registry host name, optionally with :port")
     return registry

@@ -191,6 +191,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deployments ADD COLUMN replicas INTEGER;
     """,
+    # Deploy on push (issue 8): the registry time of the last push applied,
+    # so duplicate and out-of-order notifications roll nothing.
+    """
+    ALTER TABLE deployments ADD COLUMN pushed_at REAL;
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000
@@ -814,6 +819,64 @@ class Store:
         for key, value in spec.env:
             if isinstance(value, SecretRef) and value.name not in known:
                 raise SpecError(f"env.{key}.secret", f"secret {value.name!r} does not exist")
+
+    async def deploy_pushed(
+        self, matches: Callable[[DeploymentSpec], bool], image_ref: str, at: float
+    ) -> list[DeploymentRecord]:
+        """A new image was pushed: roll every matching deployment with deploy on push to it.
+
+        ``image_ref`` (``host/repo@sha256:…``) is pinned exactly. Idempotent: a
+        deployment already on that ref, or that applied a later push, is
+        skipped; a stopped or deleted one is left alone; one created without
+        deploying starts.
+        """
+        now = time.time()
+        changed: list[str] = []
+        async with self._tx() as db:
+            async with db.execute(_SELECT_DEPLOYMENT) as cur:
+                rows = await cur.fetchall()
+            for row in rows:
+                record = _record(row)
+                spec = record.spec
+                if not spec.deploy_on_push or not matches(spec):
+                    continue
+                if record.intent in (Intent.STOP, Intent.DELETE):
+                    continue
+                async with db.execute(
+                    "SELECT pushed_at FROM deployments WHERE id = ?", (record.id,)
+                ) as cur:
+                    pushed = await cur.fetchone()
+                if record.pinned_image == image_ref or (
+                    pushed and pushed[0] is not None and at and float(pushed[0]) >= at
+                ):
+                    continue
+                revision = record.revision + 1
+                await db.execute(
+                    "INSERT INTO revisions (deployment_id, revision, spec, created_at, "
+                    "pinned_image) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        revision,
+                        json.dumps(spec.to_json(), sort_keys=True),
+                        now,
+                        image_ref,
+                    ),
+                )
+                await db.execute(
+                    "UPDATE deployments SET revision = ?, intent = ?, status = ?, "
+                    "pushed_at = ?, updated_at = ? WHERE id = ?",
+                    (revision, Intent.RUN.value, Status.DEPLOYING.value, at or now, now, record.id),
+                )
+                await _insert_event(
+                    db,
+                    record.id,
+                    "push",
+                    f"pushed {image_ref}: revision {revision}",
+                    revision,
+                    now,
+                )
+                changed.append(record.id)
+        return [r for r in [await self.get_by_id(i) for i in changed] if r is not None]
 
     async def purge(self, deployment_id: str) -> None:
         """Drop the row (revisions and events cascade) once nothing is left in Docker."""

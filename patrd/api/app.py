@@ -27,7 +27,9 @@ from aiohttp.typedefs import Handler, Middleware
 
 from patrd.api.errors import error_middleware, error_response
 from patrd.api.firewall import FIREWALL, FirewallView
+from patrd.api.observe import OBSERVE, Observability
 from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
+from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
@@ -38,7 +40,8 @@ from patrd.views import ControllerView
 
 log = structlog.get_logger("patrd.api")
 
-PUBLIC_ROUTES = frozenset({("GET", "/v1/health")})
+# The registry webhook carries its own shared secret (patrd/api/registry_hook.py).
+PUBLIC_ROUTES = frozenset({("GET", "/v1/health"), ("POST", "/v1/registry/events")})
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
@@ -52,6 +55,8 @@ def build_app(
     tls: TlsView | None = None,
     firewall: FirewallView | None = None,
     vault: Vault | None = None,
+    observe: Observability | None = None,
+    registry_hook: RegistryHook | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [error_middleware]
     if token is not None:
@@ -68,6 +73,10 @@ def build_app(
         app[FIREWALL] = firewall
     if vault is not None:
         app[VAULT] = vault
+    if registry_hook is not None:
+        app[REGISTRY_HOOK] = registry_hook
+    if observe is not None:
+        app[OBSERVE] = observe
     add_routes(app)
     return app
 

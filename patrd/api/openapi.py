@@ -312,6 +312,14 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "PushResult": {
+        "type": "object",
+        "required": ["pushes", "rollouts"],
+        "properties": {
+            "pushes": {"type": "integer", "description": "manifest pushes with a tag"},
+            "rollouts": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "VolumeList": {
         "type": "object",
         "required": ["volumes"],
@@ -699,6 +707,33 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/registry/events": {
+        "post": {
+            "operationId": "registry_events",
+            "summary": "Node registry notifications: a manifest push rolls deployments out",
+            "description": (
+                "Authorization: Bearer <the registry's shared secret> (not the API token). "
+                "Only deployments with this repository, this tag and deploy_on_push roll, "
+                "to exactly the pushed digest; duplicates and older pushes roll nothing."
+            ),
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/vnd.docker.distribution.events.v1+json": {
+                        "schema": {"type": "object", "required": ["events"]}
+                    }
+                },
+            },
+            "responses": {
+                "202": _json_body("PushResult", "what was rolled"),
+                "400": _error("BadRequest"),
+                "401": _error("Unauthorized"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        },
+    },
     "/v1/secrets": {
         "get": {
             "operationId": "list_secrets",
@@ -1068,6 +1103,228 @@ PATHS.update(
                 "summary": "Every certificate patrd serves or wants, with renewal bookkeeping",
                 "responses": {
                     "200": _json_body("CertificateList", "the certificates"),
+                    **_COMMON_ERRORS,
+                },
+            }
+        },
+    }
+)
+
+
+# --- logs, metrics, Prometheus, cost (issue 7; patrd/api/observe.py) -------------------
+
+_SCALE_SCHEMA["properties"]["target_cpu"] = {
+    "type": "integer",
+    "minimum": spec.MIN_TARGET_CPU,
+    "maximum": spec.MAX_TARGET_CPU,
+    "default": spec.DEFAULT_TARGET_CPU,
+    "description": (
+        "autoscaler target: percent of the instances' CPU allocation (used when max > min "
+        "and the deployment has no volumes)"
+    ),
+}
+_COST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["min", "max", "currency", "period"],
+    "description": "estimated cost per month at scale.min and scale.max (config [cost])",
+    "properties": {
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+        "currency": {"type": "string"},
+        "period": {"type": "string", "enum": ["month"]},
+    },
+}
+_RESOURCE_PAIR = {
+    "type": "object",
+    "properties": {"cpu": {"type": "number"}, "memory_mb": {"type": "integer"}},
+}
+_CAPACITY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["fits", "node", "required", "committed", "warning"],
+    "description": (
+        "whether this node has CPUs and memory for scale.max instances next to the other "
+        "deployments at their current count (a warning, never a refusal)"
+    ),
+    "properties": {
+        "fits": {"type": "boolean"},
+        "node": _RESOURCE_PAIR,
+        "required": _RESOURCE_PAIR,
+        "committed": _RESOURCE_PAIR,
+        "warning": {"type": "string", "nullable": True},
+    },
+}
+SCHEMAS["Deployment"]["properties"].update(
+    {
+        "replicas": {
+            "type": "integer",
+            "description": "instances it runs: the autoscaler's count within [min, max], else min",
+        },
+        "estimated_cost": _COST_SCHEMA,
+        "capacity": {**_CAPACITY_SCHEMA, "description": "on create, update and GET of one"},
+    }
+)
+SCHEMAS["Deployment"]["required"] = [*SCHEMAS["Deployment"]["required"], "estimated_cost"]
+_METRICS_NUMBERS = {
+    "cpu_cores": {"type": "number", "description": "cores used (sum over instances)"},
+    "cpu_allocation_cores": {"type": "number", "description": "cores allowed (sum)"},
+    "cpu_usage": {"type": "number", "description": "cpu_cores / cpu_allocation_cores"},
+    "memory_bytes": {"type": "integer", "description": "working set (usage - inactive file)"},
+    "memory_limit_bytes": {"type": "integer", "nullable": True},
+    "rx_bytes_per_s": {"type": "number", "nullable": True},
+    "tx_bytes_per_s": {"type": "number", "nullable": True},
+    "read_bytes_per_s": {"type": "number", "nullable": True},
+    "write_bytes_per_s": {"type": "number", "nullable": True},
+}
+SCHEMAS.update(
+    {
+        "LogLine": {
+            "type": "object",
+            "description": "one line of application/x-ndjson (format=json)",
+            "required": ["t", "instance", "container", "revision", "stream", "line"],
+            "properties": {
+                "t": {"type": "string", "description": "RFC 3339 UTC with nanoseconds"},
+                "instance": {"type": "string", "example": "web-0"},
+                "container": {"type": "string", "description": "short container id"},
+                "revision": {"type": "integer"},
+                "stream": {"type": "string", "enum": ["stdout", "stderr"]},
+                "line": {"type": "string"},
+                "removed": {
+                    "type": "boolean",
+                    "description": "true: kept by patrd from an instance removed since",
+                },
+            },
+        },
+        "MetricsPoint": {
+            "type": "object",
+            "properties": {
+                "t": _TIMESTAMP,
+                "instances": {"type": "integer"},
+                "cpu_peak_cores": {"type": "number"},
+                "memory_peak_bytes": {"type": "integer"},
+                **_METRICS_NUMBERS,
+            },
+        },
+        "InstanceMetrics": {
+            "type": "object",
+            "properties": {
+                "instance": {"type": "string"},
+                "container": {"type": "string"},
+                "at": _TIMESTAMP,
+                "source": {"type": "string", "enum": ["cgroup v1", "cgroup v2", "docker"]},
+                **_METRICS_NUMBERS,
+            },
+        },
+        "Metrics": {
+            "type": "object",
+            "required": ["deployment", "range", "step_s", "current", "points"],
+            "properties": {
+                "deployment": {"type": "string"},
+                "range": {"type": "string", "enum": ["hour", "day", "week", "month"]},
+                "step_s": {"type": "number", "description": "bucket width of the points"},
+                "instance": {"type": "string", "nullable": True},
+                "current": {"type": "array", "items": _ref("InstanceMetrics")},
+                "points": {"type": "array", "items": _ref("MetricsPoint")},
+            },
+        },
+    }
+)
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+PATHS.update(
+    {
+        "/v1/deployments/{name}/logs": {
+            "parameters": [_NAME_PARAM],
+            "get": {
+                "operationId": "logs",
+                "summary": "stdout and stderr of every instance, merged by timestamp",
+                "description": (
+                    "Oldest first; each line tagged with instance, container, revision and "
+                    "stream; logs of removed instances kept by patrd are included (removed: "
+                    "true). follow=true keeps the chunked response open and streams new lines, "
+                    "new instances (rollouts, autoscaling) included."
+                ),
+                "parameters": [
+                    _query(
+                        "tail",
+                        "at most this many newest lines (default 1000, or all since `since`; "
+                        "max 100000)",
+                        {"type": "string", "example": "100"},
+                    ),
+                    _query("since", "RFC 3339 or unix seconds", {"type": "string"}),
+                    _query("until", "RFC 3339 or unix seconds", {"type": "string"}),
+                    _query(
+                        "instance",
+                        "instance name (web-0) or container id prefix",
+                        {"type": "string"},
+                    ),
+                    _query("follow", "stream new lines", {"type": "boolean", "default": False}),
+                    _query(
+                        "format",
+                        "json: one LogLine per line; text: '<t> <instance> <stream>: <line>'",
+                        {"type": "string", "enum": ["json", "text"], "default": "json"},
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the lines (chunked)",
+                        "content": {
+                            "application/x-ndjson": {"schema": _ref("LogLine")},
+                            "text/plain": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": _error("BadRequest"),
+                    "404": _error("NotFound"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/deployments/{name}/metrics": {
+            "parameters": [_NAME_PARAM],
+            "get": {
+                "operationId": "metrics",
+                "summary": "CPU, memory, network and block I/O history, summed over instances",
+                "parameters": [
+                    _query(
+                        "range",
+                        "hour: raw samples; day: 1-minute, week: 15-minute, month: 1-hour buckets",
+                        {
+                            "type": "string",
+                            "enum": ["hour", "day", "week", "month"],
+                            "default": "hour",
+                        },
+                    ),
+                    _query(
+                        "instance", "one instance (web-0) instead of the sum", {"type": "string"}
+                    ),
+                ],
+                "responses": {
+                    "200": _json_body("Metrics", "the history and the latest sample per instance"),
+                    "400": _error("BadRequest"),
+                    "404": _error("NotFound"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "prometheus",
+                "summary": "Prometheus text exposition (patrd_* families; README: Metrics)",
+                "responses": {
+                    "200": {
+                        "description": "text format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "404": _error("NotFound"),
                     **_COMMON_ERRORS,
                 },
             }

@@ -8,6 +8,7 @@ nothing here re-checks fields.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import socket
@@ -16,9 +17,11 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from patrd import __version__, spec
+from patrd import __version__, cost, spec
 from patrd.api import secrets, volumes
+from patrd.api.registry_hook import registry_events
 from patrd.api.firewall import firewall_status
+from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
 from patrd.api.urls import (
     create_url,
     delete_url,
@@ -28,6 +31,7 @@ from patrd.api.urls import (
     update_url,
 )
 from patrd.api.volumes import kept_volume_names, refuse_volume_loss
+from patrd.autoscale import effective_replicas
 from patrd.config import Config
 from patrd.errors import BadRequest
 from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
@@ -69,6 +73,7 @@ def add_routes(app: web.Application) -> None:
         volumes.delete_config_file,
         name="delete_config_file",
     )
+    r.add_post("/v1/registry/events", registry_events, name="registry_events")
     r.add_get("/v1/secrets", secrets.list_secrets, name="list_secrets", allow_head=False)
     r.add_post("/v1/secrets", secrets.create_secret, name="create_secret")
     r.add_get("/v1/secrets/{name}", secrets.get_secret, name="get_secret", allow_head=False)
@@ -103,6 +108,12 @@ def add_routes(app: web.Application) -> None:
         revert_deployment,
         name="revert_deployment",
     )
+    # Logs, metrics, Prometheus (issue 7; patrd/api/observe.py).
+    r.add_get("/v1/deployments/{name}/logs", deployment_logs, name="logs", allow_head=False)
+    r.add_get(
+        "/v1/deployments/{name}/metrics", deployment_metrics, name="metrics", allow_head=False
+    )
+    r.add_get("/metrics", prometheus_metrics, name="prometheus", allow_head=False)
 
 
 # --- handlers -------------------------------------------------------------
@@ -174,7 +185,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     record = await store.create_deployment(parsed)
     controller.wake(record.id)
     return web.json_response(
-        deployment_json(record, config),
+        deployment_json(record, config, capacity=await _capacity(store, record)),
         status=201,
         headers={"Location": f"/v1/deployments/{record.name}"},
     )
@@ -184,7 +195,12 @@ async def get_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
     record = await store.get_deployment(request.match_info["name"])
     return web.json_response(
-        deployment_json(record, config, instances=controller.instances(record.id))
+        deployment_json(
+            record,
+            config,
+            instances=controller.instances(record.id),
+            capacity=await _capacity(store, record),
+        )
     )
 
 
@@ -201,7 +217,9 @@ async def update_deployment(request: web.Request) -> web.Response:
 
     record = await store.update_spec(name, change)
     controller.wake(record.id)
-    return web.json_response(deployment_json(record, config))
+    return web.json_response(
+        deployment_json(record, config, capacity=await _capacity(store, record))
+    )
 
 
 async def delete_deployment(request: web.Request) -> web.Response:
@@ -280,7 +298,11 @@ async def revert_deployment(request: web.Request) -> web.Response:
 
 
 def deployment_json(
-    record: DeploymentRecord, config: Config, *, instances: list[InstanceView] | None = None
+    record: DeploymentRecord,
+    config: Config,
+    *,
+    instances: list[InstanceView] | None = None,
+    capacity: cost.Capacity | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": record.id,
@@ -294,10 +316,29 @@ def deployment_json(
         "spec": record.spec.to_json(),
         "stable_revision": record.stable_revision,
         "urls": deployment_urls(record.spec, config),
+        "replicas": effective_replicas(record),
+        "estimated_cost": cost.estimate(record.spec, config.cost).to_json(),
     }
+    if capacity is not None:
+        body["capacity"] = capacity.to_json()
     if instances is not None:
         body["instances"] = [instance_json(i) for i in instances]
     return body
+
+
+@functools.cache
+def _node() -> cost.Node:
+    return cost.node_capacity()
+
+
+async def _capacity(store: Store, record: DeploymentRecord) -> cost.Capacity:
+    """Room on this node for ``record`` at scale.max next to the other live deployments."""
+    others = [
+        (r.spec, effective_replicas(r))
+        for r in await store.list_deployments()
+        if r.id != record.id and r.intent in (Intent.RUN, Intent.CREATED)
+    ]
+    return cost.capacity(record.spec, others, _node())
 
 
 def deployment_urls(deployment: spec.DeploymentSpec, config: Config) -> list[str]:

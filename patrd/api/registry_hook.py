@@ -1,0 +1,62 @@
+"""``POST /v1/registry/events``: the node registry's push notifications → rollouts.
+
+Authenticated by the shared secret the registry was configured with (not the
+API token): nothing in a notification can do more than roll a deployment
+that has this image, this tag and deploy on push to the pushed digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from patrd.errors import BadRequest, NotFound
+from patrd.registry import EVENTS_CONTENT_TYPE, MAX_EVENTS_BODY, authorized, parse_events
+from patrd.spec import LOCAL_REGISTRY, DeploymentSpec
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryHook:
+    secret: str
+    host: str  # host:port the deployments pull from (the node registry)
+
+
+REGISTRY_HOOK = web.AppKey("patrd.registry_hook", RegistryHook)
+
+
+async def registry_events(request: web.Request) -> web.Response:
+    from patrd.api.errors import error_response
+    from patrd.api.routes import CONTROLLER, STORE
+
+    hook = request.app.get(REGISTRY_HOOK)
+    if hook is None:
+        raise NotFound("deploy on push is off: no node registry ([registry] enabled = false)")
+    if not authorized(request.headers.get("Authorization"), hook.secret):
+        return error_response(
+            401,
+            "unauthorized",
+            "bad or missing registry secret",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+    if content_type not in (EVENTS_CONTENT_TYPE, "application/json"):
+        raise BadRequest(f"content type must be {EVENTS_CONTENT_TYPE}")
+    body = await request.content.read(MAX_EVENTS_BODY + 1)
+    pushes = parse_events(body)
+    store, controller = request.app[STORE], request.app[CONTROLLER]
+    rolled: list[str] = []
+    for push in pushes:
+
+        def matches(spec: DeploymentSpec, push=push) -> bool:  # type: ignore[no-untyped-def]
+            return (
+                spec.registry in (LOCAL_REGISTRY, hook.host)
+                and spec.image == push.repository
+                and spec.tag == push.tag
+            )
+
+        ref = f"{hook.host}/{push.repository}@{push.digest}"
+        for record in await store.deploy_pushed(matches, ref, push.at):
+            controller.wake(record.id)
+            rolled.append(record.name)
+    return web.json_response({"pushes": len(pushes), "rollouts": rolled}, status=202)

@@ -1,0 +1,197 @@
+"""Deploy on push: the node registry (Debian docker-registry) notifies patrd; pushes roll out."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port
+from tests.support.load import Load
+
+pytestmark = pytest.mark.docker
+
+HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
+
+
+@pytest.fixture
+def registry_daemon(
+    tmp_path: Path, test_images: dict[str, str], names: list[str]
+) -> Iterator[Daemon]:
+    d = Daemon(tmp_path)
+    d.config = {
+        "registry": {
+            "enabled": True,
+            "listen": f"127.0.0.1:{free_port()}",
+            "webhook_listen": f"127.0.0.1:{free_port()}",
+        }
+    }
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+async def rapi(registry_daemon: Daemon) -> Any:
+    async with Api(registry_daemon) as client:
+        yield client
+
+
+def registry_addr(d: Daemon) -> str:
+    return str(d.config["registry"]["listen"])
+
+
+def push(d: Daemon, source: str, repo: str, tag: str) -> str:
+    """Tag a local image into the node registry and push it; the pushed manifest digest."""
+    ref = f"{registry_addr(d)}/{repo}:{tag}"
+    subprocess.run(["docker", "tag", source, ref], check=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run(["docker", "push", ref], capture_output=True, text=True)
+        if out.returncode == 0:
+            break
+        if time.monotonic() > deadline:  # the registry is still starting
+            raise AssertionError(out.stderr)
+        time.sleep(0.3)
+    digests = docker_json("image", "inspect", ref)[0]["RepoDigests"]
+    return next(x.split("@", 1)[1] for x in digests if x.startswith(registry_addr(d)))
+
+
+async def until(predicate, timeout: float, what: str, daemon: Daemon):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout}s: {last}\n{daemon.log_tail()}")
+
+
+async def deployed(api: Api, name: str, revision: int) -> bool:
+    code, dep = await api.call("GET", f"/v1/deployments/{name}")
+    return code == 200 and dep["stable_revision"] == revision and dep["status"] == "running"
+
+
+async def webhook(d: Daemon, body: bytes, secret: str | None) -> tuple[int, Any]:
+    listen = d.config["registry"]["webhook_listen"]
+    headers = {"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"http://{listen}/v1/registry/events", data=body, headers=headers
+        ) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_push_rolls_out_and_history_reverts(
+    registry_daemon: Daemon, rapi: Api, new_name
+) -> None:
+    d, api = registry_daemon, rapi
+    name, quiet = new_name("push"), new_name("quiet")
+    repo = f"apps/{name}"
+    v1 = push(d, "patrd-test/web:v1", repo, "stable")
+    base = {"registry": "local", "image": repo, "tag": "stable", "ports": {"80": "http"}}
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        {"name": name, **base, "scale": {"min": 2, "max": 2}, "startup_probe": HEALTH},
+    )
+    await api.ok("POST", "/v1/deployments", {"name": quiet, **base, "deploy_on_push": False})
+    await until(lambda: deployed(api, name, 1), 60, "v1 deployed", d)
+    await until(lambda: deployed(api, quiet, 1), 60, "quiet deployed", d)
+    quiet_before = containers_of(quiet)
+
+    async with Load(d.proxy_port, d.host(name), "/", concurrency=4) as load:
+        await asyncio.sleep(0.5)
+        v2 = push(d, "patrd-test/web:v2", repo, "stable")
+        await until(lambda: deployed(api, name, 2), 60, "v2 rolled out on push", d)
+        await asyncio.sleep(0.5)
+    assert load.result.errors == [] and load.result.failures == 0, load.result.bad
+    assert load.result.total > 50
+    async with aiohttp.ClientSession() as http:
+        async with http.get(
+            f"http://127.0.0.1:{d.proxy_port}/", headers={"Host": d.host(name)}
+        ) as resp:
+            assert "hello from v2" in await resp.text()
+    assert containers_of(quiet) == quiet_before, "deploy_on_push: false is respected"
+
+    # the registry's own notification had arrived; a duplicate rolls nothing
+    secret = (d.data_dir / "registry-webhook.secret").read_text().strip()
+    event = {
+        "events": [
+            {
+                "action": "push",
+                "timestamp": "2020-01-01T00:00:00.123456789Z",
+                "target": {
+                    "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                    "repository": repo,
+                    "tag": "stable",
+                    "digest": v2,
+                },
+            }
+        ]
+    }
+    status, answer = await webhook(d, json.dumps(event).encode(), secret)
+    assert status == 202 and answer == {"pushes": 1, "rollouts": []}, answer
+    old = json.loads(json.dumps(event))
+    old["events"][0]["target"]["digest"] = v1  # an out-of-order, older push
+    status, answer = await webhook(d, json.dumps(old).encode(), secret)
+    assert status == 202 and answer["rollouts"] == [], answer
+    assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 2
+
+    # security: bad secret, no secret, malformed body
+    assert (await webhook(d, json.dumps(event).encode(), "wrong"))[0] == 401
+    assert (await webhook(d, json.dumps(event).encode(), None))[0] == 401
+    assert (await webhook(d, b"{not json", secret))[0] == 400
+    unknown = json.loads(json.dumps(event))
+    unknown["events"][0]["target"]["repository"] = "nobody/here"
+    assert (await webhook(d, json.dumps(unknown).encode(), secret))[1]["rollouts"] == []
+
+    # history has both digests; a revert to v1 is exact
+    history = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"]
+    assert [h["state"] for h in history] == ["deployed", "superseded"]
+    ids = [h["digest"] for h in history]
+    v1_id = docker_json("image", "inspect", "patrd-test/web:v1")[0]["Id"]
+    v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
+    assert ids == [v2_id, v1_id]
+    await api.ok("POST", f"/v1/deployments/{name}/history/{v1_id}/revert")
+    await until(lambda: deployed(api, name, 3), 60, "reverted to v1", d)
+    for cid in containers_of(name):
+        assert docker_json("inspect", cid)[0]["Image"] == v1_id
+
+
+async def test_first_push_starts_a_deployment_created_without_deploying(
+    registry_daemon: Daemon, rapi: Api, new_name
+) -> None:
+    d, api = registry_daemon, rapi
+    name = new_name("later")
+    repo = f"apps/{name}"
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        {
+            "name": name,
+            "registry": "local",
+            "image": repo,
+            "tag": "main",
+            "ports": {"80": "http"},
+            "deploy_on_create": False,
+        },
+    )
+    assert (await api.ok("GET", f"/v1/deployments/{name}"))["status"] == "created"
+    push(d, "patrd-test/web:v1", repo, "main")
+    await until(lambda: deployed(api, name, 2), 60, "started by the first push", d)
