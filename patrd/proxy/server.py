@@ -32,7 +32,9 @@ from typing import Final
 import httptools
 import structlog
 
+from patrd.proxy.limits import LimitOptions, Limits, Networks, client_key, forwarded_client
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable, redirect_location
+from patrd.proxy.stats import DeploymentCounters
 
 __all__ = ["ProxyOptions", "ProxyServer"]
 
@@ -179,6 +181,20 @@ class ProxyServer:
         self._active = 0
         self._rr = 0
         self._open = 0  # transports (client and upstream) not yet lost
+        self._limits = Limits(
+            LimitOptions(
+                rate=options.rate_limit_rps,
+                burst=options.rate_limit_burst,
+                max_connections=options.max_connections,
+                max_connections_per_client=options.max_connections_per_ip,
+                exempt=options.rate_limit_exempt,
+            )
+        )
+        self._trusted = Networks(options.trusted_proxies)
+        self.limited_requests = 0  # answered 429 by the rate limit
+        self.refused_connections = 0  # closed at once by a connection cap
+        # Requests per deployment by status class and latency (patrd/proxy/stats.py).
+        self.deployment_stats: dict[str, DeploymentCounters] = {}
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None
@@ -495,11 +511,17 @@ class _Exchange:
         "response_done",
         "response_started",
         "retried",
+        "stats",
+        "status",
+        "t0",
         "tunnel_buffer",
         "upgrade",
         "upstream",
         "url",
         "websocket",
+        "xf_host",
+        "xf_proto",
+        "xff",
     )
 
     def __init__(self, client: _Client) -> None:
@@ -534,6 +556,12 @@ class _Exchange:
         self.counted = False  # counted in ProxyServer.active_requests
         self.finished = False
         self.tunnel_buffer: list[bytes] | None = None
+        self.xff: bytes | None = None  # X-Forwarded-For from a trusted proxy
+        self.xf_proto = False  # a trusted proxy sent X-Forwarded-Proto
+        self.xf_host = False  # a trusted proxy sent X-Forwarded-Host
+        self.stats: DeploymentCounters | None = None  # the routed deployment's counters
+        self.status = 0  # status line sent to the client
+        self.t0 = 0.0  # loop time when routed (latency histogram)
 
 
 # --- client side -------------------------------------------------------------
@@ -873,6 +901,12 @@ class _Client(asyncio.Protocol):
         if route is None:
             self._local(ex, 404)
             return
+        if route.deployment:
+            counters = server.deployment_stats.get(route.deployment)
+            if counters is None:
+                counters = server.deployment_stats[route.deployment] = DeploymentCounters()
+            ex.stats = counters
+            ex.t0 = self._loop.time()
         if route.special and self._redirected(ex, route):
             return
         if route.status is not RouteStatus.RUNNING:
@@ -1059,6 +1093,9 @@ class _Client(asyncio.Protocol):
         assert transport is not None and conn is not None and conn.transport is not None
         self._mode = _TUNNEL
         ex.response_started = ex.response_done = True
+        if ex.stats is not None:  # the 101 counts; the websocket's lifetime does not
+            ex.stats.record(101, self._loop.time() - ex.t0)
+            ex.stats = None
         if ex.counted:  # an open websocket is not an in-flight request
             ex.counted = False
             self._server._request_done()
@@ -1089,6 +1126,7 @@ class _Client(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         ex.response_started = ex.response_done = True
+        ex.status = status
         if ex.body_buffer is not None:
             ex.body_buffer = None
             self._resume_reading(_P_BUFFERING)
@@ -1167,6 +1205,8 @@ class _Client(asyncio.Protocol):
         if ex.finished:
             return
         ex.finished = True
+        if ex.stats is not None:
+            ex.stats.record(ex.status, self._loop.time() - ex.t0)
         if ex.pool is not None:
             ex.pool.unpin()
             ex.pool = None
@@ -1594,6 +1634,7 @@ class _Upstream(asyncio.Protocol):
         elif not ex.http11:
             extra += b"Connection: keep-alive\r\n"
         ex.response_started = True
+        ex.status = status
         self.pending.append(
             b"HTTP/1.1 %d %b\r\n%b%b\r\n" % (status, self.reason, b"".join(self.parts), extra)
         )

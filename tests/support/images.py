@@ -23,6 +23,14 @@ HTTP endpoints (busybox httpd CGI, ``/www/cgi-bin``):
 * ``GET /cgi-bin/slow`` → 5 lines, one per second, streamed (no
   Content-Length; the body ends when the connection closes).
 * ``GET /cgi-bin/version`` → ``v1\\n`` / ``v2\\n`` / ``broken\\n``.
+* ``GET /cgi-bin/burn?seconds=N&procs=K`` → starts K background ``yes``
+  processes for N seconds (CPU load for autoscaler tests) and answers at once.
+
+Environment switches of ``/start.sh`` (v1, v2): it prints
+``start <hostname> revision <PATRD_REVISION>`` on stdout first; ``BURN=K``
+runs K ``yes > /dev/null`` from the start (exactly K cores, for metrics
+accuracy); ``LOG_EVERY=S`` prints ``line <n> from <hostname>`` every S
+seconds, odd n on stderr and even n on stdout (for logs tests).
 
 WebSocket on port 8081 (websocketd in front of one ``cat`` process per
 connection, any path): websocketd writes every incoming message to the
@@ -111,6 +119,25 @@ while [ "$i" -le 5 ]; do
 done
 """
 
+_BURN_CGI = """\
+#!/bin/sh
+# /cgi-bin/burn?seconds=N&procs=K: K background `yes` for N seconds (default 30 s, 1).
+seconds=30
+procs=1
+for pair in $(echo "$QUERY_STRING" | tr '&' ' '); do
+    case "$pair" in
+        seconds=*) seconds=${pair#seconds=} ;;
+        procs=*) procs=${pair#procs=} ;;
+    esac
+done
+i=0
+while [ "$i" -lt "$procs" ]; do
+    timeout "$seconds" yes > /dev/null 2>&1 < /dev/null &
+    i=$((i + 1))
+done
+printf 'Content-Type: text/plain\\r\\n\\r\\nburning %s x %ss\\n' "$procs" "$seconds"
+"""
+
 _VERSION_CGI = """\
 #!/bin/sh
 printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' '{version}'
@@ -118,6 +145,21 @@ printf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' '{version}'
 
 _START_WEB = """\
 #!/bin/sh
+echo "start $(hostname) revision ${PATRD_REVISION:-?}"
+if [ -n "$BURN" ]; then
+    # Burn exactly $BURN cores from the start (metrics accuracy tests).
+    i=0
+    while [ "$i" -lt "$BURN" ]; do yes > /dev/null & i=$((i + 1)); done
+fi
+if [ -n "$LOG_EVERY" ]; then
+    # A numbered line every $LOG_EVERY seconds, odd ones on stderr (logs tests).
+    ( n=0; while true; do
+        n=$((n + 1))
+        if [ $((n % 2)) -eq 1 ]; then echo "line $n from $(hostname)" >&2
+        else echo "line $n from $(hostname)"; fi
+        sleep "$LOG_EVERY"
+    done ) &
+fi
 websocketd --port=8081 cat &
 exec httpd -f -p 80 -h /www
 """
@@ -270,6 +312,7 @@ def _common_entries() -> list[_Entry]:
     entries.append(_Entry("/www/cgi-bin/health", "file", 0o755, _HEALTH_CGI.encode()))
     entries.append(_Entry("/www/cgi-bin/env", "file", 0o755, _ENV_CGI.encode()))
     entries.append(_Entry("/www/cgi-bin/slow", "file", 0o755, _SLOW_CGI.encode()))
+    entries.append(_Entry("/www/cgi-bin/burn", "file", 0o755, _BURN_CGI.encode()))
     return entries
 
 

@@ -165,7 +165,12 @@ async def test_create_returns_deployment_and_wakes(
         "spec",
         "stable_revision",
         "urls",
+        "replicas",
+        "estimated_cost",
+        "capacity",
     }
+    assert body["estimated_cost"] == {"min": 0.0, "max": 0.0, "currency": "USD", "period": "month"}
+    assert body["capacity"]["fits"] in (True, False) and body["replicas"] == 1
     assert body["stable_revision"] is None
     assert body["name"] == "web"
     assert body["revision"] == 1
@@ -379,7 +384,7 @@ async def test_patch_creates_revision_and_wakes(client: Client, controller: Fake
     assert resp.status == 200
     body = await resp.json()
     assert body["revision"] == 2
-    assert body["spec"]["scale"] == {"min": 1, "max": 3}
+    assert body["spec"]["scale"] == {"min": 1, "max": 3, "target_cpu": 80}
     assert body["spec"]["env"] == {"A": "1", "B": "2"}
     assert body["spec"]["tag"] == "1.25"
     assert controller.woken == [created["id"]]
