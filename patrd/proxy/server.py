@@ -50,6 +50,13 @@ class ProxyOptions:
     upstream_connect_timeout_s: float = 5.0
     upstream_idle_pool_size: int = 32  # idle keep-alive connections kept per backend
     drain_timeout_s: float = 30.0
+    # Limits (patrd/proxy/limits.py); 0 turns one off.
+    rate_limit_rps: float = 100.0  # requests per second per client (IPv6: per /64) → 429
+    rate_limit_burst: int = 200
+    rate_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # also no per-client cap
+    max_connections: int = 10000  # concurrent client connections, all clients → 503
+    max_connections_per_ip: int = 256  # → 429
+    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is kept (appended to)
 
 
 # --- constants ---------------------------------------------------------------
@@ -91,6 +98,8 @@ _H_TRANSFER_ENCODING: Final = 3
 _H_CONNECTION: Final = 4
 _H_UPGRADE: Final = 5
 _H_DROP: Final = 6
+_H_XFF: Final = 7  # X-Forwarded-For: kept (appended to) from trusted proxies only
+_H_XFWD: Final = 8  # X-Forwarded-Proto/-Host: kept from trusted proxies only
 _REQUEST_HEADERS: Final[dict[bytes, int]] = {
     b"host": _H_HOST,
     b"content-length": _H_CONTENT_LENGTH,
@@ -101,10 +110,11 @@ _REQUEST_HEADERS: Final[dict[bytes, int]] = {
     b"proxy-connection": _H_DROP,
     b"te": _H_DROP,
     b"trailer": _H_DROP,
-    # Set by the proxy from the connection, never taken from the client.
-    b"x-forwarded-for": _H_DROP,
-    b"x-forwarded-proto": _H_DROP,
-    b"x-forwarded-host": _H_DROP,
+    # Set by the proxy from the connection; taken from the client only if it
+    # is one of proxy.trusted_proxies.
+    b"x-forwarded-for": _H_XFF,
+    b"x-forwarded-proto": _H_XFWD,
+    b"x-forwarded-host": _H_XFWD,
 }
 _RESPONSE_HEADERS: Final[dict[bytes, int]] = {
     b"content-length": _H_CONTENT_LENGTH,
@@ -131,6 +141,7 @@ _REASONS: Final[dict[int, bytes]] = {
     404: b"Not Found",
     405: b"Method Not Allowed",
     413: b"Content Too Large",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
@@ -140,8 +151,14 @@ _TEXTS: Final[dict[int, str]] = {
     404: "no deployment serves this host",
     405: "method not allowed",
     413: "request body too large",
+    429: "too many requests: slow down",
     431: "request header fields too large",
     502: "bad gateway: the instance did not answer",
+}
+# Answers to connections refused by a connection cap (before any request is read).
+_REFUSED: Final[dict[int, bytes]] = {
+    429: b"too many connections from your address\n",
+    503: b"server busy: too many connections\n",
 }
 
 
@@ -572,26 +589,32 @@ class _Client(asyncio.Protocol):
 
     __slots__ = (
         "_active",
+        "_admitted",
         "_advancing",
         "_challenges",
         "_deadline",
         "_eof",
+        "_exempt",
         "_forwarded",
         "_head_size",
         "_head_timer",
         "_in_head",
+        "_key",
         "_loop",
         "_mode",
         "_options",
         "_parser",
         "_parsing",
         "_paused",
+        "_peer",
         "_queue",
+        "_rate_key",
         "_raw_head",
         "_raw_left",
         "_scheme",
         "_server",
         "_timer",
+        "_trusted",
         "_write_paused",
         "transport",
     )
@@ -620,6 +643,12 @@ class _Client(asyncio.Protocol):
         self._head_timer = False
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._peer = ""  # the peer's address
+        self._key = ""  # the peer's client key (patrd.proxy.limits.client_key)
+        self._rate_key: str | None = None  # rate-limit key; None: not limited
+        self._trusted = False  # the peer is in proxy.trusted_proxies
+        self._exempt = False  # no per-client limits for the peer
+        self._admitted = False  # counted by the connection caps
 
     # --- asyncio callbacks ---
 
@@ -639,6 +668,17 @@ class _Client(asyncio.Protocol):
             self._mode = _CLOSED
             transport.close()
             return
+        ip = self._peer = str(ip)
+        limits = server._limits
+        self._trusted = bool(server._trusted) and ip in server._trusted
+        exempt = self._exempt = self._trusted or limits.exempt(ip)
+        key = self._key = client_key(ip)
+        self._rate_key = None if exempt else key
+        admission = limits.admit(key, exempt)
+        if admission:
+            self._refuse(admission)
+            return
+        self._admitted = True
         self._head_timer = True
         self._set_deadline(self._options.header_timeout_s)
 
@@ -704,6 +744,9 @@ class _Client(asyncio.Protocol):
         server = self._server
         server._clients.discard(self)
         server._transport_lost()
+        if self._admitted:
+            self._admitted = False
+            server._limits.release(self._key, self._exempt)
         exchanges: list[_Exchange] = []
         if self._active is not None:
             exchanges.append(self._active)
@@ -780,6 +823,15 @@ class _Client(asyncio.Protocol):
             ex.connection.append(value)
         elif kind == _H_UPGRADE:
             ex.upgrade = value
+        elif kind == _H_XFF:
+            if self._trusted:
+                ex.xff = value if ex.xff is None else ex.xff + b", " + value
+        elif kind == _H_XFWD and self._trusted:
+            ex.parts += (name, b": ", value, b"\r\n")
+            if name.lower() == b"x-forwarded-proto":
+                ex.xf_proto = True
+            else:
+                ex.xf_host = True
 
     def on_headers_complete(self) -> None:
         ex = self._parsing
@@ -878,6 +930,15 @@ class _Client(asyncio.Protocol):
         if ex.error:
             self._local(ex, ex.error, close=True)
             return
+        limits = server._limits
+        if limits.rate_limited:
+            key = self._forwarded_key(ex) if self._trusted else self._rate_key
+            if key is not None:
+                wait = limits.retry_after(key, self._loop.time())
+                if wait:
+                    server.limited_requests += 1
+                    self._local(ex, 429, headers=b"Retry-After: %d\r\n" % wait)
+                    return
         url = ex.url
         if url[:1] == b"/":
             path = url.partition(b"?")[0]
@@ -982,6 +1043,9 @@ class _Client(asyncio.Protocol):
         else:
             framing = b""
         forwarded_host = b"X-Forwarded-Host: %b\r\n" % ex.host if ex.host is not None else b""
+        forwarded = self._forwarded
+        if self._trusted:
+            forwarded, forwarded_host = self._from_trusted(ex, forwarded_host)
         url, parts = ex.url, ex.parts
         if route.upstream_host is not None:  # a managed URL proxying to an outside origin
             url = route.upstream_path.encode("latin-1") + url
@@ -996,10 +1060,41 @@ class _Client(asyncio.Protocol):
             ex.method,
             url,
             b"".join(parts),
-            self._forwarded,
+            forwarded,
             forwarded_host,
             framing,
         )
+
+    def _from_trusted(self, ex: _Exchange, forwarded_host: bytes) -> tuple[bytes, bytes]:
+        """X-Forwarded-* for a request from a trusted proxy: its values, ours appended."""
+        peer = self._peer.encode("ascii", "replace")
+        xff = peer if ex.xff is None else ex.xff + b", " + peer
+        forwarded = b"X-Forwarded-For: %b\r\n" % xff
+        if not ex.xf_proto:
+            forwarded += b"X-Forwarded-Proto: %b\r\n" % self._scheme
+        return forwarded, b"" if ex.xf_host else forwarded_host
+
+    def _forwarded_key(self, ex: _Exchange) -> str | None:
+        """Rate-limit key of the client behind a trusted proxy (None: not limited)."""
+        if ex.xff is None:
+            return None  # the proxy's own request
+        client = forwarded_client(ex.xff, self._peer, self._server._trusted)
+        if client == self._peer or self._server._limits.exempt(client):
+            return None
+        return client_key(client)
+
+    def _refuse(self, status: int) -> None:
+        """A connection cap is reached: answer at once, read nothing, close."""
+        transport = self.transport
+        assert transport is not None
+        self._server.refused_connections += 1
+        body = _REFUSED[status]
+        transport.write(
+            b"HTTP/1.1 %d %b\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%b"
+            % (status, _REASONS[status], len(body), body)
+        )
+        self._linger()
 
     def attach(self, ex: _Exchange, conn: _Upstream, reused: bool) -> None:
         """Bind ``conn`` to ``ex``; send the request head and any buffered body."""

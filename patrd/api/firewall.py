@@ -1,0 +1,50 @@
+"""``GET /v1/firewall``: the ruleset patrd loads (a dry run when disabled) and its counters."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from patrd.config import Config
+from patrd.firewall import render, rules_from_config
+from patrd.firewall_apply import FirewallStatus
+
+
+class FirewallView(Protocol):
+    """What the API may ask of the firewall keeper."""
+
+    async def status(self) -> FirewallStatus: ...
+
+
+FIREWALL = web.AppKey[FirewallView]("patrd.firewall")
+
+
+async def firewall_status(request: web.Request) -> web.Response:
+    from patrd.api.routes import CONFIG  # routes imports this module
+
+    keeper = request.app.get(FIREWALL)
+    if keeper is not None:
+        status = await keeper.status()
+    else:  # an app built without a keeper (tests): what the config alone would load
+        config: Config = request.app[CONFIG]
+        ruleset = render(rules_from_config(config))
+        status = FirewallStatus(enabled=config.firewall.enabled, applied=False, ruleset=ruleset)
+    return web.json_response(status_json(status))
+
+
+def status_json(status: FirewallStatus) -> dict[str, Any]:
+    """The JSON shape of ``GET /v1/firewall`` (schema ``Firewall`` in openapi.py)."""
+    from patrd.api.routes import rfc3339
+
+    return {
+        "enabled": status.enabled,
+        "applied": status.applied,
+        "ruleset": status.ruleset,
+        "counters": {
+            name: {"packets": c.packets, "bytes": c.bytes} for name, c in status.counters.items()
+        },
+        "error": status.error,
+        "applied_at": rfc3339(status.applied_at) if status.applied_at is not None else None,
+        "loads": status.loads,
+    }

@@ -1,0 +1,212 @@
+"""Proxy limits: per-client request rate (token buckets) and connection caps.
+
+Pure bookkeeping with the clock passed in; ``server.py`` calls it once per
+connection (:meth:`Limits.admit` / :meth:`Limits.release`) and once per
+request (:meth:`Limits.retry_after`). Nothing here does I/O.
+
+Clients are keyed by address; IPv6 clients by their /64 (one subscriber
+usually holds a whole /64, so per-address keys would be free to multiply).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+__all__ = [
+    "Admission",
+    "LimitOptions",
+    "Limits",
+    "Networks",
+    "TokenBuckets",
+    "client_key",
+    "forwarded_client",
+]
+
+# Buckets are swept (full ones dropped: a full bucket is the same as none)
+# at least this often, and whenever the table reaches its size cap.
+_SWEEP_EVERY_S: Final = 60.0
+
+
+class Admission(IntEnum):
+    OK = 0
+    TOO_MANY = 503  # the global connection cap is reached
+    TOO_MANY_FROM_CLIENT = 429  # this client's connection cap is reached
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOptions:
+    rate: float = 0.0  # requests per second per client; 0: no rate limit
+    burst: int = 1
+    max_connections: int = 0  # all clients; 0: no cap
+    max_connections_per_client: int = 0  # 0: no cap
+    exempt: tuple[str, ...] = ()  # networks never rate limited nor capped per client
+    max_clients: int = 100_000  # rate-limit buckets kept (memory bound)
+
+
+class Networks:
+    """A set of IP networks; ``ip in networks`` for address strings."""
+
+    __slots__ = ("_networks",)
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self._networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+
+    def __bool__(self) -> bool:
+        return bool(self._networks)
+
+    def __contains__(self, ip: object) -> bool:
+        if not self._networks or not isinstance(ip, str):
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in n for n in self._networks)
+
+
+def client_key(ip: str) -> str:
+    """The rate-limit key of an address: itself (IPv4) or its /64 (IPv6)."""
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+
+
+def forwarded_client(xff: bytes, peer: str, trusted: Networks) -> str:
+    """The client address behind trusted proxies.
+
+    ``xff`` is the X-Forwarded-For a trusted ``peer`` sent. Walking it from
+    the right (the entry the nearest proxy added), skip trusted proxies; the
+    first other address is the client. Entries left of it could be made up by
+    the client, so they are never used. Garbage → ``peer``.
+    """
+    for entry in reversed(xff.split(b",")):
+        text = entry.strip().decode("latin-1")
+        if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
+            text = text[1 : text.index("]")]
+        elif text.count(":") == 1:  # "192.0.2.1:443"
+            text = text.partition(":")[0]
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return peer
+        if text not in trusted:
+            return text
+    return peer
+
+
+class TokenBuckets:
+    """One token bucket per key: ``rate`` tokens per second, at most ``burst``.
+
+    Each request takes a token. Memory is bounded: full buckets (clients idle
+    for ``burst / rate`` seconds) are dropped on a sweep, and if the table is
+    still at ``max_keys`` after a sweep it is cleared.
+    """
+
+    __slots__ = ("_buckets", "_burst", "_max_keys", "_next_sweep", "_rate")
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self._rate = rate
+        self._burst = float(burst)
+        self._max_keys = max_keys
+        self._buckets: dict[str, list[float]] = {}  # key → [tokens, last update]
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str, now: float) -> float:
+        """Take a token: 0.0 if there was one, else the seconds until there is."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if now >= self._next_sweep or len(self._buckets) >= self._max_keys:
+                self._sweep(now)
+            self._buckets[key] = [self._burst - 1.0, now]
+            return 0.0
+        tokens = bucket[0] + (now - bucket[1]) * self._rate
+        if tokens > self._burst:
+            tokens = self._burst
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return 0.0
+        bucket[0] = tokens
+        return (1.0 - tokens) / self._rate
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + _SWEEP_EVERY_S
+        rate, burst = self._rate, self._burst
+        buckets = self._buckets
+        full = [key for key, (tokens, at) in buckets.items() if tokens + (now - at) * rate >= burst]
+        for key in full:
+            del self._buckets[key]
+        if len(self._buckets) >= self._max_keys:
+            self._buckets.clear()  # more active clients than we keep: start over
+
+
+class Limits:
+    """The proxy's limits; one instance per server."""
+
+    __slots__ = ("_buckets", "_exempt", "_options", "_per_client", "open")
+
+    def __init__(self, options: LimitOptions) -> None:
+        self._options = options
+        self._exempt = Networks(options.exempt)
+        self._buckets = (
+            TokenBuckets(options.rate, options.burst, options.max_clients)
+            if options.rate > 0
+            else None
+        )
+        self._per_client: dict[str, int] = {}
+        self.open = 0  # admitted connections not yet released
+
+    def exempt(self, ip: str) -> bool:
+        return ip in self._exempt
+
+    def admit(self, key: str, exempt: bool) -> Admission:
+        """A new connection from client ``key``; on OK the caller must ``release`` it."""
+        options = self._options
+        if options.max_connections and self.open >= options.max_connections:
+            return Admission.TOO_MANY
+        if options.max_connections_per_client and not exempt:
+            count = self._per_client.get(key, 0)
+            if count >= options.max_connections_per_client:
+                return Admission.TOO_MANY_FROM_CLIENT
+            self._per_client[key] = count + 1
+        self.open += 1
+        return Admission.OK
+
+    def release(self, key: str, exempt: bool) -> None:
+        self.open -= 1
+        if self._options.max_connections_per_client and not exempt:
+            count = self._per_client.get(key, 0) - 1
+            if count > 0:
+                self._per_client[key] = count
+            else:
+                self._per_client.pop(key, None)
+
+    def retry_after(self, key: str, now: float) -> int:
+        """0 if client ``key`` may send a request now, else whole seconds to wait (>= 1)."""
+        buckets = self._buckets
+        if buckets is None:
+            return 0
+        wait = buckets.take(key, now)
+        return max(1, math.ceil(wait)) if wait > 0 else 0
+
+    @property
+    def rate_limited(self) -> bool:
+        return self._buckets is not None
