@@ -24,7 +24,7 @@ from patrd.autoscale import effective_replicas
 from patrd.config_files import directory_bytes, remove_config_dir, sync_config_dir
 from patrd.crypto import SecretsKeyError
 from patrd.engine import ContainerState, Engine, Instance, InstanceSpec, is_pinned_tag
-from patrd.errors import EngineError, ImageNotFound, StoreError
+from patrd.errors import EngineError, ImageNotFound, PatrdError, StoreError
 from patrd.probes import (
     TCP_POLL_S,
     Phase,
@@ -388,8 +388,13 @@ class DeploymentWorker:
                 try:
                     finished, wake_at = await self._pass()
                     delay = 1.0
-                except (EngineError, StoreError) as exc:
-                    self._log.warning("reconcile_failed", error=str(exc), retry_in=delay)
+                except Exception as exc:
+                    # Docker, the database, a missing secret, or a bug: this
+                    # deployment retries with backoff; the others are untouched.
+                    if isinstance(exc, PatrdError):
+                        self._log.warning("reconcile_failed", error=str(exc), retry_in=delay)
+                    else:
+                        self._log.exception("reconcile_crashed", retry_in=delay)
                     self._state.network_ok = False
                     wake_at = time.monotonic() + delay
                     delay = min(delay * 2, 30.0)
@@ -861,16 +866,23 @@ class DeploymentWorker:
         async def progress(line: str) -> None:
             await self._store.add_event(self.id, "pull", line, record.revision)
 
+        auth = None
+        if spec.registry_auth is not None:
+            if self._vault is None:
+                raise SecretsKeyError("registry_auth needs the secrets key")
+            auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
         try:
             try:
                 if exact is None:
                     raise ImageNotFound("no recorded image")
-                result = await self._engine.ensure_image(exact, always_pull=False)
+                result = await self._engine.ensure_image(
+                    exact, always_pull=False, progress=progress, auth=auth
+                )
             except ImageNotFound:
                 if record.pinned_image:
                     raise
                 result = await self._engine.ensure_image(
-                    ref, always_pull=not is_pinned_tag(spec.tag), progress=progress
+                    ref, always_pull=not is_pinned_tag(spec.tag), progress=progress, auth=auth
                 )
         except ImageNotFound as exc:
             self._state.block_failures += 1

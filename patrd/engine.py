@@ -101,6 +101,18 @@ class NetworkInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryAuth:
+    """Pull credentials for a private registry (from a secret); repr hides them."""
+
+    server: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"RegistryAuth(server={self.server!r}, username=<hidden>, password=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
 class ImageResult:
     image_id: str
     pulled: bool
@@ -122,7 +134,12 @@ class Engine(Protocol):
     async def ensure_network(self, name: str, deployment: str, deployment_id: str) -> None: ...
     async def remove_network(self, name: str) -> None: ...
     async def ensure_image(
-        self, ref: str, *, always_pull: bool, progress: ProgressCallback | None = None
+        self,
+        ref: str,
+        *,
+        always_pull: bool,
+        progress: ProgressCallback | None = None,
+        auth: RegistryAuth | None = None,
     ) -> ImageResult: ...
     async def create_instance(self, spec: InstanceSpec) -> str: ...
     async def start(self, container_id: str) -> None: ...
@@ -227,13 +244,18 @@ class DockerEngine:
             raise EngineError(f"remove network {name}: Docker unreachable: {exc}") from exc
 
     async def ensure_image(
-        self, ref: str, *, always_pull: bool, progress: ProgressCallback | None = None
+        self,
+        ref: str,
+        *,
+        always_pull: bool,
+        progress: ProgressCallback | None = None,
+        auth: RegistryAuth | None = None,
     ) -> ImageResult:
         local = await self._inspect_image(ref)
         if local is not None and not always_pull:
             return ImageResult(image_id=local, pulled=False, warning=None)
         try:
-            await self._pull(ref, progress)
+            await self._pull(ref, progress, auth)
         except EngineError as exc:
             if local is not None:
                 return ImageResult(image_id=local, pulled=False, warning=f"{exc}; using local copy")
@@ -254,10 +276,19 @@ class DockerEngine:
             raise EngineError(f"inspect image {ref}: Docker unreachable: {exc}") from exc
         return str(info["Id"])
 
-    async def _pull(self, ref: str, progress: ProgressCallback | None) -> None:
+    async def _pull(
+        self, ref: str, progress: ProgressCallback | None, auth: RegistryAuth | None
+    ) -> None:
         last_report = 0.0
+        credentials = None
+        if auth is not None:  # sent as X-Registry-Auth; never logged
+            credentials = {
+                "username": auth.username,
+                "password": auth.password,
+                "serveraddress": auth.server,
+            }
         try:
-            async for item in self.docker.images.pull(ref, stream=True):
+            async for item in self.docker.images.pull(ref, stream=True, auth=credentials):
                 if "error" in item:
                     raise EngineError(f"pull {ref}: {item['error']}")
                 now = time.monotonic()

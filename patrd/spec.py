@@ -63,6 +63,7 @@ CREATE_FIELDS = frozenset(
         "resources",
         "deploy_on_create",
         "deploy_on_push",
+        "registry_auth",
         "region",
         "startup_probe",
         "liveness_probe",
@@ -81,6 +82,7 @@ UPDATE_FIELDS = frozenset(
         "config_mounts",
         "volumes",
         "deploy_on_push",
+        "registry_auth",
     }
 )
 LOCAL_REGISTRY = "local"  # the node registry (config [registry])
@@ -188,6 +190,7 @@ class DeploymentSpec:
     resources: Resources = field(default_factory=Resources)
     deploy_on_create: bool = True
     deploy_on_push: bool = True  # a push of this image:tag to the node registry rolls it out
+    registry_auth: SecretRef | None = None  # secret "username:password" for pulls
     region: str = ""
     startup_probe: ProbeSpec | None = None
     liveness_probe: ProbeSpec | None = None
@@ -196,7 +199,10 @@ class DeploymentSpec:
 
     @property
     def secret_names(self) -> frozenset[str]:
-        return frozenset(v.name for _, v in self.env if isinstance(v, SecretRef))
+        names = {v.name for _, v in self.env if isinstance(v, SecretRef)}
+        if self.registry_auth is not None:
+            names.add(self.registry_auth.name)
+        return frozenset(names)
 
     @property
     def config_map_hash(self) -> str:
@@ -238,6 +244,7 @@ class DeploymentSpec:
             "resources": {"cpu": self.resources.cpu, "memory_mb": self.resources.memory_mb},
             "deploy_on_create": self.deploy_on_create,
             "deploy_on_push": self.deploy_on_push,
+            "registry_auth": self.registry_auth.to_json() if self.registry_auth else None,
             "region": self.region,
             "startup_probe": self.startup_probe.to_json() if self.startup_probe else None,
             "liveness_probe": self.liveness_probe.to_json() if self.liveness_probe else None,
@@ -294,6 +301,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     resources = _resources(obj.get("resources", {}))
     deploy_on_create = _bool(obj.get("deploy_on_create", True), "deploy_on_create")
     deploy_on_push = _bool(obj.get("deploy_on_push", True), "deploy_on_push")
+    registry_auth = _registry_auth(obj.get("registry_auth"))
     chosen_region = _region(obj.get("region"), region)
     startup = _probe(obj.get("startup_probe"), "startup_probe", ports)
     liveness = _probe(obj.get("liveness_probe"), "liveness_probe", ports)
@@ -311,6 +319,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
         resources=resources,
         deploy_on_create=deploy_on_create,
         deploy_on_push=deploy_on_push,
+        registry_auth=registry_auth,
         region=chosen_region,
         startup_probe=startup,
         liveness_probe=liveness,
@@ -335,6 +344,8 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
         changes["scale"] = _scale(obj["scale"], base=current.scale)
     if "resources" in obj:
         changes["resources"] = _resources(obj["resources"], base=current.resources)
+    if "registry_auth" in obj:
+        changes["registry_auth"] = _registry_auth(obj["registry_auth"])
     if "deploy_on_push" in obj:
         changes["deploy_on_push"] = _bool(obj["deploy_on_push"], "deploy_on_push")
     if "config_mounts" in obj:
@@ -371,6 +382,9 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
         resources=Resources(**data["resources"]),
         deploy_on_create=data["deploy_on_create"],
         deploy_on_push=data.get("deploy_on_push", True),
+        registry_auth=SecretRef(data["registry_auth"]["secret"])
+        if data.get("registry_auth")
+        else None,
         region=data.get("region", ""),
         startup_probe=ProbeSpec(**data["startup_probe"]) if data.get("startup_probe") else None,
         liveness_probe=ProbeSpec(**data["liveness_probe"]) if data.get("liveness_probe") else None,
@@ -531,6 +545,12 @@ def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
     if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name):
         raise SpecError(f"{path}.secret", "must be a secret name ([A-Za-z0-9_.-], 1-64)")
     return SecretRef(name)
+
+
+def _registry_auth(value: Any) -> SecretRef | None:
+    if value is None:
+        return None
+    return _secret_ref(_object(value, "registry_auth"), "registry_auth")
 
 
 def secret_name(value: Any) -> str:

@@ -819,6 +819,9 @@ class Store:
         for key, value in spec.env:
             if isinstance(value, SecretRef) and value.name not in known:
                 raise SpecError(f"env.{key}.secret", f"secret {value.name!r} does not exist")
+        auth = spec.registry_auth
+        if auth is not None and auth.name not in known:
+            raise SpecError("registry_auth.secret", f"secret {auth.name!r} does not exist")
 
     async def deploy_pushed(
         self, matches: Callable[[DeploymentSpec], bool], image_ref: str, at: float

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from patrd.crypto import Sealed, SecretBox, SecretsKeyError, load_or_create_key
+from patrd.engine import RegistryAuth
 from patrd.errors import SpecError
 from patrd.spec import DeploymentSpec, SecretRef, secret_name
 from patrd.store import SecretRecord, Store
@@ -48,6 +49,23 @@ class Vault:
     async def versions(self, names: Iterable[str]) -> dict[str, int]:
         sealed = await self._store.sealed_secrets(names)
         return {name: version for name, (_, _, version) in sealed.items()}
+
+    async def registry_auth(self, spec: DeploymentSpec, server: str) -> RegistryAuth | None:
+        """Pull credentials from the secret ``registry_auth`` names: ``user:password``."""
+        ref = spec.registry_auth
+        if ref is None:
+            return None
+        sealed = await self._store.sealed_secrets([ref.name])
+        if ref.name not in sealed:
+            raise SecretsKeyError(f"secret {ref.name!r} (registry_auth) no longer exists")
+        nonce, ciphertext, _ = sealed[ref.name]
+        text = self._box.open(ref.name, Sealed(nonce, ciphertext)).decode()
+        username, sep, password = text.partition(":")
+        if not sep or not username:
+            raise SecretsKeyError(
+                f"secret {ref.name!r} (registry_auth) must hold username:password"
+            )
+        return RegistryAuth(server=server, username=username, password=password)
 
     async def env_values(self, spec: DeploymentSpec) -> Mapping[str, str]:
         """The env of a container: secret references replaced by their values."""

@@ -195,3 +195,71 @@ async def test_first_push_starts_a_deployment_created_without_deploying(
     assert (await api.ok("GET", f"/v1/deployments/{name}"))["status"] == "created"
     push(d, "patrd-test/web:v1", repo, "main")
     await until(lambda: deployed(api, name, 2), 60, "started by the first push", d)
+
+
+async def test_private_registry_pulls_with_credentials_from_a_secret(
+    tmp_path: Path, test_images: dict[str, str], names: list[str], new_name
+) -> None:
+    password = f"pw-{time.time_ns()}"
+    htpasswd = tmp_path / "htpasswd"
+    out = subprocess.run(
+        ["htpasswd", "-Bbn", "pusher", password], capture_output=True, text=True, check=True
+    )
+    htpasswd.write_text(out.stdout)
+    d = Daemon(tmp_path / "d")
+    d.workdir.mkdir()
+    d.config = {
+        "registry": {
+            "enabled": True,
+            "listen": f"127.0.0.1:{free_port()}",
+            "webhook_listen": f"127.0.0.1:{free_port()}",
+            "htpasswd_file": str(htpasswd),
+        }
+    }
+    d.start()
+    host = registry_addr(d)
+    name = new_name("priv")
+    ref = f"{host}/private/{name}:1"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            login = subprocess.run(
+                ["docker", "login", host, "-u", "pusher", "--password-stdin"],
+                input=password,
+                capture_output=True,
+                text=True,
+            )
+            if login.returncode == 0:
+                break
+            assert time.monotonic() < deadline, login.stderr
+            time.sleep(0.3)
+        subprocess.run(["docker", "tag", "patrd-test/web:v1", ref], check=True)
+        subprocess.run(["docker", "push", ref], check=True, capture_output=True)
+        subprocess.run(["docker", "logout", host], check=True, capture_output=True)
+        subprocess.run(["docker", "rmi", ref], check=True, capture_output=True)
+        async with Api(d) as api:
+            await api.ok(
+                "POST", "/v1/secrets", {"name": f"{name}-reg", "value": f"pusher:{password}"}
+            )
+            spec = {
+                "name": name,
+                "registry": host,
+                "image": f"private/{name}",
+                "tag": "1",
+                "ports": {"80": "http"},
+                "deploy_on_push": False,
+            }
+            await api.ok("POST", "/v1/deployments", spec)
+            errored = await api.wait_status(name, "errored", timeout=30)
+            assert "unavailable" in errored["status_reason"], errored
+            await api.ok(
+                "PATCH", f"/v1/deployments/{name}", {"registry_auth": {"secret": f"{name}-reg"}}
+            )
+            await api.wait_status(name, "running", timeout=60)
+            shown = await api.ok("GET", f"/v1/deployments/{name}")
+            assert shown["spec"]["registry_auth"] == {"secret": f"{name}-reg"}
+            assert password not in repr(shown)
+        assert password not in d.log_tail(100_000)
+    finally:
+        d.stop()
+        subprocess.run(["docker", "rmi", ref], capture_output=True)
