@@ -58,6 +58,8 @@ BACKUP_FORMAT = 1
 MANIFEST = "patrd-backup.json"
 DATA = "data"
 DATABASE = "patrd.db"
+KEY_NAME = "secrets.key"
+KEY_MEMBER = f"key/{KEY_NAME}"  # the secrets key, wherever the config keeps it
 LOCK_FILE = "patrd.lock"
 TMP_DIR = ".backup-tmp"
 STALE_TMP_S = 3600.0
@@ -88,6 +90,7 @@ class Manifest:
     deployments: int
     created_at: float
     files: tuple[BackupFile, ...]
+    secrets_key: BackupFile | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,10 +100,8 @@ class Manifest:
             "deployments": self.deployments,
             "created_at": self.created_at,
             "warning": SECRETS_WARNING,
-            "files": [
-                {"path": f.path, "size": f.size, "mode": f"{f.mode:04o}", "sha256": f.sha256}
-                for f in self.files
-            ],
+            "files": [_file_json(f) for f in self.files],
+            "secrets_key": _file_json(self.secrets_key) if self.secrets_key else None,
         }
 
     @classmethod
@@ -117,18 +118,24 @@ class Manifest:
                 schema_version=int(data["schema_version"]),
                 deployments=int(data["deployments"]),
                 created_at=float(data["created_at"]),
-                files=tuple(
-                    BackupFile(
-                        path=str(f["path"]),
-                        size=int(f["size"]),
-                        mode=int(str(f["mode"]), 8),
-                        sha256=str(f["sha256"]),
-                    )
-                    for f in data["files"]
-                ),
+                files=tuple(_file_from_json(f) for f in data["files"]),
+                secrets_key=_file_from_json(key) if (key := data.get("secrets_key")) else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BackupError(f"not a patrd backup: bad manifest ({exc!r})") from None
+
+
+def _file_json(f: BackupFile) -> dict[str, Any]:
+    return {"path": f.path, "size": f.size, "mode": f"{f.mode:04o}", "sha256": f.sha256}
+
+
+def _file_from_json(f: Any) -> BackupFile:
+    return BackupFile(
+        path=str(f["path"]),
+        size=int(f["size"]),
+        mode=int(str(f["mode"]), 8),
+        sha256=str(f["sha256"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +143,20 @@ class RestoreResult:
     data_dir: Path
     manifest: Manifest
     database: DatabaseInfo
+    secrets_key: Path | None  # where the backup's secrets key was written
 
 
 # --- creating ----------------------------------------------------------------
 
 
-async def create_backup(data_dir: Path, database: Path) -> tuple[Path, Manifest]:
-    """Write a backup tar (0600) under ``data_dir``; the caller sends and removes it."""
+async def create_backup(
+    data_dir: Path, database: Path, secrets_key: Path | None = None
+) -> tuple[Path, Manifest]:
+    """Write a backup tar (0600) under ``data_dir``; the caller sends and removes it.
+
+    ``secrets_key`` is carried as ``key/secrets.key`` wherever it lives (in the
+    data dir by default, or where ``daemon.secrets_key_file`` points).
+    """
     tmp_dir = data_dir / TMP_DIR
     await asyncio.to_thread(_prepare_tmp, tmp_dir)
     token = uuid.uuid4().hex
@@ -150,7 +164,7 @@ async def create_backup(data_dir: Path, database: Path) -> tuple[Path, Manifest]
     archive = tmp_dir / f"{token}.tar"
     work.mkdir(mode=0o700)
     try:
-        entries = await asyncio.to_thread(collect, data_dir, database.name)
+        entries = await asyncio.to_thread(collect, data_dir, database.name, secrets_key)
         if not any(e.path == DATABASE for e in entries):
             raise BackupError(f"no database {database} to back up")
         sources: list[_Entry] = []
@@ -158,7 +172,7 @@ async def create_backup(data_dir: Path, database: Path) -> tuple[Path, Manifest]
             if entry.sqlite:  # never a byte copy of a live database: a snapshot
                 copy = work / f"{len(sources)}.db"
                 await snapshot_database(entry.source, copy)
-                entry = _Entry(entry.path, copy, entry.mode, sqlite=True)
+                entry = _Entry(entry.path, copy, entry.mode, sqlite=True, key=False)
             sources.append(entry)
         main = next(e.source for e in sources if e.path == DATABASE)
         info = await asyncio.to_thread(inspect_database, main)
@@ -191,16 +205,23 @@ class _Entry:
     source: Path
     mode: int
     sqlite: bool
+    key: bool = False
+
+    @property
+    def member(self) -> str:
+        return KEY_MEMBER if self.key else f"{DATA}/{self.path}"
 
 
-def collect(data_dir: Path, database_name: str) -> list[_Entry]:
+def collect(data_dir: Path, database_name: str, secrets_key: Path | None = None) -> list[_Entry]:
     """Every file a backup carries, the main database first.
 
     SQLite databases (found by their header, so the metrics or any later
     database counts too) are marked for a snapshot; their ``-wal``, ``-shm``
     and ``-journal`` files are left out, as are the lock, sockets, links,
-    ``pre-migration/`` and this module's temporary files.
+    ``pre-migration/`` and this module's temporary files. The secrets key
+    travels apart (``key/secrets.key``), last.
     """
+    skip = secrets_key.absolute() if secrets_key is not None else None
     entries: list[_Entry] = []
     for root, dirs, files in os.walk(data_dir):
         here = Path(root)
@@ -211,6 +232,8 @@ def collect(data_dir: Path, database_name: str) -> list[_Entry]:
         for name in sorted(files):
             path = here / name
             if here == data_dir and name == LOCK_FILE:
+                continue
+            if path.absolute() == skip:
                 continue
             if any(name == base + sfx for sfx in _SIDE_FILES for base in present):
                 continue
@@ -225,8 +248,14 @@ def collect(data_dir: Path, database_name: str) -> list[_Entry]:
             rel = path.relative_to(data_dir).as_posix()
             if here == data_dir and name == database_name:
                 rel = DATABASE
-            entries.append(_Entry(rel, path, st.st_mode & 0o777, sqlite))
+            entries.append(_Entry(rel, path, st.st_mode & 0o777, sqlite=sqlite))
     entries.sort(key=lambda e: e.path != DATABASE)
+    if secrets_key is not None:
+        try:
+            st = secrets_key.stat()
+        except FileNotFoundError:
+            return entries
+        entries.append(_Entry(KEY_NAME, secrets_key, st.st_mode & 0o777, sqlite=False, key=True))
     return entries
 
 
@@ -236,6 +265,7 @@ _SQLITE_MAGIC = b"SQLite format 3\0"
 
 def _write_archive(entries: list[_Entry], archive: Path, info: DatabaseInfo) -> Manifest:
     files: list[BackupFile] = []
+    key: BackupFile | None = None
     fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with (
         os.fdopen(fd, "wb") as out,
@@ -243,9 +273,13 @@ def _write_archive(entries: list[_Entry], archive: Path, info: DatabaseInfo) -> 
     ):
         for entry in entries:
             try:
-                files.append(_add_file(tar, entry.source, entry.path, mode=entry.mode))
+                added = _add_file(tar, entry, entry.mode)
             except FileNotFoundError:
                 continue  # removed since it was listed
+            if entry.key:
+                key = added
+            else:
+                files.append(added)
         manifest = Manifest(
             format=BACKUP_FORMAT,
             patrd_version=__version__,
@@ -253,6 +287,7 @@ def _write_archive(entries: list[_Entry], archive: Path, info: DatabaseInfo) -> 
             deployments=info.deployments,
             created_at=time.time(),
             files=tuple(files),
+            secrets_key=key,
         )
         body = (json.dumps(manifest.to_json(), indent=2) + "\n").encode()
         member = tarfile.TarInfo(MANIFEST)
@@ -276,14 +311,14 @@ class _Hashing:
         return data
 
 
-def _add_file(tar: tarfile.TarFile, path: Path, rel: str, *, mode: int) -> BackupFile:
-    with path.open("rb") as raw:
+def _add_file(tar: tarfile.TarFile, entry: _Entry, mode: int) -> BackupFile:
+    with entry.source.open("rb") as raw:
         st = os.fstat(raw.fileno())
-        member = tarfile.TarInfo(f"{DATA}/{rel}")
+        member = tarfile.TarInfo(entry.member)
         member.size, member.mode, member.mtime = st.st_size, mode, int(st.st_mtime)
         reader = _Hashing(raw)
         tar.addfile(member, cast(IO[bytes], reader))
-    return BackupFile(path=rel, size=st.st_size, mode=mode, sha256=reader.digest.hexdigest())
+    return BackupFile(path=entry.path, size=st.st_size, mode=mode, sha256=reader.digest.hexdigest())
 
 
 def read_manifest(archive: Path) -> Manifest:
@@ -312,8 +347,12 @@ def _manifest(tar: tarfile.TarFile) -> Manifest:
 # --- restoring ---------------------------------------------------------------
 
 
-def restore(archive: Path, data_dir: Path) -> RestoreResult:
-    """Unpack ``archive`` into ``data_dir``, which must be empty or missing. Blocking."""
+def restore(archive: Path, data_dir: Path, secrets_key: Path | None = None) -> RestoreResult:
+    """Unpack ``archive`` into ``data_dir``, which must be empty or missing. Blocking.
+
+    The backup's secrets key goes to ``secrets_key`` (default
+    ``<data_dir>/secrets.key``), which must not exist yet.
+    """
     data_dir = data_dir.absolute()
     if data_dir.exists():
         if not data_dir.is_dir():
@@ -323,14 +362,29 @@ def restore(archive: Path, data_dir: Path) -> RestoreResult:
                 f"data dir {data_dir} is not empty: restore only onto an empty data dir "
                 "(stop patrd and move the old one away first)"
             )
+    key_target = (secrets_key or data_dir / KEY_NAME).absolute()
+    key_inside = key_target.is_relative_to(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = data_dir.parent / f".{data_dir.name}.restore-{uuid.uuid4().hex[:8]}"
     staging.mkdir(mode=0o700)
+    key_dest: Path | None = None
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
                 manifest = _manifest(tar)
-                _unpack(tar, manifest, staging)
+                if manifest.secrets_key is not None:
+                    if key_inside:
+                        key_dest = staging / key_target.relative_to(data_dir)
+                    elif key_target.exists():
+                        raise BackupError(
+                            f"secrets key file {key_target} exists: move it away first "
+                            "(the restored database needs the key from the backup)"
+                        )
+                    else:
+                        key_target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                        key_dest = key_target.with_name(f".{key_target.name}.restore-tmp")
+                        key_dest.unlink(missing_ok=True)
+                _unpack(tar, manifest, staging, key_dest)
         except (OSError, tarfile.TarError) as exc:
             raise BackupError(f"{archive}: cannot read backup: {exc}") from None
         try:
@@ -340,20 +394,37 @@ def restore(archive: Path, data_dir: Path) -> RestoreResult:
         if data_dir.exists():
             data_dir.rmdir()
         os.rename(staging, data_dir)
+        if key_dest is not None and not key_inside:
+            os.replace(key_dest, key_target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if key_dest is not None and not key_inside:
+            key_dest.unlink(missing_ok=True)
         raise
     os.chmod(data_dir, 0o700)
-    return RestoreResult(data_dir=data_dir, manifest=manifest, database=info)
+    return RestoreResult(
+        data_dir=data_dir,
+        manifest=manifest,
+        database=info,
+        secrets_key=key_target if key_dest is not None else None,
+    )
 
 
-def _unpack(tar: tarfile.TarFile, manifest: Manifest, staging: Path) -> None:
+def _unpack(tar: tarfile.TarFile, manifest: Manifest, staging: Path, key_dest: Path | None) -> None:
     expected = {f.path: f for f in manifest.files}
     if DATABASE not in expected:
         raise BackupError(f"not a patrd backup: no {DATA}/{DATABASE}")
     seen: set[str] = set()
     for member in tar:
         if member.name == MANIFEST:
+            continue
+        if member.name == KEY_MEMBER:
+            if manifest.secrets_key is None or key_dest is None or KEY_MEMBER in seen:
+                raise BackupError(f"refusing {member.name}: not listed in the manifest (or twice)")
+            if not member.isfile():
+                raise BackupError(f"refusing {member.name}: not a regular file")
+            seen.add(KEY_MEMBER)
+            _extract(tar, member, manifest.secrets_key, key_dest)
             continue
         rel = _safe_relative(member.name)
         if member.isdir():
@@ -366,6 +437,8 @@ def _unpack(tar: tarfile.TarFile, manifest: Manifest, staging: Path) -> None:
         seen.add(rel)
         _extract(tar, member, entry, staging / rel)
     missing = sorted(set(expected) - seen)
+    if manifest.secrets_key is not None and KEY_MEMBER not in seen:
+        missing.append(KEY_MEMBER)
     if missing:
         raise BackupError(f"backup is incomplete: missing {', '.join(missing)}")
 

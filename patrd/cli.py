@@ -1162,19 +1162,21 @@ def restore_main(args: argparse.Namespace) -> int:
     from patrd.errors import ConfigError, PatrdError
     from patrd.store import MIGRATIONS
 
-    if args.data_dir:
-        data_dir = Path(args.data_dir)
-    elif args.config is not None:
+    if not args.data_dir and args.config is None:
+        print("patrd: restore needs --data-dir DIR or --config FILE", file=sys.stderr)
+        return 2
+    key_file: Path | None = None
+    if args.config is not None:
         try:
-            data_dir = load(args.config).daemon.data_dir
+            daemon = load(args.config).daemon
         except ConfigError as exc:
             print(f"patrd: {exc}", file=sys.stderr)
             return 2
-    else:
-        print("patrd: restore needs --data-dir DIR or --config FILE", file=sys.stderr)
-        return 2
+        data_dir, key_file = daemon.data_dir, daemon.secrets_key_file
+    if args.data_dir:
+        data_dir = Path(args.data_dir).absolute()
     try:
-        result = restore(args.file, data_dir)
+        result = restore(args.file, data_dir, key_file)
     except PatrdError as exc:
         print(f"patrd: restore: {exc}", file=sys.stderr)
         return 1
@@ -1184,6 +1186,8 @@ def restore_main(args: argparse.Namespace) -> int:
         f"(backup of patrd {manifest.patrd_version}, schema v{db.schema_version}, "
         f"{db.deployments} deployments)"
     )
+    if result.secrets_key is not None:
+        print(f"secrets key written to {result.secrets_key}")
     if db.schema_version < len(MIGRATIONS):
         print(f"patrd starts by migrating it to schema v{len(MIGRATIONS)} (a copy is kept)")
     print("start patrd on this data dir: every deployment converges on start")

@@ -144,7 +144,9 @@ async def create_backup(request: web.Request) -> web.StreamResponse:
             "(run patrctl backup on the host)"
         )
     config = request.app[CONFIG]
-    archive, manifest = await backup.create_backup(config.daemon.data_dir, config.daemon.database)
+    archive, manifest = await backup.create_backup(
+        config.daemon.data_dir, config.daemon.database, config.daemon.secrets_key
+    )
     try:
         stamp = datetime.fromtimestamp(manifest.created_at, UTC).strftime("%Y%m%dT%H%M%SZ")
         response = web.StreamResponse(
