@@ -601,8 +601,10 @@ class DeploymentWorker:
         for cid, inst in running.items():
             if cid in state.probing or cid in state.failed or cid in state.unhealthy:
                 continue
-            if cid in state.probes and cid not in state.ready:
-                continue  # its probe task ended (e.g. failed): wait for the plan to act
+            if cid in state.probes:
+                # Checked already: ready (its liveness task, if any, runs), or
+                # failed/unhealthy and the plan acts. Never probe twice.
+                continue
             assert inst.ip is not None
             task = asyncio.create_task(self._probe(inst, inst.ip, record.spec))
             state.probing[cid] = task

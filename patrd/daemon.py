@@ -41,6 +41,7 @@ from patrd.metrics import CgroupReader, History, Sampler
 from patrd.prometheus import Exposition, Sources
 from patrd.proxy.server import ProxyOptions, ProxyServer
 from patrd.registry import RegistryProcess, load_or_create_secret
+from patrd.registry_poll import TagPoller
 from patrd.store import Store
 from patrd.supervisor import Supervisor
 from patrd.tls.wiring import RouteFanout, build_tls
@@ -143,6 +144,16 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 supervisor.start("firewall", firewall.run)
             supervisor.start("tls", tls.controller.run)
             hook = _registry_hook(config, supervisor)
+            if config.registry.poll_interval_s > 0:
+                poller = TagPoller(
+                    store=store,
+                    engine=engine,
+                    wake=controller.wake,
+                    interval_s=config.registry.poll_interval_s,
+                    local_registry=config.registry.host,
+                    vault=vault,
+                )
+                supervisor.start("registry-poll", poller.run)
             watchdog_s = sdnotify.watchdog_interval(os.environ, os.getpid())
             if watchdog_s is not None and notifier.enabled:
                 supervisor.start("watchdog", lambda: sdnotify.watchdog_pinger(notifier, watchdog_s))

@@ -8,6 +8,7 @@ would implement the same ``Engine`` protocol.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -142,6 +143,8 @@ class Engine(Protocol):
         auth: RegistryAuth | None = None,
     ) -> ImageResult: ...
     async def create_instance(self, spec: InstanceSpec) -> str: ...
+    async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str: ...
+    async def repo_digests(self, image: str) -> list[str]: ...
     async def start(self, container_id: str) -> None: ...
     async def remove(self, container_id: str, stop_timeout_s: int) -> None: ...
     async def restart(self, container_id: str, stop_timeout_s: int) -> None: ...
@@ -264,6 +267,27 @@ class DockerEngine:
         if pulled is None:
             raise ImageNotFound(f"image {ref} not present after pull")
         return ImageResult(image_id=pulled, pulled=True, warning=None)
+
+    async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str:
+        """The registry's manifest digest for ``ref``, without pulling (Docker asks it)."""
+        headers = {}
+        if auth is not None:
+            payload = json.dumps(
+                {"username": auth.username, "password": auth.password, "serveraddress": auth.server}
+            )
+            headers["X-Registry-Auth"] = base64.urlsafe_b64encode(payload.encode()).decode()
+        async with _translate(f"distribution {ref}"):
+            data = await self.docker._query_json(f"distribution/{ref}/json", headers=headers)
+        digest = (data.get("Descriptor") or {}).get("digest")
+        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            raise EngineError(f"distribution {ref}: no digest in the answer")
+        return digest
+
+    async def repo_digests(self, image: str) -> list[str]:
+        """``repo@sha256:…`` names the registry knows this local image by."""
+        async with _translate(f"inspect image {image}"):
+            info = await self.docker.images.inspect(image)
+        return [str(d) for d in info.get("RepoDigests") or []]
 
     async def _inspect_image(self, ref: str) -> str | None:
         try:

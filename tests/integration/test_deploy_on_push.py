@@ -263,3 +263,66 @@ async def test_private_registry_pulls_with_credentials_from_a_secret(
     finally:
         d.stop()
         subprocess.run(["docker", "rmi", ref], capture_output=True)
+
+
+async def test_polling_another_registry_rolls_a_new_digest(
+    tmp_path: Path, test_images: dict[str, str], names: list[str], new_name
+) -> None:
+    """A registry patrd does not run (no notifications): the poller finds the new digest."""
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "version": 0.1,
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "storage")}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
+    )
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    d = Daemon(tmp_path / "d")
+    d.workdir.mkdir()
+    d.config = {"registry": {"poll_interval_s": 0.5}}
+    name = new_name("poll")
+    ref = f"127.0.0.1:{port}/poll/{name}:1"
+    try:
+        d.start()
+
+        def push_as(source: str) -> None:
+            subprocess.run(["docker", "tag", source, ref], check=True)
+            deadline = time.monotonic() + 30
+            while subprocess.run(["docker", "push", ref], capture_output=True).returncode:
+                assert time.monotonic() < deadline, "registry did not come up"
+                time.sleep(0.3)
+
+        push_as("patrd-test/web:v1")
+        async with Api(d) as api:
+            await api.ok(
+                "POST",
+                "/v1/deployments",
+                {
+                    "name": name,
+                    "registry": f"127.0.0.1:{port}",
+                    "image": f"poll/{name}",
+                    "tag": "1",
+                    "ports": {"80": "http"},
+                },
+            )
+            await until(lambda: deployed(api, name, 1), 60, "v1 deployed", d)
+            await asyncio.sleep(2)  # several polls: the same digest rolls nothing
+            assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 1
+            push_as("patrd-test/web:v2")
+            await until(lambda: deployed(api, name, 2), 60, "v2 found by polling", d)
+            v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
+            for cid in containers_of(name):
+                assert docker_json("inspect", cid)[0]["Image"] == v2_id
+    finally:
+        d.stop()
+        registry.terminate()
+        registry.wait(10)
+        subprocess.run(["docker", "rmi", ref], capture_output=True)
