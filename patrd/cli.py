@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     from patrd import cli_data  # `secret …`, `config …`, `volumes` (issue 6)
 
     cli_data.add_parsers(verb, common)
+
+    from patrd import cli_observe  # `logs`, `metrics` (issue 7)
+
+    cli_observe.add_parsers(verb, common)
     return parser
 
 
@@ -604,7 +608,6 @@ def deployment_fields(d: JsonObject) -> list[tuple[str, str]]:
     ports = ", ".join(f"{port}/{proto}" for port, proto in spec["ports"].items())
     env_names = sorted(spec.get("env", {}))
     env = ", ".join(env_names) + " (values: --json)" if env_names else "-"
-    scale = spec["scale"]
     res = spec["resources"]
     return [
         ("name", d["name"]),
@@ -615,13 +618,32 @@ def deployment_fields(d: JsonObject) -> list[tuple[str, str]]:
         ("image", image_ref(spec)),
         ("ports", ports),
         ("env", env),
-        ("scale", f"{scale['min']}..{scale['max']}"),
+        ("scale", _scale_cell(d)),
         ("resources", f"{res['cpu']:g} cpu, {res['memory_mb']} MB"),
+        ("est. cost", _cost_cell(d)),
         ("region", spec.get("region") or "-"),
         ("urls", " ".join(d.get("urls") or []) or "-"),
         ("created", d["created_at"]),
         ("updated", d["updated_at"]),
     ]
+
+
+def _scale_cell(d: JsonObject) -> str:
+    scale = d["spec"]["scale"]
+    text = f"{scale['min']}..{scale['max']}"
+    if scale["max"] > scale["min"]:
+        text += f", running {d.get('replicas', scale['min'])}"
+        text += f" (autoscale at {scale.get('target_cpu', 80)}% cpu)"
+    return text
+
+
+def _cost_cell(d: JsonObject) -> str:
+    cost = d.get("estimated_cost")
+    if not cost:
+        return "-"
+    text = f"{cost['min']:.2f}..{cost['max']:.2f} {cost['currency']}/month"
+    warning = (d.get("capacity") or {}).get("warning")
+    return text + (f"; {warning}" if warning else "")
 
 
 def print_json(data: Any) -> None:
@@ -958,6 +980,9 @@ def _report(args: argparse.Namespace, deployment: JsonObject, text: str) -> None
         print_json(deployment)
         return
     print(f"{text}; status {deployment['status']}")
+    warning = (deployment.get("capacity") or {}).get("warning")
+    if warning:
+        print(f"patrctl: warning: {warning}", file=sys.stderr)
     if deployment.get("urls") and deployment["intent"] == "run":
         for url in deployment["urls"]:
             print(f"  {url}")
@@ -1021,6 +1046,8 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "secret": lambda client, args: _cli_data().cmd_secret(client, args),
     "config": lambda client, args: _cli_data().cmd_config(client, args),
     "volumes": lambda client, args: _cli_data().cmd_volumes(client, args),
+    "logs": lambda client, args: _cli_observe().cmd_logs(client, args),
+    "metrics": lambda client, args: _cli_observe().cmd_metrics(client, args),
 }
 
 
@@ -1132,6 +1159,12 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(config))
     except KeyboardInterrupt:
         return 130
+
+
+def _cli_observe() -> Any:
+    from patrd import cli_observe
+
+    return cli_observe
 
 
 def _cli_data() -> Any:

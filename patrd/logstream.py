@@ -46,8 +46,8 @@ from patrd.errors import EngineError
 
 DEFAULT_TAIL = 1000  # lines, when neither tail nor since is given
 MAX_TAIL = 100_000
-HOLD_S = 0.3  # follow: reorder buffer
-WATCH_S = 1.0  # follow: how often new containers are looked for
+HOLD_S = 1.5  # follow: reorder buffer (covers a joining instance's first lines)
+WATCH_S = 0.5  # follow: how often new containers are looked for
 QUEUE_MAX = 10_000  # follow: lines buffered before readers wait (backpressure)
 KEEP_TAIL_LINES = 50_000  # lines read from a removed container (then cut to bytes)
 
