@@ -47,6 +47,8 @@ _PROBE_KINDS = {"startup_failed": "startup", "unhealthy": "liveness"}
 
 
 class SampleSource(Protocol):
+    last_tick_s: float  # how long the last sampling pass took
+
     def samples(self, deployment_id: str | None = None) -> list[InstanceSample]: ...
 
 
@@ -135,7 +137,18 @@ class PatrdCollector(Collector):
         yield from self._daemon()
         yield from self._deployments()
         if self._s.sampler is not None:
-            yield from self._instances(self._s.sampler.samples())
+            samples = self._s.sampler.samples()
+            yield from self._instances(samples)
+            yield GaugeMetricFamily(
+                "patrd_metrics_sample_duration_seconds",
+                "how long the last sampling pass over all running instances took",
+                value=self._s.sampler.last_tick_s,
+            )
+            yield GaugeMetricFamily(
+                "patrd_metrics_sampled_instances",
+                "instances with a sample in the last pass",
+                value=len(samples),
+            )
         if self._s.instances is not None:
             yield from self._probes()
         if self._s.proxy is not None:

@@ -655,6 +655,8 @@ async def test_exposition_parses_and_has_the_families() -> None:
     stats.last["web"] = Decision(1, 2, "up", "x", 0.95, 2)
 
     class Sampler:
+        last_tick_s = 0.002
+
         def samples(self, deployment_id: str | None = None) -> list[InstanceSample]:
             return [_sample(time.time(), "web-0", 0.25)]
 

@@ -1,0 +1,176 @@
+"""N deployments x M instances: what one daemon costs as it grows (see scripts/bench/scale)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.daemon import Api, Daemon, force_cleanup
+from tests.support.images import build_test_images
+
+IDLE_S = 20.0
+API_REQUESTS = 200
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def _timed(api: Api, path: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await api.ok("GET", path)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+async def _prometheus(daemon: Daemon) -> dict[str, float]:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s,
+        s.get("http://patrd/metrics") as resp,
+    ):
+        text = await resp.text()
+    wanted = {"patrd_metrics_sample_duration_seconds", "patrd_metrics_sampled_instances"}
+    return {
+        f.name: f.samples[0].value
+        for f in text_string_to_metric_families(text)
+        if f.name in wanted and f.samples
+    }
+
+
+async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str, Any]:
+    daemon = Daemon(workdir, config={"docker": {"resync_interval_s": 15}})
+    names = [f"scale-{uuid.uuid4().hex[:6]}" for _ in range(deployments)]
+    daemon.start()
+    try:
+        async with Api(daemon) as api:
+            created = time.perf_counter()
+            for name in names:
+                await api.ok(
+                    "POST",
+                    "/v1/deployments",
+                    {
+                        "name": name,
+                        "image": "patrd-test/web",
+                        "tag": "v1",
+                        "ports": {"80": "http"},
+                        "scale": {"min": instances, "max": instances},
+                        "resources": {"cpu": 0.25, "memory_mb": 64},
+                    },
+                )
+            for name in names:
+                await api.wait_status(name, "running", timeout=600)
+            all_running_s = time.perf_counter() - created
+            await asyncio.sleep(12)  # a few sampling passes, settle
+            assert daemon.proc is not None
+            pid = daemon.proc.pid
+            cpu0, t0 = _cpu_s(pid), time.monotonic()
+            await asyncio.sleep(IDLE_S)
+            idle_cpu = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+            rss = _rss_mb(pid)
+            sampling = await _prometheus(daemon)
+            lists = await _timed(api, "/v1/deployments", API_REQUESTS)
+            shows = await _timed(api, f"/v1/deployments/{names[0]}", API_REQUESTS)
+        # A full reconcile pass: restart the daemon; it adopts every running
+        # container (no restarts) and re-checks each before the API answers.
+        daemon.stop()
+        started = time.perf_counter()
+        daemon.start()
+        adopt_s = time.perf_counter() - started
+        async with Api(daemon) as api:
+            for name in names:
+                await api.wait_status(name, "running", timeout=120)
+            settled_s = time.perf_counter() - started
+        total = deployments * instances
+        tick = sampling.get("patrd_metrics_sample_duration_seconds", 0.0)
+        sampled = sampling.get("patrd_metrics_sampled_instances", 0.0)
+        return {
+            "deployments": deployments,
+            "instances": total,
+            "create_to_all_running_s": round(all_running_s, 1),
+            "rss_mb": round(rss, 1),
+            "idle_cpu_pct": round(idle_cpu, 2),
+            "list_p50_ms": round(statistics.median(lists), 2),
+            "list_p99_ms": round(_p(lists, 0.99), 2),
+            "show_p50_ms": round(statistics.median(shows), 2),
+            "show_p99_ms": round(_p(shows, 0.99), 2),
+            "restart_to_api_s": round(adopt_s, 2),
+            "restart_to_all_running_s": round(settled_s, 2),
+            "sampling_pass_ms": round(tick * 1000, 2),
+            "sampling_per_instance_ms": round(tick * 1000 / sampled, 3) if sampled else None,
+        }
+    finally:
+        daemon.stop()
+        force_cleanup(names)
+
+
+COLUMNS = (
+    ("deployments", "deps"),
+    ("instances", "inst"),
+    ("create_to_all_running_s", "up s"),
+    ("rss_mb", "RSS MB"),
+    ("idle_cpu_pct", "idle CPU%"),
+    ("list_p99_ms", "list p99 ms"),
+    ("show_p99_ms", "show p99 ms"),
+    ("restart_to_api_s", "restart→API s"),
+    ("restart_to_all_running_s", "restart→running s"),
+    ("sampling_pass_ms", "sample pass ms"),
+    ("sampling_per_instance_ms", "per inst ms"),
+)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = [title for _, title in COLUMNS]
+    cells = [[str(r.get(key)) for key, _ in COLUMNS] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1x4,5x4,25x4", help="NxM,… (deployments x instances)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    args = parser.parse_args()
+    build_test_images()
+    sizes = [tuple(int(x) for x in part.split("x")) for part in args.sizes.split(",")]
+    rows = []
+    for deployments, instances in sizes:
+        with tempfile.TemporaryDirectory(prefix="patrd-bench-scale-") as tmp:
+            row = asyncio.run(one_size(Path(tmp), deployments, instances))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print()
+    print(table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
