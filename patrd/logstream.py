@@ -42,7 +42,7 @@ import structlog
 
 from patrd.config import LogsConfig
 from patrd.engine import ContainerState, Instance
-from patrd.errors import EngineError
+from patrd.errors import EngineError, StoreError
 
 DEFAULT_TAIL = 1000  # lines, when neither tail nor since is given
 MAX_TAIL = 100_000
@@ -443,6 +443,10 @@ class LogKeeper:
 
     async def run(self, known: Callable[[], Awaitable[Iterable[str]]], every_s: float) -> None:
         while True:
-            with contextlib.suppress(Exception):
-                await self.trim(await known())
+            try:
+                removed = await self.trim(await known())
+                if removed:
+                    self._log.info("kept_logs_trimmed", files=removed)
+            except (OSError, StoreError) as exc:
+                self._log.warning("kept_logs_trim_failed", error=str(exc))
             await asyncio.sleep(every_s)
