@@ -28,8 +28,8 @@ from aiohttp.typedefs import Handler, Middleware
 from patrd.api.errors import error_middleware, error_response
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
-from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
+from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
 from patrd.config import Config

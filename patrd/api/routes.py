@@ -19,9 +19,9 @@ from aiohttp import web
 
 from patrd import __version__, cost, spec
 from patrd.api import secrets, volumes
-from patrd.api.registry_hook import registry_events
 from patrd.api.firewall import firewall_status
 from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
+from patrd.api.registry_hook import registry_events
 from patrd.api.urls import (
     create_url,
     delete_url,
