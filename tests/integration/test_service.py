@@ -350,7 +350,9 @@ async def test_disk_full_answers_503_loses_nothing_and_keeps_serving(
             assert (await api.call("GET", "/v1/health"))[0] == 200
 
             filler.unlink()
-            assert (await _create(api, new_name("freed")))[0] == 201
+            freed = new_name("freed")
+            assert (await _create(api, freed))[0] == 201
+            acked.append(freed)
     finally:
         daemon.kill9()  # no clean shutdown: what was acknowledged must be on disk
     daemon.start()
