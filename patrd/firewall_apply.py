@@ -324,6 +324,11 @@ class FirewallKeeper:
             self._wake.clear()
 
     async def status(self) -> FirewallStatus:
+        """A consistent snapshot: waits for a check in progress to finish."""
+        async with self._lock:
+            return await self._status()
+
+    async def _status(self) -> FirewallStatus:
         ruleset = await self.desired()
         if not self.enabled:
             return FirewallStatus(enabled=False, applied=False, ruleset=ruleset)
