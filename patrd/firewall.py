@@ -122,13 +122,21 @@ def rules_from_config(config: Config, bridges: Iterable[str] = ()) -> FirewallRu
     proxy_ports = tuple(x.port for x in listens if x.port and not _is_loopback(x.host))
     tcp = config.api.tcp_listen
     api_port = tcp.port if tcp is not None and tcp.port else None
+    # The node registry (issue 8), when it listens beyond loopback, is for pushes
+    # from elsewhere (CI): open like allow_tcp. Its access control is its htpasswd.
+    registry = config.registry
+    extra = (
+        (registry.listen.port,)
+        if registry.enabled and not _is_loopback(registry.listen.host)
+        else ()
+    )
     return FirewallRules(
         policy=Policy(f.input_policy),
         ssh_port=f.ssh_port,
         proxy_ports=proxy_ports,
         api_port=api_port,
         api_allow=f.api_allow,
-        allow_tcp=f.allow_tcp,
+        allow_tcp=(*f.allow_tcp, *extra),
         allow_udp=f.allow_udp,
         new_conn_rate=f.new_conn_rate,
         new_conn_burst=f.new_conn_burst,

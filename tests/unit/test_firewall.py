@@ -20,6 +20,7 @@ from patrd.config import (
     FirewallConfig,
     Listen,
     ProxyConfig,
+    RegistryConfig,
     TlsConfig,
     parse,
 )
@@ -176,6 +177,16 @@ def test_rules_from_config() -> None:
     assert rules.bridges == ("br-a", "br-b")
     assert rules.new_conn_rate == 7
     assert rules_from_config(Config()).api_port is None
+
+
+def test_node_registry_port_opens_only_beyond_loopback() -> None:
+    public = RegistryConfig(enabled=True, listen=Listen("0.0.0.0", 5000))
+    config = Config(registry=public, firewall=FirewallConfig(allow_tcp=(25,)))
+    assert rules_from_config(config).allow_tcp == (25, 5000)
+    local = Config(registry=RegistryConfig(enabled=True, listen=Listen("127.0.0.1", 5000)))
+    assert rules_from_config(local).allow_tcp == ()
+    off = Config(registry=RegistryConfig(enabled=False, listen=Listen("0.0.0.0", 5000)))
+    assert rules_from_config(off).allow_tcp == ()
 
 
 def test_config_firewall_section() -> None:
