@@ -319,7 +319,9 @@ class Store:
         False when a reader kept it from completing (the next run retries).
         """
         try:
-            async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+            # Under the connection lock: never in the middle of another
+            # coroutine's transaction on this connection.
+            async with self._lock, self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
                 row = await cur.fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"WAL checkpoint failed: {exc}") from exc
