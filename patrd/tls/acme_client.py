@@ -21,6 +21,7 @@ import email.utils
 import hashlib
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class AcmeClient:
         digest = hashlib.sha256(options.directory_url.encode()).hexdigest()[:16]
         self.account_dir = options.state_dir / digest
         self._key: JWKRSA | None = None
+        self._account_lock = threading.Lock()  # orders run in several threads at once
 
     # --- public (blocking) -----------------------------------------------------
 
@@ -242,8 +244,12 @@ class AcmeClient:
         return net
 
     def _account_key(self) -> JWKRSA:
-        if self._key is not None:
+        with self._account_lock:
+            if self._key is None:
+                self._key = self._load_or_create_key()
             return self._key
+
+    def _load_or_create_key(self) -> JWKRSA:
         path = self.account_dir / "account.key"
         if path.exists():
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -257,18 +263,18 @@ class AcmeClient:
                 serialization.NoEncryption(),
             )
             atomic_write(path, pem, 0o600)
-        self._key = JWKRSA(key=key)
-        return self._key
+        return JWKRSA(key=key)
 
     def _remember(self, uri: str | None) -> None:
         path = self.account_dir / "account.json"
         data = {"directory": self.options.directory_url, "uri": uri}
-        try:
-            if path.exists() and json.loads(path.read_text()) == data:
-                return
-        except ValueError:
-            pass
-        atomic_write(path, json.dumps(data).encode(), 0o600)
+        with self._account_lock:
+            try:
+                if path.exists() and json.loads(path.read_text()) == data:
+                    return
+            except ValueError:
+                pass
+            atomic_write(path, json.dumps(data).encode(), 0o600)
 
     def _retry(self, step: Callable[[], T]) -> T:
         dropped = False

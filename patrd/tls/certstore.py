@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +124,7 @@ class CertStore:
         """
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.path_for(name)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+        tmp = _temp_name(path)
         data = key_pem.rstrip(b"\n") + b"\n" + chain_pem.lstrip(b"\n")
         write_private(tmp, data)
         try:
@@ -230,7 +231,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """temp + fsync + rename + fsync(dir): readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = _temp_name(path)
     write_private(tmp, data)
     try:
         if mode != 0o600:
@@ -241,6 +242,11 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def _temp_name(path: Path) -> Path:
+    """Unique per write: two threads writing the same file never share a temp file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
 
 
 def fsync_dir(directory: Path) -> None:

@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import structlog
 
-from patrd.errors import StoreError
+from patrd.errors import NotFound, StoreError
 from patrd.store import Store
 from patrd.tls import renewal, resolve
 from patrd.tls.acme_client import AcmeClient, AcmeFailure
@@ -88,9 +88,11 @@ class TlsController:
         self._acme = acme
         self._options = options
         self._hosts: frozenset[str] = frozenset()
+        self._owners: dict[str, str] = {}
         self._states: dict[str, CertState] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._alerted: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._local_issuer = ""
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(options.concurrency)
@@ -110,9 +112,15 @@ class TlsController:
         }
         self._log.info("tls.loaded", certificates=len(loaded), local_ca=str(self._local.cert_path))
 
-    def set_hosts(self, hosts: Iterable[str]) -> None:
-        """The hostnames the proxy routes now; wakes the controller when they change."""
+    def set_hosts(self, hosts: Iterable[str], owners: Mapping[str, str] | None = None) -> None:
+        """The hostnames the proxy routes now; wakes the controller when they change.
+
+        ``owners``: hostname → the deployment it serves, whose event history
+        gets the certificate's news (issued, renewed, failed, expiring).
+        """
         new = frozenset(hosts)
+        if owners is not None:
+            self._owners = dict(owners)
         if new != self._hosts:
             self._hosts = new
             self._wake.set()
@@ -242,12 +250,18 @@ class TlsController:
                 retry_after,
             )
             await self._save(name, failed)
+            retry_in = failed.next_attempt_at - now
             self._log.warning(
                 "tls.issue_failed",
                 name=name,
                 error=message,
                 failures=failed.failures,
-                retry_in_s=round(failed.next_attempt_at - now, 1),
+                retry_in_s=round(retry_in, 1),
+            )
+            await self._event(
+                name,
+                f"certificate for {name} failed ({failed.failures}x): {message}; "
+                f"next attempt in {retry_in:.0f}s",
             )
             return
         self._certs.install(info, ctx)
@@ -259,6 +273,12 @@ class TlsController:
             serial=f"{info.serial:x}",
             not_after=int(info.not_after),
             took_s=round(time.time() - started, 2),
+        )
+        expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.not_after))
+        await self._event(
+            name,
+            f"certificate for {name} {'renewed' if renewing else 'issued'} "
+            f"({'ACME' if acme else 'local CA'}), valid until {expires}",
         )
 
     async def _order(self, name: str, key_pem: bytes) -> bytes:
@@ -338,13 +358,32 @@ class TlsController:
         if now - self._alerted.get(name, 0.0) < ALERT_LOG_EVERY_S:
             return
         self._alerted[name] = now
+        hours = round(((held.not_after if held else now) - now) / 3600, 1)
         self._log.warning(
             "tls.certificate_expiring",
             name=name,
-            expires_in_h=round(((held.not_after if held else now) - now) / 3600, 1),
+            expires_in_h=hours,
             failures=state.failures,
             error=state.last_error,
         )
+        message = (
+            f"certificate for {name} expires in {hours} h and renewal keeps failing "
+            f"({state.failures}x): {state.last_error}"
+        )
+        task = asyncio.create_task(self._event(name, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _event(self, name: str, message: str) -> None:
+        """Into the history of the deployment ``name`` serves, if it serves one."""
+        deployment = self._owners.get(name)
+        if deployment is None:
+            return
+        try:
+            record = await self._store.get_deployment(deployment)
+            await self._store.add_event(record.id, "tls", message)
+        except (NotFound, StoreError):
+            pass  # deleted meanwhile, or the database is busy: the log has it
 
 
 def acme_eligible(name: str) -> bool:

@@ -75,7 +75,12 @@ class RouteFanout:
     def set_table(self, table: RoutingTable) -> None:
         self._proxy.set_table(table)
         if self._tls is not None:
-            self._tls.set_hosts(table.hosts())
+            owners = {
+                r.host: r.deployment
+                for r in table.routes
+                if r.redirect is None and r.upstream_host is None and r.deployment
+            }
+            self._tls.set_hosts(table.hosts(), owners)
 
     def outstanding(self, host: str, port: int) -> int:
         return self._proxy.outstanding(host, port)

@@ -147,3 +147,21 @@ def test_dns_answers_are_parsed() -> None:
     nxdomain = b"\x12\x34\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00" + query[12:]
     assert parse_answer(nxdomain, 1) == set()
     assert is_local("127.0.0.1") and not is_local("192.0.2.10") and not is_local("nope")
+
+
+def test_the_account_key_is_made_once_even_by_concurrent_orders(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from patrd.tls.acme_client import AcmeClient, AcmeOptions, ChallengeTokens
+
+    options = AcmeOptions(directory_url="https://ca.invalid/dir", state_dir=tmp_path / "acme")
+    client = AcmeClient(options, ChallengeTokens())
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: client._account_key(), range(8)))
+        list(pool.map(lambda _: client._remember("https://ca.invalid/acct/1"), range(8)))
+    assert all(k is keys[0] for k in keys)
+    files = sorted(p.name for p in client.account_dir.iterdir())
+    assert files == ["account.json", "account.key"]
+    assert stat.S_IMODE((client.account_dir / "account.key").stat().st_mode) == 0o600
+    again = AcmeClient(options, ChallengeTokens())._account_key()
+    assert again.thumbprint() == keys[0].thumbprint()  # kept across restarts
