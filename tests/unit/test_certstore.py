@@ -165,3 +165,15 @@ def test_the_account_key_is_made_once_even_by_concurrent_orders(tmp_path: Path) 
     assert stat.S_IMODE((client.account_dir / "account.key").stat().st_mode) == 0o600
     again = AcmeClient(options, ChallengeTokens())._account_key()
     assert again.thumbprint() == keys[0].thumbprint()  # kept across restarts
+
+
+def test_retry_after_header_values() -> None:
+    import email.utils
+    import time as _time
+
+    from patrd.tls.acme_client import _retry_after
+
+    assert _retry_after("120") == 120.0
+    assert _retry_after(None) is None and _retry_after("soon") is None
+    later = email.utils.formatdate(_time.time() + 600, usegmt=True)
+    assert 590 <= (_retry_after(later) or 0) <= 600
