@@ -64,7 +64,7 @@ def push(d: Daemon, source: str, repo: str, tag: str) -> str:
             raise AssertionError(out.stderr)
         time.sleep(0.3)
     digests = docker_json("image", "inspect", ref)[0]["RepoDigests"]
-    return next(x.split("@", 1)[1] for x in digests if x.startswith(registry_addr(d)))
+    return str(next(x.split("@", 1)[1] for x in digests if x.startswith(registry_addr(d))))
 
 
 async def until(predicate, timeout: float, what: str, daemon: Daemon):
