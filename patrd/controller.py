@@ -842,6 +842,8 @@ class DeploymentWorker:
                 volumes=tuple(
                     (volume_name(record.name, v.name, action.slot), v.path) for v in spec.volumes
                 ),
+                extra_capabilities=spec.security.extra_capabilities,
+                pids_limit=spec.security.pids_limit,
             )
         )
         await self._engine.start(container_id)

@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -83,6 +83,8 @@ class InstanceSpec:
     stop_timeout_s: int
     config_dir: str | None = None  # host directory mounted read-only at /etc/config
     volumes: tuple[tuple[str, str], ...] = ()  # (Docker volume name, mount path)
+    extra_capabilities: tuple[str, ...] = ()  # the deployment's explicit `security` field
+    pids_limit: int | None = None  # None: the node's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +352,17 @@ class DockerEngine:
                 "RestartPolicy": {"Name": "no"},
                 "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
                 # Capabilities, no-new-privileges, pids limit (patrd/hardening.py).
-                **host_config(self._hardening),
+                **host_config(
+                    replace(
+                        self._hardening,
+                        capabilities=tuple(
+                            sorted({*self._hardening.capabilities, *spec.extra_capabilities})
+                        ),
+                        pids_limit=self._hardening.pids_limit
+                        if spec.pids_limit is None
+                        else spec.pids_limit,
+                    )
+                ),
                 "Mounts": _mounts(spec),
             },
             "NetworkingConfig": {

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from patrd.errors import SpecError
+from patrd.hardening import KNOWN_CAPABILITIES
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -69,6 +70,7 @@ CREATE_FIELDS = frozenset(
         "liveness_probe",
         "config_mounts",
         "volumes",
+        "security",
     }
 )
 UPDATE_FIELDS = frozenset(
@@ -83,6 +85,7 @@ UPDATE_FIELDS = frozenset(
         "volumes",
         "deploy_on_push",
         "registry_auth",
+        "security",
     }
 )
 LOCAL_REGISTRY = "local"  # the node registry (config [registry])
@@ -168,6 +171,17 @@ EnvValue = str | SecretRef
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySpec:
+    """The one explicit way to loosen the hardening defaults for a deployment."""
+
+    extra_capabilities: tuple[str, ...] = ()  # added to the node's capability set
+    pids_limit: int | None = None  # None: the node's [docker] pids_limit; 0: no limit
+
+    def to_json(self) -> dict[str, Any]:
+        return {"extra_capabilities": list(self.extra_capabilities), "pids_limit": self.pids_limit}
+
+
+@dataclass(frozen=True, slots=True)
 class VolumeSpec:
     """Each instance gets its own Docker volume of this name, mounted at ``path``."""
 
@@ -191,6 +205,7 @@ class DeploymentSpec:
     deploy_on_create: bool = True
     deploy_on_push: bool = True  # a push of this image:tag to the node registry rolls it out
     registry_auth: SecretRef | None = None  # secret "username:password" for pulls
+    security: SecuritySpec = field(default_factory=lambda: SecuritySpec())
     region: str = ""
     startup_probe: ProbeSpec | None = None
     liveness_probe: ProbeSpec | None = None
@@ -245,6 +260,7 @@ class DeploymentSpec:
             "deploy_on_create": self.deploy_on_create,
             "deploy_on_push": self.deploy_on_push,
             "registry_auth": self.registry_auth.to_json() if self.registry_auth else None,
+            "security": self.security.to_json(),
             "region": self.region,
             "startup_probe": self.startup_probe.to_json() if self.startup_probe else None,
             "liveness_probe": self.liveness_probe.to_json() if self.liveness_probe else None,
@@ -278,6 +294,7 @@ class DeploymentSpec:
                 "cpu": self.resources.cpu,
                 "memory_mb": self.resources.memory_mb,
                 "volumes": [[v.name, v.path] for v in self.volumes],
+                "security": self.security.to_json(),
                 # Adding the first config file adds a mount (one rollout);
                 # later edits are written in place.
                 "config": bool(self.config_mounts),
@@ -302,6 +319,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     deploy_on_create = _bool(obj.get("deploy_on_create", True), "deploy_on_create")
     deploy_on_push = _bool(obj.get("deploy_on_push", True), "deploy_on_push")
     registry_auth = _registry_auth(obj.get("registry_auth"))
+    security = _security(obj.get("security", {}))
     chosen_region = _region(obj.get("region"), region)
     startup = _probe(obj.get("startup_probe"), "startup_probe", ports)
     liveness = _probe(obj.get("liveness_probe"), "liveness_probe", ports)
@@ -320,6 +338,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
         deploy_on_create=deploy_on_create,
         deploy_on_push=deploy_on_push,
         registry_auth=registry_auth,
+        security=security,
         region=chosen_region,
         startup_probe=startup,
         liveness_probe=liveness,
@@ -346,6 +365,8 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
         changes["resources"] = _resources(obj["resources"], base=current.resources)
     if "registry_auth" in obj:
         changes["registry_auth"] = _registry_auth(obj["registry_auth"])
+    if "security" in obj:
+        changes["security"] = _security(obj["security"])
     if "deploy_on_push" in obj:
         changes["deploy_on_push"] = _bool(obj["deploy_on_push"], "deploy_on_push")
     if "config_mounts" in obj:
@@ -385,6 +406,7 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
         registry_auth=SecretRef(data["registry_auth"]["secret"])
         if data.get("registry_auth")
         else None,
+        security=_security(data.get("security") or {}),
         region=data.get("region", ""),
         startup_probe=ProbeSpec(**data["startup_probe"]) if data.get("startup_probe") else None,
         liveness_probe=ProbeSpec(**data["liveness_probe"]) if data.get("liveness_probe") else None,
@@ -545,6 +567,26 @@ def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
     if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name):
         raise SpecError(f"{path}.secret", "must be a secret name ([A-Za-z0-9_.-], 1-64)")
     return SecretRef(name)
+
+
+def _security(value: Any) -> SecuritySpec:
+    obj = _object(value, "security")
+    _reject_unknown(obj, frozenset({"extra_capabilities", "pids_limit"}), "security.")
+    caps_raw = obj.get("extra_capabilities", [])
+    if not isinstance(caps_raw, list) or not all(isinstance(c, str) for c in caps_raw):
+        raise SpecError("security.extra_capabilities", "must be a list of capability names")
+    caps = []
+    for i, cap in enumerate(caps_raw):
+        name = cap.upper().removeprefix("CAP_")
+        if name not in KNOWN_CAPABILITIES:
+            raise SpecError(f"security.extra_capabilities[{i}]", f"unknown capability {cap!r}")
+        caps.append(name)
+    pids = obj.get("pids_limit")
+    if pids is not None:
+        pids = _int(pids, "security.pids_limit")
+        if not 0 <= pids <= 1_000_000:
+            raise SpecError("security.pids_limit", "must be from 0 (no limit) to 1000000")
+    return SecuritySpec(extra_capabilities=tuple(sorted(set(caps))), pids_limit=pids)
 
 
 def _registry_auth(value: Any) -> SecretRef | None:

@@ -215,6 +215,38 @@ SCHEMAS: dict[str, Any] = {
             "deploy_on_create": {"type": "boolean"},
             "region": {"type": "string"},
             "startup_probe": {**_PROBE_SCHEMA, "nullable": True},
+            "deploy_on_push": {"type": "boolean", "default": True},
+            "registry_auth": {
+                "type": "object",
+                "nullable": True,
+                "description": 'pull credentials: {"secret": NAME} holding username:password',
+                "properties": {"secret": {"type": "string"}},
+            },
+            "config_mounts": {
+                "type": "object",
+                "description": "file name in /etc/config -> content (base64)",
+                "additionalProperties": {"type": "string", "format": "byte"},
+            },
+            "volumes": {
+                "type": "object",
+                "description": "volume name -> one Docker volume per instance",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["path", "size_gb"],
+                    "properties": {
+                        "path": {"type": "string"},
+                        "size_gb": {"type": "integer", "minimum": 1},
+                    },
+                },
+            },
+            "security": {
+                "type": "object",
+                "description": "the explicit override of the hardening defaults",
+                "properties": {
+                    "extra_capabilities": {"type": "array", "items": {"type": "string"}},
+                    "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
+                },
+            },
             "liveness_probe": {**_PROBE_SCHEMA, "nullable": True},
         },
     },
@@ -247,6 +279,38 @@ SCHEMAS: dict[str, Any] = {
             },
             "region": {"type": "string", "description": "defaults to this node's region"},
             "startup_probe": _PROBE_SCHEMA,
+            "deploy_on_push": {"type": "boolean", "default": True},
+            "registry_auth": {
+                "type": "object",
+                "nullable": True,
+                "description": 'pull credentials: {"secret": NAME} holding username:password',
+                "properties": {"secret": {"type": "string"}},
+            },
+            "config_mounts": {
+                "type": "object",
+                "description": "file name in /etc/config -> content (base64)",
+                "additionalProperties": {"type": "string", "format": "byte"},
+            },
+            "volumes": {
+                "type": "object",
+                "description": "volume name -> one Docker volume per instance",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["path", "size_gb"],
+                    "properties": {
+                        "path": {"type": "string"},
+                        "size_gb": {"type": "integer", "minimum": 1},
+                    },
+                },
+            },
+            "security": {
+                "type": "object",
+                "description": "the explicit override of the hardening defaults",
+                "properties": {
+                    "extra_capabilities": {"type": "array", "items": {"type": "string"}},
+                    "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
+                },
+            },
             "liveness_probe": _PROBE_SCHEMA,
         },
     },
@@ -264,6 +328,38 @@ SCHEMAS: dict[str, Any] = {
             "scale": _SCALE_SCHEMA,
             "resources": _RESOURCES_SCHEMA,
             "startup_probe": {**_PROBE_SCHEMA, "nullable": True, "description": "null removes it"},
+            "deploy_on_push": {"type": "boolean", "default": True},
+            "registry_auth": {
+                "type": "object",
+                "nullable": True,
+                "description": 'pull credentials: {"secret": NAME} holding username:password',
+                "properties": {"secret": {"type": "string"}},
+            },
+            "config_mounts": {
+                "type": "object",
+                "description": "file name in /etc/config -> content (base64)",
+                "additionalProperties": {"type": "string", "format": "byte"},
+            },
+            "volumes": {
+                "type": "object",
+                "description": "volume name -> one Docker volume per instance",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["path", "size_gb"],
+                    "properties": {
+                        "path": {"type": "string"},
+                        "size_gb": {"type": "integer", "minimum": 1},
+                    },
+                },
+            },
+            "security": {
+                "type": "object",
+                "description": "the explicit override of the hardening defaults",
+                "properties": {
+                    "extra_capabilities": {"type": "array", "items": {"type": "string"}},
+                    "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
+                },
+            },
             "liveness_probe": {**_PROBE_SCHEMA, "nullable": True, "description": "null removes it"},
             "name": {"type": "string"},
             "image": {"type": "string"},
@@ -572,11 +668,42 @@ PATHS: dict[str, Any] = {
         "post": {
             "operationId": "create_deployment",
             "summary": "Create a deployment (revision 1) and, by default, start it",
+            "parameters": [
+                {
+                    "name": "dry_run",
+                    "in": "query",
+                    "required": False,
+                    "description": (
+                        "true: validate the body (fields, name taken, secrets exist) and "
+                        "answer 200 with the spec, URLs, estimated cost and capacity; "
+                        "nothing is stored"
+                    ),
+                    "schema": {"type": "boolean", "default": False},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {JSON: {"schema": _ref("CreateDeployment")}},
             },
             "responses": {
+                "200": {
+                    "description": "dry run: the body is valid",
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "dry_run": {"type": "boolean"},
+                                    "name": {"type": "string"},
+                                    "spec": {"type": "object"},
+                                    "urls": {"type": "array", "items": {"type": "string"}},
+                                    "estimated_cost": {"type": "object"},
+                                    "capacity": {"type": "object"},
+                                },
+                            }
+                        }
+                    },
+                },
                 "201": {
                     **_json_body("Deployment", "created"),
                     "headers": {"Location": {"schema": {"type": "string"}}},

@@ -276,3 +276,27 @@ async def test_delete_with_volumes_removes_them(daemon: Daemon, api: Api, new_na
     await api.wait_gone(name)
     await until(lambda: volumes_of(name) == [], 10, "volumes removed", daemon)
     assert not (daemon.data_dir / "config" / gone["id"]).exists()
+
+
+async def test_security_field_is_the_explicit_override(daemon: Daemon, api: Api, new_name):
+    plain, loose = new_name("hard"), new_name("loose")
+    await api.ok("POST", "/v1/deployments", body(plain))
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        body(loose, security={"extra_capabilities": ["NET_RAW"], "pids_limit": 64}),
+    )
+    for name in (plain, loose):
+        await until(lambda n=name: rolled_out(api, n, 1), 30, "deployed", daemon)
+    [p] = containers_of(plain)
+    [lo] = containers_of(loose)
+    plain_host = docker_json("inspect", p)[0]["HostConfig"]
+    loose_host = docker_json("inspect", lo)[0]["HostConfig"]
+    assert "NET_RAW" not in plain_host["CapAdd"] and plain_host["PidsLimit"] == 1024
+    assert "NET_RAW" in loose_host["CapAdd"] and loose_host["PidsLimit"] == 64
+    assert loose_host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in loose_host["SecurityOpt"]
+    status, err = await api.call(
+        "POST", "/v1/deployments", body(new_name("x"), security={"extra_capabilities": ["GOD"]})
+    )
+    assert status == 422 and err["field"] == "security.extra_capabilities[0]"
