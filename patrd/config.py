@@ -204,6 +204,7 @@ class Config:
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     _known(
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
-        | _OBSERVE_SECTIONS,
+        | _OBSERVE_SECTIONS
+        | {"dashboard"},
         "",
     )
     d = _table(raw, "daemon")
@@ -345,6 +347,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         tls=_tls(raw),
         acme=_acme(raw, base_dir),
         registry=_registry(raw, base_dir),
+        dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
         **_observe(raw, base_dir),
     )
 
@@ -720,3 +723,50 @@ def _observe(raw: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
         gib_volume_month=_float0(c, "gib_volume_month", "cost.", 0.0),
     )
     return {"metrics": metrics, "logs": logs, "autoscale": autoscale, "cost": cost}
+
+
+# --- issue 11: the dashboard (patrd/dashboard/) ---------------------------------
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """``[dashboard]``: the web console at ``/ui/`` on the API's TCP listener."""
+
+    enabled: bool = False
+    admin_password_file: Path | None = None  # the admin password (>= 12 chars), re-read at login
+    session_ttl_s: float = 12 * 3600.0  # a session ends this long after login ...
+    idle_timeout_s: float = 3600.0  # ... or this long after its last request
+    login_attempts_per_minute: int = 5  # failed logins per client address (IPv6: /64)
+
+
+def _dashboard(
+    raw: Mapping[str, Any], base_dir: Path, *, tcp_listen: Listen | None
+) -> DashboardConfig:
+    d = _table(raw, "dashboard")
+    keys = {
+        "enabled",
+        "admin_password_file",
+        "session_ttl_s",
+        "idle_timeout_s",
+        "login_attempts_per_minute",
+    }
+    _known(d, keys, "dashboard.")
+    enabled = _boolean(d, "enabled", "dashboard.", DashboardConfig.enabled)
+    password_file = _path(d, "admin_password_file", "dashboard.", base_dir)
+    if enabled and password_file is None:
+        raise ConfigError("dashboard.admin_password_file", "is required when the dashboard is on")
+    if enabled and tcp_listen is None:
+        raise ConfigError("dashboard.enabled", "the dashboard is served on api.tcp_listen; set it")
+    return DashboardConfig(
+        enabled=enabled,
+        admin_password_file=password_file,
+        session_ttl_s=_float(d, "session_ttl_s", "dashboard.", DashboardConfig.session_ttl_s),
+        idle_timeout_s=_float(d, "idle_timeout_s", "dashboard.", DashboardConfig.idle_timeout_s),
+        login_attempts_per_minute=_int(
+            d,
+            "login_attempts_per_minute",
+            "dashboard.",
+            DashboardConfig.login_attempts_per_minute,
+            1,
+        ),
+    )

@@ -32,6 +32,7 @@ from patrd.api.registry_hook import RegistryHook
 from patrd.autoscale import Autoscaler
 from patrd.config import Config
 from patrd.controller import Controller, ControllerOptions
+from patrd.dashboard.web import Dashboard
 from patrd.engine import DockerEngine
 from patrd.errors import EngineError, PatrdError, StoreError
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
@@ -212,12 +213,16 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         firewall=firewall,
                         vault=vault,
                         observe=observe,
+                        # The web console on /ui/ (issue 11, patrd/dashboard/).
+                        dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                     ),
                     socket_path=None,
                     socket_mode=config.api.socket_mode,
                     tcp=(config.api.tcp_listen.host, config.api.tcp_listen.port),
                 )
                 stack.push_async_callback(tcp_runner.cleanup)
+                if config.dashboard.enabled:
+                    log.info("dashboard", url=f"http://{config.api.tcp_listen}/ui/")
             if hook is not None:
                 # The registry's notifications: only /v1/registry/events answers
                 # without a token here (a random one nobody knows guards the rest).

@@ -9,6 +9,9 @@ One application, one runner, up to two sites:
 
 ``build_app(..., token=None)`` disables bearer auth everywhere (unix-only
 daemons and tests); with a token, auth applies to every non-unix transport.
+With ``dashboard=`` (the TCP app, ``[dashboard] enabled``) the app also serves
+``/ui/`` and accepts a dashboard session cookie instead of the bearer token
+(``patrd/dashboard/web.py``: CSRF token required for writes).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
+from patrd.dashboard.web import Dashboard
 from patrd.errors import ConfigError
 from patrd.store import Store
 from patrd.vault import Vault
@@ -57,12 +61,15 @@ def build_app(
     vault: Vault | None = None,
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
+    dashboard: Dashboard | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [error_middleware]
     if token is not None:
         if not token:
             raise ValueError("an empty API token would accept anyone")
-        middlewares.append(bearer_auth(token, trust_unix_peers=trust_unix_peers))
+        middlewares.append(
+            bearer_auth(token, trust_unix_peers=trust_unix_peers, dashboard=dashboard)
+        )
     app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
     app[STORE] = store
     app[CONTROLLER] = controller
@@ -78,10 +85,14 @@ def build_app(
     if observe is not None:
         app[OBSERVE] = observe
     add_routes(app)
+    if dashboard is not None:
+        dashboard.install(app)
     return app
 
 
-def bearer_auth(token: str, *, trust_unix_peers: bool) -> Middleware:
+def bearer_auth(
+    token: str, *, trust_unix_peers: bool, dashboard: Dashboard | None = None
+) -> Middleware:
     expected = token.encode()
 
     @web.middleware
@@ -90,6 +101,12 @@ def bearer_auth(token: str, *, trust_unix_peers: bool) -> Middleware:
             return await handler(request)
         if trust_unix_peers and _is_unix_peer(request):
             return await handler(request)
+        if dashboard is not None:
+            if dashboard.owns(request.path):  # /ui/: its handlers check the session
+                return await handler(request)
+            if "Authorization" not in request.headers and dashboard.has_cookie(request):
+                refusal = dashboard.api_refusal(request)  # session + CSRF token for writes
+                return refusal if refusal is not None else await handler(request)
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             return error_response(

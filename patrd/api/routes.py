@@ -33,7 +33,7 @@ from patrd.api.urls import (
 from patrd.api.volumes import kept_volume_names, refuse_volume_loss
 from patrd.autoscale import effective_replicas
 from patrd.config import Config
-from patrd.errors import BadRequest
+from patrd.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
 from patrd.views import ControllerView, InstanceView
 
@@ -184,6 +184,8 @@ async def create_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
     body = await read_json(request)
     parsed = spec.parse_create(body, region=config.daemon.region)
+    if _bool_query(request, "dry_run"):
+        return web.json_response(await _dry_run(store, config, parsed))
     record = await store.create_deployment(parsed)
     controller.wake(record.id)
     return web.json_response(
@@ -191,6 +193,38 @@ async def create_deployment(request: web.Request) -> web.Response:
         status=201,
         headers={"Location": f"/v1/deployments/{record.name}"},
     )
+
+
+async def _dry_run(store: Store, config: Config, parsed: spec.DeploymentSpec) -> dict[str, Any]:
+    """``?dry_run=true``: everything a create would check, nothing stored (the dashboard's
+    form validates each step and shows the estimated cost with it)."""
+    try:
+        await store.get_deployment(parsed.name)
+    except NotFound:
+        pass
+    else:
+        raise Conflict(f"deployment {parsed.name!r} already exists")
+    if parsed.secret_names:
+        known = {s.name for s in await store.list_secrets()}
+        for key, value in parsed.env:
+            if isinstance(value, spec.SecretRef) and value.name not in known:
+                raise SpecError(f"env.{key}.secret", f"secret {value.name!r} does not exist")
+        auth = parsed.registry_auth
+        if auth is not None and auth.name not in known:
+            raise SpecError("registry_auth.secret", f"secret {auth.name!r} does not exist")
+    others = [
+        (r.spec, effective_replicas(r))
+        for r in await store.list_deployments()
+        if r.intent in (Intent.RUN, Intent.CREATED)
+    ]
+    return {
+        "dry_run": True,
+        "name": parsed.name,
+        "spec": parsed.to_json(),
+        "urls": deployment_urls(parsed, config),
+        "estimated_cost": cost.estimate(parsed, config.cost).to_json(),
+        "capacity": cost.capacity(parsed, others, _node()).to_json(),
+    }
 
 
 async def get_deployment(request: web.Request) -> web.Response:

@@ -1,0 +1,41 @@
+// The dashboard's router: #/ (deployments), #/create, #/d/<name>[/<tab>].
+// Each screen returns a cleanup function (or {cleanup, route}) so polls and
+// log streams stop when the user leaves it.
+
+import { features, logout } from "./api.js";
+import { renderCreate } from "./create.js";
+import { renderList } from "./list.js";
+import { renderManage } from "./manage.js";
+
+const main = document.getElementById("main");
+let screen = null; // {key, cleanup, route}
+
+function parse(hash) {
+  const parts = hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (parts[0] === "create") return { key: "create" };
+  if (parts[0] === "d" && parts[1]) return { key: `d:${parts[1]}`, name: parts[1], tab: parts[2] || "" };
+  return { key: "list" };
+}
+
+function navigate() {
+  const route = parse(location.hash);
+  if (screen && screen.key === route.key && screen.route) {
+    screen.route(route.tab);
+    return;
+  }
+  if (screen) screen.cleanup();
+  let result;
+  if (route.key === "create") result = renderCreate(main);
+  else if (route.name) result = renderManage(main, route.name, route.tab);
+  else result = renderList(main);
+  screen = typeof result === "function" ? { key: route.key, cleanup: result } : { key: route.key, ...result };
+  for (const link of document.querySelectorAll("header nav a")) {
+    if (link.getAttribute("href") === "#/" && route.key !== "create") link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+document.getElementById("logout").addEventListener("click", () => logout());
+window.addEventListener("hashchange", navigate);
+features(); // start fetching the route list alongside the first screen's data
+navigate();

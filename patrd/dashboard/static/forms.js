@@ -1,0 +1,305 @@
+// Editors for the parts of a deployment spec, shared by the create form and
+// the details tab. Each returns {el, value()}; value() gives the API's JSON
+// for that part and tags rows with data-field so a 422 lands next to them.
+
+import { field, h, uid } from "./dom.js";
+
+function removeButton(label, onClick) {
+  return h("button", { type: "button", class: "icon danger-text", "aria-label": label, onclick: onClick }, "Remove");
+}
+
+function rowsEditor({ legend, hint, fieldName, addLabel, makeRow, initial }) {
+  const rows = h("div", { class: "rows" });
+  const add = h("button", { type: "button", class: "secondary small add", text: addLabel });
+  const box = h(
+    "fieldset",
+    { class: "editor", dataset: { field: fieldName } },
+    h("legend", { text: legend }),
+    hint ? h("p", { class: "hint", text: hint }) : null,
+    rows,
+    add,
+  );
+  const addRow = (...args) => {
+    const row = makeRow(...args);
+    row.el.classList.add("row");
+    row.el.appendChild(
+      removeButton(`Remove this ${legend.toLowerCase().replace(/s$/, "")}`, () => {
+        row.el.remove();
+        entries.splice(entries.indexOf(row), 1);
+      }),
+    );
+    entries.push(row);
+    rows.appendChild(row.el);
+    return row;
+  };
+  const entries = [];
+  add.addEventListener("click", () => {
+    const row = addRow();
+    const first = row.el.querySelector("input, select, textarea");
+    if (first) first.focus();
+  });
+  for (const item of initial) addRow(...item);
+  return { el: box, entries, addRow };
+}
+
+export function portsEditor(initial) {
+  const editor = rowsEditor({
+    legend: "Ports",
+    hint: "Container ports for HTTP; each is served at http://<port>-<name>.<base domain>. At least one.",
+    fieldName: "ports",
+    addLabel: "Add port",
+    initial: Object.entries(initial || { 80: "http" }),
+    makeRow: (port = "", proto = "http") => {
+      const input = h("input", { type: "number", min: 1, max: 65535, value: port, class: "port", required: true });
+      const select = h("select", {}, h("option", { value: "http", text: "HTTP", selected: proto === "http" }));
+      const el = h("div", {}, field("Port", input), field("Protocol", select));
+      return { el, input, select };
+    },
+  });
+  return {
+    el: editor.el,
+    value() {
+      const ports = {};
+      for (const row of editor.entries) {
+        const key = row.input.value.trim();
+        if (!key) continue;
+        row.el.dataset.field = `ports.${key}`;
+        ports[key] = row.select.value;
+      }
+      return ports;
+    },
+    numbers() {
+      return editor.entries.map((r) => Number(r.input.value)).filter((n) => n > 0);
+    },
+  };
+}
+
+export function envEditor(initial, secretNames) {
+  const names = secretNames || [];
+  const editor = rowsEditor({
+    legend: "Environment variables",
+    hint: "A plain value is stored as it is; use a secret for passwords and keys (never shown again).",
+    fieldName: "env",
+    addLabel: "Add variable",
+    initial: Object.entries(initial || {}),
+    makeRow: (name = "", value = "") => {
+      const isSecret = typeof value === "object" && value !== null;
+      const nameInput = h("input", { type: "text", value: name, autocomplete: "off", spellcheck: "false", class: "mono env-name" });
+      const kind = h(
+        "select",
+        { class: "env-kind" },
+        h("option", { value: "value", text: "Value", selected: !isSecret }),
+        h("option", { value: "secret", text: "Secret", selected: isSecret }),
+      );
+      const valueInput = h("input", { type: "text", value: isSecret ? "" : value, autocomplete: "off", class: "env-value" });
+      const secretSelect = h(
+        "select",
+        { class: "env-secret" },
+        names.length ? null : h("option", { value: "", text: "(no secrets yet)" }),
+        names.map((n) => h("option", { value: n, text: n, selected: isSecret && value.secret === n })),
+      );
+      if (isSecret && !names.includes(value.secret)) {
+        secretSelect.appendChild(h("option", { value: value.secret, text: value.secret, selected: true }));
+      }
+      const valueField = field("Value", valueInput);
+      const secretField = field("Secret", secretSelect);
+      const sync = () => {
+        valueField.hidden = kind.value !== "value";
+        secretField.hidden = kind.value !== "secret";
+      };
+      kind.addEventListener("change", sync);
+      sync();
+      const el = h("div", {}, field("Name", nameInput), field("Kind", kind), valueField, secretField);
+      return { el, nameInput, kind, valueInput, secretSelect };
+    },
+  });
+  return {
+    el: editor.el,
+    value() {
+      const env = {};
+      for (const row of editor.entries) {
+        const name = row.nameInput.value.trim();
+        if (!name) continue;
+        row.el.dataset.field = `env.${name}`;
+        row.secretSelect.dataset.field = `env.${name}.secret`;
+        env[name] = row.kind.value === "secret" ? { secret: row.secretSelect.value } : row.valueInput.value;
+      }
+      return env;
+    },
+  };
+}
+
+function utf8Base64(text) {
+  const data = new TextEncoder().encode(text);
+  let binary = "";
+  for (let i = 0; i < data.length; i += 0x8000) {
+    binary += String.fromCharCode(...data.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+export function configMountsEditor() {
+  const editor = rowsEditor({
+    legend: "Config mounts",
+    hint: "Files mounted read-only in /etc/config; edit them later and running instances see the change.",
+    fieldName: "config_mounts",
+    addLabel: "Write new file",
+    initial: [],
+    makeRow: () => {
+      const nameInput = h("input", { type: "text", placeholder: "app.conf", autocomplete: "off", class: "mono config-name" });
+      const content = h("textarea", { rows: 4, class: "mono config-content", spellcheck: "false" });
+      const el = h("div", { class: "wide" }, field("File name", nameInput), field("Contents", content));
+      return { el, nameInput, content };
+    },
+  });
+  return {
+    el: editor.el,
+    value() {
+      const files = {};
+      for (const row of editor.entries) {
+        const name = row.nameInput.value.trim();
+        if (!name) continue;
+        row.el.dataset.field = `config_mounts.${name}`;
+        files[name] = utf8Base64(row.content.value);
+      }
+      return files;
+    },
+  };
+}
+
+export function volumesEditor() {
+  const editor = rowsEditor({
+    legend: "Volumes",
+    hint: "Each instance gets its own volume. With volumes, min and max scale must be equal.",
+    fieldName: "volumes",
+    addLabel: "Add volume",
+    initial: [],
+    makeRow: () => {
+      const nameInput = h("input", { type: "text", placeholder: "data", autocomplete: "off" });
+      const path = h("input", { type: "text", placeholder: "/var/lib/app", class: "mono" });
+      const size = h("input", { type: "number", min: 1, value: 1 });
+      const el = h("div", {}, field("Name", nameInput), field("Path", path), field("Size (GB)", size));
+      return { el, nameInput, path, size };
+    },
+  });
+  return {
+    el: editor.el,
+    value() {
+      const volumes = {};
+      for (const row of editor.entries) {
+        const name = row.nameInput.value.trim();
+        if (!name) continue;
+        row.el.dataset.field = `volumes.${name}`;
+        row.path.dataset.field = `volumes.${name}.path`;
+        row.size.dataset.field = `volumes.${name}.size_gb`;
+        volumes[name] = { path: row.path.value.trim(), size_gb: numberOr(row.size.value) };
+      }
+      return volumes;
+    },
+  };
+}
+
+export function probeEditor(key, label, initial) {
+  const id = uid(key);
+  const enabled = h("input", { type: "checkbox", id, checked: Boolean(initial) });
+  const port = h("input", { type: "number", min: 1, max: 65535, value: initial ? initial.port : 80 });
+  const path = h("input", { type: "text", value: initial ? initial.path : "/", class: "mono" });
+  port.dataset.field = `${key}.port`;
+  path.dataset.field = `${key}.path`;
+  const details = h("div", { class: "inline" }, field("Port", port), field("Path", path));
+  const sync = () => {
+    details.hidden = !enabled.checked;
+  };
+  enabled.addEventListener("change", sync);
+  sync();
+  const hint =
+    key === "startup_probe"
+      ? "An instance gets traffic once GET port/path answers 200–399."
+      : "Restarted after repeated failures of GET port/path.";
+  const el = h(
+    "fieldset",
+    { class: "editor", dataset: { field: key } },
+    h("legend", { text: label }),
+    h("div", { class: "check" }, enabled, h("label", { for: id, text: `Use a ${label.toLowerCase()}` })),
+    h("p", { class: "hint", text: hint }),
+    details,
+  );
+  return {
+    el,
+    value() {
+      if (!enabled.checked) return null;
+      const body = { port: numberOr(port.value), path: path.value.trim() || "/" };
+      if (initial) {
+        for (const k of ["period_s", "timeout_s", "failure_threshold"]) {
+          if (initial[k] !== undefined) body[k] = initial[k];
+        }
+      }
+      return body;
+    },
+  };
+}
+
+// Scale and resources: {el, value()} → {scale, resources}; `onChange` fires on edits.
+export function scaleEditor(spec, onChange) {
+  const scale = (spec && spec.scale) || { min: 1, max: 1, target_cpu: 80 };
+  const resources = (spec && spec.resources) || { cpu: 1, memory_mb: 512 };
+  const min = h("input", { type: "number", min: 1, max: 256, value: scale.min, dataset: { field: "scale.min" } });
+  const max = h("input", { type: "number", min: 1, max: 256, value: scale.max, dataset: { field: "scale.max" } });
+  const target = h("input", {
+    type: "number",
+    min: 10,
+    max: 100,
+    value: scale.target_cpu,
+    dataset: { field: "scale.target_cpu" },
+  });
+  const cpu = h("input", {
+    type: "number",
+    min: 0.25,
+    step: 0.25,
+    value: resources.cpu,
+    dataset: { field: "resources.cpu" },
+  });
+  const memory = h("input", {
+    type: "number",
+    min: 64,
+    step: 64,
+    value: resources.memory_mb,
+    dataset: { field: "resources.memory_mb" },
+  });
+  const el = h(
+    "div",
+    { class: "scale" },
+    h(
+      "fieldset",
+      { class: "editor" },
+      h("legend", { text: "Horizontal scale" }),
+      h("p", { class: "hint", text: "patrd keeps at least min instances and adds up to max when CPU use stays above the target." }),
+      h("div", { class: "inline" }, field("Minimum instances", min), field("Maximum instances", max), field("Target CPU (%)", target)),
+    ),
+    h(
+      "fieldset",
+      { class: "editor" },
+      h("legend", { text: "Resource allocation (per instance)" }),
+      h("div", { class: "inline" }, field("CPU (cores)", cpu), field("Memory (MB)", memory)),
+    ),
+  );
+  if (onChange) for (const input of [min, max, target, cpu, memory]) input.addEventListener("input", onChange);
+  return {
+    el,
+    value() {
+      return {
+        scale: { min: numberOr(min.value), max: numberOr(max.value), target_cpu: numberOr(target.value) },
+        resources: { cpu: numberOr(cpu.value), memory_mb: numberOr(memory.value) },
+      };
+    },
+  };
+}
+
+// Numbers go to the API as numbers; anything else as typed, so the API's
+// message names it ("must be an integer") instead of the form guessing.
+export function numberOr(text) {
+  const trimmed = String(text).trim();
+  if (trimmed === "") return trimmed;
+  const n = Number(trimmed);
+  return Number.isFinite(n) ? n : trimmed;
+}
