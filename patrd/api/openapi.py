@@ -109,6 +109,44 @@ _PROBE_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Deploy on push, registry auth, config mounts, volumes, security: the same in a
+# stored spec, a create and an update.
+_SPEC_EXTRAS: dict[str, Any] = {
+    "deploy_on_push": {"type": "boolean", "default": True},
+    "registry_auth": {
+        "type": "object",
+        "nullable": True,
+        "description": 'pull credentials: {"secret": NAME} holding username:password',
+        "properties": {"secret": {"type": "string"}},
+    },
+    "config_mounts": {
+        "type": "object",
+        "description": "file name in /etc/config -> content (base64)",
+        "additionalProperties": {"type": "string", "format": "byte"},
+    },
+    "volumes": {
+        "type": "object",
+        "description": "volume name -> one Docker volume per instance",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["path", "size_gb"],
+            "properties": {
+                "path": {"type": "string"},
+                "size_gb": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+    "security": {
+        "type": "object",
+        "description": "the explicit override of the hardening defaults",
+        "properties": {
+            "extra_capabilities": {"type": "array", "items": {"type": "string"}},
+            "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
+        },
+    },
+}
+
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -215,38 +253,7 @@ SCHEMAS: dict[str, Any] = {
             "deploy_on_create": {"type": "boolean"},
             "region": {"type": "string"},
             "startup_probe": {**_PROBE_SCHEMA, "nullable": True},
-            "deploy_on_push": {"type": "boolean", "default": True},
-            "registry_auth": {
-                "type": "object",
-                "nullable": True,
-                "description": 'pull credentials: {"secret": NAME} holding username:password',
-                "properties": {"secret": {"type": "string"}},
-            },
-            "config_mounts": {
-                "type": "object",
-                "description": "file name in /etc/config -> content (base64)",
-                "additionalProperties": {"type": "string", "format": "byte"},
-            },
-            "volumes": {
-                "type": "object",
-                "description": "volume name -> one Docker volume per instance",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["path", "size_gb"],
-                    "properties": {
-                        "path": {"type": "string"},
-                        "size_gb": {"type": "integer", "minimum": 1},
-                    },
-                },
-            },
-            "security": {
-                "type": "object",
-                "description": "the explicit override of the hardening defaults",
-                "properties": {
-                    "extra_capabilities": {"type": "array", "items": {"type": "string"}},
-                    "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
-                },
-            },
+            **_SPEC_EXTRAS,
             "liveness_probe": {**_PROBE_SCHEMA, "nullable": True},
         },
     },
@@ -279,38 +286,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "region": {"type": "string", "description": "defaults to this node's region"},
             "startup_probe": _PROBE_SCHEMA,
-            "deploy_on_push": {"type": "boolean", "default": True},
-            "registry_auth": {
-                "type": "object",
-                "nullable": True,
-                "description": 'pull credentials: {"secret": NAME} holding username:password',
-                "properties": {"secret": {"type": "string"}},
-            },
-            "config_mounts": {
-                "type": "object",
-                "description": "file name in /etc/config -> content (base64)",
-                "additionalProperties": {"type": "string", "format": "byte"},
-            },
-            "volumes": {
-                "type": "object",
-                "description": "volume name -> one Docker volume per instance",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["path", "size_gb"],
-                    "properties": {
-                        "path": {"type": "string"},
-                        "size_gb": {"type": "integer", "minimum": 1},
-                    },
-                },
-            },
-            "security": {
-                "type": "object",
-                "description": "the explicit override of the hardening defaults",
-                "properties": {
-                    "extra_capabilities": {"type": "array", "items": {"type": "string"}},
-                    "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
-                },
-            },
+            **_SPEC_EXTRAS,
             "liveness_probe": _PROBE_SCHEMA,
         },
     },
@@ -328,38 +304,7 @@ SCHEMAS: dict[str, Any] = {
             "scale": _SCALE_SCHEMA,
             "resources": _RESOURCES_SCHEMA,
             "startup_probe": {**_PROBE_SCHEMA, "nullable": True, "description": "null removes it"},
-            "deploy_on_push": {"type": "boolean", "default": True},
-            "registry_auth": {
-                "type": "object",
-                "nullable": True,
-                "description": 'pull credentials: {"secret": NAME} holding username:password',
-                "properties": {"secret": {"type": "string"}},
-            },
-            "config_mounts": {
-                "type": "object",
-                "description": "file name in /etc/config -> content (base64)",
-                "additionalProperties": {"type": "string", "format": "byte"},
-            },
-            "volumes": {
-                "type": "object",
-                "description": "volume name -> one Docker volume per instance",
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["path", "size_gb"],
-                    "properties": {
-                        "path": {"type": "string"},
-                        "size_gb": {"type": "integer", "minimum": 1},
-                    },
-                },
-            },
-            "security": {
-                "type": "object",
-                "description": "the explicit override of the hardening defaults",
-                "properties": {
-                    "extra_capabilities": {"type": "array", "items": {"type": "string"}},
-                    "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
-                },
-            },
+            **_SPEC_EXTRAS,
             "liveness_probe": {**_PROBE_SCHEMA, "nullable": True, "description": "null removes it"},
             "name": {"type": "string"},
             "image": {"type": "string"},

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-import inspect
 import subprocess
 import time
 import uuid
@@ -15,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, volumes_of
+from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
@@ -44,24 +43,6 @@ def docker_exec(cid: str, *cmd: str) -> str:
     return subprocess.run(
         ["docker", "exec", cid, *cmd], capture_output=True, text=True, check=True
     ).stdout
-
-
-async def until(predicate, timeout: float, what: str, daemon: Daemon):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s: {last}\n{daemon.log_tail()}")
-
-
-async def rolled_out(api: Api, name: str, revision: int) -> bool:
-    code, dep = await api.call("GET", f"/v1/deployments/{name}")
-    return code == 200 and dep["stable_revision"] == revision and dep["status"] == "running"
 
 
 async def test_secret_injected_rotated_and_never_leaked(daemon: Daemon, api: Api, new_name):
@@ -286,8 +267,8 @@ async def test_security_field_is_the_explicit_override(daemon: Daemon, api: Api,
         "/v1/deployments",
         body(loose, security={"extra_capabilities": ["NET_RAW"], "pids_limit": 64}),
     )
-    for name in (plain, loose):
-        await until(lambda n=name: rolled_out(api, n, 1), 30, "deployed", daemon)
+    await until(lambda: rolled_out(api, plain, 1), 30, "deployed", daemon)
+    await until(lambda: rolled_out(api, loose, 1), 30, "deployed", daemon)
     [p] = containers_of(plain)
     [lo] = containers_of(loose)
     plain_host = docker_json("inspect", p)[0]["HostConfig"]

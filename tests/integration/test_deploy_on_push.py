@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import subprocess
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port
 from tests.support.load import Load
+from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
@@ -67,24 +67,6 @@ def push(d: Daemon, source: str, repo: str, tag: str) -> str:
     return str(next(x.split("@", 1)[1] for x in digests if x.startswith(registry_addr(d))))
 
 
-async def until(predicate, timeout: float, what: str, daemon: Daemon):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s: {last}\n{daemon.log_tail()}")
-
-
-async def deployed(api: Api, name: str, revision: int) -> bool:
-    code, dep = await api.call("GET", f"/v1/deployments/{name}")
-    return code == 200 and dep["stable_revision"] == revision and dep["status"] == "running"
-
-
 async def webhook(d: Daemon, body: bytes, secret: str | None) -> tuple[int, Any]:
     listen = d.config["registry"]["webhook_listen"]
     headers = {"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
@@ -111,14 +93,14 @@ async def test_push_rolls_out_and_history_reverts(
         {"name": name, **base, "scale": {"min": 2, "max": 2}, "startup_probe": HEALTH},
     )
     await api.ok("POST", "/v1/deployments", {"name": quiet, **base, "deploy_on_push": False})
-    await until(lambda: deployed(api, name, 1), 60, "v1 deployed", d)
-    await until(lambda: deployed(api, quiet, 1), 60, "quiet deployed", d)
+    await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
+    await until(lambda: rolled_out(api, quiet, 1), 60, "quiet deployed", d)
     quiet_before = containers_of(quiet)
 
     async with Load(d.proxy_port, d.host(name), "/", concurrency=4) as load:
         await asyncio.sleep(0.5)
         v2 = push(d, "patrd-test/web:v2", repo, "stable")
-        await until(lambda: deployed(api, name, 2), 60, "v2 rolled out on push", d)
+        await until(lambda: rolled_out(api, name, 2), 60, "v2 rolled out on push", d)
         await asyncio.sleep(0.5)
     assert load.result.errors == [] and load.result.failures == 0, load.result.bad
     assert load.result.total > 50
@@ -169,7 +151,7 @@ async def test_push_rolls_out_and_history_reverts(
     v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
     assert ids == [v2_id, v1_id]
     await api.ok("POST", f"/v1/deployments/{name}/history/{v1_id}/revert")
-    await until(lambda: deployed(api, name, 3), 60, "reverted to v1", d)
+    await until(lambda: rolled_out(api, name, 3), 60, "reverted to v1", d)
     for cid in containers_of(name):
         assert docker_json("inspect", cid)[0]["Image"] == v1_id
 
@@ -194,7 +176,7 @@ async def test_first_push_starts_a_deployment_created_without_deploying(
     )
     assert (await api.ok("GET", f"/v1/deployments/{name}"))["status"] == "created"
     push(d, "patrd-test/web:v1", repo, "main")
-    await until(lambda: deployed(api, name, 2), 60, "started by the first push", d)
+    await until(lambda: rolled_out(api, name, 2), 60, "started by the first push", d)
 
 
 async def test_private_registry_pulls_with_credentials_from_a_secret(
@@ -313,11 +295,11 @@ async def test_polling_another_registry_rolls_a_new_digest(
                     "ports": {"80": "http"},
                 },
             )
-            await until(lambda: deployed(api, name, 1), 60, "v1 deployed", d)
+            await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
             await asyncio.sleep(2)  # several polls: the same digest rolls nothing
             assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 1
             push_as("patrd-test/web:v2")
-            await until(lambda: deployed(api, name, 2), 60, "v2 found by polling", d)
+            await until(lambda: rolled_out(api, name, 2), 60, "v2 found by polling", d)
             v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
             for cid in containers_of(name):
                 assert docker_json("inspect", cid)[0]["Image"] == v2_id

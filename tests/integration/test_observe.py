@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.daemon import Api, Daemon, containers_of
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -51,17 +52,6 @@ def body(name: str, replicas: int = 1, **extra: Any) -> dict[str, Any]:
         "startup_probe": HEALTH,
         **extra,
     }
-
-
-async def until(predicate, timeout: float, what: str, daemon: Daemon):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout}s: {last}\n{daemon.log_tail()}")
 
 
 async def get_lines(daemon: Daemon, name: str, query: str = "") -> list[dict[str, Any]]:

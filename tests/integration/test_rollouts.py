@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json
 from tests.support.load import Load, env_value
+from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
@@ -30,24 +31,6 @@ def body(name: str, replicas: int = 3, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def wait_for(predicate, timeout: float, what: str, daemon: Daemon):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s: {last}\n{daemon.log_tail()}")
-
-
-async def rolled_out(api: Api, name: str, revision: int) -> dict[str, Any] | None:
-    code, dep = await api.call("GET", f"/v1/deployments/{name}")
-    if code == 200 and dep["stable_revision"] == revision and dep["status"] == "running":
-        return dict(dep)
-    return None
-
-
 def revisions_running(name: str) -> list[str]:
     ids = containers_of(name)
     return (
@@ -64,14 +47,14 @@ async def test_rollout_under_load_drops_nothing(daemon: Daemon, api: Api, new_na
     name = new_name("roll")
     await api.ok("POST", "/v1/deployments", body(name))
     await api.wait_status(name, "running")
-    await wait_for(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
+    await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
     async with Load(
         daemon.proxy_port, daemon.host(name), "/cgi-bin/env", key=env_value("PATRD_REVISION")
     ) as load:
         await asyncio.sleep(1)
         started = time.monotonic()
         await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
-        await wait_for(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
+        await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
         took = time.monotonic() - started
         await asyncio.sleep(1)
     result = load.result
@@ -91,7 +74,7 @@ async def test_rollout_under_load_drops_nothing(daemon: Daemon, api: Api, new_na
 async def test_failed_rollout_keeps_the_old_revision_serving(daemon: Daemon, api: Api, new_name):
     name = new_name("bad")
     await api.ok("POST", "/v1/deployments", body(name))
-    await wait_for(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
+    await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
     before = containers_of(name)
     async with Load(
         daemon.proxy_port, daemon.host(name), "/cgi-bin/env", key=env_value("PATRD_REVISION")
@@ -110,11 +93,11 @@ async def test_failed_rollout_keeps_the_old_revision_serving(daemon: Daemon, api
             history = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"]
             return next((h for h in history if h["revision"] == 2 and h["state"] == "failed"), None)
 
-        entry = await wait_for(failed, 60, "revision 2 marked failed", daemon)
+        entry = await until(failed, 60, "revision 2 marked failed", daemon)
         assert "startup probe" in entry["reason"]
         dep = await api.wait_status(name, "running")
         assert dep["revision"] == 1 and dep["stable_revision"] == 1
-        await wait_for(
+        await until(
             lambda: asyncio.sleep(0, result=containers_of(name) == before),
             30,
             "only the old containers left",
@@ -131,7 +114,7 @@ async def test_failed_rollout_keeps_the_old_revision_serving(daemon: Daemon, api
 async def test_long_request_in_flight_during_drain_completes(daemon: Daemon, api: Api, new_name):
     name = new_name("drain")
     await api.ok("POST", "/v1/deployments", body(name, replicas=1))
-    await wait_for(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
+    await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
     [old] = containers_of(name)
     async with aiohttp.ClientSession() as http:
         async with http.get(
@@ -144,7 +127,7 @@ async def test_long_request_in_flight_during_drain_completes(daemon: Daemon, api
             rest = await resp.read()
     lines = (first + rest).decode().splitlines()
     assert len(lines) == 5, lines
-    await wait_for(lambda: rolled_out(api, name, 2), 30, "revision 2 deployed", daemon)
+    await until(lambda: rolled_out(api, name, 2), 30, "revision 2 deployed", daemon)
     assert old not in containers_of(name)
 
 
@@ -161,7 +144,7 @@ async def test_liveness_failure_leaves_the_pool_before_restart(daemon: Daemon, a
             startup_probe={**HEALTH, "failure_threshold": 6},
         ),
     )
-    await wait_for(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
+    await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
     instances = (await api.ok("GET", f"/v1/deployments/{name}"))["instances"]
     victim = instances[0]["container_id"]
     async with Load(daemon.proxy_port, daemon.host(name), "/") as load:
@@ -173,7 +156,7 @@ async def test_liveness_failure_leaves_the_pool_before_restart(daemon: Daemon, a
             kinds = [e["kind"] for e in events]
             return "unhealthy" in kinds and "restart" in kinds
 
-        await wait_for(restarted, 30, "unhealthy instance restarted", daemon)
+        await until(restarted, 30, "unhealthy instance restarted", daemon)
 
         async def all_ready() -> bool:
             shown = await api.ok("GET", f"/v1/deployments/{name}")
@@ -184,7 +167,7 @@ async def test_liveness_failure_leaves_the_pool_before_restart(daemon: Daemon, a
 
         # /tmp/unhealthy survives a restart, so the restarted container fails its
         # startup probe and is replaced by a fresh one: both ready again.
-        await wait_for(all_ready, 60, "both instances ready again", daemon)
+        await until(all_ready, 60, "both instances ready again", daemon)
         await asyncio.sleep(0.5)
     result = load.result
     assert result.errors == [] and result.failures == 0, (result.errors[:5], result.bad)
@@ -203,11 +186,11 @@ async def test_revert_restores_the_exact_image(daemon: Daemon, api: Api, new_nam
     subprocess.run(["docker", "tag", f"{repo}:v1", f"{repo}:{tag}"], check=True)
     try:
         await api.ok("POST", "/v1/deployments", {**body(name, replicas=1), "tag": tag})
-        await wait_for(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
+        await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
         # the tag moves to v2; the next revision resolves it again
         subprocess.run(["docker", "tag", f"{repo}:v2", f"{repo}:{tag}"], check=True)
         await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
-        await wait_for(lambda: rolled_out(api, name, 2), 30, "revision 2 deployed", daemon)
+        await until(lambda: rolled_out(api, name, 2), 30, "revision 2 deployed", daemon)
         [cid] = containers_of(name)
         assert docker_json("inspect", cid)[0]["Image"] == v2_id
 
@@ -215,7 +198,7 @@ async def test_revert_restores_the_exact_image(daemon: Daemon, api: Api, new_nam
         assert [h["digest"] for h in history] == [v2_id, v1_id]
         reverted = await api.ok("POST", f"/v1/deployments/{name}/history/{v1_id}/revert")
         assert reverted["revision"] == 3
-        await wait_for(lambda: rolled_out(api, name, 3), 30, "revision 3 deployed", daemon)
+        await until(lambda: rolled_out(api, name, 3), 30, "revision 3 deployed", daemon)
         [cid] = containers_of(name)
         assert docker_json("inspect", cid)[0]["Image"] == v1_id
         async with aiohttp.ClientSession() as http:
@@ -236,9 +219,9 @@ async def test_kill9_during_rollout_converges_without_duplicates(
 ):
     name = new_name("k9roll")
     await api.ok("POST", "/v1/deployments", body(name))
-    await wait_for(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
+    await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
     await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
-    await wait_for(
+    await until(
         lambda: asyncio.sleep(0, result="2" in revisions_running(name)),
         30,
         "the rollout started",
@@ -248,7 +231,7 @@ async def test_kill9_during_rollout_converges_without_duplicates(
     mid = revisions_running(name)
     assert "1" in mid and "2" in mid, mid
     daemon.start()
-    await wait_for(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
+    await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
     await asyncio.sleep(1.5)
     assert revisions_running(name) == ["2", "2", "2"]
     shown = await api.ok("GET", f"/v1/deployments/{name}")
