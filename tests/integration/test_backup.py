@@ -10,6 +10,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -43,6 +44,17 @@ async def proxied(daemon: Daemon, name: str, timeout: float = 30) -> str:
     raise AssertionError(f"{name} not served\n{daemon.log_tail()}")
 
 
+async def certificate(api: Api, domain: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
+        issued = [c for c in certs if c["domain"] == domain and c["status"] == "issued"]
+        if issued:
+            return dict(issued[0])
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no certificate for {domain}: {certs}")
+
+
 async def test_backup_wipe_restore_converges(
     tmp_path: Path, test_images: dict[str, str], names: list[str], new_name
 ) -> None:
@@ -68,6 +80,14 @@ async def test_backup_wipe_restore_converges(
             await api.ok("POST", f"/v1/deployments/{paused}/stop")
             await api.wait_status(paused, "stopped")
             events_before = (await api.ok("GET", f"/v1/deployments/{web}/events"))["events"]
+            # A managed URL whose certificate (local CA) must come back, not be re-issued.
+            domain = f"{web}.bk.localhost"
+            await api.ok(
+                "POST",
+                "/v1/urls",
+                {"domain": domain, "target": {"deployment": web, "port": 80}},
+            )
+            cert_before = await certificate(api, domain)
 
             # Online: traffic keeps flowing while the snapshot is taken.
             started = time.monotonic()
@@ -117,6 +137,9 @@ async def test_backup_wipe_restore_converges(
             # The daemon refuses to start with a key that does not match the database,
             # so being here means the key came back with it.
             assert (await api.call("GET", "/v1/secrets/bk-token"))[0] == 200
+            urls = (await api.ok("GET", "/v1/urls"))["urls"]
+            assert [u["domain"] for u in urls] == [domain]
+            assert (await certificate(api, domain))["serial"] == cert_before["serial"]
             events_after = (await api.ok("GET", f"/v1/deployments/{web}/events"))["events"]
             assert events_after[: len(events_before)] == events_before
     finally:
