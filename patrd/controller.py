@@ -772,8 +772,7 @@ class DeploymentWorker:
     async def _start(self, record: DeploymentRecord, action: Action) -> None:
         if action.failure:
             note = self._count_failure(record, action)
-            await self._store.add_event(
-                self.id,
+            await self._event(
                 "restart",
                 f"instance {instance_name(record.name, action.slot)} {action.reason}; "
                 f"restarting ({note})",
@@ -783,8 +782,7 @@ class DeploymentWorker:
 
     async def _restart(self, record: DeploymentRecord, action: Action) -> None:
         note = self._count_failure(record, action)
-        await self._store.add_event(
-            self.id,
+        await self._event(
             "restart",
             f"instance {instance_name(record.name, action.slot)} unhealthy; restarting ({note})",
             record.revision,
@@ -795,6 +793,14 @@ class DeploymentWorker:
         self._forget(action.container_id)
         await self._engine.restart(action.container_id, self._options.stop_timeout_s)
         self._forget(action.container_id)
+
+    async def _event(self, kind: str, message: str, revision: int | None) -> None:
+        """Best effort: a full disk or a locked database must not keep a crashed
+        instance down; the restart matters more than its history line."""
+        try:
+            await self._store.add_event(self.id, kind, message, revision)
+        except StoreError as exc:
+            self._log.warning("event_not_recorded", kind=kind, message=message, error=str(exc))
 
     def _forget(self, container_id: str) -> None:
         state = self._state

@@ -340,6 +340,7 @@ async def test_disk_full_answers_503_loses_nothing_and_keeps_serving(
                 refused = data
                 break
             assert refused is not None, "the database never reported the disk full"
+            acked_before_full = len(acked)
             assert refused["error"] == "store_unavailable"
             assert "full" in str(refused["message"]), refused
             # Nothing half-written is visible; reads and traffic go on.
@@ -348,6 +349,17 @@ async def test_disk_full_answers_503_loses_nothing_and_keeps_serving(
             for _ in range(5):
                 assert await asyncio.to_thread(_proxy_get, daemon, web) == 200
             assert (await api.call("GET", "/v1/health"))[0] == 200
+            # An instance that dies while the disk is full is started again all the
+            # same (its "restart" event cannot be written; the restart matters more).
+            [cid] = subprocess.run(
+                ["docker", "ps", "-q", "--filter", f"label=patrd.deployment={web}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            subprocess.run(["docker", "kill", cid], check=True, capture_output=True)
+            await asyncio.sleep(0.5)
+            await _wait_proxied(daemon, web, timeout=30)
 
             filler.unlink()
             freed = new_name("freed")
@@ -365,4 +377,4 @@ async def test_disk_full_answers_503_loses_nothing_and_keeps_serving(
             assert await asyncio.to_thread(_proxy_get, daemon, acked[0]) == 200
     finally:
         daemon.stop()
-    print(f"disk full: {len(acked)} writes acknowledged before 503: {refused['message']}")
+    print(f"disk full: {acked_before_full} writes acknowledged, then 503: {refused['message']}")
