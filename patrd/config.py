@@ -373,8 +373,9 @@ def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
     default = RegistryConfig()
     return RegistryConfig(
         enabled=enabled,
-        listen=parse_listen(_str(r.get("listen", str(default.listen)), "registry.listen"),
-                            "registry.listen"),
+        listen=parse_listen(
+            _str(r.get("listen", str(default.listen)), "registry.listen"), "registry.listen"
+        ),
         storage_dir=_path(r, "storage_dir", "registry.", base_dir),
         htpasswd_file=_path(r, "htpasswd_file", "registry.", base_dir),
         webhook_listen=parse_listen(
@@ -706,9 +707,7 @@ def _observe(raw: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
         enabled=_boolean(a, "enabled", "autoscale.", AutoscaleConfig.enabled),
         interval_s=_float(a, "interval_s", "autoscale.", AutoscaleConfig.interval_s),
         window_s=_float(a, "window_s", "autoscale.", AutoscaleConfig.window_s),
-        stabilization_s=_float(
-            a, "stabilization_s", "autoscale.", AutoscaleConfig.stabilization_s
-        ),
+        stabilization_s=_float(a, "stabilization_s", "autoscale.", AutoscaleConfig.stabilization_s),
         tolerance=tolerance,
     )
     c = _table(raw, "cost")

@@ -100,9 +100,7 @@ def add_routes(app: web.Application) -> None:
         allow_head=False,
     )
     r.add_get("/v1/deployments/{name}/events", list_events, name="list_events", allow_head=False)
-    r.add_get(
-        "/v1/deployments/{name}/history", list_history, name="list_history", allow_head=False
-    )
+    r.add_get("/v1/deployments/{name}/history", list_history, name="list_history", allow_head=False)
     r.add_post(
         "/v1/deployments/{name}/history/{digest}/revert",
         revert_deployment,
