@@ -118,14 +118,14 @@ async def test_notify_ready_status_watchdog_and_stopping(
     finally:
         assert daemon.stop() == 0
 
-    # Restart under the fake manager with a 600 ms watchdog: pings every 300 ms.
+    # Restart under the fake manager with a 1 s watchdog: pings every 500 ms.
     # The moment READY=1 arrives, the API and the proxy must already serve the
     # deployment the reconciler adopted.
     manager.probe = lambda: (_health(daemon.socket), _proxy_get(daemon, name))
-    daemon.env = {"NOTIFY_SOCKET": str(manager.path), "WATCHDOG_USEC": "600000"}
+    daemon.env = {"NOTIFY_SOCKET": str(manager.path), "WATCHDOG_USEC": "1000000"}
     daemon.start()
     try:
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(3.2)
         texts = manager.texts()
         assert texts[0] == b"STATUS=starting"
         ready = [m for m in texts if m.startswith(b"READY=1")]
@@ -138,9 +138,9 @@ async def test_notify_ready_status_watchdog_and_stopping(
 
         pings = manager.times(b"WATCHDOG=1")
         gaps = [b - a for a, b in itertools.pairwise(pings)]
-        assert len(pings) >= 7, texts
-        assert 0.25 <= statistics.median(gaps) <= 0.35, gaps
-        assert max(gaps) < 0.6, f"a gap reached the watchdog timeout: {gaps}"
+        assert len(pings) >= 6, texts
+        assert 0.45 <= statistics.median(gaps) <= 0.55, gaps
+        assert max(gaps) < 1.0, f"a gap reached the watchdog timeout: {gaps}"
         print(f"watchdog cadence: median {statistics.median(gaps):.3f}s, max {max(gaps):.3f}s")
 
         # STATUS= follows the deployments: stop it → "0 running".
@@ -174,7 +174,7 @@ async def test_a_frozen_loop_stops_the_watchdog_pings(
         thawed_at = time.monotonic()
         await asyncio.sleep(1.0)
         resumed = manager.times(b"WATCHDOG=1", since=thawed_at)
-        assert resumed and resumed[0] - thawed_at < 0.3, "pings resume with the loop"
+        assert resumed and resumed[0] - thawed_at < 0.5, "pings resume with the loop"
         assert _health(daemon.socket)
     finally:
         os.kill(daemon.proc.pid, signal.SIGCONT)
