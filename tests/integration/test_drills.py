@@ -267,9 +267,11 @@ async def test_kill9_drill_long(tmp_path: Path, test_images: dict[str, str], new
 # --- dockerd restart drill ----------------------------------------------------------
 
 
-async def _curl(engine: PrivateDocker, daemon: Daemon, name: str) -> tuple[int, str]:
+async def _curl(
+    engine: PrivateDocker, daemon: Daemon, name: str, timeout: float = 2.0
+) -> tuple[int, str]:
     return await asyncio.to_thread(
-        engine.curl, f"http://127.0.0.1:{daemon.proxy_port}/", daemon.host(name)
+        engine.curl, f"http://127.0.0.1:{daemon.proxy_port}/", daemon.host(name), timeout
     )
 
 
@@ -324,7 +326,9 @@ async def test_dockerd_restart_traffic_resumes_without_restarting_patrd(
                 assert (await api.call("GET", "/v1/health"))[0] == 200
                 code, listed = await api.call("GET", "/v1/deployments")
                 assert code == 200 and [d["name"] for d in listed["deployments"]] == [name]
-                during, _ = await _curl(engine, daemon, name)
+                # The proxy answers (an error once its 5 s upstream connect timeout
+                # gives up on a container Docker took down), it does not hang.
+                during, _ = await _curl(engine, daemon, name, timeout=10)
                 if live_restore:
                     assert during == 200, "live-restore: containers keep serving"
                 else:

@@ -78,6 +78,10 @@ class FakeManager:
     def texts(self) -> list[bytes]:
         return [m for _, m in list(self.messages)]
 
+    def lines(self) -> set[bytes]:
+        """Every KEY=VALUE line received, whichever message carried it."""
+        return {line for m in self.texts() for line in m.split(b"\n")}
+
 
 @pytest.fixture
 def manager(tmp_path: Path) -> Iterator[FakeManager]:
@@ -132,7 +136,7 @@ async def test_notify_ready_status_watchdog_and_stopping(
         assert len(ready) == 1 and ready[0].startswith(b"READY=1\nSTATUS=1 deployments, "), texts
         assert manager.on_ready == [(True, 200)], "READY=1 before the API/proxy served"
         deadline = time.monotonic() + 10  # an adopted instance may be re-checked first
-        while b"STATUS=1 deployments, 1 running" not in [*ready, *manager.texts()]:
+        while b"STATUS=1 deployments, 1 running" not in manager.lines():
             assert time.monotonic() < deadline, manager.texts()
             await asyncio.sleep(0.1)
 
@@ -148,7 +152,7 @@ async def test_notify_ready_status_watchdog_and_stopping(
             await api.ok("POST", f"/v1/deployments/{name}/stop")
             await api.wait_status(name, "stopped")
         deadline = time.monotonic() + 10
-        while b"STATUS=1 deployments, 0 running" not in manager.texts():
+        while b"STATUS=1 deployments, 0 running" not in manager.lines():
             assert time.monotonic() < deadline, manager.texts()
             await asyncio.sleep(0.1)
     finally:
