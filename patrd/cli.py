@@ -1152,11 +1152,14 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         print(f"patrd: {exc}", file=sys.stderr)
         return 2
 
-    import asyncio
+    from patrd.proxy.runtime import run_event_loop
 
     serve = _daemon_serve()
+    # The daemon's own loop is asyncio's, unless the proxy runs inside it
+    # (proxy.workers = 0): then it is proxy.event_loop.
+    loop = config.proxy.event_loop if config.proxy.workers == 0 else "asyncio"
     try:
-        return asyncio.run(serve(config))
+        return run_event_loop(serve(config), loop)
     except KeyboardInterrupt:
         return 130
 

@@ -19,6 +19,7 @@ from patrd.spec import NAME_RE
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("logfmt", "json", "console")
+EVENT_LOOPS = ("uvloop", "asyncio")  # proxy.event_loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,10 @@ class ProxyConfig:
     max_connections: int = 10000  # concurrent client connections, all clients
     max_connections_per_ip: int = 256
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is kept
+    # How the proxy runs (issue 10, patrd/proxy/runtime.py): worker processes
+    # sharing the ports (None: "auto", one per CPU; 0: inside the daemon).
+    workers: int | None = None
+    event_loop: str = "uvloop"  # or "asyncio"
 
 
 @dataclass(frozen=True)
@@ -288,6 +293,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
             "max_connections",
             "max_connections_per_ip",
             "trusted_proxies",
+            "workers",
+            "event_loop",
         },
         "proxy.",
     )
@@ -316,6 +323,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
             p, "max_connections_per_ip", "proxy.", ProxyConfig.max_connections_per_ip, 0
         ),
         trusted_proxies=tuple(str(n) for n in _networks(p, "trusted_proxies", "proxy.", ())),
+        workers=_workers(p.get("workers", "auto")),
+        event_loop=_choice(p, "event_loop", "proxy.", EVENT_LOOPS, ProxyConfig.event_loop),
     )
     k = _table(raw, "docker")
     _known(
@@ -593,6 +602,15 @@ def _int(table: Mapping[str, Any], name: str, prefix: str, default: int, minimum
         raise ConfigError(prefix + name, "must be an integer")
     if value < minimum:
         raise ConfigError(prefix + name, f"must be at least {minimum}")
+    return int(value)
+
+
+def _workers(value: Any) -> int | None:
+    """``proxy.workers``: "auto" (None) or a count >= 0 (0: inside the daemon)."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+        raise ConfigError("proxy.workers", 'must be "auto" or an integer from 0 to 64')
     return int(value)
 
 

@@ -40,7 +40,8 @@ from patrd.hardening import Hardening
 from patrd.logstream import LogKeeper
 from patrd.metrics import CgroupReader, History, Sampler
 from patrd.prometheus import Exposition, Sources
-from patrd.proxy.server import ProxyOptions, ProxyServer
+from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
+from patrd.proxy.server import ProxyOptions
 from patrd.registry import RegistryProcess, load_or_create_secret
 from patrd.registry_poll import TagPoller
 from patrd.store import Store
@@ -99,7 +100,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
 
             tls = build_tls(config, store)  # certificates: ACME or the local CA (issue 4)
             await tls.controller.load()
-            proxy = ProxyServer(
+            # In worker processes or in this one (issue 10, patrd/proxy/front.py).
+            proxy = build_proxy(
                 ProxyOptions(
                     max_header_bytes=config.proxy.max_header_bytes,
                     max_body_bytes=config.proxy.max_body_bytes,
@@ -113,8 +115,11 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     max_connections_per_ip=config.proxy.max_connections_per_ip,
                     trusted_proxies=config.proxy.trusted_proxies,
                 ),
-                challenges=tls.challenges.tokens,
-                has_certificate=tls.certs.has,
+                ProxyRuntime(EventLoop(config.proxy.event_loop), config.proxy.workers),
+                certs=tls.certs,
+                challenges=tls.challenges,
+                log_level=config.daemon.log_level,
+                log_format=config.daemon.log_format,
             )
             vault = await Vault.open(store, config.daemon.secrets_key)
             # Logs of removed instances are kept (issue 7, patrd/logstream.py).
@@ -181,7 +186,6 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             bound = await proxy.start(
                 [(x.host, x.port) for x in config.proxy.http_listen],
                 tls_listens=[(x.host, x.port) for x in config.tls.https_listen],
-                ssl_context=tls.certs.listener_context(),
             )
             stack.push_async_callback(proxy.stop)
 

@@ -53,9 +53,14 @@ class SampleSource(Protocol):
 
 
 class ProxySource(Protocol):
-    deployment_stats: dict[str, DeploymentCounters]
-    limited_requests: int
-    refused_connections: int
+    @property
+    def deployment_stats(self) -> dict[str, DeploymentCounters]: ...
+
+    @property
+    def limited_requests(self) -> int: ...
+
+    @property
+    def refused_connections(self) -> int: ...
 
     @property
     def active_requests(self) -> int: ...
@@ -110,6 +115,11 @@ class PatrdCollector(Collector):
 
     async def refresh(self) -> None:
         store = self._s.store
+        if self._s.proxy is not None:
+            # Worker processes report on request (patrd/proxy/workers.py).
+            refresh_stats = getattr(self._s.proxy, "refresh_stats", None)
+            if refresh_stats is not None:
+                await refresh_stats()
         self._records = await store.list_deployments()
         if self._watermark is None:
             await self.prime()

@@ -46,6 +46,10 @@ class LimitOptions:
     max_connections_per_client: int = 0  # 0: no cap
     exempt: tuple[str, ...] = ()  # networks never rate limited nor capped per client
     max_clients: int = 100_000  # rate-limit buckets kept (memory bound)
+    # This process sees 1/forwarded_share of a trusted proxy's requests (the
+    # proxy's worker processes share its connections): clients behind trusted
+    # proxies get rate/share and burst/share here (patrd/proxy/workers.py).
+    forwarded_share: int = 1
 
 
 class Networks:
@@ -161,7 +165,7 @@ class TokenBuckets:
 class Limits:
     """The proxy's limits; one instance per server."""
 
-    __slots__ = ("_buckets", "_exempt", "_options", "_per_client", "open")
+    __slots__ = ("_buckets", "_exempt", "_forwarded", "_options", "_per_client", "open")
 
     def __init__(self, options: LimitOptions) -> None:
         self._options = options
@@ -170,6 +174,14 @@ class Limits:
             TokenBuckets(options.rate, options.burst, options.max_clients)
             if options.rate > 0
             else None
+        )
+        share = max(1, options.forwarded_share)
+        self._forwarded = (
+            TokenBuckets(
+                options.rate / share, max(1, math.ceil(options.burst / share)), options.max_clients
+            )
+            if options.rate > 0 and share > 1
+            else self._buckets
         )
         self._per_client: dict[str, int] = {}
         self.open = 0  # admitted connections not yet released
@@ -199,9 +211,12 @@ class Limits:
             else:
                 self._per_client.pop(key, None)
 
-    def retry_after(self, key: str, now: float) -> int:
-        """0 if client ``key`` may send a request now, else whole seconds to wait (>= 1)."""
-        buckets = self._buckets
+    def retry_after(self, key: str, now: float, forwarded: bool = False) -> int:
+        """0 if client ``key`` may send a request now, else whole seconds to wait (>= 1).
+
+        ``forwarded``: ``key`` is a client behind a trusted proxy.
+        """
+        buckets = self._forwarded if forwarded else self._buckets
         if buckets is None:
             return 0
         wait = buckets.take(key, now)

@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import httptools
 import structlog
@@ -36,7 +37,11 @@ from patrd.proxy.limits import LimitOptions, Limits, Networks, client_key, forwa
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable, redirect_location
 from patrd.proxy.stats import DeploymentCounters
 
-__all__ = ["ProxyOptions", "ProxyServer"]
+__all__ = ["Listen", "ProxyOptions", "ProxyServer", "Snapshot"]
+
+# A listener: an address to bind, or a socket bound and listening already
+# (the worker processes get theirs from the daemon).
+Listen = tuple[str, int] | socket.socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,9 @@ class ProxyOptions:
     max_connections: int = 10000  # concurrent client connections, all clients → 503
     max_connections_per_ip: int = 256  # → 429
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is kept (appended to)
+    # Set by the worker supervisor (patrd/proxy/workers.py): this process gets
+    # 1/forwarded_share of a trusted proxy's connections.
+    forwarded_share: int = 1
 
 
 # --- constants ---------------------------------------------------------------
@@ -166,6 +174,17 @@ class _Stop(Exception):
     """Raised in a parser callback to stop parsing the current input."""
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What :meth:`ProxyServer.snapshot` reports."""
+
+    outstanding: dict[tuple[str, int], int]  # backends with requests on them now
+    active_requests: int
+    limited_requests: int
+    refused_connections: int
+    deployment_stats: dict[str, DeploymentCounters]
+
+
 # --- the server --------------------------------------------------------------
 
 
@@ -178,8 +197,10 @@ class ProxyServer:
         table: RoutingTable | None = None,
         challenges: dict[str, bytes] | None = None,
         has_certificate: Callable[[str], bool] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._options = options
+        self._ssl_context = ssl_context  # of the HTTPS listeners, unless start() gets one
         self._table = table if table is not None else RoutingTable()
         # ACME HTTP-01 token → key authorization (patrd.tls); None: not answered.
         self._challenges = challenges
@@ -205,6 +226,7 @@ class ProxyServer:
                 max_connections=options.max_connections,
                 max_connections_per_client=options.max_connections_per_ip,
                 exempt=options.rate_limit_exempt,
+                forwarded_share=options.forwarded_share,
             )
         )
         self._trusted = Networks(options.trusted_proxies)
@@ -229,6 +251,21 @@ class ProxyServer:
         pool = self._pools.get((host, port))
         return pool.outstanding if pool is not None else 0
 
+    def snapshot(self) -> Snapshot:
+        """The counters, as plain data (the worker processes report them to the daemon)."""
+        return Snapshot(
+            outstanding={
+                key: pool.outstanding for key, pool in self._pools.items() if pool.outstanding
+            },
+            active_requests=self._active,
+            limited_requests=self.limited_requests,
+            refused_connections=self.refused_connections,
+            deployment_stats=self.deployment_stats,
+        )
+
+    async def refresh_stats(self) -> None:
+        """The counters above are current already (worker processes: see workers.py)."""
+
     def set_table(self, table: RoutingTable) -> None:
         """Swap the routing table; close idle connections of backends that left it."""
         self._table = table
@@ -244,38 +281,50 @@ class ProxyServer:
 
     async def start(
         self,
-        listens: Sequence[tuple[str, int]],
-        tls_listens: Sequence[tuple[str, int]] = (),
+        listens: Sequence[Listen],
+        tls_listens: Sequence[Listen] = (),
         ssl_context: ssl.SSLContext | None = None,
     ) -> list[tuple[str, int]]:
         """Listen on each (host, port); return the bound addresses (port 0 → real port).
 
-        ``tls_listens`` are HTTPS listeners with ``ssl_context`` (its SNI
-        callback picks the certificate per handshake); their bound addresses
-        are in :attr:`https_bound`. An ``OSError`` from binding propagates,
-        after the listeners already opened are closed again.
+        ``tls_listens`` are HTTPS listeners with ``ssl_context`` (default: the
+        one given to the constructor; its SNI callback picks the certificate
+        per handshake); their bound addresses are in :attr:`https_bound`. A
+        listener may also be a socket already bound and listening. An
+        ``OSError`` from binding propagates, after the listeners already
+        opened are closed again.
         """
         if self._servers or self._stopped is not None:
             raise RuntimeError("the proxy was already started")
+        ssl_context = ssl_context or self._ssl_context
         if tls_listens and ssl_context is None:
             raise ValueError("HTTPS listeners need an ssl_context")
         loop = self._loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
         try:
             for scheme, group in ((b"http", listens), (b"https", tls_listens)):
-                for host, port in group:
+                tls = ssl_context if scheme == b"https" else None
+                handshake_timeout = self._options.header_timeout_s if tls is not None else None
+                for listen in group:
                     factory = functools.partial(_Client, self, scheme)
-                    server = await loop.create_server(
-                        factory,
-                        host,
-                        port,
-                        reuse_address=True,
-                        backlog=1024,
-                        ssl=ssl_context if scheme == b"https" else None,
-                        ssl_handshake_timeout=(
-                            self._options.header_timeout_s if scheme == b"https" else None
-                        ),
-                    )
+                    if isinstance(listen, socket.socket):
+                        server = await loop.create_server(
+                            factory,
+                            sock=listen,
+                            backlog=1024,
+                            ssl=tls,
+                            ssl_handshake_timeout=handshake_timeout,
+                        )
+                    else:
+                        server = await loop.create_server(
+                            factory,
+                            listen[0],
+                            listen[1],
+                            reuse_address=True,
+                            backlog=1024,
+                            ssl=tls,
+                            ssl_handshake_timeout=handshake_timeout,
+                        )
                     self._servers.append(server)
                     for sock in server.sockets:
                         name = sock.getsockname()
@@ -653,7 +702,8 @@ class _Client(asyncio.Protocol):
     # --- asyncio callbacks ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         server = self._server
         server._open += 1
@@ -934,7 +984,7 @@ class _Client(asyncio.Protocol):
         if limits.rate_limited:
             key = self._forwarded_key(ex) if self._trusted else self._rate_key
             if key is not None:
-                wait = limits.retry_after(key, self._loop.time())
+                wait = limits.retry_after(key, self._loop.time(), self._trusted)
                 if wait:
                     server.limited_requests += 1
                     self._local(ex, 429, headers=b"Retry-After: %d\r\n" % wait)
@@ -1546,8 +1596,7 @@ class _Upstream(asyncio.Protocol):
     # --- asyncio callbacks ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop: not a subclass
         self.server._open += 1
         self.server._upstreams.add(self)
 

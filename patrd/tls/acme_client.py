@@ -351,9 +351,19 @@ class ChallengeTokens:
 
     def __init__(self) -> None:
         self.tokens: dict[str, bytes] = {}
+        # Called after each change, in the changing thread; publish() returns
+        # once they return (the proxy's worker processes have the token then).
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
 
     def publish(self, token: str, key_authorization: str) -> None:
         self.tokens[token] = key_authorization.encode("ascii")
+        for listener in self._listeners:
+            listener()
 
     def withdraw(self, token: str) -> None:
         self.tokens.pop(token, None)
+        for listener in self._listeners:
+            listener()

@@ -20,6 +20,7 @@ import contextlib
 import os
 import secrets
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from patrd.tls.sni import SniContexts, server_context
+
+__all__ = [
+    "CertInfo",
+    "CertStore",
+    "CertStoreError",
+    "generate_key",
+    "load_pair",
+    "make_csr",
+    "server_context",
+]
 
 log = structlog.get_logger("patrd.tls")
 
@@ -55,24 +68,17 @@ class CertStoreError(Exception):
     pass
 
 
-def server_context() -> ssl.SSLContext:
-    """Modern server settings: TLS 1.2+, forward-secret AEAD ciphers, HTTP/1.1 by ALPN."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.options |= ssl.OP_NO_RENEGOTIATION
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")  # TLS 1.2; 1.3 suites are all AEAD
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
 class CertStore:
     """Certificates by hostname: files in ``directory``, contexts in memory."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._sni = SniContexts()
+        self._contexts = self._sni.contexts
         self._infos: dict[str, CertInfo] = {}
+        # Called (on the event loop) after every install or remove: the proxy's
+        # worker processes get the new certificate bundle (patrd/proxy/workers.py).
+        self._listeners: list[Callable[[], None]] = []
 
     # --- reading ------------------------------------------------------------
 
@@ -81,8 +87,15 @@ class CertStore:
 
     def has(self, name: str) -> bool:
         """A certificate is served for ``name`` (exactly, or by a wildcard)."""
-        contexts = self._contexts
-        return name in contexts or "*." + name.partition(".")[2] in contexts
+        return self._sni.has(name)
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each change of the served certificates."""
+        self._listeners.append(listener)
+
+    def bundle(self) -> dict[str, tuple[Path, int]]:
+        """Every served name: the file its key and chain are in, and the serial served."""
+        return {name: (info.path, info.serial) for name, info in self._infos.items()}
 
     def infos(self) -> dict[str, CertInfo]:
         return dict(self._infos)
@@ -146,31 +159,20 @@ class CertStore:
     def remove(self, name: str) -> None:
         self._contexts.pop(name, None)
         self._infos.pop(name, None)
+        self._changed()
 
     def _install(self, info: CertInfo, ctx: ssl.SSLContext) -> None:
         self._contexts[info.name] = ctx  # one assignment: handshakes see old or new
         self._infos[info.name] = info
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def listener_context(self) -> ssl.SSLContext:
         """The context of the HTTPS listeners: it only dispatches by SNI."""
-        ctx = server_context()
-        ctx.sni_callback = self._sni
-        return ctx
-
-    def _sni(
-        self, ssl_obj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
-    ) -> int | None:
-        contexts = self._contexts
-        ctx = None
-        if server_name is not None:
-            name = server_name.lower().rstrip(".")
-            ctx = contexts.get(name)
-            if ctx is None:
-                ctx = contexts.get("*." + name.partition(".")[2])
-        if ctx is None:
-            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-        ssl_obj.context = ctx
-        return None
+        return self._sni.listener_context()
 
 
 # --- helpers ------------------------------------------------------------------

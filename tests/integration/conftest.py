@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from tests.support.daemon import Api, Daemon, force_cleanup
+
+# The proxy's own suites run on both event loops patrd supports
+# (proxy.event_loop: uvloop in the workers by default, asyncio as the switch back).
+_BOTH_LOOPS = {"test_proxy.py", "test_proxy_abuse.py"}
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if item.path.name in _BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}  # one factory: test ids unchanged
 
 
 @pytest.fixture

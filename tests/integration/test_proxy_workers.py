@@ -1,0 +1,414 @@
+"""The proxy as worker processes (patrd/proxy/workers.py): real processes, real sockets.
+
+Each test starts :class:`ProxyWorkers` with two workers on loopback ports in
+front of aiohttp upstreams running in the test's loop. Connections are
+fresh per request where it matters (``Connection: close``), so the kernel
+spreads them over both workers' sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from patrd.proxy.router import RoutingTable
+from patrd.proxy.runtime import EventLoop, ProxyRuntime
+from patrd.proxy.server import ProxyOptions
+from patrd.proxy.workers import ProxyWorkers
+from patrd.tls.acme_client import ChallengeTokens
+from patrd.tls.certstore import CertStore, generate_key
+from patrd.tls.localca import LocalCA
+from tests.integration.test_proxy import (
+    HOST,
+    LOOPBACK,
+    MakeUpstream,
+    Upstream,
+    free_port,
+    route,
+    table,
+)
+from tests.support.daemon import Daemon
+from tests.support.load import Load, env_value
+from tests.support.waits import rolled_out, until
+
+MakeWorkers = Callable[..., Awaitable[tuple[ProxyWorkers, int]]]
+
+
+@pytest.fixture
+async def upstreams() -> AsyncIterator[list[Upstream]]:
+    """Upstreams started by a test; stopped after the proxies."""
+    started: list[Upstream] = []
+    yield started
+    for upstream in reversed(started):
+        await upstream.stop()
+
+
+@pytest.fixture
+def make_upstream(upstreams: list[Upstream]) -> MakeUpstream:
+    async def make(name: str) -> Upstream:
+        upstream = Upstream(name)
+        await upstream.start()
+        upstreams.append(upstream)
+        return upstream
+
+    return make
+
+
+@pytest.fixture
+async def make_workers(upstreams: list[Upstream]) -> AsyncIterator[MakeWorkers]:
+    started: list[ProxyWorkers] = []
+
+    async def make(
+        routes: RoutingTable,
+        options: ProxyOptions | None = None,
+        *,
+        workers: int = 2,
+        certs: CertStore | None = None,
+        challenges: ChallengeTokens | None = None,
+        tls_port: int | None = None,
+    ) -> tuple[ProxyWorkers, int]:
+        proxy = ProxyWorkers(
+            options or ProxyOptions(),
+            ProxyRuntime(EventLoop.UVLOOP, workers),
+            certs=certs,
+            challenges=challenges,
+            log_level="warning",
+        )
+        proxy.set_table(routes)
+        tls = [(LOOPBACK, tls_port)] if tls_port is not None else []
+        [(_, port)] = await proxy.start([(LOOPBACK, 0)], tls)
+        started.append(proxy)
+        return proxy, port
+
+    yield make
+    for proxy in started:
+        await proxy.stop(timeout=2.0)
+
+
+async def get(port: int, path: str = "/hello", host: str = HOST) -> tuple[int, str]:
+    """One request on a connection of its own."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            data = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body.decode("latin-1")
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_requests_spread_over_both_workers_and_are_counted(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    proxy, port = await make_workers(table(route(upstream.backend())))
+    assert len(proxy.pids) == 2
+    answers = await asyncio.gather(*(get(port) for _ in range(60)))
+    assert answers == [(200, "hello from a")] * 60
+    await proxy.refresh_stats()
+    assert proxy.deployment_stats["web"].count == 60
+    assert proxy.deployment_stats["web"].classes[2] == 60
+    per_worker = proxy.worker_requests()
+    assert sum(per_worker) == 60 and all(n > 0 for n in per_worker), per_worker
+    assert proxy.active_requests == 0
+
+
+async def test_a_new_table_reaches_every_worker(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    a, b = await make_upstream("a"), await make_upstream("b")
+    proxy, port = await make_workers(table(route(a.backend())))
+    assert {body for _, body in await asyncio.gather(*(get(port) for _ in range(20)))} == {
+        "hello from a"
+    }
+    proxy.set_table(table(route(b.backend()), route(a.backend(), host="other.test")))
+    assert not proxy.synced  # sent, not yet reported back
+    await eventually(lambda: proxy.synced)
+    answers = await asyncio.gather(*(get(port) for _ in range(40)))
+    assert answers == [(200, "hello from b")] * 40
+    assert (await get(port, host="other.test"))[1] == "hello from a"
+
+
+async def test_outstanding_sums_workers_and_waits_for_the_new_table(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    """The controller's instance drain: nonzero until the in-flight request is answered."""
+    upstream = await make_upstream("a")
+    proxy, port = await make_workers(table(route(upstream.backend())))
+    assert proxy.outstanding(LOOPBACK, upstream.port) == 0
+    slow = asyncio.create_task(get(port, "/sleep?s=1.5"))
+    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 1)
+    proxy.set_table(table())  # the instance leaves the pool: drain it
+    assert proxy.outstanding(LOOPBACK, upstream.port) == 1
+    await eventually(lambda: proxy.synced)
+    assert proxy.outstanding(LOOPBACK, upstream.port) == 1  # still in flight
+    assert await slow == (200, "slept on a")
+    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 0)
+    assert await get(port) == (404, "no deployment serves this host\n")
+
+
+async def test_outstanding_is_conservative_while_a_worker_lags(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    proxy, _ = await make_workers(table(route(upstream.backend())))
+    await eventually(lambda: proxy.synced)
+    os.kill(proxy.pids[0], signal.SIGSTOP)  # a worker that cannot read its messages
+    try:
+        proxy.set_table(table())
+        await asyncio.sleep(0.5)
+        assert not proxy.synced
+        assert proxy.outstanding(LOOPBACK, upstream.port) == 1
+    finally:
+        os.kill(proxy.pids[0], signal.SIGCONT)
+    await eventually(lambda: proxy.synced)
+    assert proxy.outstanding(LOOPBACK, upstream.port) == 0
+
+
+async def test_stop_drains_in_flight_requests_in_every_worker(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    proxy, port = await make_workers(table(route(upstream.backend())))
+    pids = proxy.pids
+    slow = [asyncio.create_task(get(port, "/sleep?s=1")) for _ in range(8)]
+    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 8)
+    started = time.monotonic()
+    await proxy.stop(timeout=10)
+    assert time.monotonic() - started < 5
+    assert await asyncio.gather(*slow) == [(200, "slept on a")] * 8
+    with pytest.raises(OSError):
+        await get(port)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    await proxy.refresh_stats()
+    assert proxy.deployment_stats["web"].count == 8  # the workers' last reports
+
+
+async def test_stop_aborts_what_outlives_the_drain_timeout(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    proxy, port = await make_workers(table(route(upstream.backend())))
+    slow = asyncio.create_task(get(port, "/sleep?s=30"))
+    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 1)
+    started = time.monotonic()
+    await proxy.stop(timeout=0.5)
+    assert time.monotonic() - started < 5
+    with pytest.raises((OSError, IndexError, ValueError)):
+        await slow  # cut: no (complete) answer
+
+
+async def test_websocket_through_a_worker(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    proxy, port = await make_workers(table(route(upstream.backend())))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://{LOOPBACK}:{port}/ws", headers={"Host": HOST}) as ws,
+    ):
+        await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 1)
+        for i in range(5):
+            await ws.send_str(f"ping {i}")
+            assert await ws.receive_str(timeout=5) == f"echo: ping {i}"
+        await ws.send_bytes(b"\x00" * 100_000)
+        assert await ws.receive_bytes(timeout=5) == b"\x00" * 100_000
+    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 0)
+
+
+async def test_a_published_challenge_is_in_every_worker_when_publish_returns(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    tokens = ChallengeTokens()
+    _, port = await make_workers(table(route(upstream.backend())), challenges=tokens)
+    path = "/.well-known/acme-challenge/tok123"
+    assert (await get(port, path))[0] == 404
+    # Published from a thread, as the ACME client does; no waiting after it.
+    await asyncio.to_thread(tokens.publish, "tok123", "tok123.keyauth")
+    answers = await asyncio.gather(*(get(port, path) for _ in range(30)))
+    assert answers == [(200, "tok123.keyauth")] * 30
+    await asyncio.to_thread(tokens.withdraw, "tok123")
+    answers = await asyncio.gather(*(get(port, path) for _ in range(30)))
+    assert {status for status, _ in answers} == {404}
+
+
+async def test_a_new_certificate_reaches_every_worker(
+    tmp_path: Path, make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    ca = LocalCA(tmp_path / "ca")
+    certs = CertStore(tmp_path / "certs")
+    key = generate_key()
+    certs.install(*certs.write("first.test", key, ca.issue("first.test", key)))
+    tls_port = free_port()
+    proxy, _ = await make_workers(
+        table(route(upstream.backend(), host=HOST)), certs=certs, tls_port=tls_port
+    )
+    client = ssl.create_default_context(cafile=str(ca.cert_path))
+
+    async def handshake(name: str) -> bool:
+        try:
+            _, writer = await asyncio.open_connection(
+                LOOPBACK, tls_port, ssl=client, server_hostname=name
+            )
+        except (ssl.SSLError, ConnectionError):  # unrecognized_name (or a reset under uvloop)
+            return False
+        writer.close()
+        return True
+
+    assert all(await asyncio.gather(*(handshake("first.test") for _ in range(10))))
+    assert not any(await asyncio.gather(*(handshake(HOST) for _ in range(10))))
+    key = generate_key()
+    certs.install(*certs.write(HOST, key, ca.issue(HOST, key)))
+    deadline = time.monotonic() + 5
+    while not all(await asyncio.gather(*(handshake(HOST) for _ in range(20)))):
+        assert time.monotonic() < deadline, "the certificate did not reach every worker"
+        await asyncio.sleep(0.05)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"https://{LOOPBACK}:{tls_port}/hello",
+            ssl=client,
+            server_hostname=HOST,
+            headers={"Host": HOST},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert await response.text() == "hello from a"
+    assert ("X-Forwarded-Proto", "https") in upstream.headers[-1]
+    assert proxy.synced
+
+
+async def test_per_client_connection_cap_is_exact_across_workers(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    """Steered by client address: one worker sees all of a client's connections."""
+    upstream = await make_upstream("a")
+    options = ProxyOptions(rate_limit_exempt=(), rate_limit_rps=0, max_connections_per_ip=3)
+    proxy, port = await make_workers(table(route(upstream.backend())), options)
+    assert proxy.steered
+    held = [await asyncio.open_connection(LOOPBACK, port) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.2)
+        # Without steering each worker would admit 3: six fresh connections,
+        # some on the other worker, would get through.
+        answers = await asyncio.gather(*(get(port) for _ in range(6)))
+        assert {status for status, _ in answers} == {429}, answers
+    finally:
+        for _, writer in held:
+            writer.close()
+    await eventually(lambda: proxy.refused_connections >= 6)
+
+
+async def test_per_client_rate_limit_is_exact_across_workers(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    options = ProxyOptions(rate_limit_exempt=(), rate_limit_rps=0.01, rate_limit_burst=10)
+    proxy, port = await make_workers(table(route(upstream.backend())), options)
+    answers = [await get(port) for _ in range(20)]  # one connection each
+    assert [status for status, _ in answers] == [200] * 10 + [429] * 10
+    await proxy.refresh_stats()
+    assert proxy.limited_requests == 10
+
+
+async def test_a_dead_worker_is_replaced(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    proxy, port = await make_workers(table(route(upstream.backend())))
+    await asyncio.gather(*(get(port) for _ in range(20)))
+    await proxy.refresh_stats()
+    counted = proxy.deployment_stats["web"].count
+    assert counted == 20
+    victim = proxy.pids[0]
+    os.kill(victim, signal.SIGKILL)
+    await eventually(lambda: len(proxy.pids) == 2 and victim not in proxy.pids, timeout=10)
+    answers = await asyncio.gather(*(get(port) for _ in range(20)))
+    assert answers == [(200, "hello from a")] * 20
+    await proxy.refresh_stats()
+    assert proxy.deployment_stats["web"].count == 40  # the dead worker's count was kept
+
+
+async def test_address_in_use_fails_start(make_workers: MakeWorkers) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        proxy = ProxyWorkers(ProxyOptions(), ProxyRuntime(EventLoop.UVLOOP, 2))
+        with pytest.raises(OSError, match="in use"):
+            await proxy.start([(LOOPBACK, taken.getsockname()[1])])
+
+
+# --- the daemon with two workers: a rollout under load --------------------------------
+
+
+@pytest.mark.docker
+async def test_rollout_through_two_workers_drops_nothing(
+    tmp_path: Path, test_images: dict[str, str], new_name: Callable[[str], str]
+) -> None:
+    from tests.integration.test_rollouts import body
+    from tests.support.daemon import Api
+
+    daemon = Daemon(tmp_path, config={"proxy": {"workers": 2}})
+    daemon.start()
+    try:
+        assert "workers=2" in daemon.log_path.read_text()
+        async with Api(daemon) as api:
+            name = new_name("wroll")
+            await api.ok("POST", "/v1/deployments", body(name))
+            await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
+            async with Load(
+                daemon.proxy_port,
+                daemon.host(name),
+                "/cgi-bin/env",
+                key=env_value("PATRD_REVISION"),
+                concurrency=16,
+            ) as load:
+                await asyncio.sleep(1)
+                await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
+                await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
+                await asyncio.sleep(1)
+            result = load.result
+            assert result.errors == [], result.errors[:5]
+            assert result.failures == 0, (result.statuses, result.bad)
+            assert result.keys["1"] > 0 and result.keys["2"] > 0, result.keys
+            assert set(result.keys) == {"1", "2"}
+            async with (
+                aiohttp.ClientSession(
+                    connector=aiohttp.UnixConnector(path=str(daemon.socket))
+                ) as session,
+                session.get("http://patrd/metrics") as response,
+            ):
+                metrics = await response.text()
+            # Counted in the workers, summed by the daemon: every request of the load.
+            line = next(
+                line
+                for line in metrics.splitlines()
+                if line.startswith("patrd_proxy_requests_total{")
+                and f'deployment="{name}"' in line
+                and 'code="2xx"' in line
+            )
+            assert float(line.rsplit(" ", 1)[1]) >= result.statuses[200], line
+    finally:
+        daemon.stop()
