@@ -111,11 +111,15 @@ class RoutingTable:
 
     def match(self, host: str, path: str) -> Route | None:
         """The route for a request's Host header and path, or ``None``."""
+        if host in self._index:
+            return self.lookup(host, path)
+        return self.lookup(normalize_host(host), path)
+
+    def lookup(self, host: str, path: str) -> Route | None:
+        """:meth:`match` for a host already normalized (``normalize_host``)."""
         entries = self._index.get(host)
         if entries is None:
-            entries = self._index.get(normalize_host(host))
-            if entries is None:
-                return None
+            return None
         for prefix, prefix_slash, route in entries:
             if not prefix or path == prefix or path.startswith(prefix_slash):
                 return route

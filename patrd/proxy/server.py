@@ -34,7 +34,14 @@ import httptools
 import structlog
 
 from patrd.proxy.limits import LimitOptions, Limits, Networks, client_key, forwarded_client
-from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable, redirect_location
+from patrd.proxy.router import (
+    Backend,
+    Route,
+    RouteStatus,
+    RoutingTable,
+    normalize_host,
+    redirect_location,
+)
 from patrd.proxy.stats import DeploymentCounters
 
 __all__ = ["Listen", "ProxyOptions", "ProxyServer", "Snapshot"]
@@ -134,8 +141,38 @@ _RESPONSE_HEADERS: Final[dict[bytes, int]] = {
     b"te": _H_DROP,
     b"trailer": _H_DROP,
 }
+# The same lookups by the spelling on the wire, for common headers: most
+# headers then cost one dict lookup and no lower() (_H_PASS: forwarded as is).
+_H_PASS: Final = 0
+_COMMON_PASS: Final = (
+    b"Accept", b"Accept-Encoding", b"Accept-Language", b"Accept-Ranges", b"Age",
+    b"Authorization", b"Cache-Control", b"Content-Encoding", b"Content-Type", b"Cookie",
+    b"Date", b"ETag", b"Expires", b"If-Modified-Since", b"If-None-Match", b"Last-Modified",
+    b"Location", b"Origin", b"Referer", b"Server", b"Set-Cookie", b"User-Agent", b"Vary",
+)  # fmt: skip
+
+
+def _by_spelling(kinds: dict[bytes, int]) -> dict[bytes, int]:
+    """``kinds`` under its names as usually spelled too, plus the common pass-through ones."""
+    exact = dict.fromkeys(_COMMON_PASS, _H_PASS)
+    for name, kind in kinds.items():
+        exact[name] = kind
+        exact[b"-".join(part.capitalize() for part in name.split(b"-"))] = kind
+    if b"te" in kinds:
+        exact[b"TE"] = kinds[b"te"]
+    return exact
+
+
+_REQUEST_EXACT: Final = _by_spelling(_REQUEST_HEADERS)
+_RESPONSE_EXACT: Final = _by_spelling(_RESPONSE_HEADERS)
 # Connection header options that are not header names.
 _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
+# Connection header values naming no header, as sent (checked before parsing).
+_PLAIN_CONNECTION: Final = frozenset(
+    {b"close", b"keep-alive", b"upgrade", b"Close", b"Keep-Alive", b"Upgrade"}
+)
+# Host header → normalized hostname, for the routing table (bounded: cleared when full).
+_HOST_CACHE_MAX: Final = 4096
 
 # HTTP-01 challenges (RFC 8555 §8.3) are answered on the plain-HTTP listeners
 # from the token map, before routing and before any https redirect.
@@ -213,6 +250,7 @@ class ProxyServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []
         self._pools: dict[tuple[str, int], _Pool] = {}
+        self._hosts: dict[bytes, str] = {}  # Host header → normalized (_HOST_CACHE_MAX)
         self._clients: set[_Client] = set()
         self._upstreams: set[_Upstream] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -847,8 +885,10 @@ class _Client(asyncio.Protocol):
             raise _Stop
         if ex.headers_done:
             return  # a trailer of a chunked body: dropped
-        kind = _REQUEST_HEADERS.get(name.lower())
+        kind = _REQUEST_EXACT.get(name)
         if kind is None:
+            kind = _REQUEST_HEADERS.get(name.lower(), _H_PASS)
+        if kind == _H_PASS:
             ex.parts += (name, b": ", value, b"\r\n")
         elif kind == _H_HOST:
             if ex.host is not None:
@@ -1007,8 +1047,14 @@ class _Client(asyncio.Protocol):
             else:
                 self._local(ex, 200, body=answer)
             return
-        host = ex.host.decode("latin-1") if ex.host is not None else ""
-        route = server._table.match(host, path.decode("latin-1"))
+        raw_host = ex.host if ex.host is not None else b""
+        hosts = server._hosts
+        host = hosts.get(raw_host)
+        if host is None:
+            if len(hosts) >= _HOST_CACHE_MAX:
+                hosts.clear()
+            host = hosts[raw_host] = normalize_host(raw_host.decode("latin-1"))
+        route = server._table.lookup(host, path.decode("latin-1"))
         if route is None:
             self._local(ex, 404)
             return
@@ -1710,8 +1756,10 @@ class _Upstream(asyncio.Protocol):
         self.head_size += len(name) + len(value) + 4
         if self.head_size > _MAX_RESPONSE_HEAD:
             raise _Stop  # → 502
-        kind = _RESPONSE_HEADERS.get(name.lower())
+        kind = _RESPONSE_EXACT.get(name)
         if kind is None:
+            kind = _RESPONSE_HEADERS.get(name.lower(), _H_PASS)
+        if kind == _H_PASS:
             self.parts += (name, b": ", value, b"\r\n")
         elif kind == _H_CONTENT_LENGTH:
             self.has_length = True
@@ -1813,6 +1861,8 @@ class _Upstream(asyncio.Protocol):
 
 def _without_named(parts: list[bytes], connection: list[bytes]) -> list[bytes]:
     """``parts`` without the headers that the Connection header names (hop-by-hop)."""
+    if len(connection) == 1 and connection[0] in _PLAIN_CONNECTION:
+        return parts  # "Connection: keep-alive" on nearly every answer: nothing named
     names = {token.strip().lower() for value in connection for token in value.split(b",")}
     names -= _CONNECTION_OPTIONS
     names.discard(b"")
