@@ -379,6 +379,7 @@ class ProxyServer:
             "proxy.started",
             listens=[f"{h}:{p}" for h, p in bound],
             https=[f"{h}:{p}" for h, p in self.https_bound],
+            event_loop=type(loop).__module__.partition(".")[0],  # uvloop or asyncio
         )
         return bound
 

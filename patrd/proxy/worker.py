@@ -7,8 +7,9 @@ certificate bundle or challenge map replaces the previous one in one
 assignment, between two protocol callbacks, so a request sees one whole
 state. It reports its counters back: at once after each table (the daemon's
 ``outstanding`` waits for that), every :data:`REPORT_S` while the
-outstanding counts change, the latency statistics at most every
-:data:`STATS_S`, and whenever asked.
+outstanding counts or the limit counters change, the latency statistics at
+most every :data:`STATS_S`, whenever asked, and at least every
+:data:`HEARTBEAT_S` (the daemon restarts a worker that stays silent).
 
 It stops (drain, then exit 0) on the daemon's ``stop``, on SIGTERM, or
 when the control socket closes (the daemon is gone). SIGINT is ignored: a
@@ -37,6 +38,7 @@ from patrd.tls.sni import SniContexts, server_context
 
 REPORT_S: Final = 0.1  # outstanding counts, when they changed
 STATS_S: Final = 1.0  # per-deployment statistics, when they changed
+HEARTBEAT_S: Final = 2.0  # a report at least this often
 
 
 class Worker:
@@ -60,6 +62,7 @@ class Worker:
         self._writer: asyncio.StreamWriter | None = None
         self._log = structlog.get_logger("patrd.proxy.worker")
         self._sent_quick: tuple[list[list[Any]], int, int] | None = None
+        self._sent_at = 0.0
         self._sent_count = -1
         self._stats_at = 0.0
         self._stop = asyncio.Event()
@@ -166,7 +169,7 @@ class Worker:
                 snapshot.limited_requests,
                 snapshot.refused_connections,
             )
-            if stats or quick != self._sent_quick:
+            if stats or quick != self._sent_quick or now - self._sent_at >= HEARTBEAT_S:
                 self._report(stats=stats)
 
     def _report(self, stats: bool = False, seq: int | None = None) -> None:
@@ -177,6 +180,7 @@ class Worker:
         if seq is not None:
             message["seq"] = seq
         self._sent_quick = (message["outstanding"], message["limited"], message["refused"])
+        self._sent_at = asyncio.get_running_loop().time()
         if stats:
             self._sent_count = sum(c.count for c in snapshot.deployment_stats.values())
             self._stats_at = asyncio.get_running_loop().time()

@@ -64,6 +64,7 @@ RESPAWN_FIRST_S: Final = 0.5
 RESPAWN_MAX_S: Final = 30.0
 STABLE_S: Final = 60.0  # a worker that lived this long restarts without backoff
 KILL_GRACE_S: Final = 5.0  # after the drain timeout, before SIGKILL
+HUNG_S: Final = 30.0  # no report for this long (workers send one every 2 s): killed, restarted
 BACKLOG: Final = 1024
 
 
@@ -96,6 +97,7 @@ class _Worker:
     live: bool = False  # a process runs and its control channel is open
     pid: int = 0
     started_at: float = 0.0
+    heard_at: float = 0.0  # monotonic time of its last message
     table_version: int = -1  # the newest table this worker reported having
     outstanding: dict[tuple[str, int], int] = field(default_factory=dict)
     stats: dict[str, DeploymentCounters] = field(default_factory=dict)
@@ -123,8 +125,11 @@ class ProxyWorkers:
         challenges: ChallengeSource | None = None,
         log_level: str = "info",
         log_format: str = "logfmt",
+        hung_after_s: float = HUNG_S,
     ) -> None:
         self._options = options
+        self._hung_after_s = hung_after_s
+        self._watchdog: asyncio.Task[None] | None = None
         self._runtime = runtime
         self._count = runtime.resolved_workers()
         if self._count < 1:
@@ -321,6 +326,7 @@ class ProxyWorkers:
         except BaseException:
             await self.stop(0.0)
             raise
+        self._watchdog = self._loop.create_task(self._watch(), name="proxy-workers-watchdog")
         self._log.info(
             "proxy.started",
             listens=[f"{h}:{p}" for h, p in bound],
@@ -338,6 +344,8 @@ class ProxyWorkers:
             return
         self._stopped = asyncio.Event()
         self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if timeout is None:
             timeout = self._options.drain_timeout_s
         frame = wire.encode({"op": "stop", "timeout": timeout})
@@ -421,7 +429,27 @@ class ProxyWorkers:
                 proc.kill()  # broke its control channel: it cannot be fed any more
             await asyncio.to_thread(proc.wait)
 
+    async def _watch(self) -> None:
+        """Kill a worker that stopped reporting (a stuck loop); its supervisor restarts it."""
+        period = min(5.0, self._hung_after_s / 3)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for w in self._workers:
+                proc = w.proc
+                if (
+                    w.live
+                    and proc is not None
+                    and proc.poll() is None
+                    and now - w.heard_at > self._hung_after_s
+                ):
+                    self._log.error(
+                        "proxy.worker_hung", worker=w.index, pid=w.pid, silent_s=now - w.heard_at
+                    )
+                    proc.kill()
+
     async def _relay(self, w: _Worker, reader: asyncio.StreamReader) -> None:
+        w.heard_at = time.monotonic()
         while True:
             try:
                 message = await wire.read(reader)
@@ -431,6 +459,7 @@ class ProxyWorkers:
                 return
             if message is None:
                 return
+            w.heard_at = time.monotonic()
             op = message["op"]
             if op == "report":
                 self._on_report(w, message)

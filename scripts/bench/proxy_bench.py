@@ -44,6 +44,7 @@ from typing import Any
 HOST = "localhost"  # the benchmarked hostname (wrk resolves it, sends it as Host and SNI)
 BODY = "hello from the origin\n"
 MiB = 1024 * 1024
+BASELINE = "patrd baseline"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,28 +225,19 @@ https://{HOST}:{https_port} {{
 # --- patrd's proxy, in its own process ------------------------------------------
 
 
-async def serve_patrd(spec: dict[str, Any]) -> None:
-    """The daemon's proxy path: ``build_proxy`` with a CertStore and a RoutingTable.
+def bench_routes(spec: dict[str, Any]) -> list[Any]:
+    """One route per hostname; the benchmarked one goes to the origin."""
+    from patrd.proxy.router import Backend, Route, RouteStatus
 
-    Prints one line of JSON (the bound addresses) once listening; stops on SIGTERM.
-    """
-    from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
-    from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
-    from patrd.proxy.server import ProxyOptions
-    from patrd.tls.certstore import CertStore
-
-    certs = CertStore(Path(spec["certs"]))
-    certs.load_all()
     origin = int(spec["origin"])
-    routes = [
+    return [
         Route(
             host=name,
             path_prefix="/",
             deployment=name.split(".")[0],
             port=80,
             status=RouteStatus.RUNNING,
-            # The benchmarked host goes to the origin; the others to addresses
-            # nobody calls (they only fill the table).
+            # The others go to addresses nobody calls: they only fill the table.
             backends=(
                 Backend(f"{name}-0", "127.0.0.1", origin)
                 if name == HOST
@@ -254,6 +246,21 @@ async def serve_patrd(spec: dict[str, Any]) -> None:
         )
         for i, name in enumerate(spec["hosts"])
     ]
+
+
+async def serve_patrd(spec: dict[str, Any]) -> None:
+    """The daemon's proxy path: ``build_proxy`` with a CertStore and a RoutingTable.
+
+    Prints one line of JSON (the bound addresses) once listening; stops on SIGTERM.
+    """
+    from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
+    from patrd.proxy.router import RoutingTable
+    from patrd.proxy.server import ProxyOptions
+    from patrd.tls.certstore import CertStore
+
+    certs = CertStore(Path(spec["certs"]))
+    certs.load_all()
+    routes = bench_routes(spec)
     # The daemon's defaults; loopback is exempt from the per-client limits.
     proxy = build_proxy(
         ProxyOptions(),
@@ -271,6 +278,36 @@ async def serve_patrd(spec: dict[str, Any]) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await proxy.stop(2.0)
+
+
+async def serve_baseline(spec: dict[str, Any]) -> None:
+    """An older patrd (``--baseline DIR``): its ProxyServer in-process, as its daemon ran it."""
+    from patrd.proxy.router import RoutingTable
+    from patrd.proxy.server import ProxyOptions, ProxyServer
+    from patrd.tls.certstore import CertStore
+
+    certs = CertStore(Path(spec["certs"]))
+    certs.load_all()
+    proxy = ProxyServer(ProxyOptions(), RoutingTable.build(bench_routes(spec)))
+    await proxy.start(
+        [("127.0.0.1", int(spec["http"]))],
+        [("127.0.0.1", int(spec["https"]))],
+        certs.listener_context(),
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await proxy.stop(2.0)
+
+
+# Runs serve_baseline with the baseline tree's patrd first on the path.
+_BASELINE_BOOT = """
+import asyncio, json, sys
+spec = json.loads(sys.argv[1])
+sys.path[:0] = [spec["baseline"], spec["repo"]]
+from scripts.bench.proxy_bench import serve_baseline
+asyncio.run(serve_baseline(spec))
+"""
 
 
 def run_patrd_host(spec: dict[str, Any]) -> None:
@@ -375,12 +412,20 @@ def rss_bytes(pid: int) -> int:
 
 
 def proxy_rss(pid: int) -> dict[str, int]:
-    """RSS of the patrd host process and of its worker processes."""
+    """RSS of the patrd host process and of its worker processes.
+
+    ``proxy``: what the proxy itself takes. With workers, their sum: the host
+    process stands in for the daemon (the control plane, which also holds the
+    certificate store). In-process, the whole host process.
+    """
     tree = process_tree(pid)
+    host = rss_bytes(pid)
+    workers = sum(rss_bytes(p) for p in tree if p != pid)
     return {
-        "host": rss_bytes(pid),
-        "workers": sum(rss_bytes(p) for p in tree if p != pid),
+        "host": host,
+        "workers": workers,
         "processes": len(tree),
+        "proxy": workers if len(tree) > 1 else host,
     }
 
 
@@ -423,6 +468,12 @@ def main() -> None:
         type=Variant.parse,
         action="append",
         help="patrd proxy variant EVENT_LOOP:WORKERS (repeatable; default: the daemon's defaults)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run an older patrd's proxy from this source tree (in-process, asyncio), "
+        "e.g. from: git archive REV patrd | tar -x -C DIR",
     )
     parser.add_argument("--no-nginx", action="store_true", help="skip nginx as proxy")
     parser.add_argument("--no-caddy", action="store_true", help="skip Caddy")
@@ -496,6 +547,20 @@ def main() -> None:
             )
             procs.append(proc)
             patrd_pids[variant.name] = proc.pid
+        if args.baseline is not None:
+            spec = {
+                "http": free_port(),
+                "https": free_port(),
+                "origin": origin,
+                "certs": str(work / "certs"),
+                "hosts": hosts,
+                "baseline": str(args.baseline.resolve()),
+                "repo": str(Path.cwd()),
+            }
+            ports[BASELINE] = {"http": spec["http"], "https": spec["https"]}
+            proc = _popen([sys.executable, "-c", _BASELINE_BOOT, json.dumps(spec)], log)
+            procs.append(proc)
+            patrd_pids[BASELINE] = proc.pid
         for by_scheme in [{"http": origin}, *ports.values()]:
             for port in by_scheme.values():
                 wait_port(port)
@@ -535,7 +600,7 @@ def main() -> None:
                 proc.kill()
         log.close()
     print()
-    report = summarize(cells, [v.name for v in args.patrd])
+    report = summarize(cells, [*(v.name for v in args.patrd), BASELINE])
     print_table(report, args, results)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(
@@ -548,6 +613,7 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "hosts_in_table": len(hosts),
                 "variants": [asdict(v) for v in args.patrd],
+                "baseline": str(args.baseline) if args.baseline else None,
                 **results,
                 "cells": report,
             },
@@ -627,10 +693,9 @@ def print_table(
     for name, rss in extra.get("rss_idle", {}).items():
         after = extra["rss_after_load"][name]
         print(
-            f"{name}: idle RSS {(rss['host'] + rss['workers']) / MiB:.1f} MiB "
-            f"(host process {rss['host'] / MiB:.1f}, workers {rss['workers'] / MiB:.1f}, "
-            f"{rss['processes']} processes); after load "
-            f"{(after['host'] + after['workers']) / MiB:.1f} MiB"
+            f"{name}: proxy RSS idle {rss['proxy'] / MiB:.1f} MiB, after the load "
+            f"{after['proxy'] / MiB:.1f} MiB ({rss['processes'] - 1} worker processes; "
+            f"the host process {rss['host'] / MiB:.1f} MiB)"
         )
     print(f"load average before {extra.get('load_before')}, after {extra.get('load_after')}")
     for verdict in targets(rows, extra):
@@ -659,7 +724,7 @@ def targets(rows: list[dict[str, Any]], extra: dict[str, Any]) -> Iterator[str]:
             f"{text} {'ok' if ok else 'MISSED'}" for text, ok in checks
         )
     for name, rss in extra.get("rss_idle", {}).items():
-        total = (rss["host"] + rss["workers"]) / MiB
+        total = rss["proxy"] / MiB
         yield f"target {name} idle RSS: {total:.1f} MiB (<= 80) {'ok' if total <= 80 else 'MISSED'}"
 
 

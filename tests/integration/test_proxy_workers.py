@@ -74,6 +74,7 @@ async def make_workers(upstreams: list[Upstream]) -> AsyncIterator[MakeWorkers]:
         certs: CertStore | None = None,
         challenges: ChallengeTokens | None = None,
         tls_port: int | None = None,
+        hung_after_s: float = 30.0,
     ) -> tuple[ProxyWorkers, int]:
         proxy = ProxyWorkers(
             options or ProxyOptions(),
@@ -81,6 +82,7 @@ async def make_workers(upstreams: list[Upstream]) -> AsyncIterator[MakeWorkers]:
             certs=certs,
             challenges=challenges,
             log_level="warning",
+            hung_after_s=hung_after_s,
         )
         proxy.set_table(routes)
         tls = [(LOOPBACK, tls_port)] if tls_port is not None else []
@@ -349,6 +351,21 @@ async def test_a_dead_worker_is_replaced(
     assert proxy.deployment_stats["web"].count == 40  # the dead worker's count was kept
 
 
+async def test_a_stuck_worker_is_killed_and_replaced(
+    make_upstream: MakeUpstream, make_workers: MakeWorkers
+) -> None:
+    upstream = await make_upstream("a")
+    proxy, port = await make_workers(table(route(upstream.backend())), hung_after_s=1.5)
+    victim = proxy.pids[1]
+    os.kill(victim, signal.SIGSTOP)  # alive, silent: a loop stuck in a callback
+    await eventually(lambda: len(proxy.pids) == 2 and victim not in proxy.pids, timeout=10)
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)
+    answers = await asyncio.gather(*(get(port) for _ in range(20)))
+    assert answers == [(200, "hello from a")] * 20
+    assert len(proxy.pids) == 2  # the healthy one was left alone, and is still there
+
+
 async def test_address_in_use_fails_start(make_workers: MakeWorkers) -> None:
     import socket
 
@@ -410,5 +427,31 @@ async def test_rollout_through_two_workers_drops_nothing(
                 and 'code="2xx"' in line
             )
             assert float(line.rsplit(" ", 1)[1]) >= result.statuses[200], line
+    finally:
+        daemon.stop()
+
+
+async def test_daemon_with_the_proxy_in_process_on_uvloop(tmp_path: Path) -> None:
+    """proxy.workers = 0: no worker process; the daemon's own loop is uvloop."""
+    daemon = Daemon(tmp_path, config={"proxy": {"workers": 0, "event_loop": "uvloop"}})
+    daemon.start()
+    try:
+        assert "event=proxy.started" in daemon.log_path.read_text()
+        assert "event_loop=uvloop" in daemon.log_path.read_text()
+        children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children")  # type: ignore[union-attr]
+        assert "patrd.proxy.worker" not in " ".join(
+            Path(f"/proc/{pid}/cmdline").read_text() for pid in children.read_text().split()
+        )
+        assert await get(daemon.proxy_port, host="nothing.test.localhost") == (
+            404,
+            "no deployment serves this host\n",
+        )
+        async with (
+            aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(daemon.socket))
+            ) as session,
+            session.get("http://patrd/metrics") as response,
+        ):
+            assert "patrd_proxy_active_requests 0.0" in await response.text()
     finally:
         daemon.stop()
