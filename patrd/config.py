@@ -16,6 +16,7 @@ from typing import Any
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
 from patrd.spec import NAME_RE
+from patrd.subnets import validate_pool
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("logfmt", "json", "console")
@@ -92,6 +93,10 @@ class DockerConfig:
     resync_interval_s: float = 15.0
     pids_limit: int = DEFAULT_PIDS_LIMIT  # per container; 0: no limit
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES  # all others are dropped
+    # Deployment networks get a /network_prefix from this pool ("" : Docker's
+    # default pools, which hold only ~30 networks).
+    network_pool: str = "10.213.0.0/16"
+    network_prefix: int = 24
 
 
 @dataclass(frozen=True)
@@ -336,9 +341,17 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
             "resync_interval_s",
             "pids_limit",
             "capabilities",
+            "network_pool",
+            "network_prefix",
         },
         "docker.",
     )
+    pool = _str(k.get("network_pool", DockerConfig.network_pool), "docker.network_pool")
+    prefix = _int(k, "network_prefix", "docker.", DockerConfig.network_prefix, 8)
+    if pool:
+        problem = validate_pool(pool, prefix)
+        if problem:
+            raise ConfigError("docker.network_pool", problem)
     docker = DockerConfig(
         socket=_str(k.get("socket", DockerConfig.socket), "docker.socket"),
         stop_timeout_s=_int(k, "stop_timeout_s", "docker.", DockerConfig.stop_timeout_s, 0),
@@ -346,6 +359,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         resync_interval_s=_float(k, "resync_interval_s", "docker.", DockerConfig.resync_interval_s),
         pids_limit=_int(k, "pids_limit", "docker.", DockerConfig.pids_limit, 0),
         capabilities=_capabilities(k.get("capabilities", list(DockerConfig.capabilities))),
+        network_pool=pool,
+        network_prefix=prefix,
     )
     return Config(
         daemon=daemon,

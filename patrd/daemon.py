@@ -84,6 +84,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 hardening=Hardening(
                     capabilities=config.docker.capabilities, pids_limit=config.docker.pids_limit
                 ),
+                network_pool=(config.docker.network_pool, config.docker.network_prefix),
             )
             stack.push_async_callback(engine.close)
             try:

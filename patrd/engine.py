@@ -23,6 +23,7 @@ import structlog
 
 from patrd.errors import EngineError, ImageNotFound
 from patrd.hardening import Hardening, host_config, refuse_docker_socket
+from patrd.subnets import pick_subnet
 
 LABEL_MANAGED = "patrd.managed"
 LABEL_OWNER = "patrd.owner"
@@ -160,9 +161,16 @@ class Engine(Protocol):
 class DockerEngine:
     """``Engine`` over the local Docker daemon; the API version is negotiated."""
 
-    def __init__(self, url: str, owner: str, hardening: Hardening | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        owner: str,
+        hardening: Hardening | None = None,
+        network_pool: tuple[str, int] = ("", 24),
+    ) -> None:
         self._url = url
         self._owner = owner
+        self._network_pool = network_pool
         self._hardening = hardening if hardening is not None else Hardening()
         self._docker: aiodocker.Docker | None = None
         self._log = structlog.get_logger("patrd.engine")
@@ -228,14 +236,40 @@ class DockerEngine:
                 LABEL_DEPLOYMENT_ID: deployment_id,
             },
         }
-        try:
-            await self.docker.networks.create(config)
-        except aiodocker.DockerError as exc:
-            if exc.status == 409:  # created concurrently
+        pool, prefix = self._network_pool
+        tried: list[str] = []
+        for _ in range(8):  # another network may take the subnet we picked meanwhile
+            if pool:
+                subnet = pick_subnet(pool, prefix, [*await self._subnets_in_use(), *tried])
+                if subnet is None:
+                    raise EngineError(
+                        f"create network {name}: docker.network_pool {pool} has no free "
+                        f"/{prefix} left; enlarge it or delete unused deployments"
+                    )
+                tried.append(subnet)
+                config["IPAM"] = {"Driver": "default", "Config": [{"Subnet": subnet}]}
+            try:
+                await self.docker.networks.create(config)
                 return
-            raise EngineError(f"create network {name}: {exc.message}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise EngineError(f"create network {name}: Docker unreachable: {exc}") from exc
+            except aiodocker.DockerError as exc:
+                if exc.status == 409:  # created concurrently
+                    return
+                if pool and "overlap" in exc.message.lower():
+                    continue
+                raise EngineError(f"create network {name}: {exc.message}") from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise EngineError(f"create network {name}: Docker unreachable: {exc}") from exc
+        raise EngineError(f"create network {name}: no free subnet after {len(tried)} tries")
+
+    async def _subnets_in_use(self) -> list[str]:
+        async with _translate("list networks"):
+            networks = await self.docker.networks.list()
+        return [
+            str(c["Subnet"])
+            for n in networks
+            for c in ((n.get("IPAM") or {}).get("Config") or [])
+            if c.get("Subnet")
+        ]
 
     async def remove_network(self, name: str) -> None:
         try:

@@ -59,6 +59,9 @@ async def test_create_run_proxy_stop_start_delete(daemon: Daemon, api: Api, new_
     assert labels["patrd.deployment"] == name
     assert labels["patrd.revision"] == "1" and labels["patrd.instance"] == "0"
     assert docker_json("inspect", cid)[0]["HostConfig"]["Init"] is True
+    [net] = docker_json("network", "inspect", f"patrd-{name}")
+    subnet = net["IPAM"]["Config"][0]["Subnet"]
+    assert subnet.startswith("10.213.") and subnet.endswith("/24"), subnet
 
     await api.ok("POST", f"/v1/deployments/{name}/stop")
     await api.wait_status(name, "stopped")
