@@ -411,6 +411,9 @@ class ProxyWorkers:
         try:
             fds = [child.fileno(), *(sock.fileno() for _, sock in w.sockets)]
             w.proc = _spawn(child.fileno(), fds)
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         w.pid = w.proc.pid
