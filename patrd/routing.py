@@ -104,6 +104,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
             host=spec.domain,
             path_prefix=spec.path,
             https_redirect=spec.http_redirect,
+            max_body_bytes=spec.max_body_bytes,
         )
     if isinstance(target, RedirectTarget):
         return Route(
@@ -116,6 +117,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
             host=spec.domain,
             path_prefix=spec.path,
             https_redirect=spec.http_redirect,
+            max_body_bytes=spec.max_body_bytes,
         )
     assert isinstance(target, ProxyTarget)
     tls, host, port, base = target.parts
@@ -130,6 +132,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
         host=spec.domain,
         path_prefix=spec.path,
         https_redirect=spec.http_redirect,
+        max_body_bytes=spec.max_body_bytes,
     )
 
 

@@ -26,7 +26,9 @@ from typing import Any
 from patrd.errors import SpecError
 from patrd.spec import NAME_RE
 
-URL_FIELDS = frozenset({"domain", "path", "target", "http_redirect"})
+URL_FIELDS = frozenset({"domain", "path", "target", "http_redirect", "max_body_bytes"})
+MIN_BODY_LIMIT = 1024
+MAX_BODY_LIMIT = 64 * 1024**3
 MAX_DOMAIN = 253
 MAX_PATH = 1024
 MAX_TARGET_URL = 2048
@@ -83,6 +85,7 @@ class UrlSpec:
     path: str  # "/" or "/a/b" (no trailing slash)
     target: Target
     http_redirect: bool = True
+    max_body_bytes: int | None = None  # None: proxy.max_body_bytes
 
     @property
     def deployment(self) -> str | None:
@@ -95,6 +98,7 @@ class UrlSpec:
             "path": self.path,
             "target": self.target.to_json(),
             "http_redirect": self.http_redirect,
+            "max_body_bytes": self.max_body_bytes,
         }
 
     def label(self) -> str:
@@ -121,6 +125,7 @@ def parse_create(body: Any, *, default_http_redirect: bool = True) -> UrlSpec:
         path=parse_path(obj.get("path", "/"), "path"),
         target=parse_target(obj["target"]),
         http_redirect=_bool(obj.get("http_redirect", default_http_redirect), "http_redirect"),
+        max_body_bytes=_body_limit(obj.get("max_body_bytes")),
     )
 
 
@@ -137,6 +142,11 @@ def parse_update(current: UrlSpec, body: Any) -> UrlSpec:
             if "http_redirect" in obj
             else current.http_redirect
         ),
+        max_body_bytes=(
+            _body_limit(obj["max_body_bytes"])
+            if "max_body_bytes" in obj
+            else current.max_body_bytes
+        ),
     )
 
 
@@ -147,7 +157,21 @@ def spec_from_json(data: Mapping[str, Any]) -> UrlSpec:
         path=data["path"],
         target=parse_target(data["target"]),
         http_redirect=bool(data.get("http_redirect", True)),
+        max_body_bytes=data.get("max_body_bytes"),
     )
+
+
+def _body_limit(value: Any) -> int | None:
+    """A request body limit for this URL (e.g. a registry taking large layers)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError("max_body_bytes", "must be an integer number of bytes (or null)")
+    if not MIN_BODY_LIMIT <= value <= MAX_BODY_LIMIT:
+        raise SpecError(
+            "max_body_bytes", f"must be from {MIN_BODY_LIMIT} to {MAX_BODY_LIMIT} bytes"
+        )
+    return int(value)
 
 
 def parse_domain(value: Any, field: str) -> str:

@@ -1004,6 +1004,12 @@ _URL_FIELDS: dict[str, Any] = {
         "type": "boolean",
         "description": "plain-HTTP requests get a 308 to https (default: tls.redirect_http)",
     },
+    "max_body_bytes": {
+        "type": "integer",
+        "nullable": True,
+        "minimum": 1024,
+        "description": "request body limit for this URL (null: proxy.max_body_bytes) → 413",
+    },
 }
 _NULLABLE_TIME = {**_TIMESTAMP, "nullable": True}
 SCHEMAS.update(

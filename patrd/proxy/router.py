@@ -61,6 +61,7 @@ class Route:
     redirect_status: int = 308
     upstream_host: str | None = None  # proxy to an outside origin: its Host
     upstream_path: str = ""  # ... and the base path put before the request path
+    max_body_bytes: int | None = None  # this URL's request body limit (None: the proxy's)
     special: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:

@@ -239,6 +239,7 @@ class ProxyServer:
         self._options = options
         self._ssl_context = ssl_context  # of the HTTPS listeners, unless start() gets one
         self._table = table if table is not None else RoutingTable()
+        self._body_ceiling = _body_ceiling(options, self._table)
         # ACME HTTP-01 token → key authorization (patrd.tls); None: not answered.
         self._challenges = challenges
         self._https_port: int | None = None  # where plain-HTTP requests are redirected
@@ -306,6 +307,7 @@ class ProxyServer:
 
     def set_table(self, table: RoutingTable) -> None:
         """Swap the routing table; close idle connections of backends that left it."""
+        self._body_ceiling = _body_ceiling(self._options, table)
         self._table = table
         live = table.backend_keys()
         for key, pool in list(self._pools.items()):
@@ -586,12 +588,19 @@ class _Pool:
                 del pools[self.key]
 
 
+def _body_ceiling(options: ProxyOptions, table: RoutingTable) -> int:
+    """Before routing, a body may be as large as the largest per-URL limit;
+    once routed, its own URL's limit (or the proxy's) applies."""
+    return max([options.max_body_bytes, *(r.max_body_bytes or 0 for r in table.routes)])
+
+
 class _Exchange:
     """One request of a client connection and the state of its answer."""
 
     __slots__ = (
         "body_buffer",
         "body_buffered",
+        "body_limit",
         "body_received",
         "body_sent",
         "chunked",
@@ -638,6 +647,7 @@ class _Exchange:
         self.connection: list[bytes] | None = None  # values of Connection headers
         self.upgrade: bytes | None = None
         self.content_length: int | None = None
+        self.body_limit = 0  # set when routed; 0: the server's ceiling until then
         self.chunked = False
         self.error = 0  # status of an error answer decided while parsing
         self.http11 = True
@@ -956,7 +966,7 @@ class _Client(asyncio.Protocol):
                 self._raw_left = ex.content_length
         if ex.host is None and ex.http11:
             ex.error = ex.error or 400
-        if (ex.content_length or 0) > self._options.max_body_bytes:
+        if (ex.content_length or 0) > self._server._body_ceiling:
             ex.error = ex.error or 413
         if self._active is None:
             self._active = ex
@@ -975,7 +985,7 @@ class _Client(asyncio.Protocol):
         ex = self._parsing
         assert ex is not None
         ex.body_received += len(body)
-        if ex.body_received > self._options.max_body_bytes:
+        if ex.body_received > (ex.body_limit or self._server._body_ceiling):
             self._body_too_large(ex)
             raise _Stop
         if ex.discard:
@@ -1058,6 +1068,10 @@ class _Client(asyncio.Protocol):
         route = server._table.lookup(host, path.decode("latin-1"))
         if route is None:
             self._local(ex, 404)
+            return
+        ex.body_limit = route.max_body_bytes or self._options.max_body_bytes
+        if (ex.content_length or 0) > ex.body_limit or ex.body_received > ex.body_limit:
+            self._local(ex, 413, close=True)
             return
         if route.deployment:
             counters = server.deployment_stats.get(route.deployment)

@@ -148,6 +148,7 @@ def table_to(table: RoutingTable) -> list[list[Any]]:
             r.redirect_status,
             r.upstream_host,
             r.upstream_path,
+            r.max_body_bytes,
         ]
         for r in table.routes
     ]
@@ -167,6 +168,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
         redirect_status,
         upstream_host,
         upstream_path,
+        max_body_bytes,
     ) in data:
         routes.append(
             Route(
@@ -181,6 +183,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
                 redirect_status=redirect_status,
                 upstream_host=upstream_host,
                 upstream_path=upstream_path,
+                max_body_bytes=max_body_bytes,
             )
         )
     return RoutingTable.build(routes)

@@ -14,6 +14,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -1172,3 +1173,37 @@ async def test_drain_closes_idle_keep_alive_connections(
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_body_limit_per_url(
+    make_upstream: MakeUpstream, make_proxy: MakeProxy, session: aiohttp.ClientSession
+) -> None:
+    """A managed URL's own limit wins over the proxy's, smaller or larger."""
+    upstream = await make_upstream("a")
+    small = replace(route(upstream.backend(), host="small.test"), max_body_bytes=2048)
+    large = replace(route(upstream.backend(), host="large.test"), max_body_bytes=100_000)
+    plain = route(upstream.backend(), host="plain.test")
+    _, port = await make_proxy(table(small, large, plain), ProxyOptions(max_body_bytes=10_000))
+    url = f"http://{LOOPBACK}:{port}/echo"
+
+    async def post(host: str, size: int) -> int:
+        async with session.post(url, data=b"b" * size, headers={"Host": host}) as response:
+            body = await response.read()
+            if response.status == 200:
+                assert body == b"b" * size
+            return response.status
+
+    assert await post("small.test", 3000) == 413
+    assert await post("small.test", 2000) == 200
+    assert await post("plain.test", 3000) == 200
+    assert await post("plain.test", 20_000) == 413
+    assert await post("large.test", 50_000) == 200, "larger than the proxy's own limit"
+    assert await post("large.test", 120_000) == 413
+    # chunked: counted while streaming against the URL's limit
+    chunk = b"800\r\n" + b"c" * 2048 + b"\r\n"
+    response = await raw(
+        port,
+        b"POST /echo HTTP/1.1\r\nHost: small.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunk * 2,
+    )
+    assert status_of(response) == 413

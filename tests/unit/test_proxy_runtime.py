@@ -165,6 +165,7 @@ def test_table_round_trip_keeps_every_field() -> None:
             upstream_host="origin.example",
             upstream_path="/base",
             redirect_status=307,
+            max_body_bytes=1 << 30,
         ),
         Route("d.example", "/", "stopped", 80, RouteStatus.STOPPED, ()),
     ]

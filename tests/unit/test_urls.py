@@ -254,3 +254,23 @@ async def test_certificate_state_round_trips(store: Store) -> None:
     await store.put_cert_state("a.example.com", {"failures": 2, "orders": [1.5]})
     await store.put_cert_state("a.example.com", {"failures": 0, "orders": []})
     assert await store.cert_states() == {"a.example.com": {"failures": 0, "orders": []}}
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(None, True), (1024, True), (10 << 30, True), (10, False), ("1", False), (True, False)],
+)
+def test_body_limit_per_url_is_validated(value, ok):
+    from patrd.urls import parse_create as parse_url
+
+    body = {
+        "domain": "a.example",
+        "target": {"redirect": "https://b.example"},
+        "max_body_bytes": value,
+    }
+    if ok:
+        assert parse_url(body).max_body_bytes == value
+    else:
+        with pytest.raises(SpecError) as info:
+            parse_url(body)
+        assert info.value.field == "max_body_bytes"
