@@ -313,6 +313,7 @@ class _WorkerState:
     blocked: Blocked | None = None
     block_failures: int = 0
     image: tuple[int, str] | None = None  # (revision, image id) already resolved
+    config_revision: int | None = None  # config files written for this revision
     network_ok: bool = False
 
 
@@ -530,9 +531,13 @@ class DeploymentWorker:
         if root is None or record.intent is Intent.DELETE:
             return
         directory = root / record.id
+        if self._state.config_revision == record.revision:
+            return  # written for this revision already (a pass runs on every wake)
         if not record.spec.config_mounts and not directory.exists():
+            self._state.config_revision = record.revision
             return
         changed = await asyncio.to_thread(sync_config_dir, directory, record.spec.config_mounts)
+        self._state.config_revision = record.revision
         if changed:
             await self._store.add_event(
                 self.id, "config", f"config files updated: {', '.join(changed)}", record.revision

@@ -69,8 +69,15 @@ async def test_secret_injected_rotated_and_never_leaked(daemon: Daemon, api: Api
 
     # rotation rolls the deployment to the new value
     await api.ok("PUT", f"/v1/secrets/{name}-db", {"value": rotated})
+
+    def values_now() -> list[str] | None:
+        try:
+            return [container_env(c)["DB"] for c in containers_of(name)]
+        except subprocess.CalledProcessError:
+            return None  # a container went away between listing and inspecting it
+
     await until(
-        lambda: [container_env(c)["DB"] for c in containers_of(name)] == [rotated],
+        lambda: values_now() == [rotated],
         30,
         "rolled to the rotated value",
         daemon,

@@ -32,15 +32,19 @@ def body(name: str, replicas: int = 3, **extra: Any) -> dict[str, Any]:
 
 
 def revisions_running(name: str) -> list[str]:
-    ids = containers_of(name)
-    return (
-        sorted(
-            docker_json("inspect", *ids)[i]["Config"]["Labels"]["patrd.revision"]
-            for i in range(len(ids))
-        )
-        if ids
-        else []
-    )
+    """The revision label of each of the deployment's containers (retried when one
+    disappears between listing and inspecting it, as during a rollout)."""
+    for _ in range(20):
+        ids = containers_of(name)
+        if not ids:
+            return []
+        try:
+            return sorted(
+                c["Config"]["Labels"]["patrd.revision"] for c in docker_json("inspect", *ids)
+            )
+        except subprocess.CalledProcessError:
+            time.sleep(0.05)
+    raise AssertionError(f"containers of {name} kept changing")
 
 
 async def test_rollout_under_load_drops_nothing(daemon: Daemon, api: Api, new_name):
