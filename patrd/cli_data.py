@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from patrd.cli import (
     CliError,
     JsonObject,
     UsageError,
+    _path,
     print_json,
     render_fields,
     render_table,
@@ -87,10 +89,10 @@ def cmd_secret(client: Client, args: argparse.Namespace) -> int:
             print(render_table(["NAME", "VERSION", "UPDATED", "USED BY"], rows))
         return 0
     if action == "show":
-        _print_secret(client.get(f"/v1/secrets/{_q(args.name)}"), args)
+        _print_secret(client.get(_secret_path(args.name)), args)
         return 0
     if action == "delete":
-        client.request("DELETE", f"/v1/secrets/{_q(args.name)}")
+        client.request("DELETE", _secret_path(args.name))
         if not args.json:
             print(f"deleted secret {args.name}")
         return 0
@@ -98,7 +100,7 @@ def cmd_secret(client: Client, args: argparse.Namespace) -> int:
     if action == "create":
         data = client.request("POST", "/v1/secrets", body={"name": args.name, "value": value})
     else:
-        data = client.request("PUT", f"/v1/secrets/{_q(args.name)}", body={"value": value})
+        data = client.request("PUT", _secret_path(args.name), body={"value": value})
     _print_secret(data, args)
     return 0
 
@@ -134,7 +136,7 @@ def _read_value(args: argparse.Namespace) -> str:
 
 
 def cmd_config(client: Client, args: argparse.Namespace) -> int:
-    path = f"/v1/deployments/{_q(args.name)}"
+    path = _path(args.name)
     current = client.get(path)
     files: dict[str, str] = dict(current["spec"].get("config_mounts") or {})
     action = args.config_verb
@@ -175,7 +177,7 @@ def cmd_config(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_volumes(client: Client, args: argparse.Namespace) -> int:
-    data = client.get(f"/v1/deployments/{_q(args.name)}/volumes")
+    data = client.get(_path(args.name, "volumes"))
     if args.json:
         print_json(data)
         return 0
@@ -203,7 +205,5 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _q(text: str) -> str:
-    import urllib.parse
-
-    return urllib.parse.quote(text, safe="")
+def _secret_path(name: str) -> str:
+    return "/v1/secrets/" + urllib.parse.quote(name, safe="")

@@ -272,6 +272,15 @@ class Store:
                 f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={version};\nCOMMIT;"
             )
 
+    async def _all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of a read, under the connection lock; sqlite errors → StoreError."""
+        async with self._reading(), self._db.execute(query, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
+        async with self._reading(), self._db.execute(query, params) as cur:
+            return await cur.fetchone()
+
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[None]:
         async with self._lock:
@@ -358,29 +367,17 @@ class Store:
     # --- reads ------------------------------------------------------------
 
     async def list_deployments(self) -> list[DeploymentRecord]:
-        async with (
-            self._reading(),
-            self._db.execute(_SELECT_DEPLOYMENT + " ORDER BY d.name") as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._all(_SELECT_DEPLOYMENT + " ORDER BY d.name")
         return [_record(row) for row in rows]
 
     async def get_deployment(self, name: str) -> DeploymentRecord:
-        async with (
-            self._reading(),
-            self._db.execute(_SELECT_DEPLOYMENT + " WHERE d.name = ?", (name,)) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self._one(_SELECT_DEPLOYMENT + " WHERE d.name = ?", (name,))
         if row is None:
             raise NotFound(f"deployment {name!r} not found")
         return _record(row)
 
     async def get_by_id(self, deployment_id: str) -> DeploymentRecord | None:
-        async with (
-            self._reading(),
-            self._db.execute(_SELECT_DEPLOYMENT + " WHERE d.id = ?", (deployment_id,)) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self._one(_SELECT_DEPLOYMENT + " WHERE d.id = ?", (deployment_id,))
         return _record(row) if row else None
 
     async def list_events(
@@ -399,11 +396,7 @@ class Store:
                 "FROM events WHERE deployment_id = ? AND id > ? ORDER BY id DESC LIMIT ?) "
                 "ORDER BY id"
             )
-        async with (
-            self._reading(),
-            self._db.execute(query, (deployment_id, after_id, limit)) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._all(query, (deployment_id, after_id, limit))
         return [EventRecord(*row) for row in rows]
 
     # --- writes -----------------------------------------------------------
@@ -533,20 +526,15 @@ class Store:
 
     async def events_since(self, after_id: int, limit: int = 1000) -> list[tuple[int, str, str]]:
         """(event id, deployment name, kind) of every deployment's events after ``after_id``."""
-        async with (
-            self._reading(),
-            self._db.execute(
-                "SELECT e.id, d.name, e.kind FROM events e JOIN deployments d "
-                "ON d.id = e.deployment_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
-                (after_id, limit),
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._all(
+            "SELECT e.id, d.name, e.kind FROM events e JOIN deployments d "
+            "ON d.id = e.deployment_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            (after_id, limit),
+        )
         return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
     async def last_event_id(self) -> int:
-        async with self._reading(), self._db.execute("SELECT MAX(id) FROM events") as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT MAX(id) FROM events")
         return int(row[0]) if row and row[0] is not None else 0
 
     async def add_event(
@@ -665,52 +653,36 @@ class Store:
 
     async def history(self, deployment_id: str) -> list[RevisionRecord]:
         """Revisions that were rolled out (or tried to), newest first."""
-        async with (
-            self._reading(),
-            self._db.execute(
-                "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
-                "deployed_at FROM revisions WHERE deployment_id = ? AND state != 'pending' "
-                "ORDER BY revision DESC",
-                (deployment_id,),
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._all(
+            "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
+            "deployed_at FROM revisions WHERE deployment_id = ? AND state != 'pending' "
+            "ORDER BY revision DESC",
+            (deployment_id,),
+        )
         return [_revision(r) for r in rows]
 
     async def get_revision(self, deployment_id: str, revision: int) -> RevisionRecord | None:
-        async with (
-            self._reading(),
-            self._db.execute(
-                "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
-                "deployed_at FROM revisions WHERE deployment_id = ? AND revision = ?",
-                (deployment_id, revision),
-            ) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self._one(
+            "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
+            "deployed_at FROM revisions WHERE deployment_id = ? AND revision = ?",
+            (deployment_id, revision),
+        )
         return None if row is None else _revision(row)
 
     async def revision_image(self, deployment_id: str, revision: int) -> str | None:
         """The image id a revision ran (for going back to it exactly)."""
-        async with (
-            self._reading(),
-            self._db.execute(
-                "SELECT COALESCE(pinned_image, image_id) FROM revisions "
-                "WHERE deployment_id = ? AND revision = ?",
-                (deployment_id, revision),
-            ) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self._one(
+            "SELECT COALESCE(pinned_image, image_id) FROM revisions "
+            "WHERE deployment_id = ? AND revision = ?",
+            (deployment_id, revision),
+        )
         return None if row is None or row[0] is None else str(row[0])
 
     # --- secrets (issue 6): only sealed bytes pass through here ---------------
 
     async def key_check(self) -> tuple[bytes, bytes] | None:
         """The value sealed with the secrets key when it was first used (nonce, ciphertext)."""
-        async with (
-            self._reading(),
-            self._db.execute("SELECT value FROM meta WHERE key = 'secrets_key_check'") as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self._one("SELECT value FROM meta WHERE key = 'secrets_key_check'")
         if row is None:
             return None
         nonce, _, ciphertext = str(row[0]).partition(":")
@@ -724,8 +696,7 @@ class Store:
             )
 
     async def count_secrets(self) -> int:
-        async with self._reading(), self._db.execute("SELECT COUNT(*) FROM secrets") as cur:
-            row = await cur.fetchone()
+        row = await self._one("SELECT COUNT(*) FROM secrets")
         return int(row[0]) if row else 0
 
     async def list_secrets(self) -> list[SecretRecord]:
@@ -793,14 +764,10 @@ class Store:
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
-        async with (
-            self._reading(),
-            self._db.execute(
-                f"SELECT name, nonce, ciphertext, version FROM secrets WHERE name IN ({marks})",  # noqa: S608
-                wanted,
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._all(
+            f"SELECT name, nonce, ciphertext, version FROM secrets WHERE name IN ({marks})",  # noqa: S608
+            wanted,
+        )
         return {r[0]: (bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows}
 
     async def _secret_users(self, db: aiosqlite.Connection) -> dict[str, dict[str, str]]:
@@ -838,21 +805,20 @@ class Store:
         now = time.time()
         changed: list[str] = []
         async with self._tx() as db:
-            async with db.execute(_SELECT_DEPLOYMENT) as cur:
+            query = _SELECT_DEPLOYMENT.replace(
+                "FROM deployments d", ", d.pushed_at FROM deployments d", 1
+            )
+            async with db.execute(query) as cur:
                 rows = await cur.fetchall()
             for row in rows:
-                record = _record(row)
+                record, pushed_at = _record(row), row[-1]
                 spec = record.spec
                 if not spec.deploy_on_push or not matches(spec):
                     continue
                 if record.intent in (Intent.STOP, Intent.DELETE):
                     continue
-                async with db.execute(
-                    "SELECT pushed_at FROM deployments WHERE id = ?", (record.id,)
-                ) as cur:
-                    pushed = await cur.fetchone()
                 if record.pinned_image == image_ref or (
-                    pushed and pushed[0] is not None and at and float(pushed[0]) >= at
+                    pushed_at is not None and at and float(pushed_at) >= at
                 ):
                     continue
                 revision = record.revision + 1
@@ -894,19 +860,11 @@ class Store:
     # --- managed URLs and certificate state (issue 4) -------------------------
 
     async def list_urls(self) -> list[UrlRecord]:
-        async with (
-            self._reading(),
-            self._db.execute(_SELECT_URL + " ORDER BY domain, path") as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._all(_SELECT_URL + " ORDER BY domain, path")
         return [_url_record(row) for row in rows]
 
     async def get_url(self, url_id: str) -> UrlRecord:
-        async with (
-            self._reading(),
-            self._db.execute(_SELECT_URL + " WHERE id = ?", (url_id,)) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self._one(_SELECT_URL + " WHERE id = ?", (url_id,))
         if row is None:
             raise NotFound(f"url {url_id!r} not found")
         return _url_record(row)
@@ -993,11 +951,7 @@ class Store:
 
     async def cert_states(self) -> dict[str, dict[str, Any]]:
         """Per domain: the TLS controller's persisted bookkeeping (a JSON object)."""
-        async with (
-            self._reading(),
-            self._db.execute("SELECT domain, state FROM certificates") as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._all("SELECT domain, state FROM certificates")
         return {str(row[0]): json.loads(row[1]) for row in rows}
 
     async def put_cert_state(self, domain: str, state: dict[str, Any]) -> None:

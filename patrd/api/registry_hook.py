@@ -7,12 +7,19 @@ that has this image, this tag and deploy on push to the pushed digest.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from patrd.errors import BadRequest, NotFound
-from patrd.registry import EVENTS_CONTENT_TYPE, MAX_EVENTS_BODY, authorized, parse_events
+from patrd.registry import (
+    EVENTS_CONTENT_TYPE,
+    MAX_EVENTS_BODY,
+    PushEvent,
+    authorized,
+    parse_events,
+)
 from patrd.spec import LOCAL_REGISTRY, DeploymentSpec
 
 
@@ -47,16 +54,18 @@ async def registry_events(request: web.Request) -> web.Response:
     store, controller = request.app[STORE], request.app[CONTROLLER]
     rolled: list[str] = []
     for push in pushes:
-
-        def matches(spec: DeploymentSpec, push=push) -> bool:  # type: ignore[no-untyped-def]
-            return (
-                spec.registry in (LOCAL_REGISTRY, hook.host)
-                and spec.image == push.repository
-                and spec.tag == push.tag
-            )
-
         ref = f"{hook.host}/{push.repository}@{push.digest}"
+        matches = functools.partial(_pushed_to, hook.host, push)
         for record in await store.deploy_pushed(matches, ref, push.at):
             controller.wake(record.id)
             rolled.append(record.name)
     return web.json_response({"pushes": len(pushes), "rollouts": rolled}, status=202)
+
+
+def _pushed_to(host: str, push: PushEvent, spec: DeploymentSpec) -> bool:
+    """Does ``push`` concern a deployment with ``spec``? Node registry, same image and tag."""
+    return (
+        spec.registry in (LOCAL_REGISTRY, host)
+        and spec.image == push.repository
+        and spec.tag == push.tag
+    )

@@ -314,9 +314,10 @@ async def web_proxy(
 # --- raw socket helpers ---------------------------------------------------------
 
 
-async def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``data``, return everything received until the proxy closes."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+async def raw(port: int, data: bytes, timeout: float = 5.0, source: str = LOOPBACK) -> bytes:
+    """Send ``data`` (from address ``source``), return everything received until
+    the proxy closes (bounded by ``timeout``)."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
     try:
         writer.write(data)
         chunks: list[bytes] = []

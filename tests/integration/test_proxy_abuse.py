@@ -20,6 +20,7 @@ from aiohttp import web
 
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.server import ProxyOptions, ProxyServer
+from tests.integration.test_proxy import raw
 
 LOOPBACK = "127.0.0.1"
 OTHER = "127.0.0.2"  # a second client address on loopback
@@ -94,18 +95,7 @@ async def open_from(port: int, source: str = LOOPBACK):
 
 async def exchange(port: int, data: bytes, source: str = LOOPBACK, timeout: float = 5.0) -> bytes:
     """Send ``data``; everything received until the proxy closes (bounded)."""
-    reader, writer = await open_from(port, source)
-    try:
-        writer.write(data)
-        chunks: list[bytes] = []
-        async with asyncio.timeout(timeout):
-            while chunk := await reader.read(65536):
-                chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+    return await raw(port, data, timeout=timeout, source=source)
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
