@@ -159,6 +159,8 @@ def access_middleware(
         try:
             response = await handler(request)
             status = response.status
+            if deployment is None and pattern == "/v1/deployments" and status == 201:
+                deployment = _created_deployment(response.headers.get("Location", ""))
             return response
         except web.HTTPException as exc:
             status = exc.status
@@ -184,6 +186,13 @@ async def _audit(
         log.error(
             "api.audit_failed", who=who, method=request.method, path=request.path, error=str(exc)
         )
+
+
+def _created_deployment(location: str) -> str | None:
+    """The name a create answered with (``Location: /v1/deployments/NAME``)."""
+    prefix = "/v1/deployments/"
+    name = location[len(prefix) :] if location.startswith(prefix) else ""
+    return name if NAME_RE.fullmatch(name) else None
 
 
 def _pattern(request: web.Request) -> str | None:

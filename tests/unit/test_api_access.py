@@ -78,10 +78,10 @@ async def test_a_read_token_reads_but_cannot_create_and_both_calls_are_audited(
     ok = await client.post("/v1/deployments", json=WEB, headers=bearer(ADMIN))
     assert ok.status == 201
     entries = await audit(client)
-    rows = [(e["who"], e["method"], e["path"], e["status"]) for e in entries]
-    assert ("token_file", "POST", "/v1/tokens", 201) in rows
-    assert ("token:viewer", "POST", "/v1/deployments", 403) in rows
-    assert ("token_file", "POST", "/v1/deployments", 201) in rows
+    rows = [(e["who"], e["method"], e["path"], e["deployment"], e["status"]) for e in entries]
+    assert ("token_file", "POST", "/v1/tokens", None, 201) in rows
+    assert ("token:viewer", "POST", "/v1/deployments", None, 403) in rows  # body never read
+    assert ("token_file", "POST", "/v1/deployments", "web", 201) in rows  # from Location
     # Reads are not audited; refusals carry the reason.
     assert not any(e["method"] == "GET" and e["status"] == 200 for e in entries)
     refused = next(e for e in entries if e["status"] == 403)
@@ -102,7 +102,8 @@ async def test_deploy_scope_limited_to_deployments(client: Client) -> None:
     assert (await resp.json())["needed_scope"] == "write"
     entries = await audit(client, deployment="db")
     assert [(e["who"], e["path"], e["status"]) for e in entries] == [
-        ("token:ci", "/v1/deployments/db/stop", 403)
+        ("token_file", "/v1/deployments", 201),
+        ("token:ci", "/v1/deployments/db/stop", 403),
     ]
     assert {e["path"] for e in await audit(client, who="token:ci")} == {
         "/v1/deployments/web/stop",
@@ -244,7 +245,7 @@ async def test_unix_peers_are_admin_and_audited_by_uid(tmp_path: Path, store: St
     finally:
         await runner.cleanup()
     assert [(e["who"], e["path"], e["deployment"]) for e in entries] == [
-        (f"uid:{os.getuid()}", "/v1/deployments", None)
+        (f"uid:{os.getuid()}", "/v1/deployments", "web")
     ]
 
 
