@@ -40,6 +40,19 @@ class TokenRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One entry to append."""
+
+    at: float
+    who: str
+    method: str
+    path: str
+    deployment: str | None
+    status: int
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     id: int
     at: float
@@ -136,21 +149,29 @@ class AccessStore:
         status: int,
         detail: str = "",
         now: float | None = None,
-    ) -> int:
+    ) -> None:
         at = time.time() if now is None else now
+        await self.append_audit_rows([AuditRow(at, who, method, path, deployment, status, detail)])
+
+    async def append_audit_rows(self, rows: Sequence[AuditRow]) -> None:
+        """Append ``rows`` in one transaction (one fsync however many)."""
+        if not rows:
+            return
         async with self._store._tx() as db:
-            cur = await db.execute(
-                "INSERT INTO audit (at, who, method, path, deployment, status, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (at, who, method, path, deployment, status, detail),
-            )
-            audit_id = int(cur.lastrowid or 0)
-            if audit_id % AUDIT_TRIM_EVERY == 0:
+            first = last = 0
+            for row in rows:
+                cur = await db.execute(
+                    "INSERT INTO audit (at, who, method, path, deployment, status, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (row.at, row.who, row.method, row.path, row.deployment, row.status, row.detail),
+                )
+                last = int(cur.lastrowid or 0)
+                first = first or last
+            if last // AUDIT_TRIM_EVERY != (first - 1) // AUDIT_TRIM_EVERY:  # crossed a multiple
                 await db.execute(
                     "DELETE FROM audit WHERE id <= ? OR at < ?",
-                    (audit_id - AUDIT_MAX_ROWS, at - AUDIT_MAX_AGE_S),
+                    (last - AUDIT_MAX_ROWS, rows[-1].at - AUDIT_MAX_AGE_S),
                 )
-        return audit_id
 
     async def list_audit(
         self,
@@ -160,7 +181,8 @@ class AccessStore:
         deployment: str | None = None,
         limit: int = 100,
     ) -> list[AuditRecord]:
-        """The newest ``limit`` matching entries, oldest first."""
+        """The newest ``limit`` matching entries, oldest first (by time: refusals are
+        written in batches, so ids are not in time order)."""
         where: list[str] = []
         params: list[Any] = []
         if since is not None:
@@ -175,7 +197,7 @@ class AccessStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._store._all(
             "SELECT id, at, who, method, path, deployment, status, detail FROM audit "  # noqa: S608
-            f"{clause} ORDER BY id DESC LIMIT ?",
+            f"{clause} ORDER BY at DESC, id DESC LIMIT ?",
             (*params, limit),
         )
         return [_audit(r) for r in reversed(rows)]

@@ -44,10 +44,11 @@ from patrd.access import (
     token_digest,
     valid_token_name,
 )
-from patrd.access_store import AccessStore, AuditRecord, TokenRecord
+from patrd.access_store import AccessStore, AuditRecord, AuditRow, TokenRecord
 from patrd.api.errors import error_body, error_response
 from patrd.api.principal import PRINCIPAL, Principal
 from patrd.api.routes import read_json, rfc3339
+from patrd.audit_buffer import RefusalBuffer
 from patrd.dashboard.web import Dashboard
 from patrd.errors import BadRequest, PatrdError, SpecError
 from patrd.spec import NAME_RE
@@ -55,6 +56,7 @@ from patrd.spec import NAME_RE
 log = structlog.get_logger("patrd.api.access")
 
 ACCESS = web.AppKey("patrd.access", AccessStore)
+REFUSALS = web.AppKey("patrd.audit_refusals", RefusalBuffer)
 AUDIT_DEFAULT_LIMIT = 100
 AUDIT_MAX_LIMIT = 1000
 _SINCE_RE = re.compile(r"[0-9]+[smhdw]")
@@ -62,6 +64,14 @@ _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="patrd"'}
 
 
 def add_access_routes(app: web.Application) -> None:
+    """The routes, and the refusal buffer of the audit log (``app[ACCESS]`` is set)."""
+    refusals = RefusalBuffer(app[ACCESS])
+    app[REFUSALS] = refusals
+
+    async def flush_refusals(_: web.Application) -> None:
+        await refusals.close()
+
+    app.on_cleanup.append(flush_refusals)
     r = app.router
     r.add_get("/v1/tokens", list_tokens, name="list_tokens", allow_head=False)
     r.add_post("/v1/tokens", create_token, name="create_token")
@@ -137,8 +147,10 @@ def access_middleware(
         except PatrdError as exc:  # the store is down: nobody can be checked
             log.warning("api.auth_unavailable", error=str(exc))
             return error_response(503, "store_unavailable", "cannot check the caller's token")
+        refusals = request.app[REFUSALS]
         if isinstance(found, web.Response):
-            await _audit(access, _anonymous(request), request, deployment, found.status, "")
+            why = "no valid credentials" if found.status == 401 else "missing or wrong CSRF token"
+            refusals.add(_row(_anonymous(request), request, deployment, found.status, why))
             return found
         principal = found
         decision = decide(
@@ -152,7 +164,7 @@ def access_middleware(
             )
             body = error_body("forbidden", message)
             body["needed_scope"] = decision.needed.label
-            await _audit(access, principal.who, request, deployment, 403, decision.reason)
+            refusals.add(_row(principal.who, request, deployment, 403, decision.reason))
             return web.json_response(body, status=403)
         request[PRINCIPAL] = principal
         status = 500
@@ -170,6 +182,12 @@ def access_middleware(
                 await _audit(access, principal.who, request, deployment, status, "")
 
     return middleware
+
+
+def _row(
+    who: str, request: web.Request, deployment: str | None, status: int, detail: str
+) -> AuditRow:
+    return AuditRow(time.time(), who, request.method, request.path, deployment, status, detail)
 
 
 async def _audit(
@@ -323,6 +341,7 @@ async def list_audit(request: web.Request) -> web.Response:
             raise BadRequest(f"limit must be 1..{AUDIT_MAX_LIMIT}", field="limit")
         limit = int(text)
     since = _since(query["since"]) if "since" in query else None
+    await request.app[REFUSALS].flush()  # refusals queued a moment ago are included
     records = await request.app[ACCESS].list_audit(
         since=since, who=query.get("who"), deployment=query.get("deployment"), limit=limit
     )

@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from patrd.access import Scope, token_digest
-from patrd.access_store import AUDIT_TRIM_EVERY, AccessStore
+from patrd.access_store import AUDIT_TRIM_EVERY, AccessStore, AuditRow
 from patrd.api.app import build_app, serve_api
+from patrd.audit_buffer import RefusalBuffer
 from patrd.config import Config
 from patrd.store import Store
 from patrd.vault import Vault
@@ -273,3 +274,24 @@ async def test_concurrent_refusals_are_all_audited(client: Client) -> None:
 
 def test_config_default_dashboard_scope() -> None:
     assert Config().dashboard.scope == "write"
+
+
+async def test_refusals_are_batched_and_a_flood_is_bounded(store: Store) -> None:
+    access = AccessStore(store)
+    buffer = RefusalBuffer(access, flush_s=0.05, max_pending=100)
+    with capture_logs() as logs:
+        for i in range(250):
+            buffer.add(
+                AuditRow(time.time(), f"anonymous:10.0.0.{i % 7}", "GET", "/v1/x", None, 401)
+            )
+        assert buffer.pending == 100
+        await asyncio.sleep(0.3)  # the timer flushes
+    assert buffer.pending == 0
+    entries = await access.list_audit(limit=1000)
+    assert len(entries) == 101
+    summary = entries[-1]
+    assert summary.who == "patrd" and "150 more refused calls were not recorded" in summary.detail
+    assert any(e["event"] == "audit.refusals_not_recorded" for e in logs)
+    buffer.add(AuditRow(time.time(), "late", "POST", "/v1/y", None, 403))
+    await buffer.close()  # the daemon stops: what is queued is written
+    assert (await access.list_audit(limit=1))[0].who == "late"
