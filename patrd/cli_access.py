@@ -35,9 +35,10 @@ def add_parsers(
     a.add_argument(
         "--deployment",
         dest="deployments",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="NAME",
-        help="limit the token to this deployment; repeatable (default: all)",
+        help="limit the token to these deployments; repeatable (default: all)",
     )
     action("list", "the tokens: scope, deployments, expiry, last use (never the values)")
     a = action("revoke", "revoke a token; it stops working at once")

@@ -93,3 +93,16 @@ async def test_token_create_refuses_bad_input(
     assert code == 1
     assert "expires_in" in capsys.readouterr().err
     assert await run(["--socket", sock, "token", "create", "x", "--scope", "root"]) == 2
+
+
+async def test_token_limited_to_deployments(
+    served: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sock, _ = served
+    s = ["--socket", sock]
+    args = ["token", "create", "ci", "--scope", "deploy", "--deployment", "web", "api"]
+    assert await run([*s, *args, "--deployment", "db"]) == 0
+    capsys.readouterr()
+    assert await run([*s, "token", "list", "--json"]) == 0
+    [token] = json.loads(capsys.readouterr().out)["tokens"]
+    assert token["deployments"] == ["api", "db", "web"] and token["scope"] == "deploy"
