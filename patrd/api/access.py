@@ -22,6 +22,7 @@ body or a query string.
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import socket
 import struct
@@ -61,6 +62,7 @@ AUDIT_DEFAULT_LIMIT = 100
 AUDIT_MAX_LIMIT = 1000
 _SINCE_RE = re.compile(r"[0-9]+[smhdw]")
 _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="patrd"'}
+_REFUSED_WHO = web.ResponseKey("patrd.refused_who", str)
 
 
 def add_access_routes(app: web.Application) -> None:
@@ -124,12 +126,15 @@ def access_middleware(
         now = clock()
         if record is None or record.expired(now):
             why = "expired bearer token" if record is not None else "invalid bearer token"
-            return error_response(
+            response = error_response(
                 401,
                 "unauthorized",
                 why,
                 headers={"WWW-Authenticate": 'Bearer realm="patrd", error="invalid_token"'},
             )
+            if record is not None:  # the audit log names whose token expired
+                response[_REFUSED_WHO] = f"token:{record.name}"
+            return response
         await access.touch_token(record, now)
         return Principal(f"token:{record.name}", record.scope, record.deployments)
 
@@ -149,8 +154,9 @@ def access_middleware(
             return error_response(503, "store_unavailable", "cannot check the caller's token")
         refusals = request.app[REFUSALS]
         if isinstance(found, web.Response):
-            why = "no valid credentials" if found.status == 401 else "missing or wrong CSRF token"
-            refusals.add(_row(_anonymous(request), request, deployment, found.status, why))
+            who = found.get(_REFUSED_WHO) or _anonymous(request)
+            why = found.text or ""
+            refusals.add(_row(who, request, deployment, found.status, _message_of(why)))
             return found
         principal = found
         decision = decide(
@@ -182,6 +188,15 @@ def access_middleware(
                 await _audit(access, principal.who, request, deployment, status, "")
 
     return middleware
+
+
+def _message_of(body: str) -> str:
+    """The ``message`` of an error body, for the audit row's detail."""
+    try:
+        message = json.loads(body).get("message", "")
+    except (ValueError, AttributeError):
+        return ""
+    return message if isinstance(message, str) else ""
 
 
 def _row(

@@ -165,6 +165,13 @@ async def test_an_expired_token_is_refused(client: Client, store: Store) -> None
     resp = await client.get("/v1/deployments", headers=bearer("patr_expired"))
     assert resp.status == 401
     assert "expired" in (await resp.json())["message"]
+    resp = await client.get("/v1/deployments", headers=bearer("patr_never-made"))
+    assert resp.status == 401
+    rows = [(e["who"], e["status"], e["detail"]) for e in await audit(client)]
+    assert rows == [
+        ("token:old", 401, "expired bearer token"),
+        ("anonymous:127.0.0.1", 401, "invalid bearer token"),
+    ]
 
 
 @pytest.mark.parametrize(
