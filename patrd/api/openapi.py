@@ -521,8 +521,9 @@ RESPONSES: dict[str, Any] = {
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
     "Forbidden": _error_response(
-        "the caller's scope does not allow this call; needed_scope names the scope needed "
-        "(README: Scopes)"
+        "refused: the caller's scope does not allow this call (needed_scope names the scope "
+        "needed; README: API tokens, scopes and the audit log), a missing or wrong CSRF token "
+        "of a dashboard session, or a route served on the unix socket only"
     ),
     "NotFound": _error_response("no such deployment or route"),
     "Conflict": _error_response("the deployment's state forbids the change"),
@@ -1433,7 +1434,8 @@ OPENAPI: dict[str, Any] = {
         "description": (
             "Served on the daemon's unix socket (file mode is the authentication) and, "
             "optionally, on TCP with a bearer token: the api.token_file token (admin) or "
-            "a scoped token (read, deploy, write, admin; README: Scopes). "
+            "a scoped token (read, deploy, write, admin; README: API tokens, scopes and "
+            "the audit log). "
             "Every error body is an Error object."
         ),
     },
