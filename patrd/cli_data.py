@@ -82,8 +82,14 @@ def cmd_secret(client: Client, args: argparse.Namespace) -> int:
         if args.json:
             print_json(data)
         else:
+            # Below the write scope the API gives names only.
             rows = [
-                [s["name"], str(s["version"]), s["updated_at"], ", ".join(s["used_by"]) or "-"]
+                [
+                    s["name"],
+                    str(s.get("version", "-")),
+                    s.get("updated_at", "-"),
+                    ", ".join(s.get("used_by", [])) or "-",
+                ]
                 for s in data["secrets"]
             ]
             print(render_table(["NAME", "VERSION", "UPDATED", "USED BY"], rows))
@@ -113,10 +119,10 @@ def _print_secret(data: JsonObject, args: argparse.Namespace) -> None:
         render_fields(
             [
                 ("name", data["name"]),
-                ("version", str(data["version"])),
-                ("created", data["created_at"]),
-                ("updated", data["updated_at"]),
-                ("used by", ", ".join(data["used_by"]) or "-"),
+                ("version", str(data.get("version", "-"))),
+                ("created", data.get("created_at", "-")),
+                ("updated", data.get("updated_at", "-")),
+                ("used by", ", ".join(data.get("used_by", [])) or "-"),
             ]
         )
     )

@@ -768,7 +768,8 @@ class DashboardConfig:
     admin_password_file: Path | None = None  # the admin password (>= 12 chars), re-read at login
     session_ttl_s: float = 12 * 3600.0  # a session ends this long after login ...
     idle_timeout_s: float = 3600.0  # ... or this long after its last request
-    login_attempts_per_minute: int = 5  # failed logins per client address (IPv6: /64)
+    login_attempts_per_minute: int = 5  # attempts per client (IPv6: /64) before backoff
+    scope: str = "write"  # what a session may do on /v1 (read, deploy, write, admin)
 
 
 def _dashboard(
@@ -781,6 +782,7 @@ def _dashboard(
         "session_ttl_s",
         "idle_timeout_s",
         "login_attempts_per_minute",
+        "scope",
     }
     _known(d, keys, "dashboard.")
     enabled = _boolean(d, "enabled", "dashboard.", DashboardConfig.enabled)
@@ -789,6 +791,9 @@ def _dashboard(
         raise ConfigError("dashboard.admin_password_file", "is required when the dashboard is on")
     if enabled and tcp_listen is None:
         raise ConfigError("dashboard.enabled", "the dashboard is served on api.tcp_listen; set it")
+    scope = d.get("scope", DashboardConfig.scope)
+    if scope not in ("read", "deploy", "write", "admin"):
+        raise ConfigError("dashboard.scope", "must be one of: read, deploy, write, admin")
     return DashboardConfig(
         enabled=enabled,
         admin_password_file=password_file,
@@ -801,4 +806,5 @@ def _dashboard(
             DashboardConfig.login_attempts_per_minute,
             1,
         ),
+        scope=scope,
     )

@@ -196,6 +196,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deployments ADD COLUMN pushed_at REAL;
     """,
+    # Scoped API tokens (only their SHA-256) and the audit log of API calls
+    # (patrd/access_store.py).
+    """
+    CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        scope TEXT NOT NULL,
+        deployments TEXT,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        last_used_at REAL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        who TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        deployment TEXT,
+        status INTEGER NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_by_at ON audit (at);
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000

@@ -5,7 +5,11 @@ One application, one runner, up to two sites:
 * a ``UnixSite`` on ``api.socket``: its file mode is the authentication, so
   peers on the unix socket are trusted;
 * an optional ``TCPSite`` on ``api.tcp_listen``: every request except
-  ``GET /v1/health`` must carry ``Authorization: Bearer <token>``.
+  ``GET /v1/health`` must carry ``Authorization: Bearer <token>`` (the
+  ``api.token_file`` token, admin, or a scoped token).
+
+Authentication, the scope check and the audit log are one middleware
+(``patrd/api/access.py``; the route → scope table is ``patrd/access.py``).
 
 ``build_app(..., token=None)`` disables bearer auth everywhere (unix-only
 daemons and tests); with a token, auth applies to every non-unix transport.
@@ -18,17 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import os
-import socket
 import stat
 from pathlib import Path
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Middleware
 
-from patrd.api.errors import error_middleware, error_response
+from patrd.access_store import AccessStore
+from patrd.api.access import ACCESS, access_middleware, add_access_routes
+from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
@@ -63,15 +67,21 @@ def build_app(
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
 ) -> web.Application:
-    middlewares: list[Middleware] = [error_middleware]
-    if token is not None:
-        if not token:
-            raise ValueError("an empty API token would accept anyone")
-        middlewares.append(
-            bearer_auth(token, trust_unix_peers=trust_unix_peers, dashboard=dashboard)
-        )
+    if token is not None and not token:
+        raise ValueError("an empty API token would accept anyone")
+    # Outermost: it sees the final status of every call, for the audit log.
+    middlewares: list[Middleware] = [
+        access_middleware(
+            token=token,
+            trust_unix_peers=trust_unix_peers,
+            public_routes=PUBLIC_ROUTES,
+            dashboard=dashboard,
+        ),
+        error_middleware,
+    ]
     app = web.Application(middlewares=middlewares, client_max_size=config.api.max_body_bytes)
     app[STORE] = store
+    app[ACCESS] = AccessStore(store)
     app[CONTROLLER] = controller
     app[CONFIG] = config
     if tls is not None:
@@ -85,54 +95,10 @@ def build_app(
     if observe is not None:
         app[OBSERVE] = observe
     add_routes(app)
+    add_access_routes(app)  # /v1/tokens, /v1/audit
     if dashboard is not None:
         dashboard.install(app)
     return app
-
-
-def bearer_auth(
-    token: str, *, trust_unix_peers: bool, dashboard: Dashboard | None = None
-) -> Middleware:
-    expected = token.encode()
-
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if (request.method, request.path) in PUBLIC_ROUTES:
-            return await handler(request)
-        if trust_unix_peers and _is_unix_peer(request):
-            return await handler(request)
-        if dashboard is not None:
-            if dashboard.owns(request.path):  # /ui/: its handlers check the session
-                return await handler(request)
-            if "Authorization" not in request.headers and dashboard.has_cookie(request):
-                refusal = dashboard.api_refusal(request)  # session + CSRF token for writes
-                return refusal if refusal is not None else await handler(request)
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            return error_response(
-                401,
-                "unauthorized",
-                "missing bearer token (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": 'Bearer realm="patrd"'},
-            )
-        if not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), expected):
-            return error_response(
-                401,
-                "unauthorized",
-                "invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="patrd", error="invalid_token"'},
-            )
-        return await handler(request)
-
-    return auth_middleware
-
-
-def _is_unix_peer(request: web.Request) -> bool:
-    transport = request.transport
-    if transport is None:
-        return False
-    sock = transport.get_extra_info("socket")
-    return sock is not None and getattr(sock, "family", None) == socket.AF_UNIX
 
 
 async def serve_api(

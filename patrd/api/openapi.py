@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from patrd import __version__, spec
+from patrd.api.openapi_access import ACCESS_PATHS, ACCESS_SCHEMAS
 from patrd.api.routes import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.store import Intent, Status
 
@@ -33,6 +34,7 @@ _NAME_PARAM = {"$ref": "#/components/parameters/name"}
 # Errors any authenticated route may answer.
 _COMMON_ERRORS = {
     "401": _error("Unauthorized"),
+    "403": _error("Forbidden"),
     "500": _error("Internal"),
     "503": _error("Unavailable"),
 }
@@ -174,6 +176,11 @@ SCHEMAS: dict[str, Any] = {
             "field": {
                 "type": "string",
                 "description": "path of the offending input, e.g. ports.70000 or confirm",
+            },
+            "needed_scope": {
+                "type": "string",
+                "enum": ["read", "deploy", "write", "admin"],
+                "description": "on 403: the scope this call needs",
             },
         },
     },
@@ -513,7 +520,11 @@ RESPONSES: dict[str, Any] = {
         **_error_response("missing or invalid bearer token (TCP listener only)"),
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
     },
-    "Forbidden": _error_response("not allowed on this listener"),
+    "Forbidden": _error_response(
+        "refused: the caller's scope does not allow this call (needed_scope names the scope "
+        "needed; README: API tokens, scopes and the audit log), a missing or wrong CSRF token "
+        "of a dashboard session, or a route served on the unix socket only"
+    ),
     "NotFound": _error_response("no such deployment or route"),
     "Conflict": _error_response("the deployment's state forbids the change"),
     "TooLarge": _error_response("request body larger than api.max_body_bytes"),
@@ -1410,6 +1421,10 @@ PATHS.update(
     }
 )
 
+# Scoped tokens and the audit log (patrd/api/openapi_access.py).
+PATHS.update(ACCESS_PATHS)
+SCHEMAS.update(ACCESS_SCHEMAS)
+
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -1418,7 +1433,10 @@ OPENAPI: dict[str, Any] = {
         "version": __version__,
         "description": (
             "Served on the daemon's unix socket (file mode is the authentication) and, "
-            "optionally, on TCP with a bearer token. Every error body is an Error object."
+            "optionally, on TCP with a bearer token: the api.token_file token (admin) or "
+            "a scoped token (read, deploy, write, admin; README: API tokens, scopes and "
+            "the audit log). "
+            "Every error body is an Error object."
         ),
     },
     "servers": [{"url": "/"}],

@@ -1,4 +1,8 @@
-"""``/v1/secrets``: write-only values; reads give names, times and users, never a value."""
+"""``/v1/secrets``: write-only values; reads give names, times and users, never a value.
+
+Below the ``write`` scope (patrd/access.py) a read gives the name only: the
+version, times and the deployments using a secret are metadata too.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from patrd.access import Scope
+from patrd.api.principal import scope_of
 from patrd.crypto import SecretsKeyError
 from patrd.errors import SpecError
 from patrd.store import SecretRecord
@@ -25,6 +31,8 @@ async def list_secrets(request: web.Request) -> web.Response:
     from patrd.api.routes import STORE
 
     records = await request.app[STORE].list_secrets()
+    if scope_of(request) < Scope.WRITE:
+        return web.json_response({"secrets": [{"name": r.name} for r in records]})
     return web.json_response({"secrets": [secret_json(r) for r in records]})
 
 
@@ -48,6 +56,8 @@ async def get_secret(request: web.Request) -> web.Response:
     from patrd.api.routes import STORE
 
     record = await request.app[STORE].get_secret(request.match_info["name"])
+    if scope_of(request) < Scope.WRITE:
+        return web.json_response({"name": record.name})
     return web.json_response(secret_json(record))
 
 

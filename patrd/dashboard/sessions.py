@@ -6,10 +6,11 @@
   whichever comes first, or at logout. The table is keyed by the SHA-256 of
   the token, so neither a dict lookup nor a memory dump of the keys gives a
   usable cookie. At most ``max_sessions`` live at once (the oldest goes).
-* :class:`LoginLimiter`: failed logins per client key (address; IPv6 /64) in a
-  sliding window, plus a global cap over all clients. While a client is
-  limited every attempt is refused *without* checking the password, so the
-  limit bounds guesses, not just wrong answers.
+* :class:`LoginLimiter`: login attempts per client key (address; IPv6 /64),
+  reserved before the first await of the login handler; after a few, an
+  exponential backoff per client (no global cap: it would let anyone lock the
+  admin out). While a client is limited every attempt is refused *without*
+  checking the password, so the limit bounds guesses, not just wrong answers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -110,55 +111,67 @@ class Sessions:
 
 
 @dataclass(slots=True)
+class _Attempts:
+    count: int
+    last_at: float
+
+
+@dataclass(slots=True)
 class LoginLimiter:
-    """At most ``per_client`` failed logins per client and ``overall`` in all per ``window_s``."""
+    """Per client: ``per_client`` attempts free, then an exponential backoff.
+
+    An attempt is *reserved* (:meth:`reserve`) before the password is read or
+    checked, so concurrent attempts cannot all slip past the check; a correct
+    password clears the client (:meth:`succeeded`). After ``per_client``
+    unsuccessful attempts the client waits ``first_delay_s``, and each further
+    failure doubles the wait, up to ``max_delay_s``. A client is forgotten
+    ``forget_s`` after its last attempt. There is no cap over all clients: it
+    would let anyone lock the admin out by failing from elsewhere.
+    """
 
     per_client: int = 5
-    overall: int = 60
-    window_s: float = 60.0
+    first_delay_s: float = 60.0
+    max_delay_s: float = 900.0
+    forget_s: float = 3600.0
     max_clients: int = 10_000
-    _failures: OrderedDict[str, deque[float]] = field(default_factory=OrderedDict)
-    _all: deque[float] = field(default_factory=deque)
+    _failures: OrderedDict[str, _Attempts] = field(default_factory=OrderedDict)
 
     def retry_after(self, client: str, now: float) -> int | None:
         """Whole seconds until ``client`` may try again (>= 1), or None when it may now."""
         self._forget(now)
-        waits = []
         mine = self._failures.get(client)
-        if mine is not None and len(mine) >= self.per_client:
-            waits.append(mine[len(mine) - self.per_client] + self.window_s - now)
-        if len(self._all) >= self.overall:
-            waits.append(self._all[len(self._all) - self.overall] + self.window_s - now)
-        if not waits:
+        if mine is None or mine.count < self.per_client:
             return None
-        return max(1, math.ceil(max(waits)))
+        wait = mine.last_at + self.delay(mine.count) - now
+        return max(1, math.ceil(wait)) if wait > 0 else None
 
-    def failed(self, client: str, now: float) -> None:
-        self._forget(now)
-        mine = self._failures.pop(client, None) or deque()
-        mine.append(now)
-        while len(mine) > self.per_client:
-            mine.popleft()
-        self._failures[client] = mine  # most recently failing last
+    def delay(self, count: int) -> float:
+        """The wait after ``count`` unsuccessful attempts (0 while some are free)."""
+        if count < self.per_client:
+            return 0.0
+        doublings = min(count - self.per_client, 30)
+        return float(min(self.max_delay_s, self.first_delay_s * 2**doublings))
+
+    def reserve(self, client: str, now: float) -> int | None:
+        """Count an attempt now, or the seconds to wait (nothing counted) when limited."""
+        wait = self.retry_after(client, now)
+        if wait is not None:
+            return wait
+        mine = self._failures.pop(client, None) or _Attempts(0, now)
+        mine.count += 1
+        mine.last_at = now
+        self._failures[client] = mine  # most recent last
         while len(self._failures) > self.max_clients:
             self._failures.popitem(last=False)
-        self._all.append(now)
-        while len(self._all) > self.overall:
-            self._all.popleft()
+        return None
 
     def succeeded(self, client: str) -> None:
-        """A correct password clears that client's count (not the global one)."""
+        """A correct password clears that client's attempts."""
         self._failures.pop(client, None)
 
     def _forget(self, now: float) -> None:
-        horizon = now - self.window_s
-        while self._all and self._all[0] <= horizon:
-            self._all.popleft()
-        stale = []
-        for client, times in self._failures.items():
-            while times and times[0] <= horizon:
-                times.popleft()
-            if not times:
-                stale.append(client)
-        for client in stale:
-            del self._failures[client]
+        while self._failures:
+            oldest = next(iter(self._failures.values()))
+            if now - oldest.last_at < self.forget_s:
+                break
+            self._failures.popitem(last=False)

@@ -12,11 +12,14 @@ this module adds to the API's TCP app:
   ``GET /ui/static/{file}``.
 * Cookies: ``__Host-patrd_session`` (``HttpOnly``) and ``__Host-patrd_csrf``
   (readable by the page's script), both ``Secure; SameSite=Strict; Path=/``.
-* :meth:`Dashboard.api_refusal`: the bearer middleware asks it about a
+* :meth:`Dashboard.api_session`: the access middleware asks it about a
   ``/v1`` request that carries the session cookie and no ``Authorization``:
   a live session authorizes reads; writes (anything but GET/HEAD/OPTIONS) also
   need ``X-CSRF-Token`` equal to the session's token (403 otherwise). An
-  expired or unknown session is 401.
+  expired or unknown session is 401. A session acts with ``dashboard.scope``
+  (default ``write``; patrd/access.py).
+* Login attempts are reserved with the limiter before the handler's first
+  await, so concurrent attempts cannot race past it.
 * Every response of the app gets ``X-Frame-Options: DENY`` and
   ``X-Content-Type-Options: nosniff``; ``/ui/`` pages also a strict CSP (no
   inline script or style, nothing from other origins).
@@ -40,6 +43,7 @@ from typing import Final
 import structlog
 from aiohttp import web
 
+from patrd.access import Scope
 from patrd.api.errors import error_response
 from patrd.config import DashboardConfig
 from patrd.dashboard.sessions import LoginLimiter, Session, Sessions, password_matches
@@ -134,6 +138,7 @@ class Dashboard:
         self._password = read_password(self.password_file)  # fail at start, not at login
         self.sessions = Sessions(ttl_s=config.session_ttl_s, idle_s=config.idle_timeout_s)
         self.limiter = LoginLimiter(per_client=config.login_attempts_per_minute)
+        self.scope = Scope.parse(config.scope)  # what a session may do on /v1
         self.cookie_max_age = int(config.session_ttl_s)
         self._clock = clock
         self._assets = assets if assets is not None else load_assets()
@@ -159,8 +164,9 @@ class Dashboard:
     def has_cookie(request: web.Request) -> bool:
         return SESSION_COOKIE in request.cookies
 
-    def api_refusal(self, request: web.Request) -> web.Response | None:
-        """None when the session cookie authorizes this API request, else the refusal."""
+    def api_session(self, request: web.Request) -> Session | web.Response:
+        """The session that authorizes this API request (it acts with :attr:`scope`),
+        else the refusal."""
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE), self._clock())
         if session is None:
             return error_response(
@@ -175,7 +181,7 @@ class Dashboard:
                 f"missing or wrong CSRF token: send {CSRF_HEADER} with the value of the "
                 f"{CSRF_COOKIE} cookie",
             )
-        return None
+        return session
 
     # --- handlers ---------------------------------------------------------------
 
@@ -198,7 +204,8 @@ class Dashboard:
             return self._login_response("Cross-origin login refused.", 403)
         client = client_of(request)
         now = self._clock()
-        wait = self.limiter.retry_after(client, now)
+        # Reserved before the first await: concurrent attempts each take one.
+        wait = self.limiter.reserve(client, now)
         if wait is not None:
             log.warning("dashboard.login_limited", client=client, retry_after_s=wait)
             return self._login_response(
@@ -209,7 +216,6 @@ class Dashboard:
         form = await request.post()
         given = form.get("password")
         if not isinstance(given, str) or not await self._check_password(given):
-            self.limiter.failed(client, now)
             log.warning("dashboard.login_failed", client=client)
             return self._login_response("Wrong password.", 401)
         self.limiter.succeeded(client)

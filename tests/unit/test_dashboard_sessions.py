@@ -75,38 +75,59 @@ def test_password_matches() -> None:
     assert not password_matches("correct horse ", "correct horse")
 
 
-def test_five_failures_a_minute_then_429_for_that_client_only() -> None:
-    limiter = LoginLimiter(per_client=5, overall=100, window_s=60)
+def test_five_attempts_then_a_backoff_for_that_client_only() -> None:
+    limiter = LoginLimiter(per_client=5, first_delay_s=60, max_delay_s=900)
     for i in range(5):
-        assert limiter.retry_after("a", now=i) is None
-        limiter.failed("a", now=i)
-    assert limiter.retry_after("a", now=5) == 55  # the first failure leaves at 60
-    assert limiter.retry_after("b", now=5) is None
-    assert limiter.retry_after("a", now=59.5) == 1  # never 0
-    assert limiter.retry_after("a", now=60) is None  # a sliding window
-    limiter.failed("a", now=60)
-    assert limiter.retry_after("a", now=60.5) == 1  # failures 1..4 and 60 still count
-    assert limiter.retry_after("a", now=61) is None
+        assert limiter.reserve("a", now=i) is None
+    assert limiter.retry_after("a", now=4) == 60  # the 5th attempt was at 4
+    assert limiter.reserve("a", now=5) == 59  # refused: nothing counted
+    assert limiter.retry_after("b", now=5) is None  # others are not affected
+    assert limiter.retry_after("a", now=63.5) == 1  # never 0
+    assert limiter.reserve("a", now=64) is None  # the 6th: doubles the next wait
+    assert limiter.retry_after("a", now=64) == 120
+    assert limiter.reserve("a", now=184) is None
+    assert limiter.retry_after("a", now=184) == 240
 
 
-def test_success_clears_the_client_but_not_the_global_count() -> None:
-    limiter = LoginLimiter(per_client=3, overall=5, window_s=60)
+def test_the_backoff_is_capped() -> None:
+    limiter = LoginLimiter(per_client=1, first_delay_s=10, max_delay_s=100)
+    assert [limiter.delay(n) for n in range(8)] == [0, 10, 20, 40, 80, 100, 100, 100]
+    assert limiter.delay(10_000) == 100
+
+
+def test_reservations_are_counted_before_any_answer() -> None:
+    """Concurrent logins: each reserves before awaiting, so only per_client get through."""
+    limiter = LoginLimiter(per_client=3)
+    answers = [limiter.reserve("a", now=0) for _ in range(10)]
+    assert answers[:3] == [None, None, None]
+    assert all(wait == 60 for wait in answers[3:])
+
+
+def test_success_clears_only_that_client() -> None:
+    limiter = LoginLimiter(per_client=3)
     for i in range(3):
-        limiter.failed("a", now=i)
+        limiter.reserve("a", now=i)
+        limiter.reserve("b", now=i)
     assert limiter.retry_after("a", now=3) is not None
     limiter.succeeded("a")
     assert limiter.retry_after("a", now=3) is None
-    limiter.failed("b", now=4)
-    limiter.failed("c", now=5)
-    # 5 failures in all within the window: everyone waits (forged addresses
-    # behind a proxy cannot multiply the guesses without bound).
-    assert limiter.retry_after("d", now=6) == 54
+    assert limiter.retry_after("b", now=3) is not None
+
+
+def test_many_failing_clients_do_not_lock_out_another() -> None:
+    """No global cap: attempts from everywhere else never refuse a fresh client."""
+    limiter = LoginLimiter(per_client=2)
+    for i in range(5000):
+        for _ in range(3):
+            limiter.reserve(f"10.1.{i // 250}.{i % 250}", now=0)
+    assert limiter.retry_after("192.0.2.1", now=0) is None
+    assert limiter.reserve("192.0.2.1", now=0) is None
 
 
 def test_the_limiter_forgets_and_stays_bounded() -> None:
-    limiter = LoginLimiter(per_client=2, overall=10_000, window_s=60, max_clients=100)
+    limiter = LoginLimiter(per_client=2, forget_s=3600, max_clients=100)
     for i in range(1000):
-        limiter.failed(f"10.0.{i // 250}.{i % 250}", now=0)
+        limiter.reserve(f"10.0.{i // 250}.{i % 250}", now=0)
     assert len(limiter._failures) == 100
-    assert limiter.retry_after("10.0.0.0", now=61) is None
+    assert limiter.retry_after("10.0.0.0", now=3600) is None
     assert len(limiter._failures) == 0

@@ -867,7 +867,7 @@ function secretsTab({ panel, onUpdate }) {
             "tr",
             { class: used.has(s.name) ? "used" : "" },
             h("td", { class: "mono", text: s.name }),
-            h("td", { text: String(s.version) }),
+            h("td", { text: s.version === undefined ? "–" : String(s.version) }), // read scope: names only
             h("td", { title: s.updated_at, text: timeAgo(s.updated_at) }),
             h("td", { text: (s.used_by || []).join(", ") || "–" }),
             h("td", {}, toggle, set),
