@@ -52,6 +52,7 @@ from patrd.store import DeploymentRecord, Intent, Status, Store
 from patrd.urls import UrlRecord
 from patrd.vault import Vault
 from patrd.views import InstanceView
+from patrd.volnames import legacy_volume_name, volume_name
 
 _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})
 _SETTLE_DELAYS_S = (0.1, 0.5, 2.0)
@@ -108,11 +109,6 @@ def instance_env(
         "PATRD_REVISION": str(record.revision),
     }
     return tuple(sorted({**user_env, **special}.items()))
-
-
-def volume_name(deployment: str, volume: str, slot: int) -> str:
-    """By deployment *name*: a kept volume is attached again to a re-created deployment."""
-    return f"patrd-{deployment}-{volume}-{slot}"
 
 
 class Controller:
@@ -762,9 +758,12 @@ class DeploymentWorker:
                 i.slot == action.slot and i.container_id != action.container_id
                 for i in self._instances
             ):
-                # Scale-down was confirmed at the API: the excess volumes go too.
-                for v in record.spec.volumes:
-                    await self._engine.remove_volume(volume_name(record.name, v.name, action.slot))
+                # Scale-down was confirmed at the API: the excess volumes go too
+                # (found by their labels: today's name or an adopted older one).
+                wanted = {v.name for v in record.spec.volumes}
+                for found in await self._engine.list_volumes(record.name):
+                    if found.slot == action.slot and found.volume in wanted:
+                        await self._engine.remove_volume(found.name)
 
     async def _drain(self, ip: str, ports: tuple[int, ...]) -> None:
         """Out of the pool already; wait (bounded) for in-flight requests to finish."""
@@ -830,10 +829,16 @@ class DeploymentWorker:
         if spec.config_mounts and self._options.config_root is not None:
             config_dir = self._options.config_root / record.id
             await asyncio.to_thread(sync_config_dir, config_dir, spec.config_mounts)
+        mounts = []
         for v in spec.volumes:
-            await self._engine.ensure_volume(
-                volume_name(record.name, v.name, action.slot), record.name, v.name, action.slot
+            docker_volume = await self._engine.ensure_volume(
+                volume_name(record.name, v.name, action.slot),
+                record.name,
+                v.name,
+                action.slot,
+                adopt=legacy_volume_name(record.name, v.name, action.slot),
             )
+            mounts.append((docker_volume, v.path))
         container_id = await self._engine.create_instance(
             InstanceSpec(
                 container_name=name,
@@ -850,9 +855,7 @@ class DeploymentWorker:
                 memory_mb=spec.resources.memory_mb,
                 stop_timeout_s=self._options.stop_timeout_s,
                 config_dir=str(config_dir) if config_dir is not None else None,
-                volumes=tuple(
-                    (volume_name(record.name, v.name, action.slot), v.path) for v in spec.volumes
-                ),
+                volumes=tuple(mounts),
                 extra_capabilities=spec.security.extra_capabilities,
                 pids_limit=spec.security.pids_limit,
             )

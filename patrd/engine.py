@@ -151,7 +151,9 @@ class Engine(Protocol):
     async def start(self, container_id: str) -> None: ...
     async def remove(self, container_id: str, stop_timeout_s: int) -> None: ...
     async def restart(self, container_id: str, stop_timeout_s: int) -> None: ...
-    async def ensure_volume(self, name: str, deployment: str, volume: str, slot: int) -> None: ...
+    async def ensure_volume(
+        self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
+    ) -> str: ...
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]: ...
     async def remove_volume(self, name: str) -> None: ...
     def events(self) -> AsyncIterator[EngineEvent]: ...
@@ -419,21 +421,52 @@ class DockerEngine:
             raise EngineError(f"create {spec.container_name}: Docker unreachable: {exc}") from exc
         return str(container.id)
 
-    async def ensure_volume(self, name: str, deployment: str, volume: str, slot: int) -> None:
-        """Create the named volume of one instance (idempotent), labelled for adoption."""
-        config = {
-            "Name": name,
-            "Driver": "local",
-            "Labels": {
-                LABEL_MANAGED: "1",
-                LABEL_OWNER: self._owner,
-                LABEL_DEPLOYMENT: deployment,
-                LABEL_VOLUME: volume,
-                LABEL_INSTANCE: str(slot),
-            },
+    async def ensure_volume(
+        self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
+    ) -> str:
+        """The Docker volume of one instance's volume: its name (idempotent).
+
+        An existing volume called ``name`` is used only if its labels say it
+        is this deployment's ``volume`` of ``slot``; anything else is refused,
+        never shared. ``adopt``: an older name the volume may have (see
+        patrd/volnames.py); it is used as it is when its labels match.
+        """
+        labels = {
+            LABEL_MANAGED: "1",
+            LABEL_OWNER: self._owner,
+            LABEL_DEPLOYMENT: deployment,
+            LABEL_VOLUME: volume,
+            LABEL_INSTANCE: str(slot),
         }
+        existing = await self._volume_labels(name)
+        if existing is not None:
+            mismatch = sorted(k for k, v in labels.items() if existing.get(k) != v)
+            if mismatch:
+                raise EngineError(
+                    f"volume {name} exists but is not {deployment}'s {volume} of instance "
+                    f"{slot} (labels {', '.join(mismatch)} differ); refusing to use it"
+                )
+            return name
+        if adopt:
+            older = await self._volume_labels(adopt)
+            if older is not None and all(older.get(k) == v for k, v in labels.items()):
+                self._log.info("volume_adopted", volume=adopt, deployment=deployment)
+                return adopt
+        config = {"Name": name, "Driver": "local", "Labels": labels}
         async with _translate(f"create volume {name}"):
             await self.docker._query_json("volumes/create", method="POST", data=json.dumps(config))
+        return name
+
+    async def _volume_labels(self, name: str) -> dict[str, str] | None:
+        try:
+            data = await self.docker._query_json(f"volumes/{name}")
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise EngineError(f"inspect volume {name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"inspect volume {name}: Docker unreachable: {exc}") from exc
+        return {str(k): str(v) for k, v in (data.get("Labels") or {}).items()}
 
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
         filters = json.dumps(
