@@ -47,8 +47,8 @@ async def test_names_that_collided_before_keep_separate_data(
     names.append(first)
     await api.ok("POST", "/v1/deployments", body(first, "c"))
     await api.ok("POST", "/v1/deployments", body(second, "b-c"))
-    for name in (first, second):
-        await until(lambda name=name: rolled_out(api, name, 1), 60, f"{name} deployed", daemon)
+    await until(lambda: rolled_out(api, first, 1), 60, "first deployed", daemon)
+    await until(lambda: rolled_out(api, second, 1), 60, "second deployed", daemon)
     assert volumes_of(first) == [f"patrd.{first}.c.0"]
     assert volumes_of(second) == [f"patrd.{second}.b-c.0"]
     [one], [two] = containers_of(first), containers_of(second)
