@@ -24,7 +24,7 @@ from patrd.autoscale import effective_replicas
 from patrd.config_files import directory_bytes, remove_config_dir, sync_config_dir
 from patrd.crypto import SecretsKeyError
 from patrd.engine import ContainerState, Engine, Instance, InstanceSpec, is_pinned_tag
-from patrd.errors import EngineError, ImageNotFound, PatrdError, StoreError
+from patrd.errors import EngineError, ImageNotFound, PatrdError, PullRefused, StoreError
 from patrd.probes import (
     TCP_POLL_S,
     Phase,
@@ -81,6 +81,8 @@ class ControllerOptions:
     # Called before an instance is removed (not on delete): patrd/logstream.py
     # keeps its logs. It may stop the container first; errors are its own.
     on_remove: Callable[[Instance], Awaitable[None]] | None = None
+    # The disk guard (patrd/diskguard.py): None lets a pull go on, else why not.
+    pull_guard: Callable[[], Awaitable[str | None]] | None = None
 
 
 def network_name(deployment: str) -> str:
@@ -899,9 +901,25 @@ class DeploymentWorker:
             except ImageNotFound:
                 if record.pinned_image:
                     raise
+                guard = self._options.pull_guard
+                refusal = (await guard()) if guard is not None else None
                 result = await self._engine.ensure_image(
-                    ref, always_pull=not is_pinned_tag(spec.tag), progress=progress, auth=auth
+                    ref,
+                    always_pull=not is_pinned_tag(spec.tag),
+                    progress=progress,
+                    auth=auth,
+                    refuse_pull=refusal or "",
                 )
+        except PullRefused as exc:
+            self._state.block_failures += 1
+            delay = min(backoff_delay(self._state.block_failures), 30.0)
+            self._state.blocked = Blocked(
+                reason=f"image {ref}: {exc}", until=time.monotonic() + delay
+            )
+            await self._store.add_event(
+                self.id, "pull_refused", f"{exc}; retry in {delay:.0f}s", record.revision
+            )
+            return None
         except ImageNotFound as exc:
             self._state.block_failures += 1
             delay = backoff_delay(self._state.block_failures)
@@ -919,5 +937,7 @@ class DeploymentWorker:
             await self._store.add_event(self.id, "pull_warning", result.warning, record.revision)
         elif result.pulled:
             await self._store.add_event(self.id, "pulled", f"pulled {ref}", record.revision)
+        if result.fresh:  # patrd brought it: patrd may remove it later (patrd/imagegc.py)
+            await self._store.record_pull(result.image_id, ref, self.id, record.revision)
         self._state.image = (record.revision, result.image_id)
         return result.image_id

@@ -21,7 +21,7 @@ import aiodocker
 import aiohttp
 import structlog
 
-from patrd.errors import EngineError, ImageNotFound
+from patrd.errors import EngineError, ImageNotFound, PullRefused
 from patrd.hardening import Hardening, host_config, refuse_docker_socket
 from patrd.subnets import pick_subnet
 
@@ -121,6 +121,7 @@ class ImageResult:
     image_id: str
     pulled: bool
     warning: str | None  # pull failed but a local copy was used
+    fresh: bool = False  # pulled, and not here under this name before (patrd pulled it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class Engine(Protocol):
         always_pull: bool,
         progress: ProgressCallback | None = None,
         auth: RegistryAuth | None = None,
+        refuse_pull: str = "",
     ) -> ImageResult: ...
     async def create_instance(self, spec: InstanceSpec) -> str: ...
     async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str: ...
@@ -291,10 +293,22 @@ class DockerEngine:
         always_pull: bool,
         progress: ProgressCallback | None = None,
         auth: RegistryAuth | None = None,
+        refuse_pull: str = "",
     ) -> ImageResult:
+        """The local image id of ``ref``, pulled if missing (or always, ``always_pull``).
+
+        ``refuse_pull``: a pull would be needed but must not happen (the disk
+        guard's reason): a local copy is used with a warning, else
+        ``PullRefused``. ``fresh``: the pull brought an image id that was not
+        here under ``ref`` before (patrd may collect it later, patrd/imagegc.py).
+        """
         local = await self._inspect_image(ref)
         if local is not None and not always_pull:
             return ImageResult(image_id=local, pulled=False, warning=None)
+        if refuse_pull:
+            if local is not None:
+                return ImageResult(image_id=local, pulled=False, warning=refuse_pull)
+            raise PullRefused(refuse_pull)
         try:
             await self._pull(ref, progress, auth)
         except EngineError as exc:
@@ -304,7 +318,7 @@ class DockerEngine:
         pulled = await self._inspect_image(ref)
         if pulled is None:
             raise ImageNotFound(f"image {ref} not present after pull")
-        return ImageResult(image_id=pulled, pulled=True, warning=None)
+        return ImageResult(image_id=pulled, pulled=True, warning=None, fresh=pulled != local)
 
     async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str:
         """The registry's manifest digest for ``ref``, without pulling (Docker asks it)."""
@@ -326,6 +340,39 @@ class DockerEngine:
         async with _translate(f"inspect image {image}"):
             info = await self.docker.images.inspect(image)
         return [str(d) for d in info.get("RepoDigests") or []]
+
+    # --- image garbage collection and the disk guard (patrd/imagegc.py, diskguard.py) ---
+
+    async def data_root(self) -> str:
+        """Where Docker keeps images and volumes (``DockerRootDir``)."""
+        async with _translate("info"):
+            info = await self.docker.system.info()
+        return str(info.get("DockerRootDir") or "/var/lib/docker")
+
+    async def images_in_use(self) -> set[str]:
+        """Image ids of every container on the engine, patrd's or not, running or not."""
+        async with _translate("list containers"):
+            containers = await self.docker.containers.list(all=True)
+        return {str(c._container.get("ImageID", "")) for c in containers} - {""}
+
+    async def image_exists(self, image_id: str) -> bool:
+        return await self._inspect_image(image_id) is not None
+
+    async def remove_image(self, image_id: str) -> str:
+        """Remove an image by id (never forced): "removed", "gone", or why it stays."""
+        try:
+            await self.docker._query_json(
+                f"images/{image_id}", method="DELETE", params={"force": "false", "noprune": "false"}
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return "gone"
+            if exc.status == 409:  # used by a container, or tagged in other repositories
+                return exc.message
+            raise EngineError(f"remove image {image_id[:19]}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"remove image {image_id[:19]}: Docker unreachable: {exc}") from exc
+        return "removed"
 
     async def _inspect_image(self, ref: str) -> str | None:
         try:
