@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from patrd import config
@@ -57,18 +59,18 @@ def test_config_keys() -> None:
             "disk": {"min_free": "10%"},
             "proxy": {"pause_timeout_s": 5},
         },
-        base_dir=config.Path("."),
+        base_dir=Path("."),
     )
     assert parsed.images.keep_releases == 3
     assert parsed.disk.min_free == MinFree(percent=10.0)
     assert parsed.proxy.pause_timeout_s == 5.0
-    defaults = config.parse({}, base_dir=config.Path("."))
+    defaults = config.parse({}, base_dir=Path("."))
     assert defaults.images.keep_releases == 5
     assert defaults.disk.min_free == MinFree(size=2 * GIB, percent=5.0)
     assert defaults.proxy.pause_timeout_s == 30.0
     with pytest.raises(ConfigError) as err:
-        config.parse({"images": {"keep_releases": 0}}, base_dir=config.Path("."))
+        config.parse({"images": {"keep_releases": 0}}, base_dir=Path("."))
     assert err.value.key == "images.keep_releases"
     with pytest.raises(ConfigError) as err:
-        config.parse({"disk": {"min_free": "huge"}}, base_dir=config.Path("."))
+        config.parse({"disk": {"min_free": "huge"}}, base_dir=Path("."))
     assert err.value.key == "disk.min_free"
