@@ -38,6 +38,7 @@ from patrd.probes import (
 )
 from patrd.proxy.router import RoutingTable
 from patrd.reconcile import (
+    STOP_FIRST,
     Action,
     ActionKind,
     Blocked,
@@ -81,6 +82,8 @@ class ControllerOptions:
     # Called before an instance is removed (not on delete): patrd/logstream.py
     # keeps its logs. It may stop the container first; errors are its own.
     on_remove: Callable[[Instance], Awaitable[None]] | None = None
+    # A stop-first swap: the proxy holds new requests this long (proxy.pause_timeout_s).
+    pause_timeout_s: float = 30.0
     # The disk guard (patrd/diskguard.py): None lets a pull go on, else why not.
     pull_guard: Callable[[], Awaitable[str | None]] | None = None
 
@@ -313,6 +316,7 @@ class _WorkerState:
     image: tuple[int, str] | None = None  # (revision, image id) already resolved
     config_revision: int | None = None  # config files written for this revision
     network_ok: bool = False
+    hold_until: float | None = None  # a stop-first swap: the proxy holds requests until then
 
 
 class DeploymentWorker:
@@ -501,7 +505,13 @@ class DeploymentWorker:
             self.snapshot = None
             self._publish()
             return True, None
-        return False, result.wake_at
+        hold_until = self._state.hold_until
+        if hold_until is not None and hold_until <= time.monotonic():
+            self._state.hold_until = None  # past the bound: the route says 503 again
+            self._update_snapshot(record, record.status)
+            hold_until = None
+        wakes = [t for t in (result.wake_at, hold_until) if t is not None]
+        return False, min(wakes) if wakes else None
 
     async def _stable_template(self, record: DeploymentRecord) -> str | None:
         if record.stable_revision is None:
@@ -561,6 +571,7 @@ class DeploymentWorker:
             self._state.health.clear()
 
     async def _fail_rollout(self, record: DeploymentRecord, reason: str) -> None:
+        self._state.hold_until = None
         cached = self._state.image
         image = cached[1] if cached and cached[0] == record.revision else None
         if await self._store.fail_rollout(self.id, record.revision, reason, image):
@@ -647,6 +658,7 @@ class DeploymentWorker:
                 self._log.warning("startup_failed", instance=inst.container_name, reason=reason)
                 return
             self._state.ready[cid] = _ReadyState(ip, time.monotonic())
+            self._state.hold_until = None  # held requests go to this instance now
             self._log.info("instance_ready", instance=inst.container_name, address=ip)
             self._wake.set()
             liveness = spec.liveness_probe
@@ -684,11 +696,22 @@ class DeploymentWorker:
             for i in sorted(self._instances, key=lambda i: (i.slot, i.revision))
             if i.container_id in self._state.ready
         )
+        hold_until = self._state.hold_until
+        holding = (
+            hold_until is not None
+            and time.monotonic() < hold_until
+            and record.intent is Intent.RUN
+            and not ready
+        )
         if record.intent is Intent.DELETE:
             snapshot = None
         else:
             snapshot = DeploymentSnapshot(
-                name=record.name, status=status, ports=record.spec.http_ports, ready=ready
+                name=record.name,
+                status=status,
+                ports=record.spec.http_ports,
+                ready=ready,
+                holding=holding,
             )
         if snapshot != self.snapshot:
             self.snapshot = snapshot
@@ -701,6 +724,10 @@ class DeploymentWorker:
         for action in actions:
             by_kind[action.kind].append(action)
         leaving = by_kind[ActionKind.REMOVE] + by_kind[ActionKind.RESTART]
+        if any(a.reason == STOP_FIRST for a in by_kind[ActionKind.REMOVE]):
+            # Its replacement starts once it is gone: new requests wait for it
+            # (bounded) in the proxy instead of getting 503 meanwhile.
+            self._state.hold_until = time.monotonic() + self._options.pause_timeout_s
         if leaving:
             for action in leaving:
                 self._state.ready.pop(action.container_id, None)

@@ -117,6 +117,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     max_connections=config.proxy.max_connections,
                     max_connections_per_ip=config.proxy.max_connections_per_ip,
                     trusted_proxies=config.proxy.trusted_proxies,
+                    pause_timeout_s=config.proxy.pause_timeout_s,
                 ),
                 ProxyRuntime(EventLoop(config.proxy.event_loop), config.proxy.workers),
                 certs=tls.certs,
@@ -150,6 +151,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     local_registry=config.registry.host,
                     on_remove=keeper.on_remove,
                     pull_guard=disk_guard.refusal,
+                    pause_timeout_s=config.proxy.pause_timeout_s,
                 ),
                 vault=vault,
             )
