@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from patrd import config
-from patrd.diskguard import DiskReading, MinFree, parse_min_free, verdict
+from patrd.diskguard import DiskGuard, DiskReading, MinFree, parse_min_free, verdict
 from patrd.errors import ConfigError
 
 GIB = 1024**3
@@ -74,3 +74,20 @@ def test_config_keys() -> None:
     with pytest.raises(ConfigError) as err:
         config.parse({"disk": {"min_free": "huge"}}, base_dir=Path("."))
     assert err.value.key == "disk.min_free"
+
+
+async def test_guard_reads_the_real_disk_and_wakes_the_collector_when_low(tmp_path: Path) -> None:
+    woken: list[bool] = []
+
+    async def paths() -> list[tuple[str, str]]:
+        return [("data_dir", str(tmp_path))]
+
+    low = DiskGuard(paths, parse_min_free("100%", "disk.min_free"), lambda: woken.append(True))
+    reason = await low.refusal()
+    assert reason is not None and f"on {tmp_path} (data_dir)" in reason
+    assert woken == [True]
+    [reading] = low.readings
+    assert 0 < reading.free <= reading.total
+    fine = DiskGuard(paths, parse_min_free("1MiB", "disk.min_free"), lambda: woken.append(True))
+    assert await fine.refusal() is None
+    assert woken == [True]
