@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from patrd.diskguard import MinFree, parse_min_free
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
 from patrd.spec import NAME_RE
@@ -83,6 +84,8 @@ class ProxyConfig:
     # sharing the ports (None: "auto", one per CPU; 0: inside the daemon).
     workers: int | None = None
     event_loop: str = "uvloop"  # or "asyncio"
+    # Stop-first swaps (volumes): new requests wait this long for the new instance.
+    pause_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
+    images: ImagesConfig = field(default_factory=lambda: ImagesConfig())
+    disk: DiskConfig = field(default_factory=lambda: DiskConfig())
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
         | _OBSERVE_SECTIONS
-        | {"dashboard"},
+        | {"dashboard"}
+        | _IMAGES_SECTIONS,
         "",
     )
     d = _table(raw, "daemon")
@@ -300,6 +306,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
             "trusted_proxies",
             "workers",
             "event_loop",
+            "pause_timeout_s",
         },
         "proxy.",
     )
@@ -330,6 +337,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         trusted_proxies=tuple(str(n) for n in _networks(p, "trusted_proxies", "proxy.", ())),
         workers=_workers(p.get("workers", "auto")),
         event_loop=_choice(p, "event_loop", "proxy.", EVENT_LOOPS, ProxyConfig.event_loop),
+        pause_timeout_s=_float(p, "pause_timeout_s", "proxy.", ProxyConfig.pause_timeout_s),
     )
     k = _table(raw, "docker")
     _known(
@@ -373,6 +381,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         registry=_registry(raw, base_dir),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
         **_observe(raw, base_dir),
+        **_images(raw),
     )
 
 
@@ -808,3 +817,46 @@ def _dashboard(
         ),
         scope=scope,
     )
+
+
+# --- pinned releases: image garbage collection and the disk guard ---------------
+
+_IMAGES_SECTIONS = {"images", "disk"}
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """``[images]``: removal of pulled images no release needs (patrd/imagegc.py)."""
+
+    keep_releases: int = 5  # per deployment, the newest releases whose images stay
+    gc_interval_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    """``[disk]``: pulls are refused below ``min_free`` (patrd/diskguard.py)."""
+
+    min_free: MinFree = field(default_factory=lambda: parse_min_free("2GiB or 5%", "disk.min_free"))
+    check_interval_s: float = 30.0
+
+
+def _images(raw: Mapping[str, Any]) -> dict[str, Any]:
+    i = _table(raw, "images")
+    _known(i, {"keep_releases", "gc_interval_s"}, "images.")
+    images = ImagesConfig(
+        keep_releases=_int(i, "keep_releases", "images.", ImagesConfig.keep_releases, 1),
+        gc_interval_s=_float(i, "gc_interval_s", "images.", ImagesConfig.gc_interval_s),
+    )
+    d = _table(raw, "disk")
+    _known(d, {"min_free", "check_interval_s"}, "disk.")
+    min_free = d.get("min_free", "2GiB or 5%")
+    disk = DiskConfig(
+        min_free=parse_min_free(
+            str(min_free)
+            if isinstance(min_free, int) and not isinstance(min_free, bool)
+            else _str(min_free, "disk.min_free"),
+            "disk.min_free",
+        ),
+        check_interval_s=_float(d, "check_interval_s", "disk.", DiskConfig.check_interval_s),
+    )
+    return {"images": images, "disk": disk}

@@ -24,7 +24,7 @@ from patrd.autoscale import effective_replicas
 from patrd.config_files import directory_bytes, remove_config_dir, sync_config_dir
 from patrd.crypto import SecretsKeyError
 from patrd.engine import ContainerState, Engine, Instance, InstanceSpec, is_pinned_tag
-from patrd.errors import EngineError, ImageNotFound, PatrdError, StoreError
+from patrd.errors import EngineError, ImageNotFound, PatrdError, PullRefused, StoreError
 from patrd.probes import (
     TCP_POLL_S,
     Phase,
@@ -38,6 +38,7 @@ from patrd.probes import (
 )
 from patrd.proxy.router import RoutingTable
 from patrd.reconcile import (
+    STOP_FIRST,
     Action,
     ActionKind,
     Blocked,
@@ -52,6 +53,7 @@ from patrd.store import DeploymentRecord, Intent, Status, Store
 from patrd.urls import UrlRecord
 from patrd.vault import Vault
 from patrd.views import InstanceView
+from patrd.volnames import legacy_volume_name, volume_name
 
 _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})
 _SETTLE_DELAYS_S = (0.1, 0.5, 2.0)
@@ -80,6 +82,10 @@ class ControllerOptions:
     # Called before an instance is removed (not on delete): patrd/logstream.py
     # keeps its logs. It may stop the container first; errors are its own.
     on_remove: Callable[[Instance], Awaitable[None]] | None = None
+    # A stop-first swap: the proxy holds new requests this long (proxy.pause_timeout_s).
+    pause_timeout_s: float = 30.0
+    # The disk guard (patrd/diskguard.py): None lets a pull go on, else why not.
+    pull_guard: Callable[[], Awaitable[str | None]] | None = None
 
 
 def network_name(deployment: str) -> str:
@@ -108,11 +114,6 @@ def instance_env(
         "PATRD_REVISION": str(record.revision),
     }
     return tuple(sorted({**user_env, **special}.items()))
-
-
-def volume_name(deployment: str, volume: str, slot: int) -> str:
-    """By deployment *name*: a kept volume is attached again to a re-created deployment."""
-    return f"patrd-{deployment}-{volume}-{slot}"
 
 
 class Controller:
@@ -315,6 +316,7 @@ class _WorkerState:
     image: tuple[int, str] | None = None  # (revision, image id) already resolved
     config_revision: int | None = None  # config files written for this revision
     network_ok: bool = False
+    hold_until: float | None = None  # a stop-first swap: the proxy holds requests until then
 
 
 class DeploymentWorker:
@@ -503,7 +505,13 @@ class DeploymentWorker:
             self.snapshot = None
             self._publish()
             return True, None
-        return False, result.wake_at
+        hold_until = self._state.hold_until
+        if hold_until is not None and hold_until <= time.monotonic():
+            self._state.hold_until = None  # past the bound: the route says 503 again
+            self._update_snapshot(record, record.status)
+            hold_until = None
+        wakes = [t for t in (result.wake_at, hold_until) if t is not None]
+        return False, min(wakes) if wakes else None
 
     async def _stable_template(self, record: DeploymentRecord) -> str | None:
         if record.stable_revision is None:
@@ -563,6 +571,7 @@ class DeploymentWorker:
             self._state.health.clear()
 
     async def _fail_rollout(self, record: DeploymentRecord, reason: str) -> None:
+        self._state.hold_until = None
         cached = self._state.image
         image = cached[1] if cached and cached[0] == record.revision else None
         if await self._store.fail_rollout(self.id, record.revision, reason, image):
@@ -649,6 +658,7 @@ class DeploymentWorker:
                 self._log.warning("startup_failed", instance=inst.container_name, reason=reason)
                 return
             self._state.ready[cid] = _ReadyState(ip, time.monotonic())
+            self._state.hold_until = None  # held requests go to this instance now
             self._log.info("instance_ready", instance=inst.container_name, address=ip)
             self._wake.set()
             liveness = spec.liveness_probe
@@ -686,11 +696,22 @@ class DeploymentWorker:
             for i in sorted(self._instances, key=lambda i: (i.slot, i.revision))
             if i.container_id in self._state.ready
         )
+        hold_until = self._state.hold_until
+        holding = (
+            hold_until is not None
+            and time.monotonic() < hold_until
+            and record.intent is Intent.RUN
+            and not ready
+        )
         if record.intent is Intent.DELETE:
             snapshot = None
         else:
             snapshot = DeploymentSnapshot(
-                name=record.name, status=status, ports=record.spec.http_ports, ready=ready
+                name=record.name,
+                status=status,
+                ports=record.spec.http_ports,
+                ready=ready,
+                holding=holding,
             )
         if snapshot != self.snapshot:
             self.snapshot = snapshot
@@ -703,6 +724,10 @@ class DeploymentWorker:
         for action in actions:
             by_kind[action.kind].append(action)
         leaving = by_kind[ActionKind.REMOVE] + by_kind[ActionKind.RESTART]
+        if any(a.reason == STOP_FIRST for a in by_kind[ActionKind.REMOVE]):
+            # Its replacement starts once it is gone: new requests wait for it
+            # (bounded) in the proxy instead of getting 503 meanwhile.
+            self._state.hold_until = time.monotonic() + self._options.pause_timeout_s
         if leaving:
             for action in leaving:
                 self._state.ready.pop(action.container_id, None)
@@ -762,9 +787,12 @@ class DeploymentWorker:
                 i.slot == action.slot and i.container_id != action.container_id
                 for i in self._instances
             ):
-                # Scale-down was confirmed at the API: the excess volumes go too.
-                for v in record.spec.volumes:
-                    await self._engine.remove_volume(volume_name(record.name, v.name, action.slot))
+                # Scale-down was confirmed at the API: the excess volumes go too
+                # (found by their labels: today's name or an adopted older one).
+                wanted = {v.name for v in record.spec.volumes}
+                for found in await self._engine.list_volumes(record.name):
+                    if found.slot == action.slot and found.volume in wanted:
+                        await self._engine.remove_volume(found.name)
 
     async def _drain(self, ip: str, ports: tuple[int, ...]) -> None:
         """Out of the pool already; wait (bounded) for in-flight requests to finish."""
@@ -830,10 +858,16 @@ class DeploymentWorker:
         if spec.config_mounts and self._options.config_root is not None:
             config_dir = self._options.config_root / record.id
             await asyncio.to_thread(sync_config_dir, config_dir, spec.config_mounts)
+        mounts = []
         for v in spec.volumes:
-            await self._engine.ensure_volume(
-                volume_name(record.name, v.name, action.slot), record.name, v.name, action.slot
+            docker_volume = await self._engine.ensure_volume(
+                volume_name(record.name, v.name, action.slot),
+                record.name,
+                v.name,
+                action.slot,
+                adopt=legacy_volume_name(record.name, v.name, action.slot),
             )
+            mounts.append((docker_volume, v.path))
         container_id = await self._engine.create_instance(
             InstanceSpec(
                 container_name=name,
@@ -850,9 +884,7 @@ class DeploymentWorker:
                 memory_mb=spec.resources.memory_mb,
                 stop_timeout_s=self._options.stop_timeout_s,
                 config_dir=str(config_dir) if config_dir is not None else None,
-                volumes=tuple(
-                    (volume_name(record.name, v.name, action.slot), v.path) for v in spec.volumes
-                ),
+                volumes=tuple(mounts),
                 extra_capabilities=spec.security.extra_capabilities,
                 pids_limit=spec.security.pids_limit,
             )
@@ -896,9 +928,25 @@ class DeploymentWorker:
             except ImageNotFound:
                 if record.pinned_image:
                     raise
+                guard = self._options.pull_guard
+                refusal = (await guard()) if guard is not None else None
                 result = await self._engine.ensure_image(
-                    ref, always_pull=not is_pinned_tag(spec.tag), progress=progress, auth=auth
+                    ref,
+                    always_pull=not is_pinned_tag(spec.tag),
+                    progress=progress,
+                    auth=auth,
+                    refuse_pull=refusal or "",
                 )
+        except PullRefused as exc:
+            self._state.block_failures += 1
+            delay = min(backoff_delay(self._state.block_failures), 30.0)
+            self._state.blocked = Blocked(
+                reason=f"image {ref}: {exc}", until=time.monotonic() + delay
+            )
+            await self._store.add_event(
+                self.id, "pull_refused", f"{exc}; retry in {delay:.0f}s", record.revision
+            )
+            return None
         except ImageNotFound as exc:
             self._state.block_failures += 1
             delay = backoff_delay(self._state.block_failures)
@@ -916,5 +964,7 @@ class DeploymentWorker:
             await self._store.add_event(self.id, "pull_warning", result.warning, record.revision)
         elif result.pulled:
             await self._store.add_event(self.id, "pulled", f"pulled {ref}", record.revision)
+        if result.fresh:  # patrd brought it: patrd may remove it later (patrd/imagegc.py)
+            await self._store.record_pull(result.image_id, ref, self.id, record.revision)
         self._state.image = (record.revision, result.image_id)
         return result.image_id

@@ -33,10 +33,12 @@ from patrd.autoscale import Autoscaler
 from patrd.config import Config
 from patrd.controller import Controller, ControllerOptions
 from patrd.dashboard.web import Dashboard
+from patrd.diskguard import DiskCollector, DiskGuard
 from patrd.engine import DockerEngine
 from patrd.errors import EngineError, PatrdError, StoreError
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
+from patrd.imagegc import ImageCollector
 from patrd.logstream import LogKeeper
 from patrd.metrics import CgroupReader, History, Sampler
 from patrd.prometheus import Exposition, Sources
@@ -115,6 +117,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     max_connections=config.proxy.max_connections,
                     max_connections_per_ip=config.proxy.max_connections_per_ip,
                     trusted_proxies=config.proxy.trusted_proxies,
+                    pause_timeout_s=config.proxy.pause_timeout_s,
                 ),
                 ProxyRuntime(EventLoop(config.proxy.event_loop), config.proxy.workers),
                 certs=tls.certs,
@@ -127,6 +130,12 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             keeper = LogKeeper(
                 engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
             )
+            # Pinned releases: pulled images no release keeps are removed; pulls
+            # stop while the disk is low (patrd/imagegc.py, patrd/diskguard.py).
+            images = ImageCollector(
+                store, engine, config.images.keep_releases, config.images.gc_interval_s
+            )
+            disk_guard = _disk_guard(config, engine, images)
             controller = Controller(
                 store,
                 engine,
@@ -141,12 +150,16 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     config_root=config.daemon.config_root,
                     local_registry=config.registry.host,
                     on_remove=keeper.on_remove,
+                    pull_guard=disk_guard.refusal,
+                    pause_timeout_s=config.proxy.pause_timeout_s,
                 ),
                 vault=vault,
             )
             supervisor = Supervisor()
             stack.push_async_callback(supervisor.stop)
             supervisor.start("controller", controller.run)
+            supervisor.start("image-gc", images.run)
+            supervisor.start("disk-guard", lambda: disk_guard.run(config.disk.check_interval_s))
             if config.firewall.enabled:
                 supervisor.start("firewall", firewall.run)
             supervisor.start("tls", tls.controller.run)
@@ -181,6 +194,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 )
             )
             await observe.exposition.collector.prime()
+            observe.exposition.registry.register(DiskCollector(disk_guard, config.disk.min_free))
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 
@@ -346,6 +360,20 @@ def _registry_hook(config: Config, supervisor: Supervisor) -> RegistryHook | Non
     process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret)
     supervisor.start("registry", process.run)
     return RegistryHook(secret=secret, host=config.registry.host)
+
+
+def _disk_guard(config: Config, engine: DockerEngine, images: ImageCollector) -> DiskGuard:
+    """Watches Docker's data root (asked of Docker once) and patrd's data dir."""
+    root: list[str] = []
+
+    async def paths() -> list[tuple[str, str]]:
+        if not root:
+            with contextlib.suppress(EngineError):
+                root.append(await engine.data_root())
+        docker = [("docker", root[0])] if root else []
+        return [*docker, ("data_dir", str(config.daemon.data_dir))]
+
+    return DiskGuard(paths, config.disk.min_free, on_low=images.wake)
 
 
 def _fmt(host: str, port: int) -> str:

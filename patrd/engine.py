@@ -21,7 +21,7 @@ import aiodocker
 import aiohttp
 import structlog
 
-from patrd.errors import EngineError, ImageNotFound
+from patrd.errors import EngineError, ImageNotFound, PullRefused
 from patrd.hardening import Hardening, host_config, refuse_docker_socket
 from patrd.subnets import pick_subnet
 
@@ -121,6 +121,7 @@ class ImageResult:
     image_id: str
     pulled: bool
     warning: str | None  # pull failed but a local copy was used
+    fresh: bool = False  # pulled, and not here under this name before (patrd pulled it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class Engine(Protocol):
         always_pull: bool,
         progress: ProgressCallback | None = None,
         auth: RegistryAuth | None = None,
+        refuse_pull: str = "",
     ) -> ImageResult: ...
     async def create_instance(self, spec: InstanceSpec) -> str: ...
     async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str: ...
@@ -151,7 +153,9 @@ class Engine(Protocol):
     async def start(self, container_id: str) -> None: ...
     async def remove(self, container_id: str, stop_timeout_s: int) -> None: ...
     async def restart(self, container_id: str, stop_timeout_s: int) -> None: ...
-    async def ensure_volume(self, name: str, deployment: str, volume: str, slot: int) -> None: ...
+    async def ensure_volume(
+        self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
+    ) -> str: ...
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]: ...
     async def remove_volume(self, name: str) -> None: ...
     def events(self) -> AsyncIterator[EngineEvent]: ...
@@ -289,10 +293,22 @@ class DockerEngine:
         always_pull: bool,
         progress: ProgressCallback | None = None,
         auth: RegistryAuth | None = None,
+        refuse_pull: str = "",
     ) -> ImageResult:
+        """The local image id of ``ref``, pulled if missing (or always, ``always_pull``).
+
+        ``refuse_pull``: a pull would be needed but must not happen (the disk
+        guard's reason): a local copy is used with a warning, else
+        ``PullRefused``. ``fresh``: the pull brought an image id that was not
+        here under ``ref`` before (patrd may collect it later, patrd/imagegc.py).
+        """
         local = await self._inspect_image(ref)
         if local is not None and not always_pull:
             return ImageResult(image_id=local, pulled=False, warning=None)
+        if refuse_pull:
+            if local is not None:
+                return ImageResult(image_id=local, pulled=False, warning=refuse_pull)
+            raise PullRefused(refuse_pull)
         try:
             await self._pull(ref, progress, auth)
         except EngineError as exc:
@@ -302,7 +318,7 @@ class DockerEngine:
         pulled = await self._inspect_image(ref)
         if pulled is None:
             raise ImageNotFound(f"image {ref} not present after pull")
-        return ImageResult(image_id=pulled, pulled=True, warning=None)
+        return ImageResult(image_id=pulled, pulled=True, warning=None, fresh=pulled != local)
 
     async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str:
         """The registry's manifest digest for ``ref``, without pulling (Docker asks it)."""
@@ -324,6 +340,39 @@ class DockerEngine:
         async with _translate(f"inspect image {image}"):
             info = await self.docker.images.inspect(image)
         return [str(d) for d in info.get("RepoDigests") or []]
+
+    # --- image garbage collection and the disk guard (patrd/imagegc.py, diskguard.py) ---
+
+    async def data_root(self) -> str:
+        """Where Docker keeps images and volumes (``DockerRootDir``)."""
+        async with _translate("info"):
+            info = await self.docker.system.info()
+        return str(info.get("DockerRootDir") or "/var/lib/docker")
+
+    async def images_in_use(self) -> set[str]:
+        """Image ids of every container on the engine, patrd's or not, running or not."""
+        async with _translate("list containers"):
+            containers = await self.docker.containers.list(all=True)
+        return {str(c._container.get("ImageID", "")) for c in containers} - {""}
+
+    async def image_exists(self, image_id: str) -> bool:
+        return await self._inspect_image(image_id) is not None
+
+    async def remove_image(self, image_id: str) -> str:
+        """Remove an image by id (never forced): "removed", "gone", or why it stays."""
+        try:
+            await self.docker._query_json(
+                f"images/{image_id}", method="DELETE", params={"force": "false", "noprune": "false"}
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return "gone"
+            if exc.status == 409:  # used by a container, or tagged in other repositories
+                return exc.message
+            raise EngineError(f"remove image {image_id[:19]}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"remove image {image_id[:19]}: Docker unreachable: {exc}") from exc
+        return "removed"
 
     async def _inspect_image(self, ref: str) -> str | None:
         try:
@@ -419,21 +468,52 @@ class DockerEngine:
             raise EngineError(f"create {spec.container_name}: Docker unreachable: {exc}") from exc
         return str(container.id)
 
-    async def ensure_volume(self, name: str, deployment: str, volume: str, slot: int) -> None:
-        """Create the named volume of one instance (idempotent), labelled for adoption."""
-        config = {
-            "Name": name,
-            "Driver": "local",
-            "Labels": {
-                LABEL_MANAGED: "1",
-                LABEL_OWNER: self._owner,
-                LABEL_DEPLOYMENT: deployment,
-                LABEL_VOLUME: volume,
-                LABEL_INSTANCE: str(slot),
-            },
+    async def ensure_volume(
+        self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
+    ) -> str:
+        """The Docker volume of one instance's volume: its name (idempotent).
+
+        An existing volume called ``name`` is used only if its labels say it
+        is this deployment's ``volume`` of ``slot``; anything else is refused,
+        never shared. ``adopt``: an older name the volume may have (see
+        patrd/volnames.py); it is used as it is when its labels match.
+        """
+        labels = {
+            LABEL_MANAGED: "1",
+            LABEL_OWNER: self._owner,
+            LABEL_DEPLOYMENT: deployment,
+            LABEL_VOLUME: volume,
+            LABEL_INSTANCE: str(slot),
         }
+        existing = await self._volume_labels(name)
+        if existing is not None:
+            mismatch = sorted(k for k, v in labels.items() if existing.get(k) != v)
+            if mismatch:
+                raise EngineError(
+                    f"volume {name} exists but is not {deployment}'s {volume} of instance "
+                    f"{slot} (labels {', '.join(mismatch)} differ); refusing to use it"
+                )
+            return name
+        if adopt:
+            older = await self._volume_labels(adopt)
+            if older is not None and all(older.get(k) == v for k, v in labels.items()):
+                self._log.info("volume_adopted", volume=adopt, deployment=deployment)
+                return adopt
+        config = {"Name": name, "Driver": "local", "Labels": labels}
         async with _translate(f"create volume {name}"):
             await self.docker._query_json("volumes/create", method="POST", data=json.dumps(config))
+        return name
+
+    async def _volume_labels(self, name: str) -> dict[str, str] | None:
+        try:
+            data = await self.docker._query_json(f"volumes/{name}")
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise EngineError(f"inspect volume {name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"inspect volume {name}: Docker unreachable: {exc}") from exc
+        return {str(k): str(v) for k, v in (data.get("Labels") or {}).items()}
 
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
         filters = json.dumps(

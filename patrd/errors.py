@@ -58,5 +58,9 @@ class ImageNotFound(EngineError):
     pass
 
 
+class PullRefused(ImageNotFound):
+    """A pull was needed but the disk guard refused it (patrd/diskguard.py)."""
+
+
 class StoreError(PatrdError):
     pass

@@ -29,6 +29,7 @@ CRASH_LIMIT = 5  # consecutive failed starts of one slot before the deployment i
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0
 SURGE = 1  # new instances starting at once while old ones still serve
+STOP_FIRST = "stop-first (volume)"  # reason of a removal that makes room for its replacement
 
 _GONE = (ContainerState.EXITED, ContainerState.DEAD)
 
@@ -220,9 +221,7 @@ def _plan_run(inp: PlanInput) -> Plan:
             if budget > 0:
                 budget -= 1
                 for old in stale[slot]:
-                    actions.append(
-                        Action(ActionKind.REMOVE, slot, "stop-first (volume)", old.container_id)
-                    )
+                    actions.append(Action(ActionKind.REMOVE, slot, STOP_FIRST, old.container_id))
             continue
         if inp.blocked is not None and inp.blocked.until > inp.now:
             wake_at.append(inp.blocked.until)

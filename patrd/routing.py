@@ -32,6 +32,9 @@ class DeploymentSnapshot:
     status: Status
     ports: tuple[int, ...]
     ready: tuple[ReadyInstance, ...]
+    # A stop-first swap (volumes) is under way: with no ready instance, the
+    # proxy holds new requests for the new one (patrd/proxy/hold.py).
+    holding: bool = False
 
 
 def default_host(port: int, deployment: str, base_domain: str) -> str:
@@ -78,6 +81,7 @@ def build_routes(
                     status=route_status,
                     backends=tuple(Backend(r.name, r.ip, port) for r in snap.ready),
                     https_redirect=redirect_default_urls,
+                    hold=snap.holding,
                 )
             )
     for record in urls:
@@ -91,11 +95,13 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
     target = spec.target
     if isinstance(target, DeploymentTarget):
         status = _route_status(snap) if snap is not None else RouteStatus.DEPLOYING
+        hold = snap is not None and snap.holding
         backends: tuple[Backend, ...] = ()
         if snap is not None and target.port in snap.ports:
             backends = tuple(Backend(r.name, r.ip, target.port) for r in snap.ready)
         elif snap is not None:
             status = RouteStatus.ERRORED  # the deployment no longer exposes that port
+            hold = False
         return Route(
             deployment=target.deployment,
             port=target.port,
@@ -105,6 +111,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
             path_prefix=spec.path,
             https_redirect=spec.http_redirect,
             max_body_bytes=spec.max_body_bytes,
+            hold=hold,
         )
     if isinstance(target, RedirectTarget):
         return Route(
@@ -140,6 +147,9 @@ def _route_status(snap: DeploymentSnapshot) -> RouteStatus | None:
     route_status = _ROUTE_STATUS.get(snap.status)
     if route_status is None:
         return None
-    if snap.ready and route_status in (RouteStatus.DEPLOYING, RouteStatus.ERRORED):
+    if (snap.ready or snap.holding) and route_status in (
+        RouteStatus.DEPLOYING,
+        RouteStatus.ERRORED,
+    ):
         return RouteStatus.RUNNING
     return route_status

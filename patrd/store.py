@@ -220,6 +220,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_by_at ON audit (at);
     """,
+    # Images patrd pulled (pinned releases: patrd/imagegc.py removes only these):
+    # the image id, the reference pulled, and the revision it was pulled for.
+    """
+    CREATE TABLE pulled_images (
+        image_id TEXT PRIMARY KEY,
+        ref TEXT NOT NULL,
+        deployment_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        pulled_at REAL NOT NULL
+    );
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000
@@ -701,6 +712,43 @@ class Store:
             (deployment_id, revision),
         )
         return None if row is None or row[0] is None else str(row[0])
+
+    # --- pulled images (patrd/imagegc.py) -------------------------------------
+
+    async def record_pull(self, image_id: str, ref: str, deployment_id: str, revision: int) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO pulled_images (image_id, ref, deployment_id, revision, pulled_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (image_id) DO UPDATE SET ref = excluded.ref, "
+                "deployment_id = excluded.deployment_id, revision = excluded.revision, "
+                "pulled_at = excluded.pulled_at",
+                (image_id, ref, deployment_id, revision, time.time()),
+            )
+
+    async def forget_pull(self, image_id: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM pulled_images WHERE image_id = ?", (image_id,))
+
+    async def image_gc_rows(
+        self,
+    ) -> tuple[list[tuple[str, str, str, int, float]], list[tuple[str, int, str, str | None]]]:
+        """Pulled images (id, ref, deployment id, revision, pulled_at), and every
+        revision's images (deployment id, revision, state, image id or pin) with
+        the deployment's current and stable revisions as states ``current``/``stable``."""
+        pulled = await self._all(
+            "SELECT image_id, ref, deployment_id, revision, pulled_at FROM pulled_images"
+        )
+        revisions = await self._all(
+            "SELECT r.deployment_id, r.revision, "
+            "CASE WHEN r.revision = d.revision THEN 'current' "
+            "WHEN r.revision = d.stable_revision THEN 'stable' ELSE r.state END, "
+            "COALESCE(r.pinned_image, r.image_id) "
+            "FROM revisions r JOIN deployments d ON d.id = r.deployment_id"
+        )
+        return (
+            [(str(a), str(b), str(c), int(d), float(e)) for a, b, c, d, e in pulled],
+            [(str(a), int(b), str(c), None if d is None else str(d)) for a, b, c, d in revisions],
+        )
 
     # --- secrets (issue 6): only sealed bytes pass through here ---------------
 

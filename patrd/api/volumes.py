@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from patrd import spec
-from patrd.controller import volume_name
 from patrd.errors import Conflict, NotFound
 from patrd.store import DeploymentRecord
+from patrd.volnames import volume_name, volume_of
 
 MAX_CONFIG_BODY = spec.MAX_CONFIG_FILE_BYTES
 
@@ -104,9 +104,10 @@ async def list_volumes(request: web.Request) -> web.Response:
     record = await request.app[STORE].get_deployment(request.match_info["name"])
     usage = await request.app[CONTROLLER].volume_usage(record.name)
     items = []
+    names = [v.name for v in record.spec.volumes]
     for v in record.spec.volumes:
         for docker_name, (slot, used) in sorted(usage.items()):
-            if docker_name.startswith(f"patrd-{record.name}-{v.name}-"):
+            if volume_of(docker_name, record.name, names) == v.name:
                 items.append(
                     {
                         "name": v.name,

@@ -62,6 +62,9 @@ class Route:
     upstream_host: str | None = None  # proxy to an outside origin: its Host
     upstream_path: str = ""  # ... and the base path put before the request path
     max_body_bytes: int | None = None  # this URL's request body limit (None: the proxy's)
+    # The deployment swaps its only instance (stop-first, volumes): with no
+    # backend, new requests wait for the new one (patrd/proxy/hold.py), not 503.
+    hold: bool = False
     special: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:

@@ -33,6 +33,7 @@ from typing import Final, cast
 import httptools
 import structlog
 
+from patrd.proxy.hold import RETRY_AFTER_S, HeldRequests
 from patrd.proxy.limits import LimitOptions, Limits, Networks, client_key, forwarded_client
 from patrd.proxy.router import (
     Backend,
@@ -72,6 +73,9 @@ class ProxyOptions:
     # Set by the worker supervisor (patrd/proxy/workers.py): this process gets
     # 1/forwarded_share of a trusted proxy's connections.
     forwarded_share: int = 1
+    # How long a request waits for a deployment swapping its only instance
+    # (route.hold, patrd/proxy/hold.py) before 503 + Retry-After.
+    pause_timeout_s: float = 30.0
 
 
 # --- constants ---------------------------------------------------------------
@@ -273,6 +277,7 @@ class ProxyServer:
         self.refused_connections = 0  # closed at once by a connection cap
         # Requests per deployment by status class and latency (patrd/proxy/stats.py).
         self.deployment_stats: dict[str, DeploymentCounters] = {}
+        self._held = HeldRequests(options.pause_timeout_s)  # route.hold: patrd/proxy/hold.py
         self._draining = False
         self._drained: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None
@@ -318,6 +323,8 @@ class ProxyServer:
             pool.close_idle()
             if not pool.outstanding:
                 del self._pools[key]
+        if self._held:
+            self._held.release(table)
 
     async def start(
         self,
@@ -394,6 +401,7 @@ class ProxyServer:
         if timeout is None:
             timeout = self._options.drain_timeout_s
         self._draining = True
+        self._held.expire_all()
         for server in self._servers:
             server.close()
         for client in list(self._clients):
@@ -1085,8 +1093,15 @@ class _Client(asyncio.Protocol):
             self._local(ex, 503, f"deployment {route.deployment} is {route.status.value}")
             return
         if not route.backends:
+            if route.hold:  # its only instance is being swapped: wait for the new one
+                self._hold(ex, host, path.decode("latin-1"), route.deployment)
+                return
             self._local(ex, 503, f"deployment {route.deployment} has no ready instance")
             return
+        self._forward(ex, route)
+
+    def _forward(self, ex: _Exchange, route: Route) -> None:
+        server = self._server
         pool = server._pick(route.backends)
         pool.outstanding += 1
         ex.pool = pool
@@ -1097,6 +1112,28 @@ class _Client(asyncio.Protocol):
                 self.attach(ex, conn, reused=True)
                 return
         server._connect(pool, ex)
+
+    def _hold(self, ex: _Exchange, host: str, path: str, deployment: str) -> None:
+        def alive() -> bool:
+            return not ex.response_done and self._mode != _CLOSED
+
+        def on_route(route: Route | None) -> None:
+            if route is None:
+                self._local(ex, 404)
+            elif route.status is RouteStatus.RUNNING and route.backends:
+                self._forward(ex, route)
+            else:
+                on_timeout()  # the swap ended without a new instance
+
+        def on_timeout() -> None:
+            self._local(
+                ex,
+                503,
+                f"deployment {deployment} is replacing its instance; try again",
+                headers=b"Retry-After: %d\r\n" % RETRY_AFTER_S,
+            )
+
+        self._server._held.hold(self._loop, host, path, on_route, on_timeout, alive)
 
     def _absolute_form(self, ex: _Exchange) -> bool:
         """``GET http://host/path``: route by the URL's host, forward origin-form."""

@@ -149,6 +149,7 @@ def table_to(table: RoutingTable) -> list[list[Any]]:
             r.upstream_host,
             r.upstream_path,
             r.max_body_bytes,
+            r.hold,
         ]
         for r in table.routes
     ]
@@ -169,6 +170,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
         upstream_host,
         upstream_path,
         max_body_bytes,
+        hold,
     ) in data:
         routes.append(
             Route(
@@ -184,6 +186,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
                 upstream_host=upstream_host,
                 upstream_path=upstream_path,
                 max_body_bytes=max_body_bytes,
+                hold=hold,
             )
         )
     return RoutingTable.build(routes)

@@ -187,7 +187,7 @@ async def test_volumes_survive_restart_and_rollout_and_scale_down_needs_confirma
     vols = {"data": {"path": "/data", "size_gb": 1}}
     await api.ok("POST", "/v1/deployments", body(name, volumes=vols, scale={"min": 2, "max": 2}))
     await until(lambda: rolled_out(api, name, 1), 30, "deployed", daemon)
-    assert volumes_of(name) == [f"patrd-{name}-data-0", f"patrd-{name}-data-1"]
+    assert volumes_of(name) == [f"patrd.{name}.data.0", f"patrd.{name}.data.1"]
     by_slot = {
         i["slot"]: i["container_id"]
         for i in (await api.ok("GET", f"/v1/deployments/{name}"))["instances"]
@@ -231,23 +231,23 @@ async def test_volumes_survive_restart_and_rollout_and_scale_down_needs_confirma
     status, err = await api.call(
         "PATCH", f"/v1/deployments/{name}", {"scale": {"min": 1, "max": 1}}
     )
-    assert status == 409 and f"patrd-{name}-data-1" in err["message"], err
+    assert status == 409 and f"patrd.{name}.data.1" in err["message"], err
     await api.ok(
         "PATCH",
         f"/v1/deployments/{name}?confirm_volume_loss=true",
         {"scale": {"min": 1, "max": 1}},
     )
     await until(
-        lambda: volumes_of(name) == [f"patrd-{name}-data-0"], 30, "excess volume gone", daemon
+        lambda: volumes_of(name) == [f"patrd.{name}.data.0"], 30, "excess volume gone", daemon
     )
     [kept] = containers_of(name)
     assert docker_exec(kept, "cat", "/data/hello") == "zero\n"
 
     # delete keeps the volumes unless asked, and says which
     gone = await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
-    assert gone["kept_volumes"] == [f"patrd-{name}-data-0"]
+    assert gone["kept_volumes"] == [f"patrd.{name}.data.0"]
     await api.wait_gone(name)
-    assert volumes_of(name) == [f"patrd-{name}-data-0"]
+    assert volumes_of(name) == [f"patrd.{name}.data.0"]
 
 
 async def test_delete_with_volumes_removes_them(daemon: Daemon, api: Api, new_name):
@@ -258,7 +258,7 @@ async def test_delete_with_volumes_removes_them(daemon: Daemon, api: Api, new_na
         body(name, volumes={"data": {"path": "/data", "size_gb": 1}}),
     )
     await until(lambda: rolled_out(api, name, 1), 30, "deployed", daemon)
-    assert volumes_of(name) == [f"patrd-{name}-data-0"]
+    assert volumes_of(name) == [f"patrd.{name}.data.0"]
     gone = await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}&delete_volumes=true")
     assert gone["kept_volumes"] == []
     await api.wait_gone(name)

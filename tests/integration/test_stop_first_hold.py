@@ -1,0 +1,99 @@
+"""A single-instance deployment with a volume is replaced without dropping a request:
+the proxy holds new requests while the old instance stops and the new one starts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.daemon import Api, Daemon, containers_of
+from tests.support.load import Load, env_value
+from tests.support.waits import rolled_out, until
+
+pytestmark = pytest.mark.docker
+
+HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.25, "failure_threshold": 40}
+
+
+def body(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": "patrd-test/web",
+        "tag": "v1",
+        "ports": {"80": "http"},
+        "startup_probe": HEALTH,
+        "volumes": {"data": {"path": "/data", "size_gb": 1}},
+        **extra,
+    }
+
+
+async def test_scale_one_volume_rollout_under_load_drops_nothing(
+    daemon: Daemon, api: Api, new_name
+) -> None:
+    name = new_name("hold")
+    await api.ok("POST", "/v1/deployments", body(name))
+    await until(lambda: rolled_out(api, name, 1), 60, "revision 1 deployed", daemon)
+    [old] = containers_of(name)
+    async with Load(
+        daemon.proxy_port, daemon.host(name), "/cgi-bin/env", key=env_value("PATRD_REVISION")
+    ) as load:
+        await asyncio.sleep(1)
+        started = time.monotonic()
+        await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
+        await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
+        took = time.monotonic() - started
+        await asyncio.sleep(1)
+    result = load.result
+    assert result.errors == [], result.errors[:5]
+    assert result.failures == 0, (result.statuses, result.bad)
+    assert result.keys["1"] > 0 and result.keys["2"] > 0, result.keys
+    [new] = containers_of(name)
+    assert new != old  # the old instance really stopped before the new one started
+    slowest = max(result.latencies_ms)
+    print(
+        f"stop-first swap in {took:.1f}s; served {dict(result.keys)}; "
+        f"slowest request {slowest:.0f} ms (held during the swap)"
+    )
+    assert slowest > 100, "no request waited: the swap was not exercised"
+
+
+async def test_held_requests_get_503_with_retry_after_past_the_bound(
+    daemon: Daemon, new_name
+) -> None:
+    """pause_timeout_s = 1 and a new instance that never passes its startup probe."""
+    daemon.stop()
+    daemon.config = {"proxy": {"pause_timeout_s": 1}}
+    daemon.start()
+    async with Api(daemon) as api:
+        name = new_name("holdto")
+        await api.ok("POST", "/v1/deployments", body(name))
+        await until(lambda: rolled_out(api, name, 1), 60, "revision 1 deployed", daemon)
+        url = f"http://127.0.0.1:{daemon.proxy_port}/"
+        async with aiohttp.ClientSession() as http:
+
+            async def held_answer() -> tuple[str, float, str] | None:
+                """The first answer that is not a 200 (requests go one after another)."""
+                t0 = time.monotonic()
+                async with http.get(url, headers={"Host": daemon.host(name)}) as resp:
+                    text = await resp.text()
+                    if resp.status != 200:
+                        assert resp.status == 503, (resp.status, text)
+                        waited = time.monotonic() - t0
+                        return resp.headers.get("Retry-After", ""), waited, text
+                return None
+
+            await api.ok(
+                "PATCH",
+                f"/v1/deployments/{name}",
+                {"env": {"UNHEALTHY": "1"}, "startup_probe": {**HEALTH, "failure_threshold": 12}},
+            )
+            retry_after, waited, text = await until(held_answer, 30, "a held 503", daemon)
+        assert retry_after == "5"
+        assert f"deployment {name} is replacing its instance" in text
+        assert waited < 2.5, waited
+        # The new instance never passes: the rollout fails and revision 1 serves again.
+        await until(lambda: rolled_out(api, name, 1), 60, "back on revision 1", daemon)
