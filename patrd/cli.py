@@ -299,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_wait_flags(p, "until it is gone")
 
-    p = verb("backup", "write a backup of the daemon's data dir (holds secrets; 0600)")
-    p.add_argument("file", metavar="FILE", help="the tar to write ('-' for stdout)")
+    from patrd import cli_backup  # `backup FILE` and off-site `backup list|run|restore`
+
+    cli_backup.add_parser(verb)
 
     p = verb("firewall", "the nftables ruleset patrd loads (a dry run when disabled)")
     p.add_argument(
@@ -1041,7 +1042,7 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "delete": cmd_delete,
     "url": lambda client, args: _cli_urls().cmd_url(client, args),
     "certs": lambda client, args: _cli_urls().cmd_certs(client, args),
-    "backup": cmd_backup,
+    "backup": lambda client, args: _cli_backup().cmd(client, args),
     "firewall": cmd_firewall,
     "secret": lambda client, args: _cli_data().cmd_secret(client, args),
     "config": lambda client, args: _cli_data().cmd_config(client, args),
@@ -1162,6 +1163,12 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         return run_event_loop(serve(config), loop)
     except KeyboardInterrupt:
         return 130
+
+
+def _cli_backup() -> Any:
+    from patrd import cli_backup
+
+    return cli_backup
 
 
 def _cli_observe() -> Any:

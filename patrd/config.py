@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from patrd.backup_config import BackupConfig, parse_backup
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
 from patrd.spec import NAME_RE
@@ -215,6 +216,7 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
+    backup: BackupConfig = field(default_factory=BackupConfig)  # off-site (patrd/offsite.py)
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
         | _OBSERVE_SECTIONS
-        | {"dashboard"},
+        | {"dashboard", "backup"},
         "",
     )
     d = _table(raw, "daemon")
@@ -372,6 +374,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         acme=_acme(raw, base_dir),
         registry=_registry(raw, base_dir),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
+        backup=parse_backup(raw, base_dir),
         **_observe(raw, base_dir),
     )
 

@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from patrd.api.backups import BACKUPS
 from patrd.api.errors import error_middleware, error_response
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
@@ -38,6 +39,7 @@ from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
 from patrd.dashboard.web import Dashboard
 from patrd.errors import ConfigError
+from patrd.offsite import OffsiteBackups
 from patrd.store import Store
 from patrd.vault import Vault
 from patrd.views import ControllerView
@@ -62,6 +64,7 @@ def build_app(
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
+    backups: OffsiteBackups | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [error_middleware]
     if token is not None:
@@ -84,6 +87,8 @@ def build_app(
         app[REGISTRY_HOOK] = registry_hook
     if observe is not None:
         app[OBSERVE] = observe
+    if backups is not None:
+        app[BACKUPS] = backups
     add_routes(app)
     if dashboard is not None:
         dashboard.install(app)
