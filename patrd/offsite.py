@@ -306,6 +306,10 @@ class OffsiteBackups:
                 for volume in await self.engine.list_volumes(record.name):
                     if volume.volume not in wanted or not volume.mountpoint:
                         continue
+                    if await asyncio.to_thread(_empty, Path(volume.mountpoint)):
+                        # restic refuses an empty snapshot; there is nothing to restore.
+                        job.details.append(f"{record.name}: {volume.name} is empty, skipped")
+                        continue
                     tags = {
                         "kind": "volume",
                         "deployment": record.name,
@@ -400,6 +404,11 @@ def _create_password(path: Path) -> None:
         out.write(secrets.token_urlsafe(32) + "\n")
         out.flush()
         os.fsync(out.fileno())
+
+
+def _empty(directory: Path) -> bool:
+    with os.scandir(directory) as entries:
+        return next(entries, None) is None
 
 
 def _safe_location(config: BackupConfig) -> str:
