@@ -1120,7 +1120,13 @@ def build_daemon_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser(
         "restore", help="unpack a backup (patrctl backup) onto an empty data dir"
     )
-    restore.add_argument("file", type=Path, metavar="FILE", help="the backup tar")
+    restore.add_argument("file", type=Path, nargs="?", metavar="FILE", help="the backup tar")
+    restore.add_argument(
+        "--snapshot",
+        metavar="RUN",
+        help="instead of FILE: the state of an off-site backup run (or latest) from the "
+        "[backup] repository of --config",
+    )
     restore.add_argument("--config", type=Path, metavar="FILE", help="use its daemon.data_dir")
     restore.add_argument("--data-dir", metavar="DIR", help="restore here (wins over --config)")
     return parser
@@ -1218,8 +1224,16 @@ def restore_main(args: argparse.Namespace) -> int:
         data_dir, key_file = daemon.data_dir, daemon.secrets_key_file
     if args.data_dir:
         data_dir = Path(args.data_dir).absolute()
+    if (args.file is None) == (args.snapshot is None):
+        print("patrd: restore needs FILE or --snapshot RUN (one of them)", file=sys.stderr)
+        return 2
     try:
-        result = restore(args.file, data_dir, key_file)
+        if args.snapshot is not None:
+            from patrd.offsite_restore import restore_from_repository
+
+            result = restore_from_repository(args.config, args.snapshot, data_dir, key_file)
+        else:
+            result = restore(args.file, data_dir, key_file)
     except PatrdError as exc:
         print(f"patrd: restore: {exc}", file=sys.stderr)
         return 1

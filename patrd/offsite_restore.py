@@ -23,16 +23,20 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from patrd.backup import RestoreResult, restore
+from patrd.backup_config import BackupConfig, read_env_file
+from patrd.config import load
 from patrd.controller import volume_name
 from patrd.engine import ContainerState
 from patrd.errors import NotFound, PatrdError, SpecError
-from patrd.offsite import Job, OffsiteBackups
-from patrd.restic import Restic, Snapshot
+from patrd.offsite import STATE_FILE, Job, OffsiteBackups
+from patrd.restic import Repository, Restic, Snapshot
 from patrd.store import DeploymentRecord, Intent
 
 STOP_WAIT_S = 300.0
@@ -107,6 +111,42 @@ def choose_state(snapshots: list[Snapshot], ref: str) -> Snapshot:
     if not found:
         raise NotFound(f"backup {ref} holds no state")
     return found[-1]
+
+
+async def fetch_state(config: BackupConfig, ref: str, dest: Path, cache_dir: Path) -> Snapshot:
+    """Write the state archive of run ``ref`` to ``dest`` (0600): ``patrd restore --snapshot``.
+
+    Offline, onto an empty data dir: the password must come from
+    ``backup.password_file`` (the data dir's generated copy is not there yet).
+    """
+    if not config.enabled:
+        raise PatrdError("restore --snapshot needs [backup] repository in the config")
+    if config.password_file is None:
+        raise PatrdError(
+            "restore --snapshot needs backup.password_file: the repository password "
+            "(a copy of <data_dir>/backup/restic-password from the old machine)"
+        )
+    env = read_env_file(config.env_file) if config.env_file else {}
+    restic = Restic(
+        Repository(config.repository, config.password_file, cache_dir, env, config.binary)
+    )
+    chosen = choose_state(await restic.snapshots(), ref)
+    await restic.dump(chosen.id, STATE_FILE, dest)
+    return chosen
+
+
+def restore_from_repository(
+    config_path: Path | None, ref: str, data_dir: Path, key_file: Path | None
+) -> RestoreResult:
+    """``patrd restore --snapshot RUN --config FILE``: state from the repository. Blocking."""
+    if config_path is None:
+        raise PatrdError("restore --snapshot needs --config FILE (its [backup] section)")
+    config = load(config_path).backup
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".patrd-restore-", dir=data_dir.parent) as tmp:
+        dest = Path(tmp) / STATE_FILE
+        asyncio.run(fetch_state(config, ref, dest, Path(tmp) / "cache"))
+        return restore(dest, data_dir, key_file)
 
 
 async def start_restore(service: OffsiteBackups, request: RestoreRequest) -> Job:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon, containers_of, free_port
+from tests.support.daemon import (
+    REPO,
+    Api,
+    Daemon,
+    containers_of,
+    force_cleanup,
+    free_port,
+    volumes_of,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -70,7 +79,7 @@ def backup_config(tmp_path: Path, kind: str, s3: str | None, schedule: str) -> d
     if not password.exists():
         password.write_text("correct horse battery staple\n")
         password.chmod(0o600)
-    config: dict[str, Any] = {"password_file": str(password), "keep_daily": 7, "keep_last": 5}
+    config: dict[str, Any] = {"password_file": str(password), "keep_daily": 7, "keep_last": 20}
     if schedule:
         config["schedule"] = schedule
     if kind == "local":
@@ -129,6 +138,17 @@ async def scheduled_run_after(api: Api, since: float, timeout: float = 120) -> d
     raise AssertionError(f"no scheduled backup after {since}\n{api.daemon.log_tail()}")
 
 
+def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "patrd.cli", "--socket", str(daemon.socket), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
+
+
 async def served(daemon: Daemon, name: str) -> int:
     async with (
         aiohttp.ClientSession() as s,
@@ -176,48 +196,45 @@ async def test_scheduled_backup_then_restore_into_fresh_install(
             assert any(e["kind"] == "backup.ok" and job["id"] in e["message"] for e in events)
             metrics = await _metrics(old)
             assert "patrd_backup_last_success_timestamp_seconds" in metrics
-            # The machine is lost: the deployment and its volume are gone.
-            await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}&delete_volumes=true")
-            await api.wait_gone(name)
     finally:
         old.stop()
-    assert not subprocess.run(
-        ["docker", "volume", "ls", "-q", "--filter", f"label=patrd.deployment={name}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    # The machine is lost: its containers, networks and volumes with it.
+    force_cleanup([name])
+    assert not volumes_of(name) and not containers_of(name)
 
+    # A fresh install: patrd's state from the repository, then the volume.
     fresh = Daemon(tmp_path / "fresh")
     fresh.workdir.mkdir()
     fresh.config = {"backup": backup_config(tmp_path, kind, s3, schedule="")}
+    state = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "patrd",
+            "restore",
+            "--snapshot",
+            job["id"],
+            "--config",
+            str(fresh.config_path()),
+            "--data-dir",
+            str(fresh.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=120,
+    )
+    assert state.returncode == 0, (state.stdout, state.stderr)
+    assert "1 deployments" in state.stdout, state.stdout
     fresh.start()
     try:
         async with Api(fresh) as api:
-            await api.ok("POST", "/v1/deployments", {"name": name, **IMAGE, "volumes": VOLUMES})
-            await api.wait_status(name, "running")
+            await api.wait_status(name, "running")  # converged from the restored state
             docker_exec(running_container(name), "echo stale > /data/stale.txt")
             listing = await api.ok("GET", "/v1/backups")
             assert job["id"] in [r["id"] for r in listing["runs"]]
-            cli = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "patrd.cli",
-                    "--socket",
-                    str(fresh.socket),
-                    "backup",
-                    "restore",
-                    job["id"],
-                    "--deployment",
-                    name,
-                ],
-                capture_output=True,
-                text=True,
-                cwd=REPO,
-                check=False,
-                timeout=300,
-            )
+            cli = patrctl(fresh, "backup", "restore", job["id"], "--deployment", name)
             assert cli.returncode == 0, (cli.stdout, cli.stderr, fresh.log_tail())
             assert "restore" in cli.stdout and ": ok" in cli.stdout, cli.stdout
             await api.wait_status(name, "running")
@@ -230,6 +247,15 @@ async def test_scheduled_backup_then_restore_into_fresh_install(
             assert await served(fresh, name) == 200
             events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
             assert any(e["kind"] == "backup.restored" for e in events)
+            # The CLI lists the run, and fetches its state archive for patrd restore.
+            listed = patrctl(fresh, "backup", "list")
+            assert job["id"] in listed.stdout and name in listed.stdout, listed
+            archive = tmp_path / "state.tar"
+            fetched = patrctl(fresh, "backup", "restore", job["id"], "--output", str(archive))
+            assert fetched.returncode == 0, fetched
+            assert archive.stat().st_mode & 0o777 == 0o600
+            with tarfile.open(archive) as tar:
+                assert "patrd-backup.json" in tar.getnames()
     finally:
         fresh.stop()
     # Backend credentials and the repository password never reach a log.
