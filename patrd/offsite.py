@@ -192,20 +192,21 @@ class OffsiteBackups:
     def spawn(self, job: Job, work: Callable[[Job], Awaitable[None]]) -> None:
         """Run ``work(job)`` in the background under the one lock; keep a reference."""
 
-        async def body() -> None:
-            async with self._busy:
-                try:
-                    await work(job)
-                except asyncio.CancelledError:
-                    self.finish(job, ok=False, message="interrupted (daemon stopping)")
-                    raise
-                except Exception as exc:
-                    self._log.exception("backup_job_crashed", job=job.id)
-                    self.finish(job, ok=False, message=f"{type(exc).__name__}: {exc}")
-
-        task = asyncio.create_task(body(), name=f"backup-job-{job.id}")
+        task = asyncio.create_task(self._guarded(job, work), name=f"backup-job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, job: Job, work: Callable[[Job], Awaitable[None]]) -> None:
+        """``work(job)`` under the one lock; whatever happens, the job ends ok or failed."""
+        async with self._busy:
+            try:
+                await work(job)
+            except asyncio.CancelledError:
+                self.finish(job, ok=False, message="interrupted (daemon stopping)")
+                raise
+            except Exception as exc:
+                self._log.exception("backup_job_crashed", job=job.id)
+                self.finish(job, ok=False, message=f"{type(exc).__name__}: {exc}")
 
     def start_backup(self) -> Job:
         job = self.new_job("backup")
@@ -231,9 +232,7 @@ class OffsiteBackups:
             if self._busy.locked():
                 await asyncio.sleep(5)
                 continue
-            job = self.new_job("backup")
-            async with self._busy:
-                await self._backup(job)
+            await self._guarded(self.new_job("backup"), self._backup)
 
     # --- one backup run --------------------------------------------------------------
 
@@ -259,7 +258,12 @@ class OffsiteBackups:
                 failures.append(f"state: {exc}")
                 job.details.append(f"state: FAILED: {exc}")
         if self.config.volumes:
-            for record in await self.store.list_deployments():
+            try:
+                records = await self.store.list_deployments()
+            except PatrdError as exc:
+                records = []
+                failures.append(f"volumes: {exc}")
+            for record in records:
                 if record.intent is Intent.DELETE or not record.spec.volumes:
                     continue
                 problem = await self._backup_deployment(restic, job, record)

@@ -208,7 +208,7 @@ async def _restore(
             mountpoint = await _mountpoint(service, record, volume, slot)
             await _restore_into(restic, s.id, mountpoint)
             job.details.append(f"volume {volume} (instance {slot}) ← snapshot {s.short_id}")
-    except PatrdError as exc:
+    except (PatrdError, OSError) as exc:  # OSError: the swap on the host's filesystem
         problem = str(exc)
     finally:
         if was_running:

@@ -58,7 +58,7 @@ class Snapshot:
             "run": self.tags.get("run", ""),
             "deployment": self.tags.get("deployment"),
             "volume": self.tags.get("volume"),
-            "instance": int(self.tags["instance"]) if "instance" in self.tags else None,
+            "instance": _int_or_none(self.tags.get("instance")),
             "hostname": self.hostname,
         }
 
@@ -206,6 +206,10 @@ class Restic:
             if len(value) >= 4:
                 text = text.replace(value, "***")
         return _USERINFO_RE.sub("***@", text)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def _tag_flags(tags: Mapping[str, str]) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from patrd.api.errors import error_response
-from patrd.errors import BadRequest, Conflict, NotFound, SpecError
+from patrd.errors import BadRequest, ConfigError, Conflict, NotFound, PatrdError, SpecError
 from patrd.offsite import STATE_FILE, OffsiteBackups
 from patrd.offsite_restore import RestoreRequest, choose_state, start_restore
 from patrd.restic import ResticError, Snapshot, redact
@@ -52,7 +52,7 @@ def _unix_only(request: web.Request, what: str) -> None:
         )
 
 
-def _unavailable(exc: ResticError) -> web.Response:
+def _unavailable(exc: PatrdError) -> web.Response:
     return error_response(503, "backup_unavailable", f"backup repository: {exc}")
 
 
@@ -75,7 +75,7 @@ async def list_backups(request: web.Request) -> web.Response:
     }
     try:
         body["runs"] = runs_json(await service.snapshots())
-    except ResticError as exc:
+    except PatrdError as exc:  # restic failed, or the env_file is unreadable
         body["runs"], body["error"] = [], str(exc)
     return web.json_response(body)
 
@@ -141,7 +141,7 @@ async def restore_backup(request: web.Request) -> web.Response:
     )
     try:
         job = await start_restore(service, restore)
-    except ResticError as exc:
+    except (ResticError, ConfigError) as exc:
         return _unavailable(exc)
     return web.json_response(job.to_json(), status=202)
 
@@ -150,14 +150,14 @@ async def backup_state(request: web.Request) -> web.StreamResponse:
     """The state archive of a run (the tar ``patrd restore FILE`` takes), streamed."""
     _unix_only(request, "the state archive (it holds secrets)")
     service = _service(request)
-    restic = service.restic()
     try:
+        restic = service.restic()
         chosen = choose_state(await restic.snapshots(), request.match_info["id"])
         tmp = service.paths.data_dir / ".backup-tmp"
         tmp.mkdir(mode=0o700, exist_ok=True)
         dest = tmp / f"restic-{chosen.short_id}.tar"
         await restic.dump(chosen.id, STATE_FILE, dest)
-    except ResticError as exc:
+    except (ResticError, ConfigError) as exc:
         return _unavailable(exc)
     try:
         response = web.StreamResponse(
