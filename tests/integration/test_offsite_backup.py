@@ -306,6 +306,12 @@ async def test_failing_hook_fails_that_backup_and_leaves_the_app_serving(
             assert any(e["kind"] == "backup.ok" for e in events), events
             runs = (await api.ok("GET", "/v1/backups"))["runs"]
             assert [r["deployments"] for r in runs if r["id"] == job["id"]] == [[fine]]
+            # A restore of a run that does not hold the deployment stops nothing.
+            status, missing = await api.call(
+                "POST", f"/v1/backups/{job['id']}/restore", {"deployment": broken}
+            )
+            assert status == 404 and "holds no volumes" in missing["message"], missing
+            assert running_container(broken) == before
             metrics = await _metrics(daemon)
             assert 'patrd_backup_runs_total{result="failed"} 1.0' in metrics
             assert "patrd_backup_deployment_failures_total 1.0" in metrics
