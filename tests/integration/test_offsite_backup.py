@@ -327,3 +327,38 @@ async def _metrics(daemon: Daemon) -> str:
     ):
         assert r.status == 200
         return await r.text()
+
+
+async def test_a_failed_restore_starts_the_app_again_with_its_data_untouched(
+    tmp_path: Path, test_images: dict[str, str], new_name
+) -> None:
+    name = new_name("orst")
+    daemon = Daemon(tmp_path / "d")
+    daemon.workdir.mkdir()
+    daemon.config = {"backup": backup_config(tmp_path, "local", None, schedule="")}
+    daemon.start()
+    try:
+        async with Api(daemon) as api:
+            await api.ok("POST", "/v1/deployments", {"name": name, **IMAGE, "volumes": VOLUMES})
+            await api.wait_status(name, "running")
+            docker_exec(running_container(name), "echo backed-up > /data/file.txt")
+            job = await wait_job(api, (await api.ok("POST", "/v1/backups"))["id"])
+            assert job["state"] == "ok", job
+            docker_exec(running_container(name), "echo newer > /data/file.txt")
+            # The repository loses its data: the snapshot is listed but cannot be read.
+            for part in ("data", "index"):
+                for item in (tmp_path / "repo" / part).rglob("*"):
+                    if item.is_file():
+                        item.unlink()
+            restore = await api.ok("POST", f"/v1/backups/{job['id']}/restore", {"deployment": name})
+            restore = await wait_job(api, restore["id"])
+            assert restore["state"] == "failed", restore
+            assert any("stopping" in d for d in restore["details"]), restore
+            assert any("started" in d for d in restore["details"]), restore
+            await api.wait_status(name, "running")
+            assert await served(daemon, name) == 200
+            assert docker_exec(running_container(name), "cat /data/file.txt") == b"newer\n"
+            events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+            assert any(e["kind"] == "backup.restore_failed" for e in events), events
+    finally:
+        daemon.stop()
