@@ -290,3 +290,45 @@ def test_credentials_are_masked(tmp_path: Path) -> None:
     assert "pa55" not in repr(repo) and "very-secret" not in repr(repo)
     masked = Restic(repo)._mask("Fatal: rest:https://user:pa55@host/r: key very-secret bad")
     assert "pa55" not in masked and "very-secret" not in masked
+
+
+# --- /metrics ----------------------------------------------------------------------
+
+
+async def test_backup_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from patrd.offsite import BackupStats
+    from patrd.prometheus import Exposition, Sources
+
+    class NoEvents:
+        async def list_deployments(self) -> list[Any]:
+            return []
+
+        async def events_since(self, after_id: int, limit: int = 1000) -> list[Any]:
+            return []
+
+        async def last_event_id(self) -> int:
+            return 0
+
+    stats = BackupStats(runs_ok=3, runs_failed=1, deployment_failures=2, last_run_at=1000.0)
+
+    async def scrape() -> dict[str, float]:
+        text = (await Exposition(Sources(store=NoEvents(), backups=stats)).render()).decode()
+        return {
+            s.name + str(sorted(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    samples = await scrape()
+    assert samples["patrd_backup_runs_total[('result', 'ok')]"] == 3
+    assert samples["patrd_backup_runs_total[('result', 'failed')]"] == 1
+    assert samples["patrd_backup_deployment_failures_total[]"] == 2
+    assert samples["patrd_backup_last_run_timestamp_seconds[]"] == 1000
+    # Never a success: no timestamp at all (an alert on its age fires), not a zero.
+    assert not any(k.startswith("patrd_backup_last_success") for k in samples)
+    stats.last_success_at, stats.last_duration_s = 990.0, 12.5
+    samples = await scrape()
+    assert samples["patrd_backup_last_success_timestamp_seconds[]"] == 990
+    assert samples["patrd_backup_last_duration_seconds[]"] == 12.5
