@@ -138,6 +138,7 @@ class OffsiteBackups:
         self._jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy = asyncio.Lock()
+        self._active: Job | None = None  # claimed by new_job(), released when the job ends
         self._log = structlog.get_logger("patrd.backup")
         self._dir = paths.data_dir / BACKUP_DIR
         self._load_status()
@@ -165,7 +166,7 @@ class OffsiteBackups:
 
     @property
     def busy(self) -> bool:
-        return self._busy.locked()
+        return self._active is not None
 
     def jobs(self) -> list[Job]:
         return sorted(self._jobs.values(), key=lambda j: j.started_at, reverse=True)
@@ -180,18 +181,21 @@ class OffsiteBackups:
         return now + seconds_until(self.config.schedule, self.stats.last_run_at, now)
 
     def new_job(self, kind: str) -> Job:
-        if self._busy.locked():
-            raise Conflict("a backup or restore is running; wait for it to finish")
+        """Claim the one slot for a job (409 while another job runs); run it with spawn()."""
+        if self._active is not None:
+            raise Conflict(
+                f"{self._active.kind} {self._active.id} is running; wait for it to finish"
+            )
         stamp = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
         job = Job(id=f"{stamp}-{uuid.uuid4().hex[:4]}", kind=kind, started_at=self._clock())
         self._jobs[job.id] = job
+        self._active = job
         for old in self.jobs()[JOBS_KEPT:]:
             self._jobs.pop(old.id, None)
         return job
 
     def spawn(self, job: Job, work: Callable[[Job], Awaitable[None]]) -> None:
         """Run ``work(job)`` in the background under the one lock; keep a reference."""
-
         task = asyncio.create_task(self._guarded(job, work), name=f"backup-job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -207,6 +211,9 @@ class OffsiteBackups:
             except Exception as exc:
                 self._log.exception("backup_job_crashed", job=job.id)
                 self.finish(job, ok=False, message=f"{type(exc).__name__}: {exc}")
+            finally:
+                if self._active is job:
+                    self._active = None
 
     def start_backup(self) -> Job:
         job = self.new_job("backup")
@@ -229,7 +236,7 @@ class OffsiteBackups:
             wait = seconds_until(schedule, self.stats.last_run_at, self._clock())
             self._log.info("backup_next", schedule=str(schedule), in_s=round(wait, 1))
             await asyncio.sleep(wait)
-            if self._busy.locked():
+            if self.busy:
                 await asyncio.sleep(5)
                 continue
             await self._guarded(self.new_job("backup"), self._backup)

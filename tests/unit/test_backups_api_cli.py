@@ -175,3 +175,30 @@ async def test_cli_backup_actions(
     out = capsys.readouterr()
     assert got == code, out
     assert message in out.out + out.err
+
+
+async def test_one_job_at_a_time_from_the_moment_it_is_accepted(
+    store: Store, tmp_path: Path
+) -> None:
+    from patrd.errors import Conflict
+
+    backups = service(store, tmp_path)
+    release = asyncio.Event()
+
+    async def work(job: Any) -> None:
+        await release.wait()
+        backups.finish(job, ok=True, message="done")
+
+    first = backups.new_job("restore")
+    with pytest.raises(Conflict, match=f"restore {first.id} is running"):
+        backups.new_job("backup")  # before the first one's task even started
+    backups.spawn(first, work)
+    await asyncio.sleep(0)
+    assert backups.busy
+    release.set()
+    for _ in range(100):
+        if not backups.busy:
+            break
+        await asyncio.sleep(0.01)
+    assert not backups.busy and first.state == "ok"
+    assert backups.new_job("backup").id != first.id
