@@ -142,6 +142,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("*", "/v1/tokens/**", A),
     Rule("GET", "/v1/audit", A),
     Rule("POST", "/v1/backup", A),
+    Rule("GET", "/v1/backups/{id}/state", A),  # the state archive: admin, like POST /v1/backup
 )
 
 

@@ -62,6 +62,7 @@ KEY_NAME = "secrets.key"
 KEY_MEMBER = f"key/{KEY_NAME}"  # the secrets key, wherever the config keeps it
 LOCK_FILE = "patrd.lock"
 TMP_DIR = ".backup-tmp"
+RESTIC_CACHE_DIR = ".restic-cache"  # off-site backups' local cache (patrd/offsite.py): not state
 STALE_TMP_S = 3600.0
 CHUNK = 256 * 1024
 SECRETS_WARNING = (
@@ -226,7 +227,7 @@ def collect(data_dir: Path, database_name: str, secrets_key: Path | None = None)
     for root, dirs, files in os.walk(data_dir):
         here = Path(root)
         if here == data_dir:
-            dirs[:] = [d for d in dirs if d not in (PRE_MIGRATION_DIR, TMP_DIR)]
+            dirs[:] = [d for d in dirs if d not in (PRE_MIGRATION_DIR, TMP_DIR, RESTIC_CACHE_DIR)]
         dirs.sort()
         present = set(files)
         for name in sorted(files):

@@ -299,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_wait_flags(p, "until it is gone")
 
-    p = verb("backup", "write a backup of the daemon's data dir (holds secrets; 0600)")
-    p.add_argument("file", metavar="FILE", help="the tar to write ('-' for stdout)")
+    from patrd import cli_backup  # `backup FILE` and off-site `backup list|run|restore`
+
+    cli_backup.add_parser(verb)
 
     p = verb("firewall", "the nftables ruleset patrd loads (a dry run when disabled)")
     p.add_argument(
@@ -1045,7 +1046,7 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "delete": cmd_delete,
     "url": lambda client, args: _cli_urls().cmd_url(client, args),
     "certs": lambda client, args: _cli_urls().cmd_certs(client, args),
-    "backup": cmd_backup,
+    "backup": lambda client, args: _cli_backup().cmd(client, args),
     "firewall": cmd_firewall,
     "secret": lambda client, args: _cli_data().cmd_secret(client, args),
     "config": lambda client, args: _cli_data().cmd_config(client, args),
@@ -1125,7 +1126,13 @@ def build_daemon_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser(
         "restore", help="unpack a backup (patrctl backup) onto an empty data dir"
     )
-    restore.add_argument("file", type=Path, metavar="FILE", help="the backup tar")
+    restore.add_argument("file", type=Path, nargs="?", metavar="FILE", help="the backup tar")
+    restore.add_argument(
+        "--snapshot",
+        metavar="RUN",
+        help="instead of FILE: the state of an off-site backup run (or latest) from the "
+        "[backup] repository of --config",
+    )
     restore.add_argument("--config", type=Path, metavar="FILE", help="use its daemon.data_dir")
     restore.add_argument("--data-dir", metavar="DIR", help="restore here (wins over --config)")
     return parser
@@ -1176,6 +1183,12 @@ def _cli_access() -> Any:
     return cli_access
 
 
+def _cli_backup() -> Any:
+    from patrd import cli_backup
+
+    return cli_backup
+
+
 def _cli_observe() -> Any:
     from patrd import cli_observe
 
@@ -1223,8 +1236,16 @@ def restore_main(args: argparse.Namespace) -> int:
         data_dir, key_file = daemon.data_dir, daemon.secrets_key_file
     if args.data_dir:
         data_dir = Path(args.data_dir).absolute()
+    if (args.file is None) == (args.snapshot is None):
+        print("patrd: restore needs FILE or --snapshot RUN (one of them)", file=sys.stderr)
+        return 2
     try:
-        result = restore(args.file, data_dir, key_file)
+        if args.snapshot is not None:
+            from patrd.offsite_restore import restore_from_repository
+
+            result = restore_from_repository(args.config, args.snapshot, data_dir, key_file)
+        else:
+            result = restore(args.file, data_dir, key_file)
     except PatrdError as exc:
         print(f"patrd: restore: {exc}", file=sys.stderr)
         return 1

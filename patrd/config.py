@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from patrd.backup_config import BackupConfig, parse_backup
 from patrd.diskguard import MinFree, parse_min_free
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
@@ -220,6 +221,7 @@ class Config:
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
     images: ImagesConfig = field(default_factory=lambda: ImagesConfig())
     disk: DiskConfig = field(default_factory=lambda: DiskConfig())
+    backup: BackupConfig = field(default_factory=BackupConfig)  # off-site (patrd/offsite.py)
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
         | _OBSERVE_SECTIONS
-        | {"dashboard"}
+        | {"dashboard", "backup"}
         | _IMAGES_SECTIONS,
         "",
     )
@@ -380,6 +382,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         acme=_acme(raw, base_dir),
         registry=_registry(raw, base_dir),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
+        backup=parse_backup(raw, base_dir),
         **_observe(raw, base_dir),
         **_images(raw),
     )

@@ -41,6 +41,7 @@ from patrd.hardening import Hardening
 from patrd.imagegc import ImageCollector
 from patrd.logstream import LogKeeper
 from patrd.metrics import CgroupReader, History, Sampler
+from patrd.offsite import OffsiteBackups, Paths
 from patrd.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
 from patrd.proxy.server import ProxyOptions
@@ -182,6 +183,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             observe = await _observability(
                 config, stack, supervisor, store, engine, controller, keeper
             )
+            backups = _offsite(config, stack, supervisor, store, engine, controller)
             observe.exposition = Exposition(
                 Sources(
                     store=store,
@@ -191,6 +193,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     autoscale=observe.autoscale_stats,
                     certs=tls.controller,
                     firewall=firewall if config.firewall.enabled else None,
+                    backups=backups.stats if backups is not None else None,
                 )
             )
             await observe.exposition.collector.prime()
@@ -215,6 +218,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     firewall=firewall,
                     vault=vault,
                     observe=observe,
+                    backups=backups,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -232,6 +236,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         firewall=firewall,
                         vault=vault,
                         observe=observe,
+                        backups=backups,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                     ),
@@ -337,6 +342,33 @@ async def _observability(
         history=history,
         autoscale_stats=autoscaler.stats,
     )
+
+
+def _offsite(
+    config: Config,
+    stack: AsyncExitStack,
+    supervisor: Supervisor,
+    store: Store,
+    engine: DockerEngine,
+    controller: Controller,
+) -> OffsiteBackups | None:
+    """Off-site backups to restic ([backup], patrd/offsite.py); the schedule is supervised."""
+    if not config.backup.enabled:
+        return None
+    service = OffsiteBackups(
+        config.backup,
+        Paths(
+            data_dir=config.daemon.data_dir,
+            database=config.daemon.database,
+            secrets_key=config.daemon.secrets_key,
+        ),
+        store,
+        engine,
+        controller.wake,
+    )
+    stack.push_async_callback(service.close)
+    supervisor.start("backup", service.run_schedule)
+    return service
 
 
 async def _summary(store: Store) -> str:

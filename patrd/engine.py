@@ -8,11 +8,12 @@ would implement the same ``Engine`` protocol.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -122,6 +123,15 @@ class ImageResult:
     pulled: bool
     warning: str | None  # pull failed but a local copy was used
     fresh: bool = False  # pulled, and not here under this name before (patrd pulled it)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_code: int
+    output: bytes  # stdout and stderr interleaved, at most EXEC_OUTPUT_CAP bytes
+
+
+EXEC_OUTPUT_CAP = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -653,6 +663,27 @@ class DockerEngine:
                 raise EngineError(f"stop {container_id[:12]}: {exc.message}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineError(f"stop {container_id[:12]}: Docker unreachable: {exc}") from exc
+
+    async def exec(self, container_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        """Run ``argv`` in a running container and wait for it (backup hooks).
+
+        A missing program is exit code 126/127 with the reason in the output,
+        not an error; ``EngineError`` when Docker refuses or the timeout passes.
+        """
+        what = f"exec in {container_id[:12]}"
+        output = bytearray()
+        try:
+            async with asyncio.timeout(timeout_s), _translate(what):
+                container = self.docker.containers.container(container_id)
+                run = await container.exec(list(argv), stdout=True, stderr=True)
+                async with run.start(detach=False) as stream:
+                    while (message := await stream.read_out()) is not None:
+                        output += message.data[: max(0, EXEC_OUTPUT_CAP - len(output))]
+                info = await run.inspect()
+        except TimeoutError:
+            raise EngineError(f"{what}: no exit within {timeout_s:g} s") from None
+        code = info.get("ExitCode")
+        return ExecResult(exit_code=-1 if code is None else int(code), output=bytes(output))
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         """Container events of patrd's containers until the stream ends (then reconnect)."""

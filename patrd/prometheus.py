@@ -88,6 +88,17 @@ class FirewallSource(Protocol):
     async def status(self) -> Any: ...  # firewall_apply.FirewallStatus
 
 
+class BackupSource(Protocol):
+    """patrd/offsite.py's BackupStats."""
+
+    runs_ok: int
+    runs_failed: int
+    deployment_failures: int
+    last_run_at: float | None
+    last_success_at: float | None
+    last_duration_s: float | None
+
+
 @dataclass
 class Sources:
     store: EventSource
@@ -97,6 +108,7 @@ class Sources:
     autoscale: AutoscaleStats | None = None
     certs: CertSource | None = None  # issue 4 (patrd/tls)
     firewall: FirewallSource | None = None  # issue 5 (patrd/firewall_apply.py)
+    backups: BackupSource | None = None  # off-site backups (patrd/offsite.py)
 
 
 class PatrdCollector(Collector):
@@ -168,6 +180,8 @@ class PatrdCollector(Collector):
             yield from self._autoscale(self._s.autoscale)
         yield from self._certificates()
         yield from self._firewall_counters()
+        if self._s.backups is not None:
+            yield from _backups(self._s.backups)
 
     # --- families -------------------------------------------------------------------
 
@@ -390,6 +404,34 @@ class PatrdCollector(Collector):
             "patrd_firewall_enabled", "1 when firewall.enabled", value=int(self._firewall_enabled)
         )
         yield from (packets, octets)
+
+
+def _backups(stats: BackupSource) -> Iterable[Metric]:
+    runs = CounterMetricFamily(
+        "patrd_backup_runs", "off-site backup runs since the daemon started", labels=["result"]
+    )
+    runs.add_metric(["ok"], stats.runs_ok)
+    runs.add_metric(["failed"], stats.runs_failed)
+    yield runs
+    yield CounterMetricFamily(
+        "patrd_backup_deployment_failures",
+        "deployments whose backup failed (hook or volume) since the daemon started",
+        value=stats.deployment_failures,
+    )
+    for name, doc, value in (
+        ("last_success", "start of the last fully successful backup run", stats.last_success_at),
+        ("last_run", "start of the last backup run", stats.last_run_at),
+    ):
+        if value is not None:
+            yield GaugeMetricFamily(
+                f"patrd_backup_{name}_timestamp_seconds", f"{doc} (unix time)", value=value
+            )
+    if stats.last_duration_s is not None:
+        yield GaugeMetricFamily(
+            "patrd_backup_last_duration_seconds",
+            "how long the last backup run took",
+            value=stats.last_duration_s,
+        )
 
 
 class Exposition:

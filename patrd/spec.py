@@ -71,6 +71,7 @@ CREATE_FIELDS = frozenset(
         "config_mounts",
         "volumes",
         "security",
+        "backup",
     }
 )
 UPDATE_FIELDS = frozenset(
@@ -86,6 +87,7 @@ UPDATE_FIELDS = frozenset(
         "deploy_on_push",
         "registry_auth",
         "security",
+        "backup",
     }
 )
 LOCAL_REGISTRY = "local"  # the node registry (config [registry])
@@ -190,6 +192,27 @@ class VolumeSpec:
     size_gb: int
 
 
+MAX_HOOK_ARGS = 64
+MAX_HOOK_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSpec:
+    """Off-site backups of this deployment's volumes (patrd/offsite.py).
+
+    Each hook is an argv run with exec inside one running instance: ``pre``
+    before its volumes are read (e.g. a ``pg_dump`` into a volume), ``post``
+    after (always, even when ``pre`` or the backup failed). A string is run
+    as ``/bin/sh -c STRING``.
+    """
+
+    pre: tuple[str, ...] = ()
+    post: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hooks": {"pre": list(self.pre), "post": list(self.post)}}
+
+
 @dataclass(frozen=True, slots=True)
 class DeploymentSpec:
     """What the user asked for. Equality means "no change" for the reconciler."""
@@ -211,6 +234,7 @@ class DeploymentSpec:
     liveness_probe: ProbeSpec | None = None
     config_mounts: tuple[tuple[str, bytes], ...] = ()
     volumes: tuple[VolumeSpec, ...] = ()
+    backup: BackupSpec = field(default_factory=lambda: BackupSpec())
 
     @property
     def secret_names(self) -> frozenset[str]:
@@ -268,6 +292,7 @@ class DeploymentSpec:
                 name: base64.b64encode(content).decode() for name, content in self.config_mounts
             },
             "volumes": {v.name: {"path": v.path, "size_gb": v.size_gb} for v in self.volumes},
+            "backup": self.backup.to_json(),
         }
 
     def instance_template(
@@ -326,6 +351,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     config_mounts = _config_mounts(obj.get("config_mounts", {}))
     volumes = _volumes(obj.get("volumes", {}))
     _volumes_fix_scale(volumes, scale)
+    backup = _backup(obj.get("backup", {}))
     return DeploymentSpec(
         name=name,
         registry=registry,
@@ -344,6 +370,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
         liveness_probe=liveness,
         config_mounts=config_mounts,
         volumes=volumes,
+        backup=backup,
     )
 
 
@@ -373,6 +400,8 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
         changes["config_mounts"] = _config_mounts(obj["config_mounts"])
     if "volumes" in obj:
         changes["volumes"] = _grow_volumes(current.volumes, _volumes(obj["volumes"]))
+    if "backup" in obj:
+        changes["backup"] = _backup(obj["backup"])
     _volumes_fix_scale(changes.get("volumes", current.volumes), changes.get("scale", current.scale))
     ports = changes.get("ports", current.ports)
     for key in ("startup_probe", "liveness_probe"):
@@ -425,6 +454,7 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
                 key=lambda v: v.name,
             )
         ),
+        backup=_backup(data.get("backup") or {}),
     )
 
 
@@ -670,6 +700,34 @@ def _volumes(value: Any) -> tuple[VolumeSpec, ...]:
             raise SpecError(f"{path}.size_gb", f"must be from 1 to {MAX_VOLUME_GB}")
         volumes.append(VolumeSpec(key, normal, size))
     return tuple(sorted(volumes, key=lambda v: v.name))
+
+
+def _backup(value: Any) -> BackupSpec:
+    obj = _object(value, "backup")
+    _reject_unknown(obj, frozenset({"hooks"}), "backup.")
+    hooks = _object(obj.get("hooks", {}), "backup.hooks")
+    _reject_unknown(hooks, frozenset({"pre", "post"}), "backup.hooks.")
+    return BackupSpec(
+        pre=_hook(hooks.get("pre"), "backup.hooks.pre"),
+        post=_hook(hooks.get("post"), "backup.hooks.post"),
+    )
+
+
+def _hook(value: Any, path: str) -> tuple[str, ...]:
+    """A command: a shell line (run with /bin/sh -c) or an argv list; none: ()."""
+    if value is None or value == "" or value == []:
+        return ()
+    if isinstance(value, str):
+        argv = ["/bin/sh", "-c", value]
+    elif isinstance(value, list) and all(isinstance(a, str) for a in value):
+        argv = list(value)
+    else:
+        raise SpecError(path, "must be a shell command (string) or an argv (list of strings)")
+    if len(argv) > MAX_HOOK_ARGS or sum(len(a.encode()) for a in argv) > MAX_HOOK_BYTES:
+        raise SpecError(path, f"at most {MAX_HOOK_ARGS} arguments and {MAX_HOOK_BYTES} bytes")
+    if any("\x00" in a for a in argv) or not argv[0]:
+        raise SpecError(path, "must name a program and contain no NUL characters")
+    return tuple(argv)
 
 
 def _grow_volumes(

@@ -32,6 +32,7 @@ from aiohttp.typedefs import Middleware
 
 from patrd.access_store import AccessStore
 from patrd.api.access import ACCESS, access_middleware, add_access_routes
+from patrd.api.backups import BACKUPS
 from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
@@ -42,6 +43,7 @@ from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
 from patrd.dashboard.web import Dashboard
 from patrd.errors import ConfigError
+from patrd.offsite import OffsiteBackups
 from patrd.store import Store
 from patrd.vault import Vault
 from patrd.views import ControllerView
@@ -66,6 +68,7 @@ def build_app(
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
+    backups: OffsiteBackups | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -94,6 +97,8 @@ def build_app(
         app[REGISTRY_HOOK] = registry_hook
     if observe is not None:
         app[OBSERVE] = observe
+    if backups is not None:
+        app[BACKUPS] = backups
     add_routes(app)
     add_access_routes(app)  # /v1/tokens, /v1/audit
     if dashboard is not None:

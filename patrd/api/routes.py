@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from patrd import __version__, cost, spec
+from patrd.api import backups as offsite_backups
 from patrd.api import secrets, volumes
 from patrd.api.firewall import firewall_status
 from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
@@ -80,6 +81,7 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/v1/secrets/{name}", secrets.put_secret, name="put_secret")
     r.add_delete("/v1/secrets/{name}", secrets.delete_secret, name="delete_secret")
     r.add_post("/v1/backup", create_backup, name="create_backup")
+    offsite_backups.add_routes(r)  # /v1/backups: off-site backups (patrd/offsite.py)
     r.add_get("/v1/urls", list_urls, name="list_urls", allow_head=False)
     r.add_post("/v1/urls", create_url, name="create_url")
     r.add_get("/v1/urls/{id}", get_url, name="get_url", allow_head=False)

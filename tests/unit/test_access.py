@@ -70,6 +70,11 @@ SCOPE_TABLE = [
     ("PUT", "/v1/node/settings", A),
     ("GET", "/v1/backups/{id}", R),
     ("DELETE", "/v1/backups/{id}", A),
+    ("GET", "/v1/backups", R),
+    ("GET", "/v1/backups/jobs/{id}", R),
+    ("GET", "/v1/backups/{id}/state", A),
+    ("POST", "/v1/backups", A),
+    ("POST", "/v1/backups/{id}/restore", A),
     # Fail closed: whatever the table does not name needs admin.
     ("GET", "/v1/something-new", A),
     ("POST", DEP + "/something-new", A),
