@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from patrd.cap_policy import SecurityPolicy, parse_policy
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
 from patrd.spec import NAME_RE
@@ -189,6 +190,9 @@ class RegistryConfig:
     listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 5000))
     storage_dir: Path | None = None  # None: <data_dir>/registry
     htpasswd_file: Path | None = None  # basic auth for pushes and pulls (htpasswd -B)
+    # No htpasswd_file: patrd generates one credential (patrd/registry_auth.py).
+    # false: no auth at all, only with a loopback listen address.
+    auth: bool = True
     webhook_listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 7071))
     poll_interval_s: float = 0.0  # other registries: poll tags for new digests (0: off)
     binary: str = "docker-registry"
@@ -214,6 +218,7 @@ class Config:
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    security: SecurityPolicy = field(default_factory=SecurityPolicy)  # patrd/cap_policy.py
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
 
 
@@ -249,7 +254,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     """Relative paths in the file are relative to the file's directory."""
     _known(
         raw,
-        {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
+        {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry", "security"}
         | _OBSERVE_SECTIONS
         | {"dashboard"},
         "",
@@ -371,6 +376,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         tls=_tls(raw),
         acme=_acme(raw, base_dir),
         registry=_registry(raw, base_dir),
+        security=parse_policy(_table(raw, "security")),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
         **_observe(raw, base_dir),
     )
@@ -386,6 +392,7 @@ def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
         "webhook_listen",
         "poll_interval_s",
         "binary",
+        "auth",
     }
     _known(r, keys, "registry.")
     enabled = r.get("enabled", False)
@@ -395,13 +402,25 @@ def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
     if isinstance(poll, bool) or not isinstance(poll, int | float) or poll < 0:
         raise ConfigError("registry.poll_interval_s", "must be 0 (off) or a positive number")
     default = RegistryConfig()
+    auth = _boolean(r, "auth", "registry.", default.auth)
+    listen = parse_listen(
+        _str(r.get("listen", str(default.listen)), "registry.listen"), "registry.listen"
+    )
+    htpasswd = _path(r, "htpasswd_file", "registry.", base_dir)
+    if not auth and htpasswd is not None:
+        raise ConfigError("registry.auth", "is false but registry.htpasswd_file is set; pick one")
+    if enabled and not auth and not _loopback(listen.host):
+        raise ConfigError(
+            "registry.listen",
+            f"{listen} is beyond loopback and registry.auth = false: anyone who reaches it "
+            "could push (and deploy); listen on 127.0.0.1 or turn auth on",
+        )
     return RegistryConfig(
         enabled=enabled,
-        listen=parse_listen(
-            _str(r.get("listen", str(default.listen)), "registry.listen"), "registry.listen"
-        ),
+        listen=listen,
+        auth=auth,
         storage_dir=_path(r, "storage_dir", "registry.", base_dir),
-        htpasswd_file=_path(r, "htpasswd_file", "registry.", base_dir),
+        htpasswd_file=htpasswd,
         webhook_listen=parse_listen(
             _str(r.get("webhook_listen", str(default.webhook_listen)), "registry.webhook_listen"),
             "registry.webhook_listen",
@@ -409,6 +428,15 @@ def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
         poll_interval_s=float(poll),
         binary=_str(r.get("binary", default.binary), "registry.binary"),
     )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _tls(raw: Mapping[str, Any]) -> TlsConfig:

@@ -33,7 +33,7 @@ from patrd.autoscale import Autoscaler
 from patrd.config import Config
 from patrd.controller import Controller, ControllerOptions
 from patrd.dashboard.web import Dashboard
-from patrd.engine import DockerEngine
+from patrd.engine import DockerEngine, RegistryAuth
 from patrd.errors import EngineError, PatrdError, StoreError
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
@@ -43,6 +43,7 @@ from patrd.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
 from patrd.proxy.server import ProxyOptions
 from patrd.registry import RegistryProcess, load_or_create_secret
+from patrd.registry_auth import Credential, ensure_credential, htpasswd_path
 from patrd.registry_poll import TagPoller
 from patrd.store import Store
 from patrd.supervisor import Supervisor
@@ -127,6 +128,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             keeper = LogKeeper(
                 engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
             )
+            credential = await asyncio.to_thread(_registry_credential, config)
             controller = Controller(
                 store,
                 engine,
@@ -141,6 +143,14 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     config_root=config.daemon.config_root,
                     local_registry=config.registry.host,
                     on_remove=keeper.on_remove,
+                    security_policy=config.security,
+                    local_registry_auth=RegistryAuth(
+                        server=config.registry.host,
+                        username=credential.username,
+                        password=credential.password,
+                    )
+                    if credential
+                    else None,
                 ),
                 vault=vault,
             )
@@ -343,9 +353,20 @@ def _registry_hook(config: Config, supervisor: Supervisor) -> RegistryHook | Non
     secret = load_or_create_secret(config.daemon.data_dir / "registry-webhook.secret")
     listen = config.registry.webhook_listen
     url = f"http://{_fmt(listen.host, listen.port)}/v1/registry/events"
-    process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret)
+    htpasswd = config.registry.htpasswd_file
+    if htpasswd is None and config.registry.auth:
+        htpasswd = htpasswd_path(config.daemon.data_dir)
+    process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret, htpasswd)
     supervisor.start("registry", process.run)
     return RegistryHook(secret=secret, host=config.registry.host)
+
+
+def _registry_credential(config: Config) -> Credential | None:
+    """The generated node-registry credential (made on first start), when patrd owns auth."""
+    r = config.registry
+    if not r.enabled or not r.auth or r.htpasswd_file is not None:
+        return None
+    return ensure_credential(config.daemon.data_dir)
 
 
 def _fmt(host: str, port: int) -> str:

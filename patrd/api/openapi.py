@@ -185,6 +185,26 @@ SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
         },
     },
+    "RegistryLogin": {
+        "type": "object",
+        "description": "How to log Docker in to the node registry (README: Security).",
+        "required": ["registry", "auth", "username", "password_file", "login"],
+        "properties": {
+            "registry": {"type": "string", "description": "host:port to push to"},
+            "auth": {
+                "type": "string",
+                "enum": ["generated", "htpasswd_file", "none"],
+                "description": "who holds the credential",
+            },
+            "username": {"type": "string", "nullable": True},
+            "password_file": {
+                "type": "string",
+                "nullable": True,
+                "description": "0600 file with the password (never the password itself)",
+            },
+            "login": {"type": "string", "nullable": True, "description": "a shell line"},
+        },
+    },
     "Firewall": {
         "type": "object",
         "description": "patrd's nftables table (README: Security).",
@@ -778,6 +798,17 @@ PATHS: dict[str, Any] = {
                 **_COMMON_ERRORS,
             },
         },
+    },
+    "/v1/registry/login": {
+        "get": {
+            "operationId": "registry_login",
+            "summary": "The docker login line for the node registry (no password in the answer)",
+            "responses": {
+                "200": _json_body("RegistryLogin", "how to log in"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        }
     },
     "/v1/registry/events": {
         "post": {
