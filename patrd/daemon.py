@@ -35,6 +35,7 @@ from patrd.controller import Controller, ControllerOptions
 from patrd.dashboard.web import Dashboard
 from patrd.engine import DockerEngine, RegistryAuth
 from patrd.errors import EngineError, PatrdError, StoreError
+from patrd.fence_gate import ProxyGate
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
 from patrd.logstream import LogKeeper
@@ -194,11 +195,21 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 
-            bound = await proxy.start(
-                [(x.host, x.port) for x in config.proxy.http_listen],
-                tls_listens=[(x.host, x.port) for x in config.tls.https_listen],
-            )
-            stack.push_async_callback(proxy.stop)
+            # The firewall fails closed (patrd/fence_gate.py): with firewall.enabled
+            # the listeners open only once the nft table is loaded.
+            bound: list[tuple[str, int]] = []
+
+            async def open_listeners() -> None:
+                bound[:] = await proxy.start(
+                    [(x.host, x.port) for x in config.proxy.http_listen],
+                    tls_listens=[(x.host, x.port) for x in config.tls.https_listen],
+                )
+
+            gate = ProxyGate(firewall, open_listeners, proxy.stop)
+            await gate.open_if_fenced()
+            stack.push_async_callback(gate.stop)
+            if config.firewall.enabled:
+                supervisor.start("proxy-gate", gate.run)
 
             token = _read_token(config.api.token_file) if config.api.tcp_listen else None
             runner = await serve_api(
@@ -211,6 +222,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     firewall=firewall,
                     vault=vault,
                     observe=observe,
+                    proxy_closed=gate.closed_reason,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -230,6 +242,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         observe=observe,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
+                        proxy_closed=gate.closed_reason,
                     ),
                     socket_path=None,
                     socket_mode=config.api.socket_mode,
@@ -257,7 +270,10 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 stack.push_async_callback(hook_runner.cleanup)
 
             proxy_urls = [f"http://{_fmt(h, p)}" for h, p in bound]
-            proxy_urls += [f"https://{_fmt(h, p)}" for h, p in proxy.https_bound]
+            if gate.is_open:
+                proxy_urls += [f"https://{_fmt(h, p)}" for h, p in proxy.https_bound]
+            else:
+                proxy_urls = [f"closed ({gate.closed_reason()})"]
             log.info(
                 "ready",
                 version=__version__,

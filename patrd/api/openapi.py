@@ -179,10 +179,15 @@ SCHEMAS: dict[str, Any] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "version"],
+        "required": ["status", "version", "problems"],
         "properties": {
-            "status": {"type": "string", "enum": ["ok"]},
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
             "version": {"type": "string"},
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "e.g. the proxy listeners are closed: the firewall is not loaded",
+            },
         },
     },
     "RegistryLogin": {

@@ -12,6 +12,7 @@ import functools
 import json
 import re
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -40,6 +41,8 @@ from patrd.views import ControllerView, InstanceView
 STORE = web.AppKey("patrd.store", Store)
 CONTROLLER = web.AppKey[ControllerView]("patrd.controller")
 CONFIG = web.AppKey("patrd.config", Config)
+# Why the proxy listeners are closed (patrd/fence_gate.py), None while open.
+PROXY_CLOSED = web.AppKey[Callable[[], str | None]]("patrd.proxy_closed")
 
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
@@ -119,7 +122,15 @@ def add_routes(app: web.Application) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    """200 while the API answers; ``degraded`` with the reasons when something is fenced off."""
+    problems = []
+    closed = request.app.get(PROXY_CLOSED)
+    reason = closed() if closed is not None else None
+    if reason:
+        problems.append(reason)
+    return web.json_response(
+        {"status": "degraded" if problems else "ok", "version": __version__, "problems": problems}
+    )
 
 
 async def openapi_document(request: web.Request) -> web.Response:
