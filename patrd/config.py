@@ -125,6 +125,8 @@ class TlsConfig:
     redirect_default_urls: bool = False  # <port>-<name>.<base_domain> over HTTP → 308
     renew_before: float = 1 / 3  # renew when at most this fraction of the lifetime is left
     check_interval_s: float = 3600.0
+    # The local CA signs only under proxy.base_domain, localhost and these.
+    local_ca_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -447,6 +449,7 @@ def _tls(raw: Mapping[str, Any]) -> TlsConfig:
         "redirect_default_urls",
         "renew_before",
         "check_interval_s",
+        "local_ca_names",
     }
     _known(t, keys, "tls.")
     listens = _list(t, "https_listen", "tls.", ["0.0.0.0:443"])
@@ -468,6 +471,10 @@ def _tls(raw: Mapping[str, Any]) -> TlsConfig:
         ),
         renew_before=float(renew_before),
         check_interval_s=_float(t, "check_interval_s", "tls.", TlsConfig.check_interval_s),
+        local_ca_names=tuple(
+            _domain(v, f"tls.local_ca_names[{i}]")
+            for i, v in enumerate(_list(t, "local_ca_names", "tls.", []))
+        ),
     )
 
 

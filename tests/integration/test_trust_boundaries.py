@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, free_port
+from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -171,3 +171,60 @@ async def test_registry_push_needs_the_generated_credential(daemon: Daemon, new_
         assert password not in d.log_tail(100_000)
     finally:
         subprocess.run(["docker", "rmi", ref], capture_output=True)
+
+
+async def test_a_held_capability_keeps_running_warns_and_must_go_on_the_next_change(
+    tmp_path: Path, test_images: dict[str, str], names: list[str], new_name: Any
+) -> None:
+    d = Daemon(tmp_path)
+    d.config = {"security": {"allowed_capabilities": ["NET_RAW", "SYS_CHROOT"]}}
+    name = new_name("held")
+    d.start()
+    try:
+        async with Api(d) as api:
+            await api.ok(
+                "POST",
+                "/v1/deployments",
+                spec(name, security={"extra_capabilities": ["NET_RAW", "SYS_CHROOT"]}),
+            )
+            await until(lambda: rolled_out(api, name, 1), 60, "deployed", d)
+        before = containers_of(name)
+        d.stop()
+        # the operator narrows the policy: NET_RAW is no longer granted
+        d.config = {"security": {"allowed_capabilities": ["SYS_CHROOT"]}}
+        d.start()
+        async with Api(d) as api:
+
+            async def warned() -> list[dict[str, Any]] | None:
+                events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+                found = [e for e in events if e["kind"] == "security_warning"]
+                return found or None
+
+            [event] = await until(warned, 30, "security warning event", d)
+            assert "NET_RAW" in event["message"] and "next change" in event["message"]
+            assert containers_of(name) == before, "it keeps running, untouched"
+            shown = await api.ok("GET", f"/v1/deployments/{name}")
+            assert shown["status"] == "running"
+            # any change must drop it, with the field and the reason named
+            status, err = await api.call("PATCH", f"/v1/deployments/{name}", {"env": {"A": "1"}})
+            assert status == 422, err
+            assert err["field"] == "security.extra_capabilities[0]", err
+            assert "drop it in this change" in err["message"], err
+            await api.ok(
+                "PATCH",
+                f"/v1/deployments/{name}",
+                {"env": {"A": "1"}, "security": {"extra_capabilities": ["SYS_CHROOT"]}},
+            )
+            await until(lambda: rolled_out(api, name, 2), 60, "rolled without NET_RAW", d)
+        for cid in containers_of(name):
+            caps = docker_json("inspect", cid)[0]["HostConfig"]["CapAdd"]
+            assert "NET_RAW" not in caps and "CAP_NET_RAW" not in caps and caps, caps
+        # a restart does not warn again about a revision that holds nothing
+        d.stop()
+        d.start()
+        async with Api(d) as api:
+            await asyncio.sleep(2)
+            events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+            assert len([e for e in events if e["kind"] == "security_warning"]) == 1
+    finally:
+        d.stop()
