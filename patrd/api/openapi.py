@@ -138,10 +138,25 @@ _SPEC_EXTRAS: dict[str, Any] = {
     },
     "security": {
         "type": "object",
-        "description": "the explicit override of the hardening defaults",
+        "description": (
+            "the explicit override of the hardening defaults, within the operator's "
+            "[security] policy (README: Trust boundaries); outside it: 422"
+        ),
         "properties": {
-            "extra_capabilities": {"type": "array", "items": {"type": "string"}},
-            "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
+            "extra_capabilities": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "only from security.allowed_capabilities; never SYS_ADMIN & co.",
+            },
+            "pids_limit": {
+                "type": "integer",
+                "nullable": True,
+                "minimum": 0,
+                "description": (
+                    "security.pids_min..pids_max (0 only in specs stored before the policy); "
+                    "null: docker.pids_limit"
+                ),
+            },
         },
     },
 }
