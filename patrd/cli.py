@@ -1051,6 +1051,7 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "secret": lambda client, args: _cli_data().cmd_secret(client, args),
     "config": lambda client, args: _cli_data().cmd_config(client, args),
     "volumes": lambda client, args: _cli_data().cmd_volumes(client, args),
+    "registry": lambda client, args: _cli_data().cmd_registry(client, args),
     "logs": lambda client, args: _cli_observe().cmd_logs(client, args),
     "metrics": lambda client, args: _cli_observe().cmd_metrics(client, args),
     "token": lambda client, args: _cli_access().cmd_token(client, args),

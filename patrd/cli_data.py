@@ -65,6 +65,10 @@ def add_parsers(
     p = verb("volumes", "a deployment's volumes per instance, with the space they use")
     p.add_argument("name", metavar="DEPLOYMENT")
 
+    p = verb("registry", "the node registry")
+    sub = p.add_subparsers(dest="registry_verb", required=True, metavar="ACTION")
+    action_in(sub, common, "login-info", "print the docker login line for the node registry")
+
 
 def action_in(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -213,3 +217,15 @@ def _bytes(n: int) -> str:
 
 def _secret_path(name: str) -> str:
     return "/v1/secrets/" + urllib.parse.quote(name, safe="")
+
+
+def cmd_registry(client: Client, args: argparse.Namespace) -> int:
+    """``registry login-info``: the line to run; the password stays in its 0600 file."""
+    info = client.get("/v1/registry/login")
+    if args.json:
+        print_json(info)
+    elif info.get("login"):
+        print(info["login"])
+    else:
+        print(f"# the node registry at {info['registry']} has no auth (registry.auth = false)")
+    return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from patrd.backup_config import BackupConfig, parse_backup
+from patrd.cap_policy import SecurityPolicy, parse_policy
 from patrd.diskguard import MinFree, parse_min_free
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
@@ -128,6 +129,8 @@ class TlsConfig:
     redirect_default_urls: bool = False  # <port>-<name>.<base_domain> over HTTP → 308
     renew_before: float = 1 / 3  # renew when at most this fraction of the lifetime is left
     check_interval_s: float = 3600.0
+    # The local CA signs only under proxy.base_domain, localhost and these.
+    local_ca_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,9 @@ class RegistryConfig:
     listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 5000))
     storage_dir: Path | None = None  # None: <data_dir>/registry
     htpasswd_file: Path | None = None  # basic auth for pushes and pulls (htpasswd -B)
+    # No htpasswd_file: patrd generates one credential (patrd/registry_auth.py).
+    # false: no auth at all, only with a loopback listen address.
+    auth: bool = True
     webhook_listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 7071))
     poll_interval_s: float = 0.0  # other registries: poll tags for new digests (0: off)
     binary: str = "docker-registry"
@@ -218,6 +224,7 @@ class Config:
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    security: SecurityPolicy = field(default_factory=SecurityPolicy)  # patrd/cap_policy.py
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
     images: ImagesConfig = field(default_factory=lambda: ImagesConfig())
     disk: DiskConfig = field(default_factory=lambda: DiskConfig())
@@ -256,7 +263,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     """Relative paths in the file are relative to the file's directory."""
     _known(
         raw,
-        {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
+        {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry", "security"}
         | _OBSERVE_SECTIONS
         | {"dashboard", "backup"}
         | _IMAGES_SECTIONS,
@@ -381,6 +388,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         tls=_tls(raw),
         acme=_acme(raw, base_dir),
         registry=_registry(raw, base_dir),
+        security=parse_policy(_table(raw, "security")),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
         backup=parse_backup(raw, base_dir),
         **_observe(raw, base_dir),
@@ -398,6 +406,7 @@ def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
         "webhook_listen",
         "poll_interval_s",
         "binary",
+        "auth",
     }
     _known(r, keys, "registry.")
     enabled = r.get("enabled", False)
@@ -407,13 +416,25 @@ def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
     if isinstance(poll, bool) or not isinstance(poll, int | float) or poll < 0:
         raise ConfigError("registry.poll_interval_s", "must be 0 (off) or a positive number")
     default = RegistryConfig()
+    auth = _boolean(r, "auth", "registry.", default.auth)
+    listen = parse_listen(
+        _str(r.get("listen", str(default.listen)), "registry.listen"), "registry.listen"
+    )
+    htpasswd = _path(r, "htpasswd_file", "registry.", base_dir)
+    if not auth and htpasswd is not None:
+        raise ConfigError("registry.auth", "is false but registry.htpasswd_file is set; pick one")
+    if enabled and not auth and not _loopback(listen.host):
+        raise ConfigError(
+            "registry.listen",
+            f"{listen} is beyond loopback and registry.auth = false: anyone who reaches it "
+            "could push (and deploy); listen on 127.0.0.1 or turn auth on",
+        )
     return RegistryConfig(
         enabled=enabled,
-        listen=parse_listen(
-            _str(r.get("listen", str(default.listen)), "registry.listen"), "registry.listen"
-        ),
+        listen=listen,
+        auth=auth,
         storage_dir=_path(r, "storage_dir", "registry.", base_dir),
-        htpasswd_file=_path(r, "htpasswd_file", "registry.", base_dir),
+        htpasswd_file=htpasswd,
         webhook_listen=parse_listen(
             _str(r.get("webhook_listen", str(default.webhook_listen)), "registry.webhook_listen"),
             "registry.webhook_listen",
@@ -421,6 +442,15 @@ def _registry(raw: Mapping[str, Any], base_dir: Path) -> RegistryConfig:
         poll_interval_s=float(poll),
         binary=_str(r.get("binary", default.binary), "registry.binary"),
     )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _tls(raw: Mapping[str, Any]) -> TlsConfig:
@@ -431,6 +461,7 @@ def _tls(raw: Mapping[str, Any]) -> TlsConfig:
         "redirect_default_urls",
         "renew_before",
         "check_interval_s",
+        "local_ca_names",
     }
     _known(t, keys, "tls.")
     listens = _list(t, "https_listen", "tls.", ["0.0.0.0:443"])
@@ -452,6 +483,10 @@ def _tls(raw: Mapping[str, Any]) -> TlsConfig:
         ),
         renew_before=float(renew_before),
         check_interval_s=_float(t, "check_interval_s", "tls.", TlsConfig.check_interval_s),
+        local_ca_names=tuple(
+            _domain(v, f"tls.local_ca_names[{i}]")
+            for i, v in enumerate(_list(t, "local_ca_names", "tls.", []))
+        ),
     )
 
 

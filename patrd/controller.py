@@ -21,9 +21,17 @@ from typing import Protocol
 import structlog
 
 from patrd.autoscale import effective_replicas
+from patrd.cap_policy import SecurityPolicy, held_violations
 from patrd.config_files import directory_bytes, remove_config_dir, sync_config_dir
 from patrd.crypto import SecretsKeyError
-from patrd.engine import ContainerState, Engine, Instance, InstanceSpec, is_pinned_tag
+from patrd.engine import (
+    ContainerState,
+    Engine,
+    Instance,
+    InstanceSpec,
+    RegistryAuth,
+    is_pinned_tag,
+)
 from patrd.errors import EngineError, ImageNotFound, PatrdError, PullRefused, StoreError
 from patrd.probes import (
     TCP_POLL_S,
@@ -48,7 +56,7 @@ from patrd.reconcile import (
     plan,
 )
 from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
-from patrd.spec import DeploymentSpec
+from patrd.spec import LOCAL_REGISTRY, DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Status, Store
 from patrd.urls import UrlRecord
 from patrd.vault import Vault
@@ -86,6 +94,10 @@ class ControllerOptions:
     pause_timeout_s: float = 30.0
     # The disk guard (patrd/diskguard.py): None lets a pull go on, else why not.
     pull_guard: Callable[[], Awaitable[str | None]] | None = None
+    # [security]: a stored spec the policy would refuse now gets one warning event.
+    security_policy: SecurityPolicy | None = None
+    # The node registry's generated credential: pulls of registry "local".
+    local_registry_auth: RegistryAuth | None = None
 
 
 def network_name(deployment: str) -> str:
@@ -344,6 +356,7 @@ class DeploymentWorker:
         self._instances: list[Instance] = []
         self._record: DeploymentRecord | None = None
         self._template = ""  # the target template, secret versions included
+        self._policy_warned: int | None = None  # revision warned about (cap_policy)
         self.snapshot: DeploymentSnapshot | None = None
         self.settled = asyncio.Event()
         self._log = structlog.get_logger("patrd.controller").bind(deployment_id=deployment_id)
@@ -423,6 +436,7 @@ class DeploymentWorker:
             self._publish()
             return True, None
         self._record = record
+        await self._warn_policy(record)
         instances = await self._engine.list_instances(self.id)
         self._instances = instances
         now = time.monotonic()
@@ -512,6 +526,22 @@ class DeploymentWorker:
             hold_until = None
         wakes = [t for t in (result.wake_at, hold_until) if t is not None]
         return False, min(wakes) if wakes else None
+
+    async def _warn_policy(self, record: DeploymentRecord) -> None:
+        """Stored before the policy (or before the operator narrowed it): keeps
+        running, says so once per revision; its next change must drop it."""
+        policy = self._options.security_policy
+        if policy is None or self._policy_warned == record.revision:
+            return
+        self._policy_warned = record.revision
+        held = held_violations(record.spec.security, policy)
+        if held and record.intent is not Intent.DELETE:
+            message = (
+                f"holds {', '.join(held)}, which the security policy no longer grants; "
+                "it keeps running, and the next change must drop it"
+            )
+            self._log.warning("security_policy_violation", deployment=record.name, held=held)
+            await self._event("security_warning", message, record.revision)
 
     async def _stable_template(self, record: DeploymentRecord) -> str | None:
         if record.stable_revision is None:
@@ -918,6 +948,8 @@ class DeploymentWorker:
             if self._vault is None:
                 raise SecretsKeyError("registry_auth needs the secrets key")
             auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
+        elif spec.registry in (LOCAL_REGISTRY, self._options.local_registry):
+            auth = self._options.local_registry_auth
         try:
             try:
                 if exact is None:

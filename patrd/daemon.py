@@ -34,8 +34,9 @@ from patrd.config import Config
 from patrd.controller import Controller, ControllerOptions
 from patrd.dashboard.web import Dashboard
 from patrd.diskguard import DiskCollector, DiskGuard
-from patrd.engine import DockerEngine
+from patrd.engine import DockerEngine, RegistryAuth
 from patrd.errors import EngineError, PatrdError, StoreError
+from patrd.fence_gate import ProxyGate
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
 from patrd.imagegc import ImageCollector
@@ -46,6 +47,7 @@ from patrd.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
 from patrd.proxy.server import ProxyOptions
 from patrd.registry import RegistryProcess, load_or_create_secret
+from patrd.registry_auth import Credential, ensure_credential, htpasswd_path
 from patrd.registry_poll import TagPoller
 from patrd.store import Store
 from patrd.supervisor import Supervisor
@@ -137,6 +139,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 store, engine, config.images.keep_releases, config.images.gc_interval_s
             )
             disk_guard = _disk_guard(config, engine, images)
+            credential = await asyncio.to_thread(_registry_credential, config)
             controller = Controller(
                 store,
                 engine,
@@ -153,6 +156,14 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     on_remove=keeper.on_remove,
                     pull_guard=disk_guard.refusal,
                     pause_timeout_s=config.proxy.pause_timeout_s,
+                    security_policy=config.security,
+                    local_registry_auth=RegistryAuth(
+                        server=config.registry.host,
+                        username=credential.username,
+                        password=credential.password,
+                    )
+                    if credential
+                    else None,
                 ),
                 vault=vault,
             )
@@ -201,11 +212,21 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 
-            bound = await proxy.start(
-                [(x.host, x.port) for x in config.proxy.http_listen],
-                tls_listens=[(x.host, x.port) for x in config.tls.https_listen],
-            )
-            stack.push_async_callback(proxy.stop)
+            # The firewall fails closed (patrd/fence_gate.py): with firewall.enabled
+            # the listeners open only once the nft table is loaded.
+            bound: list[tuple[str, int]] = []
+
+            async def open_listeners() -> None:
+                bound[:] = await proxy.start(
+                    [(x.host, x.port) for x in config.proxy.http_listen],
+                    tls_listens=[(x.host, x.port) for x in config.tls.https_listen],
+                )
+
+            gate = ProxyGate(firewall, open_listeners, proxy.stop)
+            await gate.open_if_fenced()
+            stack.push_async_callback(gate.stop)
+            if config.firewall.enabled:
+                supervisor.start("proxy-gate", gate.run)
 
             token = _read_token(config.api.token_file) if config.api.tcp_listen else None
             runner = await serve_api(
@@ -219,6 +240,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     vault=vault,
                     observe=observe,
                     backups=backups,
+                    proxy_closed=gate.closed_reason,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -239,6 +261,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         backups=backups,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
+                        proxy_closed=gate.closed_reason,
                     ),
                     socket_path=None,
                     socket_mode=config.api.socket_mode,
@@ -266,7 +289,10 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 stack.push_async_callback(hook_runner.cleanup)
 
             proxy_urls = [f"http://{_fmt(h, p)}" for h, p in bound]
-            proxy_urls += [f"https://{_fmt(h, p)}" for h, p in proxy.https_bound]
+            if gate.is_open:
+                proxy_urls += [f"https://{_fmt(h, p)}" for h, p in proxy.https_bound]
+            else:
+                proxy_urls = [f"closed ({gate.closed_reason()})"]
             log.info(
                 "ready",
                 version=__version__,
@@ -389,7 +415,10 @@ def _registry_hook(config: Config, supervisor: Supervisor) -> RegistryHook | Non
     secret = load_or_create_secret(config.daemon.data_dir / "registry-webhook.secret")
     listen = config.registry.webhook_listen
     url = f"http://{_fmt(listen.host, listen.port)}/v1/registry/events"
-    process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret)
+    htpasswd = config.registry.htpasswd_file
+    if htpasswd is None and config.registry.auth:
+        htpasswd = htpasswd_path(config.daemon.data_dir)
+    process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret, htpasswd)
     supervisor.start("registry", process.run)
     return RegistryHook(secret=secret, host=config.registry.host)
 
@@ -406,6 +435,14 @@ def _disk_guard(config: Config, engine: DockerEngine, images: ImageCollector) ->
         return [*docker, ("data_dir", str(config.daemon.data_dir))]
 
     return DiskGuard(paths, config.disk.min_free, on_low=images.wake)
+
+
+def _registry_credential(config: Config) -> Credential | None:
+    """The generated node-registry credential (made on first start), when patrd owns auth."""
+    r = config.registry
+    if not r.enabled or not r.auth or r.htpasswd_file is not None:
+        return None
+    return ensure_credential(config.daemon.data_dir)
 
 
 def _fmt(host: str, port: int) -> str:

@@ -241,6 +241,19 @@ class FirewallKeeper:
     def enabled(self) -> bool:
         return self._config.firewall.enabled
 
+    @property
+    def loaded(self) -> bool:
+        """The last check loaded our table or found it as wanted (patrd/fence_gate.py)."""
+        return self.enabled and self._error is None and self._expected is not None
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    async def table_present(self) -> bool:
+        """Is ``table inet patrd`` in the kernel at all (maybe not the wanted one)?"""
+        return await self._nft.listing() is not None
+
     def wake(self) -> None:
         """Check now instead of at the next interval (e.g. a network was created)."""
         self._wake.set()

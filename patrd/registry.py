@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ MANIFEST_TYPES = frozenset(
     }
 )
 MAX_EVENTS_BODY = 1024 * 1024
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +70,8 @@ def parse_events(body: bytes) -> list[PushEvent]:
         if not all(isinstance(v, str) and v for v in (repository, tag, digest)):
             continue
         assert isinstance(repository, str) and isinstance(tag, str) and isinstance(digest, str)
-        if not digest.startswith("sha256:") or len(digest) != 71:
-            continue
+        if not DIGEST_RE.fullmatch(digest):
+            continue  # it becomes part of the image reference patrd pins
         pushes.append(PushEvent(repository, tag, digest, _timestamp(event.get("timestamp"))))
     return pushes
 
@@ -82,8 +84,19 @@ def authorized(header: str | None, secret: str) -> bool:
     )
 
 
-def render_config(config: RegistryConfig, storage: Path, webhook_url: str, secret: str) -> str:
-    """The registry's config (JSON is YAML): loopback listener, notifications to patrd."""
+def render_config(
+    config: RegistryConfig,
+    storage: Path,
+    webhook_url: str,
+    secret: str,
+    htpasswd: Path | None = None,
+) -> str:
+    """The registry's config (JSON is YAML): listener, basic auth, notifications to patrd.
+
+    ``htpasswd``: the file the registry checks pushes and pulls against
+    (``registry.htpasswd_file`` or the generated one); None only with
+    ``registry.auth = false`` on loopback.
+    """
     document: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "warn", "fields": {"service": "registry"}},
@@ -109,10 +122,8 @@ def render_config(config: RegistryConfig, storage: Path, webhook_url: str, secre
             ]
         },
     }
-    if config.htpasswd_file is not None:
-        document["auth"] = {
-            "htpasswd": {"realm": "patrd-registry", "path": str(config.htpasswd_file)}
-        }
+    if htpasswd is not None:
+        document["auth"] = {"htpasswd": {"realm": "patrd-registry", "path": str(htpasswd)}}
     return json.dumps(document, indent=2)
 
 
@@ -133,8 +144,16 @@ def load_or_create_secret(path: Path) -> str:
 class RegistryProcess:
     """Runs ``docker-registry serve``; returns (to be restarted) when it exits."""
 
-    def __init__(self, config: RegistryConfig, data_dir: Path, webhook_url: str, secret: str):
+    def __init__(
+        self,
+        config: RegistryConfig,
+        data_dir: Path,
+        webhook_url: str,
+        secret: str,
+        htpasswd: Path | None = None,
+    ):
         self._config = config
+        self._htpasswd = htpasswd
         self._storage = config.storage_dir or data_dir / "registry"
         self._config_file = data_dir / "registry.json"
         self._webhook_url = webhook_url
@@ -143,7 +162,9 @@ class RegistryProcess:
 
     def write_config(self) -> Path:
         self._storage.mkdir(parents=True, exist_ok=True, mode=0o700)
-        text = render_config(self._config, self._storage, self._webhook_url, self._secret)
+        text = render_config(
+            self._config, self._storage, self._webhook_url, self._secret, self._htpasswd
+        )
         tmp = self._config_file.with_name(f".{self._config_file.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -231,6 +231,11 @@ MIGRATIONS: tuple[str, ...] = (
         pulled_at REAL NOT NULL
     );
     """,
+    # A secret used as registry_auth is bound to that registry when first used
+    # so (trust boundaries): its credentials are never sent to another host.
+    """
+    ALTER TABLE secrets ADD COLUMN registry TEXT;
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000
@@ -803,7 +808,8 @@ class Store:
                 raise NotFound(f"secret {name!r} not found")
             if row is None:
                 await db.execute(
-                    "INSERT INTO secrets VALUES (?, ?, ?, 1, ?, ?)",
+                    "INSERT INTO secrets (name, nonce, ciphertext, version, created_at, "
+                    "updated_at) VALUES (?, ?, ?, 1, ?, ?)",
                     (name, nonce, ciphertext, now, now),
                 )
             else:
@@ -863,6 +869,25 @@ class Store:
         auth = spec.registry_auth
         if auth is not None and auth.name not in known:
             raise SpecError("registry_auth.secret", f"secret {auth.name!r} does not exist")
+        if auth is not None:
+            await self._bind_registry_secret(db, auth.name, spec.registry)
+
+    async def _bind_registry_secret(
+        self, db: aiosqlite.Connection, name: str, registry: str
+    ) -> None:
+        """Bind ``name`` to ``registry`` on its first use as registry_auth; refuse others."""
+        await db.execute(
+            "UPDATE secrets SET registry = ? WHERE name = ? AND registry IS NULL", (registry, name)
+        )
+        async with db.execute("SELECT registry FROM secrets WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        bound = str(row[0]) if row and row[0] is not None else registry
+        if bound != registry:
+            raise SpecError(
+                "registry_auth.secret",
+                f"secret {name!r} holds credentials for registry {bound!r}; it is never sent "
+                f"to {registry!r}: create a separate secret for that registry",
+            )
 
     async def deploy_pushed(
         self, matches: Callable[[DeploymentSpec], bool], image_ref: str, at: float

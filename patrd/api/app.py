@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -37,7 +38,7 @@ from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
-from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
+from patrd.api.routes import CONFIG, CONTROLLER, PROXY_CLOSED, STORE, add_routes
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
@@ -69,6 +70,7 @@ def build_app(
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
     backups: OffsiteBackups | None = None,
+    proxy_closed: Callable[[], str | None] | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -99,6 +101,8 @@ def build_app(
         app[OBSERVE] = observe
     if backups is not None:
         app[BACKUPS] = backups
+    if proxy_closed is not None:
+        app[PROXY_CLOSED] = proxy_closed
     add_routes(app)
     add_access_routes(app)  # /v1/tokens, /v1/audit
     if dashboard is not None:

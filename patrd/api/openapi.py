@@ -140,10 +140,25 @@ _SPEC_EXTRAS: dict[str, Any] = {
     },
     "security": {
         "type": "object",
-        "description": "the explicit override of the hardening defaults",
+        "description": (
+            "the explicit override of the hardening defaults, within the operator's "
+            "[security] policy (README: Trust boundaries); outside it: 422"
+        ),
         "properties": {
-            "extra_capabilities": {"type": "array", "items": {"type": "string"}},
-            "pids_limit": {"type": "integer", "nullable": True, "minimum": 0},
+            "extra_capabilities": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "only from security.allowed_capabilities; never SYS_ADMIN & co.",
+            },
+            "pids_limit": {
+                "type": "integer",
+                "nullable": True,
+                "minimum": 0,
+                "description": (
+                    "security.pids_min..pids_max (0 only in specs stored before the policy); "
+                    "null: docker.pids_limit"
+                ),
+            },
         },
     },
     "backup": {
@@ -204,10 +219,35 @@ SCHEMAS: dict[str, Any] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "version"],
+        "required": ["status", "version", "problems"],
         "properties": {
-            "status": {"type": "string", "enum": ["ok"]},
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
             "version": {"type": "string"},
+            "problems": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "e.g. the proxy listeners are closed: the firewall is not loaded",
+            },
+        },
+    },
+    "RegistryLogin": {
+        "type": "object",
+        "description": "How to log Docker in to the node registry (README: Security).",
+        "required": ["registry", "auth", "username", "password_file", "login"],
+        "properties": {
+            "registry": {"type": "string", "description": "host:port to push to"},
+            "auth": {
+                "type": "string",
+                "enum": ["generated", "htpasswd_file", "none"],
+                "description": "who holds the credential",
+            },
+            "username": {"type": "string", "nullable": True},
+            "password_file": {
+                "type": "string",
+                "nullable": True,
+                "description": "0600 file with the password (never the password itself)",
+            },
+            "login": {"type": "string", "nullable": True, "description": "a shell line"},
         },
     },
     "Firewall": {
@@ -807,6 +847,17 @@ PATHS: dict[str, Any] = {
                 **_COMMON_ERRORS,
             },
         },
+    },
+    "/v1/registry/login": {
+        "get": {
+            "operationId": "registry_login",
+            "summary": "The docker login line for the node registry (no password in the answer)",
+            "responses": {
+                "200": _json_body("RegistryLogin", "how to log in"),
+                "404": _error("NotFound"),
+                **_COMMON_ERRORS,
+            },
+        }
     },
     "/v1/registry/events": {
         "post": {

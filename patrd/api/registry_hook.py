@@ -20,6 +20,7 @@ from patrd.registry import (
     authorized,
     parse_events,
 )
+from patrd.registry_auth import USERNAME, login_line, password_path
 from patrd.spec import LOCAL_REGISTRY, DeploymentSpec
 
 
@@ -69,3 +70,32 @@ def _pushed_to(host: str, push: PushEvent, spec: DeploymentSpec) -> bool:
         and spec.image == push.repository
         and spec.tag == push.tag
     )
+
+
+async def registry_login(request: web.Request) -> web.Response:
+    """``GET /v1/registry/login``: where the node registry's credential is, never its value."""
+    from patrd.api.routes import CONFIG
+
+    config = request.app[CONFIG]
+    registry = config.registry
+    if not registry.enabled:
+        raise NotFound("the node registry is off ([registry] enabled = false)")
+    body: dict[str, str | None] = {
+        "registry": registry.host,
+        "auth": "none",
+        "username": None,
+        "password_file": None,
+        "login": None,
+    }
+    if registry.htpasswd_file is not None:
+        body["auth"] = "htpasswd_file"
+        body["login"] = f"docker login {registry.host}  # a user of {registry.htpasswd_file}"
+    elif registry.auth:
+        data_dir = config.daemon.data_dir
+        body.update(
+            auth="generated",
+            username=USERNAME,
+            password_file=str(password_path(data_dir)),
+            login=login_line(registry.host, data_dir),
+        )
+    return web.json_response(body)

@@ -12,17 +12,18 @@ import functools
 import json
 import re
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from aiohttp import web
 
-from patrd import __version__, cost, spec
+from patrd import __version__, cap_policy, cost, spec
 from patrd.api import backups as offsite_backups
 from patrd.api import secrets, volumes
 from patrd.api.firewall import firewall_status
 from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
-from patrd.api.registry_hook import registry_events
+from patrd.api.registry_hook import registry_events, registry_login
 from patrd.api.urls import (
     create_url,
     delete_url,
@@ -41,6 +42,8 @@ from patrd.views import ControllerView, InstanceView
 STORE = web.AppKey("patrd.store", Store)
 CONTROLLER = web.AppKey[ControllerView]("patrd.controller")
 CONFIG = web.AppKey("patrd.config", Config)
+# Why the proxy listeners are closed (patrd/fence_gate.py), None while open.
+PROXY_CLOSED = web.AppKey[Callable[[], str | None]]("patrd.proxy_closed")
 
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
@@ -75,6 +78,7 @@ def add_routes(app: web.Application) -> None:
         name="delete_config_file",
     )
     r.add_post("/v1/registry/events", registry_events, name="registry_events")
+    r.add_get("/v1/registry/login", registry_login, name="registry_login", allow_head=False)
     r.add_get("/v1/secrets", secrets.list_secrets, name="list_secrets", allow_head=False)
     r.add_post("/v1/secrets", secrets.create_secret, name="create_secret")
     r.add_get("/v1/secrets/{name}", secrets.get_secret, name="get_secret", allow_head=False)
@@ -120,7 +124,15 @@ def add_routes(app: web.Application) -> None:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    """200 while the API answers; ``degraded`` with the reasons when something is fenced off."""
+    problems = []
+    closed = request.app.get(PROXY_CLOSED)
+    reason = closed() if closed is not None else None
+    if reason:
+        problems.append(reason)
+    return web.json_response(
+        {"status": "degraded" if problems else "ok", "version": __version__, "problems": problems}
+    )
 
 
 async def openapi_document(request: web.Request) -> web.Response:
@@ -184,6 +196,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
     body = await read_json(request)
     parsed = spec.parse_create(body, region=config.daemon.region)
+    cap_policy.check(parsed.security, config.security, body=body)
     if _bool_query(request, "dry_run"):
         return web.json_response(await _dry_run(store, config, parsed))
     record = await store.create_deployment(parsed)
@@ -248,6 +261,7 @@ async def update_deployment(request: web.Request) -> web.Response:
 
     def change(current: spec.DeploymentSpec) -> spec.DeploymentSpec:
         updated = spec.parse_update(current, body)
+        cap_policy.check(updated.security, config.security, before=current.security, body=body)
         refuse_volume_loss(current, updated, confirmed=confirmed)
         return updated
 

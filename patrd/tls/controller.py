@@ -31,7 +31,7 @@ from patrd.store import Store
 from patrd.tls import renewal, resolve
 from patrd.tls.acme_client import AcmeClient, AcmeFailure
 from patrd.tls.certstore import CertInfo, CertStore, CertStoreError, generate_key
-from patrd.tls.localca import LocalCA
+from patrd.tls.localca import LOCAL_CA_CN_PREFIX, LocalCA
 from patrd.tls.renewal import CertState, Decision, Held, Policy, Verdict
 
 ALERT_LOG_EVERY_S = 3600.0
@@ -341,7 +341,12 @@ class TlsController:
     def _held(self, info: CertInfo | None, acme: bool) -> Held | None:
         if info is None:
             return None
-        acceptable = not (acme and info.issuer == self._local_issuer)
+        # A certificate of an earlier local CA (replaced: other name constraints)
+        # is reissued now, not at renewal: clients trust only the current ca.pem.
+        stale_local = info.issuer != self._local_issuer and info.issuer.startswith(
+            LOCAL_CA_CN_PREFIX
+        )
+        acceptable = not stale_local and not (acme and info.issuer == self._local_issuer)
         return Held(info.not_before, info.not_after, info.serial, acceptable)
 
     def _policy(self, acme: bool) -> Policy:

@@ -11,7 +11,7 @@ from patrd.store import Store
 from patrd.tls.acme_client import AcmeClient, AcmeOptions, ChallengeTokens
 from patrd.tls.certstore import CertStore
 from patrd.tls.controller import LOCAL_POLICY, TlsController, TlsOptions
-from patrd.tls.localca import LocalCA
+from patrd.tls.localca import LocalCA, permitted_names
 from patrd.tls.renewal import Policy
 
 
@@ -26,7 +26,9 @@ class TlsParts:
 def build_tls(config: Config, store: Store) -> TlsParts:
     base = config.daemon.data_dir / "tls"
     certs = CertStore(base / "certs")
-    local_ca = LocalCA(base / "local-ca")
+    local_ca = LocalCA(
+        base / "local-ca", permitted_names(config.proxy.base_domain, config.tls.local_ca_names)
+    )
     challenges = ChallengeTokens()
     acme_config = config.acme
     acme = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -51,13 +52,35 @@ def registry_addr(d: Daemon) -> str:
     return str(d.config["registry"]["listen"])
 
 
+def docker_login(d: Daemon) -> dict[str, str]:
+    """The env of a Docker CLI logged in to the node registry with patrd's generated
+    credential (its own DOCKER_CONFIG: the user's ~/.docker is not touched)."""
+    env = {**os.environ, "DOCKER_CONFIG": str(d.workdir / "docker-cli")}
+    password = d.data_dir / "registry-password"
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run(
+            ["docker", "login", registry_addr(d), "-u", "patrd", "--password-stdin"],
+            input=password.read_text() if password.exists() else "",
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if out.returncode == 0:
+            return env
+        if time.monotonic() > deadline:  # the registry is still starting
+            raise AssertionError(out.stderr)
+        time.sleep(0.3)
+
+
 def push(d: Daemon, source: str, repo: str, tag: str) -> str:
     """Tag a local image into the node registry and push it; the pushed manifest digest."""
     ref = f"{registry_addr(d)}/{repo}:{tag}"
     subprocess.run(["docker", "tag", source, ref], check=True, capture_output=True)
+    env = docker_login(d)
     deadline = time.monotonic() + 30
     while True:
-        out = subprocess.run(["docker", "push", ref], capture_output=True, text=True)
+        out = subprocess.run(["docker", "push", ref], capture_output=True, text=True, env=env)
         if out.returncode == 0:
             break
         if time.monotonic() > deadline:  # the registry is still starting

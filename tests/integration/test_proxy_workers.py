@@ -257,7 +257,7 @@ async def test_a_new_certificate_reaches_every_worker(
     tmp_path: Path, make_upstream: MakeUpstream, make_workers: MakeWorkers
 ) -> None:
     upstream = await make_upstream("a")
-    ca = LocalCA(tmp_path / "ca")
+    ca = LocalCA(tmp_path / "ca", ("test",))
     certs = CertStore(tmp_path / "certs")
     key = generate_key()
     certs.install(*certs.write("first.test", key, ca.issue("first.test", key)))

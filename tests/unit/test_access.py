@@ -75,6 +75,7 @@ SCOPE_TABLE = [
     ("GET", "/v1/backups/{id}/state", A),
     ("POST", "/v1/backups", A),
     ("POST", "/v1/backups/{id}/restore", A),
+    ("GET", "/v1/registry/login", A),
     # Fail closed: whatever the table does not name needs admin.
     ("GET", "/v1/something-new", A),
     ("POST", DEP + "/something-new", A),

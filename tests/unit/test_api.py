@@ -143,7 +143,7 @@ async def expect_error(
 async def test_health(client: Client) -> None:
     resp = await client.get("/v1/health")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ok", "version": __version__}
+    assert await resp.json() == {"status": "ok", "version": __version__, "problems": []}
 
 
 async def test_create_returns_deployment_and_wakes(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import ssl
 import stat
@@ -15,7 +16,7 @@ import pytest
 from cryptography import x509
 
 from patrd.tls.certstore import CertStore, CertStoreError, generate_key, server_context
-from patrd.tls.localca import LocalCA
+from patrd.tls.localca import LocalCA, permitted_names
 from patrd.tls.resolve import _question, is_local, parse_answer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def ca(tmp_path: Path) -> LocalCA:
-    ca = LocalCA(tmp_path / "ca")
+    ca = LocalCA(tmp_path / "ca", ("example.com", "test"))
     ca.ensure()
     return ca
 
@@ -130,7 +131,7 @@ def test_server_context_is_tls12_or_newer() -> None:
 
 
 def test_local_ca_survives_a_restart(tmp_path: Path, ca: LocalCA) -> None:
-    again = LocalCA(tmp_path / "ca")
+    again = LocalCA(tmp_path / "ca", ("test", "example.com"))
     assert again.issuer == ca.issuer
     assert sorted(os.listdir(tmp_path / "ca")) == ["ca.key", "ca.pem"]
 
@@ -177,3 +178,82 @@ def test_retry_after_header_values() -> None:
     assert _retry_after(None) is None and _retry_after("soon") is None
     later = email.utils.formatdate(_time.time() + 600, usegmt=True)
     assert 590 <= (_retry_after(later) or 0) <= 600
+
+
+# --- the local CA is constrained (trust boundaries) ----------------------------
+
+
+def test_local_ca_is_name_constrained_short_lived_and_private(tmp_path: Path) -> None:
+    ca = LocalCA(tmp_path / "lc", permitted_names("apps.example.net", ["extra.test"]))
+    ca.ensure()
+    cert = x509.load_pem_x509_certificate(ca.cert_path.read_bytes())
+    ext = cert.extensions.get_extension_for_class(x509.NameConstraints)
+    assert ext.critical
+    assert sorted(str(g.value) for g in ext.value.permitted_subtrees or []) == [
+        "apps.example.net",
+        "extra.test",
+        "localhost",
+    ]
+    excluded = {str(g.value) for g in ext.value.excluded_subtrees or []}
+    assert excluded == {"0.0.0.0/0", "::/0"}
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= datetime.timedelta(days=5 * 365, minutes=10)
+    assert stat.S_IMODE(ca.key_path.stat().st_mode) == 0o600
+    # inside: signed; outside: refused with the config key to widen it
+    for name in ("apps.example.net", "a.apps.example.net", "x.localhost", "extra.test"):
+        ca.issue(name, generate_key())
+    for name in ("example.net", "evilapps.example.net", "bank.example.com", "localhost.evil"):
+        with pytest.raises(CertStoreError, match=r"tls\.local_ca_names"):
+            ca.issue(name, generate_key())
+
+
+def test_leaf_outside_the_constraints_fails_verification(tmp_path: Path) -> None:
+    """Even a leaf the key signs outside the constraints is refused by OpenSSL clients."""
+    ca = LocalCA(tmp_path / "lc", ["ok.test"])
+    ca.ensure()
+    outside = LocalCA(tmp_path / "lc", ["ok.test", "bank.example"])  # same files, wider names
+    outside._key, outside._cert = ca._key, ca._cert
+    chain = outside.issue("bank.example", generate_key())
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(chain.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca.cert_path), str(leaf)],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode != 0 and "subtree violation" in verify.stdout + verify.stderr
+    good = tmp_path / "good.pem"
+    chain = ca.issue("www.ok.test", generate_key())
+    good.write_bytes(chain.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
+    ok = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca.cert_path), str(good)],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_an_unconstrained_or_other_ca_is_replaced(tmp_path: Path) -> None:
+    old = LocalCA(tmp_path / "lc", ["one.test"])
+    old.ensure()
+    again = LocalCA(tmp_path / "lc", ["one.test"])
+    assert again.issuer == old.issuer  # same names: kept
+    wider = LocalCA(tmp_path / "lc", ["one.test", "two.test"])
+    assert wider.issuer != old.issuer  # other names: a new CA, the old pair kept aside
+    assert sorted(os.listdir(tmp_path / "lc")) == ["ca.key", "ca.key.old", "ca.pem", "ca.pem.old"]
+    assert stat.S_IMODE((tmp_path / "lc" / "ca.key.old").stat().st_mode) == 0o600
+
+
+def test_local_ca_names_config(tmp_path: Path) -> None:
+    from patrd import config as config_mod
+    from patrd.errors import ConfigError
+
+    parsed = config_mod.parse({"tls": {"local_ca_names": ["Intra.Example."]}}, base_dir=tmp_path)
+    assert parsed.tls.local_ca_names == ("intra.example",)
+    assert permitted_names(parsed.proxy.base_domain, parsed.tls.local_ca_names) == (
+        "intra.example",
+        "localhost",
+    )
+    with pytest.raises(ConfigError) as info:
+        config_mod.parse({"tls": {"local_ca_names": ["ok.test", "not a name"]}}, base_dir=tmp_path)
+    assert info.value.key == "tls.local_ca_names[1]"
