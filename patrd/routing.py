@@ -105,6 +105,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
             path_prefix=spec.path,
             https_redirect=spec.http_redirect,
             max_body_bytes=spec.max_body_bytes,
+            timeouts=spec.timeouts,
         )
     if isinstance(target, RedirectTarget):
         return Route(
@@ -133,6 +134,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
         path_prefix=spec.path,
         https_redirect=spec.http_redirect,
         max_body_bytes=spec.max_body_bytes,
+        timeouts=spec.timeouts,
     )
 
 

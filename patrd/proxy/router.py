@@ -62,6 +62,9 @@ class Route:
     upstream_host: str | None = None  # proxy to an outside origin: its Host
     upstream_path: str = ""  # ... and the base path put before the request path
     max_body_bytes: int | None = None  # this URL's request body limit (None: the proxy's)
+    # This URL's (body, upstream_header, upstream_idle, send) timeouts in
+    # seconds (None: the proxy's, ProxyOptions).
+    timeouts: tuple[float, float, float, float] | None = None
     special: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,8 @@ class RoutingTable:
     _index: Mapping[str, tuple[_Entry, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    # Host → segments of its deepest path prefix (hosts with only "/": absent).
+    _depths: Mapping[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         by_host: dict[str, list[_Entry]] = {}
@@ -104,6 +109,10 @@ class RoutingTable:
         }
         # A plain dict (read-only by convention): the lookup is on the hot path.
         object.__setattr__(self, "_index", index)
+        depths = {
+            host: entries[0][0].count("/") for host, entries in index.items() if entries[0][0]
+        }
+        object.__setattr__(self, "_depths", depths)
 
     @classmethod
     def build(cls, routes: Iterable[Route]) -> RoutingTable:
@@ -125,6 +134,10 @@ class RoutingTable:
             if not prefix or path == prefix or path.startswith(prefix_slash):
                 return route
         return None
+
+    def prefix_depth(self, host: str) -> int:
+        """Segments of the deepest path prefix of ``host`` (normalized); 0: only ``/``."""
+        return self._depths.get(host, 0)
 
     def hosts(self) -> frozenset[str]:
         """Every hostname this table routes (the names that need a certificate)."""

@@ -149,6 +149,7 @@ def table_to(table: RoutingTable) -> list[list[Any]]:
             r.upstream_host,
             r.upstream_path,
             r.max_body_bytes,
+            list(r.timeouts) if r.timeouts is not None else None,
         ]
         for r in table.routes
     ]
@@ -169,6 +170,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
         upstream_host,
         upstream_path,
         max_body_bytes,
+        timeouts,
     ) in data:
         routes.append(
             Route(
@@ -184,6 +186,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
                 upstream_host=upstream_host,
                 upstream_path=upstream_path,
                 max_body_bytes=max_body_bytes,
+                timeouts=tuple(timeouts) if timeouts is not None else None,
             )
         )
     return RoutingTable.build(routes)
@@ -207,6 +210,7 @@ def snapshot_to(snapshot: Snapshot, with_stats: bool) -> Message:
         "active": snapshot.active_requests,
         "limited": snapshot.limited_requests,
         "refused": snapshot.refused_connections,
+        "timeouts": snapshot.timeouts,
     }
     if with_stats:
         message["stats"] = {name: counters_to(c) for name, c in snapshot.deployment_stats.items()}
