@@ -1829,7 +1829,7 @@ class _Upstream(asyncio.Protocol):
             self._flush()
         if self.complete:
             ex.client.response_complete(ex, self.keep_alive)
-        elif ex.response_started:
+        elif ex.response_started and not ex.client._write_paused:
             ex.client._set_deadline(ex.timeouts[_T_UPSTREAM_IDLE])  # a body split over reads
 
     def _flush(self) -> None:
