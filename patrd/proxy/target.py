@@ -15,8 +15,9 @@ above that base.
 DNS name or an IP literal with an optional numeric port; anything else
 (``a.test:@evil.test``, ``a.test/x``, spaces) is refused.
 
-Both have a fast path for what nearly every request sends: an already normal
-path, a plain lowercase host.
+The server keeps both cheap for what nearly every request sends: an already
+normal path costs one regex search (:data:`needs_normalizing`), and Host
+values are parsed once each (cached).
 """
 
 from __future__ import annotations
