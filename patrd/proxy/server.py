@@ -183,10 +183,22 @@ _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 _PLAIN_CONNECTION: Final = frozenset(
     {b"close", b"keep-alive", b"upgrade", b"Close", b"Keep-Alive", b"Upgrade"}
 )
-# Host header → (hostname for the routing table, Host forwarded), or _BAD_HOST
-# (bounded: cleared when full).
+# Host header → _HostLines, or _BAD_HOST (bounded: cleared when full).
 _HOST_CACHE_MAX: Final = 4096
-_BAD_HOST: Final = ("", b"")
+# (hostname for the routing table, Host value forwarded, its "Host: …" line,
+# its "X-Forwarded-Host: …" line): the lines are made once per Host value.
+_HostLines = tuple[str, bytes, bytes, bytes]
+_NO_HOST: Final[_HostLines] = ("", b"", b"", b"")  # HTTP/1.0 without Host: none forwarded
+_BAD_HOST: Final = _NO_HOST  # cached for an invalid Host value: 400 (the empty name tells)
+
+
+def _host_lines(raw: bytes) -> _HostLines:
+    parsed = parse_host(raw)
+    if parsed is None:
+        return _BAD_HOST
+    name, value = parsed
+    return name, value, b"Host: %b\r\n" % value, b"X-Forwarded-Host: %b\r\n" % value
+
 
 # HTTP-01 challenges (RFC 8555 §8.3) are answered on the plain-HTTP listeners
 # from the token map, before routing and before any https redirect.
@@ -277,7 +289,7 @@ class ProxyServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []
         self._pools: dict[tuple[str, int], _Pool] = {}
-        self._hosts: dict[bytes, tuple[str, bytes]] = {}  # Host header → parsed (_BAD_HOST)
+        self._hosts: dict[bytes, _HostLines] = {}  # Host header → parsed (_BAD_HOST)
         # (body, upstream header, upstream idle, send) of routes without their own.
         self._timeouts = (
             options.body_timeout_s,
@@ -652,10 +664,10 @@ class _Exchange:
         "discard",
         "error",
         "finished",
-        "forward_host",
         "head",
         "headers_done",
         "host",
+        "host_lines",
         "http11",
         "is_head",
         "keep_alive",
@@ -686,7 +698,7 @@ class _Exchange:
         self.url = b""
         self.parts: list[bytes] = []  # forwarded headers: name, b": ", value, b"\r\n", ...
         self.host: bytes | None = None
-        self.forward_host = b""  # the Host forwarded upstream (validated, normalized)
+        self.host_lines = _NO_HOST  # the Host forwarded upstream (validated, normalized)
         self.timeouts = client._server._timeouts  # the route's, once routed
         self.connection: list[bytes] | None = None  # values of Connection headers
         self.upgrade: bytes | None = None
@@ -1113,13 +1125,14 @@ class _Client(asyncio.Protocol):
         raw_host = ex.host
         if raw_host is not None:
             hosts = server._hosts
-            parsed = hosts.get(raw_host)
-            if parsed is None:
+            lines = hosts.get(raw_host)
+            if lines is None:
                 if len(hosts) >= _HOST_CACHE_MAX:
                     hosts.clear()
-                parsed = hosts[raw_host] = parse_host(raw_host) or _BAD_HOST
-            host, ex.forward_host = parsed
-            if not host:
+                lines = hosts[raw_host] = _host_lines(raw_host)
+            ex.host_lines = lines
+            host = lines[0]
+            if not host:  # _BAD_HOST
                 self._local(ex, 400, "bad request: invalid Host header", close=True)
                 return
         # The path: routed and forwarded in its normal form (patrd/proxy/target.py).
@@ -1241,23 +1254,22 @@ class _Client(asyncio.Protocol):
             framing = b"Content-Length: %d\r\n" % ex.content_length
         else:
             framing = b""
-        host = ex.forward_host
+        _, _, host_line, forwarded_host = ex.host_lines
+        forwarded = self._forwarded
         if self._trusted:
             forwarded = self._from_trusted(ex)
-        elif host:
-            forwarded = self._forwarded + b"X-Forwarded-Host: %b\r\n" % host
-        else:
-            forwarded = self._forwarded
+            forwarded_host = b""
         url = ex.url
         if route.upstream_host is not None:  # a managed URL proxying to an outside origin
             url = join_base(route.upstream_path.encode("latin-1"), url)
-            host = route.upstream_host.encode("idna")
-        return b"%b %b HTTP/1.1\r\n%b%b%b%b\r\n" % (
+            host_line = b"Host: %b\r\n" % route.upstream_host.encode("idna")
+        return b"%b %b HTTP/1.1\r\n%b%b%b%b%b\r\n" % (
             ex.method,
             url,
-            b"Host: %b\r\n" % host if host else b"",
+            host_line,
             b"".join(ex.parts),
             forwarded,
+            forwarded_host,
             framing,
         )
 
@@ -1273,7 +1285,7 @@ class _Client(asyncio.Protocol):
             client.encode("ascii", "replace"),
             chain,
             None if ex.xf_proto else self._scheme,
-            None if ex.xf_host or not ex.forward_host else ex.forward_host,
+            None if ex.xf_host or not ex.host_lines[1] else ex.host_lines[1],
         )
 
     def _forwarded_key(self, ex: _Exchange) -> str | None:
