@@ -38,7 +38,8 @@ __all__ = [
 
 # Bytes whose presence sends a path to the slow path. Everything else in a
 # path llhttp accepted is kept as is.
-_SLOW: Final = re.compile(rb"%|//|/\.|\\|#")
+# (A character class first: about twice as fast as five alternatives.)
+_SLOW: Final = re.compile(rb"[%#\\]|/[/.]")
 # ``needs_normalizing(path)`` is falsy for a path already normal (the fast path).
 needs_normalizing: Final = _SLOW.search
 _UNRESERVED: Final = frozenset(
