@@ -143,7 +143,9 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("GET", "/v1/audit", A),
     Rule("POST", "/v1/backup", A),
     Rule("GET", "/v1/backups/{id}/state", A),
-    Rule("GET", "/v1/registry/login", A),  # where the node registry's password lives  # the state archive: admin, like POST /v1/backup
+    Rule(
+        "GET", "/v1/registry/login", A
+    ),  # where the node registry's password lives  # the state archive: admin, like POST /v1/backup
 )
 
 

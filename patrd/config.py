@@ -75,6 +75,11 @@ class ProxyConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     header_timeout_s: float = 30.0
     idle_timeout_s: float = 75.0
+    # After the request head, like nginx's (a managed URL may set its own).
+    body_timeout_s: float = 60.0
+    upstream_header_timeout_s: float = 60.0
+    upstream_idle_timeout_s: float = 60.0
+    send_timeout_s: float = 60.0
     # Limits (issue 5, "Fences"): 0 turns a limit off.
     rate_limit_rps: float = 100.0  # requests per second per client IP (IPv6: per /64)
     rate_limit_burst: int = 200
@@ -307,6 +312,10 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
             "max_body_bytes",
             "header_timeout_s",
             "idle_timeout_s",
+            "body_timeout_s",
+            "upstream_header_timeout_s",
+            "upstream_idle_timeout_s",
+            "send_timeout_s",
             "rate_limit_rps",
             "rate_limit_burst",
             "rate_limit_exempt",
@@ -333,6 +342,14 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         max_body_bytes=_int(p, "max_body_bytes", "proxy.", ProxyConfig.max_body_bytes, 0),
         header_timeout_s=_float(p, "header_timeout_s", "proxy.", ProxyConfig.header_timeout_s),
         idle_timeout_s=_float(p, "idle_timeout_s", "proxy.", ProxyConfig.idle_timeout_s),
+        body_timeout_s=_float(p, "body_timeout_s", "proxy.", ProxyConfig.body_timeout_s),
+        upstream_header_timeout_s=_float(
+            p, "upstream_header_timeout_s", "proxy.", ProxyConfig.upstream_header_timeout_s
+        ),
+        upstream_idle_timeout_s=_float(
+            p, "upstream_idle_timeout_s", "proxy.", ProxyConfig.upstream_idle_timeout_s
+        ),
+        send_timeout_s=_float(p, "send_timeout_s", "proxy.", ProxyConfig.send_timeout_s),
         rate_limit_rps=_float0(p, "rate_limit_rps", "proxy.", ProxyConfig.rate_limit_rps),
         rate_limit_burst=_int(p, "rate_limit_burst", "proxy.", ProxyConfig.rate_limit_burst, 1),
         rate_limit_exempt=tuple(

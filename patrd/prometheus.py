@@ -63,6 +63,9 @@ class ProxySource(Protocol):
     def refused_connections(self) -> int: ...
 
     @property
+    def timeouts(self) -> dict[str, int]: ...  # kind → fired (proxy.*_timeout_s)
+
+    @property
     def active_requests(self) -> int: ...
 
 
@@ -316,6 +319,15 @@ class PatrdCollector(Collector):
             "connections closed at once by a connection cap",
             value=proxy.refused_connections,
         )
+        timeouts = CounterMetricFamily(
+            "patrd_proxy_timeouts",
+            "requests and websockets cut by a timeout after the request head, by kind "
+            "(body: 408, upstream_header: 504, upstream_idle, send, websocket_idle)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(proxy.timeouts.items()):
+            timeouts.add_metric([kind], n)
+        yield timeouts
         yield GaugeMetricFamily(
             "patrd_proxy_active_requests", "requests in flight", value=proxy.active_requests
         )

@@ -112,6 +112,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
             https_redirect=spec.http_redirect,
             max_body_bytes=spec.max_body_bytes,
             hold=hold,
+            timeouts=spec.timeouts,
         )
     if isinstance(target, RedirectTarget):
         return Route(
@@ -140,6 +141,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
         path_prefix=spec.path,
         https_redirect=spec.http_redirect,
         max_body_bytes=spec.max_body_bytes,
+        timeouts=spec.timeouts,
     )
 
 

@@ -26,7 +26,16 @@ from typing import Any
 from patrd.errors import SpecError
 from patrd.spec import NAME_RE
 
-URL_FIELDS = frozenset({"domain", "path", "target", "http_redirect", "max_body_bytes"})
+URL_FIELDS = frozenset({"domain", "path", "target", "http_redirect", "max_body_bytes", "timeouts"})
+# This URL's own proxy timeouts (the proxy.* keys of the same names), in the
+# order of patrd.proxy.router.Route.timeouts.
+TIMEOUT_FIELDS = (
+    "body_timeout_s",
+    "upstream_header_timeout_s",
+    "upstream_idle_timeout_s",
+    "send_timeout_s",
+)
+MAX_TIMEOUT_S = 7 * 86400
 MIN_BODY_LIMIT = 1024
 MAX_BODY_LIMIT = 64 * 1024**3
 MAX_DOMAIN = 253
@@ -86,6 +95,8 @@ class UrlSpec:
     target: Target
     http_redirect: bool = True
     max_body_bytes: int | None = None  # None: proxy.max_body_bytes
+    # TIMEOUT_FIELDS in order, 0.0: the proxy's; None: all the proxy's.
+    timeouts: tuple[float, float, float, float] | None = None
 
     @property
     def deployment(self) -> str | None:
@@ -99,6 +110,7 @@ class UrlSpec:
             "target": self.target.to_json(),
             "http_redirect": self.http_redirect,
             "max_body_bytes": self.max_body_bytes,
+            "timeouts": _timeouts_json(self.timeouts),
         }
 
     def label(self) -> str:
@@ -126,6 +138,7 @@ def parse_create(body: Any, *, default_http_redirect: bool = True) -> UrlSpec:
         target=parse_target(obj["target"]),
         http_redirect=_bool(obj.get("http_redirect", default_http_redirect), "http_redirect"),
         max_body_bytes=_body_limit(obj.get("max_body_bytes")),
+        timeouts=parse_timeouts(obj.get("timeouts")),
     )
 
 
@@ -147,6 +160,7 @@ def parse_update(current: UrlSpec, body: Any) -> UrlSpec:
             if "max_body_bytes" in obj
             else current.max_body_bytes
         ),
+        timeouts=parse_timeouts(obj["timeouts"]) if "timeouts" in obj else current.timeouts,
     )
 
 
@@ -158,7 +172,36 @@ def spec_from_json(data: Mapping[str, Any]) -> UrlSpec:
         target=parse_target(data["target"]),
         http_redirect=bool(data.get("http_redirect", True)),
         max_body_bytes=data.get("max_body_bytes"),
+        timeouts=parse_timeouts(data.get("timeouts")),
     )
+
+
+def parse_timeouts(value: Any) -> tuple[float, float, float, float] | None:
+    """``{"upstream_header_timeout_s": 600, ...}``: this URL's own timeouts (null: the proxy's)."""
+    if value is None:
+        return None
+    obj = _object(value, "timeouts")
+    _reject_unknown(obj, frozenset(TIMEOUT_FIELDS), "timeouts.")
+    values: list[float] = []
+    for name in TIMEOUT_FIELDS:
+        v = obj.get(name)
+        if v is None:
+            values.append(0.0)
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= MAX_TIMEOUT_S:
+            raise SpecError(
+                f"timeouts.{name}", f"must be a number of seconds above 0, at most {MAX_TIMEOUT_S}"
+            )
+        values.append(float(v))
+    if not any(values):
+        return None
+    return values[0], values[1], values[2], values[3]
+
+
+def _timeouts_json(timeouts: tuple[float, ...] | None) -> dict[str, float] | None:
+    if timeouts is None:
+        return None
+    return {name: v for name, v in zip(TIMEOUT_FIELDS, timeouts, strict=True) if v}
 
 
 def _body_limit(value: Any) -> int | None:

@@ -1090,6 +1090,22 @@ _URL_FIELDS: dict[str, Any] = {
         "minimum": 1024,
         "description": "request body limit for this URL (null: proxy.max_body_bytes) → 413",
     },
+    "timeouts": {
+        "type": "object",
+        "nullable": True,
+        "additionalProperties": False,
+        "description": "this URL's own proxy timeouts in seconds (absent or null: the "
+        "proxy.* key of the same name); e.g. a long-poll endpoint's upstream_header_timeout_s",
+        "properties": {
+            name: {"type": "number", "nullable": True, "minimum": 0, "exclusiveMinimum": True}
+            for name in (
+                "body_timeout_s",
+                "upstream_header_timeout_s",
+                "upstream_idle_timeout_s",
+                "send_timeout_s",
+            )
+        },
+    },
 }
 _NULLABLE_TIME = {**_TIMESTAMP, "nullable": True}
 SCHEMAS.update(

@@ -50,6 +50,9 @@ class Proxy(Protocol):
     @property
     def refused_connections(self) -> int: ...
 
+    @property
+    def timeouts(self) -> dict[str, int]: ...
+
     async def refresh_stats(self) -> None: ...
 
     async def start(

@@ -65,6 +65,9 @@ class Route:
     # The deployment swaps its only instance (stop-first, volumes): with no
     # backend, new requests wait for the new one (patrd/proxy/hold.py), not 503.
     hold: bool = False
+    # This URL's (body, upstream_header, upstream_idle, send) timeouts in
+    # seconds (None: the proxy's, ProxyOptions).
+    timeouts: tuple[float, float, float, float] | None = None
     special: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class RoutingTable:
     _index: Mapping[str, tuple[_Entry, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    # Host → segments of its deepest path prefix (hosts with only "/": absent).
+    _depths: Mapping[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         by_host: dict[str, list[_Entry]] = {}
@@ -107,6 +112,10 @@ class RoutingTable:
         }
         # A plain dict (read-only by convention): the lookup is on the hot path.
         object.__setattr__(self, "_index", index)
+        depths = {
+            host: entries[0][0].count("/") for host, entries in index.items() if entries[0][0]
+        }
+        object.__setattr__(self, "_depths", depths)
 
     @classmethod
     def build(cls, routes: Iterable[Route]) -> RoutingTable:
@@ -128,6 +137,10 @@ class RoutingTable:
             if not prefix or path == prefix or path.startswith(prefix_slash):
                 return route
         return None
+
+    def prefix_depth(self, host: str) -> int:
+        """Segments of the deepest path prefix of ``host`` (normalized); 0: only ``/``."""
+        return self._depths.get(host, 0)
 
     def hosts(self) -> frozenset[str]:
         """Every hostname this table routes (the names that need a certificate)."""

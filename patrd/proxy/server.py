@@ -33,6 +33,20 @@ from typing import Final, cast
 import httptools
 import structlog
 
+from patrd.proxy.headers import (
+    H_CONNECTION,
+    H_CONTENT_LENGTH,
+    H_DROP,
+    H_HOST,
+    H_PASS,
+    H_TRANSFER_ENCODING,
+    H_UPGRADE,
+    H_XFF,
+    H_XFWD,
+    REQUEST_HEADERS,
+    forwarding_lines,
+    request_header_kind,
+)
 from patrd.proxy.hold import RETRY_AFTER_S, HeldRequests
 from patrd.proxy.limits import LimitOptions, Limits, Networks, client_key, forwarded_client
 from patrd.proxy.router import (
@@ -40,10 +54,17 @@ from patrd.proxy.router import (
     Route,
     RouteStatus,
     RoutingTable,
-    normalize_host,
     redirect_location,
 )
 from patrd.proxy.stats import DeploymentCounters
+from patrd.proxy.target import (
+    has_encoded_slash,
+    join_base,
+    needs_normalizing,
+    normalize_path,
+    parse_host,
+    slash_in_route_segments,
+)
 
 __all__ = ["Listen", "ProxyOptions", "ProxyServer", "Snapshot"]
 
@@ -59,7 +80,13 @@ class ProxyOptions:
     max_header_bytes: int = 16384
     max_body_bytes: int = 10 * 1024 * 1024
     header_timeout_s: float = 30.0
-    idle_timeout_s: float = 75.0
+    idle_timeout_s: float = 75.0  # also: an open websocket with no byte either way
+    # After the head (like nginx's client_body_timeout, proxy_read_timeout,
+    # send_timeout); a managed URL may set its own (Route.timeouts).
+    body_timeout_s: float = 60.0  # between two reads of a request body → 408
+    upstream_header_timeout_s: float = 60.0  # request sent → response head → 504
+    upstream_idle_timeout_s: float = 60.0  # between two reads of a response body → cut
+    send_timeout_s: float = 60.0  # a client not reading its response → cut
     upstream_connect_timeout_s: float = 5.0
     upstream_idle_pool_size: int = 32  # idle keep-alive connections kept per backend
     drain_timeout_s: float = 30.0
@@ -110,31 +137,17 @@ _P_PIPELINE: Final = 1  # a pipelined request waits for the one in flight
 _P_UPSTREAM_FULL: Final = 2  # the upstream's write buffer is above its high mark
 _P_BUFFERING: Final = 4  # body or websocket bytes buffered while the upstream connects
 
-# Header names (lowercase) that need handling; all others pass through.
-_H_HOST: Final = 1
-_H_CONTENT_LENGTH: Final = 2
-_H_TRANSFER_ENCODING: Final = 3
-_H_CONNECTION: Final = 4
-_H_UPGRADE: Final = 5
-_H_DROP: Final = 6
-_H_XFF: Final = 7  # X-Forwarded-For: kept (appended to) from trusted proxies only
-_H_XFWD: Final = 8  # X-Forwarded-Proto/-Host: kept from trusted proxies only
-_REQUEST_HEADERS: Final[dict[bytes, int]] = {
-    b"host": _H_HOST,
-    b"content-length": _H_CONTENT_LENGTH,
-    b"transfer-encoding": _H_TRANSFER_ENCODING,
-    b"connection": _H_CONNECTION,
-    b"upgrade": _H_UPGRADE,
-    b"keep-alive": _H_DROP,
-    b"proxy-connection": _H_DROP,
-    b"te": _H_DROP,
-    b"trailer": _H_DROP,
-    # Set by the proxy from the connection; taken from the client only if it
-    # is one of proxy.trusted_proxies.
-    b"x-forwarded-for": _H_XFF,
-    b"x-forwarded-proto": _H_XFWD,
-    b"x-forwarded-host": _H_XFWD,
-}
+# Header kinds (patrd/proxy/headers.py: the request policy).
+_H_PASS: Final = H_PASS
+_H_HOST: Final = H_HOST
+_H_CONTENT_LENGTH: Final = H_CONTENT_LENGTH
+_H_TRANSFER_ENCODING: Final = H_TRANSFER_ENCODING
+_H_CONNECTION: Final = H_CONNECTION
+_H_UPGRADE: Final = H_UPGRADE
+_H_DROP: Final = H_DROP
+_H_XFF: Final = H_XFF
+_H_XFWD: Final = H_XFWD
+_REQUEST_HEADERS: Final = REQUEST_HEADERS
 _RESPONSE_HEADERS: Final[dict[bytes, int]] = {
     b"content-length": _H_CONTENT_LENGTH,
     b"transfer-encoding": _H_TRANSFER_ENCODING,
@@ -147,7 +160,6 @@ _RESPONSE_HEADERS: Final[dict[bytes, int]] = {
 }
 # The same lookups by the spelling on the wire, for common headers: most
 # headers then cost one dict lookup and no lower() (_H_PASS: forwarded as is).
-_H_PASS: Final = 0
 _COMMON_PASS: Final = (
     b"Accept", b"Accept-Encoding", b"Accept-Language", b"Accept-Ranges", b"Age",
     b"Authorization", b"Cache-Control", b"Content-Encoding", b"Content-Type", b"Cookie",
@@ -175,8 +187,22 @@ _CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
 _PLAIN_CONNECTION: Final = frozenset(
     {b"close", b"keep-alive", b"upgrade", b"Close", b"Keep-Alive", b"Upgrade"}
 )
-# Host header → normalized hostname, for the routing table (bounded: cleared when full).
+# Host header → _HostLines, or _BAD_HOST (bounded: cleared when full).
 _HOST_CACHE_MAX: Final = 4096
+# (hostname for the routing table, Host value forwarded, its "Host: …" line,
+# its "X-Forwarded-Host: …" line): the lines are made once per Host value.
+_HostLines = tuple[str, bytes, bytes, bytes]
+_NO_HOST: Final[_HostLines] = ("", b"", b"", b"")  # HTTP/1.0 without Host: none forwarded
+_BAD_HOST: Final = _NO_HOST  # cached for an invalid Host value: 400 (the empty name tells)
+
+
+def _host_lines(raw: bytes) -> _HostLines:
+    parsed = parse_host(raw)
+    if parsed is None:
+        return _BAD_HOST
+    name, value = parsed
+    return name, value, b"Host: %b\r\n" % value, b"X-Forwarded-Host: %b\r\n" % value
+
 
 # HTTP-01 challenges (RFC 8555 §8.3) are answered on the plain-HTTP listeners
 # from the token map, before routing and before any https redirect.
@@ -189,21 +215,32 @@ _REASONS: Final[dict[int, bytes]] = {
     400: b"Bad Request",
     404: b"Not Found",
     405: b"Method Not Allowed",
+    408: b"Request Timeout",
     413: b"Content Too Large",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
+    504: b"Gateway Timeout",
 }
 _TEXTS: Final[dict[int, str]] = {
     400: "bad request",
     404: "no deployment serves this host",
     405: "method not allowed",
+    408: "request timeout: the request body stopped arriving",
     413: "request body too large",
     429: "too many requests: slow down",
     431: "request header fields too large",
     502: "bad gateway: the instance did not answer",
+    504: "gateway timeout: the instance did not answer in time",
 }
+# Timeouts after the head, counted by kind (Snapshot.timeouts, /metrics).
+TIMEOUT_KINDS: Final = ("body", "upstream_header", "upstream_idle", "send", "websocket_idle")
+_T_BODY: Final = 0
+_T_UPSTREAM_HEADER: Final = 1
+_T_UPSTREAM_IDLE: Final = 2
+_T_SEND: Final = 3
+_T_WEBSOCKET: Final = 4
 # Answers to connections refused by a connection cap (before any request is read).
 _REFUSED: Final[dict[int, bytes]] = {
     429: b"too many connections from your address\n",
@@ -224,6 +261,7 @@ class Snapshot:
     limited_requests: int
     refused_connections: int
     deployment_stats: dict[str, DeploymentCounters]
+    timeouts: dict[str, int]  # TIMEOUT_KINDS → how many fired
 
 
 # --- the server --------------------------------------------------------------
@@ -255,7 +293,14 @@ class ProxyServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []
         self._pools: dict[tuple[str, int], _Pool] = {}
-        self._hosts: dict[bytes, str] = {}  # Host header → normalized (_HOST_CACHE_MAX)
+        self._hosts: dict[bytes, _HostLines] = {}  # Host header → parsed (_BAD_HOST)
+        # (body, upstream header, upstream idle, send) of routes without their own.
+        self._timeouts = (
+            options.body_timeout_s,
+            options.upstream_header_timeout_s,
+            options.upstream_idle_timeout_s,
+            options.send_timeout_s,
+        )
         self._clients: set[_Client] = set()
         self._upstreams: set[_Upstream] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -275,6 +320,7 @@ class ProxyServer:
         self._trusted = Networks(options.trusted_proxies)
         self.limited_requests = 0  # answered 429 by the rate limit
         self.refused_connections = 0  # closed at once by a connection cap
+        self._fired = [0] * len(TIMEOUT_KINDS)  # timeouts after the head, by kind
         # Requests per deployment by status class and latency (patrd/proxy/stats.py).
         self.deployment_stats: dict[str, DeploymentCounters] = {}
         self._held = HeldRequests(options.pause_timeout_s)  # route.hold: patrd/proxy/hold.py
@@ -305,7 +351,13 @@ class ProxyServer:
             limited_requests=self.limited_requests,
             refused_connections=self.refused_connections,
             deployment_stats=self.deployment_stats,
+            timeouts=self.timeouts,
         )
+
+    @property
+    def timeouts(self) -> dict[str, int]:
+        """Timeouts after the head that fired, by kind (:data:`TIMEOUT_KINDS`)."""
+        return dict(zip(TIMEOUT_KINDS, self._fired, strict=True))
 
     async def refresh_stats(self) -> None:
         """The counters above are current already (worker processes: see workers.py)."""
@@ -623,6 +675,7 @@ class _Exchange:
         "head",
         "headers_done",
         "host",
+        "host_lines",
         "http11",
         "is_head",
         "keep_alive",
@@ -636,6 +689,7 @@ class _Exchange:
         "stats",
         "status",
         "t0",
+        "timeouts",
         "tunnel_buffer",
         "upgrade",
         "upstream",
@@ -652,6 +706,8 @@ class _Exchange:
         self.url = b""
         self.parts: list[bytes] = []  # forwarded headers: name, b": ", value, b"\r\n", ...
         self.host: bytes | None = None
+        self.host_lines = _NO_HOST  # the Host forwarded upstream (validated, normalized)
+        self.timeouts = client._server._timeouts  # the route's, once routed
         self.connection: list[bytes] | None = None  # values of Connection headers
         self.upgrade: bytes | None = None
         self.content_length: int | None = None
@@ -767,9 +823,8 @@ class _Client(asyncio.Protocol):
         server._clients.add(self)
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
-        self._forwarded = b"X-Forwarded-For: %b\r\nX-Forwarded-Proto: %b\r\n" % (
-            str(ip).encode("ascii", "replace"),
-            self._scheme,
+        self._forwarded = forwarding_lines(  # X-Forwarded-For/-Proto, X-Real-IP
+            str(ip).encode("ascii", "replace"), None, self._scheme, None
         )
         if server._draining:
             self._mode = _CLOSED
@@ -795,6 +850,7 @@ class _Client(asyncio.Protocol):
             ex = self._active
             if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
                 ex.upstream.transport.write(data)
+            self._set_deadline(self._options.idle_timeout_s)
             return
         if mode == _UPGRADING:
             ex = self._active
@@ -821,13 +877,18 @@ class _Client(asyncio.Protocol):
             if self._mode == _HTTP:
                 self._on_parse_error(exc)
             return
-        if self._in_head and self._parsing is not None:
+        parsing = self._parsing
+        if parsing is None:
+            return
+        if self._in_head:
             # A request head split over reads: bound its size and its time.
             if self._raw_head > self._options.max_header_bytes:
                 self._on_parse_error(None, 431)
             elif not self._head_timer:
                 self._head_timer = True
                 self._set_deadline(self._options.header_timeout_s)
+        elif self._mode == _HTTP:
+            self._set_deadline(parsing.timeouts[_T_BODY])  # a body split over reads
 
     def eof_received(self) -> bool:
         ex = self._active
@@ -872,12 +933,16 @@ class _Client(asyncio.Protocol):
         ex = self._active
         if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
             ex.upstream.transport.pause_reading()
+        if ex is not None and self._mode != _TUNNEL:
+            self._set_deadline(ex.timeouts[_T_SEND])  # the client must read its answer
 
     def resume_writing(self) -> None:
         self._write_paused = False
         ex = self._active
         if ex is not None and ex.upstream is not None and ex.upstream.transport is not None:
             ex.upstream.transport.resume_reading()
+            if self._mode != _TUNNEL and ex.response_started:
+                self._set_deadline(ex.timeouts[_T_UPSTREAM_IDLE])
 
     # --- httptools callbacks ---
 
@@ -906,14 +971,13 @@ class _Client(asyncio.Protocol):
             return  # a trailer of a chunked body: dropped
         kind = _REQUEST_EXACT.get(name)
         if kind is None:
-            kind = _REQUEST_HEADERS.get(name.lower(), _H_PASS)
+            kind = request_header_kind(name)  # patrd/proxy/headers.py: the policy
         if kind == _H_PASS:
             ex.parts += (name, b": ", value, b"\r\n")
         elif kind == _H_HOST:
             if ex.host is not None:
                 ex.error = 400
-            ex.host = value
-            ex.parts += (name, b": ", value, b"\r\n")
+            ex.host = value  # forwarded validated and normalized (_request_head)
         elif kind == _H_CONTENT_LENGTH:
             # llhttp refuses duplicates and Content-Length with Transfer-Encoding
             # already; checked again here because it is cheap.
@@ -988,6 +1052,8 @@ class _Client(asyncio.Protocol):
                 self._mode = _NOPARSE  # answered in turn; nothing after it is read
         if self._mode != _HTTP:
             raise _Stop
+        if ex.chunked or ex.content_length:
+            self._set_deadline(ex.timeouts[_T_BODY])  # re-armed by each read of the body
 
     def on_body(self, body: bytes) -> None:
         ex = self._parsing
@@ -1015,8 +1081,11 @@ class _Client(asyncio.Protocol):
         ex.request_done = True
         if ex.chunked and not ex.discard:
             self._send_body(ex, b"0\r\n\r\n")
-        if ex.response_done and ex is self._active:
-            self._finish(ex)
+        if ex is self._active:
+            if ex.response_done:
+                self._finish(ex)
+            elif ex.pool is not None and not ex.response_started:
+                self._set_deadline(ex.timeouts[_T_UPSTREAM_HEADER])  # the upstream's turn
 
     def _take_raw_body(self, data: bytes) -> bytes:
         """Feed the Content-Length body of a non-websocket upgrade request."""
@@ -1051,13 +1120,41 @@ class _Client(asyncio.Protocol):
         url = ex.url
         if url[:1] == b"/":
             path = url.partition(b"?")[0]
-        elif url == b"*":
+        elif url == b"*" and ex.method == b"OPTIONS":
             path = b"/"
         elif not self._absolute_form(ex):
             self._local(ex, 400, close=True)
             return
         else:
             path = ex.url.partition(b"?")[0]
+        # The Host: validated and normalized once per distinct value (cached).
+        table = server._table
+        host = ""
+        raw_host = ex.host
+        if raw_host is not None:
+            hosts = server._hosts
+            lines = hosts.get(raw_host)
+            if lines is None:
+                if len(hosts) >= _HOST_CACHE_MAX:
+                    hosts.clear()
+                lines = hosts[raw_host] = _host_lines(raw_host)
+            ex.host_lines = lines
+            host = lines[0]
+            if not host:  # _BAD_HOST
+                self._local(ex, 400, "bad request: invalid Host header", close=True)
+                return
+        # The path: routed and forwarded in its normal form (patrd/proxy/target.py).
+        if needs_normalizing(path):
+            normal = normalize_path(path)
+            if normal is None or (
+                has_encoded_slash(normal)
+                and slash_in_route_segments(normal, table.prefix_depth(host))
+            ):
+                self._local(ex, 400, "bad request: invalid request path", close=True)
+                return
+            if normal != path:
+                ex.url = normal + ex.url[len(path) :]
+                path = normal
         challenges = self._challenges
         if challenges is not None and path.startswith(_ACME_PREFIX):
             answer = challenges.get(path[len(_ACME_PREFIX) :].decode("latin-1"))
@@ -1066,18 +1163,20 @@ class _Client(asyncio.Protocol):
             else:
                 self._local(ex, 200, body=answer)
             return
-        raw_host = ex.host if ex.host is not None else b""
-        hosts = server._hosts
-        host = hosts.get(raw_host)
-        if host is None:
-            if len(hosts) >= _HOST_CACHE_MAX:
-                hosts.clear()
-            host = hosts[raw_host] = normalize_host(raw_host.decode("latin-1"))
-        route = server._table.lookup(host, path.decode("latin-1"))
+        route = table.lookup(host, path.decode("latin-1"))
         if route is None:
             self._local(ex, 404)
             return
         ex.body_limit = route.max_body_bytes or self._options.max_body_bytes
+        if route.timeouts is not None:  # a managed URL's own (0: the proxy's)
+            own = route.timeouts
+            default = ex.timeouts
+            ex.timeouts = (
+                own[0] or default[0],
+                own[1] or default[1],
+                own[2] or default[2],
+                own[3] or default[3],
+            )
         if (ex.content_length or 0) > ex.body_limit or ex.body_received > ex.body_limit:
             self._local(ex, 413, close=True)
             return
@@ -1106,6 +1205,8 @@ class _Client(asyncio.Protocol):
         pool.outstanding += 1
         ex.pool = pool
         ex.head = self._request_head(ex, route)
+        if ex.request_done:  # a pipelined request: the upstream's turn from now on
+            self._set_deadline(ex.timeouts[_T_UPSTREAM_HEADER])
         if not ex.websocket:  # a websocket always gets a connection of its own
             conn = pool.take()
             if conn is not None:
@@ -1141,13 +1242,13 @@ class _Client(asyncio.Protocol):
             url = httptools.parse_url(ex.url)
         except httptools.HttpParserInvalidURLError:
             return False
-        if not url.host:
+        if not url.host or url.schema.lower() not in (b"http", b"https") or url.userinfo:
             return False
-        host = url.host + (b":%d" % url.port if url.port else b"")
         path = url.path or b"/"
+        if path[:1] != b"/":
+            return False
         ex.url = path + (b"?" + url.query if url.query else b"")
-        ex.parts = [b"Host", b": ", host, b"\r\n", *_without_named(ex.parts, [b"host"])]
-        ex.host = host
+        ex.host = url.host + (b":%d" % url.port if url.port else b"")  # validated as a Host
         return True
 
     def _redirected(self, ex: _Exchange, route: Route) -> bool:
@@ -1190,37 +1291,39 @@ class _Client(asyncio.Protocol):
             framing = b"Content-Length: %d\r\n" % ex.content_length
         else:
             framing = b""
-        forwarded_host = b"X-Forwarded-Host: %b\r\n" % ex.host if ex.host is not None else b""
+        _, _, host_line, forwarded_host = ex.host_lines
         forwarded = self._forwarded
         if self._trusted:
-            forwarded, forwarded_host = self._from_trusted(ex, forwarded_host)
-        url, parts = ex.url, ex.parts
+            forwarded = self._from_trusted(ex)
+            forwarded_host = b""
+        url = ex.url
         if route.upstream_host is not None:  # a managed URL proxying to an outside origin
-            url = route.upstream_path.encode("latin-1") + url
-            parts = [
-                b"Host",
-                b": ",
-                route.upstream_host.encode("idna"),
-                b"\r\n",
-                *_without_named(parts, [b"host"]),
-            ]
-        return b"%b %b HTTP/1.1\r\n%b%b%b%b\r\n" % (
+            url = join_base(route.upstream_path.encode("latin-1"), url)
+            host_line = b"Host: %b\r\n" % route.upstream_host.encode("idna")
+        return b"%b %b HTTP/1.1\r\n%b%b%b%b%b\r\n" % (
             ex.method,
             url,
-            b"".join(parts),
+            host_line,
+            b"".join(ex.parts),
             forwarded,
             forwarded_host,
             framing,
         )
 
-    def _from_trusted(self, ex: _Exchange, forwarded_host: bytes) -> tuple[bytes, bytes]:
-        """X-Forwarded-* for a request from a trusted proxy: its values, ours appended."""
-        peer = self._peer.encode("ascii", "replace")
-        xff = peer if ex.xff is None else ex.xff + b", " + peer
-        forwarded = b"X-Forwarded-For: %b\r\n" % xff
-        if not ex.xf_proto:
-            forwarded += b"X-Forwarded-Proto: %b\r\n" % self._scheme
-        return forwarded, b"" if ex.xf_host else forwarded_host
+    def _from_trusted(self, ex: _Exchange) -> bytes:
+        """Forwarding headers for a request from a trusted proxy: its values, ours appended."""
+        peer = self._peer
+        chain = None
+        client = peer
+        if ex.xff is not None:
+            chain = ex.xff + b", " + peer.encode("ascii", "replace")
+            client = forwarded_client(ex.xff, peer, self._server._trusted)
+        return forwarding_lines(
+            client.encode("ascii", "replace"),
+            chain,
+            None if ex.xf_proto else self._scheme,
+            None if ex.xf_host or not ex.host_lines[1] else ex.host_lines[1],
+        )
 
     def _forwarded_key(self, ex: _Exchange) -> str | None:
         """Rate-limit key of the client behind a trusted proxy (None: not limited)."""
@@ -1347,6 +1450,7 @@ class _Client(asyncio.Protocol):
         if buffered:
             conn.transport.write(b"".join(buffered))
         self._resume_reading(_P_BUFFERING)
+        self._set_deadline(self._options.idle_timeout_s)  # no byte either way → closed
         if rest:
             transport.write(rest)
 
@@ -1599,6 +1703,41 @@ class _Client(asyncio.Protocol):
         elif self._active is None:
             # Header timeout or idle keep-alive timeout: close without a word.
             self._close()
+        else:
+            self._timed_out(self._active)
+
+    def _timed_out(self, ex: _Exchange) -> None:
+        """A timeout after the head: which one depends on where the exchange is."""
+        fired = self._server._fired
+        if self._mode == _TUNNEL:
+            fired[_T_WEBSOCKET] += 1  # no byte either way for idle_timeout_s
+            self.abort()
+            return
+        if self._write_paused and ex.response_started:
+            fired[_T_SEND] += 1  # the client does not read its answer
+            self._drop_upstream(ex)
+            self.abort()
+            return
+        if (
+            self._parsing is ex
+            and not ex.request_done
+            and not self._paused & (_P_UPSTREAM_FULL | _P_BUFFERING)
+        ):
+            fired[_T_BODY] += 1  # the request body stopped arriving
+            self._drop_upstream(ex)
+            if ex.response_started:
+                self.abort()
+            else:
+                self._local(ex, 408, close=True)
+            return
+        self._drop_upstream(ex)
+        if not ex.response_started:
+            fired[_T_UPSTREAM_HEADER] += 1  # no response head (or the request not read)
+            self._local(ex, 504, close=not ex.request_done)
+            return
+        fired[_T_UPSTREAM_IDLE] += 1  # the response body stopped arriving
+        ex.response_done = True
+        self.abort()
 
 
 # --- upstream side -----------------------------------------------------------
@@ -1709,6 +1848,7 @@ class _Upstream(asyncio.Protocol):
         if self.tunnel:
             if self.out is not None:
                 self.out.write(data)
+            ex.client._set_deadline(self.server._options.idle_timeout_s)
             return
         self.got_bytes = True
         try:
@@ -1738,6 +1878,8 @@ class _Upstream(asyncio.Protocol):
             self._flush()
         if self.complete:
             ex.client.response_complete(ex, self.keep_alive)
+        elif ex.response_started and not ex.client._write_paused:
+            ex.client._set_deadline(ex.timeouts[_T_UPSTREAM_IDLE])  # a body split over reads
 
     def _flush(self) -> None:
         pending = self.pending

@@ -150,6 +150,7 @@ def table_to(table: RoutingTable) -> list[list[Any]]:
             r.upstream_path,
             r.max_body_bytes,
             r.hold,
+            list(r.timeouts) if r.timeouts is not None else None,
         ]
         for r in table.routes
     ]
@@ -171,6 +172,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
         upstream_path,
         max_body_bytes,
         hold,
+        timeouts,
     ) in data:
         routes.append(
             Route(
@@ -187,6 +189,7 @@ def table_from(data: list[list[Any]]) -> RoutingTable:
                 upstream_path=upstream_path,
                 max_body_bytes=max_body_bytes,
                 hold=hold,
+                timeouts=tuple(timeouts) if timeouts is not None else None,
             )
         )
     return RoutingTable.build(routes)
@@ -210,6 +213,7 @@ def snapshot_to(snapshot: Snapshot, with_stats: bool) -> Message:
         "active": snapshot.active_requests,
         "limited": snapshot.limited_requests,
         "refused": snapshot.refused_connections,
+        "timeouts": snapshot.timeouts,
     }
     if with_stats:
         message["stats"] = {name: counters_to(c) for name, c in snapshot.deployment_stats.items()}

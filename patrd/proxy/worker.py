@@ -61,7 +61,7 @@ class Worker:
         self._table_version: int = init["table_version"]
         self._writer: asyncio.StreamWriter | None = None
         self._log = structlog.get_logger("patrd.proxy.worker")
-        self._sent_quick: tuple[list[list[Any]], int, int] | None = None
+        self._sent_quick: tuple[list[list[Any]], int, int, dict[str, int]] | None = None
         self._sent_at = 0.0
         self._sent_count = -1
         self._stats_at = 0.0
@@ -168,6 +168,7 @@ class Worker:
                 [[h, p, n] for (h, p), n in snapshot.outstanding.items()],
                 snapshot.limited_requests,
                 snapshot.refused_connections,
+                snapshot.timeouts,
             )
             if stats or quick != self._sent_quick or now - self._sent_at >= HEARTBEAT_S:
                 self._report(stats=stats)
@@ -179,7 +180,12 @@ class Worker:
         message["table_version"] = self._table_version
         if seq is not None:
             message["seq"] = seq
-        self._sent_quick = (message["outstanding"], message["limited"], message["refused"])
+        self._sent_quick = (
+            message["outstanding"],
+            message["limited"],
+            message["refused"],
+            message["timeouts"],
+        )
         self._sent_at = asyncio.get_running_loop().time()
         if stats:
             self._sent_count = sum(c.count for c in snapshot.deployment_stats.values())

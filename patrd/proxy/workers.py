@@ -52,7 +52,7 @@ from patrd.errors import PatrdError
 from patrd.proxy import steer, wire
 from patrd.proxy.router import RoutingTable
 from patrd.proxy.runtime import ProxyRuntime
-from patrd.proxy.server import ProxyOptions
+from patrd.proxy.server import TIMEOUT_KINDS, ProxyOptions
 from patrd.proxy.stats import DeploymentCounters
 
 __all__ = ["CertSource", "ChallengeSource", "ProxyWorkerError", "ProxyWorkers"]
@@ -104,6 +104,7 @@ class _Worker:
     active: int = 0
     limited: int = 0
     refused: int = 0
+    timeouts: dict[str, int] = field(default_factory=dict)
     acks: dict[str, int] = field(default_factory=dict)  # what → newest version acknowledged
     ready: asyncio.Future[None] | None = None
     supervisor: asyncio.Task[None] | None = None
@@ -153,6 +154,7 @@ class ProxyWorkers:
         self._retired: dict[str, DeploymentCounters] = {}
         self._retired_limited = 0
         self._retired_refused = 0
+        self._retired_timeouts: dict[str, int] = {}
         self._steered = False
         self._stopping = False
         self._stopped: asyncio.Event | None = None
@@ -236,6 +238,15 @@ class ProxyWorkers:
     @property
     def refused_connections(self) -> int:
         return self._retired_refused + sum(w.refused for w in self._workers)
+
+    @property
+    def timeouts(self) -> dict[str, int]:
+        """Timeouts after the head that fired, by kind (server.TIMEOUT_KINDS)."""
+        total = dict.fromkeys(TIMEOUT_KINDS, 0)
+        for source in (self._retired_timeouts, *(w.timeouts for w in self._workers)):
+            for kind, n in source.items():
+                total[kind] = total.get(kind, 0) + n
+        return total
 
     async def refresh_stats(self) -> None:
         """Ask every live worker for a report now; wait (bounded) for the answers."""
@@ -480,6 +491,7 @@ class ProxyWorkers:
         w.active = message["active"]
         w.limited = message["limited"]
         w.refused = message["refused"]
+        w.timeouts = message.get("timeouts", {})
         stats = message.get("stats")
         if stats is not None:
             w.stats = {name: wire.counters_from(c) for name, c in stats.items()}
@@ -505,6 +517,9 @@ class ProxyWorkers:
             _add(into, counters)
         self._retired_limited += w.limited
         self._retired_refused += w.refused
+        for kind, n in w.timeouts.items():
+            self._retired_timeouts[kind] = self._retired_timeouts.get(kind, 0) + n
+        w.timeouts = {}
         w.stats = {}
         w.outstanding = {}
         w.active = w.limited = w.refused = 0

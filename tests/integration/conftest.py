@@ -14,7 +14,7 @@ from tests.support.daemon import Api, Daemon, force_cleanup
 
 # The proxy's own suites run on both event loops patrd supports
 # (proxy.event_loop: uvloop in the workers by default, asyncio as the switch back).
-_BOTH_LOOPS = {"test_proxy.py", "test_proxy_abuse.py"}
+_BOTH_LOOPS = {"test_proxy.py", "test_proxy_abuse.py", "test_proxy_trust.py"}
 
 
 def pytest_asyncio_loop_factories(

@@ -582,9 +582,10 @@ async def test_forwarded_headers_replace_the_clients(
     values = dict(seen)
     assert names.count("x-forwarded-for") == 1
     assert values["X-Forwarded-For"] == LOOPBACK
-    assert values["X-Forwarded-Host"] == "App.test:8080"
+    assert values["X-Forwarded-Host"] == "app.test:8080"  # validated and normalized
     assert values["X-Forwarded-Proto"] == "http"
-    assert values["Host"] == "App.test:8080"
+    assert values["X-Real-IP"] == LOOPBACK
+    assert values["Host"] == "app.test:8080"
     assert values["X-Custom"] == "kept"
     assert "x-secret" not in names
     assert "keep-alive" not in names

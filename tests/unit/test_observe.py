@@ -645,6 +645,7 @@ class _Proxy:
         self.limited_requests = 3
         self.refused_connections = 0
         self.active_requests = 1
+        self.timeouts = {"body": 2, "upstream_header": 0}
 
 
 async def test_exposition_parses_and_has_the_families() -> None:
@@ -690,6 +691,7 @@ async def test_exposition_parses_and_has_the_families() -> None:
     }
     assert samples[("patrd_deployment_replicas", (("deployment", "web"),))] == 2
     assert samples[("patrd_proxy_requests_total", (("code", "5xx"), ("deployment", "web")))] == 1
+    assert samples[("patrd_proxy_timeouts_total", (("kind", "body"),))] == 2
     assert samples[("patrd_restarts_total", (("deployment", "web"), ("reason", "restart")))] == 1
     assert samples[("patrd_rollouts_total", (("deployment", "web"), ("result", "deployed")))] == 1
     assert ("patrd_events_total", (("deployment", "web"), ("kind", "created"))) not in samples
