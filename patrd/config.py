@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from patrd.config_notify import NodeConfig, parse_node, parse_notify
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
+from patrd.notify.targets import Target
 from patrd.spec import NAME_RE
 from patrd.subnets import validate_pool
 
@@ -215,6 +217,9 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
+    # Notifications and the node's health (patrd/config_notify.py).
+    notify: tuple[Target, ...] = ()
+    node: NodeConfig = field(default_factory=NodeConfig)
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
         | _OBSERVE_SECTIONS
-        | {"dashboard"},
+        | {"dashboard"}
+        | {"notify", "node"},
         "",
     )
     d = _table(raw, "daemon")
@@ -372,6 +378,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         acme=_acme(raw, base_dir),
         registry=_registry(raw, base_dir),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
+        notify=parse_notify(raw),
+        node=parse_node(raw, base_dir),
         **_observe(raw, base_dir),
     )
 

@@ -39,6 +39,8 @@ from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
 from patrd.logstream import LogKeeper
 from patrd.metrics import CgroupReader, History, Sampler
+from patrd.nodehealth import NodeCollector, NodeWatcher
+from patrd.notify.dispatcher import Dispatcher, NotifyCollector
 from patrd.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
 from patrd.proxy.server import ProxyOptions
@@ -181,6 +183,14 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 )
             )
             await observe.exposition.collector.prime()
+            # Notifications and the node's own health (patrd/notify/, patrd/nodehealth.py).
+            notify = Dispatcher(store, config.notify, vault)
+            supervisor.start("notify-tail", notify.tail)
+            supervisor.start("notify-send", notify.drain)
+            node = NodeWatcher(store, config.node, config.daemon.data_dir)
+            supervisor.start("node-health", node.run)
+            observe.exposition.registry.register(NotifyCollector(notify))
+            observe.exposition.registry.register(NodeCollector(node))
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 
@@ -201,6 +211,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     firewall=firewall,
                     vault=vault,
                     observe=observe,
+                    notify=notify,
+                    node=node,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -218,6 +230,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         firewall=firewall,
                         vault=vault,
                         observe=observe,
+                        notify=notify,
+                        node=node,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                     ),

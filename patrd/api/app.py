@@ -28,6 +28,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from patrd.api import notify as notify_api
 from patrd.api.errors import error_middleware, error_response
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
@@ -38,6 +39,8 @@ from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
 from patrd.dashboard.web import Dashboard
 from patrd.errors import ConfigError
+from patrd.nodehealth import NodeWatcher
+from patrd.notify.dispatcher import Dispatcher
 from patrd.store import Store
 from patrd.vault import Vault
 from patrd.views import ControllerView
@@ -62,6 +65,8 @@ def build_app(
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
+    notify: Dispatcher | None = None,
+    node: NodeWatcher | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [error_middleware]
     if token is not None:
@@ -84,7 +89,12 @@ def build_app(
         app[REGISTRY_HOOK] = registry_hook
     if observe is not None:
         app[OBSERVE] = observe
+    if notify is not None:
+        app[notify_api.NOTIFY] = notify
+    if node is not None:
+        app[notify_api.NODE] = node
     add_routes(app)
+    notify_api.add_routes(app)  # /v1/notifications, /v1/node
     if dashboard is not None:
         dashboard.install(app)
     return app
