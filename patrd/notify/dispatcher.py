@@ -7,9 +7,11 @@ a receiver. Two supervised tasks (patrd/daemon.py):
   (from the newest id at start: events written while the daemon was down are
   not notified), classifies them (``rules.classify``), redacts env and secret
   values, and queues one delivery per matching target;
-* ``drain`` takes deliveries off the bounded queue and sends each in its own
-  task (at most ``concurrency`` at once), retrying with exponential backoff up
-  to ``attempts`` times. A down receiver only ever holds its own deliveries.
+* ``drain`` keeps one worker per target; each takes deliveries off its
+  target's bounded queue and sends each in its own task (at most
+  ``per_target`` at once), retrying with exponential backoff up to
+  ``attempts`` times. A down or hanging receiver only ever holds its own
+  queue and its own slots: other targets are never behind it.
 
 A full queue drops its oldest delivery (``patrd_notify_dropped``); a delivery
 given up on is counted (``patrd_notify_deliveries{result="failed"}``), logged
@@ -57,8 +59,8 @@ def backoff_s(policy: RetryPolicy, failed_attempts: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class DispatchOptions:
-    queue_size: int = 256
-    concurrency: int = 8
+    queue_size: int = 256  # per target
+    per_target: int = 4  # deliveries in flight (sending or backing off) per target
     poll_interval_s: float = 1.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     node: str = field(default_factory=socket.gethostname)
@@ -92,8 +94,9 @@ class Dispatcher:
         self._options = options or DispatchOptions()
         self._configured = tuple(configured)
         self._runtime: tuple[Target, ...] = ()
-        self._queue: deque[Delivery] = deque()
-        self._ready = asyncio.Event()
+        self._queues: dict[str, deque[Delivery]] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._new_queue = asyncio.Event()
         self._watermarks: tuple[int, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = NotifyStats()
@@ -130,16 +133,23 @@ class Dispatcher:
         for target in chosen:
             if only is None and not matches(target.events, note.kind):
                 continue
-            if len(self._queue) >= self._options.queue_size:
-                dropped = self._queue.popleft()
+            queue = self._queues.get(target.name)
+            if queue is None:
+                queue = self._queues[target.name] = deque()
+                self._ready[target.name] = asyncio.Event()
+                self._new_queue.set()
+            if len(queue) >= self._options.queue_size:
+                dropped = queue.popleft()
                 self.stats.dropped += 1
-                log.warning("notify.dropped", target=dropped.target.name, kind=dropped.note.kind)
-            self._queue.append(Delivery(target, note))
+                log.warning("notify.dropped", target=target.name, kind=dropped.note.kind)
+            queue.append(Delivery(target, note))
+            self._ready[target.name].set()
             count += 1
-        self.stats.queued = len(self._queue)
-        if count:
-            self._ready.set()
+        self._count_queued()
         return count
+
+    def _count_queued(self) -> None:
+        self.stats.queued = sum(len(q) for q in self._queues.values())
 
     # --- the two supervised tasks ---------------------------------------------
 
@@ -200,28 +210,40 @@ class Dispatcher:
             self._watermarks = (deployments_after, node_after)
 
     async def drain(self) -> None:
-        """Send queued deliveries, each in its own task, at most ``concurrency`` at once."""
-        limit = asyncio.Semaphore(self._options.concurrency)
+        """One worker per target with deliveries (started as targets appear)."""
+        workers: dict[str, asyncio.Task[None]] = {}
         async with aiohttp.ClientSession() as session:
             try:
                 while True:
-                    await self._ready.wait()
-                    while self._queue:
-                        await limit.acquire()
-                        if not self._queue:  # dropped meanwhile
-                            limit.release()
-                            break
-                        delivery = self._queue.popleft()
-                        self.stats.queued = len(self._queue)
-                        task = asyncio.create_task(self._deliver(delivery, session, limit))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-                    self._ready.clear()
+                    self._new_queue.clear()
+                    for name in list(self._queues):
+                        if name not in workers or workers[name].done():
+                            workers[name] = asyncio.create_task(
+                                self._worker(name, session), name=f"notify-{name}"
+                            )
+                    await self._new_queue.wait()
             finally:
-                for task in list(self._tasks):
+                for task in [*workers.values(), *self._tasks]:
                     task.cancel()
-                with contextlib.suppress(Exception):
-                    await asyncio.gather(*self._tasks, return_exceptions=True)
+                await asyncio.gather(*workers.values(), *self._tasks, return_exceptions=True)
+
+    async def _worker(self, name: str, session: aiohttp.ClientSession) -> None:
+        """Send ``name``'s deliveries, each in its own task, ``per_target`` at most at once."""
+        queue, ready = self._queues[name], self._ready[name]
+        slots = asyncio.Semaphore(self._options.per_target)
+        while True:
+            await ready.wait()
+            ready.clear()
+            while queue:
+                await slots.acquire()
+                if not queue:  # dropped meanwhile
+                    slots.release()
+                    break
+                delivery = queue.popleft()
+                self._count_queued()
+                task = asyncio.create_task(self._deliver(delivery, session, slots))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     # --- one delivery -----------------------------------------------------------
 
