@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     from patrd import cli_observe  # `logs`, `metrics` (issue 7)
 
     cli_observe.add_parsers(verb, common)
+
+    from patrd import cli_notify  # `notify …`, `node`
+
+    cli_notify.add_parsers(verb, common)
     return parser
 
 
@@ -1048,6 +1052,8 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "volumes": lambda client, args: _cli_data().cmd_volumes(client, args),
     "logs": lambda client, args: _cli_observe().cmd_logs(client, args),
     "metrics": lambda client, args: _cli_observe().cmd_metrics(client, args),
+    "notify": lambda client, args: _cli_notify().cmd_notify(client, args),
+    "node": lambda client, args: _cli_notify().cmd_node(client, args),
 }
 
 
@@ -1162,6 +1168,12 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         return run_event_loop(serve(config), loop)
     except KeyboardInterrupt:
         return 130
+
+
+def _cli_notify() -> Any:
+    from patrd import cli_notify
+
+    return cli_notify
 
 
 def _cli_observe() -> Any:
