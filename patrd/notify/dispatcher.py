@@ -123,6 +123,11 @@ class Dispatcher:
             except PatrdError as exc:  # stored by an older patrd with other rules
                 log.warning("notify.target_unreadable", target=name, error=str(exc))
         self._runtime = tuple(loaded)
+        names = {t.name for t in self.targets()}
+        for name, queue in self._queues.items():
+            if name not in names:  # removed: what it had queued goes with it
+                queue.clear()
+        self._count_queued()
 
     # --- queueing -----------------------------------------------------------
 
