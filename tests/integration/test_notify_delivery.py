@@ -217,6 +217,46 @@ async def test_email_over_smtp(store: Store, vault: Vault) -> None:
     assert "instance web-0: liveness probe failed" in message.get_payload()
 
 
+async def test_email_login_uses_the_vault_password_and_a_wrong_one_gives_up(
+    store: Store, vault: Vault
+) -> None:
+    await vault.create("smtp-pass", "mail-pa55word")
+    await vault.create("smtp-wrong", "not-it")
+    with SmtpReceiver(login=("patrd", "mail-pa55word")) as smtp:
+        targets = [
+            parse_target(
+                {
+                    "name": name,
+                    "type": "email",
+                    "smtp_host": "127.0.0.1",
+                    "smtp_port": smtp.port,
+                    "username": "patrd",
+                    "password_secret": secret,
+                    "mail_from": "patrd@node.example",
+                    "mail_to": ["ops@example.org"],
+                    "events": ["disk.low"],
+                }
+            )
+            for name, secret in (("good", "smtp-pass"), ("bad", "smtp-wrong"))
+        ]
+        dispatcher = Dispatcher(store, targets, vault, FAST)
+        async with running(dispatcher):
+            await store.add_node_event("disk.low", "docker: 4% free")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (
+                not smtp.messages or not dispatcher.stats.deliveries[("bad", "failed")]
+            ):
+                await asyncio.sleep(0.05)
+    assert len(smtp.messages) == 1
+    assert smtp.messages[0][1]["Subject"] == "[patrd node-1] disk.low"
+    assert ("patrd", True) in smtp.logins and ("patrd", False) in smtp.logins
+    assert dispatcher.stats.deliveries[("bad", "failed")] == 1
+    assert dispatcher.stats.retries["bad"] == 0  # 535: permanent, not retried
+    failed = [e.message for e in await store.node_events() if e.kind == "notify.failed"]
+    assert len(failed) == 1 and "SMTP 535" in failed[0], failed
+    assert "not-it" not in failed[0] and "mail-pa55word" not in failed[0]
+
+
 async def test_full_queue_drops_the_oldest_and_counts(store: Store) -> None:
     target = webhook("q", "http://127.0.0.1:9/", ["*"])
     dispatcher = Dispatcher(store, [target], None, DispatchOptions(queue_size=3))

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 def free_port() -> int:
@@ -88,12 +88,32 @@ class _Mailbox:
 
 
 class SmtpReceiver:
-    """aiosmtpd on a free loopback port (its own thread); ``messages`` as they arrive."""
+    """aiosmtpd on a free loopback port (its own thread); ``messages`` as they arrive.
 
-    def __init__(self) -> None:
+    With ``login=(user, password)`` it offers AUTH (over plain loopback:
+    ``auth_require_tls=False``) and records each attempt in ``logins``.
+    """
+
+    def __init__(self, login: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self._box = _Mailbox()
-        self._controller = Controller(self._box, hostname="127.0.0.1", port=self.port)
+        self.logins: list[tuple[str, bool]] = []
+        extra: dict[str, Any] = {}
+        if login is not None:
+            expected = (login[0].encode(), login[1].encode())
+
+            def check(
+                server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+            ) -> AuthResult:
+                ok = isinstance(data, LoginPassword) and (data.login, data.password) == expected
+                self.logins.append((data.login.decode(), ok))
+                return AuthResult(success=ok, handled=False)  # False: send the 535
+
+            extra = {
+                "authenticator": check,
+                "auth_require_tls": False,
+            }
+        self._controller = Controller(self._box, hostname="127.0.0.1", port=self.port, **extra)
 
     @property
     def messages(self) -> list[tuple[Envelope, Message]]:
