@@ -125,6 +125,10 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 log_format=config.daemon.log_format,
             )
             vault = await Vault.open(store, config.daemon.secrets_key)
+            # Notifications read events from here on: primed before the controller
+            # or the node watcher can write one (patrd/notify/dispatcher.py).
+            notify = Dispatcher(store, config.notify, vault)
+            await notify.prime()
             # Logs of removed instances are kept (issue 7, patrd/logstream.py).
             keeper = LogKeeper(
                 engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
@@ -184,7 +188,6 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             )
             await observe.exposition.collector.prime()
             # Notifications and the node's own health (patrd/notify/, patrd/nodehealth.py).
-            notify = Dispatcher(store, config.notify, vault)
             supervisor.start("notify-tail", notify.tail)
             supervisor.start("notify-send", notify.drain)
             node = NodeWatcher(store, config.node, config.daemon.data_dir)

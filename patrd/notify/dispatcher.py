@@ -4,8 +4,8 @@ Controllers only ever write events (patrd/store.py); nothing they do waits on
 a receiver. Two supervised tasks (patrd/daemon.py):
 
 * ``tail`` reads new deployment and node events every ``poll_interval_s``
-  (from the newest id at start: events written while the daemon was down are
-  not notified), classifies them (``rules.classify``), redacts env and secret
+  (from the newest id when ``prime`` ran: events written while the daemon was
+  down are not notified), classifies them (``rules.classify``), redacts env and secret
   values, and queues one delivery per matching target;
 * ``drain`` keeps one worker per target; each takes deliveries off its
   target's bounded queue and sends each in its own task (at most
@@ -158,14 +158,22 @@ class Dispatcher:
 
     # --- the two supervised tasks ---------------------------------------------
 
-    async def tail(self) -> None:
-        """Turn new events into queued deliveries, forever."""
+    async def prime(self) -> None:
+        """Load the runtime targets and start from the newest events.
+
+        The daemon awaits this before it starts anything that writes events
+        (the node watcher's first reading may write one at once).
+        """
         await self.reload()
         if self._watermarks is None:
             self._watermarks = (
                 await self._store.last_event_id(),
                 await self._store.last_node_event_id(),
             )
+
+    async def tail(self) -> None:
+        """Turn new events into queued deliveries, forever."""
+        await self.prime()
         while True:
             try:
                 await self.poll_once()
@@ -175,10 +183,8 @@ class Dispatcher:
 
     async def poll_once(self) -> None:
         if self._watermarks is None:
-            self._watermarks = (
-                await self._store.last_event_id(),
-                await self._store.last_node_event_id(),
-            )
+            await self.prime()
+        assert self._watermarks is not None
         deployments_after, node_after = self._watermarks
         for event, name in await self._store.events_after(deployments_after):
             deployments_after = event.id

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -161,3 +162,42 @@ async def test_node_endpoint_matches_psutil(daemon: Daemon, api: Api) -> None:
     }
     assert disk_totals["data"] == data_disk.total
     assert "patrd_node_cpu_percent" in families and "patrd_notify_dropped" in families
+
+
+class NotifyingDaemon(Daemon):
+    """A daemon whose config file also holds ``[[notify]]`` tables (arrays of tables)."""
+
+    notify_toml: str = ""
+
+    def config_path(self) -> Path:
+        path = super().config_path()
+        path.write_text(path.read_text() + "\n" + self.notify_toml)
+        return path
+
+
+async def test_config_target_gets_memory_pressure_from_node_thresholds(tmp_path: Path) -> None:
+    async with HttpReceiver() as hook:
+        daemon = NotifyingDaemon(
+            tmp_path, config={"node": {"interval_s": 1, "memory_low_percent": 99}}
+        )
+        daemon.notify_toml = (
+            f'[[notify]]\nname = "pager"\ntype = "webhook"\nurl = "{hook.url}"\n'
+            'events = ["memory.*"]\n'
+        )
+        daemon.start()
+        try:
+            got = await hook.wait(1, timeout=30)
+            async with Api(daemon) as api:
+                node = await api.ok("GET", "/v1/node")
+                listed = (await api.ok("GET", "/v1/notifications"))["notifications"]
+                code, _ = await api.call("DELETE", "/v1/notifications/pager")
+        finally:
+            daemon.stop()
+    payload = got[0].json()
+    assert payload["kind"] == "memory.pressure" and payload["deployment"] is None
+    assert "of memory available" in payload["message"] and "under 99%" in payload["message"]
+    assert "memory" in node["alerts"]
+    assert [e["kind"] for e in node["events"]].count("memory.pressure") == 1
+    assert [(t["name"], t["source"], t["sent"]) for t in listed] == [("pager", "config", 1)]
+    assert code == 409  # a config target is removed by editing the file
+    assert len(hook.got) == 1  # once per crossing, not every second
