@@ -594,16 +594,19 @@ class Store:
                     "DELETE FROM node_events WHERE id <= ?", (cur.lastrowid - NODE_EVENTS_KEPT,)
                 )
 
-    async def node_events(self, *, after_id: int = 0, limit: int = 100) -> list[NodeEventRecord]:
-        """Oldest first: after ``after_id`` the next ``limit``, else the newest ``limit``."""
-        if after_id:
+    async def node_events(
+        self, *, after_id: int | None = None, limit: int = 100
+    ) -> list[NodeEventRecord]:
+        """Oldest first: with ``after_id`` the next ``limit`` after it (0: from the
+        first), without it the newest ``limit``."""
+        if after_id is not None:
             query = "SELECT id, at, kind, message FROM node_events WHERE id > ? ORDER BY id LIMIT ?"
         else:
             query = (
                 "SELECT * FROM (SELECT id, at, kind, message FROM node_events WHERE id > ? "
                 "ORDER BY id DESC LIMIT ?) ORDER BY id"
             )
-        rows = await self._all(query, (after_id, limit))
+        rows = await self._all(query, (after_id or 0, limit))
         return [NodeEventRecord(int(r[0]), float(r[1]), str(r[2]), str(r[3])) for r in rows]
 
     async def last_node_event_id(self) -> int:

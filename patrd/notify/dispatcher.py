@@ -271,17 +271,21 @@ class Dispatcher:
                 started = time.monotonic()
                 try:
                     await senders.send(target, note, session, self._vault)
-                except senders.DeliveryError as exc:
-                    error = str(exc)
+                except Exception as exc:
+                    failure = exc if isinstance(exc, senders.DeliveryError) else None
+                    if failure is None:  # a bug: give up on this delivery, do not loop
+                        log.exception("notify.sender_crashed", target=target.name)
+                        failure = senders.DeliveryError(f"internal error: {exc!r}", retry=False)
+                    error = str(failure)
                     log.info(
                         "notify.attempt_failed",
                         target=target.name,
                         kind=note.kind,
                         attempt=attempt,
                         error=error,
-                        retry=exc.retry,
+                        retry=failure.retry,
                     )
-                    if not exc.retry or attempt == policy.attempts:
+                    if not failure.retry or attempt == policy.attempts:
                         break
                     self.stats.retries[target.name] += 1
                     await asyncio.sleep(backoff_s(policy, attempt))

@@ -297,3 +297,16 @@ async def test_node_watcher_writes_threshold_events(store: Store, tmp_path: Path
     assert isinstance(watcher.latest, Snapshot) and watcher.samples >= 2
     # One per watched mount that exists (the data dir; Docker's root where present).
     assert kinds.count("disk.low") == len(watcher.latest.disks) >= 1, kinds
+
+
+async def test_node_events_pages_oldest_first_from_any_watermark(store: Store) -> None:
+    for n in range(5):
+        await store.add_node_event("disk.low", f"m{n}")
+    first = await store.node_events(after_id=0, limit=2)
+    assert [e.message for e in first] == ["m0", "m1"]  # from the very first, not the newest
+    assert [e.message for e in await store.node_events(after_id=first[-1].id, limit=2)] == [
+        "m2",
+        "m3",
+    ]
+    assert [e.message for e in await store.node_events(limit=2)] == ["m3", "m4"]
+    assert await store.last_node_event_id() == first[0].id + 4
