@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.cli_notify import target_body
+from patrd.cli_notify import cmd_node, target_body
 from patrd.config_notify import NodeConfig
 from patrd.nodehealth import NodeWatcher
 from patrd.notify.dispatcher import Dispatcher, DispatchOptions
@@ -158,3 +158,21 @@ def test_cli_notify_add_body() -> None:
         "mail_to": ["ops@example.org"],
     }
     assert parse_target(json.loads(json.dumps(body))).smtp_port == 587
+
+
+async def test_patrctl_node_text(
+    client: Client, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.add_node_event("memory.pressure", "3.0% of memory available")
+    node = await (await client.get("/v1/node")).json()
+
+    class Answers:
+        def get(self, path: str, **query: Any) -> Any:
+            assert path == "/v1/node" and query == {"events": 10}
+            return node
+
+    assert cmd_node(Answers(), argparse.Namespace(json=False, events=10)) == 0  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert f"of {node['cpu']['count']} cores" in out
+    assert "DISK" in out and "data" in out and "memory.pressure" in out
+    assert "(not found: " in out  # the docker root this test points at does not exist
