@@ -37,6 +37,9 @@ def add_parsers(
         help="kind, 'rollout.*' or '*'; repeatable or comma-separated (default '*')",
     )
     a.add_argument("--to-url", dest="to_url", metavar="URL", help="webhook / slack receiver")
+    a.add_argument(
+        "--url-secret", metavar="SECRET", help="instead of --to-url: a secret holding the URL"
+    )
     a.add_argument("--secret", metavar="SECRET", help="webhook: secret holding the HMAC key")
     a.add_argument("--timeout", type=float, metavar="S", help="per attempt (default 5)")
     a.add_argument("--smtp-host", metavar="HOST")
@@ -61,6 +64,7 @@ def target_body(args: argparse.Namespace) -> JsonObject:
     body: JsonObject = {"name": args.name, "type": args.type, "events": events or ["*"]}
     optional: dict[str, Any] = {
         "url": args.to_url,
+        "url_secret": args.url_secret,
         "secret": args.secret,
         "timeout_s": args.timeout,
         "smtp_host": args.smtp_host,
@@ -170,6 +174,8 @@ def cmd_node(client: Client, args: argparse.Namespace) -> int:
 def _where(target: JsonObject) -> str:
     if target["type"] == "email":
         return ", ".join(target.get("mail_to") or [])
+    if target.get("url_secret"):
+        return f"(secret {target['url_secret']})"
     return str(target.get("url") or "")
 
 

@@ -54,7 +54,7 @@ def _dispatcher(request: web.Request) -> Dispatcher:
 def target_json(target: Target, dispatcher: Dispatcher) -> dict[str, Any]:
     stats = dispatcher.stats
     return {
-        **target.to_json(),
+        **target.public_json(),
         "source": target.source,
         "sent": stats.deliveries.get((target.name, "sent"), 0),
         "failed": stats.deliveries.get((target.name, "failed"), 0),

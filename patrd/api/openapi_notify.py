@@ -46,7 +46,18 @@ SCHEMAS: dict[str, Any] = {
                 "description": "kinds, '*' or a prefix such as 'rollout.*' (default ['*'])",
             },
             "timeout_s": {"type": "number", "default": 5},
-            "url": {"type": "string", "description": "webhook, slack"},
+            "url": {
+                "type": "string",
+                "description": (
+                    "webhook, slack. Answers mask it: no user info or query; "
+                    "a Slack URL's path (its token) shows as /…"
+                ),
+            },
+            "url_secret": {
+                "type": "string",
+                "nullable": True,
+                "description": "instead of url: a secret holding the URL",
+            },
             "secret": {"type": "string", "nullable": True, "description": "webhook HMAC key"},
             "smtp_host": {"type": "string"},
             "smtp_port": {"type": "integer", "default": 25},

@@ -25,7 +25,7 @@ import aiohttp
 
 from patrd import __version__
 from patrd.notify.rules import Notification
-from patrd.notify.targets import Target, TargetType
+from patrd.notify.targets import Target, TargetType, url_ok
 
 SIGNATURE_HEADER = "X-Patrd-Signature"
 RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -69,7 +69,9 @@ async def send(
         password = await _secret(secrets, target.password_secret, "password_secret")
         await asyncio.to_thread(_send_mail, target, email_message(target, note), password)
         return
-    assert target.url is not None
+    url = target.url or await _secret(secrets, target.url_secret, "url_secret")
+    if not url or not url_ok(url):
+        raise DeliveryError("url_secret: the secret does not hold an http(s) URL", retry=False)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": f"patrd/{__version__}",
@@ -81,7 +83,7 @@ async def send(
     if target.type is TargetType.WEBHOOK and target.secret is not None:
         key = await _secret(secrets, target.secret, "secret")
         headers[SIGNATURE_HEADER] = sign((key or "").encode(), body)
-    await _post(session, target.url, body, headers, target.timeout_s)
+    await _post(session, url, body, headers, target.timeout_s)
 
 
 async def _post(

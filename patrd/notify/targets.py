@@ -29,8 +29,8 @@ MAX_TIMEOUT_S = 60.0
 
 _COMMON = {"name", "type", "events", "timeout_s"}
 _FIELDS: Mapping[TargetType, set[str]] = {
-    TargetType.WEBHOOK: _COMMON | {"url", "secret"},
-    TargetType.SLACK: _COMMON | {"url"},
+    TargetType.WEBHOOK: _COMMON | {"url", "url_secret", "secret"},
+    TargetType.SLACK: _COMMON | {"url", "url_secret"},
     TargetType.EMAIL: _COMMON
     | {
         "smtp_host",
@@ -51,6 +51,7 @@ class Target:
     events: tuple[str, ...]
     timeout_s: float = DEFAULT_TIMEOUT_S
     url: str | None = None  # webhook, slack
+    url_secret: str | None = None  # ... or a vault secret holding the URL (Slack's is a secret)
     secret: str | None = None  # webhook: vault secret holding the HMAC key
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -81,9 +82,30 @@ class Target:
             )
         else:
             out["url"] = self.url
+            out["url_secret"] = self.url_secret
             if self.type is TargetType.WEBHOOK:
                 out["secret"] = self.secret
         return out
+
+    def public_json(self) -> dict[str, Any]:
+        """What the API answers: ``to_json`` with the URL masked (``masked_url``)."""
+        out = self.to_json()
+        if self.url is not None:
+            out["url"] = masked_url(self.url, keep_path=self.type is TargetType.WEBHOOK)
+        return out
+
+
+def masked_url(url: str, *, keep_path: bool) -> str:
+    """``url`` without what may be a credential: user info, the query, and (Slack's
+    token-bearing URLs) the path."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    path = parts.path if keep_path else ("/…" if parts.path not in ("", "/") else parts.path)
+    query = "?…" if parts.query else ""
+    return f"{parts.scheme}://{netloc}{path}{query}"
 
 
 def parse_target(raw: Any, *, source: str = "config") -> Target:
@@ -115,9 +137,12 @@ def parse_target(raw: Any, *, source: str = "config") -> Target:
     }
     if kind is TargetType.EMAIL:
         return Target(**common, **_email(raw))
-    url = _url(raw)
+    url_secret = _secret_ref(raw, "url_secret")
+    if url_secret is not None and raw.get("url") is not None:
+        raise SpecError("url_secret", "give url or url_secret, not both")
+    url = _url(raw) if url_secret is None else None
     secret = _secret_ref(raw, "secret") if kind is TargetType.WEBHOOK else None
-    return Target(**common, url=url, secret=secret)
+    return Target(**common, url=url, url_secret=url_secret, secret=secret)
 
 
 def _email(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,10 +203,14 @@ def _events(value: Any) -> tuple[str, ...]:
 
 def _url(raw: Mapping[str, Any]) -> str:
     url = _str(raw, "url")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not url_ok(url):
         raise SpecError("url", "must be an http:// or https:// URL")
     return url
+
+
+def url_ok(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _secret_ref(raw: Mapping[str, Any], field: str) -> str | None:

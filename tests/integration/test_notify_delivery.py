@@ -171,13 +171,14 @@ async def test_permanent_4xx_is_not_retried(store: Store) -> None:
     assert gone.got[0].json()["kind"] == "disk.low" and gone.got[0].json()["deployment"] is None
 
 
-async def test_slack_format(store: Store) -> None:
+async def test_slack_format_with_the_url_in_a_secret(store: Store, vault: Vault) -> None:
     dep = await deployment(store)
     async with HttpReceiver() as slack:
+        await vault.create("slack-url", slack.url)
         target = parse_target(
-            {"name": "chat", "type": "slack", "url": slack.url, "events": ["autoscale"]}
+            {"name": "chat", "type": "slack", "url_secret": "slack-url", "events": ["autoscale"]}
         )
-        async with running(Dispatcher(store, [target], None, FAST)):
+        async with running(Dispatcher(store, [target], vault, FAST)):
             await store.set_replicas(dep, 3, "scaled 2 -> 3 (cpu 91% over target 70%)")
             got = await slack.wait(1, timeout=5)
     assert got[0].headers["Content-Type"] == "application/json"

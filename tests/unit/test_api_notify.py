@@ -67,6 +67,16 @@ async def test_create_list_delete_runtime_target(client: Client, dispatcher: Dis
         ("ops", "api"),
     ]
     assert "rollout.failed" in listed["kinds"] and listed["dropped"] == 0
+    slack = {"name": "chat", "type": "slack", "url": "https://hooks.example/services/T0/B0/tok3n"}
+    resp = await client.post("/v1/notifications", json=slack)
+    shown = json.dumps(await resp.json())
+    assert resp.status == 201 and "tok3n" not in shown
+    listed = await (await client.get("/v1/notifications")).json()
+    assert "tok3n" not in json.dumps(listed)
+    assert [t["url"] for t in listed["notifications"] if t["name"] == "chat"] == [
+        "https://hooks.example/…"
+    ]
+    assert (await client.delete("/v1/notifications/chat")).status == 204
     assert [t.name for t in dispatcher.targets()] == ["from-file", "ops"]
     await expect_error(await client.post("/v1/notifications", json=HOOK), 409, "conflict")
     clash = {**HOOK, "name": "from-file"}
@@ -134,6 +144,7 @@ def test_cli_notify_add_body() -> None:
         type="email",
         events=["disk.low,memory.pressure", "backup.*"],
         to_url=None,
+        url_secret=None,
         secret=None,
         timeout=None,
         smtp_host="smtp.example.org",

@@ -14,7 +14,7 @@ from patrd.nodehealth import Disk, Snapshot, check
 from patrd.notify.dispatcher import RetryPolicy, backoff_s
 from patrd.notify.rules import KINDS, Notification, check_filter, classify, matches, redact
 from patrd.notify.senders import sign, slack_body
-from patrd.notify.targets import TargetType, parse_target
+from patrd.notify.targets import TargetType, masked_url, parse_target
 
 EXPIRING = "certificate.expiring"
 
@@ -133,6 +133,8 @@ EMAIL = {
         ({**EMAIL, "password_secret": "smtp-pass"}, "username"),
         ({**EMAIL, "smtp_port": 70000}, "smtp_port"),
         ({**EMAIL, "url": "http://x/"}, "url"),
+        ({**WEBHOOK, "url_secret": "hook-url"}, "url_secret"),  # both
+        ({**WEBHOOK, "url_secret": "no spaces allowed"}, "url_secret"),
     ],
 )
 def test_target_errors_name_the_field(raw: dict[str, Any], field: str) -> None:
@@ -236,3 +238,24 @@ def test_node_thresholds_fire_once_per_crossing_with_hysteresis() -> None:
     assert check(snapshot(1, 1), off, frozenset()) == (frozenset(), [])
     _, events = check(snapshot(4, 50), config, frozenset())
     assert "docker (/var/lib/docker on /): 4.0% free (4.0 GiB of 100.0 GiB)" in events[0].message
+
+
+@pytest.mark.parametrize(
+    ("url", "keep_path", "shown"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/XyZ", False, "https://hooks.slack.com/…"),
+        ("https://hooks.example/patrd", True, "https://hooks.example/patrd"),
+        ("https://user:pw@hooks.example:8443/p?token=abc", True, "https://hooks.example:8443/p?…"),
+        ("http://[::1]:9000/", False, "http://[::1]:9000/"),
+        ("http://127.0.0.1:9000", False, "http://127.0.0.1:9000"),
+    ],
+)
+def test_masked_url(url: str, keep_path: bool, shown: str) -> None:
+    assert masked_url(url, keep_path=keep_path) == shown
+
+
+def test_url_secret_instead_of_url() -> None:
+    raw = {"name": "chat", "type": "slack", "url_secret": "slack-url"}
+    target = parse_target(raw)
+    assert target.url is None and target.url_secret == "slack-url"
+    assert parse_target(target.to_json()) == target
