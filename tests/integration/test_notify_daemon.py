@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.daemon import Api, Daemon
-from tests.support.receivers import HttpReceiver
+from tests.support.receivers import HttpReceiver, free_port
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -201,3 +202,49 @@ async def test_config_target_gets_memory_pressure_from_node_thresholds(tmp_path:
     assert [(t["name"], t["source"], t["sent"]) for t in listed] == [("pager", "config", 1)]
     assert code == 409  # a config target is removed by editing the file
     assert len(hook.got) == 1  # once per crossing, not every second
+
+
+async def test_dead_receiver_is_given_up_and_shows_in_node_events_and_metrics(
+    daemon: Daemon, api: Api, new_name
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    await api.ok(
+        "POST",
+        "/v1/notifications",
+        {"name": "dead", "type": "webhook", "url": dead, "events": ["rollout.*"]},
+    )
+    name = new_name("dead")
+    started = time.monotonic()
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        {"name": name, "image": "patrd-test/web", "tag": "v1", "ports": {"80": "http"}},
+    )
+    await until(lambda: rolled_out(api, name, 1), 60, "revision 1 deployed", daemon)
+    rolled_s = time.monotonic() - started
+
+    async def given_up() -> list[dict[str, Any]]:
+        node = await api.ok("GET", "/v1/node")
+        return [e for e in node["events"] if e["kind"] == "notify.failed"]
+
+    # 5 tries, 1 + 2 + 4 + 8 s apart: given up after about 15 s.
+    failed = await until(given_up, 60, "notify.failed node event", daemon, interval=0.5)
+    gave_up_s = time.monotonic() - started
+    families = await metrics(daemon)
+    counts = {
+        (s.labels["target"], s.labels["result"]): s.value
+        for s in families["patrd_notify_deliveries"].samples
+        if s.name.endswith("_total")
+    }
+    retries = {
+        s.labels["target"]: s.value
+        for s in families["patrd_notify_retries"].samples
+        if s.name.endswith("_total")
+    }
+    print(f"rolled out in {rolled_s:.1f} s; dead receiver given up after {gave_up_s:.1f} s")
+    assert (
+        "rollout.succeeded" in failed[0]["message"] and "after 5 attempt(s)" in failed[0]["message"]
+    )
+    assert counts[("dead", "failed")] >= 1 and retries["dead"] >= 4
+    listed = (await api.ok("GET", "/v1/notifications"))["notifications"]
+    assert listed[0]["failed"] >= 1 and listed[0]["sent"] == 0
