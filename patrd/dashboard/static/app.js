@@ -42,5 +42,10 @@ function navigate() {
 
 document.getElementById("logout").addEventListener("click", () => logout());
 window.addEventListener("hashchange", navigate);
-features(); // start fetching the route list alongside the first screen's data
+// Start fetching the route list alongside the first screen's data; a daemon
+// without /v1/node (older) gets no Node link.
+features().then((routes) => {
+  const link = document.querySelector('header nav a[href="#/node"]');
+  if (link && routes.size && !routes.has("/v1/node")) link.hidden = true;
+});
 navigate();
