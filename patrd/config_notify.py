@@ -21,7 +21,7 @@ class NodeConfig:
     interval_s: float = 15.0  # how often the node is sampled and thresholds checked
     disk_low_percent: float = 10.0  # disk.low when a watched mount has less free (0: off)
     memory_low_percent: float = 10.0  # memory.pressure when less is available (0: off)
-    docker_root: Path = Path("/var/lib/docker")  # Docker's data root (docker info)
+    docker_root: Path | None = None  # Docker's data root; None: ask Docker (docker info)
     watch_paths: tuple[Path, ...] = ()  # more mounts to report and guard
 
 
@@ -52,8 +52,8 @@ def parse_node(raw: Mapping[str, Any], base_dir: Path) -> NodeConfig:
     interval = _number(table, "interval_s", NodeConfig.interval_s, low=1.0, high=3600.0)
     disk = _number(table, "disk_low_percent", NodeConfig.disk_low_percent, low=0.0, high=99.0)
     memory = _number(table, "memory_low_percent", NodeConfig.memory_low_percent, 0.0, 99.0)
-    root = table.get("docker_root", str(NodeConfig.docker_root))
-    if not isinstance(root, str) or not root:
+    root = table.get("docker_root")
+    if root is not None and (not isinstance(root, str) or not root):
         raise ConfigError("node.docker_root", "must be a path")
     paths = table.get("watch_paths", [])
     if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
@@ -62,7 +62,7 @@ def parse_node(raw: Mapping[str, Any], base_dir: Path) -> NodeConfig:
         interval_s=interval,
         disk_low_percent=disk,
         memory_low_percent=memory,
-        docker_root=_resolve(root, base_dir),
+        docker_root=_resolve(root, base_dir) if root else None,
         watch_paths=tuple(_resolve(p, base_dir) for p in paths),
     )
 

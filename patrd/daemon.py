@@ -21,6 +21,7 @@ import signal
 import sys
 from collections import Counter
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -31,6 +32,7 @@ from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
 from patrd.autoscale import Autoscaler
 from patrd.config import Config
+from patrd.config_notify import NodeConfig
 from patrd.controller import Controller, ControllerOptions
 from patrd.dashboard.web import Dashboard
 from patrd.engine import DockerEngine
@@ -190,7 +192,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             # Notifications and the node's own health (patrd/notify/, patrd/nodehealth.py).
             supervisor.start("notify-tail", notify.tail)
             supervisor.start("notify-send", notify.drain)
-            node = NodeWatcher(store, config.node, config.daemon.data_dir)
+            node = NodeWatcher(store, await _node_config(config, engine), config.daemon.data_dir)
             supervisor.start("node-health", node.run)
             observe.exposition.registry.register(NotifyCollector(notify))
             observe.exposition.registry.register(NodeCollector(node))
@@ -340,6 +342,17 @@ async def _observability(
         history=history,
         autoscale_stats=autoscaler.stats,
     )
+
+
+async def _node_config(config: Config, engine: DockerEngine) -> NodeConfig:
+    """``[node]`` with Docker's data root filled in from ``docker info`` when not set."""
+    if config.node.docker_root is not None:
+        return config.node
+    try:
+        root = await engine.data_root()
+    except EngineError:
+        root = None  # Docker down at start: the default path
+    return replace(config.node, docker_root=Path(root)) if root else config.node
 
 
 async def _summary(store: Store) -> str:

@@ -191,6 +191,13 @@ class DockerEngine:
             info = await self.docker.version()
         return f"{info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"
 
+    async def data_root(self) -> str | None:
+        """Docker's data root (``docker info``: DockerRootDir), for the node's disk figures."""
+        async with _translate("info"):
+            info = await self.docker.system.info()
+        root = info.get("DockerRootDir")
+        return str(root) if root else None
+
     async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
         labels = [f"{LABEL_OWNER}={self._owner}"]
         if deployment_id:

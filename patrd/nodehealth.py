@@ -101,9 +101,12 @@ class Snapshot:
         }
 
 
+DEFAULT_DOCKER_ROOT = Path("/var/lib/docker")
+
+
 def watched(config: NodeConfig, data_dir: Path) -> list[tuple[str, Path]]:
     """(label, path) of every mount reported and guarded."""
-    paths = [("docker", config.docker_root), ("data", data_dir)]
+    paths = [("docker", config.docker_root or DEFAULT_DOCKER_ROOT), ("data", data_dir)]
     paths += [(str(p), p) for p in config.watch_paths]
     return paths
 

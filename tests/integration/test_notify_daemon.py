@@ -139,9 +139,14 @@ async def test_node_endpoint_matches_psutil(daemon: Daemon, api: Api) -> None:
     assert data["path"] == str(daemon.data_dir)
     assert data["total"] == data_disk.total
     assert abs(data["free"] - data_disk.free) < tolerance_bytes
-    if os.path.exists("/var/lib/docker"):
-        docker = psutil.disk_usage("/var/lib/docker")
-        assert disks["docker"]["total"] == docker.total
+    root = subprocess.run(
+        ["docker", "info", "--format", "{{.DockerRootDir}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert disks["docker"]["path"] == root  # asked from Docker: [node] docker_root is unset
+    assert disks["docker"]["total"] == psutil.disk_usage(root).total
     assert before_net.bytes_recv <= node["network"]["bytes_recv"] <= after_net.bytes_recv
     assert before_net.bytes_sent <= node["network"]["bytes_sent"] <= after_net.bytes_sent
     assert node["thresholds"] == {"disk_low_percent": 10.0, "memory_low_percent": 10.0}
