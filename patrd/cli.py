@@ -325,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     from patrd import cli_access  # `token …`, `audit` (scoped tokens, audit log)
 
     cli_access.add_parsers(verb, common)
+    from patrd import cli_notify  # `notify …`, `node`
+
+    cli_notify.add_parsers(verb, common)
     return parser
 
 
@@ -1056,6 +1059,8 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "metrics": lambda client, args: _cli_observe().cmd_metrics(client, args),
     "token": lambda client, args: _cli_access().cmd_token(client, args),
     "audit": lambda client, args: _cli_access().cmd_audit(client, args),
+    "notify": lambda client, args: _cli_notify().cmd_notify(client, args),
+    "node": lambda client, args: _cli_notify().cmd_node(client, args),
 }
 
 
@@ -1188,6 +1193,12 @@ def _cli_backup() -> Any:
     from patrd import cli_backup
 
     return cli_backup
+
+
+def _cli_notify() -> Any:
+    from patrd import cli_notify
+
+    return cli_notify
 
 
 def _cli_observe() -> Any:

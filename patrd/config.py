@@ -15,9 +15,11 @@ from typing import Any
 
 from patrd.backup_config import BackupConfig, parse_backup
 from patrd.cap_policy import SecurityPolicy, parse_policy
+from patrd.config_notify import NodeConfig, parse_node, parse_notify
 from patrd.diskguard import MinFree, parse_min_free
 from patrd.errors import ConfigError
 from patrd.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
+from patrd.notify.targets import Target
 from patrd.spec import NAME_RE
 from patrd.subnets import validate_pool
 
@@ -234,6 +236,9 @@ class Config:
     images: ImagesConfig = field(default_factory=lambda: ImagesConfig())
     disk: DiskConfig = field(default_factory=lambda: DiskConfig())
     backup: BackupConfig = field(default_factory=BackupConfig)  # off-site (patrd/offsite.py)
+    # Notifications and the node's health (patrd/config_notify.py).
+    notify: tuple[Target, ...] = ()
+    node: NodeConfig = field(default_factory=NodeConfig)
 
 
 @dataclass(frozen=True)
@@ -270,7 +275,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry", "security"}
         | _OBSERVE_SECTIONS
-        | {"dashboard", "backup"}
+        | {"dashboard", "backup", "notify", "node"}
         | _IMAGES_SECTIONS,
         "",
     )
@@ -408,6 +413,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         security=parse_policy(_table(raw, "security")),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
         backup=parse_backup(raw, base_dir),
+        notify=parse_notify(raw),
+        node=parse_node(raw, base_dir),
         **_observe(raw, base_dir),
         **_images(raw),
     )

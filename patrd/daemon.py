@@ -21,6 +21,7 @@ import signal
 import sys
 from collections import Counter
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -31,6 +32,7 @@ from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
 from patrd.autoscale import Autoscaler
 from patrd.config import Config
+from patrd.config_notify import NodeConfig
 from patrd.controller import Controller, ControllerOptions
 from patrd.dashboard.web import Dashboard
 from patrd.diskguard import DiskCollector, DiskGuard
@@ -42,6 +44,8 @@ from patrd.hardening import Hardening
 from patrd.imagegc import ImageCollector
 from patrd.logstream import LogKeeper
 from patrd.metrics import CgroupReader, History, Sampler
+from patrd.nodehealth import NodeCollector, NodeWatcher
+from patrd.notify.dispatcher import Dispatcher, NotifyCollector
 from patrd.offsite import OffsiteBackups, Paths
 from patrd.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
@@ -133,6 +137,10 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 log_format=config.daemon.log_format,
             )
             vault = await Vault.open(store, config.daemon.secrets_key)
+            # Notifications read events from here on: primed before the controller
+            # or the node watcher can write one (patrd/notify/dispatcher.py).
+            notify = Dispatcher(store, config.notify, vault)
+            await notify.prime()
             # Logs of removed instances are kept (issue 7, patrd/logstream.py).
             keeper = LogKeeper(
                 engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
@@ -213,6 +221,13 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             )
             await observe.exposition.collector.prime()
             observe.exposition.registry.register(DiskCollector(disk_guard, config.disk.min_free))
+            # Notifications and the node's own health (patrd/notify/, patrd/nodehealth.py).
+            supervisor.start("notify-tail", notify.tail)
+            supervisor.start("notify-send", notify.drain)
+            node = NodeWatcher(store, await _node_config(config, engine), config.daemon.data_dir)
+            supervisor.start("node-health", node.run)
+            observe.exposition.registry.register(NotifyCollector(notify))
+            observe.exposition.registry.register(NodeCollector(node))
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 
@@ -245,6 +260,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     observe=observe,
                     backups=backups,
                     proxy_closed=gate.closed_reason,
+                    notify=notify,
+                    node=node,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -263,6 +280,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         vault=vault,
                         observe=observe,
                         backups=backups,
+                        notify=notify,
+                        node=node,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                         proxy_closed=gate.closed_reason,
@@ -399,6 +418,17 @@ def _offsite(
     stack.push_async_callback(service.close)
     supervisor.start("backup", service.run_schedule)
     return service
+
+
+async def _node_config(config: Config, engine: DockerEngine) -> NodeConfig:
+    """``[node]`` with Docker's data root filled in from ``docker info`` when not set."""
+    if config.node.docker_root is not None:
+        return config.node
+    try:
+        root = await engine.data_root()
+    except EngineError:
+        root = None  # Docker down at start: the default path
+    return replace(config.node, docker_root=Path(root)) if root else config.node
 
 
 async def _summary(store: Store) -> str:

@@ -236,9 +236,37 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE secrets ADD COLUMN registry TEXT;
     """,
+    # Notification targets added at run time (patrd/notify/; [[notify]] in the
+    # config are not stored) and the node's own events (disk.low,
+    # memory.pressure, notify.failed), which belong to no deployment.
+    """
+    CREATE TABLE notifications (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE node_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000
+NODE_EVENTS_KEPT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEventRecord:
+    """An event of the node itself (patrd/nodehealth.py, patrd/notify/)."""
+
+    id: int
+    at: float
+    kind: str
+    message: str
+
 
 # Every connection patrd opens (docs/design.md, "Store upkeep"): WAL so readers
 # never block the writer; FULL so an acknowledged write survives a power cut,
@@ -582,6 +610,71 @@ class Store:
     ) -> None:
         async with self._tx() as db:
             await _insert_event(db, deployment_id, kind, message, revision, time.time())
+
+    async def events_after(self, after_id: int, limit: int = 500) -> list[tuple[EventRecord, str]]:
+        """Every deployment's events after ``after_id`` with the deployment's name, oldest first."""
+        rows = await self._all(
+            "SELECT e.id, e.deployment_id, e.at, e.kind, e.message, e.revision, d.name "
+            "FROM events e JOIN deployments d ON d.id = e.deployment_id "
+            "WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            (after_id, limit),
+        )
+        return [(EventRecord(*row[:6]), str(row[6])) for row in rows]
+
+    # --- the node's events and runtime notification targets (patrd/notify/) --
+
+    async def add_node_event(self, kind: str, message: str) -> None:
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT INTO node_events (at, kind, message) VALUES (?, ?, ?)",
+                (time.time(), kind, message),
+            )
+            if cur.lastrowid is not None and cur.lastrowid % 100 == 0:
+                await db.execute(
+                    "DELETE FROM node_events WHERE id <= ?", (cur.lastrowid - NODE_EVENTS_KEPT,)
+                )
+
+    async def node_events(
+        self, *, after_id: int | None = None, limit: int = 100
+    ) -> list[NodeEventRecord]:
+        """Oldest first: with ``after_id`` the next ``limit`` after it (0: from the
+        first), without it the newest ``limit``."""
+        if after_id is not None:
+            query = "SELECT id, at, kind, message FROM node_events WHERE id > ? ORDER BY id LIMIT ?"
+        else:
+            query = (
+                "SELECT * FROM (SELECT id, at, kind, message FROM node_events WHERE id > ? "
+                "ORDER BY id DESC LIMIT ?) ORDER BY id"
+            )
+        rows = await self._all(query, (after_id or 0, limit))
+        return [NodeEventRecord(int(r[0]), float(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+    async def last_node_event_id(self) -> int:
+        row = await self._one("SELECT MAX(id) FROM node_events")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def list_notifications(self) -> list[tuple[str, dict[str, Any], float]]:
+        """(name, stored JSON, created at) of every runtime notification target."""
+        rows = await self._all("SELECT name, spec, created_at FROM notifications ORDER BY name")
+        return [(str(r[0]), json.loads(r[1]), float(r[2])) for r in rows]
+
+    async def create_notification(self, name: str, spec: dict[str, Any]) -> float:
+        now = time.time()
+        async with self._tx() as db:
+            async with db.execute("SELECT 1 FROM notifications WHERE name = ?", (name,)) as cur:
+                if await cur.fetchone() is not None:
+                    raise Conflict(f"notification {name!r} already exists")
+            await db.execute(
+                "INSERT INTO notifications (name, spec, created_at) VALUES (?, ?, ?)",
+                (name, json.dumps(spec, sort_keys=True), now),
+            )
+        return now
+
+    async def delete_notification(self, name: str) -> None:
+        async with self._tx() as db:
+            cur = await db.execute("DELETE FROM notifications WHERE name = ?", (name,))
+            if cur.rowcount != 1:
+                raise NotFound(f"notification {name!r} not found")
 
     async def complete_rollout(self, deployment_id: str, revision: int, image_id: str) -> bool:
         """The target revision is fully out: it is now what the deployment runs."""

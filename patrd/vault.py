@@ -1,7 +1,8 @@
 """Secrets as the rest of patrd sees them: names and versions, values only at container creation.
 
 The store keeps sealed bytes; the key stays here. Values leave this module
-only through ``env_values`` (for the engine's container env) and are never
+only through ``env_values`` (for the engine's container env) and ``reveal``
+(a notification target's signing key or SMTP password) and are never
 logged, put in events, errors or labels.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from patrd.crypto import Sealed, SecretBox, SecretsKeyError, load_or_create_key
 from patrd.engine import RegistryAuth
-from patrd.errors import SpecError
+from patrd.errors import NotFound, SpecError
 from patrd.spec import DeploymentSpec, SecretRef, secret_name
 from patrd.store import SecretRecord, Store
 
@@ -45,6 +46,14 @@ class Vault:
     async def update(self, name: str, value: str) -> SecretRecord:
         sealed = self._box.seal(name, _value(value))
         return await self._store.put_secret(name, sealed.nonce, sealed.ciphertext, create=False)
+
+    async def reveal(self, name: str) -> str:
+        """One secret's value, for patrd's own use (notification keys); never for the API."""
+        sealed = await self._store.sealed_secrets([name])
+        if name not in sealed:
+            raise NotFound(f"secret {name!r} not found")
+        nonce, ciphertext, _ = sealed[name]
+        return self._box.open(name, Sealed(nonce, ciphertext)).decode()
 
     async def versions(self, names: Iterable[str]) -> dict[str, int]:
         sealed = await self._store.sealed_secrets(names)

@@ -32,6 +32,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from patrd.access_store import AccessStore
+from patrd.api import notify as notify_api
 from patrd.api.access import ACCESS, access_middleware, add_access_routes
 from patrd.api.backups import BACKUPS
 from patrd.api.errors import error_middleware
@@ -44,6 +45,8 @@ from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
 from patrd.dashboard.web import Dashboard
 from patrd.errors import ConfigError
+from patrd.nodehealth import NodeWatcher
+from patrd.notify.dispatcher import Dispatcher
 from patrd.offsite import OffsiteBackups
 from patrd.store import Store
 from patrd.vault import Vault
@@ -71,6 +74,8 @@ def build_app(
     dashboard: Dashboard | None = None,
     backups: OffsiteBackups | None = None,
     proxy_closed: Callable[[], str | None] | None = None,
+    notify: Dispatcher | None = None,
+    node: NodeWatcher | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -103,8 +108,13 @@ def build_app(
         app[BACKUPS] = backups
     if proxy_closed is not None:
         app[PROXY_CLOSED] = proxy_closed
+    if notify is not None:
+        app[notify_api.NOTIFY] = notify
+    if node is not None:
+        app[notify_api.NODE] = node
     add_routes(app)
     add_access_routes(app)  # /v1/tokens, /v1/audit
+    notify_api.add_routes(app)  # /v1/notifications, /v1/node
     if dashboard is not None:
         dashboard.install(app)
     return app

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from patrd import __version__, spec
+from patrd.api import openapi_notify
 from patrd.api.openapi_access import ACCESS_PATHS, ACCESS_SCHEMAS
 from patrd.api.routes import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.store import Intent, Status
@@ -1665,6 +1666,9 @@ PATHS.update(
         },
     }
 )
+# Notifications and the node's health (patrd/api/notify.py).
+PATHS.update(openapi_notify.PATHS)
+SCHEMAS.update(openapi_notify.SCHEMAS)
 
 
 OPENAPI: dict[str, Any] = {

@@ -76,6 +76,9 @@ SCOPE_TABLE = [
     ("POST", "/v1/backups", A),
     ("POST", "/v1/backups/{id}/restore", A),
     ("GET", "/v1/registry/login", A),
+    ("GET", "/v1/node", R),
+    ("DELETE", "/v1/notifications/{notification}", A),
+    ("POST", "/v1/notifications/{notification}/test", A),
     # Fail closed: whatever the table does not name needs admin.
     ("GET", "/v1/something-new", A),
     ("POST", DEP + "/something-new", A),

@@ -1,4 +1,4 @@
-// The dashboard's router: #/ (deployments), #/create, #/d/<name>[/<tab>].
+// The dashboard's router: #/ (deployments), #/create, #/d/<name>[/<tab>], #/node.
 // Each screen returns a cleanup function (or {cleanup, route}) so polls and
 // log streams stop when the user leaves it.
 
@@ -6,6 +6,7 @@ import { features, logout } from "./api.js";
 import { renderCreate } from "./create.js";
 import { renderList } from "./list.js";
 import { renderManage } from "./manage.js";
+import { renderNode } from "./node.js";
 
 const main = document.getElementById("main");
 let screen = null; // {key, cleanup, route}
@@ -13,6 +14,7 @@ let screen = null; // {key, cleanup, route}
 function parse(hash) {
   const parts = hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   if (parts[0] === "create") return { key: "create" };
+  if (parts[0] === "node") return { key: "node" };
   if (parts[0] === "d" && parts[1]) return { key: `d:${parts[1]}`, name: parts[1], tab: parts[2] || "" };
   return { key: "list" };
 }
@@ -26,16 +28,24 @@ function navigate() {
   if (screen) screen.cleanup();
   let result;
   if (route.key === "create") result = renderCreate(main);
+  else if (route.key === "node") result = renderNode(main);
   else if (route.name) result = renderManage(main, route.name, route.tab);
   else result = renderList(main);
   screen = typeof result === "function" ? { key: route.key, cleanup: result } : { key: route.key, ...result };
   for (const link of document.querySelectorAll("header nav a")) {
-    if (link.getAttribute("href") === "#/" && route.key !== "create") link.setAttribute("aria-current", "page");
+    const href = link.getAttribute("href");
+    const current = href === "#/node" ? route.key === "node" : href === "#/" && route.key !== "create" && route.key !== "node";
+    if (current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
 }
 
 document.getElementById("logout").addEventListener("click", () => logout());
 window.addEventListener("hashchange", navigate);
-features(); // start fetching the route list alongside the first screen's data
+// Start fetching the route list alongside the first screen's data; a daemon
+// without /v1/node (older) gets no Node link.
+features().then((routes) => {
+  const link = document.querySelector('header nav a[href="#/node"]');
+  if (link && routes.size && !routes.has("/v1/node")) link.hidden = true;
+});
 navigate();
