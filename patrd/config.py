@@ -215,6 +215,8 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
+    history: HistoryConfig = field(default_factory=lambda: HistoryConfig())
+    images: ImagesConfig = field(default_factory=lambda: ImagesConfig())
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry"}
         | _OBSERVE_SECTIONS
-        | {"dashboard"},
+        | {"dashboard"}
+        | _RELEASE_SECTIONS,
         "",
     )
     d = _table(raw, "daemon")
@@ -372,6 +375,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         acme=_acme(raw, base_dir),
         registry=_registry(raw, base_dir),
         dashboard=_dashboard(raw, base_dir, tcp_listen=api.tcp_listen),
+        **_releases(raw),
         **_observe(raw, base_dir),
     )
 
@@ -802,3 +806,37 @@ def _dashboard(
             1,
         ),
     )
+
+
+# --- pinned releases: revision retention (patrd/releases.py) -----------------------
+
+_RELEASE_SECTIONS = {"history", "images"}
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """``[history]``: revisions kept per deployment (plus every retained release)."""
+
+    keep_revisions: int = 100
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """``[images]``: releases (image changes) kept per deployment; revert can reach them."""
+
+    keep_releases: int = 5
+
+
+def _releases(raw: Mapping[str, Any]) -> dict[str, Any]:
+    h = _table(raw, "history")
+    _known(h, {"keep_revisions"}, "history.")
+    i = _table(raw, "images")
+    _known(i, {"keep_releases"}, "images.")
+    return {
+        "history": HistoryConfig(
+            keep_revisions=_int(h, "keep_revisions", "history.", HistoryConfig.keep_revisions, 1)
+        ),
+        "images": ImagesConfig(
+            keep_releases=_int(i, "keep_releases", "images.", ImagesConfig.keep_releases, 1)
+        ),
+    }

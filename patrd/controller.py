@@ -23,7 +23,15 @@ import structlog
 from patrd.autoscale import effective_replicas
 from patrd.config_files import directory_bytes, remove_config_dir, sync_config_dir
 from patrd.crypto import SecretsKeyError
-from patrd.engine import ContainerState, Engine, Instance, InstanceSpec, is_pinned_tag
+from patrd.engine import (
+    ContainerState,
+    Engine,
+    ImageResult,
+    Instance,
+    InstanceSpec,
+    RegistryAuth,
+    is_pinned_tag,
+)
 from patrd.errors import EngineError, ImageNotFound, PatrdError, StoreError
 from patrd.probes import (
     TCP_POLL_S,
@@ -46,6 +54,7 @@ from patrd.reconcile import (
     backoff_delay,
     plan,
 )
+from patrd.releases import Pin, pin_from_inspect
 from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.spec import DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Status, Store
@@ -157,6 +166,23 @@ class Controller:
     def instances(self, deployment_id: str) -> list[InstanceView]:
         worker = self._workers.get(deployment_id)
         return worker.views() if worker else []
+
+    async def resolve_tag(self, record: DeploymentRecord) -> tuple[Pin, str | None]:
+        """``redeploy``: pull the tag now and say what it points at (no revision written)."""
+        spec = record.spec
+        ref = spec.image_ref_via(self._options.local_registry)
+        auth = None
+        if spec.registry_auth is not None:
+            if self._vault is None:
+                raise SecretsKeyError("registry_auth needs the secrets key")
+            auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
+        result = await self._engine.ensure_image(ref, always_pull=True, auth=auth)
+        if result.warning:
+            self._log.warning("redeploy_pull_failed", deployment=record.name, error=result.warning)
+        digests = await self._engine.repo_digests(result.image_id)
+        pin = pin_from_inspect(result.image_id, digests, ref[: -len(spec.tag) - 1])
+        self._log.info("redeploy_resolved", deployment=record.name, image=pin.ref)
+        return pin, result.warning
 
     # --- running -------------------------------------------------------------
 
@@ -865,18 +891,20 @@ class DeploymentWorker:
             self._state.network_ok = True
 
     async def _resolve_image(self, record: DeploymentRecord) -> str | None:
-        """The image id this revision runs.
+        """The image id this revision runs (docs/design.md, "Pinned releases").
 
-        A revert pins an exact image id; a revision that already rolled out
-        reuses the id it ran (a crash-restart never picks up a newer image);
-        otherwise the tag is resolved by the pull policy (``latest``: pulled).
+        A revision that has a pin (a push, a revert, a redeploy, or one carried
+        from the revision before it) runs exactly that: the image id when it
+        is on the node, else a pull by digest. Never the tag again. Only an
+        unresolved revision (create, image or tag changed) resolves the tag,
+        by the pull policy (``latest``: pulled), and records the pin.
         """
         cached = self._state.image
         if cached is not None and cached[0] == record.revision:
             return cached[1]
         spec: DeploymentSpec = record.spec
         ref = spec.image_ref_via(self._options.local_registry)
-        exact = record.pinned_image or await self._store.revision_image(self.id, record.revision)
+        pinned, image_id, digest_ref = await self._store.revision_pin(self.id, record.revision)
 
         async def progress(line: str) -> None:
             await self._store.add_event(self.id, "pull", line, record.revision)
@@ -886,23 +914,17 @@ class DeploymentWorker:
             if self._vault is None:
                 raise SecretsKeyError("registry_auth needs the secrets key")
             auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
+        wanted = pinned or digest_ref or image_id or ref
         try:
-            try:
-                if exact is None:
-                    raise ImageNotFound("no recorded image")
-                result = await self._engine.ensure_image(
-                    exact, always_pull=False, progress=progress, auth=auth
-                )
-            except ImageNotFound:
-                if record.pinned_image:
-                    raise
+            if pinned or image_id or digest_ref:
+                result = await self._ensure_pinned(pinned, image_id, digest_ref, progress, auth)
+            else:
                 result = await self._engine.ensure_image(
                     ref, always_pull=not is_pinned_tag(spec.tag), progress=progress, auth=auth
                 )
         except ImageNotFound as exc:
             self._state.block_failures += 1
             delay = backoff_delay(self._state.block_failures)
-            wanted = record.pinned_image or ref
             self._state.blocked = Blocked(
                 reason=f"image {wanted} unavailable: {exc}", until=time.monotonic() + delay
             )
@@ -915,6 +937,39 @@ class DeploymentWorker:
         if result.warning:
             await self._store.add_event(self.id, "pull_warning", result.warning, record.revision)
         elif result.pulled:
-            await self._store.add_event(self.id, "pulled", f"pulled {ref}", record.revision)
+            await self._store.add_event(self.id, "pulled", f"pulled {wanted}", record.revision)
+        if image_id is None:
+            if digest_ref is None:
+                repo = ref[: -len(spec.tag) - 1]
+                pin = pin_from_inspect(
+                    result.image_id, await self._engine.repo_digests(result.image_id), repo
+                )
+                digest_ref = pin.ref if pin.digest is not None else None
+            await self._store.record_image(self.id, record.revision, result.image_id, digest_ref)
         self._state.image = (record.revision, result.image_id)
         return result.image_id
+
+    async def _ensure_pinned(
+        self,
+        pinned: str | None,
+        image_id: str | None,
+        digest_ref: str | None,
+        progress: Callable[[str], Awaitable[None]],
+        auth: RegistryAuth | None,
+    ) -> ImageResult:
+        """The pinned image: by id when the node has it, else pulled by its digest."""
+        pull_ref = digest_ref or (pinned if pinned is not None and "@" in pinned else None)
+        local = image_id or (pinned if pull_ref is None else None)
+        if local is not None:
+            try:
+                return await self._engine.ensure_image(local, always_pull=False, auth=auth)
+            except ImageNotFound:
+                if pull_ref is None:
+                    raise ImageNotFound(
+                        f"image {local[:19]} is no longer on the node and has no registry "
+                        "digest to pull it by"
+                    ) from None
+        assert pull_ref is not None
+        return await self._engine.ensure_image(
+            pull_ref, always_pull=False, progress=progress, auth=auth
+        )

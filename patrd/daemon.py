@@ -73,6 +73,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
     try:
         async with AsyncExitStack() as stack:
             store = await Store.open(config.daemon.database)
+            store.keep_revisions = config.history.keep_revisions
+            store.keep_releases = config.images.keep_releases
             stack.push_async_callback(store.close)
             if store.migrated_from is not None:
                 version, copy = store.migrated_from
@@ -201,6 +203,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     firewall=firewall,
                     vault=vault,
                     observe=observe,
+                    resolver=controller,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -218,6 +221,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         firewall=firewall,
                         vault=vault,
                         observe=observe,
+                        resolver=controller,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                     ),

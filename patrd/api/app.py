@@ -32,6 +32,7 @@ from patrd.api.errors import error_middleware, error_response
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
+from patrd.api.releases import RESOLVER, TagResolver, add_release_routes
 from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
@@ -62,6 +63,7 @@ def build_app(
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
+    resolver: TagResolver | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [error_middleware]
     if token is not None:
@@ -84,7 +86,10 @@ def build_app(
         app[REGISTRY_HOOK] = registry_hook
     if observe is not None:
         app[OBSERVE] = observe
+    if resolver is not None:
+        app[RESOLVER] = resolver
     add_routes(app)
+    add_release_routes(app)  # redeploy, revert by REF (patrd/api/releases.py)
     if dashboard is not None:
         dashboard.install(app)
     return app
