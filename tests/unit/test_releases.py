@@ -22,7 +22,7 @@ from patrd.releases import (
     revisions_to_prune,
     same_source,
 )
-from patrd.spec import parse_create, parse_update
+from patrd.spec import DeploymentSpec, parse_create, parse_update
 from patrd.store import Store
 
 ID1 = "sha256:" + "1" * 64
@@ -32,7 +32,7 @@ D2 = "sha256:" + "b" * 64
 REPO = "127.0.0.1:5000/apps/web"
 
 
-def spec(**extra: object):  # type: ignore[no-untyped-def]
+def spec(**extra: object) -> DeploymentSpec:
     body = {"name": "web", "image": "apps/web", "tag": "v1", "ports": {"80": "http"}, **extra}
     return parse_create(body, region="")
 
@@ -72,7 +72,7 @@ def test_settings_changes_carry_the_pin_and_image_changes_do_not(
     """(registry, image and tag are immutable at the API today; the store does not rely on it)"""
     old = spec()
     if set(change) & {"tag", "image", "registry"}:
-        new = replace(old, **change)  # type: ignore[arg-type]
+        new = replace(old, **change)
     else:
         new = parse_update(old, change)
     assert same_source(old, new) is carried
@@ -207,9 +207,11 @@ def test_store_carries_the_pin_through_settings_and_prunes(tmp_path: Path) -> No
             created = await store.create_deployment(spec())
             await store.record_image(created.id, 1, ID1, f"{REPO}@{D1}")
             for n in range(5):
-                record = await store.update_spec(
-                    "web", lambda s, n=n: parse_update(s, {"env": {"N": str(n)}})
-                )
+
+                def change(s: DeploymentSpec, n: int = n) -> DeploymentSpec:
+                    return parse_update(s, {"env": {"N": str(n)}})
+
+                record = await store.update_spec("web", change)
                 assert await store.revision_pin(created.id, record.revision) == (
                     None,
                     ID1,
