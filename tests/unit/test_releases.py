@@ -72,7 +72,7 @@ def test_settings_changes_carry_the_pin_and_image_changes_do_not(
     """(registry, image and tag are immutable at the API today; the store does not rely on it)"""
     old = spec()
     if set(change) & {"tag", "image", "registry"}:
-        new = replace(old, **change)
+        new = replace(old, **change)  # type: ignore[arg-type]
     else:
         new = parse_update(old, change)
     assert same_source(old, new) is carried
