@@ -293,6 +293,8 @@ class DockerEngine:
         local = await self._inspect_image(ref)
         if local is not None and not always_pull:
             return ImageResult(image_id=local, pulled=False, warning=None)
+        if local is None and ref.startswith("sha256:"):
+            raise ImageNotFound(f"image {ref[:19]} is not on this node (an id cannot be pulled)")
         try:
             await self._pull(ref, progress, auth)
         except EngineError as exc:
