@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from patrd.autoscale import Direction, Observation, Policy, ScaleState, decide, scale_up_count
-from patrd.errors import Conflict, NotFound, SpecError
+from patrd.config import parse
+from patrd.errors import ConfigError, Conflict, NotFound, SpecError
 from patrd.releases import (
     MIN_ID_PREFIX,
     Origin,
@@ -280,3 +281,19 @@ def test_the_tolerance_band_still_keeps_scale_down_from_flapping(usage: float) -
     for t in range(0, 121, 15):
         decision, state = decide(P, current, Observation(float(t), usage, current), state)
         assert decision.direction == Direction.HOLD, (t, decision)
+
+
+# --- the retention keys ------------------------------------------------------------
+
+
+def test_retention_keys_have_defaults_and_are_validated(tmp_path: Path) -> None:
+    config = parse({}, base_dir=tmp_path)
+    assert (config.history.keep_revisions, config.images.keep_releases) == (100, 5)
+    config = parse(
+        {"history": {"keep_revisions": 10}, "images": {"keep_releases": 2}}, base_dir=tmp_path
+    )
+    assert (config.history.keep_revisions, config.images.keep_releases) == (10, 2)
+    with pytest.raises(ConfigError, match=r"images\.keep_releases"):
+        parse({"images": {"keep_releases": 0}}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"history\.keep"):
+        parse({"history": {"keep": 1}}, base_dir=tmp_path)
