@@ -638,8 +638,8 @@ class Store:
             if row is None or row[0] != revision or row[1] is None or row[1] == revision:
                 return False
             await db.execute(
-                "UPDATE revisions SET state = 'failed', reason = ?, image_id = ? "
-                "WHERE deployment_id = ? AND revision = ?",
+                "UPDATE revisions SET state = 'failed', reason = ?, "
+                "image_id = COALESCE(?, image_id) WHERE deployment_id = ? AND revision = ?",
                 (reason, image_id, deployment_id, revision),
             )
             await db.execute(
