@@ -61,14 +61,14 @@ def same_source(old: Any, new: Any) -> bool:
 def pin_from_inspect(image_id: str, repo_digests: Iterable[str], repo: str) -> Pin:
     """The pin for a resolved tag: the repo digest of ``repo`` when Docker has one.
 
-    ``repo`` is the reference without tag (``host:port/apps/web``). Another
-    repository's digest of the same image is used only when ``repo`` has none
-    (the image was pulled under another name): it still pulls the same bytes.
+    ``repo`` is the reference without tag (``host:port/apps/web``). Digests the
+    same image has in other repositories are not used: that registry may be
+    gone, and the deployment never asked for it. No digest: the image id alone
+    (an image built on the node; it cannot be pulled again once removed).
     """
-    digests = [d for d in repo_digests if "@sha256:" in d]
-    chosen = next((d for d in digests if d.rsplit("@", 1)[0] == repo), None)
-    if chosen is None and digests:
-        chosen = digests[0]
+    chosen = next(
+        (d for d in repo_digests if "@sha256:" in d and d.rsplit("@", 1)[0] == repo), None
+    )
     if chosen is None:
         return Pin(ref=image_id, image_id=image_id, digest=None)
     return Pin(ref=chosen, image_id=image_id, digest=chosen.rsplit("@", 1)[1])

@@ -47,7 +47,7 @@ def spec(**extra: object) -> DeploymentSpec:
         ([], Pin(ID1, ID1, None)),  # built here, never pushed: the image id
         ([f"{REPO}@{D1}"], Pin(f"{REPO}@{D1}", ID1, D1)),
         ([f"other/web@{D2}", f"{REPO}@{D1}"], Pin(f"{REPO}@{D1}", ID1, D1)),  # own repo first
-        ([f"other/web@{D2}"], Pin(f"other/web@{D2}", ID1, D2)),  # same bytes, other name
+        ([f"other/web@{D2}"], Pin(ID1, ID1, None)),  # another registry's name: not ours
     ],
 )
 def test_pin_from_inspect(digests: list[str], expected: Pin) -> None:

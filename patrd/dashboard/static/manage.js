@@ -103,7 +103,7 @@ export function renderManage(main, name, initialTab) {
     try {
       const d = await post(`${base}/redeploy`);
       paintHeader(d);
-      const note = d.redeploy.warning ? ` (the pull failed; this node's copy of the tag was used: ${d.redeploy.warning})` : "";
+      const note = d.redeploy.warning ? " (the registry could not be reached: this node's copy of the tag was used)" : "";
       toast(`${name}: ${d.redeploy.message}${note}`, d.redeploy.changed ? "success" : "info");
       for (const fn of listeners) fn(d);
     } catch (err) {
@@ -688,6 +688,8 @@ function historyTab({ base, panel }) {
           const sameImage = live && e.image_id && e.image_id === live.image_id;
           const action = !e.image_id
             ? ""
+            : e.release === false && e !== live
+              ? h("span", { class: "hint", text: "settings change" })
             : e === live
               ? h("span", { class: "current", text: "running now" })
               : sameImage
