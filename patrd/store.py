@@ -985,11 +985,12 @@ class Store:
                     (revision, intent.value, status.value, at or now, now, record.id),
                 )
                 note = " (stopped: used at the next start)" if stopped else ""
+                verb = "pushed" if origin is Origin.PUSH else "the tag now points at"
                 await _insert_event(
                     db,
                     record.id,
                     origin.value,
-                    f"{origin.value} {image_ref}: revision {revision}{note}",
+                    f"{verb} {image_ref}: revision {revision}{note}",
                     revision,
                     now,
                 )
