@@ -54,7 +54,7 @@ from patrd.reconcile import (
     backoff_delay,
     plan,
 )
-from patrd.releases import Pin, pin_from_inspect
+from patrd.releases import Pin, pin_from_digest, pin_from_inspect
 from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.spec import DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Status, Store
@@ -168,21 +168,34 @@ class Controller:
         return worker.views() if worker else []
 
     async def resolve_tag(self, record: DeploymentRecord) -> tuple[Pin, str | None]:
-        """``redeploy``: pull the tag now and say what it points at (no revision written)."""
+        """``redeploy``: what the tag points at now (no revision written).
+
+        The registry is asked for the manifest digest (no pull: the request
+        stays short; the rollout pulls by that digest). A registry that cannot
+        be reached (or an image built on the node) falls back to the node's
+        copy of the tag, with a warning.
+        """
         spec = record.spec
         ref = spec.image_ref_via(self._options.local_registry)
+        repo = ref[: -len(spec.tag) - 1]
         auth = None
         if spec.registry_auth is not None:
             if self._vault is None:
                 raise SecretsKeyError("registry_auth needs the secrets key")
             auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
-        result = await self._engine.ensure_image(ref, always_pull=True, auth=auth)
-        if result.warning:
-            self._log.warning("redeploy_pull_failed", deployment=record.name, error=result.warning)
-        digests = await self._engine.repo_digests(result.image_id)
-        pin = pin_from_inspect(result.image_id, digests, ref[: -len(spec.tag) - 1])
+        try:
+            pin = pin_from_digest(repo, await self._engine.remote_digest(ref, auth))
+            warning = None
+        except EngineError as exc:
+            result = await self._engine.ensure_image(ref, always_pull=False, auth=auth)
+            digests = await self._engine.repo_digests(result.image_id)
+            pin = pin_from_inspect(result.image_id, digests, repo)
+            warning = f"the registry did not answer ({exc}); this node's copy of {ref} was used"
+            self._log.warning(
+                "redeploy_registry_unreachable", deployment=record.name, error=str(exc)
+            )
         self._log.info("redeploy_resolved", deployment=record.name, image=pin.ref)
-        return pin, result.warning
+        return pin, warning
 
     # --- running -------------------------------------------------------------
 

@@ -45,12 +45,17 @@ class Pin:
     """What one revision runs. ``ref`` is what the template names and what is pulled."""
 
     ref: str  # repo@sha256:… when the registry knows the image, else the image id
-    image_id: str
+    image_id: str | None  # None: known by digest only, until the controller pulls it
     digest: str | None  # sha256:… manifest digest, when there is one
 
     @property
     def short(self) -> str:
-        return (self.digest or self.image_id)[:19]
+        return (self.digest or self.image_id or self.ref)[:19]
+
+
+def pin_from_digest(repo: str, digest: str) -> Pin:
+    """The registry said what the tag points at (no pull): pinned by digest alone."""
+    return Pin(ref=f"{repo}@{digest}", image_id=None, digest=digest)
 
 
 def same_source(old: Any, new: Any) -> bool:

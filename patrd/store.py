@@ -675,7 +675,8 @@ class Store:
             row = resolve_revert(ref, rows, name)
             target = row.target
             assert target is not None  # resolve_revert checked
-            pin = Pin(ref=target, image_id=row.image_id or target, digest=row.digest)
+            image_id = row.image_id or (target if "@" not in target else None)
+            pin = Pin(ref=target, image_id=image_id, digest=row.digest)
             record = await self._new_release(db, current, pin, Origin.REVERT)
         return record
 

@@ -1480,7 +1480,11 @@ SCHEMAS["Redeployed"] = {
                     "properties": {
                         "changed": {"type": "boolean"},
                         "digest": {"type": "string", "nullable": True},
-                        "image_id": {"type": "string"},
+                        "image_id": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "null when known by digest only (pulled at rollout)",
+                        },
                         "message": {"type": "string"},
                         "warning": {"type": "string", "nullable": True},
                     },
