@@ -24,7 +24,7 @@ from patrd.releases import (
     same_source,
 )
 from patrd.spec import DeploymentSpec, parse_create, parse_update
-from patrd.store import Store
+from patrd.store import Intent, Status, Store
 
 ID1 = "sha256:" + "1" * 64
 ID2 = "sha256:" + "2" * 64
@@ -297,3 +297,31 @@ def test_retention_keys_have_defaults_and_are_validated(tmp_path: Path) -> None:
         parse({"images": {"keep_releases": 0}}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"history\.keep"):
         parse({"history": {"keep": 1}}, base_dir=tmp_path)
+
+
+def test_a_poll_or_push_to_a_stopped_deployment_is_kept_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        store = await Store.open(tmp_path / "db.sqlite")
+        try:
+            created = await store.create_deployment(spec())
+            await store.record_image(created.id, 1, ID1, f"{REPO}@{D1}")
+            await store.set_intent("web", Intent.STOP)
+            [polled] = await store.deploy_pushed(lambda s: True, f"{REPO}@{D2}", 0.0, Origin.POLL)
+            assert (polled.revision, polled.intent, polled.status) == (
+                2,
+                Intent.STOP,
+                Status.STOPPED,
+            )
+            assert polled.pinned_image == f"{REPO}@{D2}"
+            again = await store.deploy_pushed(lambda s: True, f"{REPO}@{D2}", 0.0, Origin.PUSH)
+            assert again == [], "the same digest twice is one revision"
+            started = await store.set_intent("web", Intent.RUN)
+            assert (started.revision, started.pinned_image) == (2, f"{REPO}@{D2}")
+            events = await store.list_events(created.id)
+            assert any(e.kind == "poll" and "next start" in e.message for e in events)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
