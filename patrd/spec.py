@@ -275,11 +275,11 @@ class DeploymentSpec:
     def instance_template(
         self, pinned_image: str | None = None, secret_versions: Mapping[str, int] | None = None
     ) -> str:
-        """A digest of what a container is made from (image, env, resources, volumes).
+        """A digest of what a container is made from (image, env, resources, volumes, probes).
 
         Instances whose template matches the target revision's are current;
-        a change of ports, probes, scale or config files (updated in place)
-        makes a new revision but restarts nothing. A secret contributes its
+        a change of ports, scale or config files (updated in place) makes a
+        new revision but restarts nothing; a probe change rolls out. A secret contributes its
         version, never its value: rotating it changes the template.
         """
         versions = secret_versions or {}
