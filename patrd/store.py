@@ -786,11 +786,13 @@ class Store:
         )
 
     async def history(self, deployment_id: str) -> list[RevisionRecord]:
-        """Revisions that were rolled out (or tried to), newest first."""
+        """Revisions that were rolled out (or tried to), newest first; plus the
+        target revision while it is pending (rolling out, or kept for the next start)."""
         rows = await self._all(
-            "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
-            "deployed_at, origin, digest_ref FROM revisions WHERE deployment_id = ? "
-            "AND state != 'pending' ORDER BY revision DESC",
+            "SELECT r.revision, r.spec, r.state, r.reason, r.image_id, r.pinned_image, "
+            "r.created_at, r.deployed_at, r.origin, r.digest_ref FROM revisions r "
+            "JOIN deployments d ON d.id = r.deployment_id WHERE r.deployment_id = ? "
+            "AND (r.state != 'pending' OR r.revision = d.revision) ORDER BY r.revision DESC",
             (deployment_id,),
         )
         return [_revision(r) for r in rows]

@@ -1448,7 +1448,11 @@ SCHEMAS["HistoryEntry"] = {
             "description": "how the revision came by its image; settings: the previous one's",
         },
         "release": {"type": "boolean", "description": "false for settings-only revisions"},
-        "state": {"type": "string", "enum": ["deployed", "superseded", "failed"]},
+        "state": {
+            "type": "string",
+            "enum": ["pending", "deployed", "superseded", "failed"],
+            "description": "pending: the target revision, not rolled out yet",
+        },
         "reason": {"type": "string"},
         "created_at": _TIMESTAMP,
         "deployed_at": {**_TIMESTAMP, "nullable": True},

@@ -220,6 +220,8 @@ async def test_a_push_to_a_stopped_deployment_runs_at_the_next_start(
 
     dep = await until(remembered, 30, "the push recorded as revision 2", d)
     assert dep["status"] == "stopped" and dep["intent"] == "stop"
+    [pending, _] = await history(api, name)
+    assert (pending["revision"], pending["how"], pending["state"]) == (2, "push", "pending")
     await asyncio.sleep(1)
     assert containers_of(name) == [], "a push does not start a stopped deployment"
 
