@@ -122,6 +122,7 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("POST", _DEP + "/stop", D),
     Rule("POST", _DEP + "/redeploy", D),
     Rule("POST", _DEP + "/history/{digest}/revert", D),
+    Rule("POST", _DEP + "/revert", D),
     # Everything about deployments, URLs and secrets: write.
     Rule("POST", "/v1/deployments", W),
     Rule("PATCH", _DEP, W),

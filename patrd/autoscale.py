@@ -16,10 +16,12 @@ Two parts, as everywhere in patrd:
 The rule (HPA, ``desired = ceil(current * usage / target)``):
 
 * within ``tolerance`` of the target (|usage/target - 1| <= 0.1) the
-  recommendation is the current count;
-* **up** only when usage stayed above the target at every observation of the
-  last ``window_s`` seconds; the count is computed from the window's average
-  usage and capped at ``scale.max``. After a change the window starts again;
+  recommendation is the current count: this band applies to scale-down only;
+* **up** whenever usage stayed above the target at every observation of the
+  last ``window_s`` seconds (the seed: "average CPU above the target for the
+  window scales up"), even inside the tolerance band: to
+  ``max(current + 1, ceil(current * mean / target))`` from the window's
+  average, capped at ``scale.max``. After a change the window starts again;
 * **down** to the *highest* recommendation of the last ``stabilization_s``
   seconds (never below ``scale.min``), so a short dip never removes instances;
 * instances that are not ready yet (starting) or have no CPU sample yet are
@@ -117,6 +119,20 @@ def recommend(policy: Policy, current: int, usage: float) -> int:
     return min(max(raw, policy.min), policy.max)
 
 
+def scale_up_count(policy: Policy, current: int, mean: float) -> int:
+    """The seed's rule: a window's mean above the target scales *up*, tolerance or not.
+
+    ``ceil(current * mean / target)``, at least one more than now, at most
+    ``scale.max``. The tolerance band only keeps :func:`recommend` (and so
+    scale-down) from flapping around the target; between the target and
+    target+tolerance it would otherwise never scale up (81-87 % at 80 %).
+    """
+    if mean <= policy.target:
+        return current
+    raw = math.ceil(current * mean / policy.target - _EPSILON)
+    return min(max(raw, current + 1, policy.min), policy.max)
+
+
 def decide(
     policy: Policy, current: int, obs: Observation, state: ScaleState
 ) -> tuple[Decision, ScaleState]:
@@ -146,7 +162,7 @@ def decide(
     if above and now - above[0][0] >= policy.window_s - _EPSILON:
         in_window = [u for at, u in above if at >= now - policy.window_s - _EPSILON]
         mean = sum(in_window) / len(in_window)
-        desired = recommend(policy, current, mean)
+        desired = scale_up_count(policy, current, mean)
         if desired > current:
             reason = (
                 f"cpu {mean:.0%} of allocation (mean of {len(in_window)} observations over "

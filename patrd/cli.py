@@ -273,13 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_wait_flags(p, "until the new revision is rolled out (exit 1 if it failed)")
 
-    p = verb("history", "image history: the image id every rollout deployed")
+    p = verb("history", "releases: the image every revision pinned, and how it got it")
     p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--all", action="store_true", help="also list settings-only revisions on their own rows"
+    )
 
-    p = verb("revert", "roll back to an image id from the history (zero downtime)")
+    p = verb("revert", "go back to an image of the history (zero downtime)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("digest", metavar="DIGEST", help="image id (sha256:...) or a unique prefix")
+    p.add_argument(
+        "digest",
+        metavar="REF",
+        help="revision number, digest (sha256:...) or image id prefix (12+ hex characters)",
+    )
     _add_wait_flags(p, "until the revert is rolled out")
+
+    p = verb("redeploy", "pull the tag again; roll out its new digest, if it has one")
+    p.add_argument("name", metavar="NAME")
+    _add_wait_flags(p, "until the new image is rolled out")
 
     p = verb("start", "start a stopped deployment")
     p.add_argument("name", metavar="NAME")
@@ -589,19 +600,35 @@ def _probe_cell(probe: JsonObject) -> str:
     return f"{phase} ({last})" if last else phase
 
 
-def history_table(history: Sequence[JsonObject]) -> str:
-    rows = [
-        [
-            str(h["revision"]),
-            (h.get("digest") or "-")[:19],
-            f"{h['image']}",
-            h["state"],
-            h.get("deployed_at") or "-",
-            h.get("reason") or "",
-        ]
-        for h in history
-    ]
-    return render_table(["REVISION", "DIGEST", "IMAGE", "STATE", "DEPLOYED", "REASON"], rows)
+def history_table(history: Sequence[JsonObject], *, everything: bool = False) -> str:
+    """Releases, newest first; settings-only revisions are folded under the release
+    they run (``+N settings``) unless ``everything``."""
+    rows: list[list[str]] = []
+    folded: list[int] = []  # settings revisions seen above the next release (newest first)
+    for h in history:
+        if not everything and h.get("release") is False:
+            folded.append(h["revision"])
+            continue
+        how = h.get("how") or "-"
+        if folded:
+            how += f" (+{len(folded)} settings: {', '.join(str(n) for n in reversed(folded))})"
+            folded = []
+        rows.append(
+            [
+                str(h["revision"]),
+                (h.get("digest") or "-")[:19],
+                (h.get("image_id") or "-")[:19],
+                how,
+                h["state"],
+                h.get("deployed_at") or h.get("created_at") or "-",
+                h.get("reason") or "",
+            ]
+        )
+    if folded:  # the oldest kept revisions are settings-only (their release was pruned)
+        rows.append(["-", "-", "-", f"settings: {', '.join(map(str, reversed(folded)))}"])
+        rows[-1] += ["", "", ""]
+    headers = ["REVISION", "DIGEST", "IMAGE ID", "HOW", "STATE", "WHEN", "REASON"]
+    return render_table(headers, rows)
 
 
 def event_line(event: JsonObject) -> str:
@@ -742,14 +769,32 @@ def cmd_history(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        print(history_table(data["history"]))
+        print(history_table(data["history"], everything=getattr(args, "all", False)))
     return 0
 
 
 def cmd_revert(client: Client, args: argparse.Namespace) -> int:
     after = _last_event_id(client, args.name)
-    deployment = client.request("POST", _path(args.name, "history", args.digest, "revert"), body={})
+    deployment = client.request("POST", _path(args.name, "revert"), body={"ref": args.digest})
     _report(args, deployment, f"{args.name}: revision {deployment['revision']} reverts")
+    if not args.wait:
+        return 0
+    return _wait_rollout(client, args, deployment["revision"], after)
+
+
+def cmd_redeploy(client: Client, args: argparse.Namespace) -> int:
+    after = _last_event_id(client, args.name)
+    deployment = client.request("POST", _path(args.name, "redeploy"), body={})
+    outcome = deployment["redeploy"]
+    if outcome.get("warning") and not args.json:
+        print(f"patrctl: warning: {outcome['warning']}", file=sys.stderr)
+    if not outcome["changed"]:
+        if args.json:
+            print_json(deployment)
+        else:
+            print(f"{args.name}: {outcome['message']}")
+        return 0
+    _report(args, deployment, f"{args.name}: {outcome['message']}")
     if not args.wait:
         return 0
     return _wait_rollout(client, args, deployment["revision"], after)
@@ -1044,6 +1089,7 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "update": cmd_update,
     "history": cmd_history,
     "revert": cmd_revert,
+    "redeploy": cmd_redeploy,
     "start": cmd_start,
     "stop": cmd_stop,
     "delete": cmd_delete,

@@ -233,6 +233,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     security: SecurityPolicy = field(default_factory=SecurityPolicy)  # patrd/cap_policy.py
     dashboard: DashboardConfig = field(default_factory=lambda: DashboardConfig())
+    history: HistoryConfig = field(default_factory=lambda: HistoryConfig())
     images: ImagesConfig = field(default_factory=lambda: ImagesConfig())
     disk: DiskConfig = field(default_factory=lambda: DiskConfig())
     backup: BackupConfig = field(default_factory=BackupConfig)  # off-site (patrd/offsite.py)
@@ -881,9 +882,16 @@ def _dashboard(
     )
 
 
-# --- pinned releases: image garbage collection and the disk guard ---------------
+# --- pinned releases: revisions kept, image garbage collection, the disk guard ---
 
-_IMAGES_SECTIONS = {"images", "disk"}
+_IMAGES_SECTIONS = {"history", "images", "disk"}
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """``[history]``: revisions kept per deployment (plus every retained release)."""
+
+    keep_revisions: int = 100
 
 
 @dataclass(frozen=True)
@@ -921,4 +929,9 @@ def _images(raw: Mapping[str, Any]) -> dict[str, Any]:
         ),
         check_interval_s=_float(d, "check_interval_s", "disk.", DiskConfig.check_interval_s),
     )
-    return {"images": images, "disk": disk}
+    h = _table(raw, "history")
+    _known(h, {"keep_revisions"}, "history.")
+    history = HistoryConfig(
+        keep_revisions=_int(h, "keep_revisions", "history.", HistoryConfig.keep_revisions, 1)
+    )
+    return {"history": history, "images": images, "disk": disk}

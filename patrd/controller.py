@@ -27,6 +27,7 @@ from patrd.crypto import SecretsKeyError
 from patrd.engine import (
     ContainerState,
     Engine,
+    ImageResult,
     Instance,
     InstanceSpec,
     RegistryAuth,
@@ -55,6 +56,7 @@ from patrd.reconcile import (
     backoff_delay,
     plan,
 )
+from patrd.releases import Pin, pin_from_digest, pin_from_inspect
 from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.spec import LOCAL_REGISTRY, DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Status, Store
@@ -170,6 +172,36 @@ class Controller:
     def instances(self, deployment_id: str) -> list[InstanceView]:
         worker = self._workers.get(deployment_id)
         return worker.views() if worker else []
+
+    async def resolve_tag(self, record: DeploymentRecord) -> tuple[Pin, str | None]:
+        """``redeploy``: what the tag points at now (no revision written).
+
+        The registry is asked for the manifest digest (no pull: the request
+        stays short; the rollout pulls by that digest). A registry that cannot
+        be reached (or an image built on the node) falls back to the node's
+        copy of the tag, with a warning.
+        """
+        spec = record.spec
+        ref = spec.image_ref_via(self._options.local_registry)
+        repo = ref[: -len(spec.tag) - 1]
+        auth = None
+        if spec.registry_auth is not None:
+            if self._vault is None:
+                raise SecretsKeyError("registry_auth needs the secrets key")
+            auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
+        try:
+            pin = pin_from_digest(repo, await self._engine.remote_digest(ref, auth))
+            warning = None
+        except EngineError as exc:
+            result = await self._engine.ensure_image(ref, always_pull=False, auth=auth)
+            digests = await self._engine.repo_digests(result.image_id)
+            pin = pin_from_inspect(result.image_id, digests, repo)
+            warning = f"the registry did not answer ({exc}); this node's copy of {ref} was used"
+            self._log.warning(
+                "redeploy_registry_unreachable", deployment=record.name, error=str(exc)
+            )
+        self._log.info("redeploy_resolved", deployment=record.name, image=pin.ref)
+        return pin, warning
 
     # --- running -------------------------------------------------------------
 
@@ -927,18 +959,21 @@ class DeploymentWorker:
             self._state.network_ok = True
 
     async def _resolve_image(self, record: DeploymentRecord) -> str | None:
-        """The image id this revision runs.
+        """The image id this revision runs (docs/design.md, "Pinned releases").
 
-        A revert pins an exact image id; a revision that already rolled out
-        reuses the id it ran (a crash-restart never picks up a newer image);
-        otherwise the tag is resolved by the pull policy (``latest``: pulled).
+        A revision that has a pin (a push, a revert, a redeploy, or one carried
+        from the revision before it) runs exactly that: the image id when it
+        is on the node, else a pull by digest. Never the tag again. Only an
+        unresolved revision (create, image or tag changed) resolves the tag,
+        by the pull policy (``latest``: pulled), and records the pin. Any pull
+        is refused while the disk guard says the disk is low.
         """
         cached = self._state.image
         if cached is not None and cached[0] == record.revision:
             return cached[1]
         spec: DeploymentSpec = record.spec
         ref = spec.image_ref_via(self._options.local_registry)
-        exact = record.pinned_image or await self._store.revision_image(self.id, record.revision)
+        pinned, image_id, digest_ref = await self._store.revision_pin(self.id, record.revision)
 
         async def progress(line: str) -> None:
             await self._store.add_event(self.id, "pull", line, record.revision)
@@ -950,30 +985,27 @@ class DeploymentWorker:
             auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
         elif spec.registry in (LOCAL_REGISTRY, self._options.local_registry):
             auth = self._options.local_registry_auth
+        guard = self._options.pull_guard
+        refusal = ((await guard()) if guard is not None else None) or ""
+        wanted = pinned or digest_ref or image_id or ref
         try:
-            try:
-                if exact is None:
-                    raise ImageNotFound("no recorded image")
-                result = await self._engine.ensure_image(
-                    exact, always_pull=False, progress=progress, auth=auth
+            if pinned or image_id or digest_ref:
+                result = await self._ensure_pinned(
+                    pinned, image_id, digest_ref, progress, auth, refusal
                 )
-            except ImageNotFound:
-                if record.pinned_image:
-                    raise
-                guard = self._options.pull_guard
-                refusal = (await guard()) if guard is not None else None
+            else:
                 result = await self._engine.ensure_image(
                     ref,
                     always_pull=not is_pinned_tag(spec.tag),
                     progress=progress,
                     auth=auth,
-                    refuse_pull=refusal or "",
+                    refuse_pull=refusal,
                 )
         except PullRefused as exc:
             self._state.block_failures += 1
             delay = min(backoff_delay(self._state.block_failures), 30.0)
             self._state.blocked = Blocked(
-                reason=f"image {ref}: {exc}", until=time.monotonic() + delay
+                reason=f"image {wanted}: {exc}", until=time.monotonic() + delay
             )
             await self._store.add_event(
                 self.id, "pull_refused", f"{exc}; retry in {delay:.0f}s", record.revision
@@ -982,7 +1014,6 @@ class DeploymentWorker:
         except ImageNotFound as exc:
             self._state.block_failures += 1
             delay = backoff_delay(self._state.block_failures)
-            wanted = record.pinned_image or ref
             self._state.blocked = Blocked(
                 reason=f"image {wanted} unavailable: {exc}", until=time.monotonic() + delay
             )
@@ -995,8 +1026,42 @@ class DeploymentWorker:
         if result.warning:
             await self._store.add_event(self.id, "pull_warning", result.warning, record.revision)
         elif result.pulled:
-            await self._store.add_event(self.id, "pulled", f"pulled {ref}", record.revision)
+            await self._store.add_event(self.id, "pulled", f"pulled {wanted}", record.revision)
         if result.fresh:  # patrd brought it: patrd may remove it later (patrd/imagegc.py)
-            await self._store.record_pull(result.image_id, ref, self.id, record.revision)
+            await self._store.record_pull(result.image_id, wanted, self.id, record.revision)
+        if image_id is None:
+            if digest_ref is None:
+                repo = ref[: -len(spec.tag) - 1]
+                pin = pin_from_inspect(
+                    result.image_id, await self._engine.repo_digests(result.image_id), repo
+                )
+                digest_ref = pin.ref if pin.digest is not None else None
+            await self._store.record_image(self.id, record.revision, result.image_id, digest_ref)
         self._state.image = (record.revision, result.image_id)
         return result.image_id
+
+    async def _ensure_pinned(
+        self,
+        pinned: str | None,
+        image_id: str | None,
+        digest_ref: str | None,
+        progress: Callable[[str], Awaitable[None]],
+        auth: RegistryAuth | None,
+        refusal: str,
+    ) -> ImageResult:
+        """The pinned image: by id when the node has it, else pulled by its digest."""
+        pull_ref = digest_ref or (pinned if pinned is not None and "@" in pinned else None)
+        local = image_id or (pinned if pull_ref is None else None)
+        if local is not None:
+            try:
+                return await self._engine.ensure_image(local, always_pull=False, auth=auth)
+            except ImageNotFound:
+                if pull_ref is None:
+                    raise ImageNotFound(
+                        f"image {local[:19]} is no longer on the node and has no registry "
+                        "digest to pull it by"
+                    ) from None
+        assert pull_ref is not None
+        return await self._engine.ensure_image(
+            pull_ref, always_pull=False, progress=progress, auth=auth, refuse_pull=refusal
+        )

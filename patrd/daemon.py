@@ -82,6 +82,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
     try:
         async with AsyncExitStack() as stack:
             store = await Store.open(config.daemon.database)
+            store.keep_revisions = config.history.keep_revisions
+            store.keep_releases = config.images.keep_releases
             stack.push_async_callback(store.close)
             if store.migrated_from is not None:
                 version, copy = store.migrated_from
@@ -262,6 +264,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     proxy_closed=gate.closed_reason,
                     notify=notify,
                     node=node,
+                    resolver=controller,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -282,6 +285,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         backups=backups,
                         notify=notify,
                         node=node,
+                        resolver=controller,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                         proxy_closed=gate.closed_reason,

@@ -319,6 +319,8 @@ class DockerEngine:
             if local is not None:
                 return ImageResult(image_id=local, pulled=False, warning=refuse_pull)
             raise PullRefused(refuse_pull)
+        if local is None and ref.startswith("sha256:"):
+            raise ImageNotFound(f"image {ref[:19]} is not on this node (an id cannot be pulled)")
         try:
             await self._pull(ref, progress, auth)
         except EngineError as exc:

@@ -6,8 +6,8 @@ further; every action carries the reason it exists.
 
 Vocabulary:
     slot      instance index 0..n-1 of a deployment (``patrd.instance`` label)
-    template  digest of what a container is made of (image, env, resources);
-              a revision that changes only ports, probes or scale keeps it
+    template  digest of what a container is made of (image, env, resources,
+              probes); a revision that changes only ports or scale keeps it
     current   an instance built from the target template
     stale     an instance of another template: it keeps serving until its
               slot's replacement is ready, then it is drained and removed

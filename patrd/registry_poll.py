@@ -21,6 +21,7 @@ import structlog
 
 from patrd.engine import Engine
 from patrd.errors import PatrdError
+from patrd.releases import Origin
 from patrd.spec import LOCAL_REGISTRY, DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Store
 from patrd.vault import Vault
@@ -74,7 +75,7 @@ class TagPoller:
         return (
             spec.deploy_on_push
             and spec.registry not in (LOCAL_REGISTRY, self.local_registry)
-            and record.intent is Intent.RUN
+            and record.intent in (Intent.RUN, Intent.STOP)  # stopped: kept for the next start
             and record.stable_revision is not None
         )
 
@@ -88,7 +89,8 @@ class TagPoller:
             auth = await self.vault.registry_auth(spec, ref.split("/", 1)[0])
         digest = await self.engine.remote_digest(ref, auth)
         pinned = f"{repo}@{digest}"
-        if record.pinned_image == pinned:
+        current, _, current_digest = await self.store.revision_pin(record.id, record.revision)
+        if pinned in (record.pinned_image, current, current_digest):
             return False
         assert record.stable_revision is not None
         running = await self.store.revision_image(record.id, record.stable_revision)
@@ -101,7 +103,7 @@ class TagPoller:
         def matches(candidate: DeploymentSpec) -> bool:
             return candidate == spec
 
-        changed = await self.store.deploy_pushed(matches, pinned, time.time())
+        changed = await self.store.deploy_pushed(matches, pinned, time.time(), Origin.POLL)
         for rolled in changed:
             self.wake(rolled.id)
         return bool(changed)

@@ -21,6 +21,8 @@ from patrd.errors import SpecError
 from patrd.hardening import KNOWN_CAPABILITIES
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+DNS_LABEL_MAX = 63
+MAX_NAME = DNS_LABEL_MAX - len("65535-")  # 57: "<port>-<name>" is one DNS label
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Docker reference grammar: path components separated by "/", each
 # lowercase alnum joined by ".", "_", "__" or runs of "-".
@@ -298,11 +300,11 @@ class DeploymentSpec:
     def instance_template(
         self, pinned_image: str | None = None, secret_versions: Mapping[str, int] | None = None
     ) -> str:
-        """A digest of what a container is made from (image, env, resources, volumes).
+        """A digest of what a container is made from (image, env, resources, volumes, probes).
 
         Instances whose template matches the target revision's are current;
-        a change of ports, probes, scale or config files (updated in place)
-        makes a new revision but restarts nothing. A secret contributes its
+        a change of ports, scale or config files (updated in place) makes a
+        new revision but restarts nothing; a probe change rolls out. A secret contributes its
         version, never its value: rotating it changes the template.
         """
         versions = secret_versions or {}
@@ -323,6 +325,13 @@ class DeploymentSpec:
                 # Adding the first config file adds a mount (one rollout);
                 # later edits are written in place.
                 "config": bool(self.config_mounts),
+                # A probe change rolls out like any template change, so a probe
+                # that can never pass fails the rollout while the old instances
+                # keep serving. Absent probes add nothing (templates unchanged).
+                **({"startup_probe": self.startup_probe.to_json()} if self.startup_probe else {}),
+                **(
+                    {"liveness_probe": self.liveness_probe.to_json()} if self.liveness_probe else {}
+                ),
             },
             sort_keys=True,
         )
@@ -500,8 +509,13 @@ def _int(value: Any, path: str) -> int:
 
 def _name(value: Any) -> str:
     name = _str(value, "name")
-    if not 2 <= len(name) <= 64:
-        raise SpecError("name", "must be 2 to 64 characters long")
+    if not 2 <= len(name) <= MAX_NAME:
+        raise SpecError(
+            "name",
+            f"must be 2 to {MAX_NAME} characters long: every default hostname label "
+            f"<port>-<name> must fit DNS's 63 characters (ports have up to 5 digits), "
+            f"got {len(name)}",
+        )
     if not NAME_RE.fullmatch(name):
         raise SpecError(
             "name",

@@ -24,6 +24,18 @@ from typing import Any
 import aiosqlite
 
 from patrd.errors import Conflict, NotFound, SpecError, StoreError
+from patrd.releases import (
+    KEEP_RELEASES_DEFAULT,
+    KEEP_REVISIONS_DEFAULT,
+    Origin,
+    Pin,
+    PruneRow,
+    ReleaseRow,
+    release_changed,
+    resolve_revert,
+    revisions_to_prune,
+    same_source,
+)
 from patrd.spec import DeploymentSpec, SecretRef, spec_from_json
 from patrd.urls import DeploymentTarget, UrlRecord, UrlSpec
 from patrd.urls import spec_from_json as url_spec_from_json
@@ -89,6 +101,12 @@ class RevisionRecord:
     pinned_image: str | None
     created_at: float
     deployed_at: float | None
+    origin: str = Origin.CREATE.value  # releases.Origin: how it came by its image
+    digest_ref: str | None = None  # repo@sha256:… it runs, when the registry knows it
+
+    @property
+    def release(self) -> bool:
+        return self.origin != Origin.SETTINGS.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +270,16 @@ MIGRATIONS: tuple[str, ...] = (
         message TEXT NOT NULL
     );
     """,
+    # Pinned releases: every revision records how it came by its image and
+    # the registry digest it runs; settings changes carry both forward.
+    """
+    ALTER TABLE revisions ADD COLUMN origin TEXT NOT NULL DEFAULT 'create';
+    ALTER TABLE revisions ADD COLUMN digest_ref TEXT;
+    UPDATE revisions SET origin = 'push', digest_ref = pinned_image
+        WHERE pinned_image LIKE '%@sha256:%';
+    UPDATE revisions SET origin = 'revert' WHERE pinned_image LIKE 'sha256:%';
+    UPDATE revisions SET origin = 'settings' WHERE pinned_image IS NULL AND revision > 1;
+    """,
 )
 
 EVENTS_KEPT_PER_DEPLOYMENT = 1000
@@ -297,6 +325,9 @@ class Store:
         self._lock = asyncio.Lock()
         # Set by open() when it migrated: (from version, copy taken before migrating).
         self.migrated_from: tuple[int, Path] | None = None
+        # Revision retention (history.keep_revisions, images.keep_releases); the daemon sets them.
+        self.keep_revisions = KEEP_REVISIONS_DEFAULT
+        self.keep_releases = KEEP_RELEASES_DEFAULT
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -514,11 +545,28 @@ class Store:
             if current.spec == spec:
                 return current
             revision = current.revision + 1
+            if same_source(current.spec, spec):
+                # Settings only: the image the current revision runs goes along.
+                pinned, image_id, digest_ref = await _pin_of(db, current.id, current.revision)
+                origin = Origin.SETTINGS
+            else:
+                pinned = image_id = digest_ref = None  # a new tag: resolved afresh
+                origin = Origin.CREATE
             await db.execute(
-                "INSERT INTO revisions (deployment_id, revision, spec, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (current.id, revision, json.dumps(spec.to_json(), sort_keys=True), now),
+                "INSERT INTO revisions (deployment_id, revision, spec, created_at, "
+                "pinned_image, image_id, digest_ref, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    current.id,
+                    revision,
+                    json.dumps(spec.to_json(), sort_keys=True),
+                    now,
+                    pinned,
+                    image_id,
+                    digest_ref,
+                    origin.value,
+                ),
             )
+            await self._prune(db, current.id)
             status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
             await db.execute(
                 "UPDATE deployments SET revision = ?, status = ?, updated_at = ? WHERE id = ?",
@@ -723,8 +771,8 @@ class Store:
             if row is None or row[0] != revision or row[1] is None or row[1] == revision:
                 return False
             await db.execute(
-                "UPDATE revisions SET state = 'failed', reason = ?, image_id = ? "
-                "WHERE deployment_id = ? AND revision = ?",
+                "UPDATE revisions SET state = 'failed', reason = ?, "
+                "image_id = COALESCE(?, image_id) WHERE deployment_id = ? AND revision = ?",
                 (reason, image_id, deployment_id, revision),
             )
             await db.execute(
@@ -741,55 +789,143 @@ class Store:
             )
         return True
 
-    async def revert(self, name: str, image_id: str) -> DeploymentRecord:
-        """A new revision: the current spec, running exactly ``image_id`` from the history."""
-        now = time.time()
+    async def revert(self, name: str, ref: str) -> DeploymentRecord:
+        """A new revision: the current spec, running the image of ``ref`` from the history.
+
+        ``ref``: a revision number, a digest or an image id (prefix); see
+        :func:`patrd.releases.resolve_revert`.
+        """
         async with self._tx() as db:
             current = await self._live(db, name)
             async with db.execute(
-                "SELECT image_id FROM revisions WHERE deployment_id = ? AND image_id IS NOT NULL "
-                "AND (image_id = ? OR image_id LIKE ? OR image_id LIKE ?)",
-                (current.id, image_id, f"{image_id}%", f"sha256:{image_id}%"),
+                "SELECT revision, pinned_image, image_id, digest_ref, origin FROM revisions "
+                "WHERE deployment_id = ?",
+                (current.id,),
             ) as cur:
-                matches = {str(row[0]) for row in await cur.fetchall()}
-            if not matches:
-                raise NotFound(f"image {image_id} is not in the history of {name!r}")
-            if len(matches) > 1:
-                raise Conflict(f"image {image_id} is ambiguous: {', '.join(sorted(matches))}")
-            target = matches.pop()
-            revision = current.revision + 1
-            await db.execute(
-                "INSERT INTO revisions (deployment_id, revision, spec, created_at, pinned_image) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    current.id,
-                    revision,
-                    json.dumps(current.spec.to_json(), sort_keys=True),
-                    now,
-                    target,
-                ),
-            )
-            status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
-            await db.execute(
-                "UPDATE deployments SET revision = ?, status = ?, updated_at = ? WHERE id = ?",
-                (revision, status.value, now, current.id),
-            )
-            await _insert_event(
-                db,
+                rows = [
+                    ReleaseRow(int(r[0]), r[1], r[2], r[3], str(r[4])) for r in await cur.fetchall()
+                ]
+            row = resolve_revert(ref, rows, name)
+            target = row.target
+            assert target is not None  # resolve_revert checked
+            image_id = row.image_id or (target if "@" not in target else None)
+            pin = Pin(ref=target, image_id=image_id, digest=row.digest)
+            record = await self._new_release(db, current, pin, Origin.REVERT)
+        return record
+
+    async def redeploy(self, name: str, pin: Pin) -> tuple[DeploymentRecord, bool]:
+        """The tag was pulled again: a new release when its image changed; (record, changed)."""
+        async with self._tx() as db:
+            current = await self._live(db, name)
+            pinned, image_id, digest_ref = await _pin_of(db, current.id, current.revision)
+            if not release_changed(pinned, image_id, digest_ref, pin):
+                return current, False
+            record = await self._new_release(db, current, pin, Origin.REDEPLOY)
+        return record, True
+
+    async def _new_release(
+        self, db: aiosqlite.Connection, current: DeploymentRecord, pin: Pin, origin: Origin
+    ) -> DeploymentRecord:
+        now = time.time()
+        revision = current.revision + 1
+        digest_ref = pin.ref if pin.digest is not None else None
+        await db.execute(
+            "INSERT INTO revisions (deployment_id, revision, spec, created_at, pinned_image, "
+            "image_id, digest_ref, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
                 current.id,
-                "revert",
-                f"revision {revision} reverts to {target[:19]}",
                 revision,
+                json.dumps(current.spec.to_json(), sort_keys=True),
                 now,
-            )
-        return await self._must_get(current.id)
+                pin.ref,
+                pin.image_id,
+                digest_ref,
+                origin.value,
+            ),
+        )
+        await self._prune(db, current.id)
+        status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
+        await db.execute(
+            "UPDATE deployments SET revision = ?, status = ?, updated_at = ? WHERE id = ?",
+            (revision, status.value, now, current.id),
+        )
+        verb = "reverts to" if origin is Origin.REVERT else "pins"
+        await _insert_event(
+            db,
+            current.id,
+            origin.value,
+            f"revision {revision} {verb} {pin.short}",
+            revision,
+            now,
+        )
+        async with db.execute(_SELECT_DEPLOYMENT + " WHERE d.id = ?", (current.id,)) as cur:
+            row = await cur.fetchone()
+        assert row is not None  # inside the transaction that wrote it
+        return _record(row)
+
+    async def record_image(
+        self, deployment_id: str, revision: int, image_id: str, digest_ref: str | None
+    ) -> None:
+        """The controller resolved ``revision``'s image: pin it there, and in the
+        settings-only revisions written on top of it meanwhile (they carry it)."""
+        async with self._tx() as db:
+            async with db.execute(
+                "SELECT revision, origin, image_id FROM revisions WHERE deployment_id = ? "
+                "AND revision >= ? ORDER BY revision",
+                (deployment_id, revision),
+            ) as cur:
+                rows = await cur.fetchall()
+            for number, origin, known in rows:
+                if number != revision and origin != Origin.SETTINGS.value:
+                    break
+                if known is not None:
+                    continue
+                await db.execute(
+                    "UPDATE revisions SET image_id = ?, digest_ref = COALESCE(digest_ref, ?) "
+                    "WHERE deployment_id = ? AND revision = ?",
+                    (image_id, digest_ref, deployment_id, number),
+                )
+
+    async def revision_pin(
+        self, deployment_id: str, revision: int
+    ) -> tuple[str | None, str | None, str | None]:
+        """(pinned_image, image_id, digest_ref) of a revision; all None when unresolved."""
+        async with self._reading():
+            return await _pin_of(self._db, deployment_id, revision)
+
+    async def _prune(self, db: aiosqlite.Connection, deployment_id: str) -> None:
+        """Bounded history: ``keep_revisions`` revisions plus the last ``keep_releases``
+        releases; the current and stable revisions always stay."""
+        async with db.execute(
+            "SELECT r.revision, r.origin, d.revision, d.stable_revision FROM revisions r "
+            "JOIN deployments d ON d.id = r.deployment_id WHERE r.deployment_id = ?",
+            (deployment_id,),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        if len(rows) <= self.keep_revisions:
+            return
+        protected = {int(rows[0][2])} | ({int(rows[0][3])} if rows[0][3] is not None else set())
+        # The revision being inserted is newer than d.revision: keep the newest too.
+        protected.add(max(int(r[0]) for r in rows))
+        doomed = revisions_to_prune(
+            [PruneRow(int(r[0]), r[1] != Origin.SETTINGS.value) for r in rows],
+            keep_revisions=self.keep_revisions,
+            keep_releases=self.keep_releases,
+            protected=protected,
+        )
+        await db.executemany(
+            "DELETE FROM revisions WHERE deployment_id = ? AND revision = ?",
+            [(deployment_id, n) for n in doomed],
+        )
 
     async def history(self, deployment_id: str) -> list[RevisionRecord]:
-        """Revisions that were rolled out (or tried to), newest first."""
+        """Revisions that were rolled out (or tried to), newest first; plus the
+        target revision while it is pending (rolling out, or kept for the next start)."""
         rows = await self._all(
-            "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
-            "deployed_at FROM revisions WHERE deployment_id = ? AND state != 'pending' "
-            "ORDER BY revision DESC",
+            "SELECT r.revision, r.spec, r.state, r.reason, r.image_id, r.pinned_image, "
+            "r.created_at, r.deployed_at, r.origin, r.digest_ref FROM revisions r "
+            "JOIN deployments d ON d.id = r.deployment_id WHERE r.deployment_id = ? "
+            "AND (r.state != 'pending' OR r.revision = d.revision) ORDER BY r.revision DESC",
             (deployment_id,),
         )
         return [_revision(r) for r in rows]
@@ -797,7 +933,8 @@ class Store:
     async def get_revision(self, deployment_id: str, revision: int) -> RevisionRecord | None:
         row = await self._one(
             "SELECT revision, spec, state, reason, image_id, pinned_image, created_at, "
-            "deployed_at FROM revisions WHERE deployment_id = ? AND revision = ?",
+            "deployed_at, origin, digest_ref FROM revisions WHERE deployment_id = ? "
+            "AND revision = ?",
             (deployment_id, revision),
         )
         return None if row is None else _revision(row)
@@ -983,14 +1120,19 @@ class Store:
             )
 
     async def deploy_pushed(
-        self, matches: Callable[[DeploymentSpec], bool], image_ref: str, at: float
+        self,
+        matches: Callable[[DeploymentSpec], bool],
+        image_ref: str,
+        at: float,
+        origin: Origin = Origin.PUSH,
     ) -> list[DeploymentRecord]:
         """A new image was pushed: roll every matching deployment with deploy on push to it.
 
         ``image_ref`` (``host/repo@sha256:…``) is pinned exactly. Idempotent: a
         deployment already on that ref, or that applied a later push, is
-        skipped; a stopped or deleted one is left alone; one created without
-        deploying starts.
+        skipped; a deleted one is left alone; one created without deploying
+        starts. A stopped one gets the new revision but stays stopped: the
+        next start runs the pushed image.
         """
         now = time.time()
         changed: list[str] = []
@@ -1005,34 +1147,43 @@ class Store:
                 spec = record.spec
                 if not spec.deploy_on_push or not matches(spec):
                     continue
-                if record.intent in (Intent.STOP, Intent.DELETE):
+                if record.intent is Intent.DELETE:
                     continue
-                if record.pinned_image == image_ref or (
+                _, _, running_ref = await _pin_of(db, record.id, record.revision)
+                if image_ref in (record.pinned_image, running_ref) or (
                     pushed_at is not None and at and float(pushed_at) >= at
                 ):
                     continue
                 revision = record.revision + 1
                 await db.execute(
                     "INSERT INTO revisions (deployment_id, revision, spec, created_at, "
-                    "pinned_image) VALUES (?, ?, ?, ?, ?)",
+                    "pinned_image, digest_ref, origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         revision,
                         json.dumps(spec.to_json(), sort_keys=True),
                         now,
                         image_ref,
+                        image_ref,
+                        origin.value,
                     ),
                 )
+                await self._prune(db, record.id)
+                stopped = record.intent is Intent.STOP
+                intent = Intent.STOP if stopped else Intent.RUN
+                status = Status.STOPPED if stopped else Status.DEPLOYING
                 await db.execute(
                     "UPDATE deployments SET revision = ?, intent = ?, status = ?, "
                     "pushed_at = ?, updated_at = ? WHERE id = ?",
-                    (revision, Intent.RUN.value, Status.DEPLOYING.value, at or now, now, record.id),
+                    (revision, intent.value, status.value, at or now, now, record.id),
                 )
+                note = " (stopped: used at the next start)" if stopped else ""
+                verb = "pushed" if origin is Origin.PUSH else "the tag now points at"
                 await _insert_event(
                     db,
                     record.id,
-                    "push",
-                    f"pushed {image_ref}: revision {revision}",
+                    origin.value,
+                    f"{verb} {image_ref}: revision {revision}{note}",
                     revision,
                     now,
                 )
@@ -1201,7 +1352,23 @@ def _revision(r: Sequence[Any]) -> RevisionRecord:
         pinned_image=r[5],
         created_at=float(r[6]),
         deployed_at=None if r[7] is None else float(r[7]),
+        origin=str(r[8]),
+        digest_ref=r[9],
     )
+
+
+async def _pin_of(
+    db: aiosqlite.Connection, deployment_id: str, revision: int
+) -> tuple[str | None, str | None, str | None]:
+    async with db.execute(
+        "SELECT pinned_image, image_id, digest_ref FROM revisions "
+        "WHERE deployment_id = ? AND revision = ?",
+        (deployment_id, revision),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return None, None, None
+    return row[0], row[1], row[2]
 
 
 _SELECT_URL = "SELECT id, spec, created_at, updated_at FROM urls"

@@ -39,6 +39,7 @@ from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
+from patrd.api.releases import RESOLVER, TagResolver, add_release_routes
 from patrd.api.routes import CONFIG, CONTROLLER, PROXY_CLOSED, STORE, add_routes
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
@@ -76,6 +77,7 @@ def build_app(
     proxy_closed: Callable[[], str | None] | None = None,
     notify: Dispatcher | None = None,
     node: NodeWatcher | None = None,
+    resolver: TagResolver | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -112,9 +114,12 @@ def build_app(
         app[notify_api.NOTIFY] = notify
     if node is not None:
         app[notify_api.NODE] = node
+    if resolver is not None:
+        app[RESOLVER] = resolver
     add_routes(app)
     add_access_routes(app)  # /v1/tokens, /v1/audit
     notify_api.add_routes(app)  # /v1/notifications, /v1/node
+    add_release_routes(app)  # redeploy, revert by REF (patrd/api/releases.py)
     if dashboard is not None:
         dashboard.install(app)
     return app

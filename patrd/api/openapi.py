@@ -1671,6 +1671,131 @@ PATHS.update(openapi_notify.PATHS)
 SCHEMAS.update(openapi_notify.SCHEMAS)
 
 
+# --- pinned releases: redeploy, revert by REF, history of releases -------------------
+
+SCHEMAS["HistoryEntry"] = {
+    "type": "object",
+    "required": [
+        "revision",
+        "digest",
+        "image_id",
+        "image",
+        "tag",
+        "how",
+        "release",
+        "state",
+        "reason",
+        "created_at",
+    ],
+    "properties": {
+        "revision": {"type": "integer"},
+        "digest": {
+            "type": "string",
+            "nullable": True,
+            "description": "registry manifest digest (sha256:…) the revision runs, if any",
+        },
+        "digest_ref": {
+            "type": "string",
+            "nullable": True,
+            "description": "repo@sha256:… pullable reference (what a revert re-pulls by)",
+        },
+        "image_id": {"type": "string", "nullable": True, "description": "local image id"},
+        "image": {"type": "string"},
+        "tag": {"type": "string"},
+        "how": {
+            "type": "string",
+            "enum": ["create", "push", "poll", "redeploy", "revert", "settings"],
+            "description": "how the revision came by its image; settings: the previous one's",
+        },
+        "release": {"type": "boolean", "description": "false for settings-only revisions"},
+        "state": {
+            "type": "string",
+            "enum": ["pending", "deployed", "superseded", "failed"],
+            "description": "pending: the target revision, not rolled out yet",
+        },
+        "reason": {"type": "string"},
+        "created_at": _TIMESTAMP,
+        "deployed_at": {**_TIMESTAMP, "nullable": True},
+    },
+}
+SCHEMAS["RevertRequest"] = {
+    "type": "object",
+    "required": ["ref"],
+    "properties": {
+        "ref": {
+            "oneOf": [{"type": "string"}, {"type": "integer"}],
+            "description": (
+                "a revision number, a manifest digest (sha256:…, repo@sha256:…) or an image "
+                "id, or a prefix of at least 12 hex characters"
+            ),
+        }
+    },
+}
+SCHEMAS["Redeployed"] = {
+    "allOf": [
+        _ref("Deployment"),
+        {
+            "type": "object",
+            "required": ["redeploy"],
+            "properties": {
+                "redeploy": {
+                    "type": "object",
+                    "required": ["changed", "digest", "image_id", "message"],
+                    "properties": {
+                        "changed": {"type": "boolean"},
+                        "digest": {"type": "string", "nullable": True},
+                        "image_id": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "null when known by digest only (pulled at rollout)",
+                        },
+                        "message": {"type": "string"},
+                        "warning": {"type": "string", "nullable": True},
+                    },
+                }
+            },
+        },
+    ]
+}
+PATHS.update(
+    {
+        "/v1/deployments/{name}/redeploy": {
+            "parameters": [_NAME_PARAM],
+            "post": {
+                "operationId": "redeploy_deployment",
+                "summary": "Pull the tag; a new digest rolls out as a new pinned revision",
+                "responses": {
+                    "200": _json_body("Redeployed", "already at that digest: nothing changed"),
+                    "202": _json_body("Redeployed", "a new revision pins the new image"),
+                    "404": _error("NotFound"),
+                    "409": _error("Conflict"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+        "/v1/deployments/{name}/revert": {
+            "parameters": [_NAME_PARAM],
+            "post": {
+                "operationId": "revert_by_ref",
+                "summary": "Go back to an image of the history (pulled by digest if gone)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("RevertRequest")}},
+                },
+                "responses": {
+                    "202": _json_body("Deployment", "the new revision"),
+                    "400": _error("BadRequest"),
+                    "404": _error("NotFound"),
+                    "409": _error("Conflict"),
+                    "422": _error("Invalid"),
+                    **_COMMON_ERRORS,
+                },
+            },
+        },
+    }
+)
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {

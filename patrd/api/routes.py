@@ -36,6 +36,7 @@ from patrd.api.volumes import kept_volume_names, refuse_volume_loss
 from patrd.autoscale import effective_replicas
 from patrd.config import Config
 from patrd.errors import BadRequest, Conflict, NotFound, SpecError
+from patrd.releases import digest_of
 from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
 from patrd.views import ControllerView, InstanceView
 
@@ -48,7 +49,6 @@ PROXY_CLOSED = web.AppKey[Callable[[], str | None]]("patrd.proxy_closed")
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
 _UINT_RE = re.compile(r"[0-9]{1,18}")
-_DIGEST_RE = re.compile(r"(sha256:)?[0-9a-f]{6,64}")
 
 
 def add_routes(app: web.Application) -> None:
@@ -336,10 +336,8 @@ async def list_history(request: web.Request) -> web.Response:
 
 async def revert_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
-    digest = request.match_info["digest"]
-    if not _DIGEST_RE.fullmatch(digest):
-        raise BadRequest("digest must be an image id (sha256:<hex>) or a hex prefix", "digest")
-    record = await store.revert(request.match_info["name"], digest)
+    # Any REF patrd/releases.py accepts (a revision number, a digest, an image id prefix).
+    record = await store.revert(request.match_info["name"], request.match_info["digest"])
     controller.wake(record.id)
     return web.json_response(deployment_json(record, config), status=202)
 
@@ -422,9 +420,13 @@ def instance_json(instance: InstanceView) -> dict[str, Any]:
 def history_json(entry: RevisionRecord) -> dict[str, Any]:
     return {
         "revision": entry.revision,
-        "digest": entry.image_id,
+        "digest": digest_of(entry.digest_ref),
+        "digest_ref": entry.digest_ref,
+        "image_id": entry.image_id,
         "image": entry.spec.image_ref,
         "tag": entry.spec.tag,
+        "how": entry.origin,
+        "release": entry.release,
         "state": entry.state.value,
         "reason": entry.reason,
         "created_at": rfc3339(entry.created_at),

@@ -315,8 +315,9 @@ async def _walk(
     assert unlabelled_inputs(b) == []
     b.screenshot("08-config")
 
-    # Image history: move the tag to v2 and change the env (the next revision
-    # runs v2), then revert to the v1 digest from the history tab.
+    # Image history: move the tag to v2 and change the env: the pinned image
+    # stays (v1). Redeploy pulls the tag again and rolls v2 out; then revert
+    # to v1 from the history tab.
     subprocess.run(["docker", "tag", f"{REPO}:v2", f"{REPO}:{tag}"], check=True)
     before = (await api.ok("GET", f"/v1/deployments/{name}"))["revision"]  # the config edit's
     tab(b, "details")
@@ -324,16 +325,21 @@ async def _walk(
     b.click("#details-save")
     b.wait_text("#toast", f"Saved: revision {before + 1}")
     await wait_for("the env change deployed", lambda: deployed(api, name, before + 1))
+    assert "hello from v1" in (await proxied(site, site.daemon.host(name)))[1], "still pinned"
+    b.click("#redeploy-button")
+    b.wait_text("#toast", f"revision {before + 2} pins")
+    await wait_for("the redeploy deployed", lambda: deployed(api, name, before + 2))
     assert "hello from v2" in (await proxied(site, site.daemon.host(name)))[1]
     tab(b, "history")
-    b.wait_text(f'#history-rows tr[data-revision="{before + 1}"]', "deployed")
-    button = b.wait_css(f'#history-rows button.revert[data-digest="{v1_id}"]')
-    assert b.all(f'#history-rows button.revert[data-digest="{v2_id}"]') == []  # running now
+    b.wait_text(f'#history-rows tr[data-revision="{before + 2}"]', "deployed")
+    b.wait_text(f'#history-rows tr[data-revision="{before + 2}"]', "redeploy")
+    button = b.wait_css(f'#history-rows button.revert[data-image-id="{v1_id}"]')
+    assert b.all(f'#history-rows button.revert[data-image-id="{v2_id}"]') == []  # running now
     b.screenshot("09-history-before-revert")
     button.click()
-    b.wait_text("#toast", f"revision {before + 2}")
-    await wait_for("the revert deployed", lambda: deployed(api, name, before + 2))
-    b.wait_text(f'#history-rows tr[data-revision="{before + 2}"]', "deployed")
+    b.wait_text("#toast", f"revision {before + 3}")
+    await wait_for("the revert deployed", lambda: deployed(api, name, before + 3))
+    b.wait_text(f'#history-rows tr[data-revision="{before + 3}"]', "deployed")
     [cid] = containers_of(name, all_states=False)
     assert docker_json("inspect", cid)[0]["Image"] == v1_id
     assert "hello from v1" in (await proxied(site, site.daemon.host(name)))[1]

@@ -169,7 +169,9 @@ async def test_push_rolls_out_and_history_reverts(
     # history has both digests; a revert to v1 is exact
     history = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"]
     assert [h["state"] for h in history] == ["deployed", "superseded"]
-    ids = [h["digest"] for h in history]
+    ids = [h["image_id"] for h in history]
+    assert [h["digest"] for h in history] == [v2, v1]
+    assert [h["how"] for h in history] == ["push", "create"]
     v1_id = docker_json("image", "inspect", "patrd-test/web:v1")[0]["Id"]
     v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
     assert ids == [v2_id, v1_id]

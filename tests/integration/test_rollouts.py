@@ -191,18 +191,26 @@ async def test_revert_restores_the_exact_image(daemon: Daemon, api: Api, new_nam
     try:
         await api.ok("POST", "/v1/deployments", {**body(name, replicas=1), "tag": tag})
         await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
-        # the tag moves to v2; the next revision resolves it again
+        # the tag moves to v2: a settings change keeps the pinned v1 ...
         subprocess.run(["docker", "tag", f"{repo}:v2", f"{repo}:{tag}"], check=True)
         await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
         await until(lambda: rolled_out(api, name, 2), 30, "revision 2 deployed", daemon)
         [cid] = containers_of(name)
+        assert docker_json("inspect", cid)[0]["Image"] == v1_id
+        # ... and redeploy resolves the tag again (a local-only image: the pull
+        # fails, the node's copy of the tag is used, with a warning)
+        redeployed = await api.ok("POST", f"/v1/deployments/{name}/redeploy")
+        assert redeployed["redeploy"]["changed"] is True, redeployed
+        await until(lambda: rolled_out(api, name, 3), 30, "revision 3 deployed", daemon)
+        [cid] = containers_of(name)
         assert docker_json("inspect", cid)[0]["Image"] == v2_id
 
         history = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"]
-        assert [h["digest"] for h in history] == [v2_id, v1_id]
+        assert [h["image_id"] for h in history] == [v2_id, v1_id, v1_id]
+        assert [h["how"] for h in history] == ["redeploy", "settings", "create"]
         reverted = await api.ok("POST", f"/v1/deployments/{name}/history/{v1_id}/revert")
-        assert reverted["revision"] == 3
-        await until(lambda: rolled_out(api, name, 3), 30, "revision 3 deployed", daemon)
+        assert reverted["revision"] == 4
+        await until(lambda: rolled_out(api, name, 4), 30, "revision 4 deployed", daemon)
         [cid] = containers_of(name)
         assert docker_json("inspect", cid)[0]["Image"] == v1_id
         async with aiohttp.ClientSession() as http:

@@ -77,6 +77,7 @@ SCOPE_TABLE = [
     ("POST", "/v1/backups/{id}/restore", A),
     ("GET", "/v1/registry/login", A),
     ("GET", "/v1/node", R),
+    ("POST", DEP + "/revert", D),
     ("DELETE", "/v1/notifications/{notification}", A),
     ("POST", "/v1/notifications/{notification}/test", A),
     # Fail closed: whatever the table does not name needs admin.

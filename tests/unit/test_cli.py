@@ -439,7 +439,36 @@ def test_history_table() -> None:
             }
         ]
     )
-    assert table.splitlines()[1].split()[:4] == ["2", "sha256:aaaaaaaaaaaa", "web:1", "failed"]
+    assert table.splitlines()[1].split()[:4] == ["2", "sha256:aaaaaaaaaaaa", "-", "-"]
+    assert "failed" in table.splitlines()[1]
+
+
+def test_history_table_folds_settings_revisions_under_their_release() -> None:
+    def entry(revision: int, how: str, digest: str) -> dict[str, object]:
+        return {
+            "revision": revision,
+            "digest": "sha256:" + digest * 64,
+            "image_id": "sha256:" + digest * 64,
+            "how": how,
+            "release": how != "settings",
+            "state": "superseded",
+            "reason": "",
+            "created_at": "t",
+            "deployed_at": "t",
+        }
+
+    history = [
+        entry(5, "settings", "b"),
+        entry(4, "settings", "b"),
+        entry(3, "push", "b"),
+        entry(2, "settings", "a"),
+        entry(1, "create", "a"),
+    ]
+    lines = history_table(history).splitlines()
+    assert len(lines) == 3, lines
+    assert lines[1].split()[0] == "3" and "push (+2 settings: 4, 5)" in lines[1]
+    assert lines[2].split()[0] == "1" and "create (+1 settings: 2)" in lines[2]
+    assert len(history_table(history, everything=True).splitlines()) == 6
 
 
 def test_event_line() -> None:

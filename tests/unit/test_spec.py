@@ -61,7 +61,7 @@ def test_create_minimal_fills_defaults() -> None:
     ("overrides", "check"),
     [
         ({"name": "ab"}, lambda s: s.name == "ab"),
-        ({"name": "a" * 64}, lambda s: len(s.name) == 64),
+        ({"name": "a" * 57}, lambda s: len(s.name) == 57),
         ({"name": "my-app-2"}, lambda s: s.name == "my-app-2"),
         ({"image": "nginx"}, lambda s: s.image == "nginx"),
         ({"image": "org/sub/my_app__x.y-z"}, lambda s: s.image == "org/sub/my_app__x.y-z"),
@@ -116,6 +116,7 @@ BAD_CREATE: list[tuple[str, dict[str, Any], str]] = [
     # name
     ("name too short", {"name": "a"}, "name"),
     ("name too long", {"name": "a" * 65}, "name"),
+    ("name too long for a DNS label", {"name": "a" * 58}, "name"),
     ("name uppercase", {"name": "Web"}, "name"),
     ("name leading dash", {"name": "-web"}, "name"),
     ("name trailing dash", {"name": "web-"}, "name"),

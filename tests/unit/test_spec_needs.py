@@ -89,10 +89,15 @@ def test_template_changes_only_for_what_a_container_is_made_of():
     same = [
         {"scale": {"min": 2, "max": 2}},
         {"ports": {"80": "http", "81": "http"}},
-        {"startup_probe": {"port": 80, "path": "/h"}},
     ]
     for change in same:
         assert parse_update(spec, change).instance_template(None, {"db": 1}) == base, change
+    probed = parse_update(spec, {"startup_probe": {"port": 80, "path": "/h"}})
+    assert probed.instance_template(None, {"db": 1}) != base, "a probe change rolls out"
+    moved = parse_update(probed, {"startup_probe": {"port": 80, "path": "/never"}})
+    assert moved.instance_template(None, {"db": 1}) != probed.instance_template(None, {"db": 1})
+    live = parse_update(spec, {"liveness_probe": {"port": 80, "path": "/h"}})
+    assert live.instance_template(None, {"db": 1}) != base
     with_file = parse_update(spec, {"config_mounts": {"a": b64(b"1")}})
     assert with_file.instance_template(None, {"db": 1}) != base, "the first file adds a mount"
     edited = parse_update(with_file, {"config_mounts": {"a": b64(b"2")}})

@@ -32,6 +32,13 @@ export function renderManage(main, name, initialTab) {
   const countSlot = h("span", { class: "instances", id: "deployment-instances" });
   const startStop = h("button", { type: "button", class: "secondary", id: "start-stop", text: "…" });
   const deleteButton = h("button", { type: "button", class: "danger", id: "delete-button", text: "Delete" });
+  const redeployButton = h("button", {
+    type: "button",
+    class: "secondary",
+    id: "redeploy-button",
+    title: "Pull the tag again; a new digest rolls out as a new release",
+    text: "Redeploy",
+  });
   const tablist = h("div", { role: "tablist", "aria-label": "Deployment sections", class: "tabs" });
   const panel = h("section", { role: "tabpanel", id: "tab-panel", tabindex: "0", class: "panel" });
   const dialog = deleteDialog();
@@ -41,7 +48,7 @@ export function renderManage(main, name, initialTab) {
       "div",
       { class: "page-head" },
       h("div", {}, h("a", { href: "#/", class: "back", text: "← Deployments" }), h("div", { class: "title-line" }, heading, statusSlot, countSlot)),
-      h("div", { class: "actions" }, startStop, deleteButton),
+      h("div", { class: "actions" }, redeployButton, startStop, deleteButton),
     ),
     tablist,
     panel,
@@ -58,6 +65,7 @@ export function renderManage(main, name, initialTab) {
     startStop.textContent = d.intent === "run" ? "Stop" : "Start";
     startStop.disabled = d.intent === "delete";
     deleteButton.disabled = d.intent === "delete";
+    redeployButton.disabled = d.intent === "delete";
   }
 
   async function refresh() {
@@ -90,6 +98,20 @@ export function renderManage(main, name, initialTab) {
     }
   });
   deleteButton.addEventListener("click", () => dialog.open());
+  redeployButton.addEventListener("click", async () => {
+    redeployButton.disabled = true;
+    try {
+      const d = await post(`${base}/redeploy`);
+      paintHeader(d);
+      const note = d.redeploy.warning ? " (the registry could not be reached: this node's copy of the tag was used)" : "";
+      toast(`${name}: ${d.redeploy.message}${note}`, d.redeploy.changed ? "success" : "info");
+      for (const fn of listeners) fn(d);
+    } catch (err) {
+      toast(err.message, "error");
+    } finally {
+      redeployButton.disabled = false;
+    }
+  });
 
   function deleteDialog() {
     const input = h("input", { type: "text", autocomplete: "off", spellcheck: "false", id: "delete-confirm-input" });
@@ -642,11 +664,11 @@ function historyTab({ base, panel }) {
   replace(
     panel,
     h("h2", { text: "Image history" }),
-    h("p", { class: "hint", text: "Every rollout's exact image. Reverting runs that image again, with zero downtime, as a new revision." }),
+    h("p", { class: "hint", text: "Every release's exact image: settings changes keep it, only a push, Redeploy or a revert brings another. Reverting runs that image again (pulled by digest if it left this node), with zero downtime, as a new revision." }),
     h(
       "table",
       { class: "history" },
-      h("thead", {}, h("tr", {}, ["Revision", "Image", "Digest", "State", "Deployed", ""].map((t) => h("th", { scope: "col", text: t })))),
+      h("thead", {}, h("tr", {}, ["Revision", "How", "Digest", "Image id", "State", "Deployed", ""].map((t) => h("th", { scope: "col", text: t })))),
       rows,
     ),
   );
@@ -662,9 +684,12 @@ function historyTab({ base, panel }) {
         rows,
         data.history.map((e) => {
           const short = e.digest ? e.digest.replace("sha256:", "").slice(0, 12) : "–";
-          const sameImage = live && e.digest && e.digest === live.digest;
-          const action = !e.digest
+          const shortId = e.image_id ? e.image_id.replace("sha256:", "").slice(0, 12) : "–";
+          const sameImage = live && e.image_id && e.image_id === live.image_id;
+          const action = !e.image_id
             ? ""
+            : e.release === false && e !== live
+              ? h("span", { class: "hint", text: "settings change" })
             : e === live
               ? h("span", { class: "current", text: "running now" })
               : sameImage
@@ -672,14 +697,14 @@ function historyTab({ base, panel }) {
                 : h("button", {
                   type: "button",
                   class: "small secondary revert",
-                  dataset: { digest: e.digest },
-                  "aria-label": `Revert to this version (${short})`,
+                  dataset: { imageId: e.image_id, digest: e.digest || "" },
+                  "aria-label": `Revert to this version (${e.digest ? short : shortId})`,
                   text: "Revert to this version",
                   onclick: async (event) => {
                     event.target.disabled = true;
                     try {
-                      const d = await post(`${base}/history/${enc(e.digest)}/revert`);
-                      toast(`Reverting to ${short}: revision ${d.revision}`, "success");
+                      const d = await post(`${base}/revert`, { ref: String(e.revision) });
+                      toast(`Reverting to ${e.digest ? short : shortId}: revision ${d.revision}`, "success");
                       load();
                     } catch (err) {
                       toast(err.message, "error");
@@ -691,8 +716,9 @@ function historyTab({ base, panel }) {
             "tr",
             { dataset: { revision: String(e.revision) } },
             h("td", { text: String(e.revision) }),
-            h("td", { class: "mono", text: `${e.image}` }),
-            h("td", { class: "mono", title: e.digest || "" , text: short }),
+            h("td", { text: e.release === false ? "settings" : e.how || "–" }),
+            h("td", { class: "mono", title: e.digest_ref || "", text: short }),
+            h("td", { class: "mono", title: e.image_id || "", text: shortId }),
             h("td", {}, badge(e.state, e.reason)),
             h("td", { title: e.deployed_at || "", text: e.deployed_at ? timeAgo(e.deployed_at) : "–" }),
             h("td", {}, action),
