@@ -119,7 +119,7 @@ async def test_gc_keeps_last_releases_and_the_running_one_and_what_patrd_did_not
     tmp_path: Path, test_images: dict[str, str], registry: str, images: Images, new_name
 ) -> None:
     name = new_name("gc")
-    ref = f"gc/{name}:latest"  # "latest": each new revision pulls what was pushed last
+    ref = f"gc/{name}:latest"  # each redeploy pins what was pushed last
     d = Daemon(tmp_path / "d")
     d.workdir.mkdir()
     d.config = {"images": {"keep_releases": 1, "gc_interval_s": 1}}
@@ -144,7 +144,8 @@ async def test_gc_keeps_last_releases_and_the_running_one_and_what_patrd_did_not
 
                 image_id = images.publish(registry, f"patrd-test/web:{base}", ref)
                 pulled.append(image_id)
-                await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"R": str(revision)}})
+                # A new release is an explicit act (pinned releases): redeploy the tag.
+                await api.ok("POST", f"/v1/deployments/{name}/redeploy")
                 await until(out, 60, f"release {revision} out", d)
                 assert image_exists(image_id)
             r2, r3, r4 = pulled
@@ -156,7 +157,7 @@ async def test_gc_keeps_last_releases_and_the_running_one_and_what_patrd_did_not
 
             # A release that fails: it is the last release now, while release 4 still runs.
             broken = images.publish(registry, "patrd-test/web:broken", ref)
-            await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"R": "5"}})
+            await api.ok("POST", f"/v1/deployments/{name}/redeploy")
 
             async def failed() -> bool:
                 history = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"]

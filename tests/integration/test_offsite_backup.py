@@ -29,6 +29,7 @@ from tests.support.daemon import (
     free_port,
     volumes_of,
 )
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -230,7 +231,11 @@ async def test_scheduled_backup_then_restore_into_fresh_install(
     fresh.start()
     try:
         async with Api(fresh) as api:
-            await api.wait_status(name, "running")  # converged from the restored state
+            # The restored row already says "running": wait for the container itself.
+            await until(
+                lambda: len(containers_of(name, all_states=False)) == 1, 60, "instance up", fresh
+            )
+            await api.wait_status(name, "running")
             docker_exec(running_container(name), "echo stale > /data/stale.txt")
             listing = await api.ok("GET", "/v1/backups")
             assert job["id"] in [r["id"] for r in listing["runs"]]

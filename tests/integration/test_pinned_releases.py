@@ -55,13 +55,32 @@ def registry(d: Daemon) -> str:
     return str(d.config["registry"]["listen"])
 
 
+def registry_creds(d: Daemon) -> str:
+    """``user:password`` of the node registry's generated credential (0600 in the data dir)."""
+    password = d.data_dir / "registry-password"
+    deadline = time.monotonic() + 30
+    while not password.exists():
+        assert time.monotonic() < deadline, "the registry credential was never generated"
+        time.sleep(0.2)
+    return f"patrd:{password.read_text().strip()}"
+
+
 def skopeo_push(d: Daemon, source: str, repo: str, tag: str) -> str:
     """Copy a local image into the node registry as another machine would; its digest."""
     dest = f"docker://{registry(d)}/{repo}:{tag}"
+    creds = registry_creds(d)
     deadline = time.monotonic() + 30
     while True:
         out = subprocess.run(
-            ["skopeo", "copy", "--dest-tls-verify=false", f"docker-daemon:{source}", dest],
+            [
+                "skopeo",
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                creds,
+                f"docker-daemon:{source}",
+                dest,
+            ],
             capture_output=True,
             text=True,
         )
@@ -70,7 +89,16 @@ def skopeo_push(d: Daemon, source: str, repo: str, tag: str) -> str:
         assert time.monotonic() < deadline, out.stderr  # the registry is still starting
         time.sleep(0.3)
     inspect = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", dest],
+        [
+            "skopeo",
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            "--format",
+            "{{.Digest}}",
+            dest,
+        ],
         capture_output=True,
         text=True,
         check=True,
