@@ -320,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     from patrd import cli_observe  # `logs`, `metrics` (issue 7)
 
     cli_observe.add_parsers(verb, common)
+
+    from patrd import cli_exec  # `exec`, `run`, `job …` (patrd/cli_exec.py)
+
+    cli_exec.add_parsers(verb, common)
     return parser
 
 
@@ -1048,6 +1052,9 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "volumes": lambda client, args: _cli_data().cmd_volumes(client, args),
     "logs": lambda client, args: _cli_observe().cmd_logs(client, args),
     "metrics": lambda client, args: _cli_observe().cmd_metrics(client, args),
+    "exec": lambda client, args: _cli_exec().cmd_exec(client, args),
+    "run": lambda client, args: _cli_exec().cmd_run(client, args),
+    "job": lambda client, args: _cli_exec().cmd_job(client, args),
 }
 
 
@@ -1162,6 +1169,12 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         return run_event_loop(serve(config), loop)
     except KeyboardInterrupt:
         return 130
+
+
+def _cli_exec() -> Any:
+    from patrd import cli_exec
+
+    return cli_exec
 
 
 def _cli_observe() -> Any:

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import structlog
 
-from patrd import __version__, logs, sdnotify, upkeep
+from patrd import __version__, cron, logs, sdnotify, upkeep
 from patrd.api.app import build_app, serve_api
 from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
+from patrd.api.runs import Runs
 from patrd.autoscale import Autoscaler
 from patrd.config import Config
 from patrd.controller import Controller, ControllerOptions
@@ -37,8 +38,10 @@ from patrd.engine import DockerEngine
 from patrd.errors import EngineError, PatrdError, StoreError
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
+from patrd.jobs import JobScheduler
 from patrd.logstream import LogKeeper
 from patrd.metrics import CgroupReader, History, Sampler
+from patrd.oneoff import OneOffRunner
 from patrd.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
 from patrd.proxy.server import ProxyOptions
@@ -147,6 +150,12 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             supervisor = Supervisor()
             stack.push_async_callback(supervisor.stop)
             supervisor.start("controller", controller.run)
+            # exec, one-off runs and scheduled jobs (patrd/oneoff.py, patrd/jobs.py).
+            oneoffs = OneOffRunner(store, engine, controller.options, vault)
+            jobs = JobScheduler(store, oneoffs, cron.node_timezone())
+            runs = Runs(store=store, engine=engine, runner=oneoffs, jobs=jobs)
+            supervisor.start("oneoff-sweep", oneoffs.run_sweeper)
+            supervisor.start("jobs", jobs.run)
             if config.firewall.enabled:
                 supervisor.start("firewall", firewall.run)
             supervisor.start("tls", tls.controller.run)
@@ -201,6 +210,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     firewall=firewall,
                     vault=vault,
                     observe=observe,
+                    runs=runs,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -218,6 +228,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         firewall=firewall,
                         vault=vault,
                         observe=observe,
+                        runs=runs,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                     ),

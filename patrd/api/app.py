@@ -33,6 +33,7 @@ from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
 from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
+from patrd.api.runs import RUNS, Runs
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
@@ -62,6 +63,7 @@ def build_app(
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
+    runs: Runs | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [error_middleware]
     if token is not None:
@@ -84,6 +86,8 @@ def build_app(
         app[REGISTRY_HOOK] = registry_hook
     if observe is not None:
         app[OBSERVE] = observe
+    if runs is not None:
+        app[RUNS] = runs
     add_routes(app)
     if dashboard is not None:
         dashboard.install(app)

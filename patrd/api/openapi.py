@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from patrd import __version__, spec
+from patrd.api import openapi_runs
 from patrd.api.routes import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.store import Intent, Status
 
@@ -136,6 +137,7 @@ _SPEC_EXTRAS: dict[str, Any] = {
             },
         },
     },
+    "jobs": openapi_runs.JOB_SPEC_SCHEMA,
     "security": {
         "type": "object",
         "description": "the explicit override of the hardening defaults",
@@ -1410,6 +1412,9 @@ PATHS.update(
     }
 )
 
+# exec, one-off run, scheduled jobs (patrd/api/openapi_runs.py).
+PATHS.update(openapi_runs.PATHS)
+SCHEMAS.update(openapi_runs.SCHEMAS)
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
