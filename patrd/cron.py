@@ -20,7 +20,7 @@ import contextlib
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -152,11 +152,12 @@ def _value(text: str, names: list[str] | None, what: str, lo: int, hi: int) -> i
 
 
 def next_after(schedule: Schedule, after: datetime, tz: tzinfo) -> datetime:
-    """The first run time strictly after ``after`` (aware), as an aware UTC-comparable time."""
+    """The first run time strictly after ``after`` (aware); cron times come back in UTC."""
     if after.tzinfo is None:
         raise ValueError("after must be timezone-aware")
     if isinstance(schedule, Every):
         return after + timedelta(seconds=schedule.seconds)
+    after = after.astimezone(UTC)  # compare instants, never wall times of one zone
     local = after.astimezone(tz)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     hours = sorted(schedule.hours)
@@ -173,9 +174,9 @@ def next_after(schedule: Schedule, after: datetime, tz: tzinfo) -> datetime:
 
 
 def _instant(wall: datetime, tz: tzinfo) -> datetime:
-    """A wall-clock time in ``tz`` as an instant (fold 0: the first of a repeated time;
-    a skipped time is read with the offset before the change, 02:30 → 03:30)."""
-    return wall.replace(tzinfo=tz, fold=0)
+    """A wall-clock time in ``tz`` as a UTC instant (fold 0: the first of a repeated
+    time; a skipped time is read with the offset before the change, 02:30 → 03:30)."""
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
 def node_timezone() -> tzinfo:
