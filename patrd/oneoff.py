@@ -46,7 +46,7 @@ from patrd.vault import Vault
 MAX_COMMAND_ARGS = 256
 MAX_COMMAND_BYTES = 64 * 1024
 LOG_DRAIN_S = 5.0  # after the exit, how long the last output may take to arrive
-SWEEP_INTERVAL_S = 5.0
+SWEEP_INTERVAL_S = 2.0  # a deleted deployment's network waits for this at most
 
 Output = Callable[[str, int, bytes], Awaitable[None]]  # (stream, time ns, line)
 
@@ -286,9 +286,12 @@ class OneOffRunner:
     async def sweep(self) -> int:
         """Remove one-offs nobody waits for: left by a daemon that stopped, or of a
         deleted deployment (its network cannot go while they are attached)."""
+        found = await self._engine.list_oneoffs()
+        if not found:
+            return 0
         known = {r.id: r for r in await self._store.list_deployments()}
         removed = 0
-        for item in await self._engine.list_oneoffs():
+        for item in found:
             record = known.get(item.deployment_id)
             gone = record is None or record.intent is Intent.DELETE
             if item.run in self._active and not gone:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import json
 import os
+import pty
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import time
 from typing import Any
 
 import aiohttp
@@ -192,3 +199,79 @@ async def test_run_with_volumes_sees_the_instance_volume(
     assert lines[-1]["exit_code"] == 0
     lines = await run(daemon, name, {"command": ["ls", "/data"]})
     assert lines[-1]["exit_code"] != 0  # without --volumes there is no /data
+
+
+async def test_tty_resize_over_the_api_and_from_patrctl_exec_it(
+    daemon: Daemon, api: Api, new_name
+) -> None:
+    name = new_name("tty")
+    await api.ok("POST", "/v1/deployments", spec(name))
+    await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
+    script = "sleep 1; stty size; read line; stty size"
+
+    # the API: the first size from the attach query, the next one in-band
+    created = await api.ok(
+        "POST",
+        f"/v1/deployments/{name}/exec",
+        {"command": ["sh", "-c", script], "tty": True, "stdin": True},
+    )
+    out = bytearray()
+    code = None
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s,
+        s.ws_connect(f"http://patrd{created['attach']}?rows=33&cols=101") as ws,
+    ):
+        async with asyncio.timeout(30):
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    out.extend(msg.data[1:])
+                    if b"33 101" in out and b"next" not in out:
+                        await ws.send_str(json.dumps({"resize": {"rows": 44, "cols": 132}}))
+                        await ws.send_bytes(b"next\r")
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    code = json.loads(msg.data)["exit_code"]
+    assert code == 0, out
+    assert b"33 101" in out and b"44 132" in out, out
+
+    # patrctl exec -it on a pseudo-terminal: raw mode, SIGWINCH → resize, restored after
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
+    before = termios.tcgetattr(slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "patrd.cli", "exec", name, "-it", "--", "sh", "-c", script],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "PATRD_SOCKET": str(daemon.socket)},
+        cwd=REPO,
+    )
+    seen = bytearray()
+    try:
+        seen += await asyncio.to_thread(read_until, master, b"30 90", seen)
+        assert termios.tcgetattr(slave)[3] & termios.ECHO == 0  # raw: no local echo
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 140, 0, 0))
+        proc.send_signal(signal.SIGWINCH)
+        await asyncio.sleep(0.5)
+        os.write(master, b"go\r")
+        seen += await asyncio.to_thread(read_until, master, b"45 140", seen)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert termios.tcgetattr(slave) == before  # the terminal is given back as it was
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def read_until(fd: int, wanted: bytes, already: bytes, timeout: float = 30) -> bytes:
+    got = bytearray()
+    deadline = time.monotonic() + timeout
+    while wanted not in bytes(already) + bytes(got):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{wanted!r} not seen: {bytes(already) + bytes(got)!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            got += os.read(fd, 4096)
+    return bytes(got)
