@@ -264,7 +264,7 @@ async def test_tty_resize_over_the_api_and_from_patrctl_exec_it(
         os.close(slave)
 
 
-def read_until(fd: int, wanted: bytes, already: bytes, timeout: float = 30) -> bytes:
+def read_until(fd: int, wanted: bytes, already: bytes | bytearray, timeout: float = 30) -> bytes:
     got = bytearray()
     deadline = time.monotonic() + timeout
     while wanted not in bytes(already) + bytes(got):
