@@ -120,19 +120,25 @@ async def test_exec_runs_env_in_an_instance(daemon: Daemon, api: Api, new_name) 
 
 async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_name) -> None:
     name = new_name("run")
-    await api.ok("POST", "/v1/deployments", spec(name))
+    await api.ok("POST", "/v1/secrets", {"name": f"{name}-key", "value": "s3cret-value"})
+    env = {"GREETING": "hello-exec", "KEY": {"secret": f"{name}-key"}}
+    await api.ok("POST", "/v1/deployments", spec(name, env=env))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
     [instance] = containers_of(name)
 
+    script = (
+        "echo $GREETING $KEY; cat /etc/config/app.conf; wget -qO- http://$NAME-0/cgi-bin/version"
+    )
     lines = await run(
         daemon,
         name,
-        {"command": ["sh", "-c", "echo $GREETING; cat /etc/config/app.conf; echo e >&2; exit 7"]},
+        {"command": ["sh", "-c", f"NAME={name}; {script}; echo e >&2; exit 7"]},
     )
     assert lines[0]["run"].startswith("run-")
     out = [item["line"] for item in lines if item.get("stream") == "stdout"]
     err = [item["line"] for item in lines if item.get("stream") == "stderr"]
-    assert out == ["hello-exec", "mode=oneoff"] and err == ["e"]
+    # env with the secret resolved, the config files, the deployment's network (web-0 by name)
+    assert out == ["hello-exec s3cret-value", "mode=oneoff", "v1"] and err == ["e"], lines
     assert lines[-1] == {"exit_code": 7, "timed_out": False}
     # the one-off is gone; the instance was not touched
     await until(lambda: containers_of(name) == [instance], 10, "one-off removed", daemon)
