@@ -121,8 +121,8 @@ async def test_exec_runs_env_in_an_instance(daemon: Daemon, api: Api, new_name) 
 async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_name) -> None:
     name = new_name("run")
     await api.ok("POST", "/v1/secrets", {"name": f"{name}-key", "value": "s3cret-value"})
-    env = {"GREETING": "hello-exec", "KEY": {"secret": f"{name}-key"}}
-    await api.ok("POST", "/v1/deployments", spec(name, env=env))
+    dep_env = {"GREETING": "hello-exec", "KEY": {"secret": f"{name}-key"}}
+    await api.ok("POST", "/v1/deployments", spec(name, env=dep_env))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
     [instance] = containers_of(name)
 
