@@ -37,7 +37,7 @@ from patrd.controller import (
     volume_name,
 )
 from patrd.engine import ImageResult, InstanceSpec, OneOff, RegistryAuth
-from patrd.errors import BadRequest, Conflict, EngineError, SpecError
+from patrd.errors import Conflict, EngineError, SpecError
 from patrd.logstream import parse_ts
 from patrd.spec import DeploymentSpec
 from patrd.store import DeploymentRecord, Intent, Store
@@ -331,5 +331,5 @@ def parse_timeout(value: object, field: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 86400:
-        raise BadRequest("must be a number of seconds from 1 to 86400", field=field)
+        raise SpecError(field, "must be a number of seconds from 1 to 86400")
     return float(value)

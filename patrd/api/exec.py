@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from patrd.api.runs import json_object, runs_of
 from patrd.engine import ContainerState, ExecStream, Instance
-from patrd.errors import BadRequest, Conflict, EngineError, NotFound, PatrdError, SpecError
+from patrd.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
 from patrd.logstream import format_ts
 from patrd.oneoff import RunRequest, new_run_id, parse_command, parse_timeout
 from patrd.store import Intent
@@ -189,10 +189,7 @@ async def run_oneoff(request: web.Request) -> web.StreamResponse:
         raise SpecError(sorted(unknown)[0], "unknown field; allowed: command, volumes, timeout_s")
     command = parse_command(body.get("command"), "command")
     volumes = _bool(body, "volumes")
-    try:
-        timeout = parse_timeout(body.get("timeout_s"), "timeout_s")
-    except BadRequest as exc:
-        raise SpecError("timeout_s", exc.message) from None
+    timeout = parse_timeout(body.get("timeout_s"), "timeout_s")
     run = new_run_id()
     response = web.StreamResponse(
         headers={

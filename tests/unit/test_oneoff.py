@@ -10,7 +10,7 @@ from patrd.api.exec import pick_instance
 from patrd.api.runs import ExecSessions
 from patrd.engine import ContainerState, Instance
 from patrd.errors import Conflict, NotFound, SpecError
-from patrd.oneoff import check_runnable, parse_command
+from patrd.oneoff import check_runnable, parse_command, parse_timeout
 from patrd.spec import parse_create
 from patrd.store import DeploymentRecord, Intent, Status
 
@@ -94,3 +94,11 @@ def test_exec_sessions_attach_once_for_their_deployment_within_the_ttl() -> None
     expired = ExecSessions(ttl_s=-1)
     token = expired.add("d1", "exec-2", "web-0", tty=False, stdin=False)
     assert expired.take(token, "d1") is None
+
+
+@pytest.mark.parametrize("value", [0, 0.5, 86401, True, "10", [1]])
+def test_parse_timeout_refuses(value: object) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_timeout(value, "timeout_s")
+    assert err.value.field == "timeout_s"
+    assert parse_timeout(None, "timeout_s") is None and parse_timeout(60, "timeout_s") == 60.0
