@@ -154,8 +154,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             oneoffs = OneOffRunner(store, engine, controller.options, vault)
             jobs = JobScheduler(store, oneoffs, cron.node_timezone())
             runs = Runs(store=store, engine=engine, runner=oneoffs, jobs=jobs)
-            supervisor.start("oneoff-sweep", oneoffs.run_sweeper)
-            supervisor.start("jobs", jobs.run)
+            supervisor.start("jobs", jobs.run)  # also sweeps one-offs nobody attends
             if config.firewall.enabled:
                 supervisor.start("firewall", firewall.run)
             supervisor.start("tls", tls.controller.run)

@@ -14,12 +14,16 @@
   deployment's events (the notification dispatcher reads them).
 * Only deployments whose intent is ``run`` have their jobs scheduled;
   ``run-now`` works for any deployment that is not being deleted.
+* At start, runs a previous daemon left are adopted when their container is
+  still there (attended to their end), else recorded ``interrupted``; then
+  the one-off sweeper starts (inside this task, so it never races adoption).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections import deque
@@ -116,21 +120,54 @@ class JobScheduler:
         return self._tz
 
     async def run(self) -> None:
-        interrupted = await self._store.interrupt_job_runs()
-        if interrupted:
-            self._log.warning("job_runs_interrupted", runs=interrupted)
+        """Adopt the runs a previous daemon left, then sweep one-offs and schedule."""
         try:
-            while True:
-                try:
-                    await self._tick()
-                except PatrdError as exc:
-                    self._log.warning("jobs_tick_failed", error=str(exc))
-                await asyncio.sleep(self._tick_s)
+            await self._adopt()
+            async with asyncio.TaskGroup() as tg:
+                # After adoption: the sweeper removes only what nobody attends.
+                tg.create_task(self._runner.run_sweeper(), name="oneoff-sweep")
+                tg.create_task(self._schedule(), name="job-ticks")
         finally:
             tasks = [t for t in self._running.values() if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _schedule(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except PatrdError as exc:
+                self._log.warning("jobs_tick_failed", error=str(exc))
+            await asyncio.sleep(self._tick_s)
+
+    async def _adopt(self) -> None:
+        """A run whose container outlived the daemon is attended to its end (with the rest
+        of its timeout); one whose container is gone is recorded ``interrupted``."""
+        left = await self._store.running_job_runs()
+        if not left:
+            return
+        containers = {o.run: o.container_id for o in await self._runner.list_oneoffs()}
+        for run in left:
+            record = await self._store.get_by_id(run.deployment_id)
+            container = containers.get(f"job-{run.id}")
+            if record is None or container is None or record.intent is Intent.DELETE:
+                why = "the daemon stopped during the run and its container is gone"
+                await self._finish(run, None, "interrupted", why, LogBuffer())
+                self._log.warning("job_run_interrupted", job=run.job, run=run.id)
+                continue
+            job = next((j for j in record.spec.jobs if j.name == run.job), None)
+            if job is None:  # removed from the spec meanwhile: the default bounds it
+                job = JobSpec(run.job, "@yearly", ())
+            remaining = max(0.0, run.started_at + job.timeout_s - time.time())
+            key = (record.id, run.job)
+            task = asyncio.create_task(
+                self._execute(record, job, run, adopt=(container, remaining)),
+                name=f"job-{run.id}",
+            )
+            self._running[key] = task
+            task.add_done_callback(functools.partial(self._done, key))
+            self._log.info("job_run_adopted", deployment=record.name, job=run.job, run=run.id)
 
     async def _tick(self) -> None:
         now = datetime.now(UTC)
@@ -186,7 +223,7 @@ class JobScheduler:
             raise
         task = asyncio.create_task(self._execute(record, job, run), name=f"job-{run.id}")
         self._running[key] = task
-        task.add_done_callback(lambda _: self._done(key, task))
+        task.add_done_callback(functools.partial(self._done, key))
         self._log.info("job_started", deployment=record.name, job=job.name, run=run.id)
         return run
 
@@ -194,16 +231,28 @@ class JobScheduler:
         if self._running.get(key) is task:
             del self._running[key]
 
-    async def _execute(self, record: DeploymentRecord, job: JobSpec, run: JobRunRecord) -> None:
+    async def _execute(
+        self,
+        record: DeploymentRecord,
+        job: JobSpec,
+        run: JobRunRecord,
+        adopt: tuple[str, float] | None = None,
+    ) -> None:
+        """One run to its end; ``adopt``: (container, seconds left) of a run started before."""
         buffer = LogBuffer()
         exit_code: int | None = None
-        started = time.monotonic()
         try:
-            result = await self._runner.run(
-                record,
-                RunRequest(command=job.command, run=f"job-{run.id}", timeout_s=job.timeout_s),
-                buffer.add,
-            )
+            if adopt is None:
+                result = await self._runner.run(
+                    record,
+                    RunRequest(command=job.command, run=f"job-{run.id}", timeout_s=job.timeout_s),
+                    buffer.add,
+                )
+            else:
+                container, remaining = adopt
+                result = await self._runner.attend(
+                    container, f"job-{run.id}", remaining, buffer.add
+                )
             exit_code = result.exit_code
             if result.timed_out:
                 outcome = "timeout"
@@ -219,7 +268,7 @@ class JobScheduler:
             raise
         except PatrdError as exc:
             outcome, message = "error", f"could not run: {exc}"
-        took = time.monotonic() - started
+        took = time.time() - run.started_at
         self._log.info(
             "job_finished", deployment=record.name, job=job.name, run=run.id, outcome=outcome
         )

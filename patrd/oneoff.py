@@ -192,9 +192,23 @@ class OneOffRunner:
         try:
             if on_created is not None:
                 await on_created()
-            return await self._run(container_id, request, output)
+            return await self._run(container_id, request.run, request.timeout_s, output)
         finally:
             await asyncio.shield(self._cleanup(container_id, request.run))
+
+    async def attend(
+        self, container_id: str, run: str, timeout_s: float | None, output: Output
+    ) -> RunResult:
+        """Take over a one-off a previous daemon started (it may have exited meanwhile):
+        its whole output from the start, its exit (or the rest of its timeout), removal."""
+        self._active.add(run)
+        try:
+            return await self._run(container_id, run, timeout_s, output, start=False)
+        finally:
+            await asyncio.shield(self._cleanup(container_id, run))
+
+    async def list_oneoffs(self) -> list[OneOff]:
+        return await self._engine.list_oneoffs()
 
     async def _create(self, record: DeploymentRecord, request: RunRequest) -> str:
         spec = record.spec
@@ -226,13 +240,22 @@ class OneOffRunner:
         )
         return await self._engine.create_oneoff(wanted, request.command, request.run)
 
-    async def _run(self, container_id: str, request: RunRequest, output: Output) -> RunResult:
+    async def _run(
+        self,
+        container_id: str,
+        run: str,
+        timeout_s: float | None,
+        output: Output,
+        *,
+        start: bool = True,
+    ) -> RunResult:
         loop = asyncio.get_running_loop()
         started = time.time()
-        await self._engine.start(container_id)
+        if start:
+            await self._engine.start(container_id)
         pump = asyncio.create_task(self._pump(container_id, output))
         waiter = asyncio.create_task(self._engine.wait(container_id))
-        deadline = None if request.timeout_s is None else loop.time() + request.timeout_s
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         timed_out = False
         try:
             while not waiter.done():
@@ -249,7 +272,7 @@ class OneOffRunner:
                     raise pump.exception()  # type: ignore[misc]
                 if not done:
                     timed_out = True
-                    self._log.info("oneoff_timeout", run=request.run, timeout_s=request.timeout_s)
+                    self._log.info("oneoff_timeout", run=run, timeout_s=timeout_s)
                     await self._engine.stop(container_id, self._options.stop_timeout_s)
                     break
             code = await waiter

@@ -933,15 +933,13 @@ class Store:
             if list(exists):
                 await _insert_event(db, run.deployment_id, event[0], event[1], None, now)
 
-    async def interrupt_job_runs(self) -> int:
-        """Runs a previous daemon left unfinished (it stopped meanwhile): ``interrupted``."""
-        async with self._tx() as db:
-            cur = await db.execute(
-                "UPDATE job_runs SET outcome = 'interrupted', ended_at = ?, "
-                "message = 'the daemon stopped during the run' WHERE outcome = 'running'",
-                (time.time(),),
-            )
-            return max(cur.rowcount, 0)
+    async def running_job_runs(self) -> list[JobRunRecord]:
+        """Runs not finished: at start, the ones a previous daemon left."""
+        rows = await self._all(
+            "SELECT id, deployment_id, job, trigger, started_at, ended_at, exit_code, outcome, "
+            "message FROM job_runs WHERE outcome = 'running' ORDER BY id"
+        )
+        return [JobRunRecord(*row) for row in rows]
 
     async def job_runs(
         self, deployment_id: str, job: str | None = None, limit: int = JOB_RUNS_KEPT

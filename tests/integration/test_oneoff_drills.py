@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import aiohttp
@@ -60,26 +61,46 @@ async def test_run_is_removed_when_the_client_goes_away(daemon: Daemon, api: Api
     assert len(containers_of(name)) == 1  # the instance stays
 
 
-async def test_daemon_killed_during_a_job_run(daemon: Daemon, api: Api, new_name):
+async def test_daemon_killed_during_job_runs(daemon: Daemon, api: Api, new_name):
+    """A run whose container outlives the daemon is adopted and ends as it would have;
+    one whose container vanished meanwhile is recorded as interrupted."""
     name = new_name("kill")
-    jobs = {"long": {"schedule": "@yearly", "command": ["sleep", "300"]}}
+    jobs = {
+        "outlive": {
+            "schedule": "@yearly",
+            "command": ["sh", "-c", "echo before; sleep 6; echo after; exit 4"],
+        },
+        "vanish": {"schedule": "@yearly", "command": ["sleep", "300"]},
+    }
     await api.ok("POST", "/v1/deployments", spec(name, jobs=jobs))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
-    run = await api.ok("POST", f"/v1/deployments/{name}/jobs/long/run")
-    await until(lambda: len(oneoffs(name)) == 1, 30, "job container", daemon)
+    outlive = await api.ok("POST", f"/v1/deployments/{name}/jobs/outlive/run")
+    vanish = await api.ok("POST", f"/v1/deployments/{name}/jobs/vanish/run")
+    await until(lambda: len(oneoffs(name)) == 2, 30, "two job containers", daemon)
 
     daemon.kill9()
+    for cid in oneoffs(name):
+        if docker_json("inspect", cid)[0]["Config"]["Labels"]["patrd.oneoff"] == (
+            f"job-{vanish['id']}"
+        ):
+            subprocess.run(["docker", "rm", "-f", cid], check=True, capture_output=True)
     daemon.start()
-    # recorded as interrupted, its container swept, the instance untouched
-    got = await api.ok("GET", f"/v1/deployments/{name}/jobs/long/runs/{run['id']}")
-    assert got["outcome"] == "interrupted" and got["ended_at"] is not None
-    await until(lambda: oneoffs(name) == [], 30, "stale job container removed", daemon)
-    assert len(containers_of(name)) == 1
+
+    async def ended(job: str, run_id: int) -> dict[str, Any] | None:
+        run = await api.ok("GET", f"/v1/deployments/{name}/jobs/{job}/runs/{run_id}")
+        return dict(run) if run["outcome"] != "running" else None
+
+    gone = await until(lambda: ended("vanish", vanish["id"]), 30, "vanished run ended", daemon)
+    assert gone["outcome"] == "interrupted" and gone["exit_code"] is None
+    done = await until(lambda: ended("outlive", outlive["id"]), 60, "adopted run ended", daemon)
+    assert (done["outcome"], done["exit_code"]) == ("failed", 4), done
+    assert done["duration_s"] >= 6 and [x["line"] for x in done["log"]] == ["before", "after"]
+    await until(lambda: oneoffs(name) == [], 30, "job containers removed", daemon)
+    assert len(containers_of(name)) == 1  # the instance was adopted, untouched
     listed = await api.ok("GET", f"/v1/deployments/{name}/jobs")
-    assert listed["jobs"][0]["running"] is False
-    # and it can run again
-    again = await api.ok("POST", f"/v1/deployments/{name}/jobs/long/run")
-    assert again["id"] > run["id"]
+    assert not any(j["running"] for j in listed["jobs"])
+    again = await api.ok("POST", f"/v1/deployments/{name}/jobs/vanish/run")
+    assert again["id"] > vanish["id"]
 
 
 async def test_delete_during_a_run_leaves_nothing(daemon: Daemon, api: Api, new_name):
