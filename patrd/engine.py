@@ -643,6 +643,7 @@ class DockerEngine:
                     deployment_id=str(labels_of.get(LABEL_DEPLOYMENT_ID, "")),
                     run=str(labels_of.get(LABEL_ONEOFF, "")),
                     running=summary.get("State") == "running",
+                    started=summary.get("State") != "created",
                 )
             )
         return found
@@ -701,6 +702,7 @@ class OneOff:
     deployment_id: str
     run: str  # the ``patrd.oneoff`` label: who started it (a run id, a job run)
     running: bool
+    started: bool = True  # False: created, never started
 
 
 class ExecStream:

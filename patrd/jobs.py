@@ -33,6 +33,7 @@ from datetime import UTC, datetime, tzinfo
 import structlog
 
 from patrd import cron
+from patrd.engine import OneOff
 from patrd.errors import Conflict, NotFound, PatrdError
 from patrd.logstream import format_ts
 from patrd.oneoff import OneOffRunner, RunRequest
@@ -147,7 +148,7 @@ class JobScheduler:
         left = await self._store.running_job_runs()
         if not left:
             return
-        containers = {o.run: o.container_id for o in await self._runner.list_oneoffs()}
+        containers = {o.run: o for o in await self._runner.list_oneoffs()}
         for run in left:
             record = await self._store.get_by_id(run.deployment_id)
             container = containers.get(f"job-{run.id}")
@@ -236,22 +237,28 @@ class JobScheduler:
         record: DeploymentRecord,
         job: JobSpec,
         run: JobRunRecord,
-        adopt: tuple[str, float] | None = None,
+        adopt: tuple[OneOff, float] | None = None,
     ) -> None:
         """One run to its end; ``adopt``: (container, seconds left) of a run started before."""
         buffer = LogBuffer()
         exit_code: int | None = None
         try:
             if adopt is None:
-                result = await self._runner.run(
-                    record,
-                    RunRequest(command=job.command, run=f"job-{run.id}", timeout_s=job.timeout_s),
-                    buffer.add,
+                request = RunRequest(
+                    command=job.command,
+                    run=f"job-{run.id}",
+                    timeout_s=job.timeout_s,
+                    keep_on_cancel=True,
                 )
+                result = await self._runner.run(record, request, buffer.add)
             else:
                 container, remaining = adopt
                 result = await self._runner.attend(
-                    container, f"job-{run.id}", remaining, buffer.add
+                    container.container_id,
+                    f"job-{run.id}",
+                    remaining,
+                    buffer.add,
+                    started=container.started,
                 )
             exit_code = result.exit_code
             if result.timed_out:
@@ -262,9 +269,8 @@ class JobScheduler:
             else:
                 outcome, message = "failed", f"exit code {exit_code}"
         except asyncio.CancelledError:
-            await asyncio.shield(
-                self._finish(run, None, "interrupted", "the daemon stopped during the run", buffer)
-            )
+            # The daemon stops: the container goes on; the next daemon adopts the run.
+            self._log.info("job_run_left_running", deployment=record.name, run=run.id)
             raise
         except PatrdError as exc:
             outcome, message = "error", f"could not run: {exc}"

@@ -89,6 +89,9 @@ class RunRequest:
     run: str  # the label value and the container's name suffix: "run-1a2b3c4d", "job-17"
     volumes: bool = False
     timeout_s: float | None = None
+    # Cancelled (the daemon stops): leave the container running for the next
+    # daemon to adopt (job runs), instead of removing it (``patrctl run``).
+    keep_on_cancel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,23 +192,44 @@ class OneOffRunner:
         except BaseException:
             self._active.discard(request.run)
             raise
+        keep = False
         try:
             if on_created is not None:
                 await on_created()
             return await self._run(container_id, request.run, request.timeout_s, output)
+        except asyncio.CancelledError:
+            keep = request.keep_on_cancel
+            raise
         finally:
-            await asyncio.shield(self._cleanup(container_id, request.run))
+            if keep:
+                self._active.discard(request.run)
+            else:
+                await asyncio.shield(self._cleanup(container_id, request.run))
 
     async def attend(
-        self, container_id: str, run: str, timeout_s: float | None, output: Output
+        self,
+        container_id: str,
+        run: str,
+        timeout_s: float | None,
+        output: Output,
+        *,
+        started: bool = True,
     ) -> RunResult:
-        """Take over a one-off a previous daemon started (it may have exited meanwhile):
-        its whole output from the start, its exit (or the rest of its timeout), removal."""
+        """Take over a job's one-off a previous daemon started (it may have exited
+        meanwhile): its whole output, its exit (or the rest of its timeout), removal.
+        Cancelled, it is left running again for the next daemon."""
         self._active.add(run)
+        keep = False
         try:
-            return await self._run(container_id, run, timeout_s, output, start=False)
+            return await self._run(container_id, run, timeout_s, output, start=not started)
+        except asyncio.CancelledError:
+            keep = True
+            raise
         finally:
-            await asyncio.shield(self._cleanup(container_id, run))
+            if keep:
+                self._active.discard(run)
+            else:
+                await asyncio.shield(self._cleanup(container_id, run))
 
     async def list_oneoffs(self) -> list[OneOff]:
         return await self._engine.list_oneoffs()

@@ -113,3 +113,29 @@ async def test_delete_during_a_run_leaves_nothing(daemon: Daemon, api: Api, new_
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=90)
     await until(lambda: containers_of(name) == [], 30, "nothing left", daemon)
+
+
+async def test_sigterm_leaves_a_job_running_for_the_next_daemon(daemon: Daemon, api: Api, new_name):
+    name = new_name("term")
+    jobs = {"upgrade": {"schedule": "@yearly", "command": ["sh", "-c", "sleep 6; exit 2"]}}
+    await api.ok("POST", "/v1/deployments", spec(name, jobs=jobs))
+    await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
+    run = await api.ok("POST", f"/v1/deployments/{name}/jobs/upgrade/run")
+    await until(lambda: len(oneoffs(name)) == 1, 30, "job container", daemon)
+    [container] = oneoffs(name)
+
+    assert daemon.stop() == 0  # SIGTERM: containers keep running, job runs too
+    assert docker_json("inspect", container)[0]["State"]["Running"] is True
+    daemon.start()
+    got = await api.ok("GET", f"/v1/deployments/{name}/jobs/upgrade/runs/{run['id']}")
+    assert got["outcome"] == "running"  # adopted, not interrupted
+    listed = await api.ok("GET", f"/v1/deployments/{name}/jobs")
+    assert listed["jobs"][0]["running"] is True
+
+    async def ended() -> dict[str, Any] | None:
+        one = await api.ok("GET", f"/v1/deployments/{name}/jobs/upgrade/runs/{run['id']}")
+        return dict(one) if one["outcome"] != "running" else None
+
+    done = await until(ended, 60, "adopted run ended", daemon)
+    assert (done["outcome"], done["exit_code"]) == ("failed", 2)
+    await until(lambda: oneoffs(name) == [], 30, "job container removed", daemon)
