@@ -187,6 +187,18 @@ async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_
         stdin=subprocess.DEVNULL,
     )
     assert (cli.returncode, cli.stdout) == (4, "hello-exec\n"), cli.stderr
+    # -i forwards stdin, EOF included
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "patrd.cli", "exec", name, "-i", "--", "sh", "-c", "cat; exit 6"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+        input="piped through\n",
+    )
+    assert (cli.returncode, cli.stdout) == (6, "piped through\n"), cli.stderr
     await until(lambda: containers_of(name) == [instance], 10, "one-offs removed", daemon)
 
 
