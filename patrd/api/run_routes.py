@@ -7,6 +7,12 @@ from aiohttp import web
 from patrd.api import exec as exec_api
 from patrd.api import jobs as jobs_api
 
+# Routes that run code inside a deployment's containers: the token scopes
+# should ask ``write`` (or a dedicated ``exec``) for these. ``attach_exec`` is
+# a GET (a WebSocket) but carries stdin into the container: it needs the same
+# scope, even though the exec it attaches was created by an audited POST.
+EXEC_ROUTES = frozenset({"create_exec", "attach_exec", "run_oneoff", "run_job_now"})
+
 
 def add_run_routes(app: web.Application) -> None:
     r = app.router

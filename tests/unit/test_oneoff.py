@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from patrd.api.exec import pick_instance
+from patrd.api.run_routes import EXEC_ROUTES, add_run_routes
 from patrd.api.runs import ExecSessions
 from patrd.engine import ContainerState, Instance
 from patrd.errors import Conflict, NotFound, SpecError
@@ -102,3 +104,9 @@ def test_parse_timeout_refuses(value: object) -> None:
         parse_timeout(value, "timeout_s")
     assert err.value.field == "timeout_s"
     assert parse_timeout(None, "timeout_s") is None and parse_timeout(60, "timeout_s") == 60.0
+
+
+def test_exec_routes_are_named_routes() -> None:
+    app = web.Application()
+    add_run_routes(app)
+    assert set(app.router.named_resources()) >= EXEC_ROUTES
