@@ -8,7 +8,7 @@
   it is due next. Missed times (the daemon was down) are not caught up: one
   run at most, then the next time after now.
 * :class:`JobScheduler` is the thin executor: a supervised loop that looks at
-  every running deployment's jobs twice a second, starts due runs, records
+  every running deployment's jobs once a second, starts due runs, records
   each run (start, end, exit code, outcome, the newest ``LOG_BYTES_KEPT``
   bytes of output) and writes ``job.ok`` / ``job.failed`` into the
   deployment's events (the notification dispatcher reads them).
@@ -40,7 +40,7 @@ from patrd.oneoff import OneOffRunner, RunRequest
 from patrd.spec import JobSpec
 from patrd.store import DeploymentRecord, Intent, JobRunRecord, Store
 
-TICK_S = 0.5
+TICK_S = 1.0  # how often the deployments and their jobs are looked at
 LOG_BYTES_KEPT = 64 * 1024  # per run: the newest output
 Key = tuple[str, str]  # (deployment id, job name)
 

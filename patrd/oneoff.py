@@ -18,6 +18,7 @@ and always removes it, also when the caller goes away (cancellation).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,7 +46,7 @@ from patrd.vault import Vault
 
 MAX_COMMAND_ARGS = 256
 MAX_COMMAND_BYTES = 64 * 1024
-LOG_DRAIN_S = 5.0  # after the exit, how long the last output may take to arrive
+LOG_DRAIN_S = 3.0  # after the exit: for the follow stream to end, then for the catch-up
 SWEEP_INTERVAL_S = 2.0  # a deleted deployment's network waits for this at most
 
 Output = Callable[[str, int, bytes], Awaitable[None]]  # (stream, time ns, line)
@@ -277,7 +278,8 @@ class OneOffRunner:
         started = time.time()
         if start:
             await self._engine.start(container_id)
-        pump = asyncio.create_task(self._pump(container_id, output))
+        reader = _OutputReader(self._engine, container_id, output)
+        pump = asyncio.create_task(reader.follow())
         waiter = asyncio.create_task(self._engine.wait(container_id))
         deadline = None if timeout_s is None else loop.time() + timeout_s
         timed_out = False
@@ -303,22 +305,20 @@ class OneOffRunner:
             ended = time.time()
             if not pump.done():
                 await asyncio.wait({pump}, timeout=LOG_DRAIN_S)
-            if pump.done() and _delivery_failed(pump):
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            if _delivery_failed(pump):
                 raise pump.exception()  # type: ignore[misc]
+            # A follow stream may end (or stall) before the last lines of a container
+            # that exits at once: read what came after the last line delivered.
+            with contextlib.suppress(EngineError, TimeoutError):
+                async with asyncio.timeout(LOG_DRAIN_S):
+                    await reader.catch_up()
         finally:
             for task in (pump, waiter):
                 task.cancel()
             await asyncio.gather(pump, waiter, return_exceptions=True)
         return RunResult(code, timed_out, started, ended)
-
-    async def _pump(self, container_id: str, output: Output) -> None:
-        async for stream, payload in self._engine.logs(container_id, follow=True):
-            ts, sep, text = payload.partition(b" ")
-            try:
-                ts_ns = parse_ts(ts) if sep else time.time_ns()
-            except ValueError:
-                ts_ns, text = time.time_ns(), payload
-            await output(stream, ts_ns, text)
 
     async def _cleanup(self, container_id: str, run: str) -> None:
         try:
@@ -357,6 +357,36 @@ class OneOffRunner:
             except EngineError as exc:
                 self._log.warning("oneoff_sweep_failed", error=str(exc))
             await asyncio.sleep(SWEEP_INTERVAL_S)
+
+
+class _OutputReader:
+    """A one-off's output, delivered once: followed live, then caught up after the exit."""
+
+    def __init__(self, engine: OneOffEngine, container_id: str, output: Output) -> None:
+        self._engine = engine
+        self._container_id = container_id
+        self._output = output
+        self._last_ns = 0
+
+    async def follow(self) -> None:
+        async for stream, payload in self._engine.logs(self._container_id, follow=True):
+            await self._deliver(stream, payload, only_newer=False)
+
+    async def catch_up(self) -> None:
+        since = self._last_ns / 1e9 if self._last_ns else None
+        async for stream, payload in self._engine.logs(self._container_id, since=since):
+            await self._deliver(stream, payload, only_newer=True)
+
+    async def _deliver(self, stream: str, payload: bytes, *, only_newer: bool) -> None:
+        ts, sep, text = payload.partition(b" ")
+        try:
+            ts_ns = parse_ts(ts) if sep else 0
+        except ValueError:
+            ts_ns, text = 0, payload
+        if only_newer and ts_ns <= self._last_ns:
+            return
+        self._last_ns = max(self._last_ns, ts_ns)
+        await self._output(stream, ts_ns or time.time_ns(), text)
 
 
 def _delivery_failed(pump: asyncio.Task[None]) -> bool:

@@ -141,7 +141,7 @@ async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_
     assert out == ["hello-exec s3cret-value", "mode=oneoff", "v1"] and err == ["e"], lines
     assert lines[-1] == {"exit_code": 7, "timed_out": False}
     # the one-off is gone; the instance was not touched
-    await until(lambda: containers_of(name) == [instance], 10, "one-off removed", daemon)
+    await until(lambda: containers_of(name) == [instance], 30, "one-off removed", daemon)
 
     # killed at its timeout
     lines = await run(daemon, name, {"command": ["sleep", "60"], "timeout_s": 1})
@@ -199,7 +199,7 @@ async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_
         input="piped through\n",
     )
     assert (cli.returncode, cli.stdout) == (6, "piped through\n"), cli.stderr
-    await until(lambda: containers_of(name) == [instance], 10, "one-offs removed", daemon)
+    await until(lambda: containers_of(name) == [instance], 30, "one-offs removed", daemon)
 
 
 async def test_run_with_volumes_sees_the_instance_volume(

@@ -117,7 +117,7 @@ async def test_delete_during_a_run_leaves_nothing(daemon: Daemon, api: Api, new_
 
 async def test_sigterm_leaves_a_job_running_for_the_next_daemon(daemon: Daemon, api: Api, new_name):
     name = new_name("term")
-    jobs = {"upgrade": {"schedule": "@yearly", "command": ["sh", "-c", "sleep 6; exit 2"]}}
+    jobs = {"upgrade": {"schedule": "@yearly", "command": ["sh", "-c", "sleep 25; exit 2"]}}
     await api.ok("POST", "/v1/deployments", spec(name, jobs=jobs))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
     run = await api.ok("POST", f"/v1/deployments/{name}/jobs/upgrade/run")
@@ -136,6 +136,6 @@ async def test_sigterm_leaves_a_job_running_for_the_next_daemon(daemon: Daemon, 
         one = await api.ok("GET", f"/v1/deployments/{name}/jobs/upgrade/runs/{run['id']}")
         return dict(one) if one["outcome"] != "running" else None
 
-    done = await until(ended, 60, "adopted run ended", daemon)
+    done = await until(ended, 90, "adopted run ended", daemon)
     assert (done["outcome"], done["exit_code"]) == ("failed", 2)
     await until(lambda: oneoffs(name) == [], 30, "job container removed", daemon)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from patrd.api.run_routes import EXEC_ROUTES, add_run_routes
 from patrd.api.runs import ExecSessions
 from patrd.engine import ContainerState, Instance
 from patrd.errors import Conflict, NotFound, SpecError
-from patrd.oneoff import check_runnable, parse_command, parse_timeout
+from patrd.oneoff import _OutputReader, check_runnable, parse_command, parse_timeout
 from patrd.spec import parse_create
 from patrd.store import DeploymentRecord, Intent, Status
 
@@ -110,3 +112,44 @@ def test_exec_routes_are_named_routes() -> None:
     app = web.Application()
     add_run_routes(app)
     assert set(app.router.named_resources()) >= EXEC_ROUTES
+
+
+class _LogsEngine:
+    """Docker's log endpoint as the reader sees it: a follow stream that ends early."""
+
+    def __init__(self, lines: list[tuple[str, bytes]], follow_gives: int) -> None:
+        self.lines = lines
+        self.follow_gives = follow_gives
+        self.since: list[float | None] = []
+
+    async def logs(
+        self, container_id: str, *, since: float | None = None, follow: bool = False
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        if not follow:
+            self.since.append(since)
+        for i, item in enumerate(self.lines):
+            if follow and i >= self.follow_gives:
+                return
+            yield item
+
+
+def test_output_reader_catches_up_after_a_short_follow_without_repeats() -> None:
+    lines = [
+        ("stdout", b"2026-03-10T10:00:00.000000001Z one\n"),
+        ("stderr", b"2026-03-10T10:00:00.000000002Z two\n"),
+        ("stdout", b"2026-03-10T10:00:01.5Z three\n"),
+    ]
+    engine = _LogsEngine(lines, follow_gives=2)
+    got: list[tuple[str, bytes]] = []
+
+    async def output(stream: str, ts_ns: int, text: bytes) -> None:
+        got.append((stream, text))
+
+    async def main() -> None:
+        reader = _OutputReader(engine, "c1", output)  # type: ignore[arg-type]
+        await reader.follow()
+        await reader.catch_up()
+
+    asyncio.run(main())
+    assert got == [("stdout", b"one\n"), ("stderr", b"two\n"), ("stdout", b"three\n")]
+    assert engine.since == [pytest.approx(1773136800.000000002)]
