@@ -611,21 +611,6 @@ class DockerEngine:
             )
         return int(data.get("StatusCode", -1))
 
-    async def exit_code(self, container_id: str) -> int | None:
-        """The exit code of a stopped container; None while it runs (or when gone)."""
-        try:
-            info = await self.docker._query_json(f"containers/{container_id}/json")
-        except aiodocker.DockerError as exc:
-            if exc.status == 404:
-                return None
-            raise EngineError(f"inspect {container_id[:12]}: {exc.message}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise EngineError(f"inspect {container_id[:12]}: Docker unreachable: {exc}") from exc
-        state = info.get("State") or {}
-        if state.get("Running") or state.get("Status") == "created":
-            return None
-        return int(state.get("ExitCode", -1))
-
     async def list_oneoffs(self) -> list[OneOff]:
         """patrd's one-off containers, in any state."""
         labels = [f"{LABEL_OWNER}={self._owner}", LABEL_ONEOFF]
