@@ -109,6 +109,9 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("GET", _DEP + "/metrics", R),
     Rule("GET", _DEP + "/volumes", R),
     Rule("GET", _DEP + "/config/{file}", R),
+    Rule("GET", _DEP + "/jobs", R),  # job runs and their output: read, like instance logs
+    Rule("GET", _DEP + "/jobs/{job}/runs", R),
+    Rule("GET", _DEP + "/jobs/{job}/runs/{id}", R),
     Rule("GET", "/v1/secrets", R),  # names only below write (patrd/api/secrets.py)
     Rule("GET", "/v1/secrets/{name}", R),
     Rule("GET", "/v1/urls", R),

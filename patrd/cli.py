@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     from patrd import cli_notify  # `notify …`, `node`
 
     cli_notify.add_parsers(verb, common)
+    from patrd import cli_exec  # `exec`, `run`, `job …` (patrd/cli_exec.py)
+
+    cli_exec.add_parsers(verb, common)
     return parser
 
 
@@ -1107,6 +1110,9 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "audit": lambda client, args: _cli_access().cmd_audit(client, args),
     "notify": lambda client, args: _cli_notify().cmd_notify(client, args),
     "node": lambda client, args: _cli_notify().cmd_node(client, args),
+    "exec": lambda client, args: _cli_exec().cmd_exec(client, args),
+    "run": lambda client, args: _cli_exec().cmd_run(client, args),
+    "job": lambda client, args: _cli_exec().cmd_job(client, args),
 }
 
 
@@ -1245,6 +1251,12 @@ def _cli_notify() -> Any:
     from patrd import cli_notify
 
     return cli_notify
+
+
+def _cli_exec() -> Any:
+    from patrd import cli_exec
+
+    return cli_exec
 
 
 def _cli_observe() -> Any:

@@ -130,6 +130,55 @@ def instance_env(
     return tuple(sorted({**user_env, **special}.items()))
 
 
+async def resolve_env(spec: DeploymentSpec, vault: Vault | None) -> dict[str, str]:
+    """The user's env with secrets resolved (the vault decrypts them)."""
+    if vault is not None:
+        return dict(await vault.env_values(spec))
+    if spec.secret_names:
+        raise SecretsKeyError("this deployment uses secrets but the daemon has no key")
+    return {k: str(v) for k, v in spec.env}
+
+
+def instance_spec(
+    record: DeploymentRecord,
+    options: ControllerOptions,
+    *,
+    slot: int,
+    template: str,
+    image: str,
+    user_env: Mapping[str, str],
+    name: str,
+) -> InstanceSpec:
+    """The container an instance (slot) of ``record`` is made of; one-offs start from it too.
+
+    Its volumes carry today's names; the caller replaces them with what
+    ``Engine.ensure_volume`` answered (an adopted legacy name, patrd/volnames.py).
+    """
+    spec = record.spec
+    config_dir = None
+    if spec.config_mounts and options.config_root is not None:
+        config_dir = options.config_root / record.id
+    return InstanceSpec(
+        container_name=name,
+        deployment_id=record.id,
+        deployment=record.name,
+        revision=record.revision,
+        slot=slot,
+        template=template,
+        image=image,
+        env=instance_env(record, slot, user_env),
+        network=network_name(record.name),
+        hostname=instance_name(record.name, slot),
+        cpu=spec.resources.cpu,
+        memory_mb=spec.resources.memory_mb,
+        stop_timeout_s=options.stop_timeout_s,
+        config_dir=str(config_dir) if config_dir is not None else None,
+        volumes=tuple((volume_name(record.name, v.name, slot), v.path) for v in spec.volumes),
+        extra_capabilities=spec.security.extra_capabilities,
+        pids_limit=spec.security.pids_limit,
+    )
+
+
 class Controller:
     """Owns the deployment workers, the Docker event watch and orphan cleanup."""
 
@@ -152,6 +201,10 @@ class Controller:
         self._synced = asyncio.Event()
         self._urls: tuple[UrlRecord, ...] = ()
         self._log = structlog.get_logger("patrd.controller")
+
+    @property
+    def options(self) -> ControllerOptions:
+        return self._options
 
     # --- ControllerView ----------------------------------------------------
 
@@ -910,16 +963,18 @@ class DeploymentWorker:
         spec = record.spec
         name = container_name(record.name, record.revision, action.slot)
         self._log.info("create", deployment=record.name, container=name, reason=action.reason)
-        if self._vault is not None:
-            user_env = await self._vault.env_values(spec)
-        elif spec.secret_names:
-            raise SecretsKeyError("this deployment uses secrets but the daemon has no key")
-        else:
-            user_env = {k: str(v) for k, v in spec.env}
-        config_dir = None
-        if spec.config_mounts and self._options.config_root is not None:
-            config_dir = self._options.config_root / record.id
-            await asyncio.to_thread(sync_config_dir, config_dir, spec.config_mounts)
+        user_env = await resolve_env(spec, self._vault)
+        wanted = instance_spec(
+            record,
+            self._options,
+            slot=action.slot,
+            template=self._template,
+            image=image,
+            user_env=user_env,
+            name=name,
+        )
+        if wanted.config_dir is not None:
+            await asyncio.to_thread(sync_config_dir, Path(wanted.config_dir), spec.config_mounts)
         mounts = []
         for v in spec.volumes:
             docker_volume = await self._engine.ensure_volume(
@@ -930,27 +985,7 @@ class DeploymentWorker:
                 adopt=legacy_volume_name(record.name, v.name, action.slot),
             )
             mounts.append((docker_volume, v.path))
-        container_id = await self._engine.create_instance(
-            InstanceSpec(
-                container_name=name,
-                deployment_id=record.id,
-                deployment=record.name,
-                revision=record.revision,
-                slot=action.slot,
-                template=self._template,
-                image=image,
-                env=instance_env(record, action.slot, user_env),
-                network=network_name(record.name),
-                hostname=instance_name(record.name, action.slot),
-                cpu=spec.resources.cpu,
-                memory_mb=spec.resources.memory_mb,
-                stop_timeout_s=self._options.stop_timeout_s,
-                config_dir=str(config_dir) if config_dir is not None else None,
-                volumes=tuple(mounts),
-                extra_capabilities=spec.security.extra_capabilities,
-                pids_limit=spec.security.pids_limit,
-            )
-        )
+        container_id = await self._engine.create_instance(replace(wanted, volumes=tuple(mounts)))
         await self._engine.start(container_id)
 
     async def _ensure_network(self, record: DeploymentRecord) -> None:

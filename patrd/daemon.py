@@ -26,10 +26,11 @@ from pathlib import Path
 
 import structlog
 
-from patrd import __version__, logs, sdnotify, upkeep
+from patrd import __version__, cron, logs, sdnotify, upkeep
 from patrd.api.app import build_app, serve_api
 from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
+from patrd.api.runs import Runs
 from patrd.autoscale import Autoscaler
 from patrd.config import Config
 from patrd.config_notify import NodeConfig
@@ -42,11 +43,13 @@ from patrd.fence_gate import ProxyGate
 from patrd.firewall_apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.hardening import Hardening
 from patrd.imagegc import ImageCollector
+from patrd.jobs import JobScheduler
 from patrd.logstream import LogKeeper
 from patrd.metrics import CgroupReader, History, Sampler
 from patrd.nodehealth import NodeCollector, NodeWatcher
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
 from patrd.offsite import OffsiteBackups, Paths
+from patrd.oneoff import OneOffRunner
 from patrd.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
 from patrd.proxy.server import ProxyOptions
@@ -186,6 +189,11 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             supervisor.start("controller", controller.run)
             supervisor.start("image-gc", images.run)
             supervisor.start("disk-guard", lambda: disk_guard.run(config.disk.check_interval_s))
+            # exec, one-off runs and scheduled jobs (patrd/oneoff.py, patrd/jobs.py).
+            oneoffs = OneOffRunner(store, engine, controller.options, vault)
+            jobs = JobScheduler(store, oneoffs, cron.node_timezone())
+            runs = Runs(store=store, engine=engine, runner=oneoffs, jobs=jobs)
+            supervisor.start("jobs", jobs.run)  # also sweeps one-offs nobody attends
             if config.firewall.enabled:
                 supervisor.start("firewall", firewall.run)
             supervisor.start("tls", tls.controller.run)
@@ -265,6 +273,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     notify=notify,
                     node=node,
                     resolver=controller,
+                    runs=runs,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -286,6 +295,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         notify=notify,
                         node=node,
                         resolver=controller,
+                        runs=runs,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                         proxy_closed=gate.closed_reason,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import time
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import aiodocker
 import aiohttp
 import structlog
+from aiodocker.stream import Stream
 
 from patrd.errors import EngineError, ImageNotFound, PullRefused
 from patrd.hardening import Hardening, host_config, refuse_docker_socket
@@ -34,6 +36,9 @@ LABEL_REVISION = "patrd.revision"
 LABEL_INSTANCE = "patrd.instance"
 LABEL_TEMPLATE = "patrd.template"
 LABEL_VOLUME = "patrd.volume"
+# A one-off container (``patrctl run``, a scheduled job run): it carries no
+# instance label, so the reconciler never adopts, restarts or collects it.
+LABEL_ONEOFF = "patrd.oneoff"
 
 _EXIT_CODE_RE = re.compile(r"Exited \((-?\d+)\)")
 
@@ -422,6 +427,23 @@ class DockerEngine:
             raise EngineError(f"pull {ref}: {exc!r}") from exc
 
     async def create_instance(self, spec: InstanceSpec) -> str:
+        return await self._create(spec.container_name, self._container_config(spec))
+
+    async def create_oneoff(self, spec: InstanceSpec, command: tuple[str, ...], run: str) -> str:
+        """A one-off container made like an instance of ``spec``, running ``command``.
+
+        Labelled ``patrd.oneoff=<run>`` instead of ``patrd.instance``; no DNS
+        alias on the deployment's network (the instances' names stay theirs).
+        """
+        config = self._container_config(spec)
+        labels = config["Labels"]
+        labels.pop(LABEL_INSTANCE, None)
+        labels[LABEL_ONEOFF] = run
+        config["Cmd"] = list(command)
+        config["NetworkingConfig"] = {"EndpointsConfig": {spec.network: {}}}
+        return await self._create(spec.container_name, config)
+
+    def _container_config(self, spec: InstanceSpec) -> dict[str, Any]:
         config: dict[str, Any] = {
             "Image": spec.image,
             "Hostname": spec.hostname,
@@ -464,20 +486,23 @@ class DockerEngine:
                 "EndpointsConfig": {spec.network: {"Aliases": [spec.hostname]}},
             },
         }
+        return config
+
+    async def _create(self, name: str, config: dict[str, Any]) -> str:
         try:
             refuse_docker_socket(config["HostConfig"])
         except ValueError as exc:
-            raise EngineError(f"create {spec.container_name}: {exc}") from None
+            raise EngineError(f"create {name}: {exc}") from None
         try:
-            container = await self.docker.containers.create(config, name=spec.container_name)
+            container = await self.docker.containers.create(config, name=name)
         except aiodocker.DockerError as exc:
             if exc.status == 409:
-                return await self._existing_id(spec.container_name)
+                return await self._existing_id(name)
             if exc.status == 404:
-                raise ImageNotFound(f"create {spec.container_name}: {exc.message}") from exc
-            raise EngineError(f"create {spec.container_name}: {exc.message}") from exc
+                raise ImageNotFound(f"create {name}: {exc.message}") from exc
+            raise EngineError(f"create {name}: {exc.message}") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise EngineError(f"create {spec.container_name}: Docker unreachable: {exc}") from exc
+            raise EngineError(f"create {name}: Docker unreachable: {exc}") from exc
         return str(container.id)
 
     async def ensure_volume(
@@ -687,6 +712,68 @@ class DockerEngine:
         code = info.get("ExitCode")
         return ExecResult(exit_code=-1 if code is None else int(code), output=bytes(output))
 
+    # --- one-off containers and exec (patrd/oneoff.py, patrd/api/exec.py) ------------
+
+    async def wait(self, container_id: str) -> int:
+        """Block until the container exits; its exit code."""
+        async with _translate(f"wait {container_id[:12]}"):
+            data = await self.docker._query_json(
+                f"containers/{container_id}/wait",
+                method="POST",
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+        return int(data.get("StatusCode", -1))
+
+    async def list_oneoffs(self) -> list[OneOff]:
+        """patrd's one-off containers, in any state."""
+        labels = [f"{LABEL_OWNER}={self._owner}", LABEL_ONEOFF]
+        async with _translate("list containers"):
+            containers = await self.docker.containers.list(
+                all=True, filters=json.dumps({"label": labels})
+            )
+        found = []
+        for container in containers:
+            summary = container._container
+            labels_of = summary.get("Labels") or {}
+            found.append(
+                OneOff(
+                    container_id=str(summary["Id"]),
+                    deployment_id=str(labels_of.get(LABEL_DEPLOYMENT_ID, "")),
+                    run=str(labels_of.get(LABEL_ONEOFF, "")),
+                    running=summary.get("State") == "running",
+                    started=summary.get("State") != "created",
+                )
+            )
+        return found
+
+    async def exec_create(
+        self, container_id: str, command: tuple[str, ...], *, tty: bool, stdin: bool
+    ) -> str:
+        """Create (not start) an exec of ``command`` in a running container; its id."""
+        body = {
+            "Cmd": list(command),
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+        }
+        if tty:
+            body["Env"] = ["TERM=xterm"]
+        async with _translate(f"exec in {container_id[:12]}"):
+            data = await self.docker._query_json(
+                f"containers/{container_id}/exec", method="POST", data=json.dumps(body)
+            )
+        return str(data["Id"])
+
+    async def exec_start(self, exec_id: str) -> ExecStream:
+        """Start a created exec, attached: output, stdin and resize through the stream."""
+        stream = self.docker.containers.exec(exec_id).start(detach=False)
+        async with _translate(f"exec start {exec_id[:12]}"):
+            await stream._init()
+        return ExecStream(self.docker, exec_id, stream)
+
+    # --- events ------------------------------------------------------------------------
+
     async def events(self) -> AsyncIterator[EngineEvent]:
         """Container events of patrd's containers until the stream ends (then reconnect)."""
         filters = json.dumps({"type": ["container"], "label": [f"{LABEL_OWNER}={self._owner}"]})
@@ -705,6 +792,60 @@ class DockerEngine:
             raise EngineError(f"events: {exc.message}") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise EngineError(f"events stream broke: {exc!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class OneOff:
+    container_id: str
+    deployment_id: str
+    run: str  # the ``patrd.oneoff`` label: who started it (a run id, a job run)
+    running: bool
+    started: bool = True  # False: created, never started
+
+
+class ExecStream:
+    """One attached exec: read output, write stdin, half-close, resize, exit code.
+
+    Without a TTY the output comes demultiplexed (1 stdout, 2 stderr); with
+    one it is a single stream (1).
+    """
+
+    def __init__(self, docker: aiodocker.Docker, exec_id: str, stream: Stream) -> None:
+        self._docker = docker
+        self._id = exec_id
+        self._stream = stream
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next chunk of output, or None at the end."""
+        async with _translate(f"exec read {self._id[:12]}"):
+            message = await self._stream.read_out()
+        return None if message is None else (message.stream, message.data)
+
+    async def write(self, data: bytes) -> None:
+        async with _translate(f"exec write {self._id[:12]}"):
+            await self._stream.write_in(data)
+
+    def close_stdin(self) -> None:
+        """EOF on the command's stdin; output keeps coming."""
+        response = self._stream._resp
+        connection = None if response is None else response.connection
+        transport = None if connection is None else connection.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+
+    async def resize(self, rows: int, cols: int) -> None:
+        async with _translate(f"exec resize {self._id[:12]}"):
+            await self._docker.containers.exec(self._id).resize(h=rows, w=cols)
+
+    async def exit_code(self) -> int | None:
+        async with _translate(f"exec inspect {self._id[:12]}"):
+            info = await self._docker._query_json(f"exec/{self._id}/json")
+        code = info.get("ExitCode")
+        return None if code is None else int(code)
+
+    async def close(self) -> None:
+        with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+            await self._stream.close()
 
 
 class _translate:

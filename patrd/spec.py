@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from patrd import cron
 from patrd.errors import SpecError
 from patrd.hardening import KNOWN_CAPABILITIES
 
@@ -74,6 +75,7 @@ CREATE_FIELDS = frozenset(
         "volumes",
         "security",
         "backup",
+        "jobs",
     }
 )
 UPDATE_FIELDS = frozenset(
@@ -90,6 +92,7 @@ UPDATE_FIELDS = frozenset(
         "registry_auth",
         "security",
         "backup",
+        "jobs",
     }
 )
 LOCAL_REGISTRY = "local"  # the node registry (config [registry])
@@ -102,6 +105,11 @@ MAX_CONFIG_TOTAL_BYTES = 1024 * 1024
 MAX_CONFIG_FILES = 64
 MAX_VOLUMES = 16
 MAX_VOLUME_GB = 1024
+MAX_JOBS = 32
+MAX_JOB_ARGS = 256
+MAX_JOB_COMMAND_BYTES = 16 * 1024
+DEFAULT_JOB_TIMEOUT_S = 3600
+MAX_JOB_TIMEOUT_S = 7 * 86400
 PROBE_FIELDS = frozenset({"port", "path", "period_s", "timeout_s", "failure_threshold"})
 MAX_PROBE_PATH = 255
 IMMUTABLE_FIELDS = {
@@ -186,6 +194,23 @@ class SecuritySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A scheduled one-off run (patrd/jobs.py): ``schedule`` as patrd/cron.py reads it."""
+
+    name: str
+    schedule: str
+    command: tuple[str, ...]
+    timeout_s: int = DEFAULT_JOB_TIMEOUT_S
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule,
+            "command": list(self.command),
+            "timeout_s": self.timeout_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class VolumeSpec:
     """Each instance gets its own Docker volume of this name, mounted at ``path``."""
 
@@ -237,6 +262,7 @@ class DeploymentSpec:
     config_mounts: tuple[tuple[str, bytes], ...] = ()
     volumes: tuple[VolumeSpec, ...] = ()
     backup: BackupSpec = field(default_factory=lambda: BackupSpec())
+    jobs: tuple[JobSpec, ...] = ()  # not part of the instance template: no rollout
 
     @property
     def secret_names(self) -> frozenset[str]:
@@ -295,6 +321,7 @@ class DeploymentSpec:
             },
             "volumes": {v.name: {"path": v.path, "size_gb": v.size_gb} for v in self.volumes},
             "backup": self.backup.to_json(),
+            "jobs": {j.name: j.to_json() for j in self.jobs},
         }
 
     def instance_template(
@@ -361,6 +388,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     volumes = _volumes(obj.get("volumes", {}))
     _volumes_fix_scale(volumes, scale)
     backup = _backup(obj.get("backup", {}))
+    jobs = _jobs(obj.get("jobs", {}))
     return DeploymentSpec(
         name=name,
         registry=registry,
@@ -380,6 +408,7 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
         config_mounts=config_mounts,
         volumes=volumes,
         backup=backup,
+        jobs=jobs,
     )
 
 
@@ -407,6 +436,8 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
         changes["deploy_on_push"] = _bool(obj["deploy_on_push"], "deploy_on_push")
     if "config_mounts" in obj:
         changes["config_mounts"] = _config_mounts(obj["config_mounts"])
+    if "jobs" in obj:
+        changes["jobs"] = _jobs(obj["jobs"])
     if "volumes" in obj:
         changes["volumes"] = _grow_volumes(current.volumes, _volumes(obj["volumes"]))
     if "backup" in obj:
@@ -464,6 +495,10 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
             )
         ),
         backup=_backup(data.get("backup") or {}),
+        jobs=tuple(
+            JobSpec(name, j["schedule"], tuple(j["command"]), j["timeout_s"])
+            for name, j in sorted((data.get("jobs") or {}).items())
+        ),
     )
 
 
@@ -742,6 +777,39 @@ def _hook(value: Any, path: str) -> tuple[str, ...]:
     if any("\x00" in a for a in argv) or not argv[0]:
         raise SpecError(path, "must name a program and contain no NUL characters")
     return tuple(argv)
+
+
+def _jobs(value: Any) -> tuple[JobSpec, ...]:
+    obj = _object(value, "jobs")
+    if len(obj) > MAX_JOBS:
+        raise SpecError("jobs", f"at most {MAX_JOBS} jobs")
+    jobs = []
+    for key, raw in obj.items():
+        path = f"jobs.{key}"
+        if not isinstance(key, str) or len(key) > 40 or not NAME_RE.fullmatch(key):
+            raise SpecError(path, "name must be 1-40 of [a-z0-9-], not starting or ending with -")
+        item = _object(raw, path)
+        _reject_unknown(item, frozenset({"schedule", "command", "timeout_s"}), f"{path}.")
+        schedule = _str(_required_at(item, "schedule", path), f"{path}.schedule")
+        try:
+            cron.parse(schedule)
+        except cron.ScheduleError as exc:
+            raise SpecError(f"{path}.schedule", str(exc)) from None
+        command = _required_at(item, "command", path)
+        if not isinstance(command, list) or not command:
+            raise SpecError(f"{path}.command", "must be a non-empty list of strings (argv)")
+        if len(command) > MAX_JOB_ARGS:
+            raise SpecError(f"{path}.command", f"at most {MAX_JOB_ARGS} arguments")
+        for i, arg in enumerate(command):
+            if not isinstance(arg, str) or "\x00" in arg:
+                raise SpecError(f"{path}.command.{i}", "must be a string without NUL")
+        if sum(len(a.encode()) for a in command) > MAX_JOB_COMMAND_BYTES:
+            raise SpecError(f"{path}.command", f"longer than {MAX_JOB_COMMAND_BYTES} bytes")
+        timeout = _int(item.get("timeout_s", DEFAULT_JOB_TIMEOUT_S), f"{path}.timeout_s")
+        if not 1 <= timeout <= MAX_JOB_TIMEOUT_S:
+            raise SpecError(f"{path}.timeout_s", f"must be from 1 to {MAX_JOB_TIMEOUT_S}")
+        jobs.append(JobSpec(key, schedule.strip(), tuple(command), timeout))
+    return tuple(sorted(jobs, key=lambda j: j.name))
 
 
 def _grow_volumes(

@@ -41,6 +41,7 @@ from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
 from patrd.api.releases import RESOLVER, TagResolver, add_release_routes
 from patrd.api.routes import CONFIG, CONTROLLER, PROXY_CLOSED, STORE, add_routes
+from patrd.api.runs import RUNS, Runs
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
 from patrd.config import Config
@@ -78,6 +79,7 @@ def build_app(
     notify: Dispatcher | None = None,
     node: NodeWatcher | None = None,
     resolver: TagResolver | None = None,
+    runs: Runs | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -116,6 +118,8 @@ def build_app(
         app[notify_api.NODE] = node
     if resolver is not None:
         app[RESOLVER] = resolver
+    if runs is not None:
+        app[RUNS] = runs
     add_routes(app)
     add_access_routes(app)  # /v1/tokens, /v1/audit
     notify_api.add_routes(app)  # /v1/notifications, /v1/node

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from patrd import __version__, spec
-from patrd.api import openapi_notify
+from patrd.api import openapi_notify, openapi_runs
 from patrd.api.openapi_access import ACCESS_PATHS, ACCESS_SCHEMAS
 from patrd.api.routes import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.store import Intent, Status
@@ -139,6 +139,7 @@ _SPEC_EXTRAS: dict[str, Any] = {
             },
         },
     },
+    "jobs": openapi_runs.JOB_SPEC_SCHEMA,
     "security": {
         "type": "object",
         "description": (
@@ -1795,6 +1796,9 @@ PATHS.update(
     }
 )
 
+# exec, one-off run, scheduled jobs (patrd/api/openapi_runs.py).
+PATHS.update(openapi_runs.PATHS)
+SCHEMAS.update(openapi_runs.SCHEMAS)
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",

@@ -24,6 +24,7 @@ from patrd.api import secrets, volumes
 from patrd.api.firewall import firewall_status
 from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
 from patrd.api.registry_hook import registry_events, registry_login
+from patrd.api.run_routes import add_run_routes
 from patrd.api.urls import (
     create_url,
     delete_url,
@@ -118,6 +119,7 @@ def add_routes(app: web.Application) -> None:
         "/v1/deployments/{name}/metrics", deployment_metrics, name="metrics", allow_head=False
     )
     r.add_get("/metrics", prometheus_metrics, name="prometheus", allow_head=False)
+    add_run_routes(app)  # exec, one-off run, scheduled jobs (patrd/api/run_routes.py)
 
 
 # --- handlers -------------------------------------------------------------

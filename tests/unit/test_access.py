@@ -78,6 +78,11 @@ SCOPE_TABLE = [
     ("GET", "/v1/registry/login", A),
     ("GET", "/v1/node", R),
     ("POST", DEP + "/revert", D),
+    ("GET", DEP + "/exec/{id}/attach", W),  # a GET that runs code: write
+    ("GET", DEP + "/jobs", R),
+    ("GET", DEP + "/jobs/{job}/runs", R),
+    ("GET", DEP + "/jobs/{job}/runs/{id}", R),
+    ("POST", DEP + "/jobs/{job}/run", W),
     ("DELETE", "/v1/notifications/{notification}", A),
     ("POST", "/v1/notifications/{notification}/test", A),
     # Fail closed: whatever the table does not name needs admin.
