@@ -59,6 +59,19 @@ STABLE_AFTER_S = 10.0  # a slot ready this long has its crash count reset
 EVENTS_RETRY_CAP_S = 5.0  # Docker unreachable: try again at least this often
 
 
+def _unreachable(exc: EngineError) -> bool:
+    """Docker itself is away (not this deployment's fault): say nothing to its status."""
+    return "unreachable" in str(exc).lower()
+
+
+class InstanceStartError(EngineError):
+    """The engine refused to create or start an instance (e.g. more CPUs than the node has).
+
+    Unlike Docker being unreachable, this is the deployment's own problem: it is
+    put into its status and events at once rather than only into the daemon log.
+    """
+
+
 class RouteSink(Protocol):
     """The proxy, as the controller sees it."""
 
@@ -315,6 +328,9 @@ class _WorkerState:
     image: tuple[int, str] | None = None  # (revision, image id) already resolved
     config_revision: int | None = None  # config files written for this revision
     network_ok: bool = False
+    start_error: str = ""  # the last InstanceStartError reported (one event per new message)
+    seen: dict[str, int] = field(default_factory=dict)  # container id → slot, last pass
+    removed: set[str] = field(default_factory=set)  # container ids patrd itself removed
 
 
 class DeploymentWorker:
@@ -389,9 +405,12 @@ class DeploymentWorker:
                 try:
                     finished, wake_at = await self._pass()
                     delay = 1.0
+                    self._state.start_error = ""
                 except Exception as exc:
                     # Docker, the database, a missing secret, or a bug: this
                     # deployment retries with backoff; the others are untouched.
+                    if isinstance(exc, InstanceStartError):
+                        await self._report_start_error(str(exc))
                     if isinstance(exc, PatrdError):
                         self._log.warning("reconcile_failed", error=str(exc), retry_in=delay)
                     else:
@@ -423,6 +442,7 @@ class DeploymentWorker:
         self._record = record
         instances = await self._engine.list_instances(self.id)
         self._instances = instances
+        await self._note_vanished(record, instances)
         now = time.monotonic()
         self._log.debug(
             "pass",
@@ -504,6 +524,37 @@ class DeploymentWorker:
             self._publish()
             return True, None
         return False, result.wake_at
+
+    async def _report_start_error(self, message: str) -> None:
+        """Status ``errored`` with the engine's reason, and one event per new message."""
+        record = self._record
+        if record is None:
+            return
+        try:
+            if message != self._state.start_error:
+                await self._store.add_event(self.id, "start_failed", message, record.revision)
+            self._state.start_error = message
+            if await self._store.set_status(self.id, Status.ERRORED, message):
+                record = replace(record, status=Status.ERRORED, status_reason=message)
+                self._record = record
+                self._update_snapshot(record, Status.ERRORED)
+        except StoreError as exc:
+            self._log.warning("start_error_not_recorded", message=message, error=str(exc))
+
+    async def _note_vanished(self, record: DeploymentRecord, instances: list[Instance]) -> None:
+        """An event for each container that disappeared without patrd removing it."""
+        present = {i.container_id for i in instances}
+        state = self._state
+        for cid, slot in state.seen.items():
+            if cid not in present and cid not in state.removed and record.intent is Intent.RUN:
+                await self._event(
+                    "vanished",
+                    f"instance {instance_name(record.name, slot)} vanished (its container was "
+                    "removed outside patrd); recreating it",
+                    record.revision,
+                )
+        state.removed &= present
+        state.seen = {i.container_id: i.slot for i in instances}
 
     async def _stable_template(self, record: DeploymentRecord) -> str | None:
         if record.stable_revision is None:
@@ -754,6 +805,7 @@ class DeploymentWorker:
         keep_logs = self._options.on_remove
         if keep_logs is not None and inst is not None and record.intent is not Intent.DELETE:
             await keep_logs(inst)
+        self._state.removed.add(action.container_id)
         await self._engine.remove(action.container_id, self._options.stop_timeout_s)
         self._forget(action.container_id)
         if record.spec.volumes and record.intent is Intent.RUN:
@@ -783,7 +835,13 @@ class DeploymentWorker:
                 f"restarting ({note})",
                 record.revision,
             )
-        await self._engine.start(action.container_id)
+        try:
+            await self._engine.start(action.container_id)
+        except EngineError as exc:
+            if _unreachable(exc):
+                raise
+            name = instance_name(record.name, action.slot)
+            raise InstanceStartError(f"instance {name} could not start: {exc}") from exc
 
     async def _restart(self, record: DeploymentRecord, action: Action) -> None:
         note = self._count_failure(record, action)
@@ -834,30 +892,34 @@ class DeploymentWorker:
             await self._engine.ensure_volume(
                 volume_name(record.name, v.name, action.slot), record.name, v.name, action.slot
             )
-        container_id = await self._engine.create_instance(
-            InstanceSpec(
-                container_name=name,
-                deployment_id=record.id,
-                deployment=record.name,
-                revision=record.revision,
-                slot=action.slot,
-                template=self._template,
-                image=image,
-                env=instance_env(record, action.slot, user_env),
-                network=network_name(record.name),
-                hostname=instance_name(record.name, action.slot),
-                cpu=spec.resources.cpu,
-                memory_mb=spec.resources.memory_mb,
-                stop_timeout_s=self._options.stop_timeout_s,
-                config_dir=str(config_dir) if config_dir is not None else None,
-                volumes=tuple(
-                    (volume_name(record.name, v.name, action.slot), v.path) for v in spec.volumes
-                ),
-                extra_capabilities=spec.security.extra_capabilities,
-                pids_limit=spec.security.pids_limit,
-            )
+        wanted = InstanceSpec(
+            container_name=name,
+            deployment_id=record.id,
+            deployment=record.name,
+            revision=record.revision,
+            slot=action.slot,
+            template=self._template,
+            image=image,
+            env=instance_env(record, action.slot, user_env),
+            network=network_name(record.name),
+            hostname=instance_name(record.name, action.slot),
+            cpu=spec.resources.cpu,
+            memory_mb=spec.resources.memory_mb,
+            stop_timeout_s=self._options.stop_timeout_s,
+            config_dir=str(config_dir) if config_dir is not None else None,
+            volumes=tuple(
+                (volume_name(record.name, v.name, action.slot), v.path) for v in spec.volumes
+            ),
+            extra_capabilities=spec.security.extra_capabilities,
+            pids_limit=spec.security.pids_limit,
         )
-        await self._engine.start(container_id)
+        try:
+            container_id = await self._engine.create_instance(wanted)
+            await self._engine.start(container_id)
+        except EngineError as exc:
+            if isinstance(exc, ImageNotFound) or _unreachable(exc):
+                raise
+            raise InstanceStartError(f"instance {wanted.hostname} could not start: {exc}") from exc
 
     async def _ensure_network(self, record: DeploymentRecord) -> None:
         if not self._state.network_ok:
