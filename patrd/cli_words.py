@@ -33,6 +33,10 @@ _FLAGS: dict[str, str] = {
     "resources.cpu": "--cpu",
     "resources.memory_mb": "--memory-mb",
     "confirm": "--confirm",
+    "instance": "--instance",
+    "since": "--since",
+    "until": "--until",
+    "tail": "--tail",
     "startup_probe": "--startup-probe",
     "liveness_probe": "--liveness-probe",
 }
