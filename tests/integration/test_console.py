@@ -7,6 +7,7 @@ and ``show``, and in Prometheus' ``patrd_deployment_status``.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -17,40 +18,43 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Api, Daemon
+from tests.support.daemon import Api, Daemon, containers_of
 
 pytestmark = pytest.mark.docker
 
 PATRCTL = str(Path(sys.executable).parent / "patrctl")
 
 
-@pytest.fixture
-def crash_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """``patrd-test/crash:<unique>``: prints a line on stderr and exits 3."""
+def _derived_image(base: str, repo: str, *changes: str) -> Iterator[tuple[str, str]]:
+    """``repo:<unique>``: ``base`` with Dockerfile ``changes`` (docker commit); removed after."""
     tag = f"t{uuid.uuid4().hex[:8]}"
-    ref = f"patrd-test/crash:{tag}"
+    ref = f"{repo}:{tag}"
     cid = subprocess.run(
-        ["docker", "create", test_images["v1"]], capture_output=True, text=True, check=True
+        ["docker", "create", base], capture_output=True, text=True, check=True
     ).stdout.strip()
     try:
-        subprocess.run(
-            [
-                "docker",
-                "commit",
-                "--change",
-                'CMD ["/bin/sh", "-c", "echo boom >&2; exit 3"]',
-                cid,
-                ref,
-            ],
-            capture_output=True,
-            check=True,
-        )
+        flags = [arg for change in changes for arg in ("--change", change)]
+        subprocess.run(["docker", "commit", *flags, cid, ref], capture_output=True, check=True)
     finally:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
     try:
-        yield "patrd-test/crash", tag
+        yield repo, tag
     finally:
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
+
+
+@pytest.fixture
+def crash_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Prints a line on stderr and exits 3."""
+    yield from _derived_image(
+        test_images["v1"], "patrd-test/crash", 'CMD ["/bin/sh", "-c", "echo boom >&2; exit 3"]'
+    )
+
+
+@pytest.fixture
+def unstartable_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Runs as a user its passwd file lacks: Docker refuses to start the container."""
+    yield from _derived_image(test_images["v1"], "patrd-test/nostart", "USER nosuchuser")
 
 
 def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
@@ -107,3 +111,48 @@ async def _prometheus(daemon: Daemon) -> str:
     ):
         assert resp.status == 200
         return await resp.text()
+
+
+async def test_engine_start_error_is_in_status_and_events_at_once(
+    daemon: Daemon, api: Api, new_name, unstartable_image: tuple[str, str]
+) -> None:
+    name = new_name("nostart")
+    image, tag = unstartable_image
+    started = time.monotonic()
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        {"name": name, "image": image, "tag": tag, "ports": {"80": "http"}},
+    )
+    shown = await api.wait_status(name, "errored", timeout=30)
+    took = time.monotonic() - started
+    reason = shown["status_reason"]
+    assert f"instance {name}-0 could not start" in reason, reason
+    assert "unable to find user nosuchuser" in reason, reason
+    events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+    failed = [e for e in events if e["kind"] == "start_failed"]
+    assert failed and "nosuchuser" in failed[0]["message"], events
+    assert len(failed) <= 2, "one event per new message, not one per retry"
+    print(f"engine start error reported after {took:.1f}s")
+
+
+async def test_a_vanished_instance_is_an_event(daemon: Daemon, api: Api, new_name) -> None:
+    name = new_name("vanish")
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        {"name": name, "image": "patrd-test/web", "tag": "v1", "ports": {"80": "http"}},
+    )
+    await api.wait_status(name, "running")
+    [cid] = containers_of(name)
+    subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
+    deadline = time.monotonic() + 30
+    vanished: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not vanished:
+        events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+        vanished = [e for e in events if e["kind"] == "vanished"]
+        await asyncio.sleep(0.2)
+    assert vanished, events
+    assert f"instance {name}-0 vanished" in str(vanished[0]["message"])
+    await api.wait_status(name, "running")
+    assert containers_of(name) != [cid]
