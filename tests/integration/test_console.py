@@ -156,3 +156,43 @@ async def test_a_vanished_instance_is_an_event(daemon: Daemon, api: Api, new_nam
     assert f"instance {name}-0 vanished" in str(vanished[0]["message"])
     await api.wait_status(name, "running")
     assert containers_of(name) != [cid]
+
+
+async def test_certificates_of_deleted_deployments_are_retired(
+    daemon: Daemon, api: Api, new_name
+) -> None:
+    kept, gone = new_name("keep"), new_name("gone")
+    for name in (kept, gone):
+        await api.ok(
+            "POST",
+            "/v1/deployments",
+            {"name": name, "image": "patrd-test/web", "tag": "v1", "ports": {"80": "http"}},
+        )
+    hosts = {name: f"80-{name}.{daemon.base_domain}" for name in (kept, gone)}
+
+    async def issued() -> set[str]:
+        certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
+        return {c["domain"] for c in certs if c["status"] == "issued"}
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not set(hosts.values()) <= await issued():
+        await asyncio.sleep(0.2)
+    assert set(hosts.values()) <= await issued()
+    cert_file = daemon.data_dir / "tls" / "certs" / f"{hosts[gone]}.pem"
+    assert cert_file.exists()
+
+    await api.ok("POST", f"/v1/deployments/{kept}/stop")  # stopped: keeps its certificate
+    await api.ok("DELETE", f"/v1/deployments/{gone}?confirm={gone}")
+    await api.wait_gone(gone)
+    deadline = time.monotonic() + 30
+    listed: set[str] = set()
+    while time.monotonic() < deadline:
+        certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
+        listed = {c["domain"] for c in certs}
+        if hosts[gone] not in listed and not cert_file.exists():
+            break
+        await asyncio.sleep(0.2)
+    assert hosts[gone] not in listed, listed
+    assert not cert_file.exists()
+    assert hosts[kept] in listed
+    assert (daemon.data_dir / "tls" / "certs" / f"{hosts[kept]}.pem").exists()
