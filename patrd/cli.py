@@ -342,6 +342,8 @@ def _add_spec_flags(p: argparse.ArgumentParser, *, replace_ports: bool = False) 
     port_help = "container port, PORT or PORT:PROTOCOL (protocol http); repeatable"
     if replace_ports:
         port_help += "; replaces the current ports"
+    else:
+        port_help += "; optional when the image declares exactly one TCP port (EXPOSE)"
     p.add_argument("--port", action="append", default=[], metavar="PORT[:PROTO]", help=port_help)
     p.add_argument(
         "--env",
@@ -423,9 +425,7 @@ def create_body(args: argparse.Namespace) -> JsonObject:
     body: JsonObject = load_spec_file(args.file) if args.file else {}
     if not args.file:
         missing = [
-            flag
-            for flag, value in (("NAME", args.name), ("--image", args.image), ("--port", args.port))
-            if not value
+            flag for flag, value in (("NAME", args.name), ("--image", args.image)) if not value
         ]
         if missing:
             raise UsageError(f"create needs {', '.join(missing)} (or --file SPEC.json)")

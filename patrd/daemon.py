@@ -201,6 +201,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     firewall=firewall,
                     vault=vault,
                     observe=observe,
+                    image_ports=engine,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -218,6 +219,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         firewall=firewall,
                         vault=vault,
                         observe=observe,
+                        image_ports=engine,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                     ),

@@ -34,6 +34,7 @@ from patrd.access_store import AccessStore
 from patrd.api.access import ACCESS, access_middleware, add_access_routes
 from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
+from patrd.api.image_ports import IMAGE_PORTS, ImagePorts
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
 from patrd.api.routes import CONFIG, CONTROLLER, STORE, add_routes
@@ -66,6 +67,7 @@ def build_app(
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
     dashboard: Dashboard | None = None,
+    image_ports: ImagePorts | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -94,6 +96,8 @@ def build_app(
         app[REGISTRY_HOOK] = registry_hook
     if observe is not None:
         app[OBSERVE] = observe
+    if image_ports is not None:
+        app[IMAGE_PORTS] = image_ports  # create without ports: the image's one EXPOSE
     add_routes(app)
     add_access_routes(app)  # /v1/tokens, /v1/audit
     if dashboard is not None:

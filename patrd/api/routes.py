@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from patrd import __version__, cost, spec
-from patrd.api import capacity, secrets, volumes
+from patrd.api import capacity, image_ports, secrets, volumes
 from patrd.api.firewall import firewall_status
 from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
 from patrd.api.registry_hook import registry_events
@@ -179,7 +179,13 @@ async def list_deployments(request: web.Request) -> web.Response:
 
 async def create_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
-    body = await read_json(request)
+    body = await image_ports.fill_ports(
+        request,
+        await read_json(request),
+        lambda b: spec.parse_create(b, region=config.daemon.region).image_ref_via(
+            config.registry.host
+        ),
+    )
     parsed = spec.parse_create(body, region=config.daemon.region)
     capacity.refuse_impossible(parsed)
     if _bool_query(request, "dry_run"):

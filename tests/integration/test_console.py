@@ -196,3 +196,27 @@ async def test_certificates_of_deleted_deployments_are_retired(
     assert not cert_file.exists()
     assert hosts[kept] in listed
     assert (daemon.data_dir / "tls" / "certs" / f"{hosts[kept]}.pem").exists()
+
+
+@pytest.fixture
+def two_port_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """The web image, also declaring 8081 (its websocket port)."""
+    yield from _derived_image(test_images["v1"], "patrd-test/twoports", "EXPOSE 8081")
+
+
+async def test_create_without_port_takes_the_images_one_port(
+    daemon: Daemon, api: Api, new_name, two_port_image: tuple[str, str]
+) -> None:
+    name = new_name("noport")
+    done = patrctl(daemon, "create", name, "--image", "patrd-test/web:v1", "--wait")
+    assert done.returncode == 0, done.stderr
+    shown = await api.ok("GET", f"/v1/deployments/{name}")
+    assert shown["spec"]["ports"] == {"80": "http"}
+    assert shown["status"] == "running"
+
+    image, tag = two_port_image
+    refused = patrctl(daemon, "create", new_name("twoport"), "--image", f"{image}:{tag}")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"patrctl: --port: is required: the image {image}:{tag} declares several ports (80, 8081)"
+    )

@@ -174,7 +174,7 @@ def test_create_missing_file() -> None:
     [
         (["create", "--image", "nginx", "--port", "80"], "NAME"),
         (["create", "web", "--port", "80"], "--image"),
-        (["create", "web", "--image", "nginx"], "--port"),
+        # --port is optional: the API takes the image's one EXPOSEd port (test_image_ports.py)
     ],
 )
 def test_create_missing_flags_is_usage_error(
