@@ -241,3 +241,8 @@ def test_delete_prompts_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_config_rm_is_also_delete() -> None:
     assert parse_args(["config", "delete", "web", "app.toml"]).config_verb == "delete"
     assert parse_args(["config", "rm", "web", "app.toml"]).config_verb == "rm"
+
+
+def test_token_delete_is_revoke() -> None:
+    assert parse_args(["token", "delete", "ci"]).token_verb == "delete"
+    assert parse_args(["token", "revoke", "ci"]).token_verb == "revoke"
