@@ -65,7 +65,7 @@ def _unreachable(exc: EngineError) -> bool:
 
 
 class InstanceStartError(EngineError):
-    """The engine refused to create or start an instance (e.g. more CPUs than the node has).
+    """The engine refused to create or first start an instance (e.g. a user the image lacks).
 
     Unlike Docker being unreachable, this is the deployment's own problem: it is
     put into its status and events at once rather than only into the daemon log.
@@ -835,13 +835,11 @@ class DeploymentWorker:
                 f"restarting ({note})",
                 record.revision,
             )
-        try:
-            await self._engine.start(action.container_id)
-        except EngineError as exc:
-            if _unreachable(exc):
-                raise
-            name = instance_name(record.name, action.slot)
-            raise InstanceStartError(f"instance {name} could not start: {exc}") from exc
+        # Not InstanceStartError: starting an existing container again fails
+        # for passing reasons too (dockerd shutting down: "transport is closing");
+        # the crash count and backoff judge those. A fresh container that cannot
+        # start is reported at once by _create.
+        await self._engine.start(action.container_id)
 
     async def _restart(self, record: DeploymentRecord, action: Action) -> None:
         note = self._count_failure(record, action)
