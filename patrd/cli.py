@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from patrd import __version__
+from patrd.cli_parser import VerbParser
+from patrd.cli_words import env_cell, env_value, error_line, event_text, split_image
+
 if TYPE_CHECKING:
     from patrd.config import Config
 
@@ -47,8 +51,8 @@ class CliError(Exception):
         self.field = field
 
     def line(self, prog: str = "patrctl") -> str:
-        suffix = f" (field: {self.field})" if self.field else ""
-        return f"{prog}: {self.message}{suffix}"
+        """``patrctl: --port 99999: …``: the flag the field came from, else ``(field: …)``."""
+        return error_line(self.message, self.field, prog)
 
 
 class ApiError(CliError):
@@ -200,7 +204,7 @@ def _read_token(path: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     # Connection flags and --json are accepted before or after the verb.
-    common = argparse.ArgumentParser(add_help=False)
+    common = VerbParser(add_help=False)
     conn = common.add_argument_group("connection")
     conn.add_argument(
         "--socket",
@@ -218,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file",
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help="bearer token for --url (env PATRD_TOKEN)",
+        help="file holding the bearer token for --url (or env PATRD_TOKEN)",
     )
     common.add_argument(
         "--json",
@@ -227,11 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the API's JSON instead of text",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = VerbParser(
         prog="patrctl",
         description="Manage deployments on a patrd daemon.",
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"patrctl {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def verb(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -240,8 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("create", "create a deployment (and start it)")
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument("--file", metavar="SPEC.json", help="create spec as JSON ('-' for stdin)")
-    p.add_argument("--image", metavar="REPO", help="repository, e.g. library/nginx")
-    p.add_argument("--tag", help="image tag (default latest)")
+    p.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="[REGISTRY/]REPO[:TAG], e.g. nginx:1.27 or ghcr.io/org/app:v2",
+    )
+    p.add_argument("--tag", help="image tag, if not in --image (default latest)")
     p.add_argument("--registry", help="registry host (default docker.io)")
     _add_spec_flags(p)
     p.add_argument("--no-deploy", action="store_true", help="create only; start it later")
@@ -302,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("delete", "delete a deployment and everything it runs")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--confirm", required=True, metavar="NAME", help="repeat the name")
+    p.add_argument(
+        "--confirm", metavar="NAME", help="repeat the name (asked for on a terminal if absent)"
+    )
     p.add_argument(
         "--delete-volumes",
         action="store_true",
@@ -349,9 +360,16 @@ def _add_spec_flags(p: argparse.ArgumentParser, *, replace_ports: bool = False) 
     port_help = "container port, PORT or PORT:PROTOCOL (protocol http); repeatable"
     if replace_ports:
         port_help += "; replaces the current ports"
+    else:
+        port_help += "; optional when the image declares exactly one TCP port (EXPOSE)"
     p.add_argument("--port", action="append", default=[], metavar="PORT[:PROTO]", help=port_help)
     p.add_argument(
-        "--env", action="append", default=[], type=_env_arg, metavar="KEY=VALUE", help="repeatable"
+        "--env",
+        action="append",
+        default=[],
+        type=_env_arg,
+        metavar="KEY=VALUE",
+        help="repeatable; KEY=secret:NAME reads the value from secret NAME",
     )
     p.add_argument("--min", type=int, metavar="N", help="minimum instances")
     p.add_argument("--max", type=int, metavar="N", help="maximum instances (autoscaling)")
@@ -379,11 +397,13 @@ def _add_wait_flags(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _env_arg(text: str) -> tuple[str, str]:
+def _env_arg(text: str) -> tuple[str, str | dict[str, str]]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE or KEY=secret:SECRET_NAME, got {text!r}"
+        )
+    return key, env_value(value)
 
 
 def _positive_float(text: str) -> float:
@@ -423,17 +443,16 @@ def create_body(args: argparse.Namespace) -> JsonObject:
     body: JsonObject = load_spec_file(args.file) if args.file else {}
     if not args.file:
         missing = [
-            flag
-            for flag, value in (("NAME", args.name), ("--image", args.image), ("--port", args.port))
-            if not value
+            flag for flag, value in (("NAME", args.name), ("--image", args.image)) if not value
         ]
         if missing:
             raise UsageError(f"create needs {', '.join(missing)} (or --file SPEC.json)")
+    image, tag, registry = _image_flags(args)
     for key, value in (
         ("name", args.name),
-        ("image", args.image),
-        ("tag", args.tag),
-        ("registry", args.registry),
+        ("image", image),
+        ("tag", tag),
+        ("registry", registry),
         ("region", args.region),
     ):
         if value is not None:
@@ -452,6 +471,26 @@ def create_body(args: argparse.Namespace) -> JsonObject:
         body["deploy_on_create"] = False
     body.update(_probe_flags(args))
     return body
+
+
+def _image_flags(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
+    """``--image ghcr.io/org/app:v2`` → (org/app, v2, ghcr.io); --tag/--registry fill the rest."""
+    if args.image is None:
+        return None, args.tag, args.registry
+    registry, repo, tag, digest = split_image(args.image)
+    if digest is not None:
+        raise UsageError(
+            f"--image {args.image}: patrd deploys by tag; give REPO:TAG "
+            "(patrctl history shows the digest each rollout ran)"
+        )
+    if tag is not None and args.tag is not None and tag != args.tag:
+        raise UsageError(f"--image {args.image} has tag {tag!r} but --tag says {args.tag!r}")
+    if registry is not None and args.registry is not None and registry != args.registry:
+        raise UsageError(
+            f"--image {args.image} names registry {registry!r} but --registry says "
+            f"{args.registry!r}"
+        )
+    return repo, tag or args.tag, registry or args.registry
 
 
 def _probe_flags(args: argparse.Namespace) -> JsonObject:
@@ -486,7 +525,7 @@ def update_body(args: argparse.Namespace, current: JsonObject) -> JsonObject:
         env = dict(_as_dict(current.get("env")))
         for key in args.unset_env:
             if key not in env:
-                raise CliError(f"cannot unset {key}: it is not set", field=f"env.{key}")
+                raise CliError(f"--unset-env {key}: {key} is not set")
             del env[key]
         env.update(dict(args.env))
         body["env"] = env
@@ -565,11 +604,20 @@ def ready_column(deployment: JsonObject) -> str:
     return f"{ready}/{desired}"
 
 
+def status_cell(d: JsonObject, width: int = 48) -> str:
+    """The status, and for ``errored`` why (cut to ``width``): a crash loop is not "starting"."""
+    reason = d.get("status_reason") or ""
+    if d["status"] != "errored" or not reason:
+        return str(d["status"])
+    short = reason if len(reason) <= width else reason[: width - 3] + "..."
+    return f"{d['status']} ({short})"
+
+
 def deployments_table(deployments: Sequence[JsonObject]) -> str:
     rows = [
         [
             d["name"],
-            d["status"],
+            status_cell(d),
             ready_column(d),
             str(d["revision"]),
             image_ref(d["spec"]),
@@ -635,17 +683,15 @@ def history_table(history: Sequence[JsonObject], *, everything: bool = False) ->
 
 
 def event_line(event: JsonObject) -> str:
-    revision = event.get("revision")
-    suffix = f" (revision {revision})" if revision is not None else ""
-    return f"{event['at']}  {event['kind']:<8} {event['message']}{suffix}"
+    text = event_text(event["kind"], event["message"], event.get("revision"))
+    return f"{event['at']}  {event['kind']:<8} {text}"
 
 
 def deployment_fields(d: JsonObject) -> list[tuple[str, str]]:
     spec = d["spec"]
     status = d["status"] + (f" ({d['status_reason']})" if d.get("status_reason") else "")
     ports = ", ".join(f"{port}/{proto}" for port, proto in spec["ports"].items())
-    env_names = sorted(spec.get("env", {}))
-    env = ", ".join(env_names) + " (values: --json)" if env_names else "-"
+    env = env_cell(spec.get("env") or {})
     res = spec["resources"]
     return [
         ("name", d["name"]),
@@ -856,9 +902,28 @@ def cmd_stop(client: Client, args: argparse.Namespace) -> int:
     return _intent_verb(client, args, "stop", "stopped")
 
 
+def _confirm_delete(name: str, given: str | None) -> str:
+    """``--confirm``, else the name typed at a prompt (only on a terminal)."""
+    if given is not None:
+        return given
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(f"deleting is permanent; repeat the name: --confirm {name}")
+    prompt = f"Delete {name} and everything it runs? Type its name to confirm: "
+    print(prompt, end="", file=sys.stderr)
+    sys.stderr.flush()
+    try:
+        answer = input().strip()
+    except EOFError:
+        answer = ""
+    if answer != name:
+        raise CliError(f"not deleted: {answer!r} is not {name!r}")
+    return answer
+
+
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
+    confirm = _confirm_delete(args.name, args.confirm)
     after = _last_event_id(client, args.name)
-    query: dict[str, str | int] = {"confirm": args.confirm}
+    query: dict[str, str | int] = {"confirm": confirm}
     if args.delete_volumes:
         query["delete_volumes"] = "true"
     deployment = client.request("DELETE", _path(args.name), query=query)
@@ -1140,6 +1205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(exc.line(), file=sys.stderr)
         return 2
+    except ApiError as exc:
+        line = exc.line()
+        if exc.status == 401:
+            line += (
+                "; give the token with --token-file FILE or the PATRD_TOKEN environment variable"
+            )
+        print(line, file=sys.stderr)
+        return 1
     except CliError as exc:
         print(exc.line(), file=sys.stderr)
         return 1
@@ -1155,7 +1228,6 @@ DaemonServe = Callable[["Config"], Coroutine[Any, Any, int]]
 
 
 def build_daemon_parser() -> argparse.ArgumentParser:
-    from patrd import __version__
 
     parser = argparse.ArgumentParser(prog="patrd", description="The patrd daemon.")
     parser.add_argument("--version", action="version", version=f"patrd {__version__}")

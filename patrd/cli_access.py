@@ -41,7 +41,13 @@ def add_parsers(
         help="limit the token to these deployments; repeatable (default: all)",
     )
     action("list", "the tokens: scope, deployments, expiry, last use (never the values)")
-    a = action("revoke", "revoke a token; it stops working at once")
+    a = sub.add_parser(  # "delete" works too, as for everything else patrctl removes
+        "revoke",
+        aliases=["delete"],
+        help="revoke a token; it stops working at once",
+        description="revoke (delete) a token; it stops working at once",
+        parents=[common],
+    )
     a.add_argument("name", metavar="NAME")
 
     p = verb("audit", "the audit log: who changed what, and the refused calls (admin)")
@@ -72,7 +78,7 @@ def cmd_token(client: Client, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    if action == "revoke":
+    if action in ("revoke", "delete"):
         data = client.request("DELETE", "/v1/tokens/" + urllib.parse.quote(args.name, safe=""))
         if args.json:
             print_json(data)

@@ -56,7 +56,13 @@ def add_parsers(
     a = action_in(sub, common, "get", "print a config file")
     a.add_argument("name", metavar="DEPLOYMENT")
     a.add_argument("target", metavar="FILE")
-    a = action_in(sub, common, "rm", "remove a config file")
+    a = sub.add_parser(  # "delete", as for every other thing patrctl removes
+        "delete",
+        aliases=["rm"],
+        help="delete a config file",
+        description="delete a config file",
+        parents=[common],
+    )
     a.add_argument("name", metavar="DEPLOYMENT")
     a.add_argument("target", metavar="FILE")
     a = action_in(sub, common, "list", "list a deployment's config files")
@@ -162,7 +168,7 @@ def cmd_config(client: Client, args: argparse.Namespace) -> int:
             raise CliError(f"{args.name} has no config file {args.target!r}")
         sys.stdout.buffer.write(base64.b64decode(files[args.target]))
         return 0
-    if action == "rm":
+    if action in ("delete", "rm"):
         if args.target not in files:
             raise CliError(f"{args.name} has no config file {args.target!r}")
         del files[args.target]

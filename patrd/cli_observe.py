@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import re
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,9 +35,11 @@ def add_parsers(
     p = verb("logs", "stdout/stderr of every instance, merged by time (-f: follow)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
-    p.add_argument("--tail", metavar="N", help="newest N lines (default 1000; 'all')")
-    p.add_argument("--since", metavar="TIME", help="RFC 3339 or unix seconds")
-    p.add_argument("--until", metavar="TIME", help="RFC 3339 or unix seconds")
+    p.add_argument("--tail", "-n", metavar="N", help="newest N lines (default 1000; 'all')")
+    p.add_argument(
+        "--since", metavar="TIME", help="how far back (10m, 1h, 2d) or RFC 3339 / unix seconds"
+    )
+    p.add_argument("--until", metavar="TIME", help="10m (ago), RFC 3339 or unix seconds")
     p.add_argument("--instance", metavar="I", help="one instance (web-0) or container id prefix")
 
     p = verb("metrics", "CPU, memory, network of a deployment: now and over a range")
@@ -61,6 +65,9 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value:
             query[key] = str(value)
+    for key in ("since", "until"):
+        if key in query:
+            query[key] = _time_arg(query[key], time.time())
     if args.follow:
         query["follow"] = "true"
     url = client.base_path + _path(args.name, "logs")
@@ -78,15 +85,19 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         if response.status >= 400:
             data = _decode(response.read())
             message = data.get("message") if isinstance(data, dict) else None
+            field = data.get("field") if isinstance(data, dict) else None
             raise ApiError(
                 response.status,
                 str(data.get("error", "")) if isinstance(data, dict) else "http",
                 message if isinstance(message, str) else f"HTTP {response.status}",
+                field if isinstance(field, str) else None,
             )
+        printed = 0
         while True:
             raw = response.readline()
             if not raw:
                 break
+            printed += 1
             if args.json:
                 sys.stdout.write(raw.decode("utf-8", "replace"))
             else:
@@ -104,7 +115,47 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         raise CliError(f"bad answer from patrd at {client.target}: {exc!r}") from exc
     finally:
         conn.close()
+    if printed == 0 and not args.json:
+        print(f"patrctl: {_why_no_logs(client, args)}", file=sys.stderr)
     return 0
+
+
+def _time_arg(text: str, now: float) -> str:
+    """``10m`` → unix seconds ``now - 600``; anything else goes to the API as is."""
+    seconds = duration_s(text)
+    if seconds is None:
+        return text
+    return f"{now - seconds:.3f}"
+
+
+def duration_s(text: str) -> float | None:
+    """``90s``, ``10m``, ``1h``, ``2d``, ``1w`` → seconds; None when it is not a duration."""
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _why_no_logs(client: Client, args: argparse.Namespace) -> str:
+    """The empty state: say why there is nothing, from the deployment's own status."""
+    window = " in that time range" if (args.since or args.until) else ""
+    try:
+        d = client.get(_path(args.name))
+    except CliError:
+        return f"no log lines{window}"
+    status, reason = d.get("status", ""), d.get("status_reason") or ""
+    if not d.get("instances"):
+        why = f"{args.name} has no instances"
+        if status in ("errored", "deploying") and reason:
+            return f"no log lines: {why} ({status}: {reason})"
+        return f"no log lines: {why} (status {status})"
+    if status == "errored" and reason:
+        return f"no log lines{window}: {args.name} errored: {reason}"
+    return f"no log lines{window}: the instances have written nothing yet"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 
 
 # --- metrics ---------------------------------------------------------------------------

@@ -71,6 +71,19 @@ STABLE_AFTER_S = 10.0  # a slot ready this long has its crash count reset
 EVENTS_RETRY_CAP_S = 5.0  # Docker unreachable: try again at least this often
 
 
+def _unreachable(exc: EngineError) -> bool:
+    """Docker itself is away (not this deployment's fault): say nothing to its status."""
+    return "unreachable" in str(exc).lower()
+
+
+class InstanceStartError(EngineError):
+    """The engine refused to create or first start an instance (e.g. a user the image lacks).
+
+    Unlike Docker being unreachable, this is the deployment's own problem: it is
+    put into its status and events at once rather than only into the daemon log.
+    """
+
+
 class RouteSink(Protocol):
     """The proxy, as the controller sees it."""
 
@@ -414,6 +427,9 @@ class _WorkerState:
     config_revision: int | None = None  # config files written for this revision
     network_ok: bool = False
     hold_until: float | None = None  # a stop-first swap: the proxy holds requests until then
+    start_error: str = ""  # the last InstanceStartError reported (one event per new message)
+    seen: dict[str, int] = field(default_factory=dict)  # container id → slot, last pass
+    removed: set[str] = field(default_factory=set)  # container ids patrd itself removed
 
 
 class DeploymentWorker:
@@ -489,9 +505,12 @@ class DeploymentWorker:
                 try:
                     finished, wake_at = await self._pass()
                     delay = 1.0
+                    self._state.start_error = ""
                 except Exception as exc:
                     # Docker, the database, a missing secret, or a bug: this
                     # deployment retries with backoff; the others are untouched.
+                    if isinstance(exc, InstanceStartError):
+                        await self._report_start_error(str(exc))
                     if isinstance(exc, PatrdError):
                         self._log.warning("reconcile_failed", error=str(exc), retry_in=delay)
                     else:
@@ -524,6 +543,7 @@ class DeploymentWorker:
         await self._warn_policy(record)
         instances = await self._engine.list_instances(self.id)
         self._instances = instances
+        await self._note_vanished(record, instances)
         now = time.monotonic()
         self._log.debug(
             "pass",
@@ -627,6 +647,37 @@ class DeploymentWorker:
             )
             self._log.warning("security_policy_violation", deployment=record.name, held=held)
             await self._event("security_warning", message, record.revision)
+
+    async def _report_start_error(self, message: str) -> None:
+        """Status ``errored`` with the engine's reason, and one event per new message."""
+        record = self._record
+        if record is None:
+            return
+        try:
+            if message != self._state.start_error:
+                await self._store.add_event(self.id, "start_failed", message, record.revision)
+            self._state.start_error = message
+            if await self._store.set_status(self.id, Status.ERRORED, message):
+                record = replace(record, status=Status.ERRORED, status_reason=message)
+                self._record = record
+                self._update_snapshot(record, Status.ERRORED)
+        except StoreError as exc:
+            self._log.warning("start_error_not_recorded", message=message, error=str(exc))
+
+    async def _note_vanished(self, record: DeploymentRecord, instances: list[Instance]) -> None:
+        """An event for each container that disappeared without patrd removing it."""
+        present = {i.container_id for i in instances}
+        state = self._state
+        for cid, slot in state.seen.items():
+            if cid not in present and cid not in state.removed and record.intent is Intent.RUN:
+                await self._event(
+                    "vanished",
+                    f"instance {instance_name(record.name, slot)} vanished (its container was "
+                    "removed outside patrd); recreating it",
+                    record.revision,
+                )
+        state.removed &= present
+        state.seen = {i.container_id: i.slot for i in instances}
 
     async def _stable_template(self, record: DeploymentRecord) -> str | None:
         if record.stable_revision is None:
@@ -894,6 +945,7 @@ class DeploymentWorker:
         keep_logs = self._options.on_remove
         if keep_logs is not None and inst is not None and record.intent is not Intent.DELETE:
             await keep_logs(inst)
+        self._state.removed.add(action.container_id)
         await self._engine.remove(action.container_id, self._options.stop_timeout_s)
         self._forget(action.container_id)
         if record.spec.volumes and record.intent is Intent.RUN:
@@ -926,6 +978,10 @@ class DeploymentWorker:
                 f"restarting ({note})",
                 record.revision,
             )
+        # Not InstanceStartError: starting an existing container again fails
+        # for passing reasons too (dockerd shutting down: "transport is closing");
+        # the crash count and backoff judge those. A fresh container that cannot
+        # start is reported at once by _create.
         await self._engine.start(action.container_id)
 
     async def _restart(self, record: DeploymentRecord, action: Action) -> None:
@@ -985,8 +1041,14 @@ class DeploymentWorker:
                 adopt=legacy_volume_name(record.name, v.name, action.slot),
             )
             mounts.append((docker_volume, v.path))
-        container_id = await self._engine.create_instance(replace(wanted, volumes=tuple(mounts)))
-        await self._engine.start(container_id)
+        wanted = replace(wanted, volumes=tuple(mounts))
+        try:
+            container_id = await self._engine.create_instance(wanted)
+            await self._engine.start(container_id)
+        except EngineError as exc:
+            if isinstance(exc, ImageNotFound) or _unreachable(exc):
+                raise
+            raise InstanceStartError(f"instance {wanted.hostname} could not start: {exc}") from exc
 
     async def _ensure_network(self, record: DeploymentRecord) -> None:
         if not self._state.network_ok:

@@ -84,18 +84,19 @@ class Capacity:
         short = []
         if not self.cpu_fits:
             short.append(
-                f"CPU: {self.required_cpu:g} for max instances + {self.committed_cpu:g} "
-                f"for other deployments > {self.node.cpus:g} on this node"
+                f"{self.required_cpu:g} CPUs at its most instances, next to "
+                f"{self.committed_cpu:g} for the other deployments, on a node with "
+                f"{self.node.cpus:g}"
             )
         if not self.memory_fits:
             short.append(
-                f"memory: {self.required_memory_mb} MB for max instances + "
-                f"{self.committed_memory_mb} MB for other deployments > "
-                f"{self.node.memory_mb} MB on this node"
+                f"{self.required_memory_mb} MB of memory at its most instances, next to "
+                f"{self.committed_memory_mb} MB for the other deployments, on a node with "
+                f"{self.node.memory_mb} MB"
             )
         if not short:
             return None
-        return "the node may not have capacity for scale.max instances (" + "; ".join(short) + ")"
+        return "this node may be too small when it scales up: " + "; ".join(short)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -274,6 +274,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     node=node,
                     resolver=controller,
                     runs=runs,
+                    image_ports=engine,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -296,6 +297,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         node=node,
                         resolver=controller,
                         runs=runs,
+                        image_ports=engine,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                         proxy_closed=gate.closed_reason,

@@ -391,6 +391,17 @@ class DockerEngine:
             raise EngineError(f"remove image {image_id[:19]}: Docker unreachable: {exc}") from exc
         return "removed"
 
+    async def exposed_ports(self, ref: str) -> list[str] | None:
+        """The image's ``ExposedPorts`` (``80/tcp``), pulling it if missing; None if no image."""
+        try:
+            await self.ensure_image(ref, always_pull=False)
+        except EngineError:
+            return None
+        async with _translate(f"inspect image {ref}"):
+            info = await self.docker.images.inspect(ref)
+        exposed = (info.get("Config") or {}).get("ExposedPorts") or {}
+        return [str(port) for port in exposed]
+
     async def _inspect_image(self, ref: str) -> str | None:
         try:
             info = await self.docker.images.inspect(ref)

@@ -25,7 +25,9 @@ from enum import StrEnum
 from patrd.engine import ContainerState, Instance
 from patrd.store import Intent, Status
 
-CRASH_LIMIT = 5  # consecutive failed starts of one slot before the deployment is errored
+# Consecutive failed starts of one slot before the deployment is errored (a crash
+# loop): with the 1, 2, 4 s backoff that is seconds, not a minute of "deploying".
+CRASH_LIMIT = 3
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 300.0
 SURGE = 1  # new instances starting at once while old ones still serve
@@ -265,7 +267,8 @@ def _status(inp: PlanInput, ready_slots: int, *, rolling: bool) -> tuple[Status,
         slot, health = crashed[0]
         return (
             Status.ERRORED,
-            f"instance {slot} failed {health.failures} times: {health.last_error}",
+            f"crash loop: instance {slot} failed to start {health.failures} times "
+            f"(last: {health.last_error}); retrying with backoff",
         )
     if ready_slots == inp.replicas and not rolling:
         return Status.RUNNING, ""

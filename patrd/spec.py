@@ -590,7 +590,10 @@ def _image(value: Any) -> str:
 def _tag(value: Any) -> str:
     tag = _str(value, "tag")
     if not TAG_RE.fullmatch(tag):
-        raise SpecError("tag", "must be 1 to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'")
+        raise SpecError(
+            "tag",
+            "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+        )
     return tag
 
 
@@ -622,7 +625,9 @@ def _env(value: Any) -> tuple[tuple[str, EnvValue], ...]:
     for key, val in obj.items():
         path = f"env.{key}"
         if not ENV_NAME_RE.fullmatch(key):
-            raise SpecError(path, "name must match [A-Za-z_][A-Za-z0-9_]*")
+            raise SpecError(
+                path, "a variable name is letters, digits and '_', not starting with a digit"
+            )
         if key in RESERVED_ENV:
             raise SpecError(path, "is set by patrd on every container and cannot be overridden")
         if isinstance(val, Mapping):
@@ -644,7 +649,9 @@ def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
         raise SpecError(path, 'a secret reference is {"secret": "<name>"} and nothing else')
     name = value["secret"]
     if not isinstance(name, str) or not SECRET_NAME_RE.fullmatch(name):
-        raise SpecError(f"{path}.secret", "must be a secret name ([A-Za-z0-9_.-], 1-64)")
+        raise SpecError(
+            f"{path}.secret", "a secret name is 1 to 64 letters, digits, '_', '.' or '-'"
+        )
     return SecretRef(name)
 
 

@@ -1422,6 +1422,11 @@ class Store:
                 (domain, json.dumps(state, sort_keys=True), time.time()),
             )
 
+    async def delete_cert_state(self, domain: str) -> None:
+        """Forget a retired certificate's bookkeeping (its deployment was deleted)."""
+        async with self._tx() as db:
+            await db.execute("DELETE FROM certificates WHERE domain = ?", (domain,))
+
     # --- helpers ----------------------------------------------------------
 
     async def _live(self, db: aiosqlite.Connection, name: str) -> DeploymentRecord:

@@ -37,6 +37,7 @@ from patrd.api.access import ACCESS, access_middleware, add_access_routes
 from patrd.api.backups import BACKUPS
 from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
+from patrd.api.image_ports import IMAGE_PORTS, ImagePorts
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
 from patrd.api.releases import RESOLVER, TagResolver, add_release_routes
@@ -80,6 +81,7 @@ def build_app(
     node: NodeWatcher | None = None,
     resolver: TagResolver | None = None,
     runs: Runs | None = None,
+    image_ports: ImagePorts | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -120,6 +122,8 @@ def build_app(
         app[RESOLVER] = resolver
     if runs is not None:
         app[RUNS] = runs
+    if image_ports is not None:
+        app[IMAGE_PORTS] = image_ports  # create without ports: the image's one EXPOSE
     add_routes(app)
     add_access_routes(app)  # /v1/tokens, /v1/audit
     notify_api.add_routes(app)  # /v1/notifications, /v1/node

@@ -86,6 +86,8 @@ async def deployment_logs(request: web.Request) -> web.StreamResponse:
     start_ns = time.time_ns()
     instances = await parts.engine.list_instances(record.id)
     history = await read_logs(parts.engine, instances, query, parts.keeper, record.id)
+    if instance is not None and not history:
+        _refuse_unknown_instance(instance, record.name, instances)
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/x-ndjson; charset=utf-8"
@@ -127,6 +129,16 @@ async def deployment_logs(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response
+
+
+def _refuse_unknown_instance(wanted: str, deployment: str, instances: list[Any]) -> None:
+    """400 ``instance`` when it names no instance (nor kept logs of a removed one)."""
+    query = LogQuery(instance=wanted)
+    if any(query.wants(f"{i.deployment}-{i.slot}", i.container_id) for i in instances):
+        return
+    names = sorted({f"{i.deployment}-{i.slot}" for i in instances})
+    known = f"its instances: {', '.join(names)}" if names else "it has no instances now"
+    raise BadRequest(f"{deployment} has no instance {wanted!r}; {known}", field="instance")
 
 
 async def deployment_metrics(request: web.Request) -> web.Response:

@@ -523,7 +523,13 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "revision": {"type": "integer", "minimum": 1},
             "status": {"type": "string", "enum": [s.value for s in Status]},
-            "status_reason": {"type": "string"},
+            "status_reason": {
+                "type": "string",
+                "description": (
+                    "why: e.g. 'crash loop: instance 0 failed to start 3 times (…)' or the "
+                    "engine's refusal to start an instance, with status errored"
+                ),
+            },
             "intent": {"type": "string", "enum": [i.value for i in Intent]},
             "created_at": _TIMESTAMP,
             "updated_at": _TIMESTAMP,
@@ -1318,8 +1324,10 @@ _CAPACITY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["fits", "node", "required", "committed", "warning"],
     "description": (
-        "whether this node has CPUs and memory for scale.max instances next to the other "
-        "deployments at their current count (a warning, never a refusal)"
+        "whether this node has CPUs and memory for this deployment's instances next to the "
+        "running instances of the others (a warning, never a refusal; one instance larger "
+        "than the node is refused with 422 on resources.cpu / resources.memory_mb). "
+        "warning is set only on the create or update that over-commits the node"
     ),
     "properties": {
         "fits": {"type": "boolean"},
@@ -1440,7 +1448,8 @@ PATHS.update(
                     _query("until", "RFC 3339 or unix seconds", {"type": "string"}),
                     _query(
                         "instance",
-                        "instance name (web-0) or container id prefix",
+                        "instance name (web-0) or container id prefix; 400 when it names no "
+                        "instance and no kept logs",
                         {"type": "string"},
                     ),
                     _query("follow", "stream new lines", {"type": "boolean", "default": False}),

@@ -8,7 +8,6 @@ nothing here re-checks fields.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import re
 import socket
@@ -20,7 +19,7 @@ from aiohttp import web
 
 from patrd import __version__, cap_policy, cost, spec
 from patrd.api import backups as offsite_backups
-from patrd.api import secrets, volumes
+from patrd.api import capacity, image_ports, secrets, volumes
 from patrd.api.firewall import firewall_status
 from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
 from patrd.api.registry_hook import registry_events, registry_login
@@ -196,15 +195,27 @@ async def list_deployments(request: web.Request) -> web.Response:
 
 async def create_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
-    body = await read_json(request)
+    body = await image_ports.fill_ports(
+        request,
+        await read_json(request),
+        lambda b: spec.parse_create(b, region=config.daemon.region).image_ref_via(
+            config.registry.host
+        ),
+    )
     parsed = spec.parse_create(body, region=config.daemon.region)
     cap_policy.check(parsed.security, config.security, body=body)
+    capacity.refuse_impossible(parsed)
     if _bool_query(request, "dry_run"):
         return web.json_response(await _dry_run(store, config, parsed))
+    before = await capacity.others_load(store, controller, None)
     record = await store.create_deployment(parsed)
     controller.wake(record.id)
     return web.json_response(
-        deployment_json(record, config, capacity=await _capacity(store, record)),
+        deployment_json(
+            record,
+            config,
+            capacity=await capacity.capacity_json(store, controller, record, before=before),
+        ),
         status=201,
         headers={"Location": f"/v1/deployments/{record.name}"},
     )
@@ -238,7 +249,7 @@ async def _dry_run(store: Store, config: Config, parsed: spec.DeploymentSpec) ->
         "spec": parsed.to_json(),
         "urls": deployment_urls(parsed, config),
         "estimated_cost": cost.estimate(parsed, config.cost).to_json(),
-        "capacity": cost.capacity(parsed, others, _node()).to_json(),
+        "capacity": cost.capacity(parsed, others, capacity.this_node()).to_json(),
     }
 
 
@@ -250,7 +261,7 @@ async def get_deployment(request: web.Request) -> web.Response:
             record,
             config,
             instances=controller.instances(record.id),
-            capacity=await _capacity(store, record),
+            capacity=await capacity.capacity_json(store, controller, record),
         )
     )
 
@@ -265,12 +276,22 @@ async def update_deployment(request: web.Request) -> web.Response:
         updated = spec.parse_update(current, body)
         cap_policy.check(updated.security, config.security, before=current.security, body=body)
         refuse_volume_loss(current, updated, confirmed=confirmed)
+        if updated.resources != current.resources:
+            capacity.refuse_impossible(updated)
         return updated
 
+    old = await store.get_deployment(name)
+    before = await capacity.others_load(store, controller, old.id) + capacity.running_load(
+        old.spec, controller, old.id
+    )
     record = await store.update_spec(name, change)
     controller.wake(record.id)
     return web.json_response(
-        deployment_json(record, config, capacity=await _capacity(store, record))
+        deployment_json(
+            record,
+            config,
+            capacity=await capacity.capacity_json(store, controller, record, before=before),
+        )
     )
 
 
@@ -352,7 +373,7 @@ def deployment_json(
     config: Config,
     *,
     instances: list[InstanceView] | None = None,
-    capacity: cost.Capacity | None = None,
+    capacity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": record.id,
@@ -370,25 +391,10 @@ def deployment_json(
         "estimated_cost": cost.estimate(record.spec, config.cost).to_json(),
     }
     if capacity is not None:
-        body["capacity"] = capacity.to_json()
+        body["capacity"] = capacity
     if instances is not None:
         body["instances"] = [instance_json(i) for i in instances]
     return body
-
-
-@functools.cache
-def _node() -> cost.Node:
-    return cost.node_capacity()
-
-
-async def _capacity(store: Store, record: DeploymentRecord) -> cost.Capacity:
-    """Room on this node for ``record`` at scale.max next to the other live deployments."""
-    others = [
-        (r.spec, effective_replicas(r))
-        for r in await store.list_deployments()
-        if r.id != record.id and r.intent in (Intent.RUN, Intent.CREATED)
-    ]
-    return cost.capacity(record.spec, others, _node())
 
 
 def deployment_urls(deployment: spec.DeploymentSpec, config: Config) -> list[str]:

@@ -147,6 +147,7 @@ class Dashboard:
 
     def install(self, app: web.Application) -> None:
         r = app.router
+        r.add_get("/", self._to_app, allow_head=False)  # a browser pointed at the listener
         r.add_get(PREFIX, self._to_app, allow_head=False)
         r.add_get(PREFIX + "/", self.index, allow_head=False)
         r.add_get(PREFIX + "/login", self.login_page, allow_head=False)
@@ -157,8 +158,9 @@ class Dashboard:
 
     @staticmethod
     def owns(path: str) -> bool:
-        """``/ui`` paths authenticate themselves (the login page needs no session)."""
-        return path == PREFIX or path.startswith(PREFIX + "/")
+        """``/ui`` paths (and ``/``, a redirect to it) authenticate themselves (the login page
+        needs no session)."""
+        return path in ("/", PREFIX) or path.startswith(PREFIX + "/")
 
     @staticmethod
     def has_cookie(request: web.Request) -> bool:

@@ -161,6 +161,11 @@ class CertStore:
         self._infos.pop(name, None)
         self._changed()
 
+    def delete_file(self, name: str) -> None:
+        """Delete ``name``'s key and chain (blocking: call from a thread; :meth:`remove` first)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(name).unlink()
+
     def _install(self, info: CertInfo, ctx: ssl.SSLContext) -> None:
         self._contexts[info.name] = ctx  # one assignment: handshakes see old or new
         self._infos[info.name] = info

@@ -27,7 +27,7 @@ from typing import Literal
 import structlog
 
 from patrd.errors import NotFound, StoreError
-from patrd.store import Store
+from patrd.store import Intent, Store
 from patrd.tls import renewal, resolve
 from patrd.tls.acme_client import AcmeClient, AcmeFailure
 from patrd.tls.certstore import CertInfo, CertStore, CertStoreError, generate_key
@@ -36,6 +36,7 @@ from patrd.tls.renewal import CertState, Decision, Held, Policy, Verdict
 
 ALERT_LOG_EVERY_S = 3600.0
 MIN_SLEEP_S = 0.05
+RETIRE_RECHECK_S = 1.0  # a deleted deployment's hostname: look again until its row is gone
 LOCAL_POLICY = Policy(backoff_initial_s=30.0, backoff_max_s=3600.0)
 
 TlsStatus = Literal["pending", "issued", "failed"]
@@ -89,6 +90,7 @@ class TlsController:
         self._options = options
         self._hosts: frozenset[str] = frozenset()
         self._owners: dict[str, str] = {}
+        self._leaving: dict[str, str] = {}  # hostname no longer routed → its last deployment
         self._states: dict[str, CertState] = {}
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._alerted: dict[str, float] = {}
@@ -119,6 +121,10 @@ class TlsController:
         gets the certificate's news (issued, renewed, failed, expiring).
         """
         new = frozenset(hosts)
+        for gone in self._hosts - new:
+            owner = self._owners.get(gone)
+            if owner is not None:
+                self._leaving[gone] = owner
         if owners is not None:
             self._owners = dict(owners)
         if new != self._hosts:
@@ -171,8 +177,11 @@ class TlsController:
         try:
             while True:
                 self._wake.clear()
+                await self._retire_gone()
                 next_at = self._pass(time.time())
                 delay = min(self._options.check_interval_s, max(MIN_SLEEP_S, next_at - time.time()))
+                if self._leaving:
+                    delay = min(delay, RETIRE_RECHECK_S)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
@@ -206,6 +215,40 @@ class TlsController:
             if renewal.alerting(held, state, now, policy):
                 self._alert(name, held, state, now)
         return next_at
+
+    async def _retire_gone(self) -> None:
+        """Certificates of hostnames whose deployment was deleted: stop serving, listing and
+        renewing them, and delete the file and the bookkeeping.
+
+        A hostname that merely stopped being routed while its deployment still exists
+        (stopped, port removed) keeps its certificate: it may come back.
+        """
+        leaving, self._leaving = self._leaving, {}
+        for name, owner in leaving.items():
+            if name in self._hosts or name in self._inflight:
+                continue
+            try:
+                record = await self._store.get_deployment(owner)
+            except NotFound:
+                record = None
+            except StoreError as exc:
+                self._log.warning("tls.retire_check_failed", name=name, error=str(exc))
+                self._leaving[name] = owner  # next pass
+                continue
+            if record is not None:
+                if record.intent is Intent.DELETE:
+                    self._leaving[name] = owner  # its route goes before its row: look again
+                continue
+            try:
+                self._certs.remove(name)  # on the loop: its listeners expect it
+                await asyncio.to_thread(self._certs.delete_file, name)
+                await self._store.delete_cert_state(name)
+            except (OSError, StoreError) as exc:
+                self._log.warning("tls.retire_failed", name=name, error=str(exc))
+                continue
+            self._states.pop(name, None)
+            self._alerted.pop(name, None)
+            self._log.info("tls.retired", name=name, deployment=owner)
 
     def _start(self, name: str, acme: bool, held: Held | None, decision: Decision) -> None:
         self._log.info(

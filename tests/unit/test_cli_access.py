@@ -91,7 +91,7 @@ async def test_token_create_refuses_bad_input(
         ["--socket", sock, "token", "create", "x", "--scope", "deploy", "--expires", "soon"]
     )
     assert code == 1
-    assert "expires_in" in capsys.readouterr().err
+    assert "patrctl: --expires: " in capsys.readouterr().err  # the flag, not expires_in
     assert await run(["--socket", sock, "token", "create", "x", "--scope", "root"]) == 2
 
 
