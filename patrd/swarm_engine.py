@@ -193,7 +193,14 @@ class SwarmEngine:
         target_ports: Sequence[int] = (80,),
         node: str | None = None,
     ) -> str:
-        """Create the service of one instance slot; its ID. ``node`` pins it (volumes)."""
+        """Create the service of one instance slot; its ID. ``node`` pins it (volumes).
+
+        The image is pinned to what the manager has (``repo@sha256:…`` or the
+        image ID): a node that holds it then starts the task without asking a
+        registry — a tag makes every node try a pull first (~20 s here until
+        the unreachable registry gives up, then the local copy is used).
+        """
+        spec = replace(spec, image=await self._pinned(spec.image))
         body = service_spec(
             spec,
             owner=self._owner,
@@ -214,6 +221,17 @@ class SwarmEngine:
             raise EngineError(f"create service {spec.container_name}: {exc}") from exc
         self._log.info("service created", service=spec.container_name, node=node)
         return str(created["ID"])
+
+    async def _pinned(self, ref: str) -> str:
+        try:
+            info = await self.docker.images.inspect(ref)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return ref  # not on the manager: the nodes pull it by this name
+            raise EngineError(f"inspect image {ref}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"inspect image {ref}: {exc}") from exc
+        return pinned_reference(ref, info)
 
     async def _existing_id(self, name: str) -> str:
         async with _translate(f"inspect service {name}"):
@@ -447,6 +465,17 @@ def service_spec(
             ],
         },
     }
+
+
+def pinned_reference(ref: str, image: Mapping[str, Any]) -> str:
+    """``ref`` pinned to an inspected image: its ``repo@sha256:…`` else its ID."""
+    if "@sha256:" in ref or ref.startswith("sha256:"):
+        return ref
+    name = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    for digest in image.get("RepoDigests") or []:
+        if str(digest).split("@", 1)[0] == name:
+            return str(digest)
+    return str(image["Id"])
 
 
 def node_address(node: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ from patrd.swarm_engine import (
     current_task,
     node_address,
     node_info,
+    pinned_reference,
     published_ports,
     service_spec,
     swarm_instance_from,
@@ -170,3 +171,11 @@ def test_instance_address_only_while_running() -> None:
     starting = swarm_instance_from(service, task(5, "running", "starting", node="n2"), {})
     assert starting is not None and starting.address is None
     assert swarm_instance_from({"ID": "x", "Spec": {"Labels": {}}}, None, {}) is None
+
+
+def test_pinned_reference_prefers_the_repo_digest_then_the_image_id() -> None:
+    image = {"Id": "sha256:aa", "RepoDigests": ["other@sha256:bb", "reg:5000/app@sha256:cc"]}
+    assert pinned_reference("reg:5000/app:1.2", image) == "reg:5000/app@sha256:cc"
+    assert pinned_reference("reg:5000/app", image) == "reg:5000/app@sha256:cc"
+    assert pinned_reference("local/web:v1", {"Id": "sha256:aa"}) == "sha256:aa"
+    assert pinned_reference("app@sha256:dd", image) == "app@sha256:dd"
