@@ -19,6 +19,7 @@ import pytest
 
 from patrd.engine import ContainerState, InstanceSpec
 from patrd.errors import EngineError
+from patrd.hardening import DEFAULT_PIDS_LIMIT
 from patrd.swarm_engine import SwarmEngine, SwarmInstance
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 
@@ -217,7 +218,8 @@ async def test_pinned_instance_runs_on_its_node_with_limits(
     # The task's container carries patrd's labels and limits on the node that runs it.
     fmt = (
         '{{index .Config.Labels "patrd.deployment"}} {{.HostConfig.NanoCpus}} '
-        "{{.HostConfig.Memory}} {{.HostConfig.Init}}"
+        "{{.HostConfig.Memory}} {{.HostConfig.Init}} {{.HostConfig.PidsLimit}} "
+        "{{json .HostConfig.CapDrop}}"
     )
     (container,) = target.docker(
         "ps", "-q", "--filter", f"label=patrd.deployment={deployment}"
@@ -227,4 +229,6 @@ async def test_pinned_instance_runs_on_its_node_with_limits(
         str(int(0.25e9)),
         str(64 * 1024 * 1024),
         "true",
+        str(DEFAULT_PIDS_LIMIT),
+        '["ALL"]',
     ]
