@@ -31,6 +31,7 @@ from pathlib import Path
 @dataclass
 class PrivateDocker:
     live_restore: bool = False
+    extra_args: tuple[str, ...] = ()  # more dockerd flags (e.g. "--bridge=none" for swarm nodes)
     netns: str = field(default_factory=lambda: f"patrd-dk-{uuid.uuid4().hex[:6]}")
     # Short: containerd's socket lives under the exec root (108-byte sun_path limit).
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp")))
@@ -78,6 +79,7 @@ class PrivateDocker:
         ]
         if self.live_restore:
             args.append("--live-restore")
+        args.extend(self.extra_args)
         with (self.root / "dockerd.log").open("ab") as log:
             # nsenter and setsid exec: this is dockerd itself (reaped in stop()).
             self.proc = subprocess.Popen(
