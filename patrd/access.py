@@ -141,6 +141,9 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule("POST", "/v1/urls", W),
     Rule("PATCH", "/v1/urls/{id}", W),
     Rule("DELETE", "/v1/urls/{id}", W),
+    # Sending a test message to a configured target changes nothing: write
+    # (the dashboard's Node page has the button); adding a target is admin.
+    Rule("POST", "/v1/notifications/{notification}/test", W),
     # Tokens, the audit log, backups, node settings, notifications: admin,
     # which is also the answer for everything not listed above.
     Rule("*", "/v1/tokens/**", A),

@@ -1175,6 +1175,7 @@ VERBS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "audit": lambda client, args: _cli_access().cmd_audit(client, args),
     "notify": lambda client, args: _cli_notify().cmd_notify(client, args),
     "node": lambda client, args: _cli_notify().cmd_node(client, args),
+    "status": lambda client, args: _cli_notify().cmd_status(client, args),
     "exec": lambda client, args: _cli_exec().cmd_exec(client, args),
     "run": lambda client, args: _cli_exec().cmd_run(client, args),
     "job": lambda client, args: _cli_exec().cmd_job(client, args),

@@ -57,6 +57,8 @@ def add_parsers(
     p = verb("node", "the host: CPU, memory, swap, load, disks, network; node events")
     p.add_argument("--events", type=int, default=10, metavar="N", help="newest N node events")
 
+    verb("status", "is the daemon healthy? (exit 1 when degraded, e.g. the firewall did not load)")
+
 
 def target_body(args: argparse.Namespace) -> JsonObject:
     """The POST /v1/notifications body from ``notify add`` flags."""
@@ -121,6 +123,18 @@ def cmd_notify(client: Client, args: argparse.Namespace) -> int:
     else:
         print(f"queued test notification {data['id']} to {args.name} (see patrctl node)")
     return 0
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    """``GET /v1/health``: ok, or degraded with each reason (a closed proxy names why)."""
+    data = client.get("/v1/health")
+    if args.json:
+        print_json(data)
+    else:
+        print(f"patrd {data['version']}: {data['status']}")
+        for problem in data.get("problems") or []:
+            print(f"  {problem}")
+    return 0 if data["status"] == "ok" else 1
 
 
 def cmd_node(client: Client, args: argparse.Namespace) -> int:

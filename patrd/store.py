@@ -1000,7 +1000,7 @@ class Store:
         self,
     ) -> tuple[list[tuple[str, str, str, int, float]], list[tuple[str, int, str, str | None]]]:
         """Pulled images (id, ref, deployment id, revision, pulled_at), and every
-        revision's images (deployment id, revision, state, image id or pin) with
+        revision's images (deployment id, revision, state, image id, else pin) with
         the deployment's current and stable revisions as states ``current``/``stable``."""
         pulled = await self._all(
             "SELECT image_id, ref, deployment_id, revision, pulled_at FROM pulled_images"
@@ -1009,7 +1009,8 @@ class Store:
             "SELECT r.deployment_id, r.revision, "
             "CASE WHEN r.revision = d.revision THEN 'current' "
             "WHEN r.revision = d.stable_revision THEN 'stable' ELSE r.state END, "
-            "COALESCE(r.pinned_image, r.image_id) "
+            # The image id first: a pin may be a digest reference (push, redeploy).
+            "COALESCE(r.image_id, r.pinned_image) "
             "FROM revisions r JOIN deployments d ON d.id = r.deployment_id"
         )
         return (

@@ -84,7 +84,7 @@ SCOPE_TABLE = [
     ("GET", DEP + "/jobs/{job}/runs/{id}", R),
     ("POST", DEP + "/jobs/{job}/run", W),
     ("DELETE", "/v1/notifications/{notification}", A),
-    ("POST", "/v1/notifications/{notification}/test", A),
+    ("POST", "/v1/notifications/{notification}/test", W),
     # Fail closed: whatever the table does not name needs admin.
     ("GET", "/v1/something-new", A),
     ("POST", DEP + "/something-new", A),
