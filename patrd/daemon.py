@@ -62,7 +62,8 @@ SYNC_WAIT_S = 10.0
 LOGS_TRIM_INTERVAL_S = 600.0  # kept logs: retention and size cap
 # Supervised tasks stop in this order (patrd/supervisor.py): first what starts
 # new work (pollers, schedules, autoscale, TLS, GC ...: the default stage), then
-# the controller, last the outbox (notifications), the registry and the watchdog.
+# the controller, last the outbox (notifications) and the registry. STOPPING=1
+# is already sent then, so the watchdog pinger stops in the first stage.
 # The timeouts add up to the single 10 s bound stop() had before stages.
 STOP_STAGES = (Stage("intake", 2.0), Stage("controller", 5.0), Stage("last", 3.0))  # 10 s in all
 STATUS_INTERVAL_S = 5.0  # how often the sd_notify STATUS= summary is refreshed
@@ -207,9 +208,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 supervisor.start("registry-poll", poller.run)
             watchdog_s = sdnotify.watchdog_interval(os.environ, os.getpid())
             if watchdog_s is not None and notifier.enabled:
-                supervisor.start(
-                    "watchdog", lambda: sdnotify.watchdog_pinger(notifier, watchdog_s), stage="last"
-                )
+                supervisor.start("watchdog", lambda: sdnotify.watchdog_pinger(notifier, watchdog_s))
             upkeep_options = upkeep.UpkeepOptions(database=config.daemon.database)
             supervisor.start("store-upkeep", lambda: upkeep.run(store, upkeep_options))
             observe = await _observability(
