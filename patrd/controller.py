@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from patrd.autoscale import effective_replicas
+from patrd.backoff import Backoff, BackoffState
 from patrd.cap_policy import SecurityPolicy, held_violations
 from patrd.config_files import directory_bytes, remove_config_dir, sync_config_dir
 from patrd.crypto import SecretsKeyError
@@ -69,6 +70,8 @@ _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})
 _SETTLE_DELAYS_S = (0.1, 0.5, 2.0)
 STABLE_AFTER_S = 10.0  # a slot ready this long has its crash count reset
 EVENTS_RETRY_CAP_S = 5.0  # Docker unreachable: try again at least this often
+EVENTS_BACKOFF = Backoff(initial_s=1.0, cap_s=EVENTS_RETRY_CAP_S)
+RECONCILE_BACKOFF = Backoff(initial_s=1.0, cap_s=30.0)  # one deployment's failed pass
 
 
 def _unreachable(exc: EngineError) -> bool:
@@ -356,7 +359,7 @@ class Controller:
                 await self._engine.remove_network(net.name)
 
     async def _watch_events(self) -> None:
-        delay = 1.0
+        backoff = BackoffState(EVENTS_BACKOFF)
         lost = False  # the stream broke: Docker restarting (or gone) until it answers again
         while True:
             try:
@@ -365,7 +368,7 @@ class Controller:
                     lost = False
                     self._engine_back()
                 async for event in self._engine.events():
-                    delay = 1.0
+                    backoff.succeeded()
                     self._log.debug(
                         "docker_event",
                         action=event.action,
@@ -377,11 +380,11 @@ class Controller:
                         self._wake_later(event.deployment_id)
             except EngineError as exc:
                 if not lost:
-                    self._log.warning("docker_events_lost", error=str(exc), retry_in=delay)
+                    retry_in = EVENTS_BACKOFF.delay(backoff.failures + 1)
+                    self._log.warning("docker_events_lost", error=str(exc), retry_in=retry_in)
                 lost = True
             self._wake_all.set()  # events may have been missed: resync everything
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, EVENTS_RETRY_CAP_S)
+            await asyncio.sleep(backoff.failed(time.monotonic()))
 
     def _engine_back(self) -> None:
         """Docker answers again after an outage: what it stopped meanwhile did not crash.
@@ -497,16 +500,17 @@ class DeploymentWorker:
         return views
 
     async def run(self) -> None:
-        delay = 1.0
+        backoff = BackoffState(RECONCILE_BACKOFF)
         wake_at: float | None = None
         try:
             while True:
                 self._wake.clear()
                 try:
                     finished, wake_at = await self._pass()
-                    delay = 1.0
+                    backoff.succeeded()
                     self._state.start_error = ""
                 except Exception as exc:
+                    delay = backoff.failed(time.monotonic())
                     # Docker, the database, a missing secret, or a bug: this
                     # deployment retries with backoff; the others are untouched.
                     if isinstance(exc, InstanceStartError):
@@ -517,7 +521,6 @@ class DeploymentWorker:
                         self._log.exception("reconcile_crashed", retry_in=delay)
                     self._state.network_ok = False
                     wake_at = time.monotonic() + delay
-                    delay = min(delay * 2, 30.0)
                     finished = False
                 if finished:
                     return

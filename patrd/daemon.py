@@ -57,12 +57,18 @@ from patrd.registry import RegistryProcess, load_or_create_secret
 from patrd.registry_auth import Credential, ensure_credential, htpasswd_path
 from patrd.registry_poll import TagPoller
 from patrd.store import Store
-from patrd.supervisor import Supervisor
+from patrd.supervisor import Stage, Supervisor
 from patrd.tls.wiring import RouteFanout, build_tls
 from patrd.vault import Vault
 
 SYNC_WAIT_S = 10.0
 LOGS_TRIM_INTERVAL_S = 600.0  # kept logs: retention and size cap
+# Supervised tasks stop in this order (patrd/supervisor.py): first what starts
+# new work (pollers, schedules, autoscale, TLS, GC ...: the default stage), then
+# the controller, last the outbox (notifications) and the registry. STOPPING=1
+# is already sent then, so the watchdog pinger stops in the first stage.
+# The timeouts add up to the single 10 s bound stop() had before stages.
+STOP_STAGES = (Stage("intake", 2.0), Stage("controller", 5.0), Stage("last", 3.0))  # 10 s in all
 STATUS_INTERVAL_S = 5.0  # how often the sd_notify STATUS= summary is refreshed
 
 
@@ -184,9 +190,9 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 ),
                 vault=vault,
             )
-            supervisor = Supervisor()
+            supervisor = Supervisor(STOP_STAGES)
             stack.push_async_callback(supervisor.stop)
-            supervisor.start("controller", controller.run)
+            supervisor.start("controller", controller.run, stage="controller")
             supervisor.start("image-gc", images.run)
             supervisor.start("disk-guard", lambda: disk_guard.run(config.disk.check_interval_s))
             # exec, one-off runs and scheduled jobs (patrd/oneoff.py, patrd/jobs.py).
@@ -232,8 +238,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             await observe.exposition.collector.prime()
             observe.exposition.registry.register(DiskCollector(disk_guard, config.disk.min_free))
             # Notifications and the node's own health (patrd/notify/, patrd/nodehealth.py).
-            supervisor.start("notify-tail", notify.tail)
-            supervisor.start("notify-send", notify.drain)
+            supervisor.start("notify-tail", notify.tail, stage="last")
+            supervisor.start("notify-send", notify.drain, stage="last")
             node = NodeWatcher(store, await _node_config(config, engine), config.daemon.data_dir)
             supervisor.start("node-health", node.run)
             observe.exposition.registry.register(NotifyCollector(notify))
@@ -469,7 +475,7 @@ def _registry_hook(config: Config, supervisor: Supervisor) -> RegistryHook | Non
     if htpasswd is None and config.registry.auth:
         htpasswd = htpasswd_path(config.daemon.data_dir)
     process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret, htpasswd)
-    supervisor.start("registry", process.run)
+    supervisor.start("registry", process.run, stage="last")
     return RegistryHook(secret=secret, host=config.registry.host)
 
 

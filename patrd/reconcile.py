@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from patrd.backoff import Backoff
 from patrd.engine import ContainerState, Instance
 from patrd.store import Intent, Status
 
@@ -107,11 +108,12 @@ class PlanInput:
         return self.stable_template is not None and self.stable_template != self.template
 
 
+RESTART_BACKOFF = Backoff(initial_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
+
+
 def backoff_delay(failures: int) -> float:
     """Exponential restart delay: 1, 2, 4 … seconds, capped at five minutes."""
-    if failures <= 0:
-        return 0.0
-    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (failures - 1)))
+    return RESTART_BACKOFF.delay(failures)
 
 
 def plan(inp: PlanInput) -> Plan:

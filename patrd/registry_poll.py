@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from patrd.backoff import Backoff, BackoffState
 from patrd.engine import Engine
 from patrd.errors import PatrdError
 from patrd.releases import Origin
@@ -31,7 +32,7 @@ MAX_BACKOFF_S = 3600.0
 
 @dataclass
 class _Backoff:
-    failures: int = 0
+    state: BackoffState
     next_at: float = 0.0
 
 
@@ -51,15 +52,16 @@ class TagPoller:
             for record in await self.store.list_deployments():
                 if not self._polled(record):
                     continue
-                state = self._backoff.setdefault(record.id, _Backoff())
+                state = self._backoff.get(record.id)
+                if state is None:
+                    state = self._backoff[record.id] = _Backoff(BackoffState(self._policy()))
                 if state.next_at > time.monotonic():
                     continue
                 try:
                     await self.check(record)
-                    state.failures = 0
+                    state.state.succeeded()
                 except PatrdError as exc:
-                    state.failures += 1
-                    delay = min(MAX_BACKOFF_S, self.interval_s * 2**state.failures)
+                    delay = state.state.failed(time.monotonic())
                     if "toomanyrequests" in str(exc).lower():
                         delay = MAX_BACKOFF_S
                     state.next_at = time.monotonic() + delay
@@ -67,6 +69,10 @@ class TagPoller:
                         "poll_failed", deployment=record.name, error=str(exc), retry_in=delay
                     )
             await asyncio.sleep(self.interval_s)
+
+    def _policy(self) -> Backoff:
+        """After the n-th failure in a row: interval * 2^n, at most an hour."""
+        return Backoff(initial_s=2 * self.interval_s, cap_s=MAX_BACKOFF_S)
 
     def _polled(self, record: DeploymentRecord) -> bool:
         spec = record.spec

@@ -33,6 +33,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from patrd.backoff import Backoff
 from patrd.crypto import SecretsKeyError
 from patrd.errors import NotFound, PatrdError, StoreError
 from patrd.notify import senders
@@ -53,8 +54,8 @@ class RetryPolicy:
 
 
 def backoff_s(policy: RetryPolicy, failed_attempts: int) -> float:
-    """The wait before the next try after ``failed_attempts`` (1, 2, 4 … capped)."""
-    return float(min(policy.first_delay_s * 2 ** (failed_attempts - 1), policy.max_delay_s))
+    """The wait before the next try after ``failed_attempts`` ≥ 1 (1, 2, 4 … capped)."""
+    return Backoff(initial_s=policy.first_delay_s, cap_s=policy.max_delay_s).delay(failed_attempts)
 
 
 @dataclass(frozen=True, slots=True)

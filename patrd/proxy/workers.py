@@ -48,6 +48,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from patrd.backoff import Backoff, BackoffState
 from patrd.errors import PatrdError
 from patrd.proxy import steer, wire
 from patrd.proxy.router import RoutingTable
@@ -63,6 +64,9 @@ REPORT_TIMEOUT_S: Final = 1.0  # refresh_stats
 RESPAWN_FIRST_S: Final = 0.5
 RESPAWN_MAX_S: Final = 30.0
 STABLE_S: Final = 60.0  # a worker that lived this long restarts without backoff
+RESPAWN_BACKOFF: Final = Backoff(
+    initial_s=RESPAWN_FIRST_S, cap_s=RESPAWN_MAX_S, reset_after_s=STABLE_S
+)
 KILL_GRACE_S: Final = 5.0  # after the drain timeout, before SIGKILL
 HUNG_S: Final = 30.0  # no report for this long (workers send one every 2 s): killed, restarted
 BACKLOG: Final = 1024
@@ -385,7 +389,7 @@ class ProxyWorkers:
 
     async def _supervise(self, w: _Worker) -> None:
         """Run worker ``w``; restart it with backoff if it dies while the proxy runs."""
-        backoff = RESPAWN_FIRST_S
+        backoff = BackoffState(RESPAWN_BACKOFF)
         while True:
             try:
                 await self._run_once(w)
@@ -401,18 +405,16 @@ class ProxyWorkers:
                     ProxyWorkerError(f"proxy worker {w.index} exited before it was ready")
                 )
                 return
-            lived = time.monotonic() - w.started_at
-            if lived > STABLE_S:
-                backoff = RESPAWN_FIRST_S
+            backoff.started(w.started_at)  # a run of STABLE_S or more resets the count
+            delay = backoff.failed(time.monotonic())
             self._log.error(
                 "proxy.worker_died",
                 worker=w.index,
                 pid=w.pid,
                 status=w.proc.returncode if w.proc is not None else None,
-                restart_in_s=backoff,
+                restart_in_s=delay,
             )
-            await asyncio.sleep(backoff)
-            backoff = min(RESPAWN_MAX_S, backoff * 2)
+            await asyncio.sleep(delay)
             if self._stopping:
                 return
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from patrd.backoff import Backoff
+
 HOUR_S = 3600.0
 
 
@@ -137,8 +139,9 @@ def backoff_delay(
     failures: int, policy: Policy, rand: float, retry_after: float | None = None
 ) -> float:
     """Seconds to wait after the ``failures``-th failure in a row (≥ 1)."""
-    base = min(policy.backoff_max_s, policy.backoff_initial_s * 2.0 ** max(0, failures - 1))
-    delay = base * (0.75 + 0.25 * rand)
+    delay = Backoff(
+        initial_s=policy.backoff_initial_s, cap_s=policy.backoff_max_s, jitter=0.25
+    ).delay(max(1, failures), rand)
     if retry_after is not None:
         delay = max(delay, min(retry_after, 24 * HOUR_S))
     return delay

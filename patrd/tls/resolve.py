@@ -5,21 +5,27 @@ whose DNS points elsewhere never burns a failed authorization at the CA.
 any interface, loopback included), plus the configured
 ``acme.public_addresses`` (a VPS behind 1:1 NAT does not see its public
 address on an interface). Names are resolved by the system resolver, or by
-``acme.resolver`` (``host:port``, A and AAAA over UDP) when set: point it at
-a public resolver to check what the CA will see rather than /etc/hosts.
+``acme.resolver`` (``host:port``, A and AAAA over UDP, retried over TCP when
+the answer is truncated; dnspython) when set: point it at a public resolver to
+check what the CA will see rather than /etc/hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import secrets
 import socket
-import struct
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
 
 TIMEOUT_S = 3.0
-_A = 1
-_AAAA = 28
+_A = dns.rdatatype.A
+_AAAA = dns.rdatatype.AAAA
 
 
 class ResolveError(Exception):
@@ -39,7 +45,7 @@ async def addresses(name: str, resolver: tuple[str, int] | None) -> set[str]:
         return {str(info[4][0]) for info in infos}
     found: set[str] = set()
     for qtype in (_A, _AAAA):
-        found |= await asyncio.to_thread(query, name, qtype, resolver)
+        found |= await query_async(name, qtype, resolver)
     return found
 
 
@@ -71,64 +77,69 @@ async def check(
     return True, ""
 
 
-# --- a minimal DNS client (RFC 1035), enough for A/AAAA answers ---------------
+# --- the DNS client: dnspython (UDP, TCP when the answer is truncated) -------
+
+
+def _resolver(server: tuple[str, int]) -> dns.resolver.Resolver:
+    res = dns.resolver.Resolver(configure=False)
+    _point(res, server)
+    return res
+
+
+def _async_resolver(server: tuple[str, int]) -> dns.asyncresolver.Resolver:
+    res = dns.asyncresolver.Resolver(configure=False)
+    _point(res, server)
+    return res
+
+
+def _point(res: dns.resolver.BaseResolver, server: tuple[str, int]) -> None:
+    res.nameservers = [server[0]]
+    res.port = server[1]
+    res.timeout = TIMEOUT_S
+    res.lifetime = TIMEOUT_S
+
+
+def _found(answer: dns.resolver.Answer, qtype: int) -> set[str]:
+    if answer.rrset is None or answer.rdtype != qtype:
+        return set()
+    return {rdata.to_text() for rdata in answer.rrset}
+
+
+async def query_async(name: str, qtype: int, server: tuple[str, int]) -> set[str]:
+    """Ask ``server`` for ``name``'s records of ``qtype`` (A or AAAA); empty on any failure."""
+    try:
+        answer = await _async_resolver(server).resolve(
+            name, dns.rdatatype.RdataType.make(qtype), search=False, raise_on_no_answer=False
+        )
+    except dns.exception.DNSException:
+        return set()
+    return _found(answer, qtype)
 
 
 def query(name: str, qtype: int, server: tuple[str, int]) -> set[str]:
-    """Blocking: ask ``server`` for ``name``'s records of ``qtype`` (A or AAAA)."""
-    qid = secrets.randbits(16)
-    packet = _question(name, qtype, qid)
-    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(TIMEOUT_S)
-        try:
-            sock.connect(server)
-            sock.send(packet)
-            while True:
-                data = sock.recv(4096)
-                if len(data) >= 2 and struct.unpack("!H", data[:2])[0] == qid:
-                    break
-        except OSError:
-            return set()
+    """Blocking ``query_async`` (tests' readiness probes)."""
     try:
-        return parse_answer(data, qtype)
-    except (IndexError, struct.error, ValueError):
+        answer = _resolver(server).resolve(
+            name, dns.rdatatype.RdataType.make(qtype), search=False, raise_on_no_answer=False
+        )
+    except dns.exception.DNSException:
         return set()
+    return _found(answer, qtype)
 
 
 def _question(name: str, qtype: int, qid: int) -> bytes:
-    header = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)  # recursion desired
-    labels = [label.encode("idna") for label in name.rstrip(".").split(".")]
-    qname = b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
-    return header + qname + struct.pack("!HH", qtype, 1)
+    """A query message (recursion desired) as sent on the wire."""
+    message = dns.message.make_query(name, dns.rdatatype.RdataType.make(qtype))
+    message.id = qid
+    return message.to_wire()
 
 
 def parse_answer(data: bytes, qtype: int) -> set[str]:
-    _, flags, qdcount, ancount, _, _ = struct.unpack("!HHHHHH", data[:12])
-    if flags & 0x000F:  # NXDOMAIN, SERVFAIL, ...
+    """The ``qtype`` addresses in a response message (empty: an error rcode or garbage)."""
+    try:
+        message = dns.message.from_wire(data)
+    except dns.exception.DNSException:
         return set()
-    offset = 12
-    for _ in range(qdcount):
-        offset = _skip_name(data, offset) + 4
-    found: set[str] = set()
-    for _ in range(ancount):
-        offset = _skip_name(data, offset)
-        rtype, _, _, length = struct.unpack("!HHIH", data[offset : offset + 10])
-        offset += 10
-        rdata = data[offset : offset + length]
-        offset += length
-        if rtype == qtype == _A and length == 4:
-            found.add(str(ipaddress.IPv4Address(rdata)))
-        elif rtype == qtype == _AAAA and length == 16:
-            found.add(str(ipaddress.IPv6Address(rdata)))
-    return found
-
-
-def _skip_name(data: bytes, offset: int) -> int:
-    while True:
-        length = data[offset]
-        if length == 0:
-            return offset + 1
-        if length & 0xC0 == 0xC0:
-            return offset + 2
-        offset += length + 1
+    if message.rcode() != dns.rcode.NOERROR:
+        return set()
+    return {rdata.to_text() for rrset in message.answer if rrset.rdtype == qtype for rdata in rrset}

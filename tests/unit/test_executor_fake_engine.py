@@ -1,0 +1,197 @@
+"""The per-deployment executor (DeploymentWorker) against a FakeEngine and a real Store."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from patrd.controller import ControllerOptions, DeploymentWorker
+from patrd.engine import ContainerState
+from patrd.proxy.router import RoutingTable
+from patrd.spec import Scale, parse_create
+from patrd.store import DeploymentRecord, Status, Store
+from tests.support.fake_engine import FakeEngine
+
+PORT = 18080
+OPTIONS = ControllerOptions(base_domain="fake.test", stop_timeout_s=1, ready_timeout_s=5.0)
+
+
+class Sink:
+    def set_table(self, table: RoutingTable) -> None:
+        pass
+
+    def outstanding(self, host: str, port: int) -> int:
+        return 0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+class Harness:
+    def __init__(self, store: Store, engine: FakeEngine) -> None:
+        self.store = store
+        self.engine = engine
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def create(self, **body: Any) -> DeploymentRecord:
+        spec = parse_create(
+            {"name": "web", "image": "acme/web", "tag": "v1", "ports": {str(PORT): "http"}, **body},
+            region="local",
+        )
+        return await self.store.create_deployment(spec)
+
+    def run(self, record: DeploymentRecord) -> DeploymentWorker:
+        worker = DeploymentWorker(record.id, self.store, self.engine, Sink(), OPTIONS, lambda: None)
+        self.tasks.append(asyncio.create_task(worker.run()))
+        return worker
+
+    async def stop_workers(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+
+    async def status(self, record: DeploymentRecord) -> Status:
+        now = await self.store.get_by_id(record.id)
+        assert now is not None
+        return now.status
+
+    async def events(self, record: DeploymentRecord) -> list[str]:
+        return [f"{e.kind}: {e.message}" for e in await self.store.list_events(record.id)]
+
+    async def running_with(self, record: DeploymentRecord, count: int, revision: int) -> bool:
+        running = self.engine.running(record.name)
+        return (
+            await self.status(record) is Status.RUNNING
+            and len(running) == count
+            and all(c.spec.revision == revision for c in running)
+            and len(self.engine.containers) == count
+        )
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    store = await Store.open(tmp_path / "patrd.db")
+    engine = FakeEngine(port=PORT)
+    h = Harness(store, engine)
+    yield h
+    await h.stop_workers()
+    await engine.close()
+    await store.close()
+
+
+async def test_create_runs_the_replicas_on_their_own_network(harness: Harness) -> None:
+    record = await harness.create(scale={"min": 2, "max": 2})
+    harness.run(record)
+    await eventually(lambda: harness.running_with(record, 2, record.revision))
+    running = harness.engine.running("web")
+    assert [c.spec.slot for c in running] == [0, 1]
+    assert len({c.ip for c in running}) == 2
+    assert all(c.spec.network == "patrd-web" for c in running)
+    assert "patrd-web" in harness.engine.networks
+
+
+async def test_rollout_replaces_every_instance_with_the_new_revision(harness: Harness) -> None:
+    record = await harness.create(scale={"min": 2, "max": 2})
+    worker = harness.run(record)
+    await eventually(lambda: harness.running_with(record, 2, record.revision))
+    old = set(harness.engine.containers)
+    updated = await harness.store.update_spec("web", lambda s: replace(s, tag="v2"))
+    worker.wake()  # what the API does after a change
+    assert updated.revision == record.revision + 1
+    await eventually(lambda: harness.running_with(record, 2, updated.revision))
+    assert not old & set(harness.engine.containers)
+    assert ("ensure_image", "acme/web:v2") in harness.engine.calls
+
+
+async def test_a_failed_start_is_retried_with_backoff(harness: Harness) -> None:
+    harness.engine.fail_start.add("acme/web:v1")
+    record = await harness.create()
+    with capture_logs() as logs:
+        harness.run(record)
+
+        async def three_attempts() -> bool:
+            return harness.engine.count("start") >= 3
+
+        await eventually(three_attempts)
+    assert await harness.status(record) is not Status.RUNNING
+    failed = [e for e in logs if e["event"] == "reconcile_failed"]
+    assert [e["retry_in"] for e in failed[:2]] == [1.0, 2.0]
+    assert all("exec format error" in e["error"] for e in failed)
+    gaps = _gaps(harness.engine.started_at)
+    assert gaps[0] >= 0.8 and gaps[1] >= 1.6, gaps  # waited, no busy loop
+    assert not harness.engine.running("web")
+
+
+async def test_a_crashing_instance_restarts_after_growing_delays(harness: Harness) -> None:
+    harness.engine.crash.add("acme/web:v1")
+    record = await harness.create()
+    harness.run(record)
+
+    async def four_starts() -> bool:
+        return len(harness.engine.started_at) >= 4
+
+    await eventually(four_starts, timeout=30)
+    gaps = _gaps(harness.engine.started_at)
+    # The first crash restarts at once, then 1 s, 2 s (patrd.reconcile.RESTART_BACKOFF).
+    assert gaps[0] < 0.8, gaps
+    assert gaps[1] >= 0.8, gaps
+    assert gaps[2] >= 1.6, gaps
+    assert await harness.status(record) is not Status.RUNNING
+    assert all(c.state is not ContainerState.RUNNING for c in harness.engine.containers.values())
+    events = await harness.events(record)
+    assert any("next attempt after" in e for e in events), events
+
+
+def _gaps(stamps: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+async def test_scale_down_removes_the_excess_slot_and_its_volumes(harness: Harness) -> None:
+    record = await harness.create(
+        scale={"min": 2, "max": 2}, volumes={"data": {"path": "/data", "size_gb": 1}}
+    )
+    worker = harness.run(record)
+    await eventually(lambda: harness.running_with(record, 2, record.revision))
+    assert sorted(v.slot for v in harness.engine.volumes.values()) == [0, 1]
+    updated = await harness.store.update_spec("web", lambda s: replace(s, scale=Scale(1, 1)))
+    worker.wake()
+
+    async def one_left() -> bool:
+        # A scale change keeps the template: slot 0 stays the same container.
+        return await harness.running_with(record, 1, record.revision) and [
+            v.slot for v in harness.engine.volumes.values()
+        ] == [0]
+
+    await eventually(one_left, timeout=10)  # well before the 15 s resync
+    assert harness.engine.running("web")[0].spec.slot == 0
+    assert updated.revision == record.revision + 1
+    assert harness.engine.count("remove_volume") == 1
+
+
+async def test_a_new_worker_adopts_running_instances(harness: Harness) -> None:
+    record = await harness.create(scale={"min": 2, "max": 2})
+    harness.run(record)
+    await eventually(lambda: harness.running_with(record, 2, record.revision))
+    before = dict(harness.engine.containers)
+    created = harness.engine.count("create_instance")
+    await harness.stop_workers()  # patrd restarts; the containers keep running
+
+    worker = harness.run(record)
+    await eventually(lambda: harness.running_with(record, 2, record.revision))
+    await asyncio.wait_for(worker.settled.wait(), 15)
+    assert harness.engine.count("create_instance") == created
+    assert set(harness.engine.containers) == set(before)
+    assert harness.engine.count("remove") == 0
