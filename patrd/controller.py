@@ -318,15 +318,31 @@ class Controller:
     async def _sync(self) -> None:
         records = await self._store.list_deployments()
         known = {r.id for r in records}
+        # One Docker list for every deployment (not one per worker): each idle
+        # worker gets its part, unless it passed or was woken meanwhile.
+        marks = {d: w.generation for d, w in self._workers.items() if w.idle}
         for record in records:
             if record.id not in self._workers:
                 self._spawn(record.id)
+        try:
+            listed = await self._engine.list_instances()
+        except EngineError:
+            for worker in self._workers.values():
+                worker.wake()  # each finds out for itself (and backs off)
+            raise
+        by_deployment: dict[str, list[Instance]] = {}
+        for inst in listed:
+            by_deployment.setdefault(inst.deployment_id, []).append(inst)
+        for record in records:
+            worker = self._workers[record.id]
+            if marks.get(record.id) == worker.generation:
+                worker.wake(by_deployment.get(record.id, []))
             else:
-                self._workers[record.id].wake()
+                worker.wake()
         for dep_id in [d for d in self._workers if d not in known and self._tasks[d].done()]:
             del self._workers[dep_id]
             del self._tasks[dep_id]
-        await self._collect_orphans(known)
+        await self._collect_orphans(known, listed)
         self._urls = tuple(await self._store.list_urls())  # managed URLs (issue 4)
         self.publish()
 
@@ -345,9 +361,9 @@ class Controller:
             worker.run(), name=f"deployment-{deployment_id[:8]}"
         )
 
-    async def _collect_orphans(self, known: set[str]) -> None:
+    async def _collect_orphans(self, known: set[str], listed: list[Instance]) -> None:
         """Containers and networks labelled by patrd whose deployment is gone."""
-        for inst in await self._engine.list_instances():
+        for inst in listed:
             if inst.deployment_id not in known and inst.deployment_id not in self._workers:
                 self._log.info(
                     "orphan_removed", container=inst.container_name, deployment=inst.deployment
@@ -464,14 +480,23 @@ class DeploymentWorker:
         self.snapshot: DeploymentSnapshot | None = None
         self.settled = asyncio.Event()
         self._log = structlog.get_logger("patrd.controller").bind(deployment_id=deployment_id)
+        # Bumped by every wake and at the start and end of every pass: a list
+        # of containers taken while it stayed the same (and no pass ran) is
+        # as good as the worker's own.
+        self.generation = 0
+        self.idle = True  # between passes
+        self._prefetched: list[Instance] | None = None
 
-    def wake(self) -> None:
+    def wake(self, instances: list[Instance] | None = None) -> None:
+        """Look again; ``instances``: this deployment's containers, just listed."""
+        self.generation += 1
+        self._prefetched = instances
         self._wake.set()
 
     def forgive(self) -> None:
         """Forget crash counts and backoffs (Docker restarted under us), and look again."""
         self._state.health.clear()
-        self._wake.set()
+        self.wake()
 
     def views(self) -> list[InstanceView]:
         record = self._record
@@ -505,6 +530,8 @@ class DeploymentWorker:
         try:
             while True:
                 self._wake.clear()
+                self.generation += 1
+                self.idle = False
                 try:
                     finished, wake_at = await self._pass()
                     backoff.succeeded()
@@ -522,9 +549,14 @@ class DeploymentWorker:
                     self._state.network_ok = False
                     wake_at = time.monotonic() + delay
                     finished = False
+                finally:
+                    self.generation += 1
+                    self.idle = True
                 if finished:
                     return
-                timeout = self._options.resync_interval_s
+                # The controller's resync wakes every worker with its containers
+                # listed once for all; this worker's own timer is the fallback.
+                timeout = 2 * self._options.resync_interval_s
                 if wake_at is not None:
                     timeout = max(0.0, min(timeout, wake_at - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
@@ -544,7 +576,9 @@ class DeploymentWorker:
             return True, None
         self._record = record
         await self._warn_policy(record)
-        instances = await self._engine.list_instances(self.id)
+        instances, self._prefetched = self._prefetched, None
+        if instances is None:
+            instances = await self._engine.list_instances(self.id)
         self._instances = instances
         await self._note_vanished(record, instances)
         now = time.monotonic()

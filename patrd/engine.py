@@ -192,6 +192,9 @@ class DockerEngine:
         self._network_pool = network_pool
         self._hardening = hardening if hardening is not None else Hardening()
         self._docker: aiodocker.Docker | None = None
+        # Subnets are picked and taken one network at a time: deployments
+        # created together would otherwise all pick the same first free one.
+        self._network_lock = asyncio.Lock()
         self._log = structlog.get_logger("patrd.engine")
 
     @property
@@ -255,6 +258,10 @@ class DockerEngine:
                 LABEL_DEPLOYMENT_ID: deployment_id,
             },
         }
+        async with self._network_lock:
+            await self._create_network(name, config)
+
+    async def _create_network(self, name: str, config: dict[str, Any]) -> None:
         pool, prefix = self._network_pool
         tried: list[str] = []
         for _ in range(8):  # another network may take the subnet we picked meanwhile

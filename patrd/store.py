@@ -497,8 +497,19 @@ class Store:
 
     # --- reads ------------------------------------------------------------
 
-    async def list_deployments(self) -> list[DeploymentRecord]:
-        rows = await self._all(_SELECT_DEPLOYMENT + " ORDER BY d.name")
+    async def list_deployments(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[DeploymentRecord]:
+        """By name; ``after``/``limit``: one page (keyset on the unique name index)."""
+        query, params = _SELECT_DEPLOYMENT, list[Any]()
+        if after is not None:
+            query += " WHERE d.name > ?"
+            params.append(after)
+        query += " ORDER BY d.name"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        rows = await self._all(query, params)
         return [_record(row) for row in rows]
 
     async def get_deployment(self, name: str) -> DeploymentRecord:

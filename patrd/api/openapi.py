@@ -550,7 +550,14 @@ SCHEMAS: dict[str, Any] = {
     "DeploymentList": {
         "type": "object",
         "required": ["deployments"],
-        "properties": {"deployments": {"type": "array", "items": _ref("Deployment")}},
+        "properties": {
+            "deployments": {"type": "array", "items": _ref("Deployment")},
+            "next": {
+                "type": "string",
+                "nullable": True,
+                "description": "paged requests only: the after of the next page, null at the end",
+            },
+        },
     },
     "InstanceList": {
         "type": "object",
@@ -682,6 +689,26 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "list_deployments",
             "summary": "All deployments, by name, with their instances",
+            "description": (
+                "Without limit or after: every deployment. With them: one page, by name, "
+                "and next (the after of the following page; null on the last page)."
+            ),
+            "parameters": [
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "deployments per page (1 to 500)",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                },
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "description": "start after this deployment name (the previous page's next)",
+                    "schema": {"type": "string"},
+                },
+            ],
             "responses": {
                 "200": _json_body("DeploymentList", "the deployments"),
                 **_COMMON_ERRORS,

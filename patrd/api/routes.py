@@ -48,6 +48,7 @@ PROXY_CLOSED = web.AppKey[Callable[[], str | None]]("patrd.proxy_closed")
 
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000
+LIST_MAX_LIMIT = 500  # deployments per page of GET /v1/deployments?limit=
 _UINT_RE = re.compile(r"[0-9]{1,18}")
 
 
@@ -181,16 +182,26 @@ async def create_backup(request: web.Request) -> web.StreamResponse:
 
 
 async def list_deployments(request: web.Request) -> web.Response:
+    """All deployments by name; ``?limit=N[&after=NAME]``: one page and the ``next`` cursor."""
     store, controller, config = _parts(request)
-    records = await store.list_deployments()
-    return web.json_response(
-        {
-            "deployments": [
-                deployment_json(rec, config, instances=controller.instances(rec.id))
-                for rec in records
-            ]
-        }
-    )
+    paged = "limit" in request.query or "after" in request.query
+    limit = _uint_query(request, "limit", default=LIST_MAX_LIMIT)
+    if not 1 <= limit <= LIST_MAX_LIMIT:
+        raise BadRequest(f"limit must be from 1 to {LIST_MAX_LIMIT}", field="limit")
+    after = request.query.get("after")
+    if not paged:
+        records = await store.list_deployments()
+    else:
+        records = await store.list_deployments(after=after, limit=limit + 1)
+    body: dict[str, Any] = {
+        "deployments": [
+            deployment_json(rec, config, instances=controller.instances(rec.id))
+            for rec in records[:limit]
+        ]
+    }
+    if paged:
+        body["next"] = records[limit - 1].name if len(records) > limit else None
+    return web.json_response(body)
 
 
 async def create_deployment(request: web.Request) -> web.Response:

@@ -35,6 +35,7 @@ from patrd.proxy import wire
 from patrd.proxy.runtime import run_event_loop
 from patrd.proxy.server import ProxyServer
 from patrd.tls.sni import SniContexts, server_context
+from patrd.tls.tickets import set_ticket_key
 
 REPORT_S: Final = 0.1  # outstanding counts, when they changed
 STATS_S: Final = 1.0  # per-deployment statistics, when they changed
@@ -51,16 +52,20 @@ class Worker:
         self._loaded: dict[str, tuple[str, int, ssl.SSLContext]] = {}  # name → file, serial
         self._challenges: dict[str, bytes] = {}
         self._set_challenges(init["challenges"])
+        self._log = structlog.get_logger("patrd.proxy.worker")
+        listener = self._sni.listener_context()
+        if not set_ticket_key(listener, bytes.fromhex(init["ticket_key"])):
+            # Tickets still work, on the worker that issued them only.
+            self._log.warning("proxy.worker_ticket_key_not_shared")
         self._server = ProxyServer(
             wire.options_from(init["options"]),
             wire.table_from(init["table"]),
             challenges=self._challenges if init["answer_challenges"] else None,
             has_certificate=self._sni.has,
-            ssl_context=self._sni.listener_context(),
+            ssl_context=listener,
         )
         self._table_version: int = init["table_version"]
         self._writer: asyncio.StreamWriter | None = None
-        self._log = structlog.get_logger("patrd.proxy.worker")
         self._sent_quick: tuple[list[list[Any]], int, int, dict[str, int]] | None = None
         self._sent_at = 0.0
         self._sent_count = -1

@@ -55,6 +55,7 @@ from patrd.proxy.router import RoutingTable
 from patrd.proxy.runtime import ProxyRuntime
 from patrd.proxy.server import TIMEOUT_KINDS, ProxyOptions
 from patrd.proxy.stats import DeploymentCounters
+from patrd.tls.tickets import new_ticket_key
 
 __all__ = ["CertSource", "ChallengeSource", "ProxyWorkerError", "ProxyWorkers"]
 
@@ -141,6 +142,8 @@ class ProxyWorkers:
             raise ValueError("ProxyWorkers needs at least one worker")
         self._certs = certs
         self._challenges = challenges
+        # One session-ticket key for all workers: a client resumes on any of them.
+        self._ticket_key = new_ticket_key()
         self._log_level = log_level
         self._log_format = log_format
         self._log = structlog.get_logger("patrd.proxy")
@@ -556,6 +559,7 @@ class ProxyWorkers:
             "certs": self._cert_bundle(),
             "challenges": self._challenge_map(),
             "answer_challenges": self._challenges is not None,
+            "ticket_key": self._ticket_key.hex(),
         }
 
     # --- certificates and challenges ---

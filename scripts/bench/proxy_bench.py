@@ -263,7 +263,7 @@ async def serve_patrd(spec: dict[str, Any]) -> None:
     routes = bench_routes(spec)
     # The daemon's defaults; loopback is exempt from the per-client limits.
     proxy = build_proxy(
-        ProxyOptions(),
+        ProxyOptions(max_connections=int(spec.get("max_connections", 10000))),
         ProxyRuntime(event_loop=EventLoop(spec["event_loop"]), workers=int(spec["workers"])),
         certs=certs,
         challenges=None,
@@ -338,7 +338,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wrk(url: str, duration: int, connections: int) -> Run:
+def wrk(url: str, duration: int, connections: int, *, close: bool = False) -> Run:
+    """``close``: a new connection per request (``Connection: close``)."""
     threads = min(2, connections)
     out = subprocess.run(
         [
@@ -349,6 +350,7 @@ def wrk(url: str, duration: int, connections: int) -> Run:
             "--timeout",
             "5s",
             "--latency",
+            *(["-H", "Connection: close"] if close else []),
             url,
         ],
         capture_output=True,
@@ -479,10 +481,20 @@ def main() -> None:
     parser.add_argument("--no-caddy", action="store_true", help="skip Caddy")
     parser.add_argument("--hosts", type=int, default=50, help="hostnames in patrd's table")
     parser.add_argument("--json", type=Path, help="default: var/bench/proxy-<time>.json")
+    parser.add_argument(
+        "--close", action="store_true", help="a new connection per request (proxy_conns.py)"
+    )
+    parser.add_argument("--idle", type=int, default=0, help="hold N idle keep-alive connections")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections for --close")
     parser.add_argument("--serve-patrd", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_patrd:
         run_patrd_host(json.loads(args.serve_patrd))
+        return
+    if args.close or args.idle:
+        from scripts.bench.proxy_conns import run
+
+        run(args)
         return
     if args.patrd is None:
         from patrd.proxy.front import ProxyRuntime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -49,18 +50,32 @@ async def _timed(api: Api, path: str, n: int) -> list[float]:
     return out
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 async def _prometheus(daemon: Daemon) -> dict[str, float]:
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s,
-        s.get("http://patrd/metrics") as resp,
-    ):
-        text = await resp.text()
+    """The sampler's own figures, and what one scrape costs (time, bytes)."""
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            async with s.get("http://patrd/metrics") as resp:
+                text = await resp.text()
+            times.append((time.perf_counter() - start) * 1000)
     wanted = {"patrd_metrics_sample_duration_seconds", "patrd_metrics_sampled_instances"}
-    return {
+    out = {
         f.name: f.samples[0].value
         for f in text_string_to_metric_families(text)
         if f.name in wanted and f.samples
     }
+    out["scrape_ms"] = statistics.median(times)
+    out["scrape_kb"] = len(text.encode()) / 1024
+    return out
 
 
 async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str, Any]:
@@ -93,6 +108,7 @@ async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str,
             await asyncio.sleep(IDLE_S)
             idle_cpu = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
             rss = _rss_mb(pid)
+            proxy_rss = sum(_rss_mb(c) for c in _children(pid))
             sampling = await _prometheus(daemon)
             lists = await _timed(api, "/v1/deployments", API_REQUESTS)
             shows = await _timed(api, f"/v1/deployments/{names[0]}", API_REQUESTS)
@@ -114,6 +130,7 @@ async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str,
             "instances": total,
             "create_to_all_running_s": round(all_running_s, 1),
             "rss_mb": round(rss, 1),
+            "proxy_rss_mb": round(proxy_rss, 1),
             "idle_cpu_pct": round(idle_cpu, 2),
             "list_p50_ms": round(statistics.median(lists), 2),
             "list_p99_ms": round(_p(lists, 0.99), 2),
@@ -123,6 +140,8 @@ async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str,
             "restart_to_all_running_s": round(settled_s, 2),
             "sampling_pass_ms": round(tick * 1000, 2),
             "sampling_per_instance_ms": round(tick * 1000 / sampled, 3) if sampled else None,
+            "scrape_ms": round(sampling["scrape_ms"], 1),
+            "scrape_kb": round(sampling["scrape_kb"], 1),
         }
     finally:
         daemon.stop()
@@ -134,6 +153,7 @@ COLUMNS = (
     ("instances", "inst"),
     ("create_to_all_running_s", "up s"),
     ("rss_mb", "RSS MB"),
+    ("proxy_rss_mb", "proxy RSS MB"),
     ("idle_cpu_pct", "idle CPU%"),
     ("list_p99_ms", "list p99 ms"),
     ("show_p99_ms", "show p99 ms"),
@@ -141,6 +161,8 @@ COLUMNS = (
     ("restart_to_all_running_s", "restart→running s"),
     ("sampling_pass_ms", "sample pass ms"),
     ("sampling_per_instance_ms", "per inst ms"),
+    ("scrape_ms", "scrape ms"),
+    ("scrape_kb", "scrape KiB"),
 )
 
 
@@ -151,6 +173,32 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+SLOPED = (
+    "rss_mb",
+    "proxy_rss_mb",
+    "idle_cpu_pct",
+    "list_p99_ms",
+    "restart_to_all_running_s",
+    "sampling_pass_ms",
+    "scrape_ms",
+)
+
+
+def slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Cost per extra instance between the smallest and the largest size."""
+    if len(rows) < 2:
+        return {}
+    first, last = rows[0], rows[-1]
+    span = last["instances"] - first["instances"]
+    if span <= 0:
+        return {}
+    return {
+        key: round((last[key] - first[key]) / span, 5)
+        for key in SLOPED
+        if isinstance(first.get(key), int | float) and isinstance(last.get(key), int | float)
+    }
 
 
 def main() -> None:
@@ -168,8 +216,11 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     print()
     print(table(rows))
+    slope = slopes(rows)
+    if slope:
+        print("\nper extra instance: " + ", ".join(f"{k} {v:+g}" for k, v in slope.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"sizes": rows, "slope": slope}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -839,3 +839,37 @@ async def test_serve_api_needs_somewhere_to_listen(
             socket_mode=0o600,
             tcp=None,
         )
+
+
+async def test_list_pages_by_name_with_a_next_cursor(client: Client) -> None:
+    for name in ("cc", "aa", "ee", "bb", "dd"):
+        await create_web(client, name=name)
+    seen: list[str] = []
+    after: str | None = None
+    pages = 0
+    while pages < 10:  # bounded: 5 deployments, 2 a page
+        query = "?limit=2" + (f"&after={after}" if after else "")
+        resp = await client.get("/v1/deployments" + query)
+        assert resp.status == 200
+        body = await resp.json()
+        assert len(body["deployments"]) <= 2
+        seen += [d["name"] for d in body["deployments"]]
+        pages += 1
+        after = body["next"]
+        if after is None:
+            break
+    assert seen == ["aa", "bb", "cc", "dd", "ee"]
+    assert pages == 3
+    # An exact fit: no empty extra page.
+    body = await (await client.get("/v1/deployments?limit=5")).json()
+    assert [d["name"] for d in body["deployments"]] == seen
+    assert body["next"] is None
+    # Unpaged: everything, and no cursor (the answer stays as it was).
+    body = await (await client.get("/v1/deployments")).json()
+    assert [d["name"] for d in body["deployments"]] == seen
+    assert "next" not in body
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=501", "limit=x", "limit=1&limit=2"])
+async def test_list_page_limit_is_checked(client: Client, query: str) -> None:
+    await expect_error(await client.get(f"/v1/deployments?{query}"), 400, "bad_request", "limit")

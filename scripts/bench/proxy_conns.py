@@ -1,0 +1,309 @@
+"""Connection-heavy proxy benches: ``--close`` and ``--idle N`` (see scripts/bench/proxy).
+
+Same servers as :mod:`scripts.bench.proxy_bench`, side by side in one run:
+an nginx origin, nginx and Caddy as proxies, and patrd's proxy as the daemon
+builds it (its workers), all serving the same ``localhost`` ECDSA P-256
+certificate from patrd's local CA, each with its own defaults for session
+resumption (tickets on everywhere).
+
+``--close``: ``wrk -H 'Connection: close'``, so every request is a new
+connection: connections (handshakes, over HTTPS) per second, median of
+``--runs``, interleaved. wrk keeps the session of its last connection and
+offers it on the next one (``SSL_clear``), so these are mostly resumed
+handshakes, as with returning browsers; the ``resumed`` column is measured
+apart: the share of 20 fresh connections, each offering the previous one's
+session, that resumed.
+
+``--idle N``: N keep-alive connections to each server in turn (one request
+each, then held open), HTTP then HTTPS; the server's RSS (the process tree)
+before and while holding them: bytes per idle connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from scripts.bench.proxy_bench import (
+    HOST,
+    MiB,
+    _nginx,
+    _popen,
+    bench_hosts,
+    caddy_config,
+    free_port,
+    loadavg,
+    make_certs,
+    nginx_origin_config,
+    nginx_proxy_config,
+    process_tree,
+    rss_bytes,
+    wait_port,
+    wrk,
+)
+
+PATRD = "patrd"
+RESUME_PROBES = 20
+
+
+def start_servers(
+    work: Path, idle: int, log: Any, procs: list[subprocess.Popen[bytes]]
+) -> tuple[dict[str, dict[str, int]], dict[str, int], Path]:
+    """The origin, nginx, Caddy and patrd (the daemon's defaults): ports, pids, the CA file."""
+    hosts = bench_hosts(50)
+    cert, key = make_certs(work, hosts)
+    origin = free_port()
+    procs.append(_popen(_nginx(nginx_origin_config(work, origin)), log))
+    ports: dict[str, dict[str, int]] = {}
+    pids: dict[str, int] = {}
+    ports["nginx"] = {"http": free_port(), "https": free_port()}
+    conf = nginx_proxy_config(
+        work, origin, ports["nginx"]["http"], ports["nginx"]["https"], cert, key
+    )
+    if idle:  # room for the idle clients in each worker (nginx's default is 512)
+        text = conf.read_text().replace("worker_connections 8192", "worker_connections 32768")
+        conf.write_text(text)
+    procs.append(_popen(_nginx(conf), log))
+    pids["nginx"] = procs[-1].pid
+    ports["caddy"] = {"http": free_port(), "https": free_port()}
+    conf = caddy_config(work, origin, ports["caddy"]["http"], ports["caddy"]["https"], cert, key)
+    procs.append(
+        _popen(
+            ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
+            log,
+            env={**os.environ, "HOME": str(work), "XDG_DATA_HOME": str(work)},
+        )
+    )
+    pids["caddy"] = procs[-1].pid
+    from patrd.proxy.front import ProxyRuntime
+
+    runtime = ProxyRuntime()
+    http_port, https_port = free_port(), free_port()
+    spec = {
+        "http": http_port,
+        "https": https_port,
+        "origin": origin,
+        "certs": str(work / "certs"),
+        "hosts": hosts,
+        "event_loop": str(runtime.event_loop),
+        "workers": runtime.resolved_workers(),
+        # The cap is on purpose (10,000 by default): held above the idle clients here.
+        "max_connections": max(10000, idle * 2),
+    }
+    ports[PATRD] = {"http": http_port, "https": https_port}
+    argv = [sys.executable, "-m", "scripts.bench.proxy_bench", "--serve-patrd", json.dumps(spec)]
+    procs.append(_popen(argv, log))
+    pids[PATRD] = procs[-1].pid
+    for by_scheme in [{"http": origin}, *ports.values()]:
+        for port in by_scheme.values():
+            wait_port(port)
+    time.sleep(1.0)
+    return ports, pids, work / "local-ca" / "ca.pem"
+
+
+def tree_rss(pid: int) -> int:
+    return sum(rss_bytes(p) for p in process_tree(pid))
+
+
+# --- --close ------------------------------------------------------------------------
+
+
+def resumed_share(port: int, ca: Path) -> float:
+    """Of RESUME_PROBES new connections, each offering the last session: how many resumed."""
+    client = ssl.create_default_context(cafile=str(ca))
+    session = None
+    resumed = 0
+    for _ in range(RESUME_PROBES + 1):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client.wrap_socket(raw, server_hostname=HOST, session=session) as tls,
+        ):
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+            while tls.recv(65536):
+                pass
+            if session is not None and tls.session_reused:
+                resumed += 1
+            session = tls.session
+    return resumed / RESUME_PROBES
+
+
+def bench_close(
+    ports: dict[str, dict[str, int]], ca: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    cells = [
+        (scheme, target, f"{scheme}://{HOST}:{by_scheme[scheme]}/")
+        for scheme in args.schemes.split(",")
+        for target, by_scheme in ports.items()
+    ]
+    runs: dict[tuple[str, str], list[float]] = {(s, t): [] for s, t, _ in cells}
+    errors: dict[tuple[str, str], int] = {(s, t): 0 for s, t, _ in cells}
+    for _, _, url in cells:  # warm-up
+        wrk(url, 1, args.connections, close=True)
+    for rep in range(args.runs):
+        for scheme, target, url in cells:
+            run = wrk(url, args.duration, args.connections, close=True)
+            runs[(scheme, target)].append(run.rps)
+            errors[(scheme, target)] += run.errors
+            print(f"  run {rep + 1} {scheme:<5} {target:<6} {run.rps:>8.0f} conn/s", flush=True)
+    rows = []
+    for scheme, target, _ in cells:
+        ordered = sorted(runs[(scheme, target)])
+        rows.append(
+            {
+                "scheme": scheme,
+                "target": target,
+                "conn_per_s": ordered[(len(ordered) - 1) // 2],
+                "runs": runs[(scheme, target)],
+                "errors": errors[(scheme, target)],
+                "resumed": resumed_share(ports[target]["https"], ca) if scheme == "https" else None,
+            }
+        )
+    for row in rows:
+        peers = {r["target"]: r["conn_per_s"] for r in rows if r["scheme"] == row["scheme"]}
+        row["ratio_to_caddy"] = row["conn_per_s"] / peers["caddy"] if peers.get("caddy") else None
+        row["ratio_to_nginx"] = row["conn_per_s"] / peers["nginx"] if peers.get("nginx") else None
+    return rows
+
+
+# --- --idle -------------------------------------------------------------------------
+
+
+async def _open_idle(port: int, n: int, tls: ssl.SSLContext | None) -> list[asyncio.StreamWriter]:
+    """n connections, one keep-alive request each; returned open."""
+    request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    gate = asyncio.Semaphore(200)  # at most this many handshakes in flight
+
+    async def one() -> asyncio.StreamWriter | None:
+        async with gate:
+            try:
+                async with asyncio.timeout(30):
+                    reader, writer = await asyncio.open_connection(
+                        "127.0.0.1", port, ssl=tls, server_hostname=HOST if tls else None
+                    )
+                    writer.write(request)
+                    await reader.readuntil(b"\r\n\r\n")
+                    return writer
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
+                return None
+
+    opened = await asyncio.gather(*(one() for _ in range(n)))
+    return [w for w in opened if w is not None]
+
+
+async def _hold(pid: int, port: int, n: int, tls: ssl.SSLContext | None) -> dict[str, Any]:
+    before = tree_rss(pid)
+    started = time.monotonic()
+    writers = await _open_idle(port, n, tls)
+    opened_s = time.monotonic() - started
+    await asyncio.sleep(2.0)
+    during = tree_rss(pid)
+    for w in writers:
+        w.close()
+    await asyncio.sleep(0.5)
+    held = len(writers)
+    return {
+        "held": held,
+        "open_s": round(opened_s, 1),
+        "rss_before_mib": round(before / MiB, 1),
+        "rss_held_mib": round(during / MiB, 1),
+        "bytes_per_conn": round((during - before) / held) if held else None,
+    }
+
+
+def bench_idle(
+    ports: dict[str, dict[str, int]], pids: dict[str, int], ca: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    client = ssl.create_default_context(cafile=str(ca))
+    rows = []
+    for scheme in args.schemes.split(","):
+        for target, by_scheme in ports.items():
+            tls = client if scheme == "https" else None
+            row = asyncio.run(_hold(pids[target], by_scheme[scheme], args.idle, tls))
+            row = {"scheme": scheme, "target": target, **row}
+            print(f"  {json.dumps(row)}", flush=True)
+            rows.append(row)
+            time.sleep(1.0)
+    for row in rows:
+        peers = {r["target"]: r["bytes_per_conn"] for r in rows if r["scheme"] == row["scheme"]}
+        for other in ("caddy", "nginx"):
+            mine, theirs = row["bytes_per_conn"], peers.get(other)
+            row[f"ratio_to_{other}"] = round(mine / theirs, 2) if mine and theirs else None
+    return rows
+
+
+def run(args: argparse.Namespace) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
+    if args.idle and args.idle + 1000 > hard:
+        raise SystemExit(f"--idle {args.idle}: the open-files limit is {hard}")
+    work = Path(tempfile.mkdtemp(prefix="patrd-bench-conns-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (work / "servers.log").open("ab")
+    out: dict[str, Any] = {"load_before": loadavg(), "cpus": os.cpu_count()}
+    try:
+        ports, pids, ca = start_servers(work, args.idle, log, procs)
+        if args.close:
+            out["close"] = bench_close(ports, ca, args)
+        if args.idle:
+            out["idle"] = bench_idle(ports, pids, ca, args)
+        out["load_after"] = loadavg()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+    print_tables(out, args)
+    path = args.json or Path("var/bench") / f"proxy-conns-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"written: {path}")
+
+
+def _r(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def print_tables(out: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"\nload average before {out['load_before']}, after {out.get('load_after')}")
+    if "close" in out:
+        print(f"\n--close: wrk -c{args.connections} -d{args.duration}s, median of {args.runs}")
+        print(
+            f"{'scheme':<6} {'target':<6} {'conn/s':>8} {'/caddy':>7} {'/nginx':>7} "
+            f"{'resumed':>8} {'errors':>6}"
+        )
+        for r in out["close"]:
+            resumed = "" if r["resumed"] is None else f"{r['resumed']:.0%}"
+            print(
+                f"{r['scheme']:<6} {r['target']:<6} {r['conn_per_s']:>8.0f} "
+                f"{_r(r['ratio_to_caddy']):>7} {_r(r['ratio_to_nginx']):>7} "
+                f"{resumed:>8} {r['errors']:>6}"
+            )
+    if "idle" in out:
+        print(f"\n--idle {args.idle}: RSS of each server's processes, before and holding them")
+        print(
+            f"{'scheme':<6} {'target':<6} {'held':>6} {'open s':>6} {'RSS MiB':>8} "
+            f"{'held MiB':>8} {'B/conn':>7} {'/caddy':>7} {'/nginx':>7}"
+        )
+        for r in out["idle"]:
+            print(
+                f"{r['scheme']:<6} {r['target']:<6} {r['held']:>6} {r['open_s']:>6} "
+                f"{r['rss_before_mib']:>8} {r['rss_held_mib']:>8} {r['bytes_per_conn'] or 0:>7} "
+                f"{_r(r['ratio_to_caddy']):>7} {_r(r['ratio_to_nginx']):>7}"
+            )
