@@ -6,9 +6,11 @@ import { lineChart } from "./charts.js";
 import { badge, bytes, clearErrors, field, h, money, replace, showError, timeAgo, toast, uid } from "./dom.js";
 import { envEditor, portsEditor, probeEditor, scaleEditor } from "./forms.js";
 import { counts } from "./list.js";
+import { overviewTab } from "./overview.js";
 
 const TABS = [
-  { id: "details", label: "Details", needs: null },
+  { id: "overview", label: "Overview", needs: null },
+  { id: "details", label: "Settings", needs: null },
   { id: "urls", label: "URLs", needs: "/v1/urls" },
   { id: "logs", label: "Logs", needs: "/v1/deployments/{name}/logs" },
   { id: "metrics", label: "Metrics", needs: "/v1/deployments/{name}/metrics" },
@@ -86,6 +88,7 @@ export function renderManage(main, name, initialTab) {
 
   startStop.addEventListener("click", async () => {
     const action = startStop.textContent === "Stop" ? "stop" : "start";
+    if (action === "stop" && !window.confirm(`Stop ${name}? Its instances shut down and its URLs stop answering until you start it again.`)) return;
     startStop.disabled = true;
     try {
       const d = await post(`${base}/${action}`);
@@ -99,6 +102,7 @@ export function renderManage(main, name, initialTab) {
   });
   deleteButton.addEventListener("click", () => dialog.open());
   redeployButton.addEventListener("click", async () => {
+    if (!window.confirm(`Redeploy ${name}? patrd pulls ${deployment ? `${deployment.spec.image}:${deployment.spec.tag}` : "the tag"} again; a new image rolls out as a new release.`)) return;
     redeployButton.disabled = true;
     try {
       const d = await post(`${base}/redeploy`);
@@ -200,7 +204,8 @@ export function renderManage(main, name, initialTab) {
   });
 
   function selectTab(id) {
-    const wanted = tabButtons.has(id) ? id : "details";
+    const alias = id === "settings" ? "details" : id;
+    const wanted = tabButtons.has(alias) ? alias : "overview";
     if (wanted === tabId) return;
     if (tab) tab.cleanup();
     listeners.clear();
@@ -219,7 +224,7 @@ export function renderManage(main, name, initialTab) {
   features().then((available) => {
     if (!alive) return;
     paintTabs(available);
-    selectTab(initialTab || "details");
+    selectTab(initialTab || "overview");
   });
   refresh();
   heading.focus();
@@ -231,7 +236,7 @@ export function renderManage(main, name, initialTab) {
       if (tab) tab.cleanup();
     },
     route(tabName) {
-      if (tabButtons.size) selectTab(tabName || "details");
+      if (tabButtons.size) selectTab(tabName || "overview");
     },
   };
 }
@@ -241,25 +246,13 @@ export function renderManage(main, name, initialTab) {
 function detailsTab({ name, base, panel, onUpdate, current }) {
   const summary = h("dl", { class: "summary" });
   const formSlot = h("div");
-  const instances = h("tbody");
-  const events = h("ol", { class: "events" });
   replace(
     panel,
-    h("h2", { text: "Details" }),
+    h("h2", { text: "Settings" }),
     summary,
     formSlot,
-    h("h3", { text: "Instances" }),
-    h(
-      "table",
-      { class: "instances-table" },
-      h("thead", {}, h("tr", {}, ["Instance", "State", "Ready", "Address", "Revision", "Restarts", "Probe"].map((t) => h("th", { scope: "col", text: t })))),
-      instances,
-    ),
-    h("h3", { text: "Recent events" }),
-    events,
   );
   let built = false;
-  let lastEvent = 0;
 
   function paintSummary(d) {
     const s = d.spec;
@@ -327,43 +320,12 @@ function detailsTab({ name, base, panel, onUpdate, current }) {
         save.disabled = false;
       }
     });
-    replace(formSlot, h("h3", { text: "Settings" }), form);
-  }
-
-  async function paintEvents() {
-    try {
-      const data = await get(`${base}/events?after=${lastEvent}&limit=100`);
-      for (const e of data.events) {
-        lastEvent = Math.max(lastEvent, e.id);
-        events.prepend(h("li", {}, h("time", { datetime: e.at, title: e.at, text: new Date(e.at).toLocaleTimeString() }), " ", h("span", { class: "kind", text: e.kind }), " ", e.message));
-      }
-      while (events.children.length > 50) events.lastChild.remove();
-    } catch {
-      /* next refresh */
-    }
+    replace(formSlot, h("h3", { text: "Change settings" }), form);
   }
 
   onUpdate((d) => {
     paintSummary(d);
     if (!built) buildForm(d);
-    replace(
-      instances,
-      (d.instances || []).map((i) =>
-        h(
-          "tr",
-          {},
-          h("td", { class: "mono", text: i.name }),
-          h("td", { text: i.state }),
-          h("td", { text: i.ready ? "yes" : "no" }),
-          h("td", { class: "mono", text: i.address || "–" }),
-          h("td", { text: String(i.revision) }),
-          h("td", { text: String(i.restarts) }),
-          h("td", { text: i.probe ? `${i.probe.phase || ""} ${i.probe.last || ""}`.trim() || "–" : "–" }),
-        ),
-      ),
-    );
-    if (!(d.instances || []).length) instances.appendChild(h("tr", {}, h("td", { colspan: 7, class: "empty", text: "No instances." })));
-    paintEvents();
   });
   if (current()) buildForm(current());
   return { cleanup() {} };
@@ -701,6 +663,7 @@ function historyTab({ base, panel }) {
                   "aria-label": `Revert to this version (${e.digest ? short : shortId})`,
                   text: "Revert to this version",
                   onclick: async (event) => {
+                    if (!window.confirm(`Revert to revision ${e.revision}'s image (${e.digest ? short : shortId})? It runs again as a new revision, with zero downtime.`)) return;
                     event.target.disabled = true;
                     try {
                       const d = await post(`${base}/revert`, { ref: String(e.revision) });
@@ -931,6 +894,7 @@ function secretsTab({ panel, onUpdate }) {
 }
 
 const TAB_RENDERERS = {
+  overview: overviewTab,
   details: detailsTab,
   urls: urlsTab,
   logs: logsTab,

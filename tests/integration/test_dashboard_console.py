@@ -1,0 +1,147 @@
+"""The dashboard as a new user meets it: phone width, the overview card first.
+
+One browser session walks every screen at 400 px and at 1400 px (Chromium
+sessions are slow on a loaded machine). Screenshots go to
+``test-artifacts/dashboard/console-*.png``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.integration import test_dashboard as walk
+from tests.integration.test_dashboard import REPO, Site, deployed, login, proxied, tab, wait_for
+from tests.support.browser import ARTIFACTS, Browser
+from tests.support.daemon import Api, docker_json
+
+# The end-to-end walk's fixtures: a daemon with the dashboard on, its API, a browser.
+site = walk.site
+api = walk.api
+browser = walk.browser
+
+pytestmark = pytest.mark.docker
+
+SCREENS = (
+    "",
+    "create",
+    "node",
+    "d/{name}",
+    "d/{name}/urls",
+    "d/{name}/logs",
+    "d/{name}/metrics",
+    "d/{name}/history",
+    "d/{name}/config",
+    "d/{name}/secrets",
+    "d/{name}/settings",
+)
+
+
+def set_width(b: Browser, width: int) -> None:
+    """Make the page's viewport ``width`` CSS pixels wide (the window's chrome aside)."""
+    b.driver.set_window_size(width, 900)
+    inner = int(b.js("return window.innerWidth"))
+    if inner != width:
+        b.driver.set_window_size(width + (width - inner), 900)
+    assert int(b.js("return window.innerWidth")) == width
+
+
+def shot(b: Browser, name: str, width: int) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    height = int(b.js("return document.documentElement.scrollHeight"))
+    b.driver.set_window_size(width, max(900, min(height + 40, 3000)))
+    b.driver.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
+    set_width(b, width)
+
+
+def overflow(b: Browser) -> dict[str, Any]:
+    """How far the page scrolls sideways, and the widest elements that cause it."""
+    return dict(
+        b.js(
+            """
+            const w = window.innerWidth;
+            const culprits = [...document.querySelectorAll('main *, header *')]
+              .filter(el => el.getBoundingClientRect().right > w + 1)
+              .slice(0, 5).map(el => el.tagName + '.' + el.className + '#' + el.id);
+            return {scroll: document.documentElement.scrollWidth, inner: w, culprits};
+            """
+        )
+    )
+
+
+async def test_every_screen_fits_a_phone_and_the_overview_comes_first(
+    site: Site, browser: Browser, api: Api, new_name: Any
+) -> None:
+    name = new_name("con")
+    tag = f"moving-{name}"
+    subprocess.run(["docker", "tag", f"{REPO}:v1", f"{REPO}:{tag}"], check=True)
+    try:
+        await _walk(site, browser, api, name, tag)
+    finally:
+        subprocess.run(["docker", "rmi", f"{REPO}:{tag}"], capture_output=True, check=False)
+
+
+async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
+    body = {
+        "name": name,
+        "image": REPO,
+        "tag": tag,
+        "ports": {"80": "http"},
+        "env": {"A_RATHER_LONG_ENVIRONMENT_VARIABLE_NAME": "and-a-long-value-" * 4},
+    }
+    await api.ok("POST", "/v1/deployments", body)
+    await api.wait_status(name, "running")
+    login(b, site)
+
+    for width in (400, 1400):
+        set_width(b, width)
+        for screen in SCREENS:
+            path = screen.format(name=name)
+            b.get(f"{site.base}/ui/#/{path}")
+            b.wait("the screen", lambda: not b.all("main .loading"))
+            b.wait_css("main h1")
+            if path.startswith("d/"):
+                b.wait_text("#deployment-status", "running")
+            label = path.replace(f"d/{name}", "manage").replace("/", "-") or "list"
+            shot(b, f"{width}-{label}", width)
+            state = overflow(b)
+            assert state["scroll"] <= state["inner"], (path, width, state)
+
+    # The overview (the first tab): the URL with an Open link, the release running now.
+    v1_id = docker_json("image", "inspect", f"{REPO}:v1")[0]["Id"]
+    d = await api.ok("GET", f"/v1/deployments/{name}")
+    b.get(f"{site.base}/ui/#/d/{name}")
+    assert b.wait_css("#tab-overview").get_attribute("aria-selected") == "true"
+    b.wait_text("#overview-urls", d["urls"][0])
+    assert str(b.css("#overview-urls a").get_attribute("href")).rstrip("/") == d["urls"][0].rstrip(
+        "/"
+    )
+    live = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"][0]
+    short = (live["digest"] or live["image_id"]).removeprefix("sha256:")[:12]
+    release = b.wait_text("#overview-release", short)
+    assert "revision 1" in release.text and "created" in release.text
+    b.wait_text("#overview-ready", "1 of 1")
+
+    # Redeploy asks first, then pulls the moved tag: v2 rolls out.
+    subprocess.run(["docker", "tag", f"{REPO}:v2", f"{REPO}:{tag}"], check=True)
+    b.click("#redeploy-button")
+    assert "Redeploy" in b.accept_confirm()
+    b.wait_text("#toast", "revision 2")
+    await wait_for("the redeploy deployed", lambda: deployed(api, name, 2))
+    assert "hello from v2" in (await proxied(site, site.daemon.host(name)))[1]
+    b.wait_text("#overview-release", "revision 2")
+    b.wait_text("#overview-release", "Redeploy")
+    shot(b, "1400-overview-redeployed", 1400)
+
+    # Revert (by release) asks first, then runs v1 again as revision 3.
+    tab(b, "history")
+    b.click(f'#history-rows button.revert[data-image-id="{v1_id}"]')
+    assert "Revert to revision 1" in b.accept_confirm()
+    b.wait_text("#toast", "revision 3")
+    await wait_for("the revert deployed", lambda: deployed(api, name, 3))
+    assert "hello from v1" in (await proxied(site, site.daemon.host(name)))[1]
+    tab(b, "overview")
+    b.wait_text("#overview-release", "revert")
+    assert b.console_errors() == []
