@@ -124,6 +124,55 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     assert "revision 1" in release.text and "created" in release.text
     b.wait_text("#overview-ready", "1 of 1")
 
+    # Create, step 1: both missing fields flagged at once; "repo:tag" typed in
+    # the image field is split into image and tag.
+    b.get(f"{site.base}/ui/#/create")
+    b.wait_css("#create-form")
+    b.click("#step-next")
+    b.wait("both errors", lambda: len(b.all("#create-form .field-error")) == 2)
+    assert b.css('[data-field="name"]').get_attribute("aria-invalid") == "true"
+    assert b.css('[data-field="image"]').get_attribute("aria-invalid") == "true"
+    b.fill('[data-field="image"]', f"{REPO}:v2")
+    b.click("#step-next")
+    b.wait("one error left", lambda: len(b.all("#create-form .field-error")) == 1)
+    assert b.css('[data-field="image"]').get_attribute("value") == REPO
+    assert b.css('[data-field="tag"]').get_attribute("value") == "v2"
+    assert "name" in b.css("#create-form .field-error").text
+
+    # Settings: a repeated variable name, a value without a name and a repeated
+    # port are refused together, next to each row; nothing is saved.
+    b.get(f"{site.base}/ui/#/d/{name}/settings")
+    b.wait_css("#details-form")
+    b.click('#details-form fieldset[data-field="env"] button.add')
+    b.click('#details-form fieldset[data-field="env"] button.add')
+    b.click('#details-form fieldset[data-field="ports"] button.add')
+    names = b.all("#details-form input.env-name")
+    values = b.all("#details-form input.env-value")
+    names[1].send_keys("A_RATHER_LONG_ENVIRONMENT_VARIABLE_NAME")
+    values[2].send_keys("orphan value")
+    b.all('#details-form fieldset[data-field="ports"] input.port')[1].send_keys("80")
+    b.click("#details-save")
+    errors = b.wait(
+        "three errors",
+        lambda: (
+            [e.text for e in b.all("#details-form .field-error")]
+            if len(b.all("#details-form .field-error")) == 3
+            else None
+        ),
+    )
+    assert any("already used" in e for e in errors), errors
+    assert any("has no name" in e for e in errors), errors
+    assert any("listed twice" in e for e in errors), errors
+    assert not any("[A-Za-z" in e for e in errors), errors
+    shot(b, "1400-settings-errors", 1400)
+    # Unchanged settings: "No change", and no new revision.
+    b.get(f"{site.base}/ui/#/d/{name}")
+    b.get(f"{site.base}/ui/#/d/{name}/settings")
+    b.wait_css("#details-form input.env-name")
+    b.click("#details-save")
+    b.wait_text("#toast", "No change")
+    assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 1
+
     # Redeploy asks first, then pulls the moved tag: v2 rolls out.
     subprocess.run(["docker", "tag", f"{REPO}:v2", f"{REPO}:{tag}"], check=True)
     b.click("#redeploy-button")
@@ -131,6 +180,7 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     b.wait_text("#toast", "revision 2")
     await wait_for("the redeploy deployed", lambda: deployed(api, name, 2))
     assert "hello from v2" in (await proxied(site, site.daemon.host(name)))[1]
+    tab(b, "overview")
     b.wait_text("#overview-release", "revision 2")
     b.wait_text("#overview-release", "Redeploy")
     shot(b, "1400-overview-redeployed", 1400)

@@ -12,6 +12,8 @@ import {
   portsEditor,
   probeEditor,
   scaleEditor,
+  showProblems,
+  splitImageRef,
   volumesEditor,
 } from "./forms.js";
 
@@ -123,6 +125,15 @@ export function renderCreate(main) {
   replace(main, h("div", { class: "page-head" }, h("div", {}, h("a", { href: "#/", class: "back", text: "← Deployments" }), heading)), indicator, form);
   heading.focus();
 
+  // "repo:tag" or "repo@digest" typed in the image field: split into image and tag.
+  function splitImage() {
+    const { image, tag } = splitImageRef(imageInput.value);
+    if (tag === null) return;
+    imageInput.value = image;
+    tagInput.value = tag;
+  }
+  imageInput.addEventListener("change", splitImage);
+
   function body({ forStep }) {
     const portsValue = ports.value();
     const b = {
@@ -231,18 +242,22 @@ export function renderCreate(main) {
     next.disabled = true;
     try {
       if (step < 3) {
-        if (step === 1 && !nameInput.value.trim()) {
-          showError(form, "name", "is required");
-          return;
-        }
-        if (step === 1 && !imageInput.value.trim()) {
-          showError(form, "image", "is required");
-          return;
-        }
+        if (step === 1) splitImage();
+        const problems = [];
+        if (step === 1 && !nameInput.value.trim()) problems.push({ input: nameInput, message: "Give the deployment a name." });
+        if (step === 1 && !imageInput.value.trim()) problems.push({ input: imageInput, message: "Type the image repository, e.g. library/nginx." });
+        if (step === 2) problems.push(...ports.check(), ...env.check(), ...configs.check(), ...volumes.check());
+        if (showProblems(problems)) return;
         await validate();
         show(step + 1);
         const first = steps[step - 1].querySelector("input, select, textarea");
         if (first) first.focus();
+        return;
+      }
+      const problems = [...ports.check(), ...env.check(), ...configs.check(), ...volumes.check()];
+      if (problems.length) {
+        show(2);
+        showProblems(problems);
         return;
       }
       const created = await post("/v1/deployments", body({ forStep: 3 }));

@@ -4,7 +4,7 @@
 import { ApiError, del, enc, features, get, patch, post, put, request } from "./api.js";
 import { lineChart } from "./charts.js";
 import { badge, bytes, clearErrors, field, h, money, replace, showError, timeAgo, toast, uid } from "./dom.js";
-import { envEditor, portsEditor, probeEditor, scaleEditor } from "./forms.js";
+import { envEditor, portsEditor, probeEditor, scaleEditor, showProblems } from "./forms.js";
 import { counts } from "./list.js";
 import { overviewTab } from "./overview.js";
 
@@ -243,6 +243,27 @@ export function renderManage(main, name, initialTab) {
 
 // --- details ----------------------------------------------------------------------
 
+// Key order aside, is every edited part of the settings what the spec holds?
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical(value[k])]));
+  }
+  return value === undefined ? null : value;
+}
+
+function sameSettings(changes, spec) {
+  return Object.entries(changes).every(([key, value]) => {
+    const before = spec[key];
+    if (value && typeof value === "object" && before && typeof before === "object" && !Array.isArray(value)) {
+      // Compare only the keys the form edits (a probe may hold more than the form shows).
+      const picked = Object.fromEntries(Object.keys(before).filter((k) => key === "env" || key === "ports" || k in value).map((k) => [k, before[k]]));
+      return JSON.stringify(canonical(value)) === JSON.stringify(canonical(picked));
+    }
+    return JSON.stringify(canonical(value)) === JSON.stringify(canonical(before ?? null));
+  });
+}
+
 function detailsTab({ name, base, panel, onUpdate, current }) {
   const summary = h("dl", { class: "summary" });
   const formSlot = h("div");
@@ -302,17 +323,24 @@ function detailsTab({ name, base, panel, onUpdate, current }) {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       clearErrors(form);
+      if (showProblems([...ports.check(), ...env.check()])) return;
+      const changes = {
+        ports: ports.value(),
+        env: env.value(),
+        startup_probe: startup.value(),
+        liveness_probe: liveness.value(),
+        deploy_on_push: push.checked,
+        ...scale.value(),
+      };
+      const now = current() || d;
+      if (sameSettings(changes, now.spec)) {
+        toast("No change: nothing to save", "info");
+        return;
+      }
       save.disabled = true;
       try {
-        const updated = await patch(base, {
-          ports: ports.value(),
-          env: env.value(),
-          startup_probe: startup.value(),
-          liveness_probe: liveness.value(),
-          deploy_on_push: push.checked,
-          ...scale.value(),
-        });
-        toast(`Saved: revision ${updated.revision}`, "success");
+        const updated = await patch(base, changes);
+        toast(updated.revision === now.revision ? "No change: nothing to save" : `Saved: revision ${updated.revision}`, "success");
         paintSummary(updated);
       } catch (err) {
         showError(form, err.field, err.message);

@@ -115,7 +115,10 @@ export function overviewTab({ name, base, panel, onUpdate }) {
     if (alive) paintFacts();
   }
 
+  let fetching = false;
   async function paintEvents() {
+    if (fetching) return; // one request at a time, or the same events arrive twice
+    fetching = true;
     try {
       const data = await get(`${base}/events?after=${lastEvent}&limit=100`);
       for (const e of data.events) {
@@ -125,6 +128,8 @@ export function overviewTab({ name, base, panel, onUpdate }) {
       while (events.children.length > 50) events.lastChild.remove();
     } catch {
       /* next refresh */
+    } finally {
+      fetching = false;
     }
   }
 
