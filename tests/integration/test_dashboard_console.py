@@ -39,6 +39,23 @@ SCREENS = (
 )
 
 
+FOCUS_CONTRAST = """
+const button = document.getElementById('logout');
+button.focus({focusVisible: true});
+const parse = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+const lum = (c) => {
+  const [r, g, b] = parse(c).map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const ring = lum(getComputedStyle(button).outlineColor);
+const back = lum(getComputedStyle(document.querySelector('header.top')).backgroundColor);
+return (Math.max(ring, back) + 0.05) / (Math.min(ring, back) + 0.05);
+"""
+
+
 def set_width(b: Browser, width: int) -> None:
     """Make the page's viewport ``width`` CSS pixels wide (the window's chrome aside)."""
     b.driver.set_window_size(width, 900)
@@ -138,6 +155,22 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     assert b.css('[data-field="image"]').get_attribute("value") == REPO
     assert b.css('[data-field="tag"]').get_attribute("value") == "v2"
     assert "name" in b.css("#create-form .field-error").text
+    # The step pills are progress, not buttons: no button look.
+    assert b.js(
+        "const s = getComputedStyle(document.querySelector('.stepper li:not([aria-current])'));"
+        "return s.backgroundColor === 'rgba(0, 0, 0, 0)' && s.cursor !== 'pointer'"
+    )
+    # Leaving the half-filled form asks first; "stay" keeps it and its text.
+    b.js("location.hash = '#/'")
+    assert "Leave this page?" in b.dismiss_confirm()
+    assert b.url.endswith("#/create")
+    assert b.css('[data-field="tag"]').get_attribute("value") == "v2"
+    b.click('header nav a[href="#/"]')
+    assert "Leave this page?" in b.accept_confirm()
+    b.wait_text("#list-summary", "deployments")
+    # The focus ring on the dark header has at least 3:1 contrast.
+    ratio = b.js(FOCUS_CONTRAST)
+    assert ratio >= 3, ratio
 
     # Settings: a repeated variable name, a value without a name and a repeated
     # port are refused together, next to each row; nothing is saved.

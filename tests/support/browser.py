@@ -306,6 +306,20 @@ class Browser:
         question.accept()
         return text
 
+    def dismiss_confirm(self, timeout: float = 10) -> str:
+        """Answer the page's ``window.confirm`` question with Cancel; return its text."""
+
+        def alert() -> Any:
+            try:
+                return self.driver.switch_to.alert
+            except NoAlertPresentException:
+                return None
+
+        question = self.wait("a confirm dialog", alert, timeout)
+        text = str(question.text)
+        question.dismiss()
+        return text
+
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"

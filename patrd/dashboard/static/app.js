@@ -19,8 +19,24 @@ function parse(hash) {
   return { key: "list" };
 }
 
+let shownHash = location.hash;
+let restoring = false;
+
 function navigate() {
+  if (restoring) {
+    restoring = false;
+    return;
+  }
   const route = parse(location.hash);
+  // A half-filled form (Create) asks before it is left; "stay" puts the address back.
+  if (screen && screen.key !== route.key && screen.dirty && screen.dirty()) {
+    if (!window.confirm("Leave this page? What you typed in the form is lost.")) {
+      restoring = true;
+      location.hash = shownHash;
+      return;
+    }
+  }
+  shownHash = location.hash;
   if (screen && screen.key === route.key && screen.route) {
     screen.route(route.tab);
     return;

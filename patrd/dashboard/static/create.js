@@ -261,6 +261,7 @@ export function renderCreate(main) {
         return;
       }
       const created = await post("/v1/deployments", body({ forStep: 3 }));
+      createdOk = true;
       toast(`Created ${created.name}`, "success");
       location.hash = `#/d/${encodeURIComponent(created.name)}`;
     } catch (err) {
@@ -291,10 +292,26 @@ export function renderCreate(main) {
     })
     .catch(() => {});
 
+  // Typed anything? Then leaving (another screen, reload, closing the tab) asks first.
+  let createdOk = false;
+  let touched = false;
+  form.addEventListener("input", () => {
+    touched = true;
+  });
+  const dirty = () => touched && !createdOk;
+  const beforeUnload = (event) => {
+    if (dirty()) event.preventDefault();
+  };
+  window.addEventListener("beforeunload", beforeUnload);
+
   show(1);
   nameInput.focus();
-  return () => {
-    alive = false;
-    clearTimeout(estimateTimer);
+  return {
+    dirty,
+    cleanup() {
+      alive = false;
+      clearTimeout(estimateTimer);
+      window.removeEventListener("beforeunload", beforeUnload);
+    },
   };
 }
