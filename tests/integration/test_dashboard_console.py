@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from tests.integration import test_dashboard as walk
-from tests.integration.test_dashboard import REPO, Site, deployed, login, proxied, tab, wait_for
+from tests.integration.test_dashboard import (
+    PASSWORD,
+    REPO,
+    SESSION_COOKIE,
+    Site,
+    deployed,
+    proxied,
+    tab,
+    wait_for,
+)
 from tests.support.browser import ARTIFACTS, Browser
 from tests.support.daemon import Api, docker_json
 
@@ -110,7 +119,25 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     }
     await api.ok("POST", "/v1/deployments", body)
     await api.wait_status(name, "running")
-    login(b, site)
+    # A deep link survives the login: the app comes back on that screen.
+    b.get(f"{site.base}/ui/#/d/{name}/history")
+    b.wait("the login page", lambda: "/ui/login" in b.url)
+    b.fill("#password", PASSWORD)
+    b.click("#login-submit")
+    b.wait("the deep link", lambda: b.url.endswith(f"/ui/#/d/{name}/history"))
+    b.wait_css("#history-rows tr")
+    # ... and the end of the session: logged out while on a screen, back on it after.
+    b.get(f"{site.base}/ui/#/d/{name}/logs")
+    b.wait_css("#log-output")
+    b.driver.delete_cookie(SESSION_COOKIE)
+    b.wait("the login page", lambda: "/ui/login" in b.url, timeout=30)
+    b.fill("#password", PASSWORD)
+    b.click("#login-submit")
+    b.wait("the same screen", lambda: b.url.endswith(f"/ui/#/d/{name}/logs"))
+    b.wait_css("#log-output")
+    expired = b.console_errors()  # the 401 that sent the page to the login
+    assert expired and all("401" in m["message"] for m in expired), expired
+    b.console.clear()
 
     for width in (400, 1400):
         set_width(b, width)
