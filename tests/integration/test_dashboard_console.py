@@ -45,6 +45,10 @@ SCREENS = (
     "d/{name}/config",
     "d/{name}/secrets",
     "d/{name}/settings",
+    "urls",
+    "certs",
+    "secrets",
+    "audit",
 )
 
 
@@ -119,6 +123,14 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     }
     await api.ok("POST", "/v1/deployments", body)
     await api.wait_status(name, "running")
+    # Node-wide things the new screens list: a URL that points at no
+    # deployment (its certificate comes from the local CA) and a secret.
+    elsewhere = f"go-{name}.{site.daemon.base_domain}"
+    await api.ok(
+        "POST", "/v1/urls", {"domain": elsewhere, "target": {"redirect": "https://example.com/"}}
+    )
+    await api.ok("POST", "/v1/secrets", {"name": f"key_{name[-8:]}", "value": "s3cret-value"})
+
     # A deep link survives the login: the app comes back on that screen.
     b.get(f"{site.base}/ui/#/d/{name}/history")
     b.wait("the login page", lambda: "/ui/login" in b.url)
@@ -167,6 +179,18 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     release = b.wait_text("#overview-release", short)
     assert "revision 1" in release.text and "created" in release.text
     b.wait_text("#overview-ready", "1 of 1")
+
+    # The node-wide screens, from the header's links.
+    b.click('header nav a[href="#/urls"]')
+    b.wait_text("#all-urls", elsewhere)
+    assert "redirect to https://example.com/" in b.css("#all-urls").text
+    b.click('header nav a[href="#/certs"]')
+    b.wait_text("#all-certs", elsewhere, timeout=30)
+    b.click('header nav a[href="#/secrets"]')
+    b.wait_text("#all-secrets", f"key_{name[-8:]}")
+    b.click('header nav a[href="#/audit"]')  # the session's scope is write, not admin
+    assert "needs the admin scope" in b.wait_css("#needs-scope").text
+    shot(b, "1400-audit-needs-admin", 1400)
 
     # Create, step 1: both missing fields flagged at once; "repo:tag" typed in
     # the image field is split into image and tag.
@@ -254,4 +278,5 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     assert "hello from v1" in (await proxied(site, site.daemon.host(name)))[1]
     tab(b, "overview")
     b.wait_text("#overview-release", "revert")
-    assert b.console_errors() == []
+    # No errors but the audit log's expected 403 (the page says "needs the admin scope").
+    assert [m for m in b.console_errors() if "/v1/audit" not in m["message"]] == []
