@@ -114,7 +114,7 @@ async def test_every_screen_fits_a_phone_and_the_overview_comes_first(
 
 
 async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
-    body = {
+    body: dict[str, Any] = {
         "name": name,
         "image": REPO,
         "tag": tag,
@@ -278,5 +278,19 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     assert "hello from v1" in (await proxied(site, site.daemon.host(name)))[1]
     tab(b, "overview")
     b.wait_text("#overview-release", "revert")
+
+    # History: releases first, a settings change folded under its release
+    # with what changed (names, not values).
+    env = {**body["env"], "NEW_VAR": "not shown"}
+    await api.ok("PATCH", f"/v1/deployments/{name}", {"env": env})
+    await wait_for("the settings change deployed", lambda: deployed(api, name, 4))
+    tab(b, "history")
+    fold = b.wait_text('#history-rows tr.folded[data-release="3"]', "1 settings change")
+    fold.find_element("css selector", "summary").click()
+    b.wait_text('#history-rows tr.folded[data-release="3"] li', "revision 4: env NEW_VAR added")
+    assert "not shown" not in b.css("#history-rows").text
+    assert b.all('#history-rows tr[data-revision="4"]') == []  # folded, not a row of its own
+    assert "first release" in b.css('#history-rows tr[data-revision="1"]').text
+    shot(b, "1400-history-folded", 1400)
     # No errors but the audit log's expected 403 (the page says "needs the admin scope").
     assert [m for m in b.console_errors() if "/v1/audit" not in m["message"]] == []

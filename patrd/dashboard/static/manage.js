@@ -658,7 +658,7 @@ function historyTab({ base, panel }) {
     h(
       "table",
       { class: "history" },
-      h("thead", {}, h("tr", {}, ["Revision", "How", "Digest", "Image id", "State", "Deployed", ""].map((t) => h("th", { scope: "col", text: t })))),
+      h("thead", {}, h("tr", {}, ["Release", "How", "What changed", "Digest", "State", "Deployed", ""].map((t) => h("th", { scope: "col", text: t })))),
       rows,
     ),
   );
@@ -670,9 +670,48 @@ function historyTab({ base, panel }) {
       if (sig === signature) return;
       signature = sig;
       const live = data.history.find((e) => e.state === "deployed");
+      // Settings-only revisions fold under the release they changed (the next older one).
+      const folded = new Map();
+      let owner = null;
+      for (const e of [...data.history].reverse()) {
+        if (e.release === false && owner) folded.get(owner).push(e);
+        else {
+          owner = e;
+          folded.set(e, []);
+        }
+      }
+      const changed = (e) => (e.changes && e.changes.length ? e.changes.join("; ") : e.how === "create" ? "first release" : "–");
       replace(
         rows,
-        data.history.map((e) => {
+        [...folded.keys()].reverse().flatMap((e) => {
+          const settings = folded.get(e);
+          const sub = settings.length
+            ? h(
+                "tr",
+                { class: "folded", dataset: { release: String(e.revision) } },
+                h(
+                  "td",
+                  { colspan: 7 },
+                  h(
+                    "details",
+                    {},
+                    h("summary", { text: `${settings.length} settings change${settings.length > 1 ? "s" : ""} on this release` }),
+                    h(
+                      "ul",
+                      {},
+                      [...settings].reverse().map((x) =>
+                        h("li", { dataset: { revision: String(x.revision) } }, `revision ${x.revision}: ${changed(x)} `, badge(x.state, x.reason), x.deployed_at ? ` ${timeAgo(x.deployed_at)}` : ""),
+                      ),
+                    ),
+                  ),
+                ),
+              )
+            : null;
+          return [releaseRow(e), sub].filter(Boolean);
+        }),
+      );
+      return;
+      function releaseRow(e) {
           const short = e.digest ? e.digest.replace("sha256:", "").slice(0, 12) : "–";
           const shortId = e.image_id ? e.image_id.replace("sha256:", "").slice(0, 12) : "–";
           const sameImage = live && e.image_id && e.image_id === live.image_id;
@@ -708,14 +747,13 @@ function historyTab({ base, panel }) {
             { dataset: { revision: String(e.revision) } },
             h("td", { text: String(e.revision) }),
             h("td", { text: e.release === false ? "settings" : e.how || "–" }),
-            h("td", { class: "mono", title: e.digest_ref || "", text: short }),
-            h("td", { class: "mono", title: e.image_id || "", text: shortId }),
+            h("td", { class: "changes", text: changed(e) }),
+            h("td", { class: "mono", title: `${e.digest_ref || ""} image ${e.image_id || ""}`, text: short === "–" ? shortId : short }),
             h("td", {}, badge(e.state, e.reason)),
             h("td", { title: e.deployed_at || "", text: e.deployed_at ? timeAgo(e.deployed_at) : "–" }),
             h("td", {}, action),
           );
-        }),
-      );
+      }
     } catch (err) {
       toast(err.message, "error");
     }
