@@ -11,6 +11,8 @@ import subprocess
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
 
 from tests.integration import test_dashboard as walk
 from tests.integration.test_dashboard import (
@@ -179,6 +181,23 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     release = b.wait_text("#overview-release", short)
     assert "revision 1" in release.text and "created" in release.text
     b.wait_text("#overview-ready", "1 of 1")
+
+    # Charts: values on keyboard focus, memory on the usage scale or up to the limit.
+    b.get(f"{site.base}/ui/#/d/{name}/metrics")
+    memory = b.wait(
+        "the memory chart", lambda: [*b.all("#metrics-charts svg.chart"), None, None][1], timeout=60
+    )
+    b.js("arguments[0].focus()", memory)  # as the Tab key would
+    ActionChains(b.driver).send_keys(Keys.ARROW_LEFT).perform()
+    readout = b.wait_text("#metrics-charts .chart-readout", "used ")
+    assert "limit 512 MiB" in readout.text, readout.text
+    assert "above this scale" in b.all("#metrics-charts svg.chart")[1].text  # zoomed to usage
+    b.wait_text("#metrics-charts .chart-scale button", "Up to the limit").click()
+    b.wait(
+        "the limit scale",
+        lambda: "above this scale" not in b.all("#metrics-charts svg.chart")[1].text,
+    )
+    shot(b, "1400-metrics", 1400)
 
     # The node-wide screens, from the header's links.
     b.click('header nav a[href="#/urls"]')

@@ -581,6 +581,7 @@ function metricsTab({ base, panel }) {
     h("h3", { text: "Now, per instance" }),
     h("table", {}, h("thead", {}, h("tr", {}, ["Instance", "CPU", "Memory", "Network in", "Network out"].map((t) => h("th", { scope: "col", text: t })))), current),
   );
+  const memoryScale = { scale: 0 }; // kept across the 10 s reloads
   async function load() {
     try {
       const m = await get(`${base}/metrics?range=${range.value}`);
@@ -609,6 +610,11 @@ function metricsTab({ base, panel }) {
             ],
             format: bytes,
             binary: true,
+            state: memoryScale,
+            scales: [
+              { label: "Zoom to usage", by: ["used"] },
+              { label: "Up to the limit", by: ["used", "limit"] },
+            ],
           }),
           lineChart({
             title: "Network (per second)",
