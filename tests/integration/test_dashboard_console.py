@@ -207,6 +207,10 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     b.wait_text("#all-certs", elsewhere, timeout=30)
     b.click('header nav a[href="#/secrets"]')
     b.wait_text("#all-secrets", f"key_{name[-8:]}")
+    # A deployment's Secrets tab lists only the secrets it uses.
+    b.get(f"{site.base}/ui/#/d/{name}/secrets")
+    b.wait_text("#secret-rows", "This deployment uses no secrets.")
+    assert f"key_{name[-8:]}" not in b.css("#secret-rows").text
     b.click('header nav a[href="#/audit"]')  # the session's scope is write, not admin
     assert "needs the admin scope" in b.wait_css("#needs-scope").text
     shot(b, "1400-audit-needs-admin", 1400)

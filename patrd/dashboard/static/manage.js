@@ -875,7 +875,7 @@ function configTab({ base, panel, onUpdate }) {
 
 // --- secrets ----------------------------------------------------------------------------
 
-function secretsTab({ panel, onUpdate }) {
+function secretsTab({ name, panel, onUpdate }) {
   const rows = h("tbody", { id: "secret-rows" });
   const newName = h("input", { type: "text", autocomplete: "off", spellcheck: "false", dataset: { field: "name" } });
   const newValue = h("input", { type: "password", autocomplete: "new-password", dataset: { field: "value" } });
@@ -889,16 +889,18 @@ function secretsTab({ panel, onUpdate }) {
   replace(
     panel,
     h("h2", { text: "Secrets" }),
-    h("p", { class: "hint", text: "Values are write-only: patrd never shows them again. Setting a new value rolls out the deployments that use it." }),
+    h("p", { class: "hint" }, "The secrets this deployment uses (and those made here, until an env variable uses them). Values are write-only: patrd never shows them again. Setting a new value rolls out the deployments that use it. ", h("a", { href: "#/secrets", text: "All secrets on this node" })),
     h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Version", "Updated", "Used by", ""].map((t) => h("th", { scope: "col", text: t })))), rows),
     h("h3", { text: "New secret" }),
     newForm,
   );
   let used = new Set();
+  const createdHere = new Set();
 
   async function load() {
     try {
-      const data = await get("/v1/secrets");
+      const all = await get("/v1/secrets");
+      const data = { secrets: all.secrets.filter((s) => used.has(s.name) || (s.used_by || []).includes(name) || createdHere.has(s.name)) };
       replace(
         rows,
         data.secrets.map((s) => {
@@ -935,7 +937,7 @@ function secretsTab({ panel, onUpdate }) {
           );
         }),
       );
-      if (!data.secrets.length) rows.appendChild(h("tr", {}, h("td", { colspan: 5, class: "empty", text: "No secrets." })));
+      if (!data.secrets.length) rows.appendChild(h("tr", {}, h("td", { colspan: 5, class: "empty", text: "This deployment uses no secrets." })));
     } catch (err) {
       toast(err.message, "error");
     }
@@ -945,6 +947,7 @@ function secretsTab({ panel, onUpdate }) {
     clearErrors(newForm);
     try {
       await post("/v1/secrets", { name: newName.value.trim(), value: newValue.value });
+      createdHere.add(newName.value.trim());
       toast(`Created secret ${newName.value.trim()}`, "success");
       newName.value = "";
       newValue.value = "";
