@@ -126,11 +126,15 @@ export function renderCreate(main) {
   heading.focus();
 
   // "repo:tag" or "repo@digest" typed in the image field: split into image and tag.
+  // A digest is not a tag: patrd follows a tag and pins the digest it finds
+  // itself, so a typed digest is kept aside and named in a problem.
+  let typedDigest = null;
   function splitImage() {
-    const { image, tag } = splitImageRef(imageInput.value);
-    if (tag === null) return;
+    const { image, tag, digest } = splitImageRef(imageInput.value);
+    if (tag === null && digest === null) return; // nothing to split (maybe split on "change" already)
+    typedDigest = tag === null ? digest : null; // "repo:tag@digest": the tag is enough
     imageInput.value = image;
-    tagInput.value = tag;
+    if (tag !== null) tagInput.value = tag;
   }
   imageInput.addEventListener("change", splitImage);
 
@@ -246,6 +250,10 @@ export function renderCreate(main) {
         const problems = [];
         if (step === 1 && !nameInput.value.trim()) problems.push({ input: nameInput, message: "Give the deployment a name." });
         if (step === 1 && !imageInput.value.trim()) problems.push({ input: imageInput, message: "Type the image repository, e.g. library/nginx." });
+        if (step === 1 && typedDigest) {
+          problems.push({ input: tagInput, message: `patrd follows a tag, not a digest (${typedDigest.slice(0, 19)}…): type the tag that digest was pushed as; each release pins its digest.` });
+          typedDigest = null;
+        }
         if (step === 2) problems.push(...ports.check(), ...env.check(), ...configs.check(), ...volumes.check());
         if (showProblems(problems)) return;
         await validate();

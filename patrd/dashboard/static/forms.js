@@ -40,15 +40,20 @@ function nameProblems(rows, { noun, filled }) {
   return problems;
 }
 
-// "repo:tag" or "repo@sha256:…" typed in the image field → {image, tag} (tag may be a digest).
+// "repo:tag" or "repo@sha256:…" typed in the image field → {image, tag, digest}
+// (tag and digest null when not typed; "repo:tag@digest" gives all three).
 export function splitImageRef(text) {
-  const value = text.trim();
+  let value = text.trim();
+  let digest = null;
   const at = value.indexOf("@");
-  if (at > 0) return { image: value.slice(0, at), tag: value.slice(at + 1) };
+  if (at > 0) {
+    digest = value.slice(at + 1);
+    value = value.slice(0, at);
+  }
   const slash = value.lastIndexOf("/");
   const colon = value.lastIndexOf(":");
-  if (colon > slash && colon > 0) return { image: value.slice(0, colon), tag: value.slice(colon + 1) };
-  return { image: value, tag: null };
+  if (colon > slash && colon > 0) return { image: value.slice(0, colon), tag: value.slice(colon + 1), digest };
+  return { image: value, tag: null, digest };
 }
 
 function removeButton(label, onClick) {
