@@ -587,7 +587,11 @@ def _env(value: Any) -> tuple[tuple[str, EnvValue], ...]:
     for key, val in obj.items():
         path = f"env.{key}"
         if not ENV_NAME_RE.fullmatch(key):
-            raise SpecError(path, "name must match [A-Za-z_][A-Za-z0-9_]*")
+            raise SpecError(
+                path,
+                "name may hold only letters, digits and underscores, and must not start "
+                "with a digit",
+            )
         if key in RESERVED_ENV:
             raise SpecError(path, "is set by patrd on every container and cannot be overridden")
         if isinstance(val, Mapping):
@@ -651,7 +655,8 @@ def config_file_name(name: str, path: str) -> str:
     if not CONFIG_NAME_RE.fullmatch(name) or name in {".", ".."}:
         raise SpecError(
             path,
-            f"file name must match [A-Za-z0-9_.()-]+ (not . or ..); files live in {CONFIG_DIR}",
+            "file name may hold only letters, digits and the characters _ . ( ) - "
+            f"(and is not . or ..); files live in {CONFIG_DIR}",
         )
     if len(name) > 255:
         raise SpecError(path, "file name longer than 255 characters")
