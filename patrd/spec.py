@@ -693,7 +693,8 @@ def config_file_name(name: str, path: str) -> str:
     if not CONFIG_NAME_RE.fullmatch(name) or name in {".", ".."}:
         raise SpecError(
             path,
-            f"file name must match [A-Za-z0-9_.()-]+ (not . or ..); files live in {CONFIG_DIR}",
+            "file name may hold only letters, digits and the characters _ . ( ) - "
+            f"(and is not . or ..); files live in {CONFIG_DIR}",
         )
     if len(name) > 255:
         raise SpecError(path, "file name longer than 255 characters")

@@ -1745,6 +1745,12 @@ SCHEMAS["HistoryEntry"] = {
             "description": "how the revision came by its image; settings: the previous one's",
         },
         "release": {"type": "boolean", "description": "false for settings-only revisions"},
+        "changes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "what changed since the next older entry, in words (names, never "
+            "env or file values); empty for the oldest",
+        },
         "state": {
             "type": "string",
             "enum": ["pending", "deployed", "superseded", "failed"],

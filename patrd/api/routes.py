@@ -37,6 +37,7 @@ from patrd.autoscale import effective_replicas
 from patrd.config import Config
 from patrd.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.releases import digest_of
+from patrd.revision_changes import spec_changes
 from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
 from patrd.views import ControllerView, InstanceView
 
@@ -365,7 +366,18 @@ async def list_history(request: web.Request) -> web.Response:
     store, _, _ = _parts(request)
     record = await store.get_deployment(request.match_info["name"])
     history = await store.history(record.id)
-    return web.json_response({"history": [history_json(h) for h in history]})
+    specs = [h.spec.to_json() for h in history]  # newest first: the next one is the older
+    return web.json_response(
+        {
+            "history": [
+                {
+                    **history_json(h),
+                    "changes": spec_changes(specs[i + 1] if i + 1 < len(specs) else None, specs[i]),
+                }
+                for i, h in enumerate(history)
+            ]
+        }
+    )
 
 
 async def revert_deployment(request: web.Request) -> web.Response:

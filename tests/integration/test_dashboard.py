@@ -251,6 +251,7 @@ async def _walk(
     assert created["spec"]["resources"]["cpu"] == 0.5
     assert created["spec"]["env"] == {"GREETING": "hello"}
     assert created["spec"]["tag"] == tag
+    tab(b, "details")  # the settings; the overview comes first
     b.wait_text("#immutable-tag", tag)
     assert unlabelled_inputs(b) == []
     b.screenshot("05-manage-details")
@@ -327,6 +328,7 @@ async def _walk(
     await wait_for("the env change deployed", lambda: deployed(api, name, before + 1))
     assert "hello from v1" in (await proxied(site, site.daemon.host(name)))[1], "still pinned"
     b.click("#redeploy-button")
+    assert "Redeploy" in b.accept_confirm()
     b.wait_text("#toast", f"revision {before + 2} pins")
     await wait_for("the redeploy deployed", lambda: deployed(api, name, before + 2))
     assert "hello from v2" in (await proxied(site, site.daemon.host(name)))[1]
@@ -337,6 +339,7 @@ async def _walk(
     assert b.all(f'#history-rows button.revert[data-image-id="{v2_id}"]') == []  # running now
     b.screenshot("09-history-before-revert")
     button.click()
+    assert "Revert" in b.accept_confirm()
     b.wait_text("#toast", f"revision {before + 3}")
     await wait_for("the revert deployed", lambda: deployed(api, name, before + 3))
     b.wait_text(f'#history-rows tr[data-revision="{before + 3}"]', "deployed")
@@ -365,6 +368,7 @@ async def _walk(
 
     # Stop and start.
     b.click("#start-stop")
+    assert "Stop" in b.accept_confirm()
     b.wait_text("#deployment-status", "stopped", timeout=30)
     b.wait_text("#start-stop", "Start")
     b.click("#start-stop")

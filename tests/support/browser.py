@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from selenium import webdriver
 from selenium.common.exceptions import (
+    NoAlertPresentException,
     NoSuchElementException,
     StaleElementReferenceException,
     WebDriverException,
@@ -290,6 +291,34 @@ class Browser:
 
     def click(self, selector: str) -> None:
         self.wait_css(selector).click()
+
+    def accept_confirm(self, timeout: float = 10) -> str:
+        """Accept the page's ``window.confirm`` question; return its text."""
+
+        def alert() -> Any:
+            try:
+                return self.driver.switch_to.alert
+            except NoAlertPresentException:
+                return None
+
+        question = self.wait("a confirm dialog", alert, timeout)
+        text = str(question.text)
+        question.accept()
+        return text
+
+    def dismiss_confirm(self, timeout: float = 10) -> str:
+        """Answer the page's ``window.confirm`` question with Cancel; return its text."""
+
+        def alert() -> Any:
+            try:
+                return self.driver.switch_to.alert
+            except NoAlertPresentException:
+                return None
+
+        question = self.wait("a confirm dialog", alert, timeout)
+        text = str(question.text)
+        question.dismiss()
+        return text
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ export function csrfToken() {
 }
 
 function toLogin() {
-  if (!location.pathname.endsWith("/login")) location.assign("/ui/login");
+  // The session ended: log in again and come back to this screen (see login.js).
+  if (!location.pathname.endsWith("/login")) location.assign(`/ui/login${location.hash}`);
 }
 
 // request("POST", "/v1/deployments", {json: body}) → parsed JSON (or text).

@@ -12,6 +12,8 @@ import {
   portsEditor,
   probeEditor,
   scaleEditor,
+  showProblems,
+  splitImageRef,
   volumesEditor,
 } from "./forms.js";
 
@@ -123,6 +125,19 @@ export function renderCreate(main) {
   replace(main, h("div", { class: "page-head" }, h("div", {}, h("a", { href: "#/", class: "back", text: "← Deployments" }), heading)), indicator, form);
   heading.focus();
 
+  // "repo:tag" or "repo@digest" typed in the image field: split into image and tag.
+  // A digest is not a tag: patrd follows a tag and pins the digest it finds
+  // itself, so a typed digest is kept aside and named in a problem.
+  let typedDigest = null;
+  function splitImage() {
+    const { image, tag, digest } = splitImageRef(imageInput.value);
+    if (tag === null && digest === null) return; // nothing to split (maybe split on "change" already)
+    typedDigest = tag === null ? digest : null; // "repo:tag@digest": the tag is enough
+    imageInput.value = image;
+    if (tag !== null) tagInput.value = tag;
+  }
+  imageInput.addEventListener("change", splitImage);
+
   function body({ forStep }) {
     const portsValue = ports.value();
     const b = {
@@ -231,21 +246,30 @@ export function renderCreate(main) {
     next.disabled = true;
     try {
       if (step < 3) {
-        if (step === 1 && !nameInput.value.trim()) {
-          showError(form, "name", "is required");
-          return;
+        if (step === 1) splitImage();
+        const problems = [];
+        if (step === 1 && !nameInput.value.trim()) problems.push({ input: nameInput, message: "Give the deployment a name." });
+        if (step === 1 && !imageInput.value.trim()) problems.push({ input: imageInput, message: "Type the image repository, e.g. library/nginx." });
+        if (step === 1 && typedDigest) {
+          problems.push({ input: tagInput, message: `patrd follows a tag, not a digest (${typedDigest.slice(0, 19)}…): type the tag that digest was pushed as; each release pins its digest.` });
+          typedDigest = null;
         }
-        if (step === 1 && !imageInput.value.trim()) {
-          showError(form, "image", "is required");
-          return;
-        }
+        if (step === 2) problems.push(...ports.check(), ...env.check(), ...configs.check(), ...volumes.check());
+        if (showProblems(problems)) return;
         await validate();
         show(step + 1);
         const first = steps[step - 1].querySelector("input, select, textarea");
         if (first) first.focus();
         return;
       }
+      const problems = [...ports.check(), ...env.check(), ...configs.check(), ...volumes.check()];
+      if (problems.length) {
+        show(2);
+        showProblems(problems);
+        return;
+      }
       const created = await post("/v1/deployments", body({ forStep: 3 }));
+      createdOk = true;
       toast(`Created ${created.name}`, "success");
       location.hash = `#/d/${encodeURIComponent(created.name)}`;
     } catch (err) {
@@ -276,10 +300,26 @@ export function renderCreate(main) {
     })
     .catch(() => {});
 
+  // Typed anything? Then leaving (another screen, reload, closing the tab) asks first.
+  let createdOk = false;
+  let touched = false;
+  form.addEventListener("input", () => {
+    touched = true;
+  });
+  const dirty = () => touched && !createdOk;
+  const beforeUnload = (event) => {
+    if (dirty()) event.preventDefault();
+  };
+  window.addEventListener("beforeunload", beforeUnload);
+
   show(1);
   nameInput.focus();
-  return () => {
-    alive = false;
-    clearTimeout(estimateTimer);
+  return {
+    dirty,
+    cleanup() {
+      alive = false;
+      clearTimeout(estimateTimer);
+      window.removeEventListener("beforeunload", beforeUnload);
+    },
   };
 }

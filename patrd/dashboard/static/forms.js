@@ -4,6 +4,58 @@
 
 import { field, h, uid } from "./dom.js";
 
+// --- checks before the API: every problem of a form at once, in words ---------
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+// problems: [{input, message}]; each message goes under its input. The first
+// input gets the focus. Returns the number shown.
+export function showProblems(problems) {
+  problems.forEach(({ input, message }, i) => {
+    const id = uid("err");
+    const note = h("p", { class: "field-error", id, role: i === 0 ? "alert" : null, text: message });
+    (input.closest(".field") || input.parentElement).appendChild(note);
+    input.setAttribute("aria-invalid", "true");
+    const described = input.getAttribute("aria-describedby");
+    input.setAttribute("aria-describedby", described ? `${described} ${id}` : id);
+  });
+  if (problems.length) problems[0].input.focus();
+  return problems.length;
+}
+
+// Rows whose name is empty while something else was typed, and names used twice.
+function nameProblems(rows, { noun, filled }) {
+  const problems = [];
+  const seen = new Map();
+  for (const row of rows) {
+    const name = row.nameInput.value.trim();
+    if (!name) {
+      if (filled(row)) problems.push({ input: row.nameInput, message: `This ${noun} has no name: give it one, or remove the row.` });
+      else problems.push({ input: row.nameInput, message: `Empty ${noun} row: fill it in or remove it.` });
+      continue;
+    }
+    if (seen.has(name)) problems.push({ input: row.nameInput, message: `${name} is already used by another ${noun} above; each name once.` });
+    else seen.set(name, row);
+  }
+  return problems;
+}
+
+// "repo:tag" or "repo@sha256:…" typed in the image field → {image, tag, digest}
+// (tag and digest null when not typed; "repo:tag@digest" gives all three).
+export function splitImageRef(text) {
+  let value = text.trim();
+  let digest = null;
+  const at = value.indexOf("@");
+  if (at > 0) {
+    digest = value.slice(at + 1);
+    value = value.slice(0, at);
+  }
+  const slash = value.lastIndexOf("/");
+  const colon = value.lastIndexOf(":");
+  if (colon > slash && colon > 0) return { image: value.slice(0, colon), tag: value.slice(colon + 1), digest };
+  return { image: value, tag: null, digest };
+}
+
 function removeButton(label, onClick) {
   return h("button", { type: "button", class: "icon danger-text", "aria-label": label, onclick: onClick }, "Remove");
 }
@@ -71,6 +123,20 @@ export function portsEditor(initial) {
     numbers() {
       return editor.entries.map((r) => Number(r.input.value)).filter((n) => n > 0);
     },
+    check() {
+      const problems = [];
+      const seen = new Set();
+      for (const row of editor.entries) {
+        const text = row.input.value.trim();
+        const n = Number(text);
+        // A number out of range is the API's to name; an empty or repeated one it never sees.
+        if (!text) problems.push({ input: row.input, message: "Empty port: type a port number or remove the row." });
+        else if (seen.has(n)) problems.push({ input: row.input, message: `Port ${n} is listed twice; keep one.` });
+        else seen.add(n);
+      }
+      if (!editor.entries.length) problems.push({ input: editor.el.querySelector("button.add"), message: "Add at least one port." });
+      return problems;
+    },
   };
 }
 
@@ -126,6 +192,22 @@ export function envEditor(initial, secretNames) {
       }
       return env;
     },
+    check() {
+      const problems = nameProblems(editor.entries, {
+        noun: "variable",
+        filled: (row) => row.valueInput.value !== "" || row.kind.value === "secret",
+      });
+      for (const row of editor.entries) {
+        const name = row.nameInput.value.trim();
+        if (name && !ENV_NAME.test(name)) {
+          problems.push({ input: row.nameInput, message: `${name} is not a valid name: use letters, digits and underscores, not starting with a digit.` });
+        }
+        if (row.kind.value === "secret" && !row.secretSelect.value) {
+          problems.push({ input: row.secretSelect, message: "Choose a secret (create one on the Secrets page first)." });
+        }
+      }
+      return problems;
+    },
   };
 }
 
@@ -164,6 +246,9 @@ export function configMountsEditor() {
       }
       return files;
     },
+    check() {
+      return nameProblems(editor.entries, { noun: "file", filled: (row) => row.content.value !== "" });
+    },
   };
 }
 
@@ -195,6 +280,15 @@ export function volumesEditor() {
         volumes[name] = { path: row.path.value.trim(), size_gb: numberOr(row.size.value) };
       }
       return volumes;
+    },
+    check() {
+      const problems = nameProblems(editor.entries, { noun: "volume", filled: (row) => row.path.value.trim() !== "" });
+      for (const row of editor.entries) {
+        if (row.nameInput.value.trim() && !row.path.value.trim().startsWith("/")) {
+          problems.push({ input: row.path, message: "Type the absolute path to mount it at, e.g. /var/lib/app." });
+        }
+      }
+      return problems;
     },
   };
 }

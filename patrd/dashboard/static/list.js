@@ -19,10 +19,10 @@ function rowCells(d) {
   return [
     h("td", {}, h("a", { href: `#/d/${encodeURIComponent(d.name)}`, class: "name", text: d.name })),
     h("td", {}, badge(d.status, d.status_reason)),
-    h("td", { class: "num instances", title: `${ready} ready of ${desired} desired`, text: `${ready}/${desired}` }),
-    h("td", { class: "mono" }, `${d.spec.image}:${d.spec.tag}`),
-    h("td", {}, url ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: url.replace(/^https?:\/\//, "") }) : "–"),
-    h("td", { title: d.updated_at, text: timeAgo(d.updated_at) }),
+    h("td", { class: "num instances", title: `${ready} ready of ${desired} desired`, dataset: { label: "Instances" }, text: `${ready}/${desired}` }),
+    h("td", { class: "mono", dataset: { label: "Image" } }, `${d.spec.image}:${d.spec.tag}`),
+    h("td", { dataset: { label: "URL" } }, url ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: url.replace(/^https?:\/\//, "") }) : "–"),
+    h("td", { title: d.updated_at, dataset: { label: "Updated" }, text: timeAgo(d.updated_at) }),
     h("td", {}, h("a", { class: "button small secondary", href: `#/d/${encodeURIComponent(d.name)}`, "aria-label": `Manage ${d.name}`, text: "Manage" })),
   ];
 }

@@ -4,11 +4,13 @@
 import { ApiError, del, enc, features, get, patch, post, put, request } from "./api.js";
 import { lineChart } from "./charts.js";
 import { badge, bytes, clearErrors, field, h, money, replace, showError, timeAgo, toast, uid } from "./dom.js";
-import { envEditor, portsEditor, probeEditor, scaleEditor } from "./forms.js";
+import { envEditor, portsEditor, probeEditor, scaleEditor, showProblems } from "./forms.js";
 import { counts } from "./list.js";
+import { overviewTab } from "./overview.js";
 
 const TABS = [
-  { id: "details", label: "Details", needs: null },
+  { id: "overview", label: "Overview", needs: null },
+  { id: "details", label: "Settings", needs: null },
   { id: "urls", label: "URLs", needs: "/v1/urls" },
   { id: "logs", label: "Logs", needs: "/v1/deployments/{name}/logs" },
   { id: "metrics", label: "Metrics", needs: "/v1/deployments/{name}/metrics" },
@@ -86,6 +88,7 @@ export function renderManage(main, name, initialTab) {
 
   startStop.addEventListener("click", async () => {
     const action = startStop.textContent === "Stop" ? "stop" : "start";
+    if (action === "stop" && !window.confirm(`Stop ${name}? Its instances shut down and its URLs stop answering until you start it again.`)) return;
     startStop.disabled = true;
     try {
       const d = await post(`${base}/${action}`);
@@ -99,6 +102,7 @@ export function renderManage(main, name, initialTab) {
   });
   deleteButton.addEventListener("click", () => dialog.open());
   redeployButton.addEventListener("click", async () => {
+    if (!window.confirm(`Redeploy ${name}? patrd pulls ${deployment ? `${deployment.spec.image}:${deployment.spec.tag}` : "the tag"} again; a new image rolls out as a new release.`)) return;
     redeployButton.disabled = true;
     try {
       const d = await post(`${base}/redeploy`);
@@ -200,7 +204,8 @@ export function renderManage(main, name, initialTab) {
   });
 
   function selectTab(id) {
-    const wanted = tabButtons.has(id) ? id : "details";
+    const alias = id === "settings" ? "details" : id;
+    const wanted = tabButtons.has(alias) ? alias : "overview";
     if (wanted === tabId) return;
     if (tab) tab.cleanup();
     listeners.clear();
@@ -219,7 +224,7 @@ export function renderManage(main, name, initialTab) {
   features().then((available) => {
     if (!alive) return;
     paintTabs(available);
-    selectTab(initialTab || "details");
+    selectTab(initialTab || "overview");
   });
   refresh();
   heading.focus();
@@ -231,35 +236,44 @@ export function renderManage(main, name, initialTab) {
       if (tab) tab.cleanup();
     },
     route(tabName) {
-      if (tabButtons.size) selectTab(tabName || "details");
+      if (tabButtons.size) selectTab(tabName || "overview");
     },
   };
 }
 
 // --- details ----------------------------------------------------------------------
 
+// Key order aside, is every edited part of the settings what the spec holds?
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical(value[k])]));
+  }
+  return value === undefined ? null : value;
+}
+
+function sameSettings(changes, spec) {
+  return Object.entries(changes).every(([key, value]) => {
+    const before = spec[key];
+    if (value && typeof value === "object" && before && typeof before === "object" && !Array.isArray(value)) {
+      // Compare only the keys the form edits (a probe may hold more than the form shows).
+      const picked = Object.fromEntries(Object.keys(before).filter((k) => key === "env" || key === "ports" || k in value).map((k) => [k, before[k]]));
+      return JSON.stringify(canonical(value)) === JSON.stringify(canonical(picked));
+    }
+    return JSON.stringify(canonical(value)) === JSON.stringify(canonical(before ?? null));
+  });
+}
+
 function detailsTab({ name, base, panel, onUpdate, current }) {
   const summary = h("dl", { class: "summary" });
   const formSlot = h("div");
-  const instances = h("tbody");
-  const events = h("ol", { class: "events" });
   replace(
     panel,
-    h("h2", { text: "Details" }),
+    h("h2", { text: "Settings" }),
     summary,
     formSlot,
-    h("h3", { text: "Instances" }),
-    h(
-      "table",
-      { class: "instances-table" },
-      h("thead", {}, h("tr", {}, ["Instance", "State", "Ready", "Address", "Revision", "Restarts", "Probe"].map((t) => h("th", { scope: "col", text: t })))),
-      instances,
-    ),
-    h("h3", { text: "Recent events" }),
-    events,
   );
   let built = false;
-  let lastEvent = 0;
 
   function paintSummary(d) {
     const s = d.spec;
@@ -309,17 +323,24 @@ function detailsTab({ name, base, panel, onUpdate, current }) {
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       clearErrors(form);
+      if (showProblems([...ports.check(), ...env.check()])) return;
+      const changes = {
+        ports: ports.value(),
+        env: env.value(),
+        startup_probe: startup.value(),
+        liveness_probe: liveness.value(),
+        deploy_on_push: push.checked,
+        ...scale.value(),
+      };
+      const now = current() || d;
+      if (sameSettings(changes, now.spec)) {
+        toast("No change: nothing to save", "info");
+        return;
+      }
       save.disabled = true;
       try {
-        const updated = await patch(base, {
-          ports: ports.value(),
-          env: env.value(),
-          startup_probe: startup.value(),
-          liveness_probe: liveness.value(),
-          deploy_on_push: push.checked,
-          ...scale.value(),
-        });
-        toast(`Saved: revision ${updated.revision}`, "success");
+        const updated = await patch(base, changes);
+        toast(updated.revision === now.revision ? "No change: nothing to save" : `Saved: revision ${updated.revision}`, "success");
         paintSummary(updated);
       } catch (err) {
         showError(form, err.field, err.message);
@@ -327,43 +348,12 @@ function detailsTab({ name, base, panel, onUpdate, current }) {
         save.disabled = false;
       }
     });
-    replace(formSlot, h("h3", { text: "Settings" }), form);
-  }
-
-  async function paintEvents() {
-    try {
-      const data = await get(`${base}/events?after=${lastEvent}&limit=100`);
-      for (const e of data.events) {
-        lastEvent = Math.max(lastEvent, e.id);
-        events.prepend(h("li", {}, h("time", { datetime: e.at, title: e.at, text: new Date(e.at).toLocaleTimeString() }), " ", h("span", { class: "kind", text: e.kind }), " ", e.message));
-      }
-      while (events.children.length > 50) events.lastChild.remove();
-    } catch {
-      /* next refresh */
-    }
+    replace(formSlot, h("h3", { text: "Change settings" }), form);
   }
 
   onUpdate((d) => {
     paintSummary(d);
     if (!built) buildForm(d);
-    replace(
-      instances,
-      (d.instances || []).map((i) =>
-        h(
-          "tr",
-          {},
-          h("td", { class: "mono", text: i.name }),
-          h("td", { text: i.state }),
-          h("td", { text: i.ready ? "yes" : "no" }),
-          h("td", { class: "mono", text: i.address || "–" }),
-          h("td", { text: String(i.revision) }),
-          h("td", { text: String(i.restarts) }),
-          h("td", { text: i.probe ? `${i.probe.phase || ""} ${i.probe.last || ""}`.trim() || "–" : "–" }),
-        ),
-      ),
-    );
-    if (!(d.instances || []).length) instances.appendChild(h("tr", {}, h("td", { colspan: 7, class: "empty", text: "No instances." })));
-    paintEvents();
   });
   if (current()) buildForm(current());
   return { cleanup() {} };
@@ -591,6 +581,7 @@ function metricsTab({ base, panel }) {
     h("h3", { text: "Now, per instance" }),
     h("table", {}, h("thead", {}, h("tr", {}, ["Instance", "CPU", "Memory", "Network in", "Network out"].map((t) => h("th", { scope: "col", text: t })))), current),
   );
+  const memoryScale = { scale: 0 }; // kept across the 10 s reloads
   async function load() {
     try {
       const m = await get(`${base}/metrics?range=${range.value}`);
@@ -619,6 +610,11 @@ function metricsTab({ base, panel }) {
             ],
             format: bytes,
             binary: true,
+            state: memoryScale,
+            scales: [
+              { label: "Zoom to usage", by: ["used"] },
+              { label: "Up to the limit", by: ["used", "limit"] },
+            ],
           }),
           lineChart({
             title: "Network (per second)",
@@ -668,7 +664,7 @@ function historyTab({ base, panel }) {
     h(
       "table",
       { class: "history" },
-      h("thead", {}, h("tr", {}, ["Revision", "How", "Digest", "Image id", "State", "Deployed", ""].map((t) => h("th", { scope: "col", text: t })))),
+      h("thead", {}, h("tr", {}, ["Release", "How", "What changed", "Digest", "State", "Deployed", ""].map((t) => h("th", { scope: "col", text: t })))),
       rows,
     ),
   );
@@ -680,9 +676,48 @@ function historyTab({ base, panel }) {
       if (sig === signature) return;
       signature = sig;
       const live = data.history.find((e) => e.state === "deployed");
+      // Settings-only revisions fold under the release they changed (the next older one).
+      const folded = new Map();
+      let owner = null;
+      for (const e of [...data.history].reverse()) {
+        if (e.release === false && owner) folded.get(owner).push(e);
+        else {
+          owner = e;
+          folded.set(e, []);
+        }
+      }
+      const changed = (e) => (e.changes && e.changes.length ? e.changes.join("; ") : e.how === "create" ? "first release" : "–");
       replace(
         rows,
-        data.history.map((e) => {
+        [...folded.keys()].reverse().flatMap((e) => {
+          const settings = folded.get(e);
+          const sub = settings.length
+            ? h(
+                "tr",
+                { class: "folded", dataset: { release: String(e.revision) } },
+                h(
+                  "td",
+                  { colspan: 7 },
+                  h(
+                    "details",
+                    {},
+                    h("summary", { text: `${settings.length} settings change${settings.length > 1 ? "s" : ""} on this release` }),
+                    h(
+                      "ul",
+                      {},
+                      [...settings].reverse().map((x) =>
+                        h("li", { dataset: { revision: String(x.revision) } }, `revision ${x.revision}: ${changed(x)} `, badge(x.state, x.reason), x.deployed_at ? ` ${timeAgo(x.deployed_at)}` : ""),
+                      ),
+                    ),
+                  ),
+                ),
+              )
+            : null;
+          return [releaseRow(e), sub].filter(Boolean);
+        }),
+      );
+      return;
+      function releaseRow(e) {
           const short = e.digest ? e.digest.replace("sha256:", "").slice(0, 12) : "–";
           const shortId = e.image_id ? e.image_id.replace("sha256:", "").slice(0, 12) : "–";
           const sameImage = live && e.image_id && e.image_id === live.image_id;
@@ -701,6 +736,7 @@ function historyTab({ base, panel }) {
                   "aria-label": `Revert to this version (${e.digest ? short : shortId})`,
                   text: "Revert to this version",
                   onclick: async (event) => {
+                    if (!window.confirm(`Revert to revision ${e.revision}'s image (${e.digest ? short : shortId})? It runs again as a new revision, with zero downtime.`)) return;
                     event.target.disabled = true;
                     try {
                       const d = await post(`${base}/revert`, { ref: String(e.revision) });
@@ -717,14 +753,13 @@ function historyTab({ base, panel }) {
             { dataset: { revision: String(e.revision) } },
             h("td", { text: String(e.revision) }),
             h("td", { text: e.release === false ? "settings" : e.how || "–" }),
-            h("td", { class: "mono", title: e.digest_ref || "", text: short }),
-            h("td", { class: "mono", title: e.image_id || "", text: shortId }),
+            h("td", { class: "changes", text: changed(e) }),
+            h("td", { class: "mono", title: `${e.digest_ref || ""} image ${e.image_id || ""}`, text: short === "–" ? shortId : short }),
             h("td", {}, badge(e.state, e.reason)),
             h("td", { title: e.deployed_at || "", text: e.deployed_at ? timeAgo(e.deployed_at) : "–" }),
             h("td", {}, action),
           );
-        }),
-      );
+      }
     } catch (err) {
       toast(err.message, "error");
     }
@@ -840,7 +875,7 @@ function configTab({ base, panel, onUpdate }) {
 
 // --- secrets ----------------------------------------------------------------------------
 
-function secretsTab({ panel, onUpdate }) {
+function secretsTab({ name, panel, onUpdate }) {
   const rows = h("tbody", { id: "secret-rows" });
   const newName = h("input", { type: "text", autocomplete: "off", spellcheck: "false", dataset: { field: "name" } });
   const newValue = h("input", { type: "password", autocomplete: "new-password", dataset: { field: "value" } });
@@ -854,16 +889,18 @@ function secretsTab({ panel, onUpdate }) {
   replace(
     panel,
     h("h2", { text: "Secrets" }),
-    h("p", { class: "hint", text: "Values are write-only: patrd never shows them again. Setting a new value rolls out the deployments that use it." }),
+    h("p", { class: "hint" }, "The secrets this deployment uses (and those made here, until an env variable uses them). Values are write-only: patrd never shows them again. Setting a new value rolls out the deployments that use it. ", h("a", { href: "#/secrets", text: "All secrets on this node" })),
     h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Version", "Updated", "Used by", ""].map((t) => h("th", { scope: "col", text: t })))), rows),
     h("h3", { text: "New secret" }),
     newForm,
   );
   let used = new Set();
+  const createdHere = new Set();
 
   async function load() {
     try {
-      const data = await get("/v1/secrets");
+      const all = await get("/v1/secrets");
+      const data = { secrets: all.secrets.filter((s) => used.has(s.name) || (s.used_by || []).includes(name) || createdHere.has(s.name)) };
       replace(
         rows,
         data.secrets.map((s) => {
@@ -900,7 +937,7 @@ function secretsTab({ panel, onUpdate }) {
           );
         }),
       );
-      if (!data.secrets.length) rows.appendChild(h("tr", {}, h("td", { colspan: 5, class: "empty", text: "No secrets." })));
+      if (!data.secrets.length) rows.appendChild(h("tr", {}, h("td", { colspan: 5, class: "empty", text: "This deployment uses no secrets." })));
     } catch (err) {
       toast(err.message, "error");
     }
@@ -910,6 +947,7 @@ function secretsTab({ panel, onUpdate }) {
     clearErrors(newForm);
     try {
       await post("/v1/secrets", { name: newName.value.trim(), value: newValue.value });
+      createdHere.add(newName.value.trim());
       toast(`Created secret ${newName.value.trim()}`, "success");
       newName.value = "";
       newValue.value = "";
@@ -931,6 +969,7 @@ function secretsTab({ panel, onUpdate }) {
 }
 
 const TAB_RENDERERS = {
+  overview: overviewTab,
   details: detailsTab,
   urls: urlsTab,
   logs: logsTab,
