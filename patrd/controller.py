@@ -146,6 +146,20 @@ def instance_env(
     return tuple(sorted({**user_env, **special}.items()))
 
 
+async def registry_auth_for(
+    spec: DeploymentSpec, ref: str, options: ControllerOptions, vault: Vault | None
+) -> RegistryAuth | None:
+    """The credentials a pull or digest query of ``ref`` sends: the deployment's
+    ``registry_auth`` secret, else the node registry's generated credential."""
+    if spec.registry_auth is not None:
+        if vault is None:
+            raise SecretsKeyError("registry_auth needs the secrets key")
+        return await vault.registry_auth(spec, ref.split("/", 1)[0])
+    if spec.registry in (LOCAL_REGISTRY, options.local_registry):
+        return options.local_registry_auth
+    return None
+
+
 async def resolve_env(spec: DeploymentSpec, vault: Vault | None) -> dict[str, str]:
     """The user's env with secrets resolved (the vault decrypts them)."""
     if vault is not None:
@@ -253,11 +267,7 @@ class Controller:
         spec = record.spec
         ref = spec.image_ref_via(self._options.local_registry)
         repo = ref[: -len(spec.tag) - 1]
-        auth = None
-        if spec.registry_auth is not None:
-            if self._vault is None:
-                raise SecretsKeyError("registry_auth needs the secrets key")
-            auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
+        auth = await registry_auth_for(spec, ref, self._options, self._vault)
         try:
             pin = pin_from_digest(repo, await self._engine.remote_digest(ref, auth))
             warning = None
@@ -1112,13 +1122,7 @@ class DeploymentWorker:
         async def progress(line: str) -> None:
             await self._store.add_event(self.id, "pull", line, record.revision)
 
-        auth = None
-        if spec.registry_auth is not None:
-            if self._vault is None:
-                raise SecretsKeyError("registry_auth needs the secrets key")
-            auth = await self._vault.registry_auth(spec, ref.split("/", 1)[0])
-        elif spec.registry in (LOCAL_REGISTRY, self._options.local_registry):
-            auth = self._options.local_registry_auth
+        auth = await registry_auth_for(spec, ref, self._options, self._vault)
         guard = self._options.pull_guard
         refusal = ((await guard()) if guard is not None else None) or ""
         wanted = pinned or digest_ref or image_id or ref

@@ -184,7 +184,12 @@ def access_middleware(
             status = exc.status
             raise
         finally:
-            if request.method not in SAFE_METHODS or status in (401, 403):
+            if status == 503:
+                # The store did not answer in time (locked, disk full): an inline
+                # audit write would wait as long again before the client hears.
+                # The batched writer tries in the background (a failure is logged).
+                refusals.add(_row(principal.who, request, deployment, status, ""))
+            elif request.method not in SAFE_METHODS or status in (401, 403):
                 await _audit(access, principal.who, request, deployment, status, "")
 
     return middleware

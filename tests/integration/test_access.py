@@ -162,7 +162,11 @@ async def test_deploy_token_stops_only_its_deployment_and_revocation_is_immediat
         status, data = await call(http, site, "POST", f"/v1/deployments/{mine}/start", ci)
         assert status == 401, data
 
-    by_deployment = audit(site, "--deployment", mine)
+    # Refusals reach the audit log in batches (every 0.25 s): wait for the last one.
+    deadline = time.monotonic() + 10
+    while len(by_deployment := audit(site, "--deployment", mine)) < 4:
+        assert time.monotonic() < deadline, by_deployment
+        time.sleep(0.2)
     assert [(e["who"], e["method"], e["status"]) for e in by_deployment] == [
         (f"uid:{os.getuid()}", "POST", 201),  # its creation (the name from Location)
         ("token:ci", "DELETE", 403),
