@@ -64,6 +64,20 @@ class ApiError(CliError):
         self.code = code
 
 
+def api_error(status: int, data: Any, fallback: str) -> ApiError:
+    """The ApiError an error answer (its decoded JSON body) stands for; ``fallback``
+    is the message when the body has none (not JSON, or a proxy's page)."""
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        field = data.get("field")
+        return ApiError(
+            status,
+            str(data.get("error", "")),
+            data["message"],
+            field if isinstance(field, str) else None,
+        )
+    return ApiError(status, "http", fallback)
+
+
 class UsageError(CliError):
     """Bad combination of flags that argparse cannot express; exit 2."""
 
@@ -134,15 +148,7 @@ class Client:
             conn.close()
         data = _decode(raw)
         if status >= 400:
-            if isinstance(data, dict) and isinstance(data.get("message"), str):
-                field = data.get("field")
-                raise ApiError(
-                    status,
-                    str(data.get("error", "")),
-                    data["message"],
-                    field if isinstance(field, str) else None,
-                )
-            raise ApiError(status, "http", f"HTTP {status} {reason}")
+            raise api_error(status, data, f"HTTP {status} {reason}")
         return data
 
     def get(self, path: str, **query: str | int) -> Any:
@@ -993,14 +999,7 @@ def _download(client: Client, path: str, out: Any) -> int:
         conn.request("POST", client.base_path + path, headers=headers)
         response = conn.getresponse()
         if response.status >= 400:
-            data = _decode(response.read())
-            message = data.get("message") if isinstance(data, dict) else None
-            code = str(data.get("error", "")) if isinstance(data, dict) else "http"
-            raise ApiError(
-                response.status,
-                code,
-                message if isinstance(message, str) else f"HTTP {response.status}",
-            )
+            raise api_error(response.status, _decode(response.read()), f"HTTP {response.status}")
         while chunk := response.read(256 * 1024):
             try:
                 out.write(chunk)

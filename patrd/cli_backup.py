@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import time
 import urllib.parse
@@ -30,6 +29,8 @@ from patrd.cli import (
     CliError,
     JsonObject,
     UsageError,
+    _decode,
+    api_error,
     cmd_backup,
     print_json,
     render_fields,
@@ -181,16 +182,7 @@ def _state(client: Client, args: argparse.Namespace) -> int:
 
 
 def _api_error(response: http.client.HTTPResponse) -> ApiError:
-    try:
-        data: Any = json.loads(response.read() or b"{}")
-    except ValueError:
-        data = {}
-    message = data.get("message") if isinstance(data, dict) else None
-    return ApiError(
-        response.status,
-        str(data.get("error", "http")) if isinstance(data, dict) else "http",
-        message if isinstance(message, str) else f"HTTP {response.status}",
-    )
+    return api_error(response.status, _decode(response.read()), f"HTTP {response.status}")
 
 
 def _when(value: Any) -> str:

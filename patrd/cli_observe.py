@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from patrd.cli import (
-    ApiError,
     Client,
     CliError,
     JsonObject,
     _decode,
     _path,
+    api_error,
     print_json,
     render_table,
 )
@@ -83,15 +83,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
             conn.sock.settimeout(None)  # a quiet deployment is not an error
         response = conn.getresponse()
         if response.status >= 400:
-            data = _decode(response.read())
-            message = data.get("message") if isinstance(data, dict) else None
-            field = data.get("field") if isinstance(data, dict) else None
-            raise ApiError(
-                response.status,
-                str(data.get("error", "")) if isinstance(data, dict) else "http",
-                message if isinstance(message, str) else f"HTTP {response.status}",
-                field if isinstance(field, str) else None,
-            )
+            raise api_error(response.status, _decode(response.read()), f"HTTP {response.status}")
         printed = 0
         while True:
             raw = response.readline()
