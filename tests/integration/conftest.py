@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from tests.support.daemon import Api, Daemon, force_cleanup
+from tests.support.daemon import Api, Daemon, force_cleanup, free_port
 
 # The proxy's own suites run on both event loops patrd supports
 # (proxy.event_loop: uvloop in the workers by default, asyncio as the switch back).
@@ -57,4 +57,30 @@ def daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Ite
 @pytest.fixture
 async def api(daemon: Daemon) -> AsyncIterator[Api]:
     async with Api(daemon) as client:
+        yield client
+
+
+@pytest.fixture
+def registry_daemon(
+    tmp_path: Path, test_images: dict[str, str], names: list[str]
+) -> Iterator[Daemon]:
+    """A daemon running the node registry (generated credential, loopback ports)."""
+    d = Daemon(tmp_path)
+    d.config = {
+        "registry": {
+            "enabled": True,
+            "listen": f"127.0.0.1:{free_port()}",
+            "webhook_listen": f"127.0.0.1:{free_port()}",
+        }
+    }
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+async def rapi(registry_daemon: Daemon) -> AsyncIterator[Api]:
+    async with Api(registry_daemon) as client:
         yield client

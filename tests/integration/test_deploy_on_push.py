@@ -7,49 +7,19 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port
+from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port, registry_addr
 from tests.support.load import Load
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
 HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
-
-@pytest.fixture
-def registry_daemon(
-    tmp_path: Path, test_images: dict[str, str], names: list[str]
-) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
-    d.config = {
-        "registry": {
-            "enabled": True,
-            "listen": f"127.0.0.1:{free_port()}",
-            "webhook_listen": f"127.0.0.1:{free_port()}",
-        }
-    }
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture
-async def rapi(registry_daemon: Daemon) -> Any:
-    async with Api(registry_daemon) as client:
-        yield client
-
-
-def registry_addr(d: Daemon) -> str:
-    return str(d.config["registry"]["listen"])
 
 
 def docker_login(d: Daemon) -> dict[str, str]:

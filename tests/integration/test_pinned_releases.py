@@ -11,48 +11,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port
+from tests.support.daemon import Api, Daemon, containers_of, docker_json, registry_addr
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
 HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
-
-@pytest.fixture
-def registry_daemon(
-    tmp_path: Path, test_images: dict[str, str], names: list[str]
-) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
-    d.config = {
-        "registry": {
-            "enabled": True,
-            "listen": f"127.0.0.1:{free_port()}",
-            "webhook_listen": f"127.0.0.1:{free_port()}",
-        }
-    }
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-@pytest.fixture
-async def rapi(registry_daemon: Daemon) -> Any:
-    async with Api(registry_daemon) as client:
-        yield client
-
-
-def registry(d: Daemon) -> str:
-    return str(d.config["registry"]["listen"])
 
 
 def registry_creds(d: Daemon) -> str:
@@ -67,7 +36,7 @@ def registry_creds(d: Daemon) -> str:
 
 def skopeo_push(d: Daemon, source: str, repo: str, tag: str) -> str:
     """Copy a local image into the node registry as another machine would; its digest."""
-    dest = f"docker://{registry(d)}/{repo}:{tag}"
+    dest = f"docker://{registry_addr(d)}/{repo}:{tag}"
     creds = registry_creds(d)
     deadline = time.monotonic() + 30
     while True:
@@ -143,7 +112,7 @@ async def test_a_pushed_image_survives_settings_changes_and_a_revert_stays_rever
     assert d2 != d1
     await until(lambda: rolled_out(api, name, 2), 60, "v2 rolled out on push", d)
     assert image_of(d, name) == {v2}
-    local_tag = f"{registry(d)}/{repo}:stable"
+    local_tag = f"{registry_addr(d)}/{repo}:stable"
     assert image_id(local_tag) == v1, "the node's tag did not move: the bug's precondition"
 
     await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "3"}})

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port
+from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port, registry_addr
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -37,10 +37,6 @@ def daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Ite
         yield d
     finally:
         d.stop()
-
-
-def registry(d: Daemon) -> str:
-    return str(d.config["registry"]["listen"])
 
 
 def spec(name: str, **extra: Any) -> dict[str, Any]:
@@ -107,7 +103,7 @@ def patrctl(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_registry_push_needs_the_generated_credential(daemon: Daemon, new_name: Any) -> None:
     d = daemon
-    host = registry(d)
+    host = registry_addr(d)
     password_file = d.data_dir / "registry-password"
     assert oct(password_file.stat().st_mode & 0o777) == "0o600"
     assert oct((d.data_dir / "registry.htpasswd").stat().st_mode & 0o777) == "0o600"

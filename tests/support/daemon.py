@@ -230,6 +230,11 @@ class Api:
         raise AssertionError(f"{name} still present after {timeout}s")
 
 
+def registry_addr(d: Daemon) -> str:
+    """HOST:PORT of the node registry a daemon's config runs (``[registry] listen``)."""
+    return str(d.config["registry"]["listen"])
+
+
 def docker_json(*args: str) -> Any:
     out = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
     return json.loads(out) if out.strip() else None
