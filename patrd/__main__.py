@@ -2,7 +2,7 @@
 
 import sys
 
-from patrd.cli import daemon_main, main
+from patrd.cli.main import daemon_main, main
 
 if __name__ == "__main__":
     if sys.argv[1:2] in (["serve"], ["restore"]):

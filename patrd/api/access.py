@@ -12,7 +12,7 @@ it finds the caller (:class:`Principal`):
 * with bearer auth off (``build_app(token=None)``: unix-only daemons, tests):
   ``admin``, named ``local``.
 
-then asks :func:`patrd.access.decide` whether the route allows it (403 naming
+then asks :func:`patrd.model.scopes.decide` whether the route allows it (403 naming
 the scope needed otherwise), and appends one audit row for every call that
 is not a read, and for every refused call (401/403) whatever its method. The
 audit row holds the method, the path and the deployment named in it, never a
@@ -35,7 +35,12 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from patrd.access import (
+from patrd.api.errors import error_body, error_response
+from patrd.api.principal import PRINCIPAL, Principal
+from patrd.api.routes import read_json, rfc3339
+from patrd.dashboard.web import Dashboard
+from patrd.model.errors import BadRequest, PatrdError, SpecError
+from patrd.model.scopes import (
     SAFE_METHODS,
     Scope,
     decide,
@@ -45,18 +50,13 @@ from patrd.access import (
     token_digest,
     valid_token_name,
 )
-from patrd.access_store import AccessStore, AuditRecord, AuditRow, TokenRecord
-from patrd.api.errors import error_body, error_response
-from patrd.api.principal import PRINCIPAL, Principal
-from patrd.api.routes import read_json, rfc3339
-from patrd.audit_buffer import RefusalBuffer
-from patrd.dashboard.web import Dashboard
-from patrd.errors import BadRequest, PatrdError, SpecError
-from patrd.spec import NAME_RE
+from patrd.model.spec import NAME_RE
+from patrd.state.audit_buffer import RefusalBuffer
+from patrd.state.tokens import AccessStore, AuditRecord, AuditRow, TokenRecord
 
 log = structlog.get_logger("patrd.api.access")
 
-ACCESS = web.AppKey("patrd.access", AccessStore)
+ACCESS = web.AppKey("patrd.model.scopes", AccessStore)
 REFUSALS = web.AppKey("patrd.audit_refusals", RefusalBuffer)
 AUDIT_DEFAULT_LIMIT = 100
 AUDIT_MAX_LIMIT = 1000

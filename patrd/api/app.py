@@ -9,7 +9,7 @@ One application, one runner, up to two sites:
   ``api.token_file`` token, admin, or a scoped token).
 
 Authentication, the scope check and the audit log are one middleware
-(``patrd/api/access.py``; the route → scope table is ``patrd/access.py``).
+(``patrd/api/access.py``; the route → scope table is ``patrd/model/scopes.py``).
 
 ``build_app(..., token=None)`` disables bearer auth everywhere (unix-only
 daemons and tests); with a token, auth applies to every non-unix transport.
@@ -31,7 +31,6 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from patrd.access_store import AccessStore
 from patrd.api import notify as notify_api
 from patrd.api.access import ACCESS, access_middleware, add_access_routes
 from patrd.api.backups import BACKUPS
@@ -45,15 +44,16 @@ from patrd.api.routes import CONFIG, CONTROLLER, PROXY_CLOSED, STORE, add_routes
 from patrd.api.runs import RUNS, Runs
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
-from patrd.config import Config
 from patrd.dashboard.web import Dashboard
-from patrd.errors import ConfigError
-from patrd.nodehealth import NodeWatcher
+from patrd.model.errors import ConfigError
+from patrd.model.views import ControllerView
 from patrd.notify.dispatcher import Dispatcher
-from patrd.offsite import OffsiteBackups
-from patrd.store import Store
-from patrd.vault import Vault
-from patrd.views import ControllerView
+from patrd.observe.nodehealth import NodeWatcher
+from patrd.settings.config import Config
+from patrd.state.offsite import OffsiteBackups
+from patrd.state.store import Store
+from patrd.state.tokens import AccessStore
+from patrd.state.vault import Vault
 
 log = structlog.get_logger("patrd.api")
 

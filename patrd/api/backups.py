@@ -1,4 +1,4 @@
-"""``/v1/backups``: off-site backups (patrd/offsite.py) — list, run now, restore, jobs.
+"""``/v1/backups``: off-site backups (patrd/state/offsite.py) — list, run now, restore, jobs.
 
 Runs and restores are jobs: ``POST`` answers 202 with the job, which
 ``GET /v1/backups/jobs/{id}`` shows until it is ``ok`` or ``failed``. Two
@@ -18,10 +18,10 @@ from typing import Any
 from aiohttp import web
 
 from patrd.api.errors import error_response
-from patrd.errors import BadRequest, ConfigError, Conflict, NotFound, PatrdError, SpecError
-from patrd.offsite import STATE_FILE, OffsiteBackups
-from patrd.offsite_restore import RestoreRequest, choose_state, start_restore
-from patrd.restic import ResticError, Snapshot, redact
+from patrd.model.errors import BadRequest, ConfigError, Conflict, NotFound, PatrdError, SpecError
+from patrd.state.offsite import STATE_FILE, OffsiteBackups
+from patrd.state.offsite_restore import RestoreRequest, choose_state, start_restore
+from patrd.state.restic import ResticError, Snapshot, redact
 
 BACKUPS = web.AppKey("patrd.backups", OffsiteBackups)
 CHUNK = 256 * 1024

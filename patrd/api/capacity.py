@@ -4,7 +4,7 @@
 the other deployments; ``required`` is this deployment at its instance count
 (the autoscaler's, else ``scale.min``) when it is meant to run. The warning is
 set only on the answer of the change that over-commits the node
-(``patrd.node_fit.overcommit_warning``); a GET never repeats it.
+(``patrd.observe.node_fit.overcommit_warning``); a GET never repeats it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from patrd import cost, node_fit
-from patrd.autoscale import effective_replicas
-from patrd.spec import DeploymentSpec
-from patrd.store import DeploymentRecord, Intent, Store
-from patrd.views import ControllerView
+from patrd.control.autoscale import effective_replicas
+from patrd.model.spec import DeploymentSpec
+from patrd.model.views import ControllerView
+from patrd.observe import cost, node_fit
+from patrd.state.store import DeploymentRecord, Intent, Store
 
 
 @functools.cache

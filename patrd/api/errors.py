@@ -26,8 +26,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from patrd.crypto import SecretsKeyError
-from patrd.errors import (
+from patrd.model.errors import (
     BadRequest,
     Conflict,
     EngineError,
@@ -36,6 +35,7 @@ from patrd.errors import (
     SpecError,
     StoreError,
 )
+from patrd.state.crypto import SecretsKeyError
 
 log = structlog.get_logger("patrd.api")
 

@@ -10,7 +10,7 @@
   messages ``{"resize": {"rows": r, "cols": c}}`` and ``{"stdin_eof": true}``.
   ``?rows=&cols=`` on the attach sets the first size.
 * ``POST /v1/deployments/{name}/run`` ``{"command": [...], "volumes": false,
-  "timeout_s": null}`` runs a one-off (patrd/oneoff.py) and streams JSON lines
+  "timeout_s": null}`` runs a one-off (patrd/run/oneoff.py) and streams JSON lines
   (``application/x-ndjson``): first ``{"run": id}``, then ``{"t", "stream",
   "line"}`` per output line, last ``{"exit_code": n, "timed_out": bool}``.
   Closing the connection stops and removes the one-off.
@@ -26,11 +26,11 @@ import shlex
 from aiohttp import WSMsgType, web
 
 from patrd.api.runs import json_object, runs_of
-from patrd.engine import ContainerState, ExecStream, Instance
-from patrd.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
-from patrd.logstream import format_ts
-from patrd.oneoff import RunRequest, new_run_id, parse_command, parse_timeout
-from patrd.store import Intent
+from patrd.engine.docker import ContainerState, ExecStream, Instance
+from patrd.model.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
+from patrd.observe.logs import format_ts
+from patrd.run.oneoff import RunRequest, new_run_id, parse_command, parse_timeout
+from patrd.state.store import Intent
 
 EVENT_COMMAND_CHARS = 200  # the command as recorded in the deployment's events
 EXIT_CODE_WAIT_S = 2.0  # Docker reports the exec's exit code a moment after its output ends

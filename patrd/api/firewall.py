@@ -6,9 +6,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from patrd.config import Config
-from patrd.firewall import render, rules_from_config
-from patrd.firewall_apply import FirewallStatus
+from patrd.firewall.apply import FirewallStatus
+from patrd.firewall.rules import render, rules_from_config
+from patrd.settings.config import Config
 
 
 class FirewallView(Protocol):
@@ -17,7 +17,7 @@ class FirewallView(Protocol):
     async def status(self) -> FirewallStatus: ...
 
 
-FIREWALL = web.AppKey[FirewallView]("patrd.firewall")
+FIREWALL = web.AppKey[FirewallView]("patrd.firewall.rules")
 
 
 async def firewall_status(request: web.Request) -> web.Response:

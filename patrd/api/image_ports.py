@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from patrd.errors import EngineError, SpecError
+from patrd.model.errors import EngineError, SpecError
 
 LOOKUP_TIMEOUT_S = 20.0  # a pull on the create path: bounded, the CLI waits 30 s
 

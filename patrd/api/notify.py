@@ -1,4 +1,4 @@
-"""``/v1/notifications`` and ``/v1/node`` (patrd/notify/, patrd/nodehealth.py).
+"""``/v1/notifications`` and ``/v1/node`` (patrd/notify/, patrd/observe/nodehealth.py).
 
 * ``GET /v1/notifications``: every target ([[notify]] ones with
   ``source: "config"``, runtime ones with ``source: "api"``), its delivery
@@ -19,11 +19,11 @@ from typing import Any
 from aiohttp import web
 
 from patrd.api.routes import read_json, rfc3339
-from patrd.errors import BadRequest, Conflict, NotFound, SpecError
-from patrd.nodehealth import NodeWatcher
+from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.notify.dispatcher import Dispatcher
 from patrd.notify.rules import KINDS, Notification
 from patrd.notify.targets import Target, parse_target
+from patrd.observe.nodehealth import NodeWatcher
 
 NOTIFY = web.AppKey("patrd.notify", Dispatcher)
 NODE = web.AppKey("patrd.node", NodeWatcher)

@@ -1,4 +1,4 @@
-"""Logs, metrics history and Prometheus (issue 7): ``patrd/logstream.py``, ``metrics.py``.
+"""Logs, metrics history and Prometheus (issue 7): ``patrd/observe/logs.py``, ``metrics.py``.
 
 * ``GET /v1/deployments/{name}/logs``: JSON lines (``application/x-ndjson``),
   one object per log line, oldest first; ``format=text`` gives
@@ -21,9 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from patrd.autoscale import AutoscaleStats
-from patrd.errors import BadRequest, NotFound
-from patrd.logstream import (
+from patrd.control.autoscale import AutoscaleStats
+from patrd.model.errors import BadRequest, NotFound
+from patrd.observe.logs import (
     DEFAULT_TAIL,
     MAX_TAIL,
     Follower,
@@ -33,8 +33,8 @@ from patrd.logstream import (
     LogQuery,
     read_logs,
 )
-from patrd.metrics import RANGES, History, Point, Sampler
-from patrd.prometheus import CONTENT_TYPE, Exposition
+from patrd.observe.metrics import RANGES, History, Point, Sampler
+from patrd.observe.prometheus import CONTENT_TYPE, Exposition
 
 
 @dataclass

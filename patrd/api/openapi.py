@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from patrd import __version__, spec
+from patrd import __version__
 from patrd.api import openapi_notify, openapi_runs
 from patrd.api.openapi_access import ACCESS_PATHS, ACCESS_SCHEMAS
 from patrd.api.routes import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
-from patrd.store import Intent, Status
+from patrd.model import spec
+from patrd.state.store import Intent, Status
 
 JSON = "application/json"
 
@@ -1547,7 +1548,7 @@ PATHS.update(
 # Scoped tokens and the audit log (patrd/api/openapi_access.py).
 PATHS.update(ACCESS_PATHS)
 SCHEMAS.update(ACCESS_SCHEMAS)
-# Off-site backups (patrd/offsite.py, patrd/api/backups.py).
+# Off-site backups (patrd/state/offsite.py, patrd/api/backups.py).
 _UNIX_TIME = {"type": "number", "description": "unix time, seconds"}
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _RUN_ID = {

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from patrd.access import Scope
+from patrd.model.scopes import Scope
 
 
 @dataclass(frozen=True, slots=True)

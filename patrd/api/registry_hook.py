@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from patrd.errors import BadRequest, NotFound
-from patrd.registry import (
+from patrd.model.errors import BadRequest, NotFound
+from patrd.model.spec import LOCAL_REGISTRY, DeploymentSpec
+from patrd.registry.auth import USERNAME, login_line, password_path
+from patrd.registry.node import (
     EVENTS_CONTENT_TYPE,
     MAX_EVENTS_BODY,
     PushEvent,
     authorized,
     parse_events,
 )
-from patrd.registry_auth import USERNAME, login_line, password_path
-from patrd.spec import LOCAL_REGISTRY, DeploymentSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@
 digest becomes a new pinned revision (a zero-downtime rollout, a history
 entry), the same digest answers "already at sha256:…". ``POST
 /v1/deployments/{name}/revert`` takes ``{"ref": REF}``: a revision number, a
-digest or an image id prefix (patrd/releases.py decides what it names).
+digest or an image id prefix (patrd/model/releases.py decides what it names).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from patrd.api.routes import _parts, deployment_json, read_json
-from patrd.errors import BadRequest, Conflict
-from patrd.releases import Pin
-from patrd.store import DeploymentRecord, Intent
+from patrd.model.errors import BadRequest, Conflict
+from patrd.model.releases import Pin
+from patrd.state.store import DeploymentRecord, Intent
 
 
 class TagResolver(Protocol):

@@ -1,7 +1,7 @@
 """Request handlers: parse the request, call the store, wake the controller.
 
-Handlers raise ``patrd.errors`` classes; ``patrd.api.errors`` turns them into
-responses. Bodies are parsed to specs by ``patrd.spec`` (the one validator);
+Handlers raise ``patrd.model.errors`` classes; ``patrd.api.errors`` turns them into
+responses. Bodies are parsed to specs by ``patrd.model.spec`` (the one validator);
 nothing here re-checks fields.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from patrd import __version__, cap_policy, cost, spec
+from patrd import __version__
 from patrd.api import backups as offsite_backups
 from patrd.api import capacity, image_ports, secrets, volumes
 from patrd.api.firewall import firewall_status
@@ -33,18 +33,21 @@ from patrd.api.urls import (
     update_url,
 )
 from patrd.api.volumes import kept_volume_names, refuse_volume_loss
-from patrd.autoscale import effective_replicas
-from patrd.config import Config
-from patrd.errors import BadRequest, Conflict, NotFound, SpecError
-from patrd.releases import digest_of
-from patrd.revision_changes import spec_changes
-from patrd.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
-from patrd.views import ControllerView, InstanceView
+from patrd.control.autoscale import effective_replicas
+from patrd.engine import cap_policy
+from patrd.model import spec
+from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
+from patrd.model.releases import digest_of
+from patrd.model.revision_changes import spec_changes
+from patrd.model.views import ControllerView, InstanceView
+from patrd.observe import cost
+from patrd.settings.config import Config
+from patrd.state.store import DeploymentRecord, EventRecord, Intent, RevisionRecord, Store
 
-STORE = web.AppKey("patrd.store", Store)
-CONTROLLER = web.AppKey[ControllerView]("patrd.controller")
-CONFIG = web.AppKey("patrd.config", Config)
-# Why the proxy listeners are closed (patrd/fence_gate.py), None while open.
+STORE = web.AppKey("patrd.state.store", Store)
+CONTROLLER = web.AppKey[ControllerView]("patrd.control.executor")
+CONFIG = web.AppKey("patrd.settings.config", Config)
+# Why the proxy listeners are closed (patrd/firewall/fence_gate.py), None while open.
 PROXY_CLOSED = web.AppKey[Callable[[], str | None]]("patrd.proxy_closed")
 
 EVENTS_DEFAULT_LIMIT = 100
@@ -87,7 +90,7 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/v1/secrets/{name}", secrets.put_secret, name="put_secret")
     r.add_delete("/v1/secrets/{name}", secrets.delete_secret, name="delete_secret")
     r.add_post("/v1/backup", create_backup, name="create_backup")
-    offsite_backups.add_routes(r)  # /v1/backups: off-site backups (patrd/offsite.py)
+    offsite_backups.add_routes(r)  # /v1/backups: off-site backups (patrd/state/offsite.py)
     r.add_get("/v1/urls", list_urls, name="list_urls", allow_head=False)
     r.add_post("/v1/urls", create_url, name="create_url")
     r.add_get("/v1/urls/{id}", get_url, name="get_url", allow_head=False)
@@ -145,12 +148,12 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 
 async def create_backup(request: web.Request) -> web.StreamResponse:
-    """A consistent snapshot of the data dir as a tar (patrd/backup.py), streamed back.
+    """A consistent snapshot of the data dir as a tar (patrd/state/archive.py), streamed back.
 
     Only on the unix socket: the tar holds the secrets key, so a TCP bearer
     token (meant for deploying) must not be enough to take it away.
     """
-    from patrd import backup  # the daemon's side only; keeps this module light
+    from patrd.state import archive as backup  # the daemon's side only; keeps this module light
 
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if getattr(sock, "family", None) != socket.AF_UNIX:
@@ -382,7 +385,7 @@ async def list_history(request: web.Request) -> web.Response:
 
 async def revert_deployment(request: web.Request) -> web.Response:
     store, controller, config = _parts(request)
-    # Any REF patrd/releases.py accepts (a revision number, a digest, an image id prefix).
+    # Any REF patrd/model/releases.py accepts (a revision number, a digest, an image id prefix).
     record = await store.revert(request.match_info["name"], request.match_info["digest"])
     controller.wake(record.id)
     return web.json_response(deployment_json(record, config), status=202)

@@ -11,11 +11,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from patrd.engine import ExecStream, Instance
-from patrd.errors import BadRequest
-from patrd.jobs import JobScheduler
-from patrd.oneoff import OneOffRunner
-from patrd.store import Store
+from patrd.engine.docker import ExecStream, Instance
+from patrd.model.errors import BadRequest
+from patrd.run.jobs import JobScheduler
+from patrd.run.oneoff import OneOffRunner
+from patrd.state.store import Store
 
 EXEC_ATTACH_WITHIN_S = 60.0  # a created exec must be attached within this long
 

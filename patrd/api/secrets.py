@@ -1,6 +1,6 @@
 """``/v1/secrets``: write-only values; reads give names, times and users, never a value.
 
-Below the ``write`` scope (patrd/access.py) a read gives the name only: the
+Below the ``write`` scope (patrd/model/scopes.py) a read gives the name only: the
 version, times and the deployments using a secret are metadata too.
 """
 
@@ -10,14 +10,14 @@ from typing import Any
 
 from aiohttp import web
 
-from patrd.access import Scope
 from patrd.api.principal import scope_of
-from patrd.crypto import SecretsKeyError
-from patrd.errors import SpecError
-from patrd.store import SecretRecord
-from patrd.vault import Vault
+from patrd.model.errors import SpecError
+from patrd.model.scopes import Scope
+from patrd.state.crypto import SecretsKeyError
+from patrd.state.store import SecretRecord
+from patrd.state.vault import Vault
 
-VAULT = web.AppKey("patrd.vault", Vault)
+VAULT = web.AppKey("patrd.state.vault", Vault)
 
 
 def _vault(request: web.Request) -> Vault:

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from patrd import urls
-from patrd.config import Config
+from patrd.model import urls
+from patrd.model.urls import UrlRecord
+from patrd.settings.config import Config
 from patrd.tls.controller import CertStatus
-from patrd.urls import UrlRecord
 
 
 class TlsView(Protocol):

@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from patrd import spec
-from patrd.errors import Conflict, NotFound
-from patrd.store import DeploymentRecord
-from patrd.volnames import volume_name, volume_of
+from patrd.model import spec
+from patrd.model.errors import Conflict, NotFound
+from patrd.model.naming import volume_name, volume_of
+from patrd.state.store import DeploymentRecord
 
 MAX_CONFIG_BODY = spec.MAX_CONFIG_FILE_BYTES
 

@@ -17,7 +17,7 @@ this module adds to the API's TCP app:
   a live session authorizes reads; writes (anything but GET/HEAD/OPTIONS) also
   need ``X-CSRF-Token`` equal to the session's token (403 otherwise). An
   expired or unknown session is 401. A session acts with ``dashboard.scope``
-  (default ``write``; patrd/access.py).
+  (default ``write``; patrd/model/scopes.py).
 * Login attempts are reserved with the limiter before the handler's first
   await, so concurrent attempts cannot race past it.
 * Every response of the app gets ``X-Frame-Options: DENY`` and
@@ -43,12 +43,12 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from patrd.access import Scope
 from patrd.api.errors import error_response
-from patrd.config import DashboardConfig
 from patrd.dashboard.sessions import LoginLimiter, Session, Sessions, password_matches
-from patrd.errors import PatrdError
+from patrd.model.errors import PatrdError
+from patrd.model.scopes import Scope
 from patrd.proxy.limits import client_key
+from patrd.settings.config import DashboardConfig
 
 log = structlog.get_logger("patrd.dashboard")
 

@@ -1,7 +1,7 @@
 """Deliver notifications off the hot path: tail the event tables, queue, send with retries.
 
-Controllers only ever write events (patrd/store.py); nothing they do waits on
-a receiver. Two supervised tasks (patrd/daemon.py):
+Controllers only ever write events (patrd/state/store.py); nothing they do waits on
+a receiver. Two supervised tasks (patrd/daemon/compose.py):
 
 * ``tail`` reads new deployment and node events every ``poll_interval_s``
   (from the newest id when ``prime`` ran: events written while the daemon was
@@ -33,15 +33,15 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from patrd.backoff import Backoff
-from patrd.crypto import SecretsKeyError
-from patrd.errors import NotFound, PatrdError, StoreError
+from patrd.kit.backoff import Backoff
+from patrd.model.errors import NotFound, PatrdError, StoreError
+from patrd.model.spec import SecretRef
 from patrd.notify import senders
 from patrd.notify.rules import Notification, classify, matches, redact
 from patrd.notify.targets import Target, parse_target
-from patrd.spec import SecretRef
-from patrd.store import Store
-from patrd.vault import Vault
+from patrd.state.crypto import SecretsKeyError
+from patrd.state.store import Store
+from patrd.state.vault import Vault
 
 log = structlog.get_logger("patrd.notify")
 

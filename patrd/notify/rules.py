@@ -1,7 +1,7 @@
 """Pure decisions of notifications: which kind an event is, who wants it, what it says.
 
 Events are written under their own short kinds (``rollout_failed``, ``tls``,
-``unhealthy`` …, see patrd/store.py and the controllers); notification kinds
+``unhealthy`` …, see patrd/state/store.py and the controllers); notification kinds
 are dotted names a user filters on (``rollout.failed``, ``certificate.*``).
 ``classify`` maps one to the other with an ordered rule table, first match
 wins; an event whose kind is already a known notification kind (``disk.low``,

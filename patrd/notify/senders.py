@@ -38,7 +38,7 @@ class DeliveryError(Exception):
 
 
 class Secrets(Protocol):
-    """Vault secret values by name (patrd/vault.py)."""
+    """Vault secret values by name (patrd/state/vault.py)."""
 
     async def reveal(self, name: str) -> str: ...
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from patrd.errors import SpecError
+from patrd.model.errors import SpecError
+from patrd.model.spec import NAME_RE, SECRET_NAME_RE
 from patrd.notify.rules import check_filter
-from patrd.spec import NAME_RE, SECRET_NAME_RE
 
 
 class TargetType(StrEnum):

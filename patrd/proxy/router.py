@@ -54,7 +54,7 @@ class Route:
     port: int
     status: RouteStatus
     backends: tuple[Backend, ...]
-    # Managed URLs (patrd.urls). ``special`` is true when any of the rest is
+    # Managed URLs (patrd.model.urls). ``special`` is true when any of the rest is
     # set, so a plain deployment route costs one attribute test per request.
     https_redirect: bool = False  # plain HTTP → 308 to https://host/...
     redirect: str | None = None  # answer with a redirect to this base URL

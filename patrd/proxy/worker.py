@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import structlog
 
-from patrd import logs
+from patrd.kit import log_setup as logs
 from patrd.proxy import wire
 from patrd.proxy.runtime import run_event_loop
 from patrd.proxy.server import ProxyServer

@@ -48,8 +48,8 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from patrd.backoff import Backoff, BackoffState
-from patrd.errors import PatrdError
+from patrd.kit.backoff import Backoff, BackoffState
+from patrd.model.errors import PatrdError
 from patrd.proxy import steer, wire
 from patrd.proxy.router import RoutingTable
 from patrd.proxy.runtime import ProxyRuntime

@@ -26,8 +26,8 @@ from typing import Literal
 
 import structlog
 
-from patrd.errors import NotFound, StoreError
-from patrd.store import Intent, Store
+from patrd.model.errors import NotFound, StoreError
+from patrd.state.store import Intent, Store
 from patrd.tls import renewal, resolve
 from patrd.tls.acme_client import AcmeClient, AcmeFailure
 from patrd.tls.certstore import CertInfo, CertStore, CertStoreError, generate_key

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from patrd.backoff import Backoff
+from patrd.kit.backoff import Backoff
 
 HOUR_S = 3600.0
 

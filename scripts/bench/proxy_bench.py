@@ -312,7 +312,7 @@ asyncio.run(serve_baseline(spec))
 
 def run_patrd_host(spec: dict[str, Any]) -> None:
     """Like the daemon: in-process on the configured loop, else asyncio supervising workers."""
-    from patrd import logs
+    from patrd.kit import log_setup as logs
     from patrd.proxy.front import run_event_loop
 
     logs.configure("warning", "logfmt")

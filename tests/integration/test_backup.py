@@ -91,7 +91,7 @@ async def test_backup_wipe_restore_converges(
 
             # Online: traffic keeps flowing while the snapshot is taken.
             started = time.monotonic()
-            done = run("patrd.cli", "--socket", str(daemon.socket), "backup", str(backup))
+            done = run("patrd.cli.main", "--socket", str(daemon.socket), "backup", str(backup))
             backup_s = time.monotonic() - started
             assert done.returncode == 0, done.stderr
             assert "GREETING=kept" in await proxied(daemon, web)

@@ -157,7 +157,7 @@ async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_
     env = {**os.environ, "PATRD_SOCKET": str(daemon.socket)}
     cli = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "patrd.cli", "run", name, "--", "sh", "-c", "echo hi; exit 5"],
+        [sys.executable, "-m", "patrd.cli.main", "run", name, "--", "sh", "-c", "echo hi; exit 5"],
         capture_output=True,
         text=True,
         env=env,
@@ -171,7 +171,7 @@ async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_
         [
             sys.executable,
             "-m",
-            "patrd.cli",
+            "patrd.cli.main",
             "exec",
             name,
             "--",
@@ -190,7 +190,18 @@ async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_
     # -i forwards stdin, EOF included
     cli = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "patrd.cli", "exec", name, "-i", "--", "sh", "-c", "cat; exit 6"],
+        [
+            sys.executable,
+            "-m",
+            "patrd.cli.main",
+            "exec",
+            name,
+            "-i",
+            "--",
+            "sh",
+            "-c",
+            "cat; exit 6",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -256,7 +267,7 @@ async def test_tty_resize_over_the_api_and_from_patrctl_exec_it(
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 90, 0, 0))
     before = termios.tcgetattr(slave)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "patrd.cli", "exec", name, "-it", "--", "sh", "-c", script],
+        [sys.executable, "-m", "patrd.cli.main", "exec", name, "-it", "--", "sh", "-c", script],
         stdin=slave,
         stdout=slave,
         stderr=slave,

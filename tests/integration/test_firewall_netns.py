@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from patrd.config import Config, FirewallConfig, Listen, ProxyConfig, TlsConfig
-from patrd.firewall import FirewallRules, Policy, render
-from patrd.firewall_apply import FirewallKeeper, Nft, SyncResult
+from patrd.firewall.apply import FirewallKeeper, Nft, SyncResult
+from patrd.firewall.rules import FirewallRules, Policy, render
+from patrd.settings.config import Config, FirewallConfig, Listen, ProxyConfig, TlsConfig
 from tests.support.netns import in_ns, link_of, listener_in, netns, run, sockets_in, veth
 
 SERVER = "10.99.0.1"

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from patrd.hardening import DEFAULT_CAPABILITIES
+from patrd.engine.hardening import DEFAULT_CAPABILITIES
 from tests.support.daemon import Api, Daemon, containers_of
 
 pytestmark = pytest.mark.docker

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from patrd.config import ProxyConfig
+from patrd.settings.config import ProxyConfig
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "scripts" / "install"

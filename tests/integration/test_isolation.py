@@ -194,7 +194,7 @@ async def test_firewall_fences_containers_in_a_namespace(
 
             # patrctl prints the same ruleset, loadable with nft -f, counters as comments.
             code, out = await sh(
-                sys.executable, "-m", "patrd.cli", "--socket", str(daemon.socket),
+                sys.executable, "-m", "patrd.cli.main", "--socket", str(daemon.socket),
                 "firewall", "show",
             )  # fmt: skip
             assert code == 0, out

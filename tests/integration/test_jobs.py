@@ -136,7 +136,7 @@ async def test_timeout_kills_and_is_recorded(daemon: Daemon, api: Api, new_name)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "patrd.cli", *args],
+            [sys.executable, "-m", "patrd.cli.main", *args],
             capture_output=True,
             text=True,
             env=env,

@@ -30,7 +30,7 @@ HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_thres
 def patrctl(daemon: Daemon, *args: str) -> Any:
     """The real CLI against the daemon's socket; its JSON answer."""
     out = subprocess.run(
-        [sys.executable, "-m", "patrd.cli", "--socket", str(daemon.socket), "--json", *args],
+        [sys.executable, "-m", "patrd.cli.main", "--socket", str(daemon.socket), "--json", *args],
         capture_output=True,
         text=True,
         check=False,

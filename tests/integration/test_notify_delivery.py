@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from patrd.config_notify import NodeConfig
-from patrd.nodehealth import NodeWatcher, Snapshot
+from patrd.model.spec import parse_create
+from patrd.notify.config import NodeConfig
 from patrd.notify.dispatcher import Dispatcher, DispatchOptions, RetryPolicy
 from patrd.notify.rules import Notification
 from patrd.notify.targets import Target, parse_target
-from patrd.spec import parse_create
-from patrd.store import Store
-from patrd.vault import Vault
+from patrd.observe.nodehealth import NodeWatcher, Snapshot
+from patrd.state.store import Store
+from patrd.state.vault import Vault
 from tests.support.receivers import HttpReceiver, SmtpReceiver, free_port
 
 FAST = DispatchOptions(

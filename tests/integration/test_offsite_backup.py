@@ -141,7 +141,7 @@ async def scheduled_run_after(api: Api, since: float, timeout: float = 120) -> d
 
 def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "patrd.cli", "--socket", str(daemon.socket), *args],
+        [sys.executable, "-m", "patrd.cli.main", "--socket", str(daemon.socket), *args],
         capture_output=True,
         text=True,
         cwd=REPO,

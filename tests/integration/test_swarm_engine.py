@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from patrd.engine import ContainerState, InstanceSpec
-from patrd.errors import EngineError
-from patrd.hardening import DEFAULT_PIDS_LIMIT
-from patrd.swarm_engine import SwarmEngine, SwarmInstance
+from patrd.engine.docker import ContainerState, InstanceSpec
+from patrd.engine.hardening import DEFAULT_PIDS_LIMIT
+from patrd.engine.swarm import SwarmEngine, SwarmInstance
+from patrd.model.errors import EngineError
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 
 pytestmark = pytest.mark.docker

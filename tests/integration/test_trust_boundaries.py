@@ -94,7 +94,7 @@ async def test_api_cannot_grant_host_capabilities(daemon: Daemon, new_name: Any)
 
 def patrctl(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "patrd.cli", "--socket", str(d.socket), *args],
+        [sys.executable, "-m", "patrd.cli.main", "--socket", str(d.socket), *args],
         capture_output=True,
         text=True,
         timeout=30,

@@ -1,10 +1,11 @@
-"""The scope decision (patrd/access.py): a pure function over one table."""
+"""The scope decision (patrd/model/scopes.py): a pure function over one table."""
 
 from __future__ import annotations
 
 import pytest
 
-from patrd.access import (
+from patrd.api.app import build_app
+from patrd.model.scopes import (
     RULES,
     Rule,
     Scope,
@@ -15,8 +16,7 @@ from patrd.access import (
     required_scope,
     token_digest,
 )
-from patrd.api.app import build_app
-from patrd.config import Config
+from patrd.settings.config import Config
 
 R, D, W, A = Scope.READ, Scope.DEPLOY, Scope.WRITE, Scope.ADMIN
 DEP = "/v1/deployments/{name}"

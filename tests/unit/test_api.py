@@ -21,8 +21,7 @@ from patrd.api.app import build_app, serve_api
 from patrd.api.errors import ERROR_TABLE, render_patrd_error
 from patrd.api.openapi import OPENAPI
 from patrd.api.routes import deployment_urls
-from patrd.config import ApiConfig, Config, Listen, ProxyConfig
-from patrd.errors import (
+from patrd.model.errors import (
     BadRequest,
     ConfigError,
     Conflict,
@@ -33,9 +32,10 @@ from patrd.errors import (
     SpecError,
     StoreError,
 )
-from patrd.spec import parse_create
-from patrd.store import Intent, Status, Store
-from patrd.views import InstanceView
+from patrd.model.spec import parse_create
+from patrd.model.views import InstanceView
+from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
+from patrd.state.store import Intent, Status, Store
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CONFIG = Config(

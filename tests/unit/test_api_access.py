@@ -15,13 +15,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from patrd.access import Scope, token_digest
-from patrd.access_store import AUDIT_TRIM_EVERY, AccessStore, AuditRow
 from patrd.api.app import build_app, serve_api
-from patrd.audit_buffer import RefusalBuffer
-from patrd.config import Config
-from patrd.store import Store
-from patrd.vault import Vault
+from patrd.model.scopes import Scope, token_digest
+from patrd.settings.config import Config
+from patrd.state.audit_buffer import RefusalBuffer
+from patrd.state.store import Store
+from patrd.state.tokens import AUDIT_TRIM_EVERY, AccessStore, AuditRow
+from patrd.state.vault import Vault
 from tests.unit.test_api import CONFIG, WEB, FakeController
 
 ADMIN = "the-admin-token-from-token-file"

@@ -13,12 +13,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.cli_notify import cmd_node, target_body
-from patrd.config_notify import NodeConfig
-from patrd.nodehealth import NodeWatcher
+from patrd.cli.notify import cmd_node, target_body
+from patrd.notify.config import NodeConfig
 from patrd.notify.dispatcher import Dispatcher, DispatchOptions
 from patrd.notify.targets import parse_target
-from patrd.store import Store
+from patrd.observe.nodehealth import NodeWatcher
+from patrd.state.store import Store
 from tests.unit.test_api import CONFIG, FakeController, expect_error
 
 Client = TestClient[web.Request, web.Application]

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.config import Config, DaemonConfig, Listen, RegistryConfig
-from patrd.store import Store
+from patrd.settings.config import Config, DaemonConfig, Listen, RegistryConfig
+from patrd.state.store import Store
 from tests.unit.test_api import FakeController
 
 Client = TestClient[web.Request, web.Application]

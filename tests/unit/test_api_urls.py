@@ -11,12 +11,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.cli import UsageError, parse_args
-from patrd.cli_urls import add_body, target_from_args, update_body
-from patrd.config import Config, Listen, ProxyConfig, TlsConfig
-from patrd.store import Store
+from patrd.cli.main import UsageError, parse_args
+from patrd.cli.urls import add_body, target_from_args, update_body
+from patrd.model.views import InstanceView
+from patrd.settings.config import Config, Listen, ProxyConfig, TlsConfig
+from patrd.state.store import Store
 from patrd.tls.controller import CertStatus
-from patrd.views import InstanceView
 
 CONFIG = Config(
     proxy=ProxyConfig(http_listen=(Listen("0.0.0.0", 8080),), base_domain="example.test"),

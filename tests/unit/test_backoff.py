@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from patrd.backoff import Backoff, BackoffState
+from patrd.kit.backoff import Backoff, BackoffState
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Backup and restore of a data dir (patrd/backup.py), the route and the CLI verbs.
+"""Backup and restore of a data dir (patrd/state/archive.py), the route and the CLI verbs.
 
 Real files, a real SQLite store and a real aiohttp app on a unix socket; no
 Docker (the full round trip with containers is tests/integration/test_backup.py).
@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from patrd import backup, cli, spec
 from patrd.api.app import build_app, serve_api
-from patrd.backup import BackupError, create_backup, restore
-from patrd.config import Config, DaemonConfig
-from patrd.store import Store
-from patrd.views import InstanceView
+from patrd.cli import main as cli
+from patrd.model import spec
+from patrd.model.views import InstanceView
+from patrd.settings.config import Config, DaemonConfig
+from patrd.state import archive as backup
+from patrd.state.archive import BackupError, create_backup, restore
+from patrd.state.store import Store
 
 
 class NoController:

@@ -15,12 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app, serve_api
-from patrd.backup_config import BackupConfig
-from patrd.cli import main, parse_args
-from patrd.config import ApiConfig, Config, Listen, ProxyConfig
-from patrd.engine import ExecResult, Instance, VolumeInfo
-from patrd.offsite import OffsiteBackups, Paths
-from patrd.store import Store
+from patrd.cli.main import main, parse_args
+from patrd.engine.docker import ExecResult, Instance, VolumeInfo
+from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
+from patrd.state.backup_config import BackupConfig
+from patrd.state.offsite import OffsiteBackups, Paths
+from patrd.state.store import Store
 
 CONFIG = Config(
     api=ApiConfig(max_body_bytes=64 * 1024),
@@ -182,7 +182,7 @@ async def test_cli_backup_actions(
 async def test_one_job_at_a_time_from_the_moment_it_is_accepted(
     store: Store, tmp_path: Path
 ) -> None:
-    from patrd.errors import Conflict
+    from patrd.model.errors import Conflict
 
     backups = service(store, tmp_path)
     release = asyncio.Event()

@@ -1,4 +1,4 @@
-"""The capability / pids policy (patrd/cap_policy.py) and its [security] config."""
+"""The capability / pids policy (patrd/engine/cap_policy.py) and its [security] config."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from patrd import config as config_mod
-from patrd.cap_policy import (
+from patrd.engine.cap_policy import (
     DEFAULT_ALLOWED_CAPABILITIES,
     NEVER_FROM_API,
     SecurityPolicy,
@@ -16,9 +15,10 @@ from patrd.cap_policy import (
     held_violations,
     parse_policy,
 )
-from patrd.errors import ConfigError, SpecError
-from patrd.hardening import KNOWN_CAPABILITIES
-from patrd.spec import SecuritySpec, parse_create
+from patrd.engine.hardening import KNOWN_CAPABILITIES
+from patrd.model.errors import ConfigError, SpecError
+from patrd.model.spec import SecuritySpec, parse_create
+from patrd.settings import config as config_mod
 
 POLICY = SecurityPolicy()
 

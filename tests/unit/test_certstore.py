@@ -245,8 +245,8 @@ def test_an_unconstrained_or_other_ca_is_replaced(tmp_path: Path) -> None:
 
 
 def test_local_ca_names_config(tmp_path: Path) -> None:
-    from patrd import config as config_mod
-    from patrd.errors import ConfigError
+    from patrd.model.errors import ConfigError
+    from patrd.settings import config as config_mod
 
     parsed = config_mod.parse({"tls": {"local_ca_names": ["Intra.Example."]}}, base_dir=tmp_path)
     assert parsed.tls.local_ca_names == ("intra.example",)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from patrd import cli
 from patrd.api.app import build_app, serve_api
-from patrd.cli import (
+from patrd.cli import main as cli
+from patrd.cli.main import (
     ApiError,
     CliError,
     UsageError,
@@ -31,9 +31,9 @@ from patrd.cli import (
     render_table,
     update_body,
 )
-from patrd.config import ApiConfig, Config, Listen, ProxyConfig
-from patrd.store import Intent, Status, Store
-from patrd.views import InstanceView
+from patrd.model.views import InstanceView
+from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
+from patrd.state.store import Intent, Status, Store
 
 SPEC: dict[str, Any] = {
     "name": "web",

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from patrd.api.app import build_app, serve_api
-from patrd.cli import main
-from patrd.config import Config
-from patrd.store import Store
+from patrd.cli.main import main
+from patrd.settings.config import Config
+from patrd.state.store import Store
 from tests.unit.test_cli import ScriptedController
 
 ADMIN = "admin-token-file-value"

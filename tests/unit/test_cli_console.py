@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from patrd import __version__, cli
-from patrd.cli import (
+from patrd import __version__
+from patrd.cli import main as cli
+from patrd.cli.main import (
     ApiError,
     CliError,
     UsageError,
@@ -21,9 +22,9 @@ from patrd.cli import (
     parse_args,
     update_body,
 )
-from patrd.cli_words import error_line, flag_for, split_image, suggest
-from patrd.errors import SpecError
-from patrd.spec import parse_create, parse_update
+from patrd.cli.words import error_line, flag_for, split_image, suggest
+from patrd.model.errors import SpecError
+from patrd.model.spec import parse_create, parse_update
 
 
 def api_words(argv: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""patrctl's own WebSocket framing (patrd/cli_exec.py) and the exec/run/job arguments."""
+"""patrctl's own WebSocket framing (patrd/cli/exec.py) and the exec/run/job arguments."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from patrd.cli import parse_args
-from patrd.cli_exec import OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, WebSocket
+from patrd.cli.exec import OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT, WebSocket
+from patrd.cli.main import parse_args
 
 
 def read_frame(sock: socket.socket) -> tuple[int, bytes]:

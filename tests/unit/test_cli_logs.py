@@ -12,14 +12,14 @@ import pytest
 
 from patrd.api.app import build_app, serve_api
 from patrd.api.observe import Observability
-from patrd.cli import main
-from patrd.cli_observe import duration_s
-from patrd.config import Config
-from patrd.engine import ContainerState, Instance
-from patrd.logstream import format_ts
-from patrd.spec import parse_create
-from patrd.store import Status, Store
-from patrd.views import InstanceView
+from patrd.cli.main import main
+from patrd.cli.observe import duration_s
+from patrd.engine.docker import ContainerState, Instance
+from patrd.model.spec import parse_create
+from patrd.model.views import InstanceView
+from patrd.observe.logs import format_ts
+from patrd.settings.config import Config
+from patrd.state.store import Status, Store
 
 
 class Engine:

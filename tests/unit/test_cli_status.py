@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.cli_notify import cmd_status
-from patrd.config import Config
-from patrd.store import Store
+from patrd.cli.notify import cmd_status
+from patrd.settings.config import Config
+from patrd.state.store import Store
 from tests.unit.test_api import FakeController
 
 

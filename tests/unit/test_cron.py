@@ -1,4 +1,4 @@
-"""Schedules (patrd/cron.py) and the scheduler's decision (patrd/jobs.py ``decide``): tables."""
+"""Schedules (patrd/model/cron.py) and the scheduler's decision (patrd/run/jobs.py ``decide``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from patrd import cron
-from patrd.errors import SpecError
-from patrd.jobs import LogBuffer, decide
-from patrd.spec import parse_create, parse_update
+from patrd.model import cron
+from patrd.model.errors import SpecError
+from patrd.model.spec import parse_create, parse_update
+from patrd.run.jobs import LogBuffer, decide
 
 PARIS = ZoneInfo("Europe/Paris")
 

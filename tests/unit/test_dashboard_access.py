@@ -11,10 +11,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.config import DashboardConfig, parse
 from patrd.dashboard.web import Dashboard
-from patrd.errors import ConfigError
-from patrd.store import Store
+from patrd.model.errors import ConfigError
+from patrd.settings.config import DashboardConfig, parse
+from patrd.state.store import Store
 from tests.unit.test_api import CONFIG, TOKEN, WEB, FakeController
 from tests.unit.test_dashboard_web import PASSWORD, Clock, login, session
 

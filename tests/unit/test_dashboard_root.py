@@ -7,9 +7,9 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.config import DashboardConfig
 from patrd.dashboard.web import Dashboard
-from patrd.store import Store
+from patrd.settings.config import DashboardConfig
+from patrd.state.store import Store
 from tests.unit.test_api import CONFIG, TOKEN, FakeController
 
 

@@ -13,7 +13,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.config import DashboardConfig, parse
 from patrd.dashboard.web import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -21,8 +20,9 @@ from patrd.dashboard.web import (
     PasswordFileError,
     load_assets,
 )
-from patrd.errors import ConfigError
-from patrd.store import Store
+from patrd.model.errors import ConfigError
+from patrd.settings.config import DashboardConfig, parse
+from patrd.state.store import Store
 from tests.unit.test_api import CONFIG, TOKEN, WEB, FakeController
 
 PASSWORD = "correct horse battery"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from patrd import config
-from patrd.diskguard import DiskGuard, DiskReading, MinFree, parse_min_free, verdict
-from patrd.errors import ConfigError
+from patrd.engine.diskguard import DiskGuard, DiskReading, MinFree, parse_min_free, verdict
+from patrd.model.errors import ConfigError
+from patrd.settings import config
 
 GIB = 1024**3
 

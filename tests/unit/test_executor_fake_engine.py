@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from patrd.controller import ControllerOptions, DeploymentWorker
-from patrd.engine import ContainerState
+from patrd.control.executor import ControllerOptions, DeploymentWorker
+from patrd.engine.docker import ContainerState
+from patrd.model.spec import Scale, parse_create
 from patrd.proxy.router import RoutingTable
-from patrd.spec import Scale, parse_create
-from patrd.store import DeploymentRecord, Status, Store
+from patrd.state.store import DeploymentRecord, Status, Store
 from tests.support.fake_engine import FakeEngine
 
 PORT = 18080
@@ -145,7 +145,7 @@ async def test_a_crashing_instance_restarts_after_growing_delays(harness: Harnes
 
     await eventually(four_starts, timeout=30)
     gaps = _gaps(harness.engine.started_at)
-    # The first crash restarts at once, then 1 s, 2 s (patrd.reconcile.RESTART_BACKOFF).
+    # The first crash restarts at once, then 1 s, 2 s (patrd.control.reconcile.RESTART_BACKOFF).
     assert gaps[0] < 0.8, gaps
     assert gaps[1] >= 0.8, gaps
     assert gaps[2] >= 1.6, gaps

@@ -1,12 +1,12 @@
-"""The proxy gate (patrd/fence_gate.py): listeners open only while the firewall is loaded."""
+"""The proxy gate (patrd/firewall/fence_gate.py): listeners open only while fenced."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
 
-from patrd.fence_gate import ProxyGate
-from patrd.firewall_apply import FirewallError
+from patrd.firewall.apply import FirewallError
+from patrd.firewall.fence_gate import ProxyGate
 
 
 @dataclass

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from patrd.config import (
+from patrd.firewall.rules import (
+    COUNTERS,
+    FirewallRules,
+    Policy,
+    hash_of,
+    render,
+    rules_from_config,
+    transaction,
+)
+from patrd.model.errors import ConfigError
+from patrd.settings.config import (
     ApiConfig,
     Config,
     FirewallConfig,
@@ -23,16 +33,6 @@ from patrd.config import (
     RegistryConfig,
     TlsConfig,
     parse,
-)
-from patrd.errors import ConfigError
-from patrd.firewall import (
-    COUNTERS,
-    FirewallRules,
-    Policy,
-    hash_of,
-    render,
-    rules_from_config,
-    transaction,
 )
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from patrd import cli
 from patrd.api.app import build_app
 from patrd.api.firewall import status_json
-from patrd.config import Config, FirewallConfig
-from patrd.errors import EngineError
-from patrd.firewall import hash_of
-from patrd.firewall_apply import Counter, FirewallError, FirewallKeeper, FirewallStatus, Nft
-from patrd.store import Store
+from patrd.cli import main as cli
+from patrd.firewall.apply import Counter, FirewallError, FirewallKeeper, FirewallStatus, Nft
+from patrd.firewall.rules import hash_of
+from patrd.model.errors import EngineError
+from patrd.settings.config import Config, FirewallConfig
+from patrd.state.store import Store
 
 
 class FakeNft(Nft):

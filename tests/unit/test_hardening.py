@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from patrd.hardening import (
+from patrd.engine.hardening import (
     DEFAULT_CAPABILITIES,
     Hardening,
     host_config,

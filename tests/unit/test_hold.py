@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.proxy import wire
 from patrd.proxy.hold import HeldRequests
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.server import ProxyOptions
-from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
-from patrd.store import Status
+from patrd.state.store import Status
 
 HOST = "80-web.example.test"
 

@@ -11,10 +11,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
 from patrd.api.image_ports import choose_port
-from patrd.cli import create_body, parse_args
-from patrd.config import Config
-from patrd.errors import SpecError
-from patrd.store import Store
+from patrd.cli.main import create_body, parse_args
+from patrd.model.errors import SpecError
+from patrd.settings.config import Config
+from patrd.state.store import Store
 from tests.unit.test_api import FakeController
 
 Client = TestClient[web.Request, web.Application]

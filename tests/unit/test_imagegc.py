@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from patrd.imagegc import PulledImage, ReleaseImage, retained, select
+from patrd.engine.imagegc import PulledImage, ReleaseImage, retained, select
 
 
 def pulled(image_id: str, dep: str = "d", revision: int = 1, at: float = 0.0) -> PulledImage:

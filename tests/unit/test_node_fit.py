@@ -12,12 +12,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
 from patrd.api.capacity import this_node
-from patrd.config import Config
-from patrd.cost import Node
-from patrd.errors import SpecError
-from patrd.node_fit import Load, overcommit_warning, refuse_impossible
-from patrd.store import Store
-from patrd.views import InstanceView
+from patrd.model.errors import SpecError
+from patrd.model.views import InstanceView
+from patrd.observe.cost import Node
+from patrd.observe.node_fit import Load, overcommit_warning, refuse_impossible
+from patrd.settings.config import Config
+from patrd.state.store import Store
 
 WEB: dict[str, Any] = {"name": "web", "image": "library/nginx", "ports": {"80": "http"}}
 Client = TestClient[web.Request, web.Application]

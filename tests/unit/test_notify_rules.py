@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from patrd.config import parse
-from patrd.config_notify import NodeConfig
-from patrd.errors import ConfigError, SpecError
-from patrd.nodehealth import Disk, Snapshot, check
+from patrd.model.errors import ConfigError, SpecError
+from patrd.notify.config import NodeConfig
 from patrd.notify.dispatcher import RetryPolicy, backoff_s
 from patrd.notify.rules import KINDS, Notification, check_filter, classify, matches, redact
 from patrd.notify.senders import sign, slack_body
 from patrd.notify.targets import TargetType, masked_url, parse_target
+from patrd.observe.nodehealth import Disk, Snapshot, check
+from patrd.settings.config import parse
 
 EXPIRING = "certificate.expiring"
 

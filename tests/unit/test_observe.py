@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from patrd import config as config_mod
-from patrd.autoscale import (
+from patrd.control.autoscale import (
     AutoscaleStats,
     Decision,
     Direction,
@@ -26,12 +25,12 @@ from patrd.autoscale import (
     eligible,
     recommend,
 )
-from patrd.config import CostConfig, LogsConfig
-from patrd.cost import Node, capacity, estimate
-from patrd.engine import ContainerState, Instance
-from patrd.errors import ConfigError, SpecError
-from patrd.logstream import LogKeeper, LogLine, LogQuery, format_ts, parse_frame, parse_ts
-from patrd.metrics import (
+from patrd.engine.docker import ContainerState, Instance
+from patrd.model.errors import ConfigError, SpecError
+from patrd.model.spec import parse_create, parse_update
+from patrd.observe.cost import Node, capacity, estimate
+from patrd.observe.logs import LogKeeper, LogLine, LogQuery, format_ts, parse_frame, parse_ts
+from patrd.observe.metrics import (
     CgroupReader,
     Counters,
     History,
@@ -43,10 +42,11 @@ from patrd.metrics import (
     parse_net_dev,
     rates,
 )
-from patrd.prometheus import Exposition, Sources
+from patrd.observe.prometheus import Exposition, Sources
 from patrd.proxy.stats import LATENCY_BOUNDS, DeploymentCounters
-from patrd.spec import parse_create, parse_update
-from patrd.store import DeploymentRecord, Intent, Status
+from patrd.settings import config as config_mod
+from patrd.settings.config import CostConfig, LogsConfig
+from patrd.state.store import DeploymentRecord, Intent, Status
 
 # --- autoscaler ------------------------------------------------------------------------
 

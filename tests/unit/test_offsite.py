@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from patrd import spec
 from patrd.api.backups import runs_json
-from patrd.backup_config import Retention, parse_backup, read_env_file
-from patrd.backup_schedule import next_run, parse_duration, parse_schedule, seconds_until
-from patrd.errors import ConfigError, NotFound, SpecError
-from patrd.offsite_restore import RestoreRequest, choose, choose_state
-from patrd.restic import Repository, Restic, Snapshot, _parse_time, redact
+from patrd.model import spec
+from patrd.model.errors import ConfigError, NotFound, SpecError
+from patrd.state.backup_config import Retention, parse_backup, read_env_file
+from patrd.state.backup_schedule import next_run, parse_duration, parse_schedule, seconds_until
+from patrd.state.offsite_restore import RestoreRequest, choose, choose_state
+from patrd.state.restic import Repository, Restic, Snapshot, _parse_time, redact
 
 
 def t(text: str) -> float:
@@ -138,7 +138,7 @@ def test_backup_config_names_the_bad_key(table: dict[str, Any], key: str, tmp_pa
 
 
 def test_config_loads_the_backup_section(tmp_path: Path) -> None:
-    from patrd.config import parse
+    from patrd.settings.config import parse
 
     raw = {"backup": {"repository": "/srv/restic", "schedule": "03:15"}}
     config = parse(raw, base_dir=tmp_path)
@@ -298,8 +298,8 @@ def test_credentials_are_masked(tmp_path: Path) -> None:
 async def test_backup_metrics() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from patrd.offsite import BackupStats
-    from patrd.prometheus import Exposition, Sources
+    from patrd.observe.prometheus import Exposition, Sources
+    from patrd.state.offsite import BackupStats
 
     class NoEvents:
         async def list_deployments(self) -> list[Any]:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from patrd.probes import (
+from patrd.control.probes import (
     Phase,
     http_probe,
     liveness_step,

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from patrd.config import parse
-from patrd.errors import ConfigError
+from patrd.model.errors import ConfigError
 from patrd.proxy import wire
 from patrd.proxy.limits import LimitOptions, Limits
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
@@ -22,6 +21,7 @@ from patrd.proxy.runtime import EventLoop, ProxyRuntime, loop_factory
 from patrd.proxy.server import ProxyOptions
 from patrd.proxy.stats import DeploymentCounters
 from patrd.proxy.steer import SKF_NET_OFF, SPREAD, Instruction, program
+from patrd.settings.config import parse
 
 # --- the steering program, run by a classic BPF interpreter ----------------------
 

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-from patrd.engine import ContainerState, Instance
-from patrd.reconcile import (
+from patrd.control.reconcile import (
     CRASH_LIMIT,
     ActionKind,
     Blocked,
@@ -16,7 +15,8 @@ from patrd.reconcile import (
     backoff_delay,
     plan,
 )
-from patrd.store import Intent, Status
+from patrd.engine.docker import ContainerState, Instance
+from patrd.state.store import Intent, Status
 
 RUNNING = ContainerState.RUNNING
 EXITED = ContainerState.EXITED

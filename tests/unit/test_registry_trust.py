@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from patrd import config as config_mod
-from patrd.errors import ConfigError
-from patrd.registry import parse_events, render_config
-from patrd.registry_auth import USERNAME, ensure_credential, htpasswd_path, login_line
+from patrd.model.errors import ConfigError
+from patrd.registry.auth import USERNAME, ensure_credential, htpasswd_path, login_line
+from patrd.registry.node import parse_events, render_config
+from patrd.settings import config as config_mod
 
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 

@@ -1,4 +1,4 @@
-"""Pinned releases: the pure decisions (patrd/releases.py) and the seed's autoscale rule."""
+"""Pinned releases: the pure decisions (patrd/model/releases.py) and the seed's autoscale rule."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from patrd.autoscale import Direction, Observation, Policy, ScaleState, decide, scale_up_count
-from patrd.config import parse
-from patrd.errors import ConfigError, Conflict, NotFound, SpecError
-from patrd.releases import (
+from patrd.control.autoscale import (
+    Direction,
+    Observation,
+    Policy,
+    ScaleState,
+    decide,
+    scale_up_count,
+)
+from patrd.model.errors import ConfigError, Conflict, NotFound, SpecError
+from patrd.model.releases import (
     MIN_ID_PREFIX,
     Origin,
     Pin,
@@ -23,8 +29,9 @@ from patrd.releases import (
     revisions_to_prune,
     same_source,
 )
-from patrd.spec import DeploymentSpec, parse_create, parse_update
-from patrd.store import Intent, Status, Store
+from patrd.model.spec import DeploymentSpec, parse_create, parse_update
+from patrd.settings.config import parse
+from patrd.state.store import Intent, Status, Store
 
 ID1 = "sha256:" + "1" * 64
 ID2 = "sha256:" + "2" * 64

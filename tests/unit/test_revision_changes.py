@@ -1,4 +1,4 @@
-from patrd.revision_changes import spec_changes
+from patrd.model.revision_changes import spec_changes
 
 BASE = {
     "tag": "v1",

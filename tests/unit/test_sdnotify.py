@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from patrd import sdnotify
-from patrd.sdnotify import Notifier
+from patrd.daemon import sdnotify
+from patrd.daemon.sdnotify import Notifier
 
 
 @pytest.fixture

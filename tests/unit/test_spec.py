@@ -1,4 +1,4 @@
-"""Tables for patrd.spec: every bad field names its exact path."""
+"""Tables for patrd.model.spec: every bad field names its exact path."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from patrd.errors import SpecError
-from patrd.spec import (
+from patrd.model.errors import SpecError
+from patrd.model.spec import (
     DEFAULT_REGISTRY,
     DeploymentSpec,
     PortProtocol,
@@ -243,7 +243,7 @@ def test_unknown_protocol_lists_allowed() -> None:
     assert info.value.message == "unknown protocol 'udp'; allowed: http"
 
 
-# Known defects of patrd/spec.py (reported to the lead). strict=True: when a
+# Known defects of patrd/model/spec.py (reported to the lead). strict=True: when a
 # fix lands these XPASS and fail, so the marker gets removed with the fix.
 LOOKALIKE_INPUT = [
     pytest.param(

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from patrd.errors import SpecError
-from patrd.spec import SecretRef, parse_create, parse_update, spec_from_json
+from patrd.model.errors import SpecError
+from patrd.model.spec import SecretRef, parse_create, parse_update, spec_from_json
 
 BASE: dict[str, Any] = {"name": "web", "image": "x/y", "tag": "1", "ports": {"80": "http"}}
 

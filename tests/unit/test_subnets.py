@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from patrd.subnets import pick_subnet, validate_pool
+from patrd.engine.subnets import pick_subnet, validate_pool
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from patrd.backoff import Backoff
-from patrd.supervisor import Stage, Supervisor
+from patrd.daemon.supervisor import Stage, Supervisor
+from patrd.kit.backoff import Backoff
 
 
 async def test_backoff_resets_after_a_stable_run() -> None:

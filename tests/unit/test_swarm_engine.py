@@ -1,12 +1,12 @@
-"""The Swarm adapter's pure translations (patrd/swarm_engine.py)."""
+"""The Swarm adapter's pure translations (patrd/engine/swarm.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from patrd.engine import ContainerState, InstanceSpec
-from patrd.hardening import Hardening
-from patrd.swarm_engine import (
+from patrd.engine.docker import ContainerState, InstanceSpec
+from patrd.engine.hardening import Hardening
+from patrd.engine.swarm import (
     current_task,
     node_address,
     node_info,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from patrd.config import Listen, Overrides, apply_overrides, parse
-from patrd.errors import ConfigError
+from patrd.model.errors import ConfigError
+from patrd.settings.config import Listen, Overrides, apply_overrides, parse
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from patrd import spec, upkeep
-from patrd.store import EVENTS_KEPT_PER_DEPLOYMENT, PRAGMAS, Store
+from patrd.model import spec
+from patrd.state import upkeep
+from patrd.state.store import EVENTS_KEPT_PER_DEPLOYMENT, PRAGMAS, Store
 
 
 @pytest.fixture

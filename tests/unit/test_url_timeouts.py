@@ -1,4 +1,4 @@
-"""A managed URL's own proxy timeouts (patrd/urls.py → routing.py → the proxy's Route)."""
+"""A managed URL's own proxy timeouts (patrd/model/urls.py → routing.py → the proxy's Route)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from patrd.errors import SpecError
+from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, url_route
+from patrd.model.errors import SpecError
+from patrd.model.urls import UrlRecord, parse_create, parse_update, spec_from_json
 from patrd.proxy import wire
 from patrd.proxy.router import RoutingTable
-from patrd.routing import DeploymentSnapshot, ReadyInstance, url_route
-from patrd.store import Status
-from patrd.urls import UrlRecord, parse_create, parse_update, spec_from_json
+from patrd.state.store import Status
 
 
 def _body(timeouts: Any) -> dict[str, Any]:

@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 
-from patrd.errors import Conflict, SpecError
-from patrd.proxy.router import Route, RouteStatus, RoutingTable, redirect_location
-from patrd.routing import DeploymentSnapshot, ReadyInstance, build_routes
-from patrd.spec import parse_create as parse_deployment
-from patrd.store import Intent, Status, Store
-from patrd.urls import (
+from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
+from patrd.model.errors import Conflict, SpecError
+from patrd.model.spec import parse_create as parse_deployment
+from patrd.model.urls import (
     DeploymentTarget,
     ProxyTarget,
     RedirectTarget,
@@ -23,6 +21,8 @@ from patrd.urls import (
     parse_update,
     spec_from_json,
 )
+from patrd.proxy.router import Route, RouteStatus, RoutingTable, redirect_location
+from patrd.state.store import Intent, Status, Store
 
 # --- validation -------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ async def test_certificate_state_round_trips(store: Store) -> None:
     [(None, True), (1024, True), (10 << 30, True), (10, False), ("1", False), (True, False)],
 )
 def test_body_limit_per_url_is_validated(value, ok):
-    from patrd.urls import parse_create as parse_url
+    from patrd.model.urls import parse_create as parse_url
 
     body = {
         "domain": "a.example",

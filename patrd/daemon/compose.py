@@ -1,0 +1,544 @@
+"""Composition root: build the parts from Config, start them in order, stop them in reverse.
+
+Start: store → engine → controller (adopts what is running) → proxy → API.
+Stop (SIGTERM/SIGINT): API closes → proxy drains in-flight requests (bounded)
+→ controller stops → engine and store close. Containers keep running: a
+restarted daemon adopts them.
+
+Under systemd (``Type=notify``, patrd/daemon/sdnotify.py): ``READY=1`` once the API,
+proxy and reconciler are up, ``STATUS=`` with a summary, ``WATCHDOG=1`` from a
+supervised task on the event loop, ``STOPPING=1`` when a signal arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import secrets
+import signal
+import sys
+from collections import Counter
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+from patrd import __version__
+from patrd.api.app import build_app, serve_api
+from patrd.api.observe import Observability
+from patrd.api.registry_hook import RegistryHook
+from patrd.api.runs import Runs
+from patrd.control.autoscale import Autoscaler
+from patrd.control.executor import Controller, ControllerOptions
+from patrd.daemon import sdnotify
+from patrd.daemon.supervisor import Stage, Supervisor
+from patrd.daemon.tls_wiring import RouteFanout, build_tls
+from patrd.dashboard.web import Dashboard
+from patrd.engine.diskguard import DiskCollector, DiskGuard
+from patrd.engine.docker import DockerEngine, RegistryAuth
+from patrd.engine.hardening import Hardening
+from patrd.engine.imagegc import ImageCollector
+from patrd.firewall.apply import EngineBridges, FirewallError, FirewallKeeper
+from patrd.firewall.fence_gate import ProxyGate
+from patrd.kit import log_setup as logs
+from patrd.model import cron
+from patrd.model.errors import EngineError, PatrdError, StoreError
+from patrd.notify.config import NodeConfig
+from patrd.notify.dispatcher import Dispatcher, NotifyCollector
+from patrd.observe.logs import LogKeeper
+from patrd.observe.metrics import CgroupReader, History, Sampler
+from patrd.observe.nodehealth import NodeCollector, NodeWatcher
+from patrd.observe.prometheus import Exposition, Sources
+from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
+from patrd.proxy.server import ProxyOptions
+from patrd.registry.auth import Credential, ensure_credential, htpasswd_path
+from patrd.registry.node import RegistryProcess, load_or_create_secret
+from patrd.registry.poll import TagPoller
+from patrd.run.jobs import JobScheduler
+from patrd.run.oneoff import OneOffRunner
+from patrd.settings.config import Config
+from patrd.state import upkeep
+from patrd.state.offsite import OffsiteBackups, Paths
+from patrd.state.store import Store
+from patrd.state.vault import Vault
+
+SYNC_WAIT_S = 10.0
+LOGS_TRIM_INTERVAL_S = 600.0  # kept logs: retention and size cap
+# Supervised tasks stop in this order (patrd/daemon/supervisor.py): first what starts
+# new work (pollers, schedules, autoscale, TLS, GC ...: the default stage), then
+# the controller, last the outbox (notifications) and the registry. STOPPING=1
+# is already sent then, so the watchdog pinger stops in the first stage.
+# The timeouts add up to the single 10 s bound stop() had before stages.
+STOP_STAGES = (Stage("intake", 2.0), Stage("controller", 5.0), Stage("last", 3.0))  # 10 s in all
+STATUS_INTERVAL_S = 5.0  # how often the sd_notify STATUS= summary is refreshed
+
+
+async def serve(config: Config) -> int:
+    logs.configure(config.daemon.log_level, config.daemon.log_format)
+    log = structlog.get_logger("patrd.daemon.compose")
+    try:
+        return await _serve(config, log)
+    except PatrdError as exc:
+        log.error("startup_failed", error=str(exc))
+        print(f"patrd: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> int:
+    config.daemon.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = _lock_data_dir(config.daemon.data_dir)
+    notifier = sdnotify.Notifier.from_environ()
+    notifier.status("starting")
+    try:
+        async with AsyncExitStack() as stack:
+            store = await Store.open(config.daemon.database)
+            store.keep_revisions = config.history.keep_revisions
+            store.keep_releases = config.images.keep_releases
+            stack.push_async_callback(store.close)
+            if store.migrated_from is not None:
+                version, copy = store.migrated_from
+                log.info("database_migrated", from_version=version, copy=str(copy))
+
+            engine = DockerEngine(
+                config.docker.socket,
+                owner=await store.owner_id(),
+                hardening=Hardening(
+                    capabilities=config.docker.capabilities, pids_limit=config.docker.pids_limit
+                ),
+                network_pool=(config.docker.network_pool, config.docker.network_prefix),
+            )
+            stack.push_async_callback(engine.close)
+            try:
+                log.info("docker", version=await engine.ping())
+            except EngineError as exc:
+                log.warning("docker_unavailable", error=str(exc), note="will keep retrying")
+
+            # The firewall goes up before the proxy listens (or, when disabled,
+            # a table left by an earlier run is removed). It stays loaded when
+            # patrd stops: the host keeps its fence while patrd restarts.
+            firewall = FirewallKeeper(config, EngineBridges(engine))
+            with contextlib.suppress(FirewallError):  # logged; retried by firewall.run
+                log.info("firewall", result=(await firewall.sync()).value)
+
+            tls = build_tls(config, store)  # certificates: ACME or the local CA (issue 4)
+            await tls.controller.load()
+            # In worker processes or in this one (issue 10, patrd/proxy/front.py).
+            proxy = build_proxy(
+                ProxyOptions(
+                    max_header_bytes=config.proxy.max_header_bytes,
+                    max_body_bytes=config.proxy.max_body_bytes,
+                    header_timeout_s=config.proxy.header_timeout_s,
+                    idle_timeout_s=config.proxy.idle_timeout_s,
+                    body_timeout_s=config.proxy.body_timeout_s,
+                    upstream_header_timeout_s=config.proxy.upstream_header_timeout_s,
+                    upstream_idle_timeout_s=config.proxy.upstream_idle_timeout_s,
+                    send_timeout_s=config.proxy.send_timeout_s,
+                    drain_timeout_s=config.proxy.drain_timeout_s,
+                    rate_limit_rps=config.proxy.rate_limit_rps,
+                    rate_limit_burst=config.proxy.rate_limit_burst,
+                    rate_limit_exempt=config.proxy.rate_limit_exempt,
+                    max_connections=config.proxy.max_connections,
+                    max_connections_per_ip=config.proxy.max_connections_per_ip,
+                    trusted_proxies=config.proxy.trusted_proxies,
+                    pause_timeout_s=config.proxy.pause_timeout_s,
+                ),
+                ProxyRuntime(EventLoop(config.proxy.event_loop), config.proxy.workers),
+                certs=tls.certs,
+                challenges=tls.challenges,
+                log_level=config.daemon.log_level,
+                log_format=config.daemon.log_format,
+            )
+            vault = await Vault.open(store, config.daemon.secrets_key)
+            # Notifications read events from here on: primed before the controller
+            # or the node watcher can write one (patrd/notify/dispatcher.py).
+            notify = Dispatcher(store, config.notify, vault)
+            await notify.prime()
+            # Logs of removed instances are kept (issue 7, patrd/observe/logs.py).
+            keeper = LogKeeper(
+                engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
+            )
+            # Pinned releases: pulled images no release keeps are removed; pulls
+            # stop while the disk is low (patrd/engine/imagegc.py, patrd/engine/diskguard.py).
+            images = ImageCollector(
+                store, engine, config.images.keep_releases, config.images.gc_interval_s
+            )
+            disk_guard = _disk_guard(config, engine, images)
+            credential = await asyncio.to_thread(_registry_credential, config)
+            controller = Controller(
+                store,
+                engine,
+                RouteFanout(proxy, tls.controller),
+                ControllerOptions(
+                    base_domain=config.proxy.base_domain,
+                    stop_timeout_s=config.docker.stop_timeout_s,
+                    ready_timeout_s=config.docker.ready_timeout_s,
+                    resync_interval_s=config.docker.resync_interval_s,
+                    drain_timeout_s=config.proxy.drain_timeout_s,
+                    redirect_default_urls=config.tls.redirect_default_urls,
+                    config_root=config.daemon.config_root,
+                    local_registry=config.registry.host,
+                    on_remove=keeper.on_remove,
+                    pull_guard=disk_guard.refusal,
+                    pause_timeout_s=config.proxy.pause_timeout_s,
+                    security_policy=config.security,
+                    local_registry_auth=RegistryAuth(
+                        server=config.registry.host,
+                        username=credential.username,
+                        password=credential.password,
+                    )
+                    if credential
+                    else None,
+                ),
+                vault=vault,
+            )
+            supervisor = Supervisor(STOP_STAGES)
+            stack.push_async_callback(supervisor.stop)
+            supervisor.start("controller", controller.run, stage="controller")
+            supervisor.start("image-gc", images.run)
+            supervisor.start("disk-guard", lambda: disk_guard.run(config.disk.check_interval_s))
+            # exec, one-off runs and scheduled jobs (patrd/run/oneoff.py, patrd/run/jobs.py).
+            oneoffs = OneOffRunner(store, engine, controller.options, vault)
+            jobs = JobScheduler(store, oneoffs, cron.node_timezone())
+            runs = Runs(store=store, engine=engine, runner=oneoffs, jobs=jobs)
+            supervisor.start("jobs", jobs.run)  # also sweeps one-offs nobody attends
+            if config.firewall.enabled:
+                supervisor.start("firewall", firewall.run)
+            supervisor.start("tls", tls.controller.run)
+            hook = _registry_hook(config, supervisor)
+            if config.registry.poll_interval_s > 0:
+                poller = TagPoller(
+                    store=store,
+                    engine=engine,
+                    wake=controller.wake,
+                    interval_s=config.registry.poll_interval_s,
+                    local_registry=config.registry.host,
+                    vault=vault,
+                )
+                supervisor.start("registry-poll", poller.run)
+            watchdog_s = sdnotify.watchdog_interval(os.environ, os.getpid())
+            if watchdog_s is not None and notifier.enabled:
+                supervisor.start("watchdog", lambda: sdnotify.watchdog_pinger(notifier, watchdog_s))
+            upkeep_options = upkeep.UpkeepOptions(database=config.daemon.database)
+            supervisor.start("store-upkeep", lambda: upkeep.run(store, upkeep_options))
+            observe = await _observability(
+                config, stack, supervisor, store, engine, controller, keeper
+            )
+            backups = _offsite(config, stack, supervisor, store, engine, controller)
+            observe.exposition = Exposition(
+                Sources(
+                    store=store,
+                    instances=controller,
+                    sampler=observe.sampler,
+                    proxy=proxy,
+                    autoscale=observe.autoscale_stats,
+                    certs=tls.controller,
+                    firewall=firewall if config.firewall.enabled else None,
+                    backups=backups.stats if backups is not None else None,
+                )
+            )
+            await observe.exposition.collector.prime()
+            observe.exposition.registry.register(DiskCollector(disk_guard, config.disk.min_free))
+            # Notifications and the node's own health (patrd/notify/, patrd/observe/nodehealth.py).
+            supervisor.start("notify-tail", notify.tail, stage="last")
+            supervisor.start("notify-send", notify.drain, stage="last")
+            node = NodeWatcher(store, await _node_config(config, engine), config.daemon.data_dir)
+            supervisor.start("node-health", node.run)
+            observe.exposition.registry.register(NotifyCollector(notify))
+            observe.exposition.registry.register(NodeCollector(node))
+            if not await controller.wait_synced(SYNC_WAIT_S):
+                log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
+
+            # The firewall fails closed (patrd/firewall/fence_gate.py): with firewall.enabled
+            # the listeners open only once the nft table is loaded.
+            bound: list[tuple[str, int]] = []
+
+            async def open_listeners() -> None:
+                bound[:] = await proxy.start(
+                    [(x.host, x.port) for x in config.proxy.http_listen],
+                    tls_listens=[(x.host, x.port) for x in config.tls.https_listen],
+                )
+
+            gate = ProxyGate(firewall, open_listeners, proxy.stop)
+            await gate.open_if_fenced()
+            stack.push_async_callback(gate.stop)
+            if config.firewall.enabled:
+                supervisor.start("proxy-gate", gate.run)
+
+            token = _read_token(config.api.token_file) if config.api.tcp_listen else None
+            runner = await serve_api(
+                build_app(
+                    store,
+                    controller,
+                    config,
+                    token=None,
+                    tls=tls.controller,
+                    firewall=firewall,
+                    vault=vault,
+                    observe=observe,
+                    backups=backups,
+                    proxy_closed=gate.closed_reason,
+                    notify=notify,
+                    node=node,
+                    resolver=controller,
+                    runs=runs,
+                    image_ports=engine,
+                ),
+                socket_path=config.api.socket,
+                socket_mode=config.api.socket_mode,
+                tcp=None,
+            )
+            stack.push_async_callback(runner.cleanup)
+            if config.api.tcp_listen is not None:
+                tcp_runner = await serve_api(
+                    build_app(
+                        store,
+                        controller,
+                        config,
+                        token=token,
+                        tls=tls.controller,
+                        firewall=firewall,
+                        vault=vault,
+                        observe=observe,
+                        backups=backups,
+                        notify=notify,
+                        node=node,
+                        resolver=controller,
+                        runs=runs,
+                        image_ports=engine,
+                        # The web console on /ui/ (issue 11, patrd/dashboard/).
+                        dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
+                        proxy_closed=gate.closed_reason,
+                    ),
+                    socket_path=None,
+                    socket_mode=config.api.socket_mode,
+                    tcp=(config.api.tcp_listen.host, config.api.tcp_listen.port),
+                )
+                stack.push_async_callback(tcp_runner.cleanup)
+                if config.dashboard.enabled:
+                    log.info("dashboard", url=f"http://{config.api.tcp_listen}/ui/")
+            if hook is not None:
+                # The registry's notifications: only /v1/registry/events answers
+                # without a token here (a random one nobody knows guards the rest).
+                hook_runner = await serve_api(
+                    build_app(
+                        store,
+                        controller,
+                        config,
+                        token=secrets.token_urlsafe(32),
+                        trust_unix_peers=False,
+                        registry_hook=hook,
+                    ),
+                    socket_path=None,
+                    socket_mode=config.api.socket_mode,
+                    tcp=(config.registry.webhook_listen.host, config.registry.webhook_listen.port),
+                )
+                stack.push_async_callback(hook_runner.cleanup)
+
+            proxy_urls = [f"http://{_fmt(h, p)}" for h, p in bound]
+            if gate.is_open:
+                proxy_urls += [f"https://{_fmt(h, p)}" for h, p in proxy.https_bound]
+            else:
+                proxy_urls = [f"closed ({gate.closed_reason()})"]
+            log.info(
+                "ready",
+                version=__version__,
+                api=f"unix:{config.api.socket}",
+                api_tcp=str(config.api.tcp_listen or ""),
+                proxy=",".join(proxy_urls),
+                base_domain=config.proxy.base_domain,
+            )
+            print(
+                f"patrd {__version__}: API on unix:{config.api.socket}"
+                + (f" and http://{config.api.tcp_listen}" if config.api.tcp_listen else "")
+                + f"; proxy on {', '.join(proxy_urls)}; "
+                f"deployments at http://<port>-<name>.{config.proxy.base_domain}",
+                flush=True,
+            )
+            if proxy.https_bound:
+                issuer = (
+                    f"ACME ({config.acme.directory_url})"
+                    if config.acme.enabled
+                    else f"the local CA (curl --cacert {tls.local_ca.cert_path})"
+                )
+                print(f"patrd: HTTPS certificates from {issuer}", flush=True)
+            ready_status = await _summary(store)
+            notifier.ready(ready_status)
+            supervisor.start(
+                "sd-status",
+                lambda: sdnotify.status_reporter(
+                    notifier, lambda: _summary(store), STATUS_INTERVAL_S, sent=ready_status
+                ),
+            )
+            await _wait_for_signal()
+            notifier.stopping("stopping: draining in-flight requests")
+            log.info("stopping", note="containers keep running")
+        log.info("stopped")
+        return 0
+    finally:
+        notifier.close()
+        os.close(lock)
+
+
+async def _observability(
+    config: Config,
+    stack: AsyncExitStack,
+    supervisor: Supervisor,
+    store: Store,
+    engine: DockerEngine,
+    controller: Controller,
+    keeper: LogKeeper,
+) -> Observability:
+    """Metrics sampler + history, autoscaler, kept-logs trimming (issue 7)."""
+    history = await History.open(config.daemon.data_dir / "metrics.db")
+    stack.push_async_callback(history.close)
+    sampler = Sampler(
+        engine,
+        store,
+        CgroupReader(config.metrics.cgroup_root),
+        config.metrics.interval_s,
+        history,
+    )
+    supervisor.start("metrics", sampler.run)
+    autoscaler = Autoscaler(store, controller, sampler, config.autoscale)
+    if config.autoscale.enabled:
+        supervisor.start("autoscale", autoscaler.run)
+
+    async def known() -> list[str]:
+        return [r.id for r in await store.list_deployments()]
+
+    supervisor.start("logs-trim", lambda: keeper.run(known, LOGS_TRIM_INTERVAL_S))
+    return Observability(
+        engine=engine,
+        keeper=keeper,
+        sampler=sampler,
+        history=history,
+        autoscale_stats=autoscaler.stats,
+    )
+
+
+def _offsite(
+    config: Config,
+    stack: AsyncExitStack,
+    supervisor: Supervisor,
+    store: Store,
+    engine: DockerEngine,
+    controller: Controller,
+) -> OffsiteBackups | None:
+    """Off-site backups to restic ([backup], patrd/state/offsite.py); the schedule is supervised."""
+    if not config.backup.enabled:
+        return None
+    service = OffsiteBackups(
+        config.backup,
+        Paths(
+            data_dir=config.daemon.data_dir,
+            database=config.daemon.database,
+            secrets_key=config.daemon.secrets_key,
+        ),
+        store,
+        engine,
+        controller.wake,
+    )
+    stack.push_async_callback(service.close)
+    supervisor.start("backup", service.run_schedule)
+    return service
+
+
+async def _node_config(config: Config, engine: DockerEngine) -> NodeConfig:
+    """``[node]`` with Docker's data root filled in from ``docker info`` when not set."""
+    if config.node.docker_root is not None:
+        return config.node
+    try:
+        root = await engine.data_root()
+    except EngineError:
+        root = None  # Docker down at start: the default path
+    return replace(config.node, docker_root=Path(root)) if root else config.node
+
+
+async def _summary(store: Store) -> str:
+    """The one-line ``STATUS=`` that ``systemctl status patrd`` shows."""
+    try:
+        records = await store.list_deployments()
+    except StoreError as exc:
+        return f"database unavailable: {exc}"
+    counts = Counter(r.status.value for r in records)
+    text = f"{len(records)} deployments, {counts['running']} running"
+    return text + "".join(f", {counts[s]} {s}" for s in ("deploying", "errored") if counts[s])
+
+
+def _registry_hook(config: Config, supervisor: Supervisor) -> RegistryHook | None:
+    """Start the node registry (supervised) and say how its notifications are checked."""
+    if not config.registry.enabled:
+        return None
+    secret = load_or_create_secret(config.daemon.data_dir / "registry-webhook.secret")
+    listen = config.registry.webhook_listen
+    url = f"http://{_fmt(listen.host, listen.port)}/v1/registry/events"
+    htpasswd = config.registry.htpasswd_file
+    if htpasswd is None and config.registry.auth:
+        htpasswd = htpasswd_path(config.daemon.data_dir)
+    process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret, htpasswd)
+    supervisor.start("registry", process.run, stage="last")
+    return RegistryHook(secret=secret, host=config.registry.host)
+
+
+def _disk_guard(config: Config, engine: DockerEngine, images: ImageCollector) -> DiskGuard:
+    """Watches Docker's data root (asked of Docker once) and patrd's data dir."""
+    root: list[str] = []
+
+    async def paths() -> list[tuple[str, str]]:
+        if not root:
+            with contextlib.suppress(EngineError):
+                root.append(await engine.data_root())
+        docker = [("docker", root[0])] if root else []
+        return [*docker, ("data_dir", str(config.daemon.data_dir))]
+
+    return DiskGuard(paths, config.disk.min_free, on_low=images.wake)
+
+
+def _registry_credential(config: Config) -> Credential | None:
+    """The generated node-registry credential (made on first start), when patrd owns auth."""
+    r = config.registry
+    if not r.enabled or not r.auth or r.htpasswd_file is not None:
+        return None
+    return ensure_credential(config.daemon.data_dir)
+
+
+def _fmt(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Two daemons on one data dir would fight over the same containers."""
+    fd = os.open(data_dir / "patrd.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PatrdError(f"another patrd is running on data dir {data_dir}") from None
+    return fd
+
+
+def _read_token(path: Path | None) -> str:
+    if path is None:
+        raise PatrdError("api.token_file is required when api.tcp_listen is set")
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise PatrdError(f"cannot read api.token_file {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise PatrdError(f"api.token_file {path}: token must be at least 16 characters")
+    return token
+
+
+async def _wait_for_signal() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

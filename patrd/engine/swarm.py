@@ -1,0 +1,589 @@
+"""The Swarm engine adapter (groundwork): instances as Docker Swarm services.
+
+One *service per instance slot* (replicas 1): each instance stays
+individually addressable, drainable and replaceable, so patrd's proxy keeps
+per-instance health and least-outstanding balancing exactly as on one node.
+The service publishes its target port(s) in ``mode=host`` with no published
+port: the engine of the node running the task picks one, and the task's
+``Status.PortStatus`` tells it. An instance is therefore reached at
+``node_address:published_port`` from patrd on the manager — no overlay
+membership needed (docs/design.md, "Swarm groundwork", has the measurements).
+
+Labels are DockerEngine's (patrd/engine/docker.py), on the service *and* on the
+task's container. The service ID plays the role of the container ID: it is
+stable while Swarm moves the task between nodes.
+
+Not wired into the daemon yet: the controller still speaks to DockerEngine.
+``SwarmEngine`` covers what Swarm services can do of the ``Engine``
+protocol (ping, instances, networks, images present on the manager, remove,
+restart) plus the node view (:meth:`SwarmEngine.nodes`) and drains
+(:meth:`SwarmEngine.set_availability`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+import aiodocker
+import aiohttp
+import structlog
+
+from patrd.engine.docker import (
+    LABEL_DEPLOYMENT,
+    LABEL_DEPLOYMENT_ID,
+    LABEL_INSTANCE,
+    LABEL_MANAGED,
+    LABEL_OWNER,
+    LABEL_REVISION,
+    LABEL_TEMPLATE,
+    ContainerState,
+    ImageResult,
+    Instance,
+    InstanceSpec,
+    NetworkInfo,
+    _translate,
+)
+from patrd.engine.hardening import Hardening
+from patrd.model.errors import EngineError, ImageNotFound
+
+# Task states (Docker Engine API, Task.Status.State) by what patrd makes of them.
+_STARTING = {
+    "new",
+    "allocated",
+    "pending",
+    "assigned",
+    "accepted",
+    "preparing",
+    "ready",
+    "starting",
+}
+_ENDED = {"complete", "shutdown", "remove"}
+_FAILED = {"failed", "rejected", "orphaned"}
+
+
+class Availability(StrEnum):
+    ACTIVE = "active"
+    PAUSE = "pause"
+    DRAIN = "drain"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One swarm node as ``GET /v1/nodes`` will show it."""
+
+    node_id: str
+    hostname: str
+    address: str
+    role: str  # manager | worker
+    state: str  # ready | down | unknown | disconnected
+    availability: str  # active | pause | drain
+    leader: bool
+    cpus: float
+    memory_bytes: int
+    labels: Mapping[str, str]
+    instances: int  # patrd tasks running (or starting) on it
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmInstance:
+    """An instance slot (a service) with its current task, node and published port."""
+
+    instance: Instance
+    service_id: str
+    task_id: str
+    node_id: str
+    node_address: str | None
+    port: int | None  # host-mode published port of the first target port
+    ports: Mapping[int, int]  # target → published, for every target port
+    task_state: str
+    desired_state: str
+    error: str
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where the proxy dials this instance, once its task runs."""
+        if self.node_address is None or self.port is None:
+            return None
+        return self.node_address, self.port
+
+
+class SwarmEngine:
+    """Services, tasks and nodes over the manager's Docker API."""
+
+    def __init__(
+        self, url: str, owner: str, hardening: Hardening | None = None, restart_delay_s: float = 2
+    ) -> None:
+        self._url = url
+        self._owner = owner
+        self._hardening = hardening if hardening is not None else Hardening()
+        self._restart_delay_s = restart_delay_s
+        self._docker: aiodocker.Docker | None = None
+        self._log = structlog.get_logger("patrd.swarm")
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self._url)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def ping(self) -> str:
+        """Version, and a refusal unless this engine is a swarm manager."""
+        async with _translate("ping"):
+            info = await self.docker.system.info()
+        swarm = info.get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            raise EngineError("engine.backend = swarm needs a swarm manager (docker swarm init)")
+        return f"{info.get('ServerVersion', '?')} (swarm, {swarm.get('Nodes', '?')} nodes)"
+
+    # --- nodes -----------------------------------------------------------------------
+
+    async def nodes(self) -> list[NodeInfo]:
+        async with _translate("list nodes"):
+            raw = await self.docker.nodes.list()
+        counts = Counter(s.node_id for s in await self.list_tasks() if s.desired_state == "running")
+        return sorted((node_info(n, counts) for n in raw), key=lambda n: (n.role, n.hostname))
+
+    async def set_availability(self, node: str, availability: Availability | str) -> NodeInfo:
+        """Drain, pause or activate a node (by ID, ID prefix or hostname)."""
+        wanted = Availability(availability)
+        node_id = await self._node_id(node)
+        async with _translate(f"update node {node}"):
+            current = await self.docker.nodes.inspect(node_id=node_id)
+            spec = dict(current["Spec"])
+            spec["Availability"] = wanted.value
+            await self.docker.nodes.update(
+                node_id=node_id, version=current["Version"]["Index"], spec=spec
+            )
+        self._log.info("node availability", node=node_id[:12], availability=wanted.value)
+        return next(n for n in await self.nodes() if n.node_id == node_id)
+
+    async def _node_id(self, node: str) -> str:
+        async with _translate("list nodes"):
+            raw = await self.docker.nodes.list()
+        matches = [
+            n["ID"]
+            for n in raw
+            if n["ID"] == node
+            or n["ID"].startswith(node)
+            or (n.get("Description") or {}).get("Hostname") == node
+        ]
+        if len(matches) != 1:
+            found = "no node" if not matches else f"{len(matches)} nodes"
+            raise EngineError(f"node {node!r}: {found} match (use the node ID)")
+        return str(matches[0])
+
+    # --- instances -------------------------------------------------------------------
+
+    async def create_instance(
+        self,
+        spec: InstanceSpec,
+        *,
+        target_ports: Sequence[int] = (80,),
+        node: str | None = None,
+    ) -> str:
+        """Create the service of one instance slot; its ID. ``node`` pins it (volumes).
+
+        The image is pinned to what the manager has (``repo@sha256:…`` or the
+        image ID): a node that holds it then starts the task without asking a
+        registry — a tag makes every node try a pull first (~20 s here until
+        the unreachable registry gives up, then the local copy is used).
+        """
+        spec = replace(spec, image=await self._pinned(spec.image))
+        body = service_spec(
+            spec,
+            owner=self._owner,
+            hardening=self._hardening,
+            target_ports=target_ports,
+            node_id=node,
+            restart_delay_s=self._restart_delay_s,
+        )
+        try:
+            created = await self.docker._query_json(
+                "services/create", method="POST", data=json.dumps(body)
+            )
+        except aiodocker.DockerError as exc:
+            if exc.status == 409:
+                return await self._existing_id(spec.container_name)
+            raise EngineError(f"create service {spec.container_name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"create service {spec.container_name}: {exc}") from exc
+        self._log.info("service created", service=spec.container_name, node=node)
+        return str(created["ID"])
+
+    async def _pinned(self, ref: str) -> str:
+        try:
+            info = await self.docker.images.inspect(ref)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                return ref  # not on the manager: the nodes pull it by this name
+            raise EngineError(f"inspect image {ref}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"inspect image {ref}: {exc}") from exc
+        return pinned_reference(ref, info)
+
+    async def _existing_id(self, name: str) -> str:
+        async with _translate(f"inspect service {name}"):
+            info = await self.docker.services.inspect(name)
+        labels = info["Spec"].get("Labels") or {}
+        if LABEL_MANAGED not in labels:
+            raise EngineError(f"service name {name} is taken by a service patrd did not create")
+        return str(info["ID"])
+
+    async def start(self, container_id: str) -> None:
+        """Swarm starts a service's task on creation: nothing to do."""
+
+    async def restart(self, container_id: str, stop_timeout_s: int) -> None:
+        """Replace the task (``docker service update --force``)."""
+        async with _translate(f"restart service {container_id[:12]}"):
+            info = await self.docker.services.inspect(container_id)
+            spec = dict(info["Spec"])
+            template = dict(spec["TaskTemplate"])
+            template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
+            spec["TaskTemplate"] = template
+            await self.docker._query_json(
+                f"services/{container_id}/update",
+                method="POST",
+                params={"version": str(info["Version"]["Index"])},
+                data=json.dumps(spec),
+            )
+
+    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
+        """Stop the task (scale to 0, wait until its node reports it stopped), then delete.
+
+        Deleting a service at once returns before the node has stopped its
+        container; scaling to 0 first makes ``remove`` return only once the
+        instance no longer serves (bounded by the stop timeout + 30 s).
+        """
+        what = f"remove service {container_id[:12]}"
+        try:
+            info = await self.docker.services.inspect(container_id)
+            spec = dict(info["Spec"])
+            spec["Mode"] = {"Replicated": {"Replicas": 0}}
+            await self.docker._query_json(
+                f"services/{container_id}/update",
+                method="POST",
+                params={"version": str(info["Version"]["Index"])},
+                data=json.dumps(spec),
+            )
+            deadline = time.monotonic() + stop_timeout_s + 30
+            while time.monotonic() < deadline:
+                tasks = await self.docker.tasks.list(filters={"service": [container_id]})
+                states = {(t.get("Status") or {}).get("State") for t in tasks}
+                if not states & ({"running"} | _STARTING):
+                    break
+                await asyncio.sleep(0.3)
+            else:
+                self._log.warning("task still running, deleting anyway", service=container_id[:12])
+            await self.docker.services.delete(container_id)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:  # gone already (or removed meanwhile)
+                return
+            raise EngineError(f"{what}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"{what}: Docker unreachable: {exc}") from exc
+        self._log.info("service removed", service=container_id[:12])
+
+    async def list_tasks(self, deployment_id: str | None = None) -> list[SwarmInstance]:
+        """Every patrd service of this owner with its current task, node and port."""
+        labels = [f"{LABEL_OWNER}={self._owner}"]
+        if deployment_id:
+            labels.append(f"{LABEL_DEPLOYMENT_ID}={deployment_id}")
+        async with _translate("list services"):
+            services = await self.docker.services.list(filters={"label": labels})
+        if not services:
+            return []
+        async with _translate("list tasks"):
+            tasks = await self.docker.tasks.list(filters={"label": labels})
+            raw_nodes = await self.docker.nodes.list()
+        addresses = {n["ID"]: node_address(n) for n in raw_nodes}
+        by_service: dict[str, list[Mapping[str, Any]]] = {}
+        for task in tasks:
+            by_service.setdefault(task.get("ServiceID", ""), []).append(task)
+        result = []
+        for service in services:
+            current = current_task(by_service.get(service["ID"], []))
+            swarm_instance = swarm_instance_from(service, current, addresses)
+            if swarm_instance is not None:
+                result.append(swarm_instance)
+        return result
+
+    async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
+        """``Engine`` view: ``ip`` is the node's address (the port is in list_tasks)."""
+        return [s.instance for s in await self.list_tasks(deployment_id)]
+
+    # --- networks and images ----------------------------------------------------------
+
+    async def ensure_network(self, name: str, deployment: str, deployment_id: str) -> None:
+        """An attachable overlay per deployment: its instances reach each other by name."""
+        async with _translate(f"inspect network {name}"):
+            existing = await self.docker.networks.list(filters={"name": [name]})
+        if any(n["Name"] == name for n in existing):
+            return
+        config = {
+            "Name": name,
+            "Driver": "overlay",
+            "Attachable": True,
+            "CheckDuplicate": True,
+            "Labels": {
+                LABEL_MANAGED: "1",
+                LABEL_OWNER: self._owner,
+                LABEL_DEPLOYMENT: deployment,
+                LABEL_DEPLOYMENT_ID: deployment_id,
+            },
+        }
+        async with _translate(f"create network {name}"):
+            await self.docker.networks.create(config)
+
+    async def list_networks(self) -> list[NetworkInfo]:
+        async with _translate("list networks"):
+            networks = await self.docker.networks.list(
+                filters={"label": [f"{LABEL_OWNER}={self._owner}"]}
+            )
+        return [
+            NetworkInfo(
+                name=n["Name"], deployment_id=(n.get("Labels") or {}).get(LABEL_DEPLOYMENT_ID, "")
+            )
+            for n in networks
+        ]
+
+    async def remove_network(self, name: str) -> None:
+        try:
+            await self.docker.networks.get(name)
+            await (await self.docker.networks.get(name)).delete()
+        except aiodocker.DockerError as exc:
+            if exc.status != 404:
+                raise EngineError(f"remove network {name}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"remove network {name}: {exc}") from exc
+
+    async def ensure_image(self, ref: str, **_: Any) -> ImageResult:
+        """The image as the manager has it. Every node pulls for itself at task start,
+        so a multi-node deployment needs a registry all nodes reach (not done yet)."""
+        try:
+            info = await self.docker.images.inspect(ref)
+        except aiodocker.DockerError as exc:
+            if exc.status == 404:
+                raise ImageNotFound(f"image {ref} is not on the manager") from exc
+            raise EngineError(f"inspect image {ref}: {exc.message}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"inspect image {ref}: {exc}") from exc
+        return ImageResult(image_id=str(info["Id"]), pulled=False, warning=None)
+
+
+# --- pure translation: patrd ↔ Engine API documents ---------------------------------
+
+
+def service_spec(
+    spec: InstanceSpec,
+    *,
+    owner: str,
+    hardening: Hardening,
+    target_ports: Sequence[int],
+    node_id: str | None = None,
+    restart_delay_s: float = 2,
+) -> dict[str, Any]:
+    """The ``ServiceSpec`` of one instance slot (``POST /services/create``)."""
+    labels = {
+        LABEL_MANAGED: "1",
+        LABEL_OWNER: owner,
+        LABEL_DEPLOYMENT: spec.deployment,
+        LABEL_DEPLOYMENT_ID: spec.deployment_id,
+        LABEL_REVISION: str(spec.revision),
+        LABEL_INSTANCE: str(spec.slot),
+        LABEL_TEMPLATE: spec.template,
+    }
+    h = replace(
+        hardening,
+        capabilities=tuple(sorted({*hardening.capabilities, *spec.extra_capabilities})),
+        pids_limit=hardening.pids_limit if spec.pids_limit is None else spec.pids_limit,
+    )
+    limits: dict[str, Any] = {
+        "NanoCPUs": int(spec.cpu * 1e9),
+        "MemoryBytes": spec.memory_mb * 1024 * 1024,
+    }
+    if h.pids_limit:
+        limits["Pids"] = h.pids_limit
+    container: dict[str, Any] = {
+        "Image": spec.image,
+        "Hostname": spec.hostname,
+        "Env": [f"{k}={v}" for k, v in spec.env],
+        "Labels": labels,
+        # An init as PID 1 forwards SIGTERM (busybox httpd as PID 1 ignores it).
+        "Init": True,
+        "StopGracePeriod": spec.stop_timeout_s * 1_000_000_000,
+        "CapabilityDrop": ["ALL"],
+        "CapabilityAdd": sorted(set(h.capabilities)),
+        "Mounts": [
+            {"Type": "volume", "Source": name, "Target": path} for name, path in spec.volumes
+        ],
+    }
+    if spec.config_dir is not None:
+        # A bind: the directory must exist on the node that runs the task.
+        container["Mounts"].append(
+            {"Type": "bind", "Source": spec.config_dir, "Target": "/etc/config", "ReadOnly": True}
+        )
+    placement: dict[str, Any] = {}
+    if node_id:
+        placement["Constraints"] = [f"node.id=={node_id}"]
+    return {
+        "Name": spec.container_name,
+        "Labels": labels,
+        "TaskTemplate": {
+            "ContainerSpec": container,
+            "Resources": {"Limits": limits},
+            # Swarm must replace tasks itself (a drained or lost node has no patrd
+            # to do it); the delay keeps a crashing image from spinning.
+            "RestartPolicy": {
+                "Condition": "any",
+                "Delay": int(restart_delay_s * 1e9),
+                "MaxAttempts": 0,
+            },
+            "Placement": placement,
+            "Networks": [{"Target": spec.network, "Aliases": [spec.hostname]}]
+            if spec.network
+            else [],
+            "LogDriver": {"Name": "json-file", "Options": {"max-size": "10m", "max-file": "3"}},
+        },
+        "Mode": {"Replicated": {"Replicas": 1}},
+        "EndpointSpec": {
+            "Mode": "vip",
+            "Ports": [
+                {"Protocol": "tcp", "TargetPort": port, "PublishMode": "host"}
+                for port in target_ports
+            ],
+        },
+    }
+
+
+def pinned_reference(ref: str, image: Mapping[str, Any]) -> str:
+    """``ref`` pinned to an inspected image: its ``repo@sha256:…`` else its ID."""
+    if "@sha256:" in ref or ref.startswith("sha256:"):
+        return ref
+    name = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    for digest in image.get("RepoDigests") or []:
+        if str(digest).split("@", 1)[0] == name:
+            return str(digest)
+    return str(image["Id"])
+
+
+def node_address(node: Mapping[str, Any]) -> str:
+    """The address a node advertises (the manager's may read 0.0.0.0 in Status)."""
+    addr = str((node.get("Status") or {}).get("Addr") or "")
+    if addr in ("", "0.0.0.0"):
+        manager = str((node.get("ManagerStatus") or {}).get("Addr") or "")
+        addr = manager.rsplit(":", 1)[0]
+    return addr
+
+
+def node_info(node: Mapping[str, Any], instances: Mapping[str, int]) -> NodeInfo:
+    description = node.get("Description") or {}
+    resources = description.get("Resources") or {}
+    spec = node.get("Spec") or {}
+    return NodeInfo(
+        node_id=str(node["ID"]),
+        hostname=str(description.get("Hostname", "")),
+        address=node_address(node),
+        role=str(spec.get("Role", "")),
+        state=str((node.get("Status") or {}).get("State", "unknown")),
+        availability=str(spec.get("Availability", "")),
+        leader=bool((node.get("ManagerStatus") or {}).get("Leader", False)),
+        cpus=int(resources.get("NanoCPUs", 0)) / 1e9,
+        memory_bytes=int(resources.get("MemoryBytes", 0)),
+        labels=dict(spec.get("Labels") or {}),
+        instances=instances.get(str(node["ID"]), 0),
+    )
+
+
+def current_task(tasks: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The task that stands for the slot now: the newest one meant to run, else the newest."""
+    ordered = sorted(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0), reverse=True)
+    wanted = [t for t in ordered if t.get("DesiredState") == "running"]
+    candidates = wanted or ordered
+    return candidates[0] if candidates else None
+
+
+def task_state(task: Mapping[str, Any] | None) -> tuple[ContainerState, int | None]:
+    """A task's state as a ContainerState, with the exit code when it ended."""
+    if task is None:
+        return ContainerState.CREATED, None
+    status = task.get("Status") or {}
+    state = str(status.get("State", ""))
+    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    if state == "running":
+        return ContainerState.RUNNING, None
+    if state in _STARTING:
+        return ContainerState.CREATED, None
+    if state in _ENDED:
+        return ContainerState.EXITED, int(code) if code is not None else 0
+    if state in _FAILED:
+        return ContainerState.DEAD, int(code) if code is not None else None
+    return ContainerState.DEAD, None
+
+
+def published_ports(task: Mapping[str, Any] | None) -> dict[int, int]:
+    """Target → published port of a task's host-mode ports (``Status.PortStatus``)."""
+    if task is None:
+        return {}
+    port_status = (task.get("Status") or {}).get("PortStatus") or {}
+    return {
+        int(p["TargetPort"]): int(p["PublishedPort"])
+        for p in port_status.get("Ports") or []
+        if p.get("PublishMode") == "host" and p.get("PublishedPort")
+    }
+
+
+def swarm_instance_from(
+    service: Mapping[str, Any], task: Mapping[str, Any] | None, addresses: Mapping[str, str]
+) -> SwarmInstance | None:
+    spec = service.get("Spec") or {}
+    labels = spec.get("Labels") or {}
+    try:
+        revision = int(labels[LABEL_REVISION])
+        slot = int(labels[LABEL_INSTANCE])
+        deployment_id = str(labels[LABEL_DEPLOYMENT_ID])
+        deployment = str(labels[LABEL_DEPLOYMENT])
+    except (KeyError, ValueError):
+        return None
+    state, exit_code = task_state(task)
+    node_id = str((task or {}).get("NodeID") or "")
+    running = state is ContainerState.RUNNING
+    node_addr = addresses.get(node_id) if running else None
+    ports = published_ports(task) if running else {}
+    targets = [p.get("TargetPort") for p in (spec.get("EndpointSpec") or {}).get("Ports") or []]
+    first = ports.get(int(targets[0])) if targets and targets[0] else None
+    status = (task or {}).get("Status") or {}
+    return SwarmInstance(
+        instance=Instance(
+            container_id=str(service["ID"]),
+            container_name=str(spec.get("Name", "")),
+            deployment_id=deployment_id,
+            deployment=deployment,
+            revision=revision,
+            slot=slot,
+            state=state,
+            ip=node_addr or None,
+            exit_code=exit_code,
+            template=str(labels.get(LABEL_TEMPLATE, "")),
+        ),
+        service_id=str(service["ID"]),
+        task_id=str((task or {}).get("ID") or ""),
+        node_id=node_id,
+        node_address=node_addr or None,
+        port=first,
+        ports=ports,
+        task_state=str(status.get("State", "")),
+        desired_state=str((task or {}).get("DesiredState") or ""),
+        error=str(status.get("Err") or ""),
+    )
