@@ -19,6 +19,7 @@ from typing import Any
 
 from patrd.engine.hardening import KNOWN_CAPABILITIES
 from patrd.model import cron
+from patrd.model.checks import bool_at, int_at, object_at, reject_unknown, str_at
 from patrd.model.errors import SpecError
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -367,8 +368,8 @@ class DeploymentSpec:
 
 def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     """Validate a create request; ``region`` is this node's region name."""
-    obj = _object(body, "body")
-    _reject_unknown(obj, CREATE_FIELDS, "")
+    obj = object_at(body, "body")
+    reject_unknown(obj, CREATE_FIELDS, "")
     name = _name(_required(obj, "name"))
     registry = _registry(obj.get("registry", DEFAULT_REGISTRY))
     image = _image(_required(obj, "image"))
@@ -377,8 +378,8 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
     env = _env(obj.get("env", {}))
     scale = _scale(obj.get("scale", {}))
     resources = _resources(obj.get("resources", {}))
-    deploy_on_create = _bool(obj.get("deploy_on_create", True), "deploy_on_create")
-    deploy_on_push = _bool(obj.get("deploy_on_push", True), "deploy_on_push")
+    deploy_on_create = bool_at(obj.get("deploy_on_create", True), "deploy_on_create")
+    deploy_on_push = bool_at(obj.get("deploy_on_push", True), "deploy_on_push")
     registry_auth = _registry_auth(obj.get("registry_auth"))
     security = _security(obj.get("security", {}))
     chosen_region = _region(obj.get("region"), region)
@@ -414,11 +415,11 @@ def parse_create(body: Any, *, region: str) -> DeploymentSpec:
 
 def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
     """Apply a PATCH body to ``current``; immutable fields are refused by name."""
-    obj = _object(body, "body")
+    obj = object_at(body, "body")
     for key, why in IMMUTABLE_FIELDS.items():
         if key in obj and obj[key] != getattr(current, key):
             raise SpecError(key, why)
-    _reject_unknown(obj, UPDATE_FIELDS | IMMUTABLE_FIELDS.keys(), "")
+    reject_unknown(obj, UPDATE_FIELDS | IMMUTABLE_FIELDS.keys(), "")
     changes: dict[str, Any] = {}
     if "ports" in obj:
         changes["ports"] = _ports(obj["ports"])
@@ -433,7 +434,7 @@ def parse_update(current: DeploymentSpec, body: Any) -> DeploymentSpec:
     if "security" in obj:
         changes["security"] = _security(obj["security"])
     if "deploy_on_push" in obj:
-        changes["deploy_on_push"] = _bool(obj["deploy_on_push"], "deploy_on_push")
+        changes["deploy_on_push"] = bool_at(obj["deploy_on_push"], "deploy_on_push")
     if "config_mounts" in obj:
         changes["config_mounts"] = _config_mounts(obj["config_mounts"])
     if "jobs" in obj:
@@ -505,45 +506,14 @@ def spec_from_json(data: Mapping[str, Any]) -> DeploymentSpec:
 # --- field parsers -------------------------------------------------------
 
 
-def _object(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise SpecError(path, "must be a JSON object")
-    return value
-
-
 def _required(obj: Mapping[str, Any], key: str) -> Any:
     if key not in obj or obj[key] is None:
         raise SpecError(key, "is required")
     return obj[key]
 
 
-def _reject_unknown(obj: Mapping[str, Any], allowed: frozenset[str] | Any, prefix: str) -> None:
-    for key in obj:
-        if key not in allowed:
-            path = f"{prefix}{key}"
-            raise SpecError(path, f"unknown field; allowed: {', '.join(sorted(allowed))}")
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str):
-        raise SpecError(path, "must be a string")
-    return value
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(path, "must be true or false")
-    return value
-
-
-def _int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(path, "must be an integer")
-    return int(value)
-
-
 def _name(value: Any) -> str:
-    name = _str(value, "name")
+    name = str_at(value, "name")
     if not 2 <= len(name) <= MAX_NAME:
         raise SpecError(
             "name",
@@ -561,7 +531,7 @@ def _name(value: Any) -> str:
 
 
 def _registry(value: Any) -> str:
-    registry = _str(value, "registry").strip().lower()
+    registry = str_at(value, "registry").strip().lower()
     if registry in {"docker.io", "registry-1.docker.io", "index.docker.io", "hub.docker.com"}:
         return DEFAULT_REGISTRY
     if registry == LOCAL_REGISTRY:
@@ -572,7 +542,7 @@ def _registry(value: Any) -> str:
 
 
 def _image(value: Any) -> str:
-    image = _str(value, "image")
+    image = str_at(value, "image")
     if not image or len(image) > 255:
         raise SpecError("image", "must be 1 to 255 characters long")
     if ":" in image or "@" in image:
@@ -588,7 +558,7 @@ def _image(value: Any) -> str:
 
 
 def _tag(value: Any) -> str:
-    tag = _str(value, "tag")
+    tag = str_at(value, "tag")
     if not TAG_RE.fullmatch(tag):
         raise SpecError(
             "tag",
@@ -598,7 +568,7 @@ def _tag(value: Any) -> str:
 
 
 def _ports(value: Any) -> tuple[tuple[int, PortProtocol], ...]:
-    obj = _object(value, "ports")
+    obj = object_at(value, "ports")
     if not obj:
         raise SpecError("ports", "expose at least one port")
     ports: dict[int, PortProtocol] = {}
@@ -610,7 +580,7 @@ def _ports(value: Any) -> tuple[tuple[int, PortProtocol], ...]:
         if not 1 <= number <= 65535:
             raise SpecError(path, "port must be a number from 1 to 65535")
         try:
-            ports[number] = PortProtocol(_str(proto, path))
+            ports[number] = PortProtocol(str_at(proto, path))
         except ValueError:
             allowed = ", ".join(p.value for p in PortProtocol)
             raise SpecError(path, f"unknown protocol {proto!r}; allowed: {allowed}") from None
@@ -618,7 +588,7 @@ def _ports(value: Any) -> tuple[tuple[int, PortProtocol], ...]:
 
 
 def _env(value: Any) -> tuple[tuple[str, EnvValue], ...]:
-    obj = _object(value, "env")
+    obj = object_at(value, "env")
     if len(obj) > MAX_ENV_VARS:
         raise SpecError("env", f"at most {MAX_ENV_VARS} variables")
     env: list[tuple[str, EnvValue]] = []
@@ -656,8 +626,8 @@ def _secret_ref(value: Mapping[str, Any], path: str) -> SecretRef:
 
 
 def _security(value: Any) -> SecuritySpec:
-    obj = _object(value, "security")
-    _reject_unknown(obj, frozenset({"extra_capabilities", "pids_limit"}), "security.")
+    obj = object_at(value, "security")
+    reject_unknown(obj, frozenset({"extra_capabilities", "pids_limit"}), "security.")
     caps_raw = obj.get("extra_capabilities", [])
     if not isinstance(caps_raw, list) or not all(isinstance(c, str) for c in caps_raw):
         raise SpecError("security.extra_capabilities", "must be a list of capability names")
@@ -669,7 +639,7 @@ def _security(value: Any) -> SecuritySpec:
         caps.append(name)
     pids = obj.get("pids_limit")
     if pids is not None:
-        pids = _int(pids, "security.pids_limit")
+        pids = int_at(pids, "security.pids_limit")
         if not 0 <= pids <= 1_000_000:
             raise SpecError("security.pids_limit", "must be from 0 (no limit) to 1000000")
     return SecuritySpec(extra_capabilities=tuple(sorted(set(caps))), pids_limit=pids)
@@ -678,12 +648,12 @@ def _security(value: Any) -> SecuritySpec:
 def _registry_auth(value: Any) -> SecretRef | None:
     if value is None:
         return None
-    return _secret_ref(_object(value, "registry_auth"), "registry_auth")
+    return _secret_ref(object_at(value, "registry_auth"), "registry_auth")
 
 
 def secret_name(value: Any) -> str:
     """Validate a secret's own name (the API's ``name`` field)."""
-    name = _str(value, "name")
+    name = str_at(value, "name")
     if not SECRET_NAME_RE.fullmatch(name):
         raise SpecError("name", "must be 1-64 of [A-Za-z0-9_.-], starting with a letter or digit")
     return name
@@ -702,7 +672,7 @@ def config_file_name(name: str, path: str) -> str:
 
 
 def _config_mounts(value: Any) -> tuple[tuple[str, bytes], ...]:
-    obj = _object(value, "config_mounts")
+    obj = object_at(value, "config_mounts")
     if len(obj) > MAX_CONFIG_FILES:
         raise SpecError("config_mounts", f"at most {MAX_CONFIG_FILES} files")
     files: list[tuple[str, bytes]] = []
@@ -730,7 +700,7 @@ def _config_mounts(value: Any) -> tuple[tuple[str, bytes], ...]:
 
 
 def _volumes(value: Any) -> tuple[VolumeSpec, ...]:
-    obj = _object(value, "volumes")
+    obj = object_at(value, "volumes")
     if len(obj) > MAX_VOLUMES:
         raise SpecError("volumes", f"at most {MAX_VOLUMES} volumes")
     volumes: list[VolumeSpec] = []
@@ -741,9 +711,9 @@ def _volumes(value: Any) -> tuple[VolumeSpec, ...]:
             raise SpecError(
                 path, "name must be 1-32 of [a-z0-9_-], starting with a letter or digit"
             )
-        item = _object(raw, path)
-        _reject_unknown(item, frozenset({"path", "size_gb"}), f"{path}.")
-        mount = _str(_required_at(item, "path", path), f"{path}.path")
+        item = object_at(raw, path)
+        reject_unknown(item, frozenset({"path", "size_gb"}), f"{path}.")
+        mount = str_at(_required_at(item, "path", path), f"{path}.path")
         normal = "/" + "/".join(p for p in mount.split("/") if p)
         if not mount.startswith("/") or ".." in mount.split("/") or normal == "/":
             raise SpecError(f"{path}.path", "must be an absolute path other than /, without ..")
@@ -752,7 +722,7 @@ def _volumes(value: Any) -> tuple[VolumeSpec, ...]:
         if normal in paths:
             raise SpecError(f"{path}.path", f"already used by volume {paths[normal]}")
         paths[normal] = key
-        size = _int(_required_at(item, "size_gb", path), f"{path}.size_gb")
+        size = int_at(_required_at(item, "size_gb", path), f"{path}.size_gb")
         if not 1 <= size <= MAX_VOLUME_GB:
             raise SpecError(f"{path}.size_gb", f"must be from 1 to {MAX_VOLUME_GB}")
         volumes.append(VolumeSpec(key, normal, size))
@@ -760,10 +730,10 @@ def _volumes(value: Any) -> tuple[VolumeSpec, ...]:
 
 
 def _backup(value: Any) -> BackupSpec:
-    obj = _object(value, "backup")
-    _reject_unknown(obj, frozenset({"hooks"}), "backup.")
-    hooks = _object(obj.get("hooks", {}), "backup.hooks")
-    _reject_unknown(hooks, frozenset({"pre", "post"}), "backup.hooks.")
+    obj = object_at(value, "backup")
+    reject_unknown(obj, frozenset({"hooks"}), "backup.")
+    hooks = object_at(obj.get("hooks", {}), "backup.hooks")
+    reject_unknown(hooks, frozenset({"pre", "post"}), "backup.hooks.")
     return BackupSpec(
         pre=_hook(hooks.get("pre"), "backup.hooks.pre"),
         post=_hook(hooks.get("post"), "backup.hooks.post"),
@@ -788,7 +758,7 @@ def _hook(value: Any, path: str) -> tuple[str, ...]:
 
 
 def _jobs(value: Any) -> tuple[JobSpec, ...]:
-    obj = _object(value, "jobs")
+    obj = object_at(value, "jobs")
     if len(obj) > MAX_JOBS:
         raise SpecError("jobs", f"at most {MAX_JOBS} jobs")
     jobs = []
@@ -796,9 +766,9 @@ def _jobs(value: Any) -> tuple[JobSpec, ...]:
         path = f"jobs.{key}"
         if not isinstance(key, str) or len(key) > 40 or not NAME_RE.fullmatch(key):
             raise SpecError(path, "name must be 1-40 of [a-z0-9-], not starting or ending with -")
-        item = _object(raw, path)
-        _reject_unknown(item, frozenset({"schedule", "command", "timeout_s"}), f"{path}.")
-        schedule = _str(_required_at(item, "schedule", path), f"{path}.schedule")
+        item = object_at(raw, path)
+        reject_unknown(item, frozenset({"schedule", "command", "timeout_s"}), f"{path}.")
+        schedule = str_at(_required_at(item, "schedule", path), f"{path}.schedule")
         try:
             cron.parse(schedule)
         except cron.ScheduleError as exc:
@@ -813,7 +783,7 @@ def _jobs(value: Any) -> tuple[JobSpec, ...]:
                 raise SpecError(f"{path}.command.{i}", "must be a string without NUL")
         if sum(len(a.encode()) for a in command) > MAX_JOB_COMMAND_BYTES:
             raise SpecError(f"{path}.command", f"longer than {MAX_JOB_COMMAND_BYTES} bytes")
-        timeout = _int(item.get("timeout_s", DEFAULT_JOB_TIMEOUT_S), f"{path}.timeout_s")
+        timeout = int_at(item.get("timeout_s", DEFAULT_JOB_TIMEOUT_S), f"{path}.timeout_s")
         if not 1 <= timeout <= MAX_JOB_TIMEOUT_S:
             raise SpecError(f"{path}.timeout_s", f"must be from 1 to {MAX_JOB_TIMEOUT_S}")
         jobs.append(JobSpec(key, schedule.strip(), tuple(command), timeout))
@@ -849,11 +819,11 @@ def _volumes_fix_scale(volumes: tuple[VolumeSpec, ...], scale: Scale) -> None:
 
 
 def _scale(value: Any, base: Scale | None = None) -> Scale:
-    obj = _object(value, "scale")
-    _reject_unknown(obj, frozenset({"min", "max", "target_cpu"}), "scale.")
+    obj = object_at(value, "scale")
+    reject_unknown(obj, frozenset({"min", "max", "target_cpu"}), "scale.")
     start = base or Scale()
-    lo = _int(obj["min"], "scale.min") if "min" in obj else start.min
-    hi = _int(obj["max"], "scale.max") if "max" in obj else max(start.max, lo)
+    lo = int_at(obj["min"], "scale.min") if "min" in obj else start.min
+    hi = int_at(obj["max"], "scale.max") if "max" in obj else max(start.max, lo)
     if not 1 <= lo <= MAX_SCALE:
         raise SpecError("scale.min", f"must be from 1 to {MAX_SCALE}")
     if not 1 <= hi <= MAX_SCALE:
@@ -862,7 +832,7 @@ def _scale(value: Any, base: Scale | None = None) -> Scale:
         raise SpecError("scale.max", f"must be at least scale.min ({lo})")
     target = start.target_cpu
     if "target_cpu" in obj:
-        target = _int(obj["target_cpu"], "scale.target_cpu")
+        target = int_at(obj["target_cpu"], "scale.target_cpu")
         if not MIN_TARGET_CPU <= target <= MAX_TARGET_CPU:
             raise SpecError(
                 "scale.target_cpu",
@@ -873,8 +843,8 @@ def _scale(value: Any, base: Scale | None = None) -> Scale:
 
 
 def _resources(value: Any, base: Resources | None = None) -> Resources:
-    obj = _object(value, "resources")
-    _reject_unknown(obj, frozenset({"cpu", "memory_mb"}), "resources.")
+    obj = object_at(value, "resources")
+    reject_unknown(obj, frozenset({"cpu", "memory_mb"}), "resources.")
     start = base or Resources()
     cpu = start.cpu
     if "cpu" in obj:
@@ -885,7 +855,7 @@ def _resources(value: Any, base: Resources | None = None) -> Resources:
         if not MIN_CPU <= cpu <= MAX_CPU:
             raise SpecError("resources.cpu", f"must be from {MIN_CPU} to {MAX_CPU}")
     memory = (
-        _int(obj["memory_mb"], "resources.memory_mb") if "memory_mb" in obj else start.memory_mb
+        int_at(obj["memory_mb"], "resources.memory_mb") if "memory_mb" in obj else start.memory_mb
     )
     if not MIN_MEMORY_MB <= memory <= MAX_MEMORY_MB:
         raise SpecError("resources.memory_mb", f"must be from {MIN_MEMORY_MB} to {MAX_MEMORY_MB}")
@@ -895,11 +865,11 @@ def _resources(value: Any, base: Resources | None = None) -> Resources:
 def _probe(value: Any, path: str, ports: tuple[tuple[int, PortProtocol], ...]) -> ProbeSpec | None:
     if value is None:
         return None
-    obj = _object(value, path)
-    _reject_unknown(obj, PROBE_FIELDS, f"{path}.")
-    port = _int(_required_at(obj, "port", path), f"{path}.port")
+    obj = object_at(value, path)
+    reject_unknown(obj, PROBE_FIELDS, f"{path}.")
+    port = int_at(_required_at(obj, "port", path), f"{path}.port")
     _probe_port(port, f"{path}.port", ports)
-    probe_path = _str(obj.get("path", "/"), f"{path}.path")
+    probe_path = str_at(obj.get("path", "/"), f"{path}.path")
     if not probe_path.startswith("/"):
         raise SpecError(f"{path}.path", "must start with '/'")
     if len(probe_path) > MAX_PROBE_PATH:
@@ -908,7 +878,7 @@ def _probe(value: Any, path: str, ports: tuple[tuple[int, PortProtocol], ...]) -
         raise SpecError(f"{path}.path", "must not contain spaces or control characters")
     period = _number(obj.get("period_s", 10), f"{path}.period_s", 0.1, 3600)
     timeout = _number(obj.get("timeout_s", 3), f"{path}.timeout_s", 0.1, 60)
-    threshold = _int(obj.get("failure_threshold", 15), f"{path}.failure_threshold")
+    threshold = int_at(obj.get("failure_threshold", 15), f"{path}.failure_threshold")
     if not 1 <= threshold <= 1000:
         raise SpecError(f"{path}.failure_threshold", "must be from 1 to 1000")
     return ProbeSpec(
@@ -944,7 +914,7 @@ def _number(value: Any, path: str, lo: float, hi: float) -> float:
 def _region(value: Any, node_region: str) -> str:
     if value is None or value == "":
         return node_region
-    region = _str(value, "region")
+    region = str_at(value, "region")
     if region != node_region:
         raise SpecError("region", f"unknown region {region!r}; known regions: {node_region}")
     return region

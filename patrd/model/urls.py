@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from patrd.model.checks import bool_at, object_at, reject_unknown
 from patrd.model.errors import SpecError
 from patrd.model.spec import NAME_RE
 
@@ -126,8 +127,8 @@ class UrlRecord:
 
 
 def parse_create(body: Any, *, default_http_redirect: bool = True) -> UrlSpec:
-    obj = _object(body, "body")
-    _reject_unknown(obj, URL_FIELDS, "")
+    obj = object_at(body, "body")
+    reject_unknown(obj, URL_FIELDS, "")
     if "domain" not in obj:
         raise SpecError("domain", "is required")
     if "target" not in obj:
@@ -136,7 +137,7 @@ def parse_create(body: Any, *, default_http_redirect: bool = True) -> UrlSpec:
         domain=parse_domain(obj["domain"], "domain"),
         path=parse_path(obj.get("path", "/"), "path"),
         target=parse_target(obj["target"]),
-        http_redirect=_bool(obj.get("http_redirect", default_http_redirect), "http_redirect"),
+        http_redirect=bool_at(obj.get("http_redirect", default_http_redirect), "http_redirect"),
         max_body_bytes=_body_limit(obj.get("max_body_bytes")),
         timeouts=parse_timeouts(obj.get("timeouts")),
     )
@@ -144,14 +145,14 @@ def parse_create(body: Any, *, default_http_redirect: bool = True) -> UrlSpec:
 
 def parse_update(current: UrlSpec, body: Any) -> UrlSpec:
     """Given fields replace the current ones (the target is replaced whole)."""
-    obj = _object(body, "body")
-    _reject_unknown(obj, URL_FIELDS, "")
+    obj = object_at(body, "body")
+    reject_unknown(obj, URL_FIELDS, "")
     return UrlSpec(
         domain=parse_domain(obj["domain"], "domain") if "domain" in obj else current.domain,
         path=parse_path(obj["path"], "path") if "path" in obj else current.path,
         target=parse_target(obj["target"]) if "target" in obj else current.target,
         http_redirect=(
-            _bool(obj["http_redirect"], "http_redirect")
+            bool_at(obj["http_redirect"], "http_redirect")
             if "http_redirect" in obj
             else current.http_redirect
         ),
@@ -180,8 +181,8 @@ def parse_timeouts(value: Any) -> tuple[float, float, float, float] | None:
     """``{"upstream_header_timeout_s": 600, ...}``: this URL's own timeouts (null: the proxy's)."""
     if value is None:
         return None
-    obj = _object(value, "timeouts")
-    _reject_unknown(obj, frozenset(TIMEOUT_FIELDS), "timeouts.")
+    obj = object_at(value, "timeouts")
+    reject_unknown(obj, frozenset(TIMEOUT_FIELDS), "timeouts.")
     values: list[float] = []
     for name in TIMEOUT_FIELDS:
         v = obj.get(name)
@@ -259,7 +260,7 @@ def parse_path(value: Any, field: str) -> str:
 
 
 def parse_target(value: Any) -> Target:
-    obj = _object(value, "target")
+    obj = object_at(value, "target")
     kinds = [k for k in ("deployment", "redirect", "proxy") if k in obj]
     if len(kinds) != 1:
         raise SpecError(
@@ -268,7 +269,7 @@ def parse_target(value: Any) -> Target:
         )
     kind = kinds[0]
     if kind == "deployment":
-        _reject_unknown(obj, frozenset({"deployment", "port"}), "target.")
+        reject_unknown(obj, frozenset({"deployment", "port"}), "target.")
         name = obj["deployment"]
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise SpecError("target.deployment", "must be a deployment name")
@@ -279,10 +280,10 @@ def parse_target(value: Any) -> Target:
             raise SpecError("target.port", "must be an integer from 1 to 65535")
         return DeploymentTarget(name, port)
     if kind == "redirect":
-        _reject_unknown(obj, frozenset({"redirect", "permanent"}), "target.")
+        reject_unknown(obj, frozenset({"redirect", "permanent"}), "target.")
         url = _http_url(obj["redirect"], "target.redirect", allow_query=True)
-        return RedirectTarget(url, _bool(obj.get("permanent", True), "target.permanent"))
-    _reject_unknown(obj, frozenset({"proxy"}), "target.")
+        return RedirectTarget(url, bool_at(obj.get("permanent", True), "target.permanent"))
+    reject_unknown(obj, frozenset({"proxy"}), "target.")
     return ProxyTarget(_http_url(obj["proxy"], "target.proxy", allow_query=False))
 
 
@@ -308,22 +309,4 @@ def _http_url(value: Any, field: str, *, allow_query: bool) -> str:
         raise SpecError(field, "must not contain a query string")
     if port == 0:
         raise SpecError(field, "port must be from 1 to 65535")
-    return value
-
-
-def _object(value: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise SpecError(path, "must be a JSON object")
-    return value
-
-
-def _reject_unknown(obj: Mapping[str, Any], allowed: frozenset[str], prefix: str) -> None:
-    for key in obj:
-        if key not in allowed:
-            raise SpecError(f"{prefix}{key}", f"unknown field; known: {', '.join(sorted(allowed))}")
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(path, "must be true or false")
     return value
