@@ -133,7 +133,8 @@ def test_pure_modules_load_no_io_library(module: str) -> None:
     """The planner and the model are pure: importing them loads no Docker, HTTP or SQLite client."""
     code = (
         f"import sys, {module}\n"
-        "print(','.join(sorted(m for m in ('aiodocker', 'aiohttp', 'aiosqlite') if m in sys.modules)))"
+        "io = ('aiodocker', 'aiohttp', 'aiosqlite')\n"
+        "print(','.join(m for m in io if m in sys.modules))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
