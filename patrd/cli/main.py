@@ -20,12 +20,12 @@ from patrd.cli import (
     backup,
     data,
     deployments,
-    exec,
     firewall,
     notify,
     observe,
     urls,
 )
+from patrd.cli import exec as cli_exec  # `exec` would shadow the builtin
 from patrd.cli.client import (
     DEFAULT_SOCKET,
     AddVerb,
@@ -50,7 +50,7 @@ VERB_MODULES: tuple[Callable[[AddVerb, argparse.ArgumentParser], None], ...] = (
     observe.add_parsers,  # `logs`, `metrics`
     access.add_parsers,  # `token …`, `audit`
     notify.add_parsers,  # `notify …`, `node`, `status`
-    exec.add_parsers,  # `exec`, `run`, `job …`
+    cli_exec.add_parsers,  # `exec`, `run`, `job …`
 )
 
 
