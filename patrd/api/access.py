@@ -29,16 +29,15 @@ import struct
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from patrd.api.context import read_json, rfc3339
 from patrd.api.errors import error_body, error_response
 from patrd.api.principal import PRINCIPAL, Principal
-from patrd.api.routes import read_json, rfc3339
-from patrd.dashboard.web import Dashboard
 from patrd.model.errors import BadRequest, PatrdError, SpecError
 from patrd.model.scopes import (
     SAFE_METHODS,
@@ -65,7 +64,30 @@ _UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="patrd"'}
 _REFUSED_WHO = web.ResponseKey("patrd.refused_who", str)
 
 
-def add_access_routes(app: web.Application) -> None:
+class SessionView(Protocol):
+    """A logged-in console session, as the audit log names it."""
+
+    @property
+    def client(self) -> str: ...
+
+
+class SessionGate(Protocol):
+    """What the API asks of the web console (``patrd.dashboard.web.Dashboard``): the
+    ``/ui`` routes it serves itself, and the session a ``/v1`` request carries."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+    def install(self, app: web.Application) -> None: ...
+
+    def owns(self, path: str) -> bool: ...
+
+    def has_cookie(self, request: web.Request) -> bool: ...
+
+    def api_session(self, request: web.Request) -> SessionView | web.Response: ...
+
+
+def add_routes(app: web.Application) -> None:
     """The routes, and the refusal buffer of the audit log (``app[ACCESS]`` is set)."""
     refusals = RefusalBuffer(app[ACCESS])
     app[REFUSALS] = refusals
@@ -89,7 +111,7 @@ def access_middleware(
     token: str | None,
     trust_unix_peers: bool,
     public_routes: frozenset[tuple[str, str]],
-    dashboard: Dashboard | None = None,
+    dashboard: SessionGate | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Middleware:
     expected = token.encode() if token is not None else None

@@ -15,7 +15,8 @@ Authentication, the scope check and the audit log are one middleware
 daemons and tests); with a token, auth applies to every non-unix transport.
 With ``dashboard=`` (the TCP app, ``[dashboard] enabled``) the app also serves
 ``/ui/`` and accepts a dashboard session cookie instead of the bearer token
-(``patrd/dashboard/web.py``: CSRF token required for writes).
+(``patrd/dashboard/web.py``, seen here as ``access.SessionGate``: CSRF token
+required for writes).
 """
 
 from __future__ import annotations
@@ -31,20 +32,34 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from patrd.api import notify as notify_api
-from patrd.api.access import ACCESS, access_middleware, add_access_routes
+from patrd.api import (
+    access,
+    backups,
+    deployments,
+    firewall,
+    meta,
+    notify,
+    observe,
+    registry_hook,
+    releases,
+    run_routes,
+    secrets,
+    urls,
+    volumes,
+)
+from patrd.api.access import ACCESS, SessionGate, access_middleware
 from patrd.api.backups import BACKUPS
+from patrd.api.context import CONFIG, CONTROLLER, PROXY_CLOSED, STORE
 from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.image_ports import IMAGE_PORTS, ImagePorts
+from patrd.api.notify import NODE, NOTIFY
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
-from patrd.api.releases import RESOLVER, TagResolver, add_release_routes
-from patrd.api.routes import CONFIG, CONTROLLER, PROXY_CLOSED, STORE, add_routes
+from patrd.api.releases import RESOLVER, TagResolver
 from patrd.api.runs import RUNS, Runs
 from patrd.api.secrets import VAULT
 from patrd.api.urls import TLS, TlsView
-from patrd.dashboard.web import Dashboard
 from patrd.model.errors import ConfigError
 from patrd.model.views import ControllerView
 from patrd.notify.dispatcher import Dispatcher
@@ -61,6 +76,24 @@ log = structlog.get_logger("patrd.api")
 PUBLIC_ROUTES = frozenset({("GET", "/v1/health"), ("POST", "/v1/registry/events")})
 SHUTDOWN_TIMEOUT_S = 5.0
 
+# Each resource module adds its own routes; the order is the router's match order.
+# The OpenAPI document (openapi.py) lists exactly these routes (a unit test checks).
+ROUTE_SETS: tuple[Callable[[web.Application], None], ...] = (
+    meta.add_routes,  # /v1/health, /v1/openapi.json
+    firewall.add_routes,  # /v1/firewall
+    volumes.add_routes,  # volumes and config files of a deployment
+    registry_hook.add_routes,  # /v1/registry/events, /v1/registry/login
+    secrets.add_routes,  # /v1/secrets
+    backups.add_routes,  # /v1/backup, /v1/backups
+    urls.add_routes,  # /v1/urls, /v1/certificates
+    deployments.add_routes,  # /v1/deployments
+    observe.add_routes,  # logs, metrics, /metrics
+    run_routes.add_routes,  # exec, one-off run, scheduled jobs
+    access.add_routes,  # /v1/tokens, /v1/audit (and the audit log's refusal buffer)
+    notify.add_routes,  # /v1/notifications, /v1/node
+    releases.add_routes,  # redeploy, revert by REF
+)
+
 
 def build_app(
     store: Store,
@@ -74,7 +107,7 @@ def build_app(
     vault: Vault | None = None,
     observe: Observability | None = None,
     registry_hook: RegistryHook | None = None,
-    dashboard: Dashboard | None = None,
+    dashboard: SessionGate | None = None,
     backups: OffsiteBackups | None = None,
     proxy_closed: Callable[[], str | None] | None = None,
     notify: Dispatcher | None = None,
@@ -115,19 +148,17 @@ def build_app(
     if proxy_closed is not None:
         app[PROXY_CLOSED] = proxy_closed
     if notify is not None:
-        app[notify_api.NOTIFY] = notify
+        app[NOTIFY] = notify
     if node is not None:
-        app[notify_api.NODE] = node
+        app[NODE] = node
     if resolver is not None:
         app[RESOLVER] = resolver
     if runs is not None:
         app[RUNS] = runs
     if image_ports is not None:
         app[IMAGE_PORTS] = image_ports  # create without ports: the image's one EXPOSE
-    add_routes(app)
-    add_access_routes(app)  # /v1/tokens, /v1/audit
-    notify_api.add_routes(app)  # /v1/notifications, /v1/node
-    add_release_routes(app)  # redeploy, revert by REF (patrd/api/releases.py)
+    for add_routes in ROUTE_SETS:
+        add_routes(app)
     if dashboard is not None:
         dashboard.install(app)
     return app

@@ -1,4 +1,5 @@
-"""``/v1/backups``: off-site backups (patrd/state/offsite.py) — list, run now, restore, jobs.
+"""``POST /v1/backup`` (the state archive) and ``/v1/backups``: off-site backups
+(patrd/state/offsite.py) — list, run now, restore, jobs.
 
 Runs and restores are jobs: ``POST`` answers 202 with the job, which
 ``GET /v1/backups/jobs/{id}`` shows until it is ``ok`` or ``failed``. Two
@@ -12,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from patrd.api.context import CONFIG
 from patrd.api.errors import error_response
 from patrd.model.errors import BadRequest, ConfigError, Conflict, NotFound, PatrdError, SpecError
+from patrd.state import archive as backup
 from patrd.state.offsite import STATE_FILE, OffsiteBackups
 from patrd.state.offsite_restore import RestoreRequest, choose_state, start_restore
 from patrd.state.restic import ResticError, Snapshot, redact
@@ -29,12 +33,50 @@ CHUNK = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(r: web.UrlDispatcher) -> None:
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/backup", create_backup, name="create_backup")
     r.add_get("/v1/backups", list_backups, name="list_backups", allow_head=False)
     r.add_post("/v1/backups", run_backup, name="run_backup")
     r.add_get("/v1/backups/jobs/{id}", get_job, name="get_backup_job", allow_head=False)
     r.add_post("/v1/backups/{id}/restore", restore_backup, name="restore_backup")
     r.add_get("/v1/backups/{id}/state", backup_state, name="backup_state", allow_head=False)
+
+
+async def create_backup(request: web.Request) -> web.StreamResponse:
+    """A consistent snapshot of the data dir as a tar (patrd/state/archive.py), streamed back.
+
+    Only on the unix socket: the tar holds the secrets key, so a TCP bearer
+    token (meant for deploying) must not be enough to take it away.
+    """
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if getattr(sock, "family", None) != socket.AF_UNIX:
+        raise web.HTTPForbidden(
+            text="backups hold secrets and are served on the unix socket only "
+            "(run patrctl backup on the host)"
+        )
+    config = request.app[CONFIG]
+    archive, manifest = await backup.create_backup(
+        config.daemon.data_dir, config.daemon.database, config.daemon.secrets_key
+    )
+    try:
+        stamp = datetime.fromtimestamp(manifest.created_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/x-tar",
+                "Content-Disposition": f'attachment; filename="patrd-backup-{stamp}.tar"',
+                "X-Patrd-Warning": backup.SECRETS_WARNING,
+            }
+        )
+        response.content_length = archive.stat().st_size
+        await response.prepare(request)
+        with archive.open("rb") as source:
+            while chunk := await asyncio.to_thread(source.read, backup.CHUNK):
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        archive.unlink(missing_ok=True)
 
 
 def _service(request: web.Request) -> OffsiteBackups:

@@ -25,7 +25,8 @@ import shlex
 
 from aiohttp import WSMsgType, web
 
-from patrd.api.runs import json_object, runs_of
+from patrd.api.context import json_object
+from patrd.api.runs import runs_of
 from patrd.engine.docker import ContainerState, ExecStream, Instance
 from patrd.model.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
 from patrd.observe.logs import format_ts

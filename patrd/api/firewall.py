@@ -6,6 +6,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from patrd.api.context import CONFIG, rfc3339
 from patrd.firewall.apply import FirewallStatus
 from patrd.firewall.rules import render, rules_from_config
 from patrd.settings.config import Config
@@ -21,8 +22,6 @@ FIREWALL = web.AppKey[FirewallView]("patrd.firewall.rules")
 
 
 async def firewall_status(request: web.Request) -> web.Response:
-    from patrd.api.routes import CONFIG  # routes imports this module
-
     keeper = request.app.get(FIREWALL)
     if keeper is not None:
         status = await keeper.status()
@@ -35,8 +34,6 @@ async def firewall_status(request: web.Request) -> web.Response:
 
 def status_json(status: FirewallStatus) -> dict[str, Any]:
     """The JSON shape of ``GET /v1/firewall`` (schema ``Firewall`` in openapi.py)."""
-    from patrd.api.routes import rfc3339
-
     return {
         "enabled": status.enabled,
         "applied": status.applied,
@@ -48,3 +45,7 @@ def status_json(status: FirewallStatus) -> dict[str, Any]:
         "applied_at": rfc3339(status.applied_at) if status.applied_at is not None else None,
         "loads": status.loads,
     }
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/firewall", firewall_status, name="firewall", allow_head=False)

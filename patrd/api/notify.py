@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from patrd.api.routes import read_json, rfc3339
+from patrd.api.context import read_json, rfc3339
 from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.notify.dispatcher import Dispatcher
 from patrd.notify.rules import KINDS, Notification

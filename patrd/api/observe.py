@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from patrd.api.context import STORE, rfc3339
 from patrd.control.autoscale import AutoscaleStats
 from patrd.model.errors import BadRequest, NotFound
 from patrd.observe.logs import (
@@ -60,8 +61,6 @@ def _observability(request: web.Request) -> Observability:
 
 
 async def deployment_logs(request: web.Request) -> web.StreamResponse:
-    from patrd.api.routes import STORE  # routes imports this module
-
     store = request.app[STORE]
     record = await store.get_deployment(request.match_info["name"])
     parts = _observability(request)
@@ -142,8 +141,6 @@ def _refuse_unknown_instance(wanted: str, deployment: str, instances: list[Any])
 
 
 async def deployment_metrics(request: web.Request) -> web.Response:
-    from patrd.api.routes import STORE, rfc3339
-
     store = request.app[STORE]
     record = await store.get_deployment(request.match_info["name"])
     parts = _observability(request)
@@ -243,3 +240,12 @@ def _time(request: web.Request, key: str) -> int | None:
     if moment.tzinfo is None:
         raise BadRequest(f"{key} needs a time zone (Z or +hh:mm)", field=key)
     return int(moment.timestamp() * 1e9)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v1/deployments/{name}/logs", deployment_logs, name="logs", allow_head=False)
+    r.add_get(
+        "/v1/deployments/{name}/metrics", deployment_metrics, name="metrics", allow_head=False
+    )
+    r.add_get("/metrics", prometheus_metrics, name="prometheus", allow_head=False)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from patrd.api.context import CONFIG, CONTROLLER, STORE
+from patrd.api.errors import error_response
 from patrd.model.errors import BadRequest, NotFound
 from patrd.model.spec import LOCAL_REGISTRY, DeploymentSpec
 from patrd.registry.auth import USERNAME, login_line, password_path
@@ -34,9 +36,6 @@ REGISTRY_HOOK = web.AppKey("patrd.registry_hook", RegistryHook)
 
 
 async def registry_events(request: web.Request) -> web.Response:
-    from patrd.api.errors import error_response
-    from patrd.api.routes import CONTROLLER, STORE
-
     hook = request.app.get(REGISTRY_HOOK)
     if hook is None:
         raise NotFound("deploy on push is off: no node registry ([registry] enabled = false)")
@@ -74,8 +73,6 @@ def _pushed_to(host: str, push: PushEvent, spec: DeploymentSpec) -> bool:
 
 async def registry_login(request: web.Request) -> web.Response:
     """``GET /v1/registry/login``: where the node registry's credential is, never its value."""
-    from patrd.api.routes import CONFIG
-
     config = request.app[CONFIG]
     registry = config.registry
     if not registry.enabled:
@@ -99,3 +96,9 @@ async def registry_login(request: web.Request) -> web.Response:
             login=login_line(registry.host, data_dir),
         )
     return web.json_response(body)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/registry/events", registry_events, name="registry_events")
+    r.add_get("/v1/registry/login", registry_login, name="registry_login", allow_head=False)

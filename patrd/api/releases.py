@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from patrd.api.routes import _parts, deployment_json, read_json
+from patrd.api.context import parts, read_json
+from patrd.api.shapes import deployment_json
 from patrd.model.errors import BadRequest, Conflict
 from patrd.model.releases import Pin
 from patrd.state.store import DeploymentRecord, Intent
@@ -29,7 +30,7 @@ RESOLVER = web.AppKey[TagResolver]("patrd.resolver")
 
 
 async def redeploy_deployment(request: web.Request) -> web.Response:
-    store, controller, config = _parts(request)
+    store, controller, config = parts(request)
     resolver = request.app.get(RESOLVER)
     if resolver is None:
         raise Conflict("redeploy is not available on this listener")
@@ -56,7 +57,7 @@ async def redeploy_deployment(request: web.Request) -> web.Response:
 
 
 async def revert_by_ref(request: web.Request) -> web.Response:
-    store, controller, config = _parts(request)
+    store, controller, config = parts(request)
     body = await read_json(request)
     ref = body.get("ref") if isinstance(body, dict) else None
     if isinstance(ref, int) and not isinstance(ref, bool):
@@ -68,7 +69,7 @@ async def revert_by_ref(request: web.Request) -> web.Response:
     return web.json_response(deployment_json(record, config), status=202)
 
 
-def add_release_routes(app: web.Application) -> None:
+def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/v1/deployments/{name}/redeploy", redeploy_deployment, name="redeploy_deployment")
     r.add_post("/v1/deployments/{name}/revert", revert_by_ref, name="revert_by_ref")

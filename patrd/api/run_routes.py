@@ -1,4 +1,4 @@
-"""Routes of ``exec``, one-off ``run`` and scheduled jobs (one hook in patrd/api/routes.py)."""
+"""Routes of ``exec``, one-off ``run`` and scheduled jobs (registered by patrd/api/app.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from patrd.api import jobs as jobs_api
 EXEC_ROUTES = frozenset({"create_exec", "attach_exec", "run_oneoff", "run_job_now"})
 
 
-def add_run_routes(app: web.Application) -> None:
+def add_routes(app: web.Application) -> None:
     r = app.router
     base = "/v1/deployments/{name}"
     r.add_post(f"{base}/exec", exec_api.create_exec, name="create_exec")

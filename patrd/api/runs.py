@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
 from patrd.engine.docker import ExecStream, Instance
-from patrd.model.errors import BadRequest
 from patrd.run.jobs import JobScheduler
 from patrd.run.oneoff import OneOffRunner
 from patrd.state.store import Store
@@ -82,18 +80,6 @@ def runs_of(request: web.Request) -> Runs:
     if parts is None:
         raise web.HTTPServiceUnavailable(text="exec, run and jobs are not wired in this daemon")
     return parts
-
-
-async def json_object(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise BadRequest(f"Content-Type must be application/json, not {request.content_type!r}")
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object", field="body")
-    return body
 
 
 def rfc3339(timestamp: float | None) -> str | None:

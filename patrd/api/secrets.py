@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from patrd.api.context import CONTROLLER, STORE, read_json, rfc3339
 from patrd.api.principal import scope_of
 from patrd.model.errors import SpecError
 from patrd.model.scopes import Scope
@@ -28,8 +29,6 @@ def _vault(request: web.Request) -> Vault:
 
 
 async def list_secrets(request: web.Request) -> web.Response:
-    from patrd.api.routes import STORE
-
     records = await request.app[STORE].list_secrets()
     if scope_of(request) < Scope.WRITE:
         return web.json_response({"secrets": [{"name": r.name} for r in records]})
@@ -37,8 +36,6 @@ async def list_secrets(request: web.Request) -> web.Response:
 
 
 async def create_secret(request: web.Request) -> web.Response:
-    from patrd.api.routes import read_json
-
     body = await read_json(request)
     if not isinstance(body, dict):
         raise SpecError("body", "must be a JSON object")
@@ -53,8 +50,6 @@ async def create_secret(request: web.Request) -> web.Response:
 
 
 async def get_secret(request: web.Request) -> web.Response:
-    from patrd.api.routes import STORE
-
     record = await request.app[STORE].get_secret(request.match_info["name"])
     if scope_of(request) < Scope.WRITE:
         return web.json_response({"name": record.name})
@@ -62,8 +57,6 @@ async def get_secret(request: web.Request) -> web.Response:
 
 
 async def put_secret(request: web.Request) -> web.Response:
-    from patrd.api.routes import CONTROLLER, read_json
-
     body = await read_json(request)
     if not isinstance(body, dict) or set(body) != {"value"}:
         raise SpecError("value", 'the body is {"value": "..."}')
@@ -74,15 +67,11 @@ async def put_secret(request: web.Request) -> web.Response:
 
 
 async def delete_secret(request: web.Request) -> web.Response:
-    from patrd.api.routes import STORE
-
     await request.app[STORE].delete_secret(request.match_info["name"])
     return web.json_response({"deleted": request.match_info["name"]})
 
 
 def secret_json(record: SecretRecord) -> dict[str, Any]:
-    from patrd.api.routes import rfc3339
-
     return {
         "name": record.name,
         "version": record.version,
@@ -90,3 +79,12 @@ def secret_json(record: SecretRecord) -> dict[str, Any]:
         "updated_at": rfc3339(record.updated_at),
         "used_by": list(record.used_by),
     }
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v1/secrets", list_secrets, name="list_secrets", allow_head=False)
+    r.add_post("/v1/secrets", create_secret, name="create_secret")
+    r.add_get("/v1/secrets/{name}", get_secret, name="get_secret", allow_head=False)
+    r.add_put("/v1/secrets/{name}", put_secret, name="put_secret")
+    r.add_delete("/v1/secrets/{name}", delete_secret, name="delete_secret")

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from patrd.api.context import parts, read_json, rfc3339
 from patrd.model import urls
 from patrd.model.urls import UrlRecord
 from patrd.settings.config import Config
@@ -31,16 +32,14 @@ TLS = web.AppKey[TlsView]("patrd.tls")
 
 
 async def list_urls(request: web.Request) -> web.Response:
-    store, _, config = _parts(request)
+    store, _, config = parts(request)
     records = await store.list_urls()
     tls = request.app.get(TLS)
     return web.json_response({"urls": [url_json(r, config, tls) for r in records]})
 
 
 async def create_url(request: web.Request) -> web.Response:
-    from patrd.api.routes import read_json
-
-    store, controller, config = _parts(request)
+    store, controller, config = parts(request)
     body = await read_json(request)
     spec = urls.parse_create(body, default_http_redirect=config.tls.redirect_http)
     record = await store.create_url(spec)
@@ -52,15 +51,13 @@ async def create_url(request: web.Request) -> web.Response:
 
 
 async def get_url(request: web.Request) -> web.Response:
-    store, _, config = _parts(request)
+    store, _, config = parts(request)
     record = await store.get_url(request.match_info["id"])
     return web.json_response(url_json(record, config, request.app.get(TLS)))
 
 
 async def update_url(request: web.Request) -> web.Response:
-    from patrd.api.routes import read_json
-
-    store, controller, config = _parts(request)
+    store, controller, config = parts(request)
     body = await read_json(request)
     record = await store.update_url(
         request.match_info["id"], lambda current: urls.parse_update(current, body)
@@ -70,7 +67,7 @@ async def update_url(request: web.Request) -> web.Response:
 
 
 async def delete_url(request: web.Request) -> web.Response:
-    store, controller, config = _parts(request)
+    store, controller, config = parts(request)
     record = await store.delete_url(request.match_info["id"])
     controller.wake()
     return web.json_response(url_json(record, config, request.app.get(TLS)))
@@ -86,8 +83,6 @@ async def list_certificates(request: web.Request) -> web.Response:
 
 
 def url_json(record: UrlRecord, config: Config, tls: TlsView | None) -> dict[str, Any]:
-    from patrd.api.routes import rfc3339
-
     spec = record.spec
     listens = config.tls.https_listen
     if listens:
@@ -107,8 +102,6 @@ def url_json(record: UrlRecord, config: Config, tls: TlsView | None) -> dict[str
 
 
 def url_tls_json(status: CertStatus | None) -> dict[str, Any]:
-    from patrd.api.routes import rfc3339
-
     if status is None:
         return {"status": "pending", "error": "", "expires_at": None, "issuer": ""}
     return {
@@ -120,8 +113,6 @@ def url_tls_json(status: CertStatus | None) -> dict[str, Any]:
 
 
 def certificate_json(status: CertStatus) -> dict[str, Any]:
-    from patrd.api.routes import rfc3339
-
     def at(value: float | None) -> str | None:
         return rfc3339(value) if value else None
 
@@ -144,8 +135,11 @@ def certificate_json(status: CertStatus) -> dict[str, Any]:
     }
 
 
-def _parts(request: web.Request) -> tuple[Any, Any, Config]:
-    from patrd.api.routes import CONFIG, CONTROLLER, STORE
-
-    app = request.app
-    return app[STORE], app[CONTROLLER], app[CONFIG]
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v1/urls", list_urls, name="list_urls", allow_head=False)
+    r.add_post("/v1/urls", create_url, name="create_url")
+    r.add_get("/v1/urls/{id}", get_url, name="get_url", allow_head=False)
+    r.add_patch("/v1/urls/{id}", update_url, name="update_url")
+    r.add_delete("/v1/urls/{id}", delete_url, name="delete_url")
+    r.add_get("/v1/certificates", list_certificates, name="list_certificates", allow_head=False)

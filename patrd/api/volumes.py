@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from aiohttp import web
 
+from patrd.api.context import CONFIG, CONTROLLER, STORE
+from patrd.api.shapes import deployment_json
 from patrd.model import spec
 from patrd.model.errors import Conflict, NotFound
 from patrd.model.naming import volume_name, volume_of
@@ -42,8 +45,6 @@ def kept_volume_names(record: DeploymentRecord) -> list[str]:
 
 
 async def get_config_file(request: web.Request) -> web.Response:
-    from patrd.api.routes import STORE
-
     record = await request.app[STORE].get_deployment(request.match_info["name"])
     wanted = request.match_info["file"]
     for name, content in record.spec.config_mounts:
@@ -54,8 +55,6 @@ async def get_config_file(request: web.Request) -> web.Response:
 
 async def put_config_file(request: web.Request) -> web.Response:
     """The raw body is the file; it replaces the file in running containers, no restart."""
-    from patrd.api.routes import CONFIG, CONTROLLER, STORE, deployment_json
-
     file_name = spec.config_file_name(request.match_info["file"], "file")
     content = await request.read()
 
@@ -70,8 +69,6 @@ async def put_config_file(request: web.Request) -> web.Response:
 
 
 async def delete_config_file(request: web.Request) -> web.Response:
-    from patrd.api.routes import CONFIG, CONTROLLER, STORE, deployment_json
-
     file_name = request.match_info["file"]
 
     def change(current: spec.DeploymentSpec) -> spec.DeploymentSpec:
@@ -87,8 +84,6 @@ async def delete_config_file(request: web.Request) -> web.Response:
 
 
 def _with_files(current: spec.DeploymentSpec, files: dict[str, bytes]) -> spec.DeploymentSpec:
-    import base64
-
     body = {"config_mounts": {k: base64.b64encode(v).decode() for k, v in files.items()}}
     return spec.parse_update(current, body)
 
@@ -99,8 +94,6 @@ def volume_json(record: DeploymentRecord) -> list[dict[str, Any]]:
 
 async def list_volumes(request: web.Request) -> web.Response:
     """Per instance: the Docker volume, its mount path, recorded size and bytes used."""
-    from patrd.api.routes import CONTROLLER, STORE
-
     record = await request.app[STORE].get_deployment(request.match_info["name"])
     usage = await request.app[CONTROLLER].volume_usage(record.name)
     items = []
@@ -119,3 +112,18 @@ async def list_volumes(request: web.Request) -> web.Response:
                     }
                 )
     return web.json_response({"volumes": items})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v1/deployments/{name}/volumes", list_volumes, name="list_volumes", allow_head=False)
+    r.add_get(
+        "/v1/deployments/{name}/config/{file}",
+        get_config_file,
+        name="get_config_file",
+        allow_head=False,
+    )
+    r.add_put("/v1/deployments/{name}/config/{file}", put_config_file, name="put_config_file")
+    r.add_delete(
+        "/v1/deployments/{name}/config/{file}", delete_config_file, name="delete_config_file"
+    )

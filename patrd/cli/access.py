@@ -1,6 +1,6 @@
 """``patrctl token …`` and ``patrctl audit``: scoped API tokens and the audit log.
 
-Kept apart from ``patrd/cli/main.py`` (which imports this module lazily). A new
+A verb module: it registers its subparsers and handlers (``add_parsers``). A new
 token is printed once, on standard output, and never again; everything else
 goes to standard error so that ``patrctl token create ci --scope deploy >
 ci.token`` leaves only the token in the file.
@@ -11,18 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
-from patrd.cli.main import Client, JsonObject, print_json, render_table
+from patrd.cli.client import AddVerb, Client, JsonObject
+from patrd.cli.output import print_json, render_table
 
 SCOPES = ("read", "deploy", "write", "admin")
 
 
-def add_parsers(
-    verb: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = verb("token", "scoped API tokens for the TCP listener (admin)")
+def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
+    p = verb("token", "scoped API tokens for the TCP listener (admin)", cmd_token)
     sub = p.add_subparsers(dest="token_verb", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -50,7 +48,7 @@ def add_parsers(
     )
     a.add_argument("name", metavar="NAME")
 
-    p = verb("audit", "the audit log: who changed what, and the refused calls (admin)")
+    p = verb("audit", "the audit log: who changed what, and the refused calls (admin)", cmd_audit)
     p.add_argument("--since", metavar="WHEN", help="RFC 3339 time or a duration back (1h, 7d)")
     p.add_argument("--who", metavar="WHO", help="uid:1000, token:NAME, token_file, dashboard:ADDR")
     p.add_argument("--deployment", metavar="NAME", help="calls naming this deployment")

@@ -1,6 +1,6 @@
 """``patrctl backup``: the state archive (``backup FILE``) and off-site backups.
 
-``backup FILE`` writes the data dir archive as before (patrd/cli/main.py). The
+``backup FILE`` streams the data dir archive (``POST /v1/backup``) into FILE. The
 words ``list``, ``run`` and ``restore`` are actions on the off-site backups
 (``[backup]``, patrd/state/offsite.py); to write an archive to a file of such a
 name, say ``./list``.
@@ -15,38 +15,39 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
+import sys
+import tarfile
 import time
 import urllib.parse
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from patrd.cli.main import (
+from patrd.cli.client import (
+    AddVerb,
     ApiError,
     Client,
     CliError,
     JsonObject,
     UsageError,
-    _decode,
     api_error,
-    cmd_backup,
-    print_json,
-    render_fields,
-    render_table,
+    decode,
 )
+from patrd.cli.output import print_json, render_fields, render_table
 
 ACTIONS = ("list", "run", "restore")
 DEFAULT_WAIT_S = 3600.0
 POLL_S = 1.0
 
 
-def add_parser(verb: Callable[[str, str], argparse.ArgumentParser]) -> None:
+def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
     p = verb(
         "backup",
         "FILE: write a backup of the daemon's data dir (holds secrets; 0600); "
         "list | run | restore SNAPSHOT: off-site backups ([backup])",
+        cmd,
     )
     p.add_argument(
         "file",
@@ -182,7 +183,7 @@ def _state(client: Client, args: argparse.Namespace) -> int:
 
 
 def _api_error(response: http.client.HTTPResponse) -> ApiError:
-    return api_error(response.status, _decode(response.read()), f"HTTP {response.status}")
+    return api_error(response.status, decode(response.read()), f"HTTP {response.status}")
 
 
 def _when(value: Any) -> str:
@@ -193,3 +194,76 @@ def _when(value: Any) -> str:
 
 def _suffix(message: Any) -> str:
     return f": {message}" if message else ""
+
+
+def cmd_backup(client: Client, args: argparse.Namespace) -> int:
+    """Stream ``POST /v1/backup`` into FILE: temp file 0600 in the same dir, then rename."""
+    if args.file == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a backup to a terminal; redirect stdout")
+        size = _download(client, "/v1/backup", sys.stdout.buffer)
+        print(f"patrctl: wrote {size} bytes; {_BACKUP_WARNING}", file=sys.stderr)
+        return 0
+    dest = Path(args.file).absolute()
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CliError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = _download(client, "/v1/backup", out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    summary = ""
+    try:
+        with tarfile.open(dest) as tar:
+            manifest = tar.extractfile("patrd-backup.json")
+            info = json.loads(manifest.read()) if manifest is not None else {}
+        summary = (
+            f": schema v{info['schema_version']}, {info['deployments']} deployments, "
+            f"{len(info['files'])} files"
+        )
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        summary = " (could not read its manifest back)"
+    print(f"wrote {dest} ({size} bytes){summary}")
+    print(f"patrctl: {_BACKUP_WARNING}", file=sys.stderr)
+    return 0
+
+
+_BACKUP_WARNING = "the backup holds secrets (keys, certificates, env values): keep it private"
+
+
+def _download(client: Client, path: str, out: Any) -> int:
+    """POST ``path`` and copy a 200 body into ``out``; API errors as ``Client.request``."""
+    conn = client.connect()
+    headers = {"User-Agent": "patrctl"}
+    if client.token:
+        headers["Authorization"] = f"Bearer {client.token}"
+    size = 0
+    try:
+        conn.request("POST", client.base_path + path, headers=headers)
+        response = conn.getresponse()
+        if response.status >= 400:
+            raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
+        while chunk := response.read(256 * 1024):
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise CliError(f"cannot write the backup: {exc.strerror or exc}") from exc
+            size += len(chunk)
+        if response.length not in (None, 0):
+            raise CliError("the backup was cut short; nothing was written")
+    except OSError as exc:
+        raise CliError(
+            f"cannot reach patrd at {client.target}: {exc.strerror or exc}{client.hint}"
+        ) from exc
+    except http.client.HTTPException as exc:
+        raise CliError(f"bad answer from patrd at {client.target}: {exc!r}") from exc
+    finally:
+        conn.close()
+    return size

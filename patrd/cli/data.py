@@ -1,6 +1,6 @@
 """``patrctl secret …``, ``patrctl config …`` and ``patrctl volumes``: what a container needs.
 
-Kept apart from ``patrd/cli/main.py`` (which imports this module lazily). Secret
+A verb module: it registers its subparsers and handlers (``add_parsers``). Secret
 values are read from ``--value``, a file or standard input and never printed.
 """
 
@@ -10,25 +10,14 @@ import argparse
 import base64
 import sys
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 
-from patrd.cli.main import (
-    Client,
-    CliError,
-    JsonObject,
-    UsageError,
-    _path,
-    print_json,
-    render_fields,
-    render_table,
-)
+from patrd.cli.client import AddVerb, Client, CliError, JsonObject, UsageError, deployment_path
+from patrd.cli.output import print_json, render_fields, render_table
 
 
-def add_parsers(
-    verb: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = verb("secret", "secrets: encrypted at rest, values write-only")
+def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
+    p = verb("secret", "secrets: encrypted at rest, values write-only", cmd_secret)
     sub = p.add_subparsers(dest="secret_verb", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -47,7 +36,7 @@ def add_parsers(
     a = action("delete", "delete a secret no deployment uses")
     a.add_argument("name", metavar="NAME")
 
-    p = verb("config", "config files mounted read-only at /etc/config (edits are live)")
+    p = verb("config", "config files mounted read-only at /etc/config (edits are live)", cmd_config)
     sub = p.add_subparsers(dest="config_verb", required=True, metavar="ACTION")
     a = action_in(sub, common, "put", "write a file into /etc/config of every instance")
     a.add_argument("name", metavar="DEPLOYMENT")
@@ -68,10 +57,10 @@ def add_parsers(
     a = action_in(sub, common, "list", "list a deployment's config files")
     a.add_argument("name", metavar="DEPLOYMENT")
 
-    p = verb("volumes", "a deployment's volumes per instance, with the space they use")
+    p = verb("volumes", "a deployment's volumes per instance, with the space they use", cmd_volumes)
     p.add_argument("name", metavar="DEPLOYMENT")
 
-    p = verb("registry", "the node registry")
+    p = verb("registry", "the node registry", cmd_registry)
     sub = p.add_subparsers(dest="registry_verb", required=True, metavar="ACTION")
     action_in(sub, common, "login-info", "print the docker login line for the node registry")
 
@@ -152,7 +141,7 @@ def _read_value(args: argparse.Namespace) -> str:
 
 
 def cmd_config(client: Client, args: argparse.Namespace) -> int:
-    path = _path(args.name)
+    path = deployment_path(args.name)
     current = client.get(path)
     files: dict[str, str] = dict(current["spec"].get("config_mounts") or {})
     action = args.config_verb
@@ -193,7 +182,7 @@ def cmd_config(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_volumes(client: Client, args: argparse.Namespace) -> int:
-    data = client.get(_path(args.name, "volumes"))
+    data = client.get(deployment_path(args.name, "volumes"))
     if args.json:
         print_json(data)
         return 0

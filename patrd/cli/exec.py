@@ -1,6 +1,6 @@
 """``patrctl exec``, ``patrctl run`` and ``patrctl job …`` (patrd/api/exec.py, api/jobs.py).
 
-Kept apart from ``patrd/cli/main.py`` (which imports it lazily). ``exec`` speaks a
+A verb module (``add_parsers`` registers them). ``exec`` speaks a
 WebSocket to the daemon with a small client of its own (the CLI uses the
 standard library only): ``-t`` puts the local terminal in raw mode and sends
 its size on SIGWINCH; ``-i`` forwards stdin (EOF included). ``run`` reads the
@@ -26,33 +26,31 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from patrd.cli.main import (
+from patrd.cli.client import (
+    AddVerb,
     ApiError,
     Client,
     CliError,
     UsageError,
-    _decode,
-    _path,
     api_error,
-    print_json,
-    render_table,
+    decode,
+    deployment_path,
 )
+from patrd.cli.output import print_json, render_table
 
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 
-def add_parsers(
-    verb: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = verb("exec", "run a command in a running instance (-it: interactive terminal)")
+def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
+    p = verb("exec", "run a command in a running instance (-it: interactive terminal)", cmd_exec)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--instance", metavar="I", help="which instance (web-1); default the first")
     p.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     p.add_argument("command", nargs="+", metavar="-- CMD", help="the command and its arguments")
 
-    p = verb("run", "run a one-off container of a deployment; exits with its status")
+    p = verb("run", "run a one-off container of a deployment; exits with its status", cmd_run)
     p.add_argument("name", metavar="NAME")
     p.add_argument(
         "--volumes", action="store_true", help="mount the deployment's volumes (scale 1 only)"
@@ -60,7 +58,7 @@ def add_parsers(
     p.add_argument("--timeout", type=float, metavar="S", help="kill it after S seconds")
     p.add_argument("command", nargs="+", metavar="-- CMD", help="the command and its arguments")
 
-    p = verb("job", "scheduled jobs: list, run-now, history, logs")
+    p = verb("job", "scheduled jobs: list, run-now, history, logs", cmd_job)
     jobs = p.add_subparsers(dest="job_action", required=True, metavar="ACTION")
     q = jobs.add_parser("list", help="jobs, schedules, next and last runs", parents=[common])
     q.add_argument("name", metavar="NAME")
@@ -139,7 +137,7 @@ class WebSocket:
                     break
                 body += chunk
             sock.close()
-            data = _decode(body)
+            data = decode(body)
             message = data.get("message") if isinstance(data, dict) else None
             raise ApiError(status, "http", message if isinstance(message, str) else status_line)
         digest = hashlib.sha1((key + _WS_GUID).encode(), usedforsecurity=False).digest()
@@ -227,7 +225,7 @@ def cmd_exec(client: Client, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"command": command, "tty": args.tty, "stdin": args.interactive}
     if args.instance:
         body["instance"] = args.instance
-    created = client.request("POST", _path(args.name, "exec"), body=body)
+    created = client.request("POST", deployment_path(args.name, "exec"), body=body)
     attach = str(created["attach"])
     if args.tty:
         cols, rows = os.get_terminal_size(sys.stdin.fileno())
@@ -256,7 +254,7 @@ def _print_output(ws: WebSocket) -> int:
             target.write(payload[1:])
             target.flush()
         elif opcode == OP_TEXT:
-            data = _decode(payload)
+            data = decode(payload)
             if isinstance(data, dict) and isinstance(data.get("exit_code"), int):
                 code = data["exit_code"]
     if code is None:
@@ -319,7 +317,7 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     try:
         conn.request(
             "POST",
-            client.base_path + _path(args.name, "run"),
+            client.base_path + deployment_path(args.name, "run"),
             body=json.dumps(body).encode(),
             headers=headers,
         )
@@ -327,7 +325,7 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
             conn.sock.settimeout(None)  # a quiet command is not an error
         response = conn.getresponse()
         if response.status >= 400:
-            raise api_error(response.status, _decode(response.read()), f"HTTP {response.status}")
+            raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
         while True:
             raw = response.readline()
             if not raw:
@@ -335,7 +333,7 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
             if args.json:
                 sys.stdout.write(raw.decode("utf-8", "replace"))
                 sys.stdout.flush()
-            item = _decode(raw)
+            item = decode(raw)
             if not isinstance(item, dict):
                 continue
             if "exit_code" in item:
@@ -391,7 +389,7 @@ _RUN_HEADERS = ["RUN", "JOB", "TRIGGER", "STARTED", "TOOK", "OUTCOME", "EXIT"]
 def cmd_job(client: Client, args: argparse.Namespace) -> int:
     action = args.job_action
     if action == "list":
-        data = client.get(_path(args.name, "jobs"))
+        data = client.get(deployment_path(args.name, "jobs"))
         if args.json:
             print_json(data)
             return 0
@@ -411,7 +409,7 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
         print(f"(schedules in the node's time zone: {data['time_zone']})")
         return 0
     if action == "run-now":
-        run = client.request("POST", _path(args.name, "jobs", args.job, "run"))
+        run = client.request("POST", deployment_path(args.name, "jobs", args.job, "run"))
         if args.json:
             print_json(run)
         else:
@@ -421,14 +419,14 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
         names = [args.job] if args.job else [j["name"] for j in _jobs(client, args.name)]
         runs: list[dict[str, Any]] = []
         for name in names:
-            runs += client.get(_path(args.name, "jobs", name, "runs"))["runs"]
+            runs += client.get(deployment_path(args.name, "jobs", name, "runs"))["runs"]
         runs.sort(key=lambda r: -int(r["id"]))
         if args.json:
             print_json({"runs": runs})
         else:
             print(render_table(_RUN_HEADERS, [_run_row(r) for r in runs]))
         return 0
-    data = client.get(_path(args.name, "jobs", args.job, "runs", str(args.run)))
+    data = client.get(deployment_path(args.name, "jobs", args.job, "runs", str(args.run)))
     if args.json:
         print_json(data)
         return 0
@@ -440,4 +438,4 @@ def cmd_job(client: Client, args: argparse.Namespace) -> int:
 
 
 def _jobs(client: Client, name: str) -> list[dict[str, Any]]:
-    return list(client.get(_path(name, "jobs"))["jobs"])
+    return list(client.get(deployment_path(name, "jobs"))["jobs"])

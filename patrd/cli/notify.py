@@ -1,6 +1,6 @@
 """``patrctl notify …`` and ``patrctl node``: notification targets and the node's health.
 
-Kept apart from ``patrd/cli/main.py`` (which imports this module lazily). Secrets
+A verb module: it registers its subparsers and handlers (``add_parsers``). Secrets
 are referenced by name (``--secret``, ``--password-secret``): create them with
 ``patrctl secret create`` first; no value ever passes through these verbs.
 """
@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
-from patrd.cli.main import Client, JsonObject, print_json, render_fields, render_table
+from patrd.cli.client import AddVerb, Client, JsonObject
+from patrd.cli.output import print_json, render_fields, render_table
 
 
-def add_parsers(
-    verb: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = verb("notify", "notification targets: webhook, Slack, e-mail; per-kind filters")
+def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
+    p = verb("notify", "notification targets: webhook, Slack, e-mail; per-kind filters", cmd_notify)
     sub = p.add_subparsers(dest="notify_verb", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -54,10 +52,14 @@ def add_parsers(
     a = action("test", "send a notify.test notification to one target")
     a.add_argument("name", metavar="NAME")
 
-    p = verb("node", "the host: CPU, memory, swap, load, disks, network; node events")
+    p = verb("node", "the host: CPU, memory, swap, load, disks, network; node events", cmd_node)
     p.add_argument("--events", type=int, default=10, metavar="N", help="newest N node events")
 
-    verb("status", "is the daemon healthy? (exit 1 when degraded, e.g. the firewall did not load)")
+    verb(
+        "status",
+        "is the daemon healthy? (exit 1 when degraded, e.g. the firewall did not load)",
+        cmd_status,
+    )
 
 
 def target_body(args: argparse.Namespace) -> JsonObject:

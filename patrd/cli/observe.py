@@ -1,6 +1,6 @@
 """``patrctl logs`` and ``patrctl metrics`` (issue 7).
 
-Kept apart from ``patrd/cli/main.py`` (which imports this module lazily). ``logs``
+A verb module: it registers its subparsers and handlers (``add_parsers``). ``logs``
 reads the API's JSON lines as they arrive (``-f`` keeps the connection open
 with no read timeout) and prints ``<time> <instance> <stream> <line>``.
 """
@@ -14,25 +14,23 @@ import re
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from patrd.cli.main import (
+from patrd.cli.client import (
+    AddVerb,
     Client,
     CliError,
     JsonObject,
-    _decode,
-    _path,
     api_error,
-    print_json,
-    render_table,
+    decode,
+    deployment_path,
 )
+from patrd.cli.output import print_json, render_table
 
 
-def add_parsers(
-    verb: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = verb("logs", "stdout/stderr of every instance, merged by time (-f: follow)")
+def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
+    p = verb("logs", "stdout/stderr of every instance, merged by time (-f: follow)", cmd_logs)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
     p.add_argument("--tail", "-n", metavar="N", help="newest N lines (default 1000; 'all')")
@@ -42,7 +40,7 @@ def add_parsers(
     p.add_argument("--until", metavar="TIME", help="10m (ago), RFC 3339 or unix seconds")
     p.add_argument("--instance", metavar="I", help="one instance (web-0) or container id prefix")
 
-    p = verb("metrics", "CPU, memory, network of a deployment: now and over a range")
+    p = verb("metrics", "CPU, memory, network of a deployment: now and over a range", cmd_metrics)
     p.add_argument("name", metavar="NAME")
     p.add_argument(
         "--range", choices=["hour", "day", "week", "month"], default="hour", help="default hour"
@@ -70,7 +68,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
             query[key] = _time_arg(query[key], time.time())
     if args.follow:
         query["follow"] = "true"
-    url = client.base_path + _path(args.name, "logs")
+    url = client.base_path + deployment_path(args.name, "logs")
     if query:
         url += "?" + urllib.parse.urlencode(query)
     headers = {"Accept": "application/x-ndjson", "User-Agent": "patrctl"}
@@ -83,7 +81,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
             conn.sock.settimeout(None)  # a quiet deployment is not an error
         response = conn.getresponse()
         if response.status >= 400:
-            raise api_error(response.status, _decode(response.read()), f"HTTP {response.status}")
+            raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
         printed = 0
         while True:
             raw = response.readline()
@@ -132,7 +130,7 @@ def _why_no_logs(client: Client, args: argparse.Namespace) -> str:
     """The empty state: say why there is nothing, from the deployment's own status."""
     window = " in that time range" if (args.since or args.until) else ""
     try:
-        d = client.get(_path(args.name))
+        d = client.get(deployment_path(args.name))
     except CliError:
         return f"no log lines{window}"
     status, reason = d.get("status", ""), d.get("status_reason") or ""
@@ -226,7 +224,7 @@ def cmd_metrics(client: Client, args: argparse.Namespace) -> int:
     query: dict[str, str | int] = {"range": args.range}
     if args.instance:
         query["instance"] = args.instance
-    data = client.get(_path(args.name, "metrics"), **query)
+    data = client.get(deployment_path(args.name, "metrics"), **query)
     if args.json:
         print_json(data)
     else:

@@ -1,6 +1,6 @@
 """``patrctl url …`` and ``patrctl certs``: managed URLs and their certificates.
 
-Kept apart from ``patrd/cli/main.py`` (which imports this module lazily); the
+A verb module: it registers its subparsers and handlers (``add_parsers``); the
 same conventions: one request per call, ``--json`` prints the API's JSON.
 """
 
@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from patrd.cli.main import Client, JsonObject, UsageError, print_json, render_fields, render_table
+from patrd.cli.client import AddVerb, Client, JsonObject, UsageError
+from patrd.cli.output import print_json, render_fields, render_table
 
 
-def add_parsers(
-    verb: Callable[[str, str], argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    p = verb("url", "managed URLs: custom domains for deployments, redirects, proxies")
+def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
+    p = verb("url", "managed URLs: custom domains for deployments, redirects, proxies", cmd_url)
     sub = p.add_subparsers(dest="url_verb", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -37,7 +36,7 @@ def add_parsers(
     a = action("delete", "remove a managed URL")
     a.add_argument("id", metavar="ID")
 
-    verb("certs", "certificates: issuer, expiry, renewal time, failures")
+    verb("certs", "certificates: issuer, expiry, renewal time, failures", cmd_certs)
 
 
 def _target_flags(p: argparse.ArgumentParser) -> None:

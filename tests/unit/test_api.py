@@ -20,7 +20,7 @@ from patrd import __version__
 from patrd.api.app import build_app, serve_api
 from patrd.api.errors import ERROR_TABLE, render_patrd_error
 from patrd.api.openapi import OPENAPI
-from patrd.api.routes import deployment_urls
+from patrd.api.shapes import deployment_urls
 from patrd.model.errors import (
     BadRequest,
     ConfigError,

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
-from patrd.cli.main import UsageError, parse_args
+from patrd.cli.client import UsageError
+from patrd.cli.main import parse_args
 from patrd.cli.urls import add_body, target_from_args, update_body
 from patrd.model.views import InstanceView
 from patrd.settings.config import Config, Listen, ProxyConfig, TlsConfig

@@ -12,24 +12,19 @@ import pytest
 
 from patrd.api.app import build_app, serve_api
 from patrd.cli import main as cli
-from patrd.cli.main import (
-    ApiError,
-    CliError,
-    UsageError,
-    create_body,
+from patrd.cli import serve, waiting
+from patrd.cli.args import create_body, ports_from_args, update_body
+from patrd.cli.client import ApiError, CliError, UsageError, make_client
+from patrd.cli.main import main, parse_args
+from patrd.cli.output import (
     deployments_table,
     event_line,
     history_table,
     image_ref,
     instances_table,
-    main,
-    make_client,
-    parse_args,
-    ports_from_args,
     ready_column,
     render_fields,
     render_table,
-    update_body,
 )
 from patrd.model.views import InstanceView
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
@@ -543,7 +538,7 @@ class ScriptedController:
 async def served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, ScriptedController]]:
-    monkeypatch.setattr(cli, "POLL_INTERVAL_S", 0.02)
+    monkeypatch.setattr(waiting, "POLL_INTERVAL_S", 0.02)
     store = await Store.open(tmp_path / "patrd.db")
     controller = ScriptedController(store)
     config = Config(
@@ -729,7 +724,7 @@ async def test_events_follow(
         if sleeps == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_sleep", fake_sleep)
+    monkeypatch.setattr(waiting, "pause", fake_sleep)
     assert await run(["--socket", sock, "events", "web", "--follow"]) == 130
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["created", "pull"]
@@ -782,7 +777,7 @@ def test_daemon_main_loads_config_with_overrides(
         seen.append(config)
         return 7
 
-    monkeypatch.setattr(cli, "_daemon_serve", lambda: fake_serve)
+    monkeypatch.setattr(serve, "_daemon_serve", lambda: fake_serve)
     code = cli.daemon_main(
         [
             *("serve", "--config", str(config_file), "--data-dir", str(tmp_path / "data")),
@@ -825,7 +820,7 @@ def test_daemon_main_config_error_exits_2(
     def no_daemon() -> Any:
         raise AssertionError("must not start the daemon")
 
-    monkeypatch.setattr(cli, "_daemon_serve", no_daemon)
+    monkeypatch.setattr(serve, "_daemon_serve", no_daemon)
     code = cli.daemon_main([a.replace("{cfg}", str(config_file)) for a in argv])
     assert code == 2
     err = capsys.readouterr().err

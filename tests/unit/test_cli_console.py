@@ -9,19 +9,11 @@ from typing import Any
 import pytest
 
 from patrd import __version__
-from patrd.cli import main as cli
-from patrd.cli.main import (
-    ApiError,
-    CliError,
-    UsageError,
-    create_body,
-    deployment_fields,
-    deployments_table,
-    event_line,
-    main,
-    parse_args,
-    update_body,
-)
+from patrd.cli import deployments
+from patrd.cli.args import create_body, update_body
+from patrd.cli.client import ApiError, CliError, UsageError
+from patrd.cli.main import main, parse_args
+from patrd.cli.output import deployment_fields, deployments_table, event_line
 from patrd.cli.words import error_line, flag_for, split_image, suggest
 from patrd.model.errors import SpecError
 from patrd.model.spec import parse_create, parse_update
@@ -231,12 +223,12 @@ def test_delete_prompts_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     err = _Tty()
     monkeypatch.setattr(sys, "stderr", err)
     monkeypatch.setattr(sys, "stdin", _Tty("web\n"))
-    assert cli._confirm_delete("web", None) == "web"
+    assert deployments._confirm_delete("web", None) == "web"
     assert "Type its name to confirm" in err.getvalue()
     monkeypatch.setattr(sys, "stdin", _Tty("wbe\n"))
     with pytest.raises(CliError, match="not deleted"):
-        cli._confirm_delete("web", None)
-    assert cli._confirm_delete("web", "web") == "web"  # --confirm: no prompt
+        deployments._confirm_delete("web", None)
+    assert deployments._confirm_delete("web", "web") == "web"  # --confirm: no prompt
 
 
 def test_config_rm_is_also_delete() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from patrd.api.app import build_app, serve_api
-from patrd.cli import main as cli
+from patrd.cli import waiting
 from patrd.cli.main import main
 from patrd.model.releases import Pin
 from patrd.model.spec import parse_create
@@ -43,7 +43,7 @@ class TableResolver:
 async def served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, Store, TableResolver]]:
-    monkeypatch.setattr(cli, "POLL_INTERVAL_S", 0.02)
+    monkeypatch.setattr(waiting, "POLL_INTERVAL_S", 0.02)
     store = await Store.open(tmp_path / "patrd.db")
     controller = ScriptedController(store)
     resolver = TableResolver()

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from patrd.api.app import build_app
 from patrd.api.firewall import status_json
 from patrd.cli import main as cli
+from patrd.cli.client import Client
 from patrd.firewall.apply import Counter, FirewallError, FirewallKeeper, FirewallStatus, Nft
 from patrd.firewall.rules import hash_of
 from patrd.model.errors import EngineError
@@ -221,11 +222,11 @@ def test_cli_firewall_show(
     }
     calls: list[str] = []
 
-    def fake_get(self: cli.Client, path: str, **query: Any) -> Any:
+    def fake_get(self: Client, path: str, **query: Any) -> Any:
         calls.append(path)
         return answer
 
-    monkeypatch.setattr(cli.Client, "get", fake_get)
+    monkeypatch.setattr(Client, "get", fake_get)
     assert cli.main(["--socket", "/nonexistent", "firewall", "show"]) == 0
     out = capsys.readouterr().out
     assert calls == ["/v1/firewall"]

@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
 from patrd.api.image_ports import choose_port
-from patrd.cli.main import create_body, parse_args
+from patrd.cli.args import create_body
+from patrd.cli.main import parse_args
 from patrd.model.errors import SpecError
 from patrd.settings.config import Config
 from patrd.state.store import Store

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from patrd.api.exec import pick_instance
-from patrd.api.run_routes import EXEC_ROUTES, add_run_routes
+from patrd.api.run_routes import EXEC_ROUTES, add_routes
 from patrd.api.runs import ExecSessions
 from patrd.engine.docker import ContainerState, Instance
 from patrd.model.errors import Conflict, NotFound, SpecError
@@ -110,7 +110,7 @@ def test_parse_timeout_refuses(value: object) -> None:
 
 def test_exec_routes_are_named_routes() -> None:
     app = web.Application()
-    add_run_routes(app)
+    add_routes(app)
     assert set(app.router.named_resources()) >= EXEC_ROUTES
 
 
