@@ -26,11 +26,12 @@ import shlex
 from aiohttp import WSMsgType, web
 
 from patrd.api.runs import json_object, runs_of
-from patrd.engine.docker import ContainerState, ExecStream, Instance
+from patrd.engine.docker_exec import ExecStream
+from patrd.model.deployment import Intent
 from patrd.model.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
+from patrd.model.instances import ContainerState, Instance
 from patrd.observe.logs import format_ts
 from patrd.run.oneoff import RunRequest, new_run_id, parse_command, parse_timeout
-from patrd.state.store import Intent
 
 EVENT_COMMAND_CHARS = 200  # the command as recorded in the deployment's events
 EXIT_CODE_WAIT_S = 2.0  # Docker reports the exec's exit code a moment after its output ends

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from patrd.api.routes import _parts, deployment_json, read_json
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import BadRequest, Conflict
 from patrd.model.releases import Pin
-from patrd.state.store import DeploymentRecord, Intent
 
 
 class TagResolver(Protocol):

@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from patrd.model import spec
+from patrd.model.deployment import DeploymentRecord
 from patrd.model.errors import Conflict, NotFound
 from patrd.model.naming import volume_name, volume_of
-from patrd.state.store import DeploymentRecord
 
 MAX_CONFIG_BODY = spec.MAX_CONFIG_FILE_BYTES
 

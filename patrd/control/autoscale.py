@@ -44,9 +44,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from patrd.model.deployment import Intent
 from patrd.model.errors import StoreError
 from patrd.settings.config import AutoscaleConfig
-from patrd.state.store import Intent
 
 _EPSILON = 1e-9
 

@@ -45,17 +45,18 @@ from patrd.control.reconcile import (
 from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.engine.cap_policy import SecurityPolicy, held_violations
 from patrd.engine.config_mounts import directory_bytes, remove_config_dir, sync_config_dir
-from patrd.engine.docker import (
+from patrd.engine.protocol import Engine
+from patrd.kit.backoff import Backoff, BackoffState
+from patrd.model.deployment import DeploymentRecord, Intent, Status
+from patrd.model.errors import EngineError, ImageNotFound, PatrdError, PullRefused, StoreError
+from patrd.model.instances import (
     ContainerState,
-    Engine,
     ImageResult,
     Instance,
     InstanceSpec,
     RegistryAuth,
     is_pinned_tag,
 )
-from patrd.kit.backoff import Backoff, BackoffState
-from patrd.model.errors import EngineError, ImageNotFound, PatrdError, PullRefused, StoreError
 from patrd.model.naming import legacy_volume_name, volume_name
 from patrd.model.releases import Pin, pin_from_digest, pin_from_inspect
 from patrd.model.spec import LOCAL_REGISTRY, DeploymentSpec
@@ -63,7 +64,7 @@ from patrd.model.urls import UrlRecord
 from patrd.model.views import InstanceView
 from patrd.proxy.router import RoutingTable
 from patrd.state.crypto import SecretsKeyError
-from patrd.state.store import DeploymentRecord, Intent, Status, Store
+from patrd.state.store import Store
 from patrd.state.vault import Vault
 
 _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})

@@ -40,8 +40,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from patrd.engine.docker import ContainerState, Instance
 from patrd.model.errors import EngineError, StoreError
+from patrd.model.instances import ContainerState, Instance
 from patrd.settings.config import LogsConfig
 
 DEFAULT_TAIL = 1000  # lines, when neither tail nor since is given

@@ -42,8 +42,8 @@ from typing import Any, Protocol
 import aiosqlite
 import structlog
 
-from patrd.engine.docker import ContainerState, Instance
 from patrd.model.errors import EngineError, StoreError
+from patrd.model.instances import ContainerState, Instance
 
 _UNLIMITED = 1 << 62  # cgroup v1 writes ~2^63 for "no memory limit"
 

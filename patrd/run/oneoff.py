@@ -36,12 +36,13 @@ from patrd.control.executor import (
     resolve_env,
 )
 from patrd.engine.config_mounts import sync_config_dir
-from patrd.engine.docker import ImageResult, InstanceSpec, OneOff, RegistryAuth
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import Conflict, EngineError, SpecError
+from patrd.model.instances import ImageResult, InstanceSpec, OneOff, RegistryAuth
 from patrd.model.naming import legacy_volume_name, volume_name
 from patrd.model.spec import DeploymentSpec
 from patrd.observe.logs import parse_ts
-from patrd.state.store import DeploymentRecord, Intent, Store
+from patrd.state.store import Store
 from patrd.state.vault import Vault
 
 MAX_COMMAND_ARGS = 256

@@ -22,7 +22,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from patrd.engine.docker import (
+from patrd.model.errors import EngineError, ImageNotFound
+from patrd.model.instances import (
     ContainerState,
     EngineEvent,
     ImageResult,
@@ -33,7 +34,6 @@ from patrd.engine.docker import (
     RegistryAuth,
     VolumeInfo,
 )
-from patrd.model.errors import EngineError, ImageNotFound
 
 
 @dataclass

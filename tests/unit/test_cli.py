@@ -31,9 +31,10 @@ from patrd.cli.main import (
     render_table,
     update_body,
 )
+from patrd.model.deployment import Intent, Status
 from patrd.model.views import InstanceView
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
-from patrd.state.store import Intent, Status, Store
+from patrd.state.store import Store
 
 SPEC: dict[str, Any] = {
     "name": "web",
