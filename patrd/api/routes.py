@@ -33,13 +33,13 @@ from patrd.api.urls import (
     update_url,
 )
 from patrd.api.volumes import kept_volume_names, refuse_volume_loss
-from patrd.control.autoscale import effective_replicas
 from patrd.engine import cap_policy
 from patrd.model import spec
 from patrd.model.deployment import DeploymentRecord, Intent, RevisionRecord
 from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.model.records import EventRecord
 from patrd.model.releases import digest_of
+from patrd.model.replicas import effective_replicas
 from patrd.model.revision_changes import spec_changes
 from patrd.model.views import ControllerView, InstanceView
 from patrd.observe import cost
