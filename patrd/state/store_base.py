@@ -21,10 +21,7 @@ import aiosqlite
 
 from patrd.model.deployment import DeploymentRecord
 from patrd.model.errors import NotFound, StoreError
-from patrd.model.releases import (
-    KEEP_RELEASES_DEFAULT,
-    KEEP_REVISIONS_DEFAULT,
-)
+from patrd.model.releases import KEEP_RELEASES_DEFAULT, KEEP_REVISIONS_DEFAULT
 from patrd.state.database import PRAGMAS, pre_migration_path, snapshot_database
 from patrd.state.migrations import MIGRATIONS
 from patrd.state.store_rows import SELECT_DEPLOYMENT, deployment_of

@@ -10,10 +10,7 @@ from typing import Any
 
 from patrd.model.deployment import DeploymentRecord, Intent, Status
 from patrd.model.errors import Conflict, NotFound
-from patrd.model.releases import (
-    Origin,
-    same_source,
-)
+from patrd.model.releases import Origin, same_source
 from patrd.model.spec import DeploymentSpec
 from patrd.state.store_base import StoreBase
 from patrd.state.store_releases import prune_revisions

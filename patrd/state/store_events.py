@@ -7,15 +7,9 @@ import time
 from typing import Any
 
 from patrd.model.errors import Conflict, NotFound
-from patrd.model.records import (
-    EventRecord,
-    NodeEventRecord,
-)
+from patrd.model.records import EventRecord, NodeEventRecord
 from patrd.state.store_base import StoreBase
-from patrd.state.store_rows import (
-    EVENTS_KEPT_PER_DEPLOYMENT,
-    insert_event,
-)
+from patrd.state.store_rows import EVENTS_KEPT_PER_DEPLOYMENT, insert_event
 
 NODE_EVENTS_KEPT = 1000
 

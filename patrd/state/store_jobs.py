@@ -6,14 +6,9 @@ import time
 from typing import Any
 
 from patrd.model.errors import NotFound
-from patrd.model.records import (
-    JOB_RUNS_KEPT,
-    JobRunRecord,
-)
+from patrd.model.records import JOB_RUNS_KEPT, JobRunRecord
 from patrd.state.store_base import StoreBase
-from patrd.state.store_rows import (
-    insert_event,
-)
+from patrd.state.store_rows import insert_event
 
 
 class JobsPart(StoreBase):

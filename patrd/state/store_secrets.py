@@ -8,16 +8,10 @@ from collections.abc import Iterable
 import aiosqlite
 
 from patrd.model.errors import Conflict, NotFound, SpecError
-from patrd.model.records import (
-    SecretRecord,
-)
+from patrd.model.records import SecretRecord
 from patrd.model.spec import DeploymentSpec, SecretRef
 from patrd.state.store_base import StoreBase
-from patrd.state.store_rows import (
-    SELECT_DEPLOYMENT,
-    deployment_of,
-    insert_event,
-)
+from patrd.state.store_rows import SELECT_DEPLOYMENT, deployment_of, insert_event
 
 
 class SecretsPart(StoreBase):

@@ -15,10 +15,7 @@ from patrd.model.errors import Conflict, NotFound, SpecError
 from patrd.model.urls import DeploymentTarget, UrlRecord, UrlSpec
 from patrd.model.urls import spec_from_json as url_spec_from_json
 from patrd.state.store_base import StoreBase
-from patrd.state.store_rows import (
-    SELECT_DEPLOYMENT,
-    deployment_of,
-)
+from patrd.state.store_rows import SELECT_DEPLOYMENT, deployment_of
 
 
 class UrlsPart(StoreBase):

@@ -1,4 +1,4 @@
-"""A ``FakeEngine``: the Engine protocol (patrd/engine/docker.py) in memory, for unit tests.
+"""A ``FakeEngine``: the Engine protocol (patrd/engine/protocol.py) in memory, for unit tests.
 
 Containers are records; a started one gets its own loopback address
 (127.77.x.y, every 127/8 address is local on Linux) and, unless its image is
