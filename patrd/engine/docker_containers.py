@@ -31,6 +31,8 @@ _EXIT_CODE_RE = re.compile(r"Exited \((-?\d+)\)")
 
 
 class DockerContainers(DockerBase):
+    """patrd's containers (by the owner label): instances, one-offs, their events."""
+
     async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
         labels = [f"{LABEL_OWNER}={self._owner}"]
         if deployment_id:
@@ -171,7 +173,7 @@ class DockerContainers(DockerBase):
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineError(f"stop {container_id[:12]}: Docker unreachable: {exc}") from exc
 
-    # --- one-off containers and exec (patrd/run/oneoff.py, patrd/api/exec.py) ------------
+    # --- one-off containers (patrd/run/oneoff.py, patrd/run/jobs.py) --------------------
 
     async def wait(self, container_id: str) -> int:
         """Block until the container exits; its exit code."""

@@ -20,7 +20,8 @@ EXEC_OUTPUT_CAP = 64 * 1024  # bytes of an exec's output ExecResult keeps
 
 
 class DockerExec(DockerBase):
-    # --- logs, stats, stop (issue 7: patrd/observe/logs.py, patrd/observe/metrics.py) ----------
+    """Logs and stats (patrd/observe/), exec for backup hooks (patrd/state/offsite.py),
+    attached exec sessions (patrd/api/exec.py)."""
 
     async def logs(
         self,

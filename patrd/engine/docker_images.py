@@ -16,6 +16,8 @@ from patrd.model.instances import ImageResult, ProgressCallback, RegistryAuth
 
 
 class DockerImages(DockerBase):
+    """Images: pulls (with credentials, never logged), digests, removal."""
+
     async def ensure_image(
         self,
         ref: str,

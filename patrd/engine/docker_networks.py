@@ -15,6 +15,8 @@ from patrd.model.instances import NetworkInfo
 
 
 class DockerNetworks(DockerBase):
+    """One bridge network per deployment, labelled with the owner."""
+
     async def list_networks(self) -> list[NetworkInfo]:
         async with translate("list networks"):
             networks = await self.docker.networks.list(

@@ -20,6 +20,8 @@ from patrd.model.instances import VolumeInfo
 
 
 class DockerVolumes(DockerBase):
+    """Named volumes of deployment volumes, labelled deployment/volume/slot."""
+
     async def ensure_volume(
         self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
     ) -> str:

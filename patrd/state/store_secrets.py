@@ -17,8 +17,6 @@ from patrd.state.store_rows import SELECT_DEPLOYMENT, deployment_of, insert_even
 class SecretsPart(StoreBase):
     """Secrets (issue 6): only sealed bytes pass through here."""
 
-    # --- secrets (issue 6): only sealed bytes pass through here ---------------
-
     async def key_check(self) -> tuple[bytes, bytes] | None:
         """The value sealed with the secrets key when it was first used (nonce, ciphertext)."""
         row = await self._one("SELECT value FROM meta WHERE key = 'secrets_key_check'")
