@@ -12,11 +12,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from patrd.control.autoscale import effective_replicas
+from patrd.model.deployment import DeploymentRecord, Intent
+from patrd.model.replicas import effective_replicas
 from patrd.model.spec import DeploymentSpec
 from patrd.model.views import ControllerView
 from patrd.observe import cost, node_fit
-from patrd.state.store import DeploymentRecord, Intent, Store
+from patrd.state.store import Store
 
 
 @functools.cache

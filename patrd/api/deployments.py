@@ -23,14 +23,15 @@ from patrd.api.shapes import (
     instance_json,
 )
 from patrd.api.volumes import kept_volume_names, refuse_volume_loss
-from patrd.control.autoscale import effective_replicas
 from patrd.engine import cap_policy
 from patrd.model import spec
+from patrd.model.deployment import Intent
 from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
+from patrd.model.replicas import effective_replicas
 from patrd.model.revision_changes import spec_changes
 from patrd.observe import cost
 from patrd.settings.config import Config
-from patrd.state.store import Intent, Store
+from patrd.state.store import Store
 
 EVENTS_DEFAULT_LIMIT = 100
 EVENTS_MAX_LIMIT = 1000

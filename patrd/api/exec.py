@@ -27,11 +27,13 @@ from aiohttp import WSMsgType, web
 
 from patrd.api.context import json_object
 from patrd.api.runs import runs_of
-from patrd.engine.docker import ContainerState, ExecStream, Instance
+from patrd.engine.docker_exec import ExecStream
+from patrd.model.deployment import Intent
 from patrd.model.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
+from patrd.model.instances import ContainerState, Instance
+from patrd.model.naming import instance_name
 from patrd.observe.logs import format_ts
 from patrd.run.oneoff import RunRequest, new_run_id, parse_command, parse_timeout
-from patrd.state.store import Intent
 
 EVENT_COMMAND_CHARS = 200  # the command as recorded in the deployment's events
 EXIT_CODE_WAIT_S = 2.0  # Docker reports the exec's exit code a moment after its output ends
@@ -55,13 +57,13 @@ def pick_instance(instances: list[Instance], deployment: str, wanted: str | None
     running = [i for i in instances if i.state is ContainerState.RUNNING]
     if wanted:
         for inst in running:
-            if f"{inst.deployment}-{inst.slot}" == wanted:
+            if instance_name(inst.deployment, inst.slot) == wanted:
                 return inst
         if len(wanted) >= 4:
             matches = [i for i in running if i.container_id.startswith(wanted)]
             if len(matches) == 1:
                 return matches[0]
-        names = ", ".join(sorted(f"{i.deployment}-{i.slot}" for i in running)) or "none"
+        names = ", ".join(sorted(instance_name(i.deployment, i.slot) for i in running)) or "none"
         raise NotFound(f"no running instance {wanted!r} of {deployment!r} (running: {names})")
     if not running:
         raise Conflict(f"deployment {deployment!r} has no running instance")
@@ -83,7 +85,7 @@ async def create_exec(request: web.Request) -> web.Response:
     if record.intent is Intent.DELETE:
         raise Conflict(f"deployment {record.name!r} is being deleted")
     inst = pick_instance(await runs.engine.list_instances(record.id), record.name, wanted)
-    name = f"{inst.deployment}-{inst.slot}"
+    name = instance_name(inst.deployment, inst.slot)
     exec_id = await runs.engine.exec_create(inst.container_id, command, tty=tty, stdin=stdin)
     token = runs.sessions.add(record.id, exec_id, name, tty=tty, stdin=stdin)
     await runs.store.add_event(

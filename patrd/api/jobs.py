@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 
 from patrd.api.runs import rfc3339, runs_of
+from patrd.model.deployment import DeploymentRecord
 from patrd.model.errors import BadRequest, NotFound
+from patrd.model.records import JOB_RUNS_KEPT, JobRunRecord
 from patrd.run.jobs import JobScheduler, JobView
-from patrd.state.store import JOB_RUNS_KEPT, DeploymentRecord, JobRunRecord
 
 
 def _scheduler(request: web.Request) -> JobScheduler:

@@ -24,6 +24,7 @@ from aiohttp import web
 from patrd.api.context import STORE, rfc3339
 from patrd.control.autoscale import AutoscaleStats
 from patrd.model.errors import BadRequest, NotFound
+from patrd.model.naming import instance_name
 from patrd.observe.logs import (
     DEFAULT_TAIL,
     MAX_TAIL,
@@ -133,9 +134,9 @@ async def deployment_logs(request: web.Request) -> web.StreamResponse:
 def _refuse_unknown_instance(wanted: str, deployment: str, instances: list[Any]) -> None:
     """400 ``instance`` when it names no instance (nor kept logs of a removed one)."""
     query = LogQuery(instance=wanted)
-    if any(query.wants(f"{i.deployment}-{i.slot}", i.container_id) for i in instances):
+    if any(query.wants(instance_name(i.deployment, i.slot), i.container_id) for i in instances):
         return
-    names = sorted({f"{i.deployment}-{i.slot}" for i in instances})
+    names = sorted({instance_name(i.deployment, i.slot) for i in instances})
     known = f"its instances: {', '.join(names)}" if names else "it has no instances now"
     raise BadRequest(f"{deployment} has no instance {wanted!r}; {known}", field="instance")
 

@@ -14,7 +14,7 @@ from patrd.api import openapi_notify, openapi_runs
 from patrd.api.deployments import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.api.openapi_access import ACCESS_PATHS, ACCESS_SCHEMAS
 from patrd.model import spec
-from patrd.state.store import Intent, Status
+from patrd.model.deployment import Intent, Status
 
 JSON = "application/json"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from patrd.model import cron, spec
-from patrd.state.store import JOB_RUNS_KEPT
+from patrd.model.records import JOB_RUNS_KEPT
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"

@@ -15,9 +15,9 @@ from aiohttp import web
 
 from patrd.api.context import parts, read_json
 from patrd.api.shapes import deployment_json
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import BadRequest, Conflict
 from patrd.model.releases import Pin
-from patrd.state.store import DeploymentRecord, Intent
 
 
 class TagResolver(Protocol):

@@ -10,7 +10,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from patrd.engine.docker import ExecStream, Instance
+from patrd.engine.docker_exec import ExecStream
+from patrd.model.instances import Instance
 from patrd.run.jobs import JobScheduler
 from patrd.run.oneoff import OneOffRunner
 from patrd.state.store import Store

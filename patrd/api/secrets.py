@@ -13,9 +13,9 @@ from aiohttp import web
 from patrd.api.context import CONTROLLER, STORE, read_json, rfc3339
 from patrd.api.principal import scope_of
 from patrd.model.errors import SpecError
+from patrd.model.records import SecretRecord
 from patrd.model.scopes import Scope
 from patrd.state.crypto import SecretsKeyError
-from patrd.state.store import SecretRecord
 from patrd.state.vault import Vault
 
 VAULT = web.AppKey("patrd.state.vault", Vault)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from patrd.api.context import rfc3339
-from patrd.control.autoscale import effective_replicas
 from patrd.model import spec
+from patrd.model.deployment import DeploymentRecord, RevisionRecord
+from patrd.model.records import EventRecord
 from patrd.model.releases import digest_of
+from patrd.model.replicas import effective_replicas
 from patrd.model.views import InstanceView
 from patrd.observe import cost
 from patrd.settings.config import Config
-from patrd.state.store import DeploymentRecord, EventRecord, RevisionRecord
 
 
 def deployment_json(

@@ -10,9 +10,10 @@ from aiohttp import web
 from patrd.api.context import CONFIG, CONTROLLER, STORE
 from patrd.api.shapes import deployment_json
 from patrd.model import spec
+from patrd.model.deployment import DeploymentRecord
 from patrd.model.errors import Conflict, NotFound
-from patrd.model.naming import volume_name, volume_of
-from patrd.state.store import DeploymentRecord
+from patrd.model.naming import volume_name, volume_names, volume_of
+from patrd.model.replicas import volume_slots
 
 MAX_CONFIG_BODY = spec.MAX_CONFIG_FILE_BYTES
 
@@ -36,12 +37,8 @@ def refuse_volume_loss(
 
 
 def kept_volume_names(record: DeploymentRecord) -> list[str]:
-    replicas = max(record.spec.scale.min, record.replicas or 0)
-    return [
-        volume_name(record.name, v.name, slot)
-        for v in record.spec.volumes
-        for slot in range(replicas)
-    ]
+    slots = range(volume_slots(record))
+    return volume_names(record.name, [v.name for v in record.spec.volumes], slots)
 
 
 async def get_config_file(request: web.Request) -> web.Response:

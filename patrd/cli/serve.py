@@ -113,18 +113,20 @@ def restore_main(args: argparse.Namespace) -> int:
     from patrd.model.errors import ConfigError, PatrdError
     from patrd.settings.config import load
     from patrd.state.archive import SECRETS_WARNING, restore
-    from patrd.state.store import MIGRATIONS
+    from patrd.state.migrations import MIGRATIONS
 
     if not args.data_dir and args.config is None:
         print("patrd: restore needs --data-dir DIR or --config FILE", file=sys.stderr)
         return 2
     key_file: Path | None = None
+    backup = None  # the [backup] section: where --snapshot comes from
     if args.config is not None:
         try:
-            daemon = load(args.config).daemon
+            loaded = load(args.config)
         except ConfigError as exc:
             print(f"patrd: {exc}", file=sys.stderr)
             return 2
+        daemon, backup = loaded.daemon, loaded.backup
         data_dir, key_file = daemon.data_dir, daemon.secrets_key_file
     if args.data_dir:
         data_dir = Path(args.data_dir).absolute()
@@ -135,7 +137,7 @@ def restore_main(args: argparse.Namespace) -> int:
         if args.snapshot is not None:
             from patrd.state.offsite_restore import restore_from_repository
 
-            result = restore_from_repository(args.config, args.snapshot, data_dir, key_file)
+            result = restore_from_repository(backup, args.snapshot, data_dir, key_file)
         else:
             result = restore(args.file, data_dir, key_file)
     except PatrdError as exc:

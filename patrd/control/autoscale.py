@@ -40,29 +40,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import StoreError
+from patrd.model.replicas import effective_replicas, eligible
+from patrd.model.views import InstanceView
 from patrd.settings.config import AutoscaleConfig
-from patrd.state.store import Intent
 
 _EPSILON = 1e-9
-
-
-def eligible(spec: Any) -> bool:
-    """Autoscaled at all: a scale range and no volumes (the seed's rule)."""
-    return bool(spec.scale.max > spec.scale.min and not getattr(spec, "volumes", ()))
-
-
-def effective_replicas(record: Any) -> int:
-    """How many instances the planner runs: the autoscaler's count, clamped, else min."""
-    scale = record.spec.scale
-    replicas = getattr(record, "replicas", None)
-    if replicas is None or not eligible(record.spec):
-        return int(scale.min)
-    return int(min(max(replicas, scale.min), scale.max))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,13 +195,13 @@ class UsageSource(Protocol):
 
 
 class InstanceSource(Protocol):
-    def instances(self, deployment_id: str) -> list[Any]: ...  # views.InstanceView
+    def instances(self, deployment_id: str) -> list[InstanceView]: ...
 
     def wake(self, deployment_id: str | None = None) -> None: ...
 
 
 class ReplicaStore(Protocol):
-    async def list_deployments(self) -> list[Any]: ...
+    async def list_deployments(self) -> list[DeploymentRecord]: ...
 
     async def set_replicas(
         self, deployment_id: str, replicas: int | None, message: str
@@ -266,7 +254,7 @@ class Autoscaler:
         for name in [n for n in self.stats.last if n not in names]:
             del self.stats.last[name]
 
-    async def _one(self, record: Any) -> None:
+    async def _one(self, record: DeploymentRecord) -> None:
         spec = record.spec
         usages = []
         for view in self._instances.instances(record.id):

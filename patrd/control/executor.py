@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,7 +19,6 @@ from typing import Protocol
 
 import structlog
 
-from patrd.control.autoscale import effective_replicas
 from patrd.control.probes import (
     TCP_POLL_S,
     Phase,
@@ -45,25 +43,33 @@ from patrd.control.reconcile import (
 from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
 from patrd.engine.cap_policy import SecurityPolicy, held_violations
 from patrd.engine.config_mounts import directory_bytes, remove_config_dir, sync_config_dir
-from patrd.engine.docker import (
+from patrd.engine.protocol import Engine
+from patrd.kit.backoff import Backoff, BackoffState
+from patrd.model.deployment import DeploymentRecord, Intent, Status
+from patrd.model.errors import EngineError, ImageNotFound, PatrdError, PullRefused, StoreError
+from patrd.model.instances import (
     ContainerState,
-    Engine,
     ImageResult,
     Instance,
     InstanceSpec,
     RegistryAuth,
     is_pinned_tag,
 )
-from patrd.kit.backoff import Backoff, BackoffState
-from patrd.model.errors import EngineError, ImageNotFound, PatrdError, PullRefused, StoreError
-from patrd.model.naming import legacy_volume_name, volume_name
+from patrd.model.naming import (
+    container_name,
+    instance_name,
+    legacy_volume_name,
+    network_name,
+    volume_name,
+)
 from patrd.model.releases import Pin, pin_from_digest, pin_from_inspect
+from patrd.model.replicas import effective_replicas
 from patrd.model.spec import LOCAL_REGISTRY, DeploymentSpec
 from patrd.model.urls import UrlRecord
 from patrd.model.views import InstanceView
 from patrd.proxy.router import RoutingTable
 from patrd.state.crypto import SecretsKeyError
-from patrd.state.store import DeploymentRecord, Intent, Status, Store
+from patrd.state.store import Store
 from patrd.state.vault import Vault
 
 _SETTLING_ACTIONS = frozenset({"die", "kill", "oom", "stop"})
@@ -116,19 +122,6 @@ class ControllerOptions:
     security_policy: SecurityPolicy | None = None
     # The node registry's generated credential: pulls of registry "local".
     local_registry_auth: RegistryAuth | None = None
-
-
-def network_name(deployment: str) -> str:
-    return f"patrd-{deployment}"
-
-
-def instance_name(deployment: str, slot: int) -> str:
-    return f"{deployment}-{slot}"
-
-
-def container_name(deployment: str, revision: int, slot: int) -> str:
-    """Unique even when a slot of one revision is created again (after a failed start)."""
-    return f"patrd-{deployment}-r{revision}-{slot}-{secrets.token_hex(2)}"
 
 
 def instance_env(

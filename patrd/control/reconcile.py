@@ -22,9 +22,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from patrd.engine.docker import ContainerState, Instance
 from patrd.kit.backoff import Backoff
-from patrd.state.store import Intent, Status
+from patrd.model.deployment import Intent, Status
+from patrd.model.instances import ContainerState, Instance
 
 # Consecutive failed starts of one slot before the deployment is errored (a crash
 # loop): with the 1, 2, 4 s backoff that is seconds, not a minute of "deploying".

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from patrd.model.deployment import Status
 from patrd.model.urls import DeploymentTarget, ProxyTarget, RedirectTarget, UrlRecord
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
-from patrd.state.store import Status
 
 _ROUTE_STATUS = {
     Status.CREATED: RouteStatus.CREATED,

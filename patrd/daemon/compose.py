@@ -38,7 +38,7 @@ from patrd.daemon.supervisor import Stage, Supervisor
 from patrd.daemon.tls_wiring import RouteFanout, build_tls
 from patrd.dashboard.web import Dashboard
 from patrd.engine.diskguard import DiskCollector, DiskGuard
-from patrd.engine.docker import DockerEngine, RegistryAuth
+from patrd.engine.docker import DockerEngine
 from patrd.engine.hardening import Hardening
 from patrd.engine.imagegc import ImageCollector
 from patrd.firewall.apply import EngineBridges, FirewallError, FirewallKeeper
@@ -46,6 +46,7 @@ from patrd.firewall.fence_gate import ProxyGate
 from patrd.kit import log_setup as logs
 from patrd.model import cron
 from patrd.model.errors import EngineError, PatrdError, StoreError
+from patrd.model.instances import RegistryAuth
 from patrd.notify.config import NodeConfig
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
 from patrd.observe.logs import LogKeeper

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from patrd.engine.hardening import KNOWN_CAPABILITIES
+from patrd.model.capabilities import KNOWN_CAPABILITIES
 from patrd.model.errors import ConfigError, SpecError
 from patrd.model.spec import SecuritySpec
 

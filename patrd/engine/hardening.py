@@ -1,7 +1,7 @@
 """Container hardening defaults: the part of a container's HostConfig that fences it.
 
-Pure data and a pure function; ``engine.py`` merges :func:`host_config` into
-every container it creates. The reasons for each default are in
+Pure data and a pure function; ``DockerEngine`` (patrd/engine/docker_containers.py)
+merges :func:`host_config` into every container it creates. The reasons for each default are in
 ``docs/design.md`` ("Fences"); how to change them is in the README's
 Security section.
 """
@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from patrd.model.capabilities import KNOWN_CAPABILITIES
+
 __all__ = [
     "DEFAULT_CAPABILITIES",
     "DEFAULT_PIDS_LIMIT",
-    "KNOWN_CAPABILITIES",
     "Hardening",
     "host_config",
     "refuse_docker_socket",
@@ -40,53 +41,6 @@ DEFAULT_CAPABILITIES: Final = (
 # Processes + threads per container: a fork bomb stops here. JVMs and thread
 # pools of a few hundred threads fit.
 DEFAULT_PIDS_LIMIT: Final = 1024
-
-# Linux capability names (without CAP_), as Docker accepts them.
-KNOWN_CAPABILITIES: Final = frozenset(
-    {
-        "AUDIT_CONTROL",
-        "AUDIT_READ",
-        "AUDIT_WRITE",
-        "BLOCK_SUSPEND",
-        "BPF",
-        "CHECKPOINT_RESTORE",
-        "CHOWN",
-        "DAC_OVERRIDE",
-        "DAC_READ_SEARCH",
-        "FOWNER",
-        "FSETID",
-        "IPC_LOCK",
-        "IPC_OWNER",
-        "KILL",
-        "LEASE",
-        "LINUX_IMMUTABLE",
-        "MAC_ADMIN",
-        "MAC_OVERRIDE",
-        "MKNOD",
-        "NET_ADMIN",
-        "NET_BIND_SERVICE",
-        "NET_BROADCAST",
-        "NET_RAW",
-        "PERFMON",
-        "SETFCAP",
-        "SETGID",
-        "SETPCAP",
-        "SETUID",
-        "SYSLOG",
-        "SYS_ADMIN",
-        "SYS_BOOT",
-        "SYS_CHROOT",
-        "SYS_MODULE",
-        "SYS_NICE",
-        "SYS_PACCT",
-        "SYS_PTRACE",
-        "SYS_RAWIO",
-        "SYS_RESOURCE",
-        "SYS_TIME",
-        "SYS_TTY_CONFIG",
-        "WAKE_ALARM",
-    }
-)
 
 DOCKER_SOCKETS: Final = ("/var/run/docker.sock", "/run/docker.sock")
 

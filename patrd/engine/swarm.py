@@ -35,7 +35,9 @@ import aiodocker
 import aiohttp
 import structlog
 
-from patrd.engine.docker import (
+from patrd.engine.docker_base import translate as _translate
+from patrd.engine.hardening import Hardening
+from patrd.engine.labels import (
     LABEL_DEPLOYMENT,
     LABEL_DEPLOYMENT_ID,
     LABEL_INSTANCE,
@@ -43,15 +45,9 @@ from patrd.engine.docker import (
     LABEL_OWNER,
     LABEL_REVISION,
     LABEL_TEMPLATE,
-    ContainerState,
-    ImageResult,
-    Instance,
-    InstanceSpec,
-    NetworkInfo,
-    _translate,
 )
-from patrd.engine.hardening import Hardening
 from patrd.model.errors import EngineError, ImageNotFound
+from patrd.model.instances import ContainerState, ImageResult, Instance, InstanceSpec, NetworkInfo
 
 # Task states (Docker Engine API, Task.Status.State) by what patrd makes of them.
 _STARTING = {

@@ -30,7 +30,7 @@ from typing import Final, Protocol
 
 import structlog
 
-from patrd.engine.docker import Engine
+from patrd.engine.protocol import Engine
 from patrd.firewall.rules import (
     COMMENT_PREFIX,
     TABLE_FAMILY,

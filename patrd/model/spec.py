@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from patrd.engine.hardening import KNOWN_CAPABILITIES
 from patrd.model import cron
+from patrd.model.capabilities import KNOWN_CAPABILITIES
 from patrd.model.checks import bool_at, int_at, object_at, reject_unknown, str_at
 from patrd.model.errors import SpecError
 

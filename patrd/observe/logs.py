@@ -40,8 +40,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from patrd.engine.docker import ContainerState, Instance
 from patrd.model.errors import EngineError, StoreError
+from patrd.model.instances import ContainerState, Instance
+from patrd.model.naming import instance_name
 from patrd.settings.config import LogsConfig
 
 DEFAULT_TAIL = 1000  # lines, when neither tail nor since is given
@@ -144,7 +145,7 @@ def parse_frame(stream: str, payload: bytes, inst: Instance) -> LogLine | None:
         return None
     return LogLine(
         ts_ns=ts_ns,
-        instance=f"{inst.deployment}-{inst.slot}",
+        instance=instance_name(inst.deployment, inst.slot),
         container=inst.container_id[:12],
         revision=inst.revision,
         stream=stream,
@@ -199,7 +200,9 @@ async def read_logs(
         except EngineError:
             return []  # removed meanwhile: its kept copy (if any) stands in
 
-    wanted = [i for i in instances if query.wants(f"{i.deployment}-{i.slot}", i.container_id)]
+    wanted = [
+        i for i in instances if query.wants(instance_name(i.deployment, i.slot), i.container_id)
+    ]
     per_container = list(await asyncio.gather(*(one(i) for i in wanted)))
     if keeper is not None and deployment_id:
         live = {i.container_id[:12] for i in instances}
@@ -282,7 +285,7 @@ class Follower:
             return
         if inst.state is not ContainerState.RUNNING:
             return
-        if not self._query.wants(f"{inst.deployment}-{inst.slot}", cid):
+        if not self._query.wants(instance_name(inst.deployment, inst.slot), cid):
             return
         self._readers[cid] = asyncio.create_task(self._read(inst), name=f"logs-{cid[:12]}")
 
@@ -353,7 +356,7 @@ class LogKeeper:
         removed_ms = int(time.time() * 1000)
         path = folder / f"{removed_ms}-{inst.container_id[:12]}.jsonl"
         meta = {
-            "instance": f"{inst.deployment}-{inst.slot}",
+            "instance": instance_name(inst.deployment, inst.slot),
             "container": inst.container_id[:12],
             "revision": inst.revision,
             "removed_at": removed_ms / 1000,

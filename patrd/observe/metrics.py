@@ -42,8 +42,9 @@ from typing import Any, Protocol
 import aiosqlite
 import structlog
 
-from patrd.engine.docker import ContainerState, Instance
 from patrd.model.errors import EngineError, StoreError
+from patrd.model.instances import ContainerState, Instance
+from patrd.model.naming import instance_name
 
 _UNLIMITED = 1 << 62  # cgroup v1 writes ~2^63 for "no memory limit"
 
@@ -446,7 +447,7 @@ class Sampler:
             fresh[inst.container_id] = InstanceSample(
                 deployment_id=inst.deployment_id,
                 deployment=inst.deployment,
-                instance=f"{inst.deployment}-{inst.slot}",
+                instance=instance_name(inst.deployment, inst.slot),
                 container_id=inst.container_id,
                 at=now,
                 cpu_cores=cores,

@@ -32,8 +32,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from patrd import __version__
-from patrd.control.autoscale import AutoscaleStats, effective_replicas
+from patrd.control.autoscale import AutoscaleStats
 from patrd.model.errors import PatrdError
+from patrd.model.replicas import effective_replicas
 from patrd.observe.metrics import InstanceSample
 from patrd.proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, DeploymentCounters
 

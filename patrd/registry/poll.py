@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from patrd.engine.docker import Engine
+from patrd.engine.protocol import Engine
 from patrd.kit.backoff import Backoff, BackoffState
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import PatrdError
 from patrd.model.releases import Origin
 from patrd.model.spec import LOCAL_REGISTRY, DeploymentSpec
-from patrd.state.store import DeploymentRecord, Intent, Store
+from patrd.state.store import Store
 from patrd.state.vault import Vault
 
 MAX_BACKOFF_S = 3600.0

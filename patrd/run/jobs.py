@@ -32,13 +32,15 @@ from datetime import UTC, datetime, tzinfo
 
 import structlog
 
-from patrd.engine.docker import OneOff
 from patrd.model import cron
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import Conflict, NotFound, PatrdError
+from patrd.model.instances import OneOff
+from patrd.model.records import JobRunRecord
 from patrd.model.spec import JobSpec
 from patrd.observe.logs import format_ts
 from patrd.run.oneoff import OneOffRunner, RunRequest
-from patrd.state.store import DeploymentRecord, Intent, JobRunRecord, Store
+from patrd.state.store import Store
 
 TICK_S = 1.0  # how often the deployments and their jobs are looked at
 LOG_BYTES_KEPT = 64 * 1024  # per run: the newest output

@@ -28,20 +28,26 @@ from typing import Protocol
 
 import structlog
 
-from patrd.control.autoscale import effective_replicas
 from patrd.control.executor import (
     ControllerOptions,
     instance_spec,
-    network_name,
     resolve_env,
 )
 from patrd.engine.config_mounts import sync_config_dir
-from patrd.engine.docker import ImageResult, InstanceSpec, OneOff, RegistryAuth
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import Conflict, EngineError, SpecError
-from patrd.model.naming import legacy_volume_name, volume_name
+from patrd.model.instances import ImageResult, InstanceSpec, OneOff, RegistryAuth
+from patrd.model.naming import (
+    legacy_volume_name,
+    network_name,
+    oneoff_container_name,
+    oneoff_hostname,
+    volume_name,
+)
+from patrd.model.replicas import effective_replicas
 from patrd.model.spec import DeploymentSpec
 from patrd.observe.logs import parse_ts
-from patrd.state.store import DeploymentRecord, Intent, Store
+from patrd.state.store import Store
 from patrd.state.vault import Vault
 
 MAX_COMMAND_ARGS = 256
@@ -248,10 +254,10 @@ class OneOffRunner:
             template="",
             image=image,
             user_env=user_env,
-            name=f"patrd-{record.name}-{request.run}",
+            name=oneoff_container_name(record.name, request.run),
         )
         env = tuple((k, request.run if k == "PATRD_INSTANCE" else v) for k, v in wanted.env)
-        wanted = replace(wanted, env=env, hostname=f"{record.name}-{request.run}"[:63])
+        wanted = replace(wanted, env=env, hostname=oneoff_hostname(record.name, request.run))
         if wanted.config_dir is not None:
             await asyncio.to_thread(_config_dir_present, Path(wanted.config_dir), spec)
         if request.volumes:

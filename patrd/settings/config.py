@@ -15,8 +15,9 @@ from typing import Any
 
 from patrd.engine.cap_policy import SecurityPolicy, parse_policy
 from patrd.engine.diskguard import MinFree, parse_min_free
-from patrd.engine.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT, KNOWN_CAPABILITIES
+from patrd.engine.hardening import DEFAULT_CAPABILITIES, DEFAULT_PIDS_LIMIT
 from patrd.engine.subnets import validate_pool
+from patrd.model.capabilities import KNOWN_CAPABILITIES
 from patrd.model.errors import ConfigError
 from patrd.model.spec import NAME_RE
 from patrd.notify.config import NodeConfig, parse_node, parse_notify

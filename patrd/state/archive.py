@@ -47,7 +47,7 @@ from typing import IO, Any, cast
 
 from patrd import __version__
 from patrd.model.errors import PatrdError
-from patrd.state.store import (
+from patrd.state.database import (
     PRE_MIGRATION_DIR,
     DatabaseInfo,
     inspect_database,

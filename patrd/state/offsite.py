@@ -35,13 +35,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from patrd.engine.docker import ContainerState, ExecResult, Instance, VolumeInfo
+from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import Conflict, EngineError, PatrdError
+from patrd.model.instances import ContainerState, ExecResult, Instance, VolumeInfo
 from patrd.state import archive as state_backup
 from patrd.state.backup_config import BACKUP_DIR, PASSWORD_NAME, BackupConfig, read_env_file
 from patrd.state.backup_schedule import seconds_until
 from patrd.state.restic import Repository, Restic, Snapshot, redact
-from patrd.state.store import DeploymentRecord, Intent
 
 STATE_FILE = "patrd-state.tar"
 STATUS_FILE = "status.json"

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from patrd.engine.docker import RegistryAuth
 from patrd.model.errors import NotFound, SpecError
+from patrd.model.instances import RegistryAuth
+from patrd.model.records import SecretRecord
 from patrd.model.spec import DeploymentSpec, SecretRef, secret_name
 from patrd.state.crypto import Sealed, SecretBox, SecretsKeyError, load_or_create_key
-from patrd.state.store import SecretRecord, Store
+from patrd.state.store import Store
 
 MAX_SECRET_BYTES = 64 * 1024
 

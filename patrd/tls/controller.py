@@ -26,8 +26,9 @@ from typing import Literal
 
 import structlog
 
+from patrd.model.deployment import Intent
 from patrd.model.errors import NotFound, StoreError
-from patrd.state.store import Intent, Store
+from patrd.state.store import Store
 from patrd.tls import renewal, resolve
 from patrd.tls.acme_client import AcmeClient, AcmeFailure
 from patrd.tls.certstore import CertInfo, CertStore, CertStoreError, generate_key

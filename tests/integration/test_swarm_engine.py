@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from patrd.engine.docker import ContainerState, InstanceSpec
 from patrd.engine.hardening import DEFAULT_PIDS_LIMIT
 from patrd.engine.swarm import SwarmEngine, SwarmInstance
 from patrd.model.errors import EngineError
+from patrd.model.instances import ContainerState, InstanceSpec
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 
 pytestmark = pytest.mark.docker

@@ -1,4 +1,4 @@
-"""A ``FakeEngine``: the Engine protocol (patrd/engine/docker.py) in memory, for unit tests.
+"""A ``FakeEngine``: the Engine protocol (patrd/engine/protocol.py) in memory, for unit tests.
 
 Containers are records; a started one gets its own loopback address
 (127.77.x.y, every 127/8 address is local on Linux) and, unless its image is
@@ -22,7 +22,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from patrd.engine.docker import (
+from patrd.model.errors import EngineError, ImageNotFound
+from patrd.model.instances import (
     ContainerState,
     EngineEvent,
     ImageResult,
@@ -33,7 +34,6 @@ from patrd.engine.docker import (
     RegistryAuth,
     VolumeInfo,
 )
-from patrd.model.errors import EngineError, ImageNotFound
 
 
 @dataclass

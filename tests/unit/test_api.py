@@ -21,6 +21,7 @@ from patrd.api.app import build_app, serve_api
 from patrd.api.errors import ERROR_TABLE, render_patrd_error
 from patrd.api.openapi import OPENAPI
 from patrd.api.shapes import deployment_urls
+from patrd.model.deployment import Intent, Status
 from patrd.model.errors import (
     BadRequest,
     ConfigError,
@@ -35,7 +36,7 @@ from patrd.model.errors import (
 from patrd.model.spec import parse_create
 from patrd.model.views import InstanceView
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
-from patrd.state.store import Intent, Status, Store
+from patrd.state.store import Store
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CONFIG = Config(

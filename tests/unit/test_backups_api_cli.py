@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app, serve_api
 from patrd.cli.main import main, parse_args
-from patrd.engine.docker import ExecResult, Instance, VolumeInfo
+from patrd.model.instances import ExecResult, Instance, VolumeInfo
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
 from patrd.state.backup_config import BackupConfig
 from patrd.state.offsite import OffsiteBackups, Paths

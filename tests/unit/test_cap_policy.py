@@ -15,7 +15,7 @@ from patrd.engine.cap_policy import (
     held_violations,
     parse_policy,
 )
-from patrd.engine.hardening import KNOWN_CAPABILITIES
+from patrd.model.capabilities import KNOWN_CAPABILITIES
 from patrd.model.errors import ConfigError, SpecError
 from patrd.model.spec import SecuritySpec, parse_create
 from patrd.settings import config as config_mod

@@ -26,9 +26,10 @@ from patrd.cli.output import (
     render_fields,
     render_table,
 )
+from patrd.model.deployment import Intent, Status
 from patrd.model.views import InstanceView
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
-from patrd.state.store import Intent, Status, Store
+from patrd.state.store import Store
 
 SPEC: dict[str, Any] = {
     "name": "web",

@@ -14,12 +14,13 @@ from patrd.api.app import build_app, serve_api
 from patrd.api.observe import Observability
 from patrd.cli.main import main
 from patrd.cli.observe import duration_s
-from patrd.engine.docker import ContainerState, Instance
+from patrd.model.deployment import Status
+from patrd.model.instances import ContainerState, Instance
 from patrd.model.spec import parse_create
 from patrd.model.views import InstanceView
 from patrd.observe.logs import format_ts
 from patrd.settings.config import Config
-from patrd.state.store import Status, Store
+from patrd.state.store import Store
 
 
 class Engine:

@@ -16,10 +16,11 @@ import pytest
 from patrd.api.app import build_app, serve_api
 from patrd.cli import waiting
 from patrd.cli.main import main
+from patrd.model.deployment import DeploymentRecord
 from patrd.model.releases import Pin
 from patrd.model.spec import parse_create
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
-from patrd.state.store import DeploymentRecord, Store
+from patrd.state.store import Store
 from tests.unit.test_cli import ScriptedController
 
 REPO = "127.0.0.1:5000/apps/web"

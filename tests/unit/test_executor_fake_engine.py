@@ -14,10 +14,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from patrd.control.executor import ControllerOptions, DeploymentWorker
-from patrd.engine.docker import ContainerState
+from patrd.model.deployment import DeploymentRecord, Status
+from patrd.model.instances import ContainerState
 from patrd.model.spec import Scale, parse_create
 from patrd.proxy.router import RoutingTable
-from patrd.state.store import DeploymentRecord, Status, Store
+from patrd.state.store import Store
 from tests.support.fake_engine import FakeEngine
 
 PORT = 18080

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
+from patrd.model.deployment import Status
 from patrd.proxy import wire
 from patrd.proxy.hold import HeldRequests
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.server import ProxyOptions
-from patrd.state.store import Status
 
 HOST = "80-web.example.test"
 

@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from patrd.model import spec
+from patrd.model.deployment import Intent, Status
 from patrd.model.errors import StoreError
-from patrd.state.store import MIGRATIONS, Intent, Status, Store, inspect_database
+from patrd.state.database import inspect_database
+from patrd.state.migrations import MIGRATIONS
+from patrd.state.store import Store
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "db"
 FIXTURE_DBS = sorted(FIXTURES.glob("v*.db"), key=lambda p: int(p.stem[1:]))
@@ -123,7 +126,7 @@ async def test_a_failing_migration_changes_nothing(
     shutil.copyfile(FIXTURE_DBS[0], db)
     # v2 creates a table, then fails (meta exists): the table must not survive.
     broken = (MIGRATIONS[0], "CREATE TABLE half_done (x);\nCREATE TABLE meta (x);")
-    monkeypatch.setattr("patrd.state.store.MIGRATIONS", broken)
+    monkeypatch.setattr("patrd.state.store_base.MIGRATIONS", broken)
     with pytest.raises(StoreError, match="already exists"):
         await Store.open(db)
     monkeypatch.undo()

@@ -21,12 +21,12 @@ from patrd.control.autoscale import (
     Policy,
     ScaleState,
     decide,
-    effective_replicas,
-    eligible,
     recommend,
 )
-from patrd.engine.docker import ContainerState, Instance
+from patrd.model.deployment import DeploymentRecord, Intent, Status
 from patrd.model.errors import ConfigError, SpecError
+from patrd.model.instances import ContainerState, Instance
+from patrd.model.replicas import effective_replicas, eligible
 from patrd.model.spec import parse_create, parse_update
 from patrd.observe.cost import Node, capacity, estimate
 from patrd.observe.logs import LogKeeper, LogLine, LogQuery, format_ts, parse_frame, parse_ts
@@ -46,7 +46,6 @@ from patrd.observe.prometheus import Exposition, Sources
 from patrd.proxy.stats import LATENCY_BOUNDS, DeploymentCounters
 from patrd.settings import config as config_mod
 from patrd.settings.config import CostConfig, LogsConfig
-from patrd.state.store import DeploymentRecord, Intent, Status
 
 # --- autoscaler ------------------------------------------------------------------------
 

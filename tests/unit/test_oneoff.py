@@ -12,11 +12,11 @@ from aiohttp import web
 from patrd.api.exec import pick_instance
 from patrd.api.run_routes import EXEC_ROUTES, add_routes
 from patrd.api.runs import ExecSessions
-from patrd.engine.docker import ContainerState, Instance
+from patrd.model.deployment import DeploymentRecord, Intent, Status
 from patrd.model.errors import Conflict, NotFound, SpecError
+from patrd.model.instances import ContainerState, Instance
 from patrd.model.spec import parse_create
 from patrd.run.oneoff import _OutputReader, check_runnable, parse_command, parse_timeout
-from patrd.state.store import DeploymentRecord, Intent, Status
 
 
 def record(body: dict[str, Any], intent: Intent = Intent.RUN) -> DeploymentRecord:

@@ -15,8 +15,8 @@ from patrd.control.reconcile import (
     backoff_delay,
     plan,
 )
-from patrd.engine.docker import ContainerState, Instance
-from patrd.state.store import Intent, Status
+from patrd.model.deployment import Intent, Status
+from patrd.model.instances import ContainerState, Instance
 
 RUNNING = ContainerState.RUNNING
 EXITED = ContainerState.EXITED

@@ -16,6 +16,7 @@ from patrd.control.autoscale import (
     decide,
     scale_up_count,
 )
+from patrd.model.deployment import Intent, Status
 from patrd.model.errors import ConfigError, Conflict, NotFound, SpecError
 from patrd.model.releases import (
     MIN_ID_PREFIX,
@@ -31,7 +32,7 @@ from patrd.model.releases import (
 )
 from patrd.model.spec import DeploymentSpec, parse_create, parse_update
 from patrd.settings.config import parse
-from patrd.state.store import Intent, Status, Store
+from patrd.state.store import Store
 
 ID1 = "sha256:" + "1" * 64
 ID2 = "sha256:" + "2" * 64

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from patrd.engine.docker import ContainerState, InstanceSpec
 from patrd.engine.hardening import Hardening
 from patrd.engine.swarm import (
     current_task,
@@ -16,6 +15,7 @@ from patrd.engine.swarm import (
     swarm_instance_from,
     task_state,
 )
+from patrd.model.instances import ContainerState, InstanceSpec
 
 SPEC = InstanceSpec(
     container_name="web-2",

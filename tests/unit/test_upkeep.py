@@ -12,7 +12,9 @@ import pytest
 
 from patrd.model import spec
 from patrd.state import upkeep
-from patrd.state.store import EVENTS_KEPT_PER_DEPLOYMENT, PRAGMAS, Store
+from patrd.state.database import PRAGMAS
+from patrd.state.store import Store
+from patrd.state.store_rows import EVENTS_KEPT_PER_DEPLOYMENT
 
 
 @pytest.fixture

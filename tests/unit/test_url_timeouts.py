@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, url_route
+from patrd.model.deployment import Status
 from patrd.model.errors import SpecError
 from patrd.model.urls import UrlRecord, parse_create, parse_update, spec_from_json
 from patrd.proxy import wire
 from patrd.proxy.router import RoutingTable
-from patrd.state.store import Status
 
 
 def _body(timeouts: Any) -> dict[str, Any]:

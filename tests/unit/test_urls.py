@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
+from patrd.model.deployment import Intent, Status
 from patrd.model.errors import Conflict, SpecError
 from patrd.model.spec import parse_create as parse_deployment
 from patrd.model.urls import (
@@ -22,7 +23,7 @@ from patrd.model.urls import (
     spec_from_json,
 )
 from patrd.proxy.router import Route, RouteStatus, RoutingTable, redirect_location
-from patrd.state.store import Intent, Status, Store
+from patrd.state.store import Store
 
 # --- validation -------------------------------------------------------------------
 

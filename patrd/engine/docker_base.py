@@ -1,0 +1,73 @@
+"""What every part of ``DockerEngine`` shares: the client, the owner, the error translation.
+
+``DockerEngine`` (patrd/engine/docker.py) is the sum of its parts, one module
+per kind of Docker object (containers, images, networks, volumes, exec and
+logs); each part subclasses :class:`DockerBase`, so each reads the same
+attributes and is checked on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiodocker
+import aiohttp
+import structlog
+
+from patrd.engine.hardening import Hardening
+from patrd.model.errors import EngineError
+
+
+class DockerBase:
+    """The connection to the local Docker daemon; the API version is negotiated."""
+
+    def __init__(
+        self,
+        url: str,
+        owner: str,
+        hardening: Hardening | None = None,
+        network_pool: tuple[str, int] = ("", 24),
+    ) -> None:
+        self._url = url
+        self._owner = owner
+        self._network_pool = network_pool
+        self._hardening = hardening if hardening is not None else Hardening()
+        self._docker: aiodocker.Docker | None = None
+        # Subnets are picked and taken one network at a time: deployments
+        # created together would otherwise all pick the same first free one.
+        self._network_lock = asyncio.Lock()
+        self._log = structlog.get_logger("patrd.engine.docker")
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        if self._docker is None:
+            self._docker = aiodocker.Docker(url=self._url)
+        return self._docker
+
+    async def close(self) -> None:
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def ping(self) -> str:
+        async with translate("ping"):
+            info = await self.docker.version()
+        return f"{info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"
+
+
+class translate:
+    """``async with translate("what")``: aiodocker/aiohttp errors → EngineError."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, aiodocker.DockerError):
+            raise EngineError(f"{self._what}: {exc.message}") from exc
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            raise EngineError(f"{self._what}: Docker unreachable: {exc}") from exc
+        return False

@@ -1,0 +1,173 @@
+"""Inside running containers: logs, stats, exec (backup hooks) and attached exec streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.stream import Stream
+
+from patrd.engine.docker_base import DockerBase, translate
+from patrd.model.errors import EngineError
+from patrd.model.instances import ExecResult
+
+EXEC_OUTPUT_CAP = 64 * 1024  # bytes of an exec's output ExecResult keeps
+
+
+class DockerExec(DockerBase):
+    """Logs and stats (patrd/observe/), exec for backup hooks (patrd/state/offsite.py),
+    attached exec sessions (patrd/api/exec.py)."""
+
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """(stream, line) frames of a container's log, each line prefixed by its timestamp.
+
+        Docker's multiplexed format (no TTY): an 8-byte header per frame
+        (stream 1 stdout / 2 stderr, 3 zero bytes, big-endian length).
+        ``follow`` ends when the container stops.
+        """
+        params = {
+            "stdout": "1",
+            "stderr": "1",
+            "timestamps": "1",
+            "follow": "1" if follow else "0",
+            "tail": "all" if tail is None else str(tail),
+        }
+        if since is not None:
+            params["since"] = f"{since:.9f}"
+        if until is not None:
+            params["until"] = f"{until:.9f}"
+        timeout = aiohttp.ClientTimeout(total=None if follow else 120, sock_connect=10)
+        buf = bytearray()
+        try:
+            async with self.docker._query(
+                f"containers/{container_id}/logs", method="GET", params=params, timeout=timeout
+            ) as response:
+                async for chunk in response.content.iter_any():
+                    buf += chunk
+                    pos = 0
+                    while len(buf) - pos >= 8:
+                        size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+                        if len(buf) - pos < 8 + size:
+                            break
+                        kind = "stderr" if buf[pos] == 2 else "stdout"
+                        yield kind, bytes(buf[pos + 8 : pos + 8 + size])
+                        pos += 8 + size
+                    del buf[:pos]
+        except aiodocker.DockerError as exc:
+            raise EngineError(f"logs {container_id[:12]}: {exc.message}") from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise EngineError(f"logs {container_id[:12]}: {exc!r}") from exc
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        """One reading of Docker's stats endpoint (``one-shot``: no 1 s second sample)."""
+        async with translate(f"stats {container_id[:12]}"):
+            data = await self.docker._query_json(
+                f"containers/{container_id}/stats",
+                params={"stream": "false", "one-shot": "true"},
+            )
+        return dict(data) if isinstance(data, dict) else {}
+
+    async def exec(self, container_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        """Run ``argv`` in a running container and wait for it (backup hooks).
+
+        A missing program is exit code 126/127 with the reason in the output,
+        not an error; ``EngineError`` when Docker refuses or the timeout passes.
+        """
+        what = f"exec in {container_id[:12]}"
+        output = bytearray()
+        try:
+            async with asyncio.timeout(timeout_s), translate(what):
+                container = self.docker.containers.container(container_id)
+                run = await container.exec(list(argv), stdout=True, stderr=True)
+                async with run.start(detach=False) as stream:
+                    while (message := await stream.read_out()) is not None:
+                        output += message.data[: max(0, EXEC_OUTPUT_CAP - len(output))]
+                info = await run.inspect()
+        except TimeoutError:
+            raise EngineError(f"{what}: no exit within {timeout_s:g} s") from None
+        code = info.get("ExitCode")
+        return ExecResult(exit_code=-1 if code is None else int(code), output=bytes(output))
+
+    async def exec_create(
+        self, container_id: str, command: tuple[str, ...], *, tty: bool, stdin: bool
+    ) -> str:
+        """Create (not start) an exec of ``command`` in a running container; its id."""
+        body = {
+            "Cmd": list(command),
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+        }
+        if tty:
+            body["Env"] = ["TERM=xterm"]
+        async with translate(f"exec in {container_id[:12]}"):
+            data = await self.docker._query_json(
+                f"containers/{container_id}/exec", method="POST", data=json.dumps(body)
+            )
+        return str(data["Id"])
+
+    async def exec_start(self, exec_id: str) -> ExecStream:
+        """Start a created exec, attached: output, stdin and resize through the stream."""
+        stream = self.docker.containers.exec(exec_id).start(detach=False)
+        async with translate(f"exec start {exec_id[:12]}"):
+            await stream._init()
+        return ExecStream(self.docker, exec_id, stream)
+
+
+class ExecStream:
+    """One attached exec: read output, write stdin, half-close, resize, exit code.
+
+    Without a TTY the output comes demultiplexed (1 stdout, 2 stderr); with
+    one it is a single stream (1).
+    """
+
+    def __init__(self, docker: aiodocker.Docker, exec_id: str, stream: Stream) -> None:
+        self._docker = docker
+        self._id = exec_id
+        self._stream = stream
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next chunk of output, or None at the end."""
+        async with translate(f"exec read {self._id[:12]}"):
+            message = await self._stream.read_out()
+        return None if message is None else (message.stream, message.data)
+
+    async def write(self, data: bytes) -> None:
+        async with translate(f"exec write {self._id[:12]}"):
+            await self._stream.write_in(data)
+
+    def close_stdin(self) -> None:
+        """EOF on the command's stdin; output keeps coming."""
+        response = self._stream._resp
+        connection = None if response is None else response.connection
+        transport = None if connection is None else connection.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+
+    async def resize(self, rows: int, cols: int) -> None:
+        async with translate(f"exec resize {self._id[:12]}"):
+            await self._docker.containers.exec(self._id).resize(h=rows, w=cols)
+
+    async def exit_code(self) -> int | None:
+        async with translate(f"exec inspect {self._id[:12]}"):
+            info = await self._docker._query_json(f"exec/{self._id}/json")
+        code = info.get("ExitCode")
+        return None if code is None else int(code)
+
+    async def close(self) -> None:
+        with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+            await self._stream.close()

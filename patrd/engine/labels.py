@@ -1,0 +1,19 @@
+"""The Docker labels patrd puts on what it creates (containers, networks, volumes).
+
+Both adapters (patrd/engine/docker.py, swarm.py) write and read them; the
+owner label keeps two daemons on one engine apart.
+"""
+
+from __future__ import annotations
+
+LABEL_MANAGED = "patrd.managed"
+LABEL_OWNER = "patrd.owner"
+LABEL_DEPLOYMENT = "patrd.deployment"
+LABEL_DEPLOYMENT_ID = "patrd.deployment-id"
+LABEL_REVISION = "patrd.revision"
+LABEL_INSTANCE = "patrd.instance"
+LABEL_TEMPLATE = "patrd.template"
+LABEL_VOLUME = "patrd.volume"
+# A one-off container (``patrctl run``, a scheduled job run): it carries no
+# instance label, so the reconciler never adopts, restarts or collects it.
+LABEL_ONEOFF = "patrd.oneoff"
