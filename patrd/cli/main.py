@@ -1370,13 +1370,14 @@ def restore_main(args: argparse.Namespace) -> int:
         print("patrd: restore needs --data-dir DIR or --config FILE", file=sys.stderr)
         return 2
     key_file: Path | None = None
+    config = None
     if args.config is not None:
         try:
-            daemon = load(args.config).daemon
+            config = load(args.config)
         except ConfigError as exc:
             print(f"patrd: {exc}", file=sys.stderr)
             return 2
-        data_dir, key_file = daemon.data_dir, daemon.secrets_key_file
+        data_dir, key_file = config.daemon.data_dir, config.daemon.secrets_key_file
     if args.data_dir:
         data_dir = Path(args.data_dir).absolute()
     if (args.file is None) == (args.snapshot is None):
@@ -1386,7 +1387,8 @@ def restore_main(args: argparse.Namespace) -> int:
         if args.snapshot is not None:
             from patrd.state.offsite_restore import restore_from_repository
 
-            result = restore_from_repository(args.config, args.snapshot, data_dir, key_file)
+            backup = config.backup if config is not None else None
+            result = restore_from_repository(backup, args.snapshot, data_dir, key_file)
         else:
             result = restore(args.file, data_dir, key_file)
     except PatrdError as exc:

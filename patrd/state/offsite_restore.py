@@ -32,7 +32,6 @@ from pathlib import Path
 from patrd.engine.docker import ContainerState
 from patrd.model.errors import NotFound, PatrdError, SpecError
 from patrd.model.naming import legacy_volume_name, volume_name
-from patrd.settings.config import load
 from patrd.state.archive import RestoreResult, restore
 from patrd.state.backup_config import BackupConfig, read_env_file
 from patrd.state.offsite import STATE_FILE, Job, OffsiteBackups
@@ -136,12 +135,14 @@ async def fetch_state(config: BackupConfig, ref: str, dest: Path, cache_dir: Pat
 
 
 def restore_from_repository(
-    config_path: Path | None, ref: str, data_dir: Path, key_file: Path | None
+    config: BackupConfig | None, ref: str, data_dir: Path, key_file: Path | None
 ) -> RestoreResult:
-    """``patrd restore --snapshot RUN --config FILE``: state from the repository. Blocking."""
-    if config_path is None:
+    """``patrd restore --snapshot RUN --config FILE``: state from the repository. Blocking.
+
+    ``config``: the ``[backup]`` section of that file (None: no --config given).
+    """
+    if config is None:
         raise PatrdError("restore --snapshot needs --config FILE (its [backup] section)")
-    config = load(config_path).backup
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".patrd-restore-", dir=data_dir.parent) as tmp:
         dest = Path(tmp) / STATE_FILE
