@@ -174,12 +174,12 @@ def choice(options: tuple[str, ...]) -> Check:
     return check
 
 
-def file_path(*, empty_is_default: bool = True) -> Check:
-    """A path; "" keeps the default (None for optional paths)."""
+def file_path() -> Check:
+    """A path, relative to the config file's directory; "" keeps the default."""
 
     def check(value: Any, key: str, base_dir: Path) -> Path | object:
         found = path_at(value, key, base_dir)
-        return DEFAULT if found is None and empty_is_default else found
+        return DEFAULT if found is None else found
 
     return check
 

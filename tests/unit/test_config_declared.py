@@ -96,3 +96,119 @@ def test_the_readme_table_names_only_real_keys() -> None:
             named.add(f"{section}.{key}")
     assert len(named) > 50
     assert not named - _declared(), "named in the README but not a key"
+
+
+# What the config said before the keys were declared once (messages frozen from
+# the hand-written parser this replaced): one case per distinct message.
+MESSAGES = [
+    ({"daemon": 5}, "daemon", "must be a table"),
+    ({"daemon": {"data_dir": -1}}, "daemon.data_dir", "must be a string"),
+    ({"daemon": {"log_format": "x"}}, "daemon.log_format", "must be one of logfmt, json, console"),
+    (
+        {"daemon": {"log_level": "x"}},
+        "daemon.log_level",
+        "must be one of debug, info, warning, error",
+    ),
+    ({"daemon": {"region": ""}}, "daemon.region", "must be lowercase letters, digits and '-'"),
+    ({"api": {"max_body_bytes": "x"}}, "api.max_body_bytes", "must be an integer"),
+    ({"api": {"max_body_bytes": -1}}, "api.max_body_bytes", "must be at least 1024"),
+    ({"api": {"socket_mode": "x"}}, "api.socket_mode", 'must be an octal string such as "0660"'),
+    ({"proxy": {"base_domain": ""}}, "proxy.base_domain", "'' is not a DNS domain name"),
+    ({"proxy": {"body_timeout_s": "x"}}, "proxy.body_timeout_s", "must be a positive number"),
+    ({"proxy": {"event_loop": "x"}}, "proxy.event_loop", "must be one of uvloop, asyncio"),
+    (
+        {"proxy": {"http_listen": "x"}},
+        "proxy.http_listen",
+        'must be a non-empty list of "host:port"',
+    ),
+    (
+        {"proxy": {"http_listen": ["a"]}},
+        "proxy.http_listen[0]",
+        "'a' must be host:port, e.g. 0.0.0.0:80 or [::]:80",
+    ),
+    ({"proxy": {"max_body_bytes": -1}}, "proxy.max_body_bytes", "must be at least 0"),
+    ({"proxy": {"rate_limit_burst": -1}}, "proxy.rate_limit_burst", "must be at least 1"),
+    ({"proxy": {"rate_limit_exempt": "x"}}, "proxy.rate_limit_exempt", "must be a list"),
+    (
+        {"proxy": {"rate_limit_exempt": ["a"]}},
+        "proxy.rate_limit_exempt[0]",
+        "'a' is not an IP address or network",
+    ),
+    ({"proxy": {"rate_limit_rps": "x"}}, "proxy.rate_limit_rps", "must be a number >= 0 (0: off)"),
+    ({"proxy": {"workers": "x"}}, "proxy.workers", 'must be "auto" or an integer from 0 to 64'),
+    (
+        {"docker": {"capabilities": "x"}},
+        "docker.capabilities",
+        "must be a list of capability names",
+    ),
+    ({"docker": {"capabilities": ["a"]}}, "docker.capabilities[0]", "unknown capability 'a'"),
+    (
+        {"docker": {"network_pool": "x"}},
+        "docker.network_pool",
+        "'x' is not a network such as 10.213.0.0/16",
+    ),
+    ({"docker": {"network_prefix": -1}}, "docker.network_prefix", "must be at least 8"),
+    ({"docker": {"network_prefix": 8}}, "docker.network_pool", "prefix /8 must be within /16../30"),
+    ({"firewall": {"allow_tcp": ["a"]}}, "firewall.allow_tcp[0]", "must be a port number 1..65535"),
+    ({"firewall": {"enabled": "x"}}, "firewall.enabled", "must be true or false"),
+    ({"firewall": {"input_policy": "x"}}, "firewall.input_policy", "must be one of drop, accept"),
+    ({"firewall": {"ssh_port": 65536}}, "firewall.ssh_port", "must be at most 65535"),
+    (
+        {"tls": {"renew_before": "x"}},
+        "tls.renew_before",
+        "must be a fraction of the lifetime, 0 < x <= 1",
+    ),
+    (
+        {"acme": {"backoff_initial_s": 65536}},
+        "acme.backoff_max_s",
+        "must be at least acme.backoff_initial_s",
+    ),
+    ({"acme": {"contact_email": "x"}}, "acme.contact_email", "'x' is not an email address"),
+    ({"acme": {"directory_url": "x"}}, "acme.directory_url", "must be an https:// URL"),
+    ({"acme": {"public_addresses": ["a"]}}, "acme.public_addresses[0]", "must be an IP address"),
+    (
+        {"registry": {"poll_interval_s": "x"}},
+        "registry.poll_interval_s",
+        "must be 0 (off) or a positive number",
+    ),
+    ({"autoscale": {"tolerance": 1}}, "autoscale.tolerance", "must be below 1 (0.1 is 10%)"),
+    ({"cost": {"currency": ""}}, "cost.currency", "must be a short currency code such as USD"),
+    (
+        {"dashboard": {"enabled": True}},
+        "dashboard.admin_password_file",
+        "is required when the dashboard is on",
+    ),
+    (
+        {"dashboard": {"scope": "x"}},
+        "dashboard.scope",
+        "must be one of: read, deploy, write, admin",
+    ),
+    (
+        {"disk": {"min_free": "x"}},
+        "disk.min_free",
+        '\'x\' is not a size ("2GiB"), a share ("5%") or both ("2GiB or 5%")',
+    ),
+    ({"backup": {"keep_daily": "x"}}, "backup.keep_daily", "must be an integer >= 0 (0: not used)"),
+    (
+        {"backup": {"schedule": "x"}},
+        "backup.schedule",
+        'must be "@every <duration>" (e.g. "@every 6h") or a daily "HH:MM" (UTC)',
+    ),
+    (
+        {"backup": {"schedule": "@daily"}},
+        "backup.repository",
+        "is required when backup.schedule is set",
+    ),
+    ({"node": {"disk_low_percent": "x"}}, "node.disk_low_percent", "must be a number from 0 to 99"),
+    ({"node": {"docker_root": ""}}, "node.docker_root", "must be a path"),
+    ({"node": {"interval_s": "x"}}, "node.interval_s", "must be a number from 1 to 3600"),
+    ({"node": {"watch_paths": "x"}}, "node.watch_paths", "must be a list of paths"),
+    ({"notify": 5}, "notify", "must be an array of tables ([[notify]])"),
+]
+
+
+@pytest.mark.parametrize(("raw", "key", "message"), MESSAGES)
+def test_error_messages_name_the_key_as_before(raw: dict[str, Any], key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(raw, base_dir=Path("/nonexistent"))
+    assert (err.value.key, err.value.message) == (key, message)
