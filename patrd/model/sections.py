@@ -13,7 +13,7 @@ spans several keys. Fields declared without :func:`setting` are not TOML keys
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import MISSING, Field, field, fields, is_dataclass
+from dataclasses import MISSING, Field, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +59,13 @@ def keys(cls: type[Any]) -> Iterator[tuple[str, Field[Any]]]:
 
 def doc(f: Field[Any]) -> str:
     return str(f.metadata[_DOC])
+
+
+def override(section: T, name: str, value: Any, flag: str, base_dir: Path) -> T:
+    """``section`` with ``name`` set from a command-line ``flag``, checked as in a file."""
+    check = dict(keys(type(section)))[name].metadata[_CHECK]
+    parsed = check(value, flag, base_dir)
+    return section if parsed is DEFAULT else replace(section, **{name: parsed})  # type: ignore[type-var]
 
 
 def load_section(cls: type[T], raw: Mapping[str, Any], name: str, base_dir: Path) -> T:

@@ -24,10 +24,10 @@ from typing import Any, get_type_hints
 from patrd.control.autoscale import AutoscaleConfig
 from patrd.engine.cap_policy import SecurityPolicy, parse_policy
 from patrd.firewall.rules import FirewallConfig
-from patrd.model.checks import domain_at, reject_unknown, table_at
+from patrd.model.checks import reject_unknown, table_at
 from patrd.model.errors import ConfigError
 from patrd.model.listen import Listen, parse_listen
-from patrd.model.sections import load_section
+from patrd.model.sections import load_section, override
 from patrd.notify.config import NodeConfig, parse_notify
 from patrd.notify.targets import Target
 from patrd.observe.cost import CostConfig
@@ -159,26 +159,24 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
 
 
 def apply_overrides(config: Config, o: Overrides) -> Config:
-    daemon, api, proxy = config.daemon, config.api, config.proxy
-    if o.data_dir:
-        daemon = replace(daemon, data_dir=Path(o.data_dir).resolve())
-    if o.log_level:
-        if o.log_level not in LOG_LEVELS:
-            raise ConfigError("--log-level", f"must be one of {', '.join(LOG_LEVELS)}")
-        daemon = replace(daemon, log_level=o.log_level)
-    if o.log_format:
-        if o.log_format not in LOG_FORMATS:
-            raise ConfigError("--log-format", f"must be one of {', '.join(LOG_FORMATS)}")
-        daemon = replace(daemon, log_format=o.log_format)
+    """The flags, checked by the same declarations as the file's keys (errors name the flag)."""
+    daemon, api, proxy, tls = config.daemon, config.api, config.proxy, config.tls
+    cwd = Path.cwd()
+    for name, value, flag in (
+        ("data_dir", o.data_dir, "--data-dir"),
+        ("log_level", o.log_level, "--log-level"),
+        ("log_format", o.log_format, "--log-format"),
+    ):
+        if value:
+            daemon = override(daemon, name, value, flag, cwd)
     if o.api_socket:
-        api = replace(api, socket=Path(o.api_socket).resolve())
+        api = override(api, "socket", o.api_socket, "--api-socket", cwd)
     if o.http_listen:
         proxy = replace(
             proxy, http_listen=tuple(parse_listen(v, "--http-listen") for v in o.http_listen)
         )
     if o.base_domain:
-        proxy = replace(proxy, base_domain=domain_at(o.base_domain, "--base-domain", ConfigError))
-    tls = config.tls
+        proxy = override(proxy, "base_domain", o.base_domain, "--base-domain", cwd)
     if o.https_listen:
         https = () if o.https_listen == ("off",) else o.https_listen
         tls = replace(tls, https_listen=tuple(parse_listen(v, "--https-listen") for v in https))

@@ -19,7 +19,7 @@ import pytest
 
 from patrd.model.errors import ConfigError
 from patrd.model.sections import doc, keys, load_section
-from patrd.settings.config import Config, parse
+from patrd.settings.config import Config, Overrides, apply_overrides, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN_PARSERS = {"security", "notify"}  # parsed by patrd/engine/cap_policy.py, notify/config.py
@@ -212,3 +212,40 @@ def test_error_messages_name_the_key_as_before(raw: dict[str, Any], key: str, me
     with pytest.raises(ConfigError) as err:
         parse(raw, base_dir=Path("/nonexistent"))
     assert (err.value.key, err.value.message) == (key, message)
+
+
+@pytest.mark.parametrize(
+    ("flags", "key", "message"),
+    [
+        (Overrides(log_level="x"), "--log-level", "must be one of debug, info, warning, error"),
+        (Overrides(log_format="x"), "--log-format", "must be one of logfmt, json, console"),
+        (
+            Overrides(base_domain="bad domain"),
+            "--base-domain",
+            "'bad domain' is not a DNS domain name",
+        ),
+        (
+            Overrides(http_listen=("bad",)),
+            "--http-listen",
+            "'bad' must be host:port, e.g. 0.0.0.0:80 or [::]:80",
+        ),
+    ],
+)
+def test_flags_are_checked_like_the_keys(flags: Overrides, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(Config(), flags)
+    assert (err.value.key, err.value.message) == (key, message)
+
+
+def test_flags_win_over_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = apply_overrides(
+        parse(
+            {"daemon": {"log_level": "error"}, "proxy": {"base_domain": "a.example"}}, base_dir=ROOT
+        ),
+        Overrides(data_dir="state", log_level="debug", base_domain="Ex.COM.", api_socket="s"),
+    )
+    assert config.daemon.data_dir == tmp_path / "state"
+    assert config.daemon.log_level == "debug"
+    assert config.proxy.base_domain == "ex.com"
+    assert config.api.socket == tmp_path / "s"
