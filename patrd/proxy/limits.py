@@ -30,10 +30,7 @@ __all__ = [
 # Buckets are swept (full ones dropped: a full bucket is the same as none)
 # at least this often, and whenever the table reaches its size cap.
 _SWEEP_EVERY_S: Final = 60.0
-# Rate-limit buckets kept (memory bound). A client behind a trusted proxy gets
-# rate/forwarded_share and burst/forwarded_share in this process: the proxy's
-# worker processes share its connections (patrd/proxy/workers.py).
-MAX_CLIENTS: Final = 100_000
+MAX_CLIENTS: Final = 100_000  # rate-limit buckets kept (memory bound)
 
 
 class Admission(IntEnum):
@@ -162,6 +159,9 @@ class Limits:
         self._exempt = Networks(options.rate_limit_exempt)
         rate, burst = options.rate_limit_rps, options.rate_limit_burst
         self._buckets = TokenBuckets(rate, burst, max_clients) if rate > 0 else None
+        # This process sees 1/forwarded_share of a trusted proxy's requests (the
+        # worker processes share its connections): clients behind trusted
+        # proxies get rate/share and burst/share here (patrd/proxy/workers.py).
         share = max(1, options.forwarded_share)
         self._forwarded = (
             TokenBuckets(rate / share, max(1, math.ceil(burst / share)), max_clients)
