@@ -40,17 +40,39 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
+from patrd.model import checks as c
 from patrd.model.deployment import DeploymentRecord, Intent
-from patrd.model.errors import StoreError
+from patrd.model.errors import ConfigError, StoreError
 from patrd.model.replicas import effective_replicas, eligible
+from patrd.model.sections import setting
 from patrd.model.views import InstanceView
-from patrd.settings.config import AutoscaleConfig
 
 _EPSILON = 1e-9
+
+
+def _tolerance(value: Any, key: str, base_dir: Path) -> float:
+    tolerance = float(c.off_or_number()(value, key, base_dir))
+    if tolerance >= 1:
+        raise ConfigError(key, "must be below 1 (0.1 is 10%)")
+    return tolerance
+
+
+@dataclass(frozen=True)
+class AutoscaleConfig:
+    """``[autoscale]``: the CPU autoscaler of this module."""
+
+    enabled: bool = setting(True, c.boolean(), "scale deployments that set autoscale")
+    interval_s: float = setting(15.0, c.positive(), "how often usage is sampled")
+    window_s: float = setting(300.0, c.positive(), "usage above target this long → scale up")
+    stabilization_s: float = setting(
+        300.0, c.positive(), "scale down to the highest recommendation of this window"
+    )
+    tolerance: float = setting(0.1, _tolerance, "no change within this fraction of the target")
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,6 @@ from patrd.observe.metrics import CgroupReader, History, Sampler
 from patrd.observe.nodehealth import NodeCollector, NodeWatcher
 from patrd.observe.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
-from patrd.proxy.server import ProxyOptions
 from patrd.registry.auth import Credential, ensure_credential, htpasswd_path
 from patrd.registry.node import RegistryProcess, load_or_create_secret
 from patrd.registry.poll import TagPoller
@@ -128,24 +127,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             await tls.controller.load()
             # In worker processes or in this one (issue 10, patrd/proxy/front.py).
             proxy = build_proxy(
-                ProxyOptions(
-                    max_header_bytes=config.proxy.max_header_bytes,
-                    max_body_bytes=config.proxy.max_body_bytes,
-                    header_timeout_s=config.proxy.header_timeout_s,
-                    idle_timeout_s=config.proxy.idle_timeout_s,
-                    body_timeout_s=config.proxy.body_timeout_s,
-                    upstream_header_timeout_s=config.proxy.upstream_header_timeout_s,
-                    upstream_idle_timeout_s=config.proxy.upstream_idle_timeout_s,
-                    send_timeout_s=config.proxy.send_timeout_s,
-                    drain_timeout_s=config.proxy.drain_timeout_s,
-                    rate_limit_rps=config.proxy.rate_limit_rps,
-                    rate_limit_burst=config.proxy.rate_limit_burst,
-                    rate_limit_exempt=config.proxy.rate_limit_exempt,
-                    max_connections=config.proxy.max_connections,
-                    max_connections_per_ip=config.proxy.max_connections_per_ip,
-                    trusted_proxies=config.proxy.trusted_proxies,
-                    pause_timeout_s=config.proxy.pause_timeout_s,
-                ),
+                config.proxy,
                 ProxyRuntime(EventLoop(config.proxy.event_loop), config.proxy.workers),
                 certs=tls.certs,
                 challenges=tls.challenges,

@@ -35,13 +35,13 @@ from patrd.firewall.rules import (
     COMMENT_PREFIX,
     TABLE_FAMILY,
     TABLE_NAME,
+    HostConfig,
     hash_of,
     render,
     rules_from_config,
     transaction,
 )
 from patrd.model.errors import EngineError, PatrdError
-from patrd.settings.config import Config
 
 __all__ = [
     "Counter",
@@ -218,7 +218,7 @@ class FirewallKeeper:
 
     def __init__(
         self,
-        config: Config,
+        config: HostConfig,
         bridges: BridgeSource,
         nft: Nft | None = None,
         clock: Callable[[], float] = time.time,

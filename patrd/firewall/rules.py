@@ -31,21 +31,79 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
-if TYPE_CHECKING:
-    from patrd.settings.config import Config
+from patrd.model import checks as c
+from patrd.model.listen import Listen
+from patrd.model.sections import setting
+from patrd.registry.node import RegistryConfig
 
 __all__ = [
     "COUNTERS",
     "TABLE",
+    "FirewallConfig",
     "FirewallRules",
+    "HostConfig",
     "Policy",
     "render",
     "rules_from_config",
     "rules_hash",
     "transaction",
 ]
+
+
+@dataclass(frozen=True)
+class FirewallConfig:
+    """``[firewall]``: patrd's nftables table (this module)."""
+
+    enabled: bool = setting(False, c.boolean(), "load patrd's nftables table")
+    ssh_port: int = setting(22, c.integer(1, 65535), "always open")
+    input_policy: str = setting(
+        "drop", c.choice(("drop", "accept")), "what meets a packet nothing accepted"
+    )
+    api_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        (), c.networks(), "sources that reach api.tcp_listen"
+    )
+    allow_tcp: tuple[int, ...] = setting((), c.ports(), "more TCP ports open to all")
+    allow_udp: tuple[int, ...] = setting((), c.ports(), "more UDP ports open to all")
+    new_conn_rate: int = setting(
+        50, c.integer(0), "proxy: new connections per second per source (IPv6: /64)"
+    )
+    new_conn_burst: int = setting(100, c.integer(1), "proxy: burst of new connections")
+    max_conn_per_source: int = setting(
+        256, c.integer(0), "proxy: concurrent connections per source (0: no limit)"
+    )
+    check_interval_s: float = setting(10.0, c.positive(), "how often the table is checked")
+
+
+# The parts of the daemon config (patrd/settings/config.py) the rules read.
+class _ProxyPart(Protocol):
+    @property
+    def http_listen(self) -> tuple[Listen, ...]: ...
+
+
+class _TlsPart(Protocol):
+    @property
+    def https_listen(self) -> tuple[Listen, ...]: ...
+
+
+class _ApiPart(Protocol):
+    @property
+    def tcp_listen(self) -> Listen | None: ...
+
+
+class HostConfig(Protocol):
+    @property
+    def firewall(self) -> FirewallConfig: ...
+    @property
+    def proxy(self) -> _ProxyPart: ...
+    @property
+    def tls(self) -> _TlsPart: ...
+    @property
+    def api(self) -> _ApiPart: ...
+    @property
+    def registry(self) -> RegistryConfig: ...
+
 
 TABLE: Final = "inet patrd"
 TABLE_FAMILY: Final = "inet"
@@ -114,7 +172,7 @@ class FirewallRules:
             raise ValueError("limits must not be negative")
 
 
-def rules_from_config(config: Config, bridges: Iterable[str] = ()) -> FirewallRules:
+def rules_from_config(config: HostConfig, bridges: Iterable[str] = ()) -> FirewallRules:
     """The rules for this daemon's config and its deployments' bridges."""
     f = config.firewall
     # Proxy listeners bound to loopback need no open port.

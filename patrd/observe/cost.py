@@ -22,7 +22,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patrd.settings.config import CostConfig
+from patrd.model import checks as c
+from patrd.model.errors import ConfigError
+from patrd.model.sections import setting
+
+
+def _currency(value: Any, key: str, _: Path) -> str:
+    currency = c.str_at(value, key, ConfigError).strip()
+    if not 1 <= len(currency) <= 8:
+        raise ConfigError(key, "must be a short currency code such as USD")
+    return currency
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """``[cost]``: the price table behind ``estimated_cost``; zero by default."""
+
+    currency: str = setting("USD", _currency, "the currency of the prices below")
+    vcpu_month: float = setting(0.0, c.off_or_number(), "price of one vCPU for a month")
+    gib_ram_month: float = setting(0.0, c.off_or_number(), "price of 1 GiB of RAM for a month")
+    gib_volume_month: float = setting(
+        0.0, c.off_or_number(), "price of 1 GiB of volume for a month"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,10 +40,11 @@ from typing import Any, Protocol
 
 import structlog
 
+from patrd.model import checks as c
 from patrd.model.errors import EngineError, StoreError
 from patrd.model.instances import ContainerState, Instance
 from patrd.model.naming import instance_name
-from patrd.settings.config import LogsConfig
+from patrd.model.sections import setting
 
 DEFAULT_TAIL = 1000  # lines, when neither tail nor since is given
 MAX_TAIL = 100_000
@@ -51,6 +52,21 @@ HOLD_S = 1.5  # follow: reorder buffer (covers a joining instance's first lines)
 WATCH_S = 0.5  # follow: how often new containers are looked for
 QUEUE_MAX = 10_000  # follow: lines buffered before readers wait (backpressure)
 KEEP_TAIL_LINES = 50_000  # lines read from a removed container (then cut to bytes)
+
+
+@dataclass(frozen=True)
+class LogsConfig:
+    """``[logs]``: logs of removed instances kept by patrd (:class:`LogKeeper`)."""
+
+    retention_s: float = setting(
+        7 * 24 * 3600.0, c.positive(), "how long logs of removed instances are kept"
+    )
+    keep_bytes_per_instance: int = setting(
+        1024 * 1024, c.integer(0), "the newest bytes kept of each removed instance"
+    )
+    keep_bytes_total: int = setting(
+        256 * 1024 * 1024, c.integer(0), "all deployments; oldest files go first"
+    )
 
 
 @dataclass(frozen=True, slots=True)

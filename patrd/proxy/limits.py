@@ -13,13 +13,13 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from patrd.proxy.options import ProxyOptions
+
 __all__ = [
     "Admission",
-    "LimitOptions",
     "Limits",
     "Networks",
     "TokenBuckets",
@@ -30,26 +30,13 @@ __all__ = [
 # Buckets are swept (full ones dropped: a full bucket is the same as none)
 # at least this often, and whenever the table reaches its size cap.
 _SWEEP_EVERY_S: Final = 60.0
+MAX_CLIENTS: Final = 100_000  # rate-limit buckets kept (memory bound)
 
 
 class Admission(IntEnum):
     OK = 0
     TOO_MANY = 503  # the global connection cap is reached
     TOO_MANY_FROM_CLIENT = 429  # this client's connection cap is reached
-
-
-@dataclass(frozen=True, slots=True)
-class LimitOptions:
-    rate: float = 0.0  # requests per second per client; 0: no rate limit
-    burst: int = 1
-    max_connections: int = 0  # all clients; 0: no cap
-    max_connections_per_client: int = 0  # 0: no cap
-    exempt: tuple[str, ...] = ()  # networks never rate limited nor capped per client
-    max_clients: int = 100_000  # rate-limit buckets kept (memory bound)
-    # This process sees 1/forwarded_share of a trusted proxy's requests (the
-    # proxy's worker processes share its connections): clients behind trusted
-    # proxies get rate/share and burst/share here (patrd/proxy/workers.py).
-    forwarded_share: int = 1
 
 
 class Networks:
@@ -167,20 +154,18 @@ class Limits:
 
     __slots__ = ("_buckets", "_exempt", "_forwarded", "_options", "_per_client", "open")
 
-    def __init__(self, options: LimitOptions) -> None:
+    def __init__(self, options: ProxyOptions, max_clients: int = MAX_CLIENTS) -> None:
         self._options = options
-        self._exempt = Networks(options.exempt)
-        self._buckets = (
-            TokenBuckets(options.rate, options.burst, options.max_clients)
-            if options.rate > 0
-            else None
-        )
+        self._exempt = Networks(options.rate_limit_exempt)
+        rate, burst = options.rate_limit_rps, options.rate_limit_burst
+        self._buckets = TokenBuckets(rate, burst, max_clients) if rate > 0 else None
+        # This process sees 1/forwarded_share of a trusted proxy's requests (the
+        # worker processes share its connections): clients behind trusted
+        # proxies get rate/share and burst/share here (patrd/proxy/workers.py).
         share = max(1, options.forwarded_share)
         self._forwarded = (
-            TokenBuckets(
-                options.rate / share, max(1, math.ceil(options.burst / share)), options.max_clients
-            )
-            if options.rate > 0 and share > 1
+            TokenBuckets(rate / share, max(1, math.ceil(burst / share)), max_clients)
+            if rate > 0 and share > 1
             else self._buckets
         )
         self._per_client: dict[str, int] = {}
@@ -194,9 +179,9 @@ class Limits:
         options = self._options
         if options.max_connections and self.open >= options.max_connections:
             return Admission.TOO_MANY
-        if options.max_connections_per_client and not exempt:
+        if options.max_connections_per_ip and not exempt:
             count = self._per_client.get(key, 0)
-            if count >= options.max_connections_per_client:
+            if count >= options.max_connections_per_ip:
                 return Admission.TOO_MANY_FROM_CLIENT
             self._per_client[key] = count + 1
         self.open += 1
@@ -204,7 +189,7 @@ class Limits:
 
     def release(self, key: str, exempt: bool) -> None:
         self.open -= 1
-        if self._options.max_connections_per_client and not exempt:
+        if self._options.max_connections_per_ip and not exempt:
             count = self._per_client.get(key, 0) - 1
             if count > 0:
                 self._per_client[key] = count

@@ -48,7 +48,8 @@ from patrd.proxy.headers import (
     request_header_kind,
 )
 from patrd.proxy.hold import RETRY_AFTER_S, HeldRequests
-from patrd.proxy.limits import LimitOptions, Limits, Networks, client_key, forwarded_client
+from patrd.proxy.limits import Limits, Networks, client_key, forwarded_client
+from patrd.proxy.options import ProxyOptions
 from patrd.proxy.router import (
     Backend,
     Route,
@@ -71,38 +72,6 @@ __all__ = ["Listen", "ProxyOptions", "ProxyServer", "Snapshot"]
 # A listener: an address to bind, or a socket bound and listening already
 # (the worker processes get theirs from the daemon).
 Listen = tuple[str, int] | socket.socket
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyOptions:
-    """Limits and timeouts of the proxy (bytes, seconds)."""
-
-    max_header_bytes: int = 16384
-    max_body_bytes: int = 10 * 1024 * 1024
-    header_timeout_s: float = 30.0
-    idle_timeout_s: float = 75.0  # also: an open websocket with no byte either way
-    # After the head (like nginx's client_body_timeout, proxy_read_timeout,
-    # send_timeout); a managed URL may set its own (Route.timeouts).
-    body_timeout_s: float = 60.0  # between two reads of a request body → 408
-    upstream_header_timeout_s: float = 60.0  # request sent → response head → 504
-    upstream_idle_timeout_s: float = 60.0  # between two reads of a response body → cut
-    send_timeout_s: float = 60.0  # a client not reading its response → cut
-    upstream_connect_timeout_s: float = 5.0
-    upstream_idle_pool_size: int = 32  # idle keep-alive connections kept per backend
-    drain_timeout_s: float = 30.0
-    # Limits (patrd/proxy/limits.py); 0 turns one off.
-    rate_limit_rps: float = 100.0  # requests per second per client (IPv6: per /64) → 429
-    rate_limit_burst: int = 200
-    rate_limit_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")  # also no per-client cap
-    max_connections: int = 10000  # concurrent client connections, all clients → 503
-    max_connections_per_ip: int = 256  # → 429
-    trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For is kept (appended to)
-    # Set by the worker supervisor (patrd/proxy/workers.py): this process gets
-    # 1/forwarded_share of a trusted proxy's connections.
-    forwarded_share: int = 1
-    # How long a request waits for a deployment swapping its only instance
-    # (route.hold, patrd/proxy/hold.py) before 503 + Retry-After.
-    pause_timeout_s: float = 30.0
 
 
 # --- constants ---------------------------------------------------------------
@@ -307,16 +276,7 @@ class ProxyServer:
         self._active = 0
         self._rr = 0
         self._open = 0  # transports (client and upstream) not yet lost
-        self._limits = Limits(
-            LimitOptions(
-                rate=options.rate_limit_rps,
-                burst=options.rate_limit_burst,
-                max_connections=options.max_connections,
-                max_connections_per_client=options.max_connections_per_ip,
-                exempt=options.rate_limit_exempt,
-                forwarded_share=options.forwarded_share,
-            )
-        )
+        self._limits = Limits(options)
         self._trusted = Networks(options.trusted_proxies)
         self.limited_requests = 0  # answered 429 by the rate limit
         self.refused_connections = 0  # closed at once by a connection cap

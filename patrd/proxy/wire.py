@@ -28,6 +28,7 @@ import struct
 from dataclasses import asdict, fields
 from typing import Any, Final
 
+from patrd.model.listen import Listen
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.server import ProxyOptions, Snapshot
 from patrd.proxy.stats import DeploymentCounters
@@ -130,6 +131,8 @@ def options_from(data: dict[str, Any]) -> ProxyOptions:
     for f in fields(ProxyOptions):
         if f.name in data:
             value = data[f.name]
+            if f.name == "http_listen":
+                value = [Listen(**listen) for listen in value]
             values[f.name] = tuple(value) if isinstance(value, list) else value
     return ProxyOptions(**values)
 

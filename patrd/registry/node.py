@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import os
 import re
@@ -22,8 +23,10 @@ from typing import Any
 
 import structlog
 
-from patrd.model.errors import BadRequest
-from patrd.settings.config import RegistryConfig
+from patrd.model import checks as c
+from patrd.model.errors import BadRequest, ConfigError
+from patrd.model.listen import Listen
+from patrd.model.sections import setting
 
 EVENTS_CONTENT_TYPE = "application/vnd.docker.distribution.events.v1+json"
 MANIFEST_TYPES = frozenset(
@@ -37,6 +40,60 @@ MANIFEST_TYPES = frozenset(
 )
 MAX_EVENTS_BODY = 1024 * 1024
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _poll(value: Any, key: str, _: Path) -> float:
+    if not c.is_number(value) or value < 0:
+        raise ConfigError(key, "must be 0 (off) or a positive number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """``[registry]``: the node registry and deploy on push (issue 8)."""
+
+    enabled: bool = setting(False, c.boolean(), "run Debian's docker-registry as node registry")
+    listen: Listen = setting(Listen("127.0.0.1", 5000), c.listen(), "the registry's address")
+    storage_dir: Path | None = setting(None, c.file_path(), "None: <data_dir>/registry")
+    htpasswd_file: Path | None = setting(
+        None, c.file_path(), "basic auth for pushes and pulls (htpasswd -B)"
+    )
+    # No htpasswd_file: patrd generates one credential (patrd/registry/auth.py).
+    auth: bool = setting(True, c.boolean(), "false: no auth at all (loopback listen only)")
+    webhook_listen: Listen = setting(
+        Listen("127.0.0.1", 7071), c.listen(), "where the registry's push events arrive"
+    )
+    poll_interval_s: float = setting(
+        0.0, _poll, "other registries: poll tags for new digests (0: off)"
+    )
+    binary: str = setting("docker-registry", c.text(), "the registry program")
+
+    @property
+    def host(self) -> str:
+        """How deployments with ``registry: "local"`` pull: host:port of the node registry."""
+        host = "127.0.0.1" if self.listen.host in ("0.0.0.0", "::", "") else self.listen.host
+        return f"{host}:{self.listen.port}"
+
+    def validate(self) -> None:
+        if not self.auth and self.htpasswd_file is not None:
+            raise ConfigError(
+                "registry.auth", "is false but registry.htpasswd_file is set; pick one"
+            )
+        if self.enabled and not self.auth and not _loopback(self.listen.host):
+            raise ConfigError(
+                "registry.listen",
+                f"{self.listen} is beyond loopback and registry.auth = false: anyone who "
+                "reaches it could push (and deploy); listen on 127.0.0.1 or turn auth on",
+            )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,35 +14,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from patrd.model import checks as c
 from patrd.model.errors import ConfigError
+from patrd.model.sections import flattened, load_section, setting
 from patrd.state.backup_schedule import Schedule, parse_schedule
 
 KEEP_KEYS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
-KEYS = {
-    "repository",
-    "schedule",
-    "password_file",
-    "env_file",
-    "state",
-    "volumes",
-    "hook_timeout_s",
-    "binary",
-    *KEEP_KEYS,
-}
 BACKUP_DIR = "backup"  # under the data dir: password, status, restic's cache
 PASSWORD_NAME = "restic-password"  # noqa: S105 (a file name)
+
+
+def _keep(value: Any, key: str, _: Path) -> int:
+    if not c.is_number(value) or not isinstance(value, int) or value < 0:
+        raise ConfigError(key, "must be an integer >= 0 (0: not used)")
+    return value
+
+
+def _stripped(value: Any, key: str, _: Path) -> str:
+    return c.str_at(value, key, ConfigError).strip()
+
+
+def _schedule(value: Any, key: str, _: Path) -> Schedule | None:
+    text = c.str_at(value, key, ConfigError).strip()
+    if not text:
+        return None
+    try:
+        return parse_schedule(text)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _binary(value: Any, key: str, _: Path) -> str | object:
+    return c.str_at(value, key, ConfigError) or c.DEFAULT
 
 
 @dataclass(frozen=True)
 class Retention:
     """``restic forget --keep-*``; all zero: keep everything (no forget)."""
 
-    keep_last: int = 0
-    keep_hourly: int = 0
-    keep_daily: int = 0
-    keep_weekly: int = 0
-    keep_monthly: int = 0
-    keep_yearly: int = 0
+    keep_last: int = setting(0, _keep, "restic forget --keep-last (0: not used)")
+    keep_hourly: int = setting(0, _keep, "restic forget --keep-hourly (0: not used)")
+    keep_daily: int = setting(0, _keep, "restic forget --keep-daily (0: not used)")
+    keep_weekly: int = setting(0, _keep, "restic forget --keep-weekly (0: not used)")
+    keep_monthly: int = setting(0, _keep, "restic forget --keep-monthly (0: not used)")
+    keep_yearly: int = setting(0, _keep, "restic forget --keep-yearly (0: not used)")
 
     @property
     def any(self) -> bool:
@@ -59,80 +74,33 @@ class Retention:
 
 @dataclass(frozen=True)
 class BackupConfig:
-    repository: str = ""  # "": off-site backups off
-    schedule: Schedule | None = None  # None: only on request (patrctl backup run)
-    password_file: Path | None = None  # None: <data_dir>/backup/restic-password
-    env_file: Path | None = None  # KEY=VALUE lines for restic (backend credentials)
-    state: bool = True  # patrd's own state (the patrctl backup archive)
-    volumes: bool = True  # every deployment's volumes
-    hook_timeout_s: float = 600.0  # each pre/post hook
-    binary: str = "restic"
-    retention: Retention = Retention()
+    repository: str = setting("", _stripped, 'restic repository; "": off-site backups off')
+    schedule: Schedule | None = setting(
+        None, _schedule, "when backups run; unset: only on request (patrctl backup run)"
+    )
+    password_file: Path | None = setting(
+        None, c.file_path(), "unset: <data_dir>/backup/restic-password"
+    )
+    env_file: Path | None = setting(
+        None, c.file_path(), "KEY=VALUE lines for restic (backend credentials)"
+    )
+    state: bool = setting(True, c.boolean(), "patrd's own state (the patrctl backup archive)")
+    volumes: bool = setting(True, c.boolean(), "every deployment's volumes")
+    hook_timeout_s: float = setting(600.0, c.positive(), "each pre/post hook")
+    binary: str = setting("restic", _binary, "the restic program")
+    retention: Retention = flattened(Retention)
 
     @property
     def enabled(self) -> bool:
         return bool(self.repository)
 
+    def validate(self) -> None:
+        if self.schedule is not None and not self.repository:
+            raise ConfigError("backup.repository", "is required when backup.schedule is set")
+
 
 def parse_backup(raw: Mapping[str, Any], base_dir: Path) -> BackupConfig:
-    table = raw.get("backup", {})
-    if not isinstance(table, Mapping):
-        raise ConfigError("backup", "must be a table")
-    for key in table:
-        if key not in KEYS:
-            raise ConfigError(f"backup.{key}", f"unknown key; known: {', '.join(sorted(KEYS))}")
-    repository = _str(table, "repository", "").strip()
-    schedule_text = _str(table, "schedule", "").strip()
-    schedule = None
-    if schedule_text:
-        try:
-            schedule = parse_schedule(schedule_text)
-        except ValueError as exc:
-            raise ConfigError("backup.schedule", str(exc)) from None
-        if not repository:
-            raise ConfigError("backup.repository", "is required when backup.schedule is set")
-    keep = {}
-    for key in KEEP_KEYS:
-        value = table.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"backup.{key}", "must be an integer >= 0 (0: not used)")
-        keep[key] = value
-    timeout = table.get("hook_timeout_s", BackupConfig.hook_timeout_s)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError("backup.hook_timeout_s", "must be a positive number")
-    return BackupConfig(
-        repository=repository,
-        schedule=schedule,
-        password_file=_path(table, "password_file", base_dir),
-        env_file=_path(table, "env_file", base_dir),
-        state=_bool(table, "state", True),
-        volumes=_bool(table, "volumes", True),
-        hook_timeout_s=float(timeout),
-        binary=_str(table, "binary", BackupConfig.binary) or BackupConfig.binary,
-        retention=Retention(**keep),
-    )
-
-
-def _str(table: Mapping[str, Any], key: str, default: str) -> str:
-    value = table.get(key, default)
-    if not isinstance(value, str):
-        raise ConfigError(f"backup.{key}", "must be a string")
-    return value
-
-
-def _bool(table: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"backup.{key}", "must be true or false")
-    return value
-
-
-def _path(table: Mapping[str, Any], key: str, base_dir: Path) -> Path | None:
-    text = _str(table, key, "")
-    if not text:
-        return None
-    path = Path(text)
-    return path if path.is_absolute() else (base_dir / path).resolve()
+    return load_section(BackupConfig, raw, "backup", base_dir)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

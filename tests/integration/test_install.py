@@ -67,7 +67,7 @@ def test_unit_file_is_a_notify_service_with_a_watchdog() -> None:
     assert "CAP_NET_BIND_SERVICE" in service["CapabilityBoundingSet"]
     assert "AF_UNIX" in service["RestrictAddressFamilies"]
     # The stop timeout covers the default drain plus the task stop stage.
-    assert int(service["TimeoutStopSec"].rstrip("s")) >= ProxyConfig.drain_timeout_s + 10
+    assert int(service["TimeoutStopSec"].rstrip("s")) >= ProxyConfig().drain_timeout_s + 10
 
 
 def test_install_is_idempotent_and_uninstall_keeps_data_unless_purged(

@@ -6,13 +6,13 @@ import pytest
 
 from patrd.proxy.limits import (
     Admission,
-    LimitOptions,
     Limits,
     Networks,
     TokenBuckets,
     client_key,
     forwarded_client,
 )
+from patrd.proxy.options import ProxyOptions
 
 
 def test_bucket_allows_burst_then_rate() -> None:
@@ -63,15 +63,15 @@ def test_bad_bucket_parameters() -> None:
 
 
 def test_retry_after_is_whole_seconds() -> None:
-    limits = Limits(LimitOptions(rate=0.5, burst=1))
+    limits = Limits(ProxyOptions(rate_limit_rps=0.5, rate_limit_burst=1))
     assert limits.retry_after("a", 0.0) == 0
     assert limits.retry_after("a", 0.0) == 2  # ceil(1 / 0.5)
     assert limits.retry_after("a", 1.9) == 1  # ceil of 0.1 is still at least 1
-    assert Limits(LimitOptions(rate=0)).retry_after("a", 0.0) == 0  # off
+    assert Limits(ProxyOptions(rate_limit_rps=0)).retry_after("a", 0.0) == 0  # off
 
 
 def test_connection_caps() -> None:
-    limits = Limits(LimitOptions(max_connections=3, max_connections_per_client=2))
+    limits = Limits(ProxyOptions(rate_limit_exempt=(), max_connections=3, max_connections_per_ip=2))
     assert limits.admit("a", exempt=False) is Admission.OK
     assert limits.admit("a", exempt=False) is Admission.OK
     assert limits.admit("a", exempt=False) is Admission.TOO_MANY_FROM_CLIENT

@@ -15,7 +15,7 @@ import pytest
 
 from patrd.model.errors import ConfigError
 from patrd.proxy import wire
-from patrd.proxy.limits import LimitOptions, Limits
+from patrd.proxy.limits import Limits
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.runtime import EventLoop, ProxyRuntime, loop_factory
 from patrd.proxy.server import ProxyOptions
@@ -279,10 +279,10 @@ def test_config_proxy_runtime_errors_name_the_key(
 
 def test_forwarded_clients_get_their_share_of_the_rate() -> None:
     """Two workers share a trusted proxy's connections: each allows half the burst."""
-    limits = Limits(LimitOptions(rate=1.0, burst=10, forwarded_share=2))
+    limits = Limits(ProxyOptions(rate_limit_rps=1.0, rate_limit_burst=10, forwarded_share=2))
     forwarded = [limits.retry_after("client", 0.0, forwarded=True) for _ in range(7)]
     assert forwarded == [0] * 5 + [2, 2]  # burst 5, then 0.5 tokens/s
     direct = [limits.retry_after("peer", 0.0) for _ in range(11)]
     assert direct == [0] * 10 + [1]  # a direct client keeps the whole burst
-    one = Limits(LimitOptions(rate=1.0, burst=10))
+    one = Limits(ProxyOptions(rate_limit_rps=1.0, rate_limit_burst=10))
     assert [one.retry_after("c", 0.0, forwarded=True) for _ in range(11)] == [0] * 10 + [1]
