@@ -37,6 +37,7 @@ from patrd.api.backups import BACKUPS
 from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.image_ports import IMAGE_PORTS, ImagePorts
+from patrd.api.nodes import NodesView, add_node_routes
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
 from patrd.api.releases import RESOLVER, TagResolver, add_release_routes
@@ -82,6 +83,7 @@ def build_app(
     resolver: TagResolver | None = None,
     runs: Runs | None = None,
     image_ports: ImagePorts | None = None,
+    nodes: NodesView | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -128,6 +130,7 @@ def build_app(
     add_access_routes(app)  # /v1/tokens, /v1/audit
     notify_api.add_routes(app)  # /v1/notifications, /v1/node
     add_release_routes(app)  # redeploy, revert by REF (patrd/api/releases.py)
+    add_node_routes(app, nodes)  # /v1/nodes (issue 17, patrd/api/nodes.py)
     if dashboard is not None:
         dashboard.install(app)
     return app

@@ -144,7 +144,10 @@ class SwarmEngine:
             info = await self.docker.system.info()
         swarm = info.get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-            raise EngineError("engine.backend = swarm needs a swarm manager (docker swarm init)")
+            raise EngineError(
+                "this Docker engine is not a swarm manager "
+                "(docker swarm init, or join the swarm as a manager)"
+            )
         return f"{info.get('ServerVersion', '?')} (swarm, {swarm.get('Nodes', '?')} nodes)"
 
     # --- nodes -----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from patrd.model.errors import ConfigError
 from patrd.model.spec import NAME_RE
 from patrd.notify.config import NodeConfig, parse_node, parse_notify
 from patrd.notify.targets import Target
+from patrd.settings.engine import EngineConfig, parse_engine
 from patrd.state.backup_config import BackupConfig, parse_backup
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -240,6 +241,7 @@ class Config:
     # Notifications and the node's health (patrd/notify/config.py).
     notify: tuple[Target, ...] = ()
     node: NodeConfig = field(default_factory=NodeConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # patrd/settings/engine.py
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         raw,
         {"daemon", "api", "proxy", "docker", "firewall", "tls", "acme", "registry", "security"}
         | _OBSERVE_SECTIONS
-        | {"dashboard", "backup", "notify", "node"}
+        | {"dashboard", "backup", "notify", "node", "engine"}
         | _IMAGES_SECTIONS,
         "",
     )
@@ -416,6 +418,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
         backup=parse_backup(raw, base_dir),
         notify=parse_notify(raw),
         node=parse_node(raw, base_dir),
+        engine=parse_engine(raw),
         **_observe(raw, base_dir),
         **_images(raw),
     )

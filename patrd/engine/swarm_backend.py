@@ -1,0 +1,208 @@
+"""The Swarm engine as the controller's ``Engine`` (``engine.backend = "swarm"``, issue 17).
+
+:class:`~patrd.engine.swarm.SwarmEngine` speaks services, tasks and nodes;
+this adapter gives the controller an ``Engine`` over it:
+
+* **Instances are tasks.** ``container_id`` is ``SERVICE.TASK``: a task Swarm
+  moved to another node (drain, node lost) is a new instance for the executor
+  (probed again, a new pool entry), while remove/restart act on the service,
+  the part before the dot (:func:`service_of`).
+* **Per-instance addresses.** ``ip`` is the node's address and ``ports`` the
+  task's host-mode published ports, so the proxy dials ``node:published``
+  (``Instance.reach``): per-instance health and least-outstanding balancing
+  as on one node, never Swarm's virtual IP.
+* **Withheld nodes.** A task on a node that is leaving (a drain patrd started),
+  drained, paused or not ready is reported running *without an address*: the
+  executor takes it out of the proxy pools (the planner leaves it alone)
+  before Swarm stops it (patrd/control/nodes.py orders a drain so).
+* **Images** are resolved by the manager's own engine (a ``DockerEngine`` on
+  the same socket); a task's image is pinned to the manager's digest or ID.
+* **Events** by polling the tasks (the manager emits no task events).
+
+Volumes are refused for now (pinning an instance to its volume's node is
+issue 17's next step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from patrd.engine.docker import (
+    DockerEngine,
+    EngineEvent,
+    ImageResult,
+    Instance,
+    InstanceSpec,
+    NetworkInfo,
+    ProgressCallback,
+    RegistryAuth,
+    VolumeInfo,
+    _translate,
+)
+from patrd.engine.swarm import Availability, NodeInfo, SwarmEngine, SwarmInstance
+from patrd.model.errors import EngineError
+
+EVENTS_POLL_S = 1.0  # how often the task list is compared for the controller's wake-ups
+DEFAULT_TARGET_PORT = 80  # an InstanceSpec without ports (one-offs): what Swarm publishes
+
+
+def service_of(container_id: str) -> str:
+    """The service ID in a ``SERVICE.TASK`` instance ID (Docker IDs have no dots)."""
+    return container_id.split(".", 1)[0]
+
+
+def nodes_out(raw_nodes: Iterable[Mapping[str, Any]], leaving: Collection[str]) -> set[str]:
+    """Node IDs whose tasks must not serve: leaving, not active, or not ready."""
+    out = set(leaving)
+    for node in raw_nodes:
+        spec = node.get("Spec") or {}
+        state = (node.get("Status") or {}).get("State")
+        if spec.get("Availability") != Availability.ACTIVE.value or state != "ready":
+            out.add(str(node["ID"]))
+    return out
+
+
+def as_instance(task: SwarmInstance, out: Collection[str]) -> Instance:
+    """The executor's view of one slot's current task (see the module docstring)."""
+    inst = task.instance
+    container_id = f"{task.service_id}.{task.task_id}" if task.task_id else task.service_id
+    if task.node_id in out:
+        return replace(inst, container_id=container_id, ip=None, ports=())
+    return replace(inst, container_id=container_id, ports=tuple(sorted(task.ports.items())))
+
+
+def changes(
+    before: Mapping[str, tuple[str, str, str | None]],
+    now: Mapping[str, tuple[str, str, str | None]],
+) -> list[tuple[str, str, str]]:
+    """(deployment id, container id, action) for every instance that came, went or changed."""
+    found = []
+    for cid, (dep, state, ip) in now.items():
+        if before.get(cid) != (dep, state, ip):
+            found.append((dep, cid, state))
+    found += [(dep, cid, "destroy") for cid, (dep, _, _) in before.items() if cid not in now]
+    return found
+
+
+class SwarmBackend:
+    """``Engine`` (patrd/engine/docker.py) over a swarm manager's Docker API."""
+
+    def __init__(self, swarm: SwarmEngine, manager: DockerEngine) -> None:
+        self.swarm = swarm
+        self._manager = manager  # this node's engine: images and digests
+        self._leaving: set[str] = set()
+
+    # --- nodes (patrd/control/nodes.py) -------------------------------------------
+
+    async def nodes(self) -> list[NodeInfo]:
+        return await self.swarm.nodes()
+
+    async def node_id(self, node: str) -> str:
+        return await self.swarm._node_id(node)
+
+    def withhold(self, node_id: str) -> None:
+        """Take the node's tasks out of service (the next listing) ahead of a drain."""
+        self._leaving.add(node_id)
+
+    def release(self, node_id: str) -> None:
+        self._leaving.discard(node_id)
+
+    async def set_availability(self, node_id: str, availability: str) -> NodeInfo:
+        return await self.swarm.set_availability(node_id, availability)
+
+    async def node_tasks(self, node_id: str) -> list[SwarmInstance]:
+        return [t for t in await self.swarm.list_tasks() if t.node_id == node_id]
+
+    # --- Engine ------------------------------------------------------------------
+
+    async def ping(self) -> str:
+        return await self.swarm.ping()
+
+    async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
+        tasks = await self.swarm.list_tasks(deployment_id)
+        if not tasks:
+            return []
+        async with _translate("list nodes"):
+            raw = await self.swarm.docker.nodes.list()
+        out = nodes_out(raw, self._leaving)
+        return [as_instance(t, out) for t in tasks]
+
+    async def list_networks(self) -> list[NetworkInfo]:
+        return await self.swarm.list_networks()
+
+    async def ensure_network(self, name: str, deployment: str, deployment_id: str) -> None:
+        await self.swarm.ensure_network(name, deployment, deployment_id)
+
+    async def remove_network(self, name: str) -> None:
+        await self.swarm.remove_network(name)
+
+    async def ensure_image(
+        self,
+        ref: str,
+        *,
+        always_pull: bool,
+        progress: ProgressCallback | None = None,
+        auth: RegistryAuth | None = None,
+        refuse_pull: str = "",
+    ) -> ImageResult:
+        return await self._manager.ensure_image(
+            ref, always_pull=always_pull, progress=progress, auth=auth, refuse_pull=refuse_pull
+        )
+
+    async def create_instance(self, spec: InstanceSpec) -> str:
+        if spec.volumes:
+            raise EngineError("volumes are not supported with engine.backend = swarm yet")
+        return await self.swarm.create_instance(
+            spec, target_ports=spec.ports or (DEFAULT_TARGET_PORT,)
+        )
+
+    async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str:
+        return await self._manager.remote_digest(ref, auth)
+
+    async def repo_digests(self, image: str) -> list[str]:
+        return await self._manager.repo_digests(image)
+
+    async def start(self, container_id: str) -> None:
+        """Swarm starts (and restarts) tasks itself."""
+
+    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
+        await self.swarm.remove(service_of(container_id), stop_timeout_s)
+
+    async def restart(self, container_id: str, stop_timeout_s: int) -> None:
+        await self.swarm.restart(service_of(container_id), stop_timeout_s)
+
+    async def ensure_volume(
+        self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
+    ) -> str:
+        raise EngineError("volumes are not supported with engine.backend = swarm yet")
+
+    async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
+        return []
+
+    async def remove_volume(self, name: str) -> None:
+        """No volumes are made on a swarm (yet)."""
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        """A wake-up per instance that came, went or changed state or address.
+
+        Polls the tasks every ``EVENTS_POLL_S`` until the manager fails (then
+        ``EngineError``, and the controller reconnects as for Docker events).
+        """
+        before = self._summary(await self.list_instances())
+        while True:
+            await asyncio.sleep(EVENTS_POLL_S)
+            now = self._summary(await self.list_instances())
+            for dep, cid, action in changes(before, now):
+                yield EngineEvent(dep, cid, action, time.time_ns())
+            before = now
+
+    @staticmethod
+    def _summary(instances: Iterable[Instance]) -> dict[str, tuple[str, str, str | None]]:
+        return {i.container_id: (i.deployment_id, i.state.value, i.ip) for i in instances}
+
+    async def close(self) -> None:
+        await self.swarm.close()  # the manager's DockerEngine is its owner's to close

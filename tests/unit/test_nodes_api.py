@@ -1,0 +1,181 @@
+"""``/v1/nodes``: the node view over the API, and the pure parts of patrd/control/nodes.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from patrd.api.app import build_app
+from patrd.control.nodes import LocalNodes, local_node, match_node, still_serving
+from patrd.engine.docker import ContainerState, Instance
+from patrd.engine.swarm import NodeInfo, SwarmInstance
+from patrd.model.errors import Conflict, NotFound
+from patrd.model.views import InstanceView
+from patrd.settings.config import Config
+from patrd.state.store import Store
+from tests.unit.test_api import FakeController
+
+
+def node(node_id: str, hostname: str = "box", availability: str = "active") -> NodeInfo:
+    return NodeInfo(
+        node_id=node_id,
+        hostname=hostname,
+        address="10.250.1.11",
+        role="worker",
+        state="ready",
+        availability=availability,
+        leader=False,
+        cpus=2.0,
+        memory_bytes=2**30,
+        labels={},
+        instances=1,
+    )
+
+
+class FakeNodes:
+    def __init__(self) -> None:
+        self.nodes = [node("abc123"), node("abd456", hostname="other")]
+        self.calls: list[tuple[str, str]] = []
+
+    async def list(self) -> list[NodeInfo]:
+        return self.nodes
+
+    async def drain(self, wanted: str) -> NodeInfo:
+        self.calls.append(("drain", wanted))
+        found = match_node(self.nodes, wanted)
+        return node(found.node_id, found.hostname, "drain")
+
+    async def activate(self, wanted: str) -> NodeInfo:
+        self.calls.append(("activate", wanted))
+        return match_node(self.nodes, wanted)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], FakeNodes]]:
+    store = await Store.open(tmp_path / "patrd.db")
+    nodes = FakeNodes()
+    app = build_app(store, FakeController(), Config(), token=None, nodes=nodes)
+    async with TestClient(TestServer(app)) as client:
+        yield client, nodes
+    await store.close()
+
+
+async def test_list_drain_activate(setup: tuple[TestClient[Any, Any], FakeNodes]) -> None:
+    client, nodes = setup
+    response = await client.get("/v1/nodes")
+    assert response.status == 200
+    body = await response.json()
+    assert [n["id"] for n in body["nodes"]] == ["abc123", "abd456"]
+    assert set(body["nodes"][0]) == {
+        "id",
+        "hostname",
+        "address",
+        "role",
+        "leader",
+        "state",
+        "availability",
+        "cpus",
+        "memory_bytes",
+        "labels",
+        "instances",
+    }
+    response = await client.post("/v1/nodes/other/drain")
+    assert response.status == 200
+    assert (await response.json())["availability"] == "drain"
+    response = await client.post("/v1/nodes/abc/activate")
+    assert (await response.json())["id"] == "abc123"
+    response = await client.post("/v1/nodes/ab/drain")  # two nodes start with "ab"
+    assert response.status == 409
+    assert "use the node ID" in (await response.json())["message"]
+    response = await client.post("/v1/nodes/zzz/drain")
+    assert response.status == 404
+    assert nodes.calls == [
+        ("drain", "other"),
+        ("activate", "abc"),
+        ("drain", "ab"),
+        ("drain", "zzz"),
+    ]
+
+
+async def test_without_a_node_view_the_routes_say_unavailable(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "patrd.db")
+    app = build_app(store, FakeController(), Config(), token=None)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/v1/nodes")).status == 503
+    await store.close()
+
+
+def test_match_node_prefers_the_exact_id() -> None:
+    nodes = [node("abc"), node("abcdef")]
+    assert match_node(nodes, "abc").node_id == "abc"
+    assert match_node(nodes, "abcd").node_id == "abcdef"
+    with pytest.raises(NotFound):
+        match_node(nodes, "x")
+
+
+class FakeEngine:
+    def __init__(self, instances: list[Instance]) -> None:
+        self.instances = instances
+
+    async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
+        return self.instances
+
+
+def inst(state: ContainerState) -> Instance:
+    return Instance("c", "web-0", "dep", "web", 1, 0, state, "172.18.0.2", None)
+
+
+async def test_the_docker_backend_lists_one_node_and_refuses_drains() -> None:
+    async def info() -> dict[str, Any]:
+        return {"ID": "ENGINE", "Name": "box", "NCPU": 2, "MemTotal": 4 * 2**30}
+
+    engine = FakeEngine([inst(ContainerState.RUNNING), inst(ContainerState.EXITED)])
+    local = LocalNodes(engine, info)  # type: ignore[arg-type]
+    (only,) = await local.list()
+    assert only == local_node(await info(), 1)
+    assert (only.role, only.state, only.availability, only.cpus) == (
+        "standalone",
+        "ready",
+        "active",
+        2.0,
+    )
+    with pytest.raises(Conflict, match=r"engine\.backend = swarm"):
+        await local.drain("box")
+    with pytest.raises(Conflict):
+        await local.activate("box")
+
+
+class Proxy:
+    def __init__(self, busy: set[tuple[str, int]]) -> None:
+        self.busy = busy
+
+    def outstanding(self, host: str, port: int) -> int:
+        return 1 if (host, port) in self.busy else 0
+
+
+def view(container_id: str, ready: bool) -> InstanceView:
+    return InstanceView("web-0", container_id, 1, 0, "running", ready, None, 0)
+
+
+def test_a_withheld_task_serves_while_pooled_or_with_requests_in_flight() -> None:
+    swarm_task = SwarmInstance(
+        instance=inst(ContainerState.RUNNING),
+        service_id="svc",
+        task_id="t1",
+        node_id="n1",
+        node_address="10.250.1.12",
+        port=30001,
+        ports={80: 30001},
+        task_state="running",
+        desired_state="running",
+        error="",
+    )
+    pooled = {"dep": [view("svc.t1", True)]}
+    out = {"dep": [view("svc.t1", False)]}
+    assert still_serving([swarm_task], pooled, Proxy(set())) == ["web-0"]
+    assert still_serving([swarm_task], out, Proxy({("10.250.1.12", 30001)})) == ["web-0"]
+    assert still_serving([swarm_task], out, Proxy(set())) == []

@@ -1,0 +1,131 @@
+"""engine.backend (settings), the Swarm backend's pure parts, and per-instance ports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
+from patrd.engine.docker import ContainerState, Instance
+from patrd.engine.swarm import SwarmInstance
+from patrd.engine.swarm_backend import as_instance, changes, nodes_out, service_of
+from patrd.model.errors import ConfigError
+from patrd.settings.config import parse
+from patrd.state.store import Status
+
+
+def test_engine_backend_defaults_to_docker_and_accepts_swarm(tmp_path: Path) -> None:
+    assert parse({}, base_dir=tmp_path).engine.backend == "docker"
+    assert not parse({}, base_dir=tmp_path).engine.swarm
+    config = parse({"engine": {"backend": "swarm"}}, base_dir=tmp_path)
+    assert config.engine.swarm
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"engine": {"backend": "k8s"}}, "engine.backend"),
+        ({"engine": {"backend": 1}}, "engine.backend"),
+        ({"engine": {"mode": "swarm"}}, "engine.mode"),
+        ({"engine": "swarm"}, "engine"),
+    ],
+)
+def test_engine_backend_refuses_bad_values(
+    tmp_path: Path, raw: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(raw, base_dir=tmp_path)
+    assert info.value.key == field
+
+
+def instance(**overrides: object) -> Instance:
+    fields: dict[str, object] = {
+        "container_id": "svc1",
+        "container_name": "web-0",
+        "deployment_id": "dep",
+        "deployment": "web",
+        "revision": 1,
+        "slot": 0,
+        "state": ContainerState.RUNNING,
+        "ip": "10.250.1.12",
+        "exit_code": None,
+    }
+    fields.update(overrides)
+    return Instance(**fields)  # type: ignore[arg-type]
+
+
+def task(
+    node: str = "n2", task_id: str = "t1", ports: dict[int, int] | None = None
+) -> SwarmInstance:
+    return SwarmInstance(
+        instance=instance(),
+        service_id="svc1",
+        task_id=task_id,
+        node_id=node,
+        node_address="10.250.1.12",
+        port=30001,
+        ports=ports if ports is not None else {80: 30001, 8080: 30002},
+        task_state="running",
+        desired_state="running",
+        error="",
+    )
+
+
+def test_instance_reach_maps_published_ports_and_defaults_to_the_port_itself() -> None:
+    assert instance().reach(80) == 80  # one node: the container's own port
+    inst = as_instance(task(), out=set())
+    assert inst.container_id == "svc1.t1"
+    assert (inst.reach(80), inst.reach(8080), inst.reach(9000)) == (30001, 30002, 9000)
+    assert service_of(inst.container_id) == "svc1"
+    assert service_of("svc1") == "svc1"
+    # No task yet: the service stands for the slot.
+    assert as_instance(task(task_id=""), out=set()).container_id == "svc1"
+
+
+def test_tasks_on_nodes_out_of_service_are_running_without_an_address() -> None:
+    withheld = as_instance(task(node="n2"), out={"n2"})
+    assert withheld.state is ContainerState.RUNNING
+    assert (withheld.ip, withheld.ports) == (None, ())
+
+
+def test_nodes_out_are_leaving_drained_paused_or_not_ready() -> None:
+    raw = [
+        {"ID": "a", "Spec": {"Availability": "active"}, "Status": {"State": "ready"}},
+        {"ID": "b", "Spec": {"Availability": "drain"}, "Status": {"State": "ready"}},
+        {"ID": "c", "Spec": {"Availability": "pause"}, "Status": {"State": "ready"}},
+        {"ID": "d", "Spec": {"Availability": "active"}, "Status": {"State": "down"}},
+        {"ID": "e", "Spec": {"Availability": "active"}, "Status": {"State": "ready"}},
+    ]
+    assert nodes_out(raw, leaving={"e"}) == {"b", "c", "d", "e"}
+
+
+def test_changes_report_new_changed_and_gone_instances() -> None:
+    before = {"s.1": ("dep", "running", "10.0.0.1"), "s.2": ("dep", "running", "10.0.0.2")}
+    now = {
+        "s.1": ("dep", "running", "10.0.0.1"),
+        "s.2": ("dep", "running", None),
+        "s.3": ("dep", "created", None),
+    }
+    assert sorted(changes(before, now)) == [("dep", "s.2", "running"), ("dep", "s.3", "created")]
+    assert changes(now, {}) == [("dep", c, "destroy") for c in now]
+    assert changes(now, now) == []
+
+
+def test_routes_dial_the_published_port_of_each_ready_instance() -> None:
+    snap = DeploymentSnapshot(
+        name="web",
+        status=Status.RUNNING,
+        ports=(80,),
+        ready=(
+            ReadyInstance("web-0", "10.250.1.11", ports=((80, 30001),)),
+            ReadyInstance("web-1", "10.250.1.12", ports=((80, 30007),)),
+            ReadyInstance("web-2", "172.18.0.5"),  # one node: the container's port
+        ),
+    )
+    (route,) = build_routes([snap], "test.localhost").routes
+    assert [(b.host, b.port) for b in route.backends] == [
+        ("10.250.1.11", 30001),
+        ("10.250.1.12", 30007),
+        ("172.18.0.5", 80),
+    ]
