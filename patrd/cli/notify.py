@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from patrd.cli import nodes as cli_nodes
 from patrd.cli.main import Client, JsonObject, print_json, render_fields, render_table
 
 
@@ -56,6 +57,7 @@ def add_parsers(
 
     p = verb("node", "the host: CPU, memory, swap, load, disks, network; node events")
     p.add_argument("--events", type=int, default=10, metavar="N", help="newest N node events")
+    cli_nodes.add_actions(p, common)  # `node list|drain|activate NODE` (issue 17)
 
     verb("status", "is the daemon healthy? (exit 1 when degraded, e.g. the firewall did not load)")
 
@@ -138,6 +140,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_node(client: Client, args: argparse.Namespace) -> int:
+    if getattr(args, "node_verb", None):  # the nodes instances run on (patrd/cli/nodes.py)
+        return cli_nodes.cmd(client, args)
     data = client.get("/v1/node", events=max(args.events, 0))
     if args.json:
         print_json(data)

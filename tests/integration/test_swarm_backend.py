@@ -10,6 +10,8 @@ is ever sent to an overlay address.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -68,6 +70,18 @@ def test_refused_unless_the_engine_manages_a_swarm(swarm: Swarm, tmp_path: Path)
     with pytest.raises(RuntimeError, match="patrd exited 1") as info:
         daemon.start()
     assert "engine.backend = swarm: this Docker engine is not a swarm manager" in str(info.value)
+
+
+def patrctl(daemon: Daemon, *args: str) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "patrctl"), "--socket", str(daemon.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def ready_instances(api: Api, name: str) -> list[dict[str, Any]]:
@@ -155,8 +169,15 @@ async def test_four_instances_spread_proxied_and_drained_without_failures(
     assert counts[target.node_id] == 0
     assert sorted((await each_slot_answers(daemon, name, 4)).keys()) == ["0", "1", "2", "3"]
 
-    activated = await api.ok("POST", f"/v1/nodes/{target.node_id}/activate")
-    assert activated["availability"] == "active"
+    # The same through patrctl: `node list` shows the drained node, `node activate` reopens it.
+    listed = patrctl(daemon, "node", "list")
+    assert all(n.node_id[:12] in listed for n in swarm.nodes), listed
+    assert any(target.address in line and " drain " in line for line in listed.splitlines())
+    assert patrctl(daemon, "node", "activate", target.node_id) == (
+        f"node {target.node_id[:12]} ({target.address}): active\n"
+    )
+    nodes = (await api.ok("GET", "/v1/nodes"))["nodes"]
+    assert {n["availability"] for n in nodes} == {"active"}
     code, _ = await api.call("POST", "/v1/nodes/no-such-node/drain")
     assert code == 404
 

@@ -179,3 +179,68 @@ def test_a_withheld_task_serves_while_pooled_or_with_requests_in_flight() -> Non
     assert still_serving([swarm_task], pooled, Proxy(set())) == ["web-0"]
     assert still_serving([swarm_task], out, Proxy({("10.250.1.12", 30001)})) == ["web-0"]
     assert still_serving([swarm_task], out, Proxy(set())) == []
+
+
+def test_patrctl_node_actions_parse_and_node_alone_stays_host_health(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from patrd.cli.main import parse_args
+    from patrd.cli.nodes import cmd, nodes_table
+
+    assert parse_args(["node"]).node_verb is None
+    assert parse_args(["node", "--events", "3"]).events == 3
+    args = parse_args(["node", "drain", "abc", "--json"])
+    assert (args.node_verb, args.node, args.json) == ("drain", "abc", True)
+    with pytest.raises(SystemExit):
+        parse_args(["node", "drain"])  # NODE is required
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def request(self, method: str, path: str, *, body: Any = None) -> Any:
+            self.calls.append((method, path))
+            one = {
+                "id": "abc123456789xyz",
+                "hostname": "box",
+                "address": "10.250.1.11",
+                "role": "manager",
+                "leader": True,
+                "state": "ready",
+                "availability": "drain",
+                "cpus": 2.0,
+                "memory_bytes": 2 * 2**30,
+                "labels": {},
+                "instances": 3,
+            }
+            return {"nodes": [one]} if method == "GET" else one
+
+    client = Client()
+    assert cmd(client, parse_args(["node", "list"])) == 0
+    assert cmd(client, parse_args(["node", "drain", "abc"])) == 0
+    assert client.calls == [("GET", "/v1/nodes"), ("POST", "/v1/nodes/abc/drain")]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == [
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "STATE",
+        "AVAILABILITY",
+        "CPUS",
+        "MEMORY",
+        "INSTANCES",
+    ]
+    assert out[1].split() == [
+        "abc123456789",
+        "*",
+        "10.250.1.11",
+        "manager",
+        "ready",
+        "drain",
+        "2",
+        "2.0",
+        "GiB",
+        "3",
+    ]
+    assert out[2] == "node abc123456789 (10.250.1.11): drain"
+    assert nodes_table([]).split() == out[0].split()
