@@ -131,6 +131,32 @@ async def test_four_instances_spread_proxied_and_drained_without_failures(
     counts = {n["id"]: n["instances"] for n in (await api.ok("GET", "/v1/nodes"))["nodes"]}
     assert sum(counts.values()) == 4
 
+    # A rollout under load: every slot replaced by a revision-2 service, one at a time.
+    async with Load(
+        daemon.proxy_port,
+        daemon.host(name),
+        "/cgi-bin/env",
+        concurrency=4,
+        key=env_value("PATRD_REVISION"),
+    ) as load:
+        await asyncio.sleep(1)
+        started = time.monotonic()
+        await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
+        await until(lambda: rolled_out(api, name, 2), SETTLE_S, "revision 2 out", daemon, 0.5)
+        rollout_s = time.monotonic() - started
+        await asyncio.sleep(1)
+    result = load.result
+    print(
+        f"rollout of 4 instances: {rollout_s:.1f}s; {result.total} requests, "
+        f"{result.failures} failed, by revision {dict(result.keys)}, "
+        f"errors {result.errors[:3]} bad {result.bad[:3]}"
+    )
+    assert result.failures == 0
+    assert set(result.keys) == {"1", "2"}
+    ready = await ready_instances(api, name)
+    assert len(ready) == 4 and {i["revision"] for i in ready} == {2}
+    used = {i["address"] for i in ready}
+
     # Drain the busiest node under load: its instances leave the pools first,
     # then Swarm moves them; no request may fail.
     busiest = max(used, key=lambda a: sum(i["address"] == a for i in ready))
