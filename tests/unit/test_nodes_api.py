@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,105 @@ def test_patrctl_node_actions_parse_and_node_alone_stays_host_health(
     ]
     assert out[2] == "node abc123456789 (10.250.1.11): drain"
     assert nodes_table([]).split() == out[0].split()
+
+
+class FakeBackend:
+    """The SwarmBackend calls a drain makes, recorded in order."""
+
+    def __init__(self, tasks: list[SwarmInstance]) -> None:
+        self.tasks = tasks
+        self.calls: list[str] = []
+
+    async def nodes(self) -> list[NodeInfo]:
+        return [node("n1", "one"), node("n2", "two")]
+
+    async def node_tasks(self, node_id: str) -> list[SwarmInstance]:
+        self.calls.append(f"tasks {node_id}")
+        return self.tasks
+
+    def withhold(self, node_id: str) -> None:
+        self.calls.append(f"withhold {node_id}")
+
+    def release(self, node_id: str) -> None:
+        self.calls.append(f"release {node_id}")
+
+    async def set_availability(self, node_id: str, availability: str) -> NodeInfo:
+        self.calls.append(f"{availability} {node_id}")
+        return node(node_id, availability=availability)
+
+
+class SlowPools:
+    """Reports the withheld instance ready for ``passes`` looks, then out of the pool."""
+
+    def __init__(self, backend: FakeBackend, passes: int) -> None:
+        self.backend = backend
+        self.passes = passes
+        self.woken = 0
+
+    def wake(self, deployment_id: str | None = None) -> None:
+        self.woken += 1
+
+    def instances(self, deployment_id: str) -> list[InstanceView]:
+        self.passes -= 1
+        self.backend.calls.append("look")
+        return [view("svc.t1", self.passes >= 0)]
+
+
+def swarm_task() -> SwarmInstance:
+    return SwarmInstance(
+        instance=inst(ContainerState.RUNNING),
+        service_id="svc",
+        task_id="t1",
+        node_id="n2",
+        node_address="10.250.1.12",
+        port=30001,
+        ports={80: 30001},
+        task_state="running",
+        desired_state="running",
+        error="",
+    )
+
+
+async def test_a_drain_withholds_waits_until_out_of_the_pools_then_drains() -> None:
+    from patrd.control.nodes import SwarmNodes
+
+    backend = FakeBackend([swarm_task()])
+    pools = SlowPools(backend, passes=2)
+    nodes = SwarmNodes(backend, pools, Proxy(set()), drain_timeout_s=5)  # type: ignore[arg-type]
+    drained = await nodes.drain("two")
+    assert drained.availability == "drain"
+    assert pools.woken == 1
+    assert backend.calls == [
+        "tasks n2",
+        "withhold n2",
+        "look",
+        "look",
+        "look",  # out of the pool now
+        "drain n2",
+        "release n2",
+    ]
+    backend.calls.clear()
+    assert (await nodes.activate("n1")).availability == "active"
+    assert backend.calls == ["active n1"]
+    with pytest.raises(NotFound):
+        await nodes.drain("three")
+
+
+async def test_a_drain_is_bounded_when_requests_never_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from patrd.control import nodes as nodes_module
+
+    monkeypatch.setattr(nodes_module, "WAKE_BOUND_S", 0.0)
+    backend = FakeBackend([swarm_task()])
+    busy = Proxy({("10.250.1.12", 30001)})  # a request that never ends
+    swarm_nodes = nodes_module.SwarmNodes(
+        backend,  # type: ignore[arg-type]
+        SlowPools(backend, passes=0),
+        busy,
+        drain_timeout_s=0.3,
+    )
+    started = asyncio.get_running_loop().time()
+    assert (await swarm_nodes.drain("n2")).availability == "drain"
+    assert 0.3 <= asyncio.get_running_loop().time() - started < 2
+    assert backend.calls[-2:] == ["drain n2", "release n2"]
