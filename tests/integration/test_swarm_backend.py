@@ -212,3 +212,54 @@ async def test_four_instances_spread_proxied_and_drained_without_failures(
     assert not swarm.manager.docker(
         "service", "ls", "-q", "--filter", f"label=patrd.deployment={name}"
     )
+
+
+async def test_a_lost_worker_leaves_the_pools_at_once_and_its_instances_come_back(
+    swarm: Swarm, swarm_api: tuple[Daemon, Api]
+) -> None:
+    """Last in this module: it stops a worker's dockerd (teardown starts it again to clean)."""
+    daemon, api = swarm_api
+    addresses = {n.address: n for n in swarm.nodes}
+    name = f"lost-{uuid.uuid4().hex[:6]}"
+    await api.ok("POST", "/v1/deployments", body(name, 4))
+    await until(lambda: rolled_out(api, name, 1), SETTLE_S, "4 instances ready", daemon, 0.5)
+    ready = await ready_instances(api, name)
+    on_workers = [i["address"] for i in ready if i["address"] != swarm.manager.address]
+    assert on_workers, f"no instance on a worker: {ready}"
+    lost = addresses[max(set(on_workers), key=on_workers.count)]
+    losing = on_workers.count(lost.address)
+    async with Load(
+        daemon.proxy_port,
+        daemon.host(name),
+        "/cgi-bin/env",
+        concurrency=4,
+        key=env_value("PATRD_INSTANCE"),
+    ) as load:
+        await asyncio.sleep(1)
+        started = time.monotonic()
+        stop_s = await asyncio.to_thread(lost.engine.stop, 60)
+
+        async def out_of_pool() -> bool:
+            return all(i["address"] != lost.address for i in await ready_instances(api, name))
+
+        await until(out_of_pool, 30, "the lost node's instances out of the pool", daemon, 0.2)
+        out_s = time.monotonic() - started
+
+        async def back() -> bool:
+            now = await ready_instances(api, name)
+            return len(now) == 4 and all(i["address"] != lost.address for i in now)
+
+        await until(back, 30, "4 instances ready on the other nodes", daemon, 0.5)
+        back_s = time.monotonic() - started
+        await asyncio.sleep(1)
+    result = load.result
+    print(
+        f"\nlost worker with {losing} instance(s): dockerd stop {stop_s:.1f}s, out of the pool "
+        f"{out_s:.1f}s, all 4 ready elsewhere {back_s:.1f}s; {result.total} requests, "
+        f"{result.failures} failed {dict(result.statuses)} errors {result.errors[:2]} "
+        f"bad {result.bad[:2]}"
+    )
+    nodes = {n["id"]: n for n in (await api.ok("GET", "/v1/nodes"))["nodes"]}
+    assert nodes[lost.node_id]["state"] == "down"
+    assert result.total > 50
+    assert result.failures < result.total * 0.05, "more than the lost node's in-flight requests"

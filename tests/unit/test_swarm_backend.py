@@ -129,3 +129,18 @@ def test_routes_dial_the_published_port_of_each_ready_instance() -> None:
         ("10.250.1.12", 30007),
         ("172.18.0.5", 80),
     ]
+
+
+async def test_knock_tells_an_open_port_from_a_closed_one() -> None:
+    import asyncio
+
+    from patrd.engine.swarm_backend import knock
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await knock("127.0.0.1", port, 1.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert not await knock("127.0.0.1", port, 1.0)
