@@ -482,7 +482,7 @@ async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> Sw
         await swarm.close()
         raise EngineError(f"engine.backend = swarm: {exc}") from exc
     structlog.get_logger("patrd.daemon.compose").info("swarm", version=version)
-    return SwarmBackend(swarm, engine)
+    return SwarmBackend(swarm, engine, owner)
 
 
 async def _node_config(config: Config, engine: DockerEngine) -> NodeConfig:

@@ -23,8 +23,12 @@ this adapter gives the controller an ``Engine`` over it:
   is withheld at once, instead of ~15 s later when the manager marks it
   ``down`` (docs/design.md has both figures).
 
-Volumes are refused for now (pinning an instance to its volume's node is
-issue 17's next step).
+* **Volumes stay on their node.** A local volume lives on the node that ran
+  the task. The first time a slot's volume is needed patrd picks its home
+  (the active, ready node with the fewest patrd instances), records it as a
+  node label ``patrd.volume.<volume name>`` (value: this install's owner ID)
+  and pins every service of that slot to it (``node.id==``). Swarm never
+  moves it: while its node is drained or down the instance waits there.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -58,6 +63,7 @@ from patrd.engine.swarm import (
 from patrd.model.errors import EngineError
 
 EVENTS_POLL_S = 1.0  # how often the task list is compared for the controller's wake-ups
+VOLUME_LABEL = "patrd.volume."  # + volume name, on the node that holds it
 GOSSIP_PORT = 7946  # swarm's node-to-node port (TCP and UDP), on every node
 KNOCK_TIMEOUT_S = 0.5
 DEFAULT_TARGET_PORT = 80  # an InstanceSpec without ports (one-offs): what Swarm publishes
@@ -86,6 +92,42 @@ def as_instance(task: SwarmInstance, out: Collection[str]) -> Instance:
     if task.node_id in out:
         return replace(inst, container_id=container_id, ip=None, ports=())
     return replace(inst, container_id=container_id, ports=tuple(sorted(task.ports.items())))
+
+
+def volume_home(
+    raw_nodes: Iterable[Mapping[str, Any]], volumes: Iterable[str], owner: str
+) -> str | None:
+    """The node recorded as holding any of ``volumes``, if one is."""
+    wanted = [VOLUME_LABEL + v for v in volumes]
+    for node in raw_nodes:
+        labels = (node.get("Spec") or {}).get("Labels") or {}
+        if any(labels.get(key) == owner for key in wanted):
+            return str(node["ID"])
+    return None
+
+
+def homes_recorded(raw_nodes: Iterable[Mapping[str, Any]], owner: str) -> dict[str, int]:
+    """Node ID → how many of this install's volumes are recorded on it."""
+    return {
+        str(n["ID"]): sum(
+            1
+            for key, value in ((n.get("Spec") or {}).get("Labels") or {}).items()
+            if key.startswith(VOLUME_LABEL) and value == owner
+        )
+        for n in raw_nodes
+    }
+
+
+def pick_home(
+    raw_nodes: Iterable[Mapping[str, Any]], instances: Mapping[str, int], out: Collection[str]
+) -> str | None:
+    """A new volume's node: active, ready and in service, with the fewest patrd instances."""
+    candidates = [
+        str(n["ID"]) for n in raw_nodes if str(n["ID"]) not in nodes_out([n], ()) | set(out)
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda node: (instances.get(node, 0), node))
 
 
 def changes(
@@ -117,11 +159,14 @@ async def knock(address: str, port: int, timeout_s: float) -> bool:
 class SwarmBackend:
     """``Engine`` (patrd/engine/docker.py) over a swarm manager's Docker API."""
 
-    def __init__(self, swarm: SwarmEngine, manager: DockerEngine) -> None:
+    def __init__(self, swarm: SwarmEngine, manager: DockerEngine, owner: str) -> None:
         self.swarm = swarm
+        self._owner = owner
         self._manager = manager  # this node's engine: images and digests
         self._leaving: set[str] = set()
         self._unreachable: set[str] = set()  # nodes whose gossip port did not answer, last poll
+        # One pick at a time: slots created together must see each other's homes.
+        self._homes = asyncio.Lock()
 
     # --- nodes (patrd/control/nodes.py) -------------------------------------------
 
@@ -194,11 +239,39 @@ class SwarmBackend:
         )
 
     async def create_instance(self, spec: InstanceSpec) -> str:
-        if spec.volumes:
-            raise EngineError("volumes are not supported with engine.backend = swarm yet")
+        home = await self._volume_home(spec) if spec.volumes else None
         return await self.swarm.create_instance(
-            spec, target_ports=spec.ports or (DEFAULT_TARGET_PORT,)
+            spec, target_ports=spec.ports or (DEFAULT_TARGET_PORT,), node=home
         )
+
+    async def _volume_home(self, spec: InstanceSpec) -> str:
+        async with self._homes:
+            return await self._volume_home_locked(spec)
+
+    async def _volume_home_locked(self, spec: InstanceSpec) -> str:
+        """The node holding the slot's volumes: recorded, else picked and recorded now."""
+        names = [name for name, _ in spec.volumes]
+        async with _translate("list nodes"):
+            raw = await self.swarm.docker.nodes.list()
+        home = volume_home(raw, names, self._owner)
+        if home is not None:
+            return home
+        tasks = await self.swarm.list_tasks()
+        counts = Counter(t.node_id for t in tasks if t.desired_state == "running")
+        counts.update(homes_recorded(raw, self._owner))  # volumes whose tasks are not placed yet
+        home = pick_home(raw, counts, self._leaving | self._unreachable)
+        if home is None:
+            raise EngineError(f"no active, ready node for the volumes of {spec.hostname}")
+        async with _translate(f"label node {home[:12]}"):
+            node = await self.swarm.docker.nodes.inspect(node_id=home)
+            node_spec = dict(node["Spec"])
+            labels = dict(node_spec.get("Labels") or {})
+            labels.update({VOLUME_LABEL + name: self._owner for name in names})
+            node_spec["Labels"] = labels
+            await self.swarm.docker.nodes.update(
+                node_id=home, version=node["Version"]["Index"], spec=node_spec
+            )
+        return home
 
     async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str:
         return await self._manager.remote_digest(ref, auth)
@@ -218,13 +291,15 @@ class SwarmBackend:
     async def ensure_volume(
         self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
     ) -> str:
-        raise EngineError("volumes are not supported with engine.backend = swarm yet")
+        """The name: the home node's engine creates the volume when the task starts."""
+        return name
 
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
+        """Volumes live on the nodes; the manager cannot list them (so none are removed)."""
         return []
 
     async def remove_volume(self, name: str) -> None:
-        """No volumes are made on a swarm (yet)."""
+        """Never called (``list_volumes`` finds none); the data stays on its node."""
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         """A wake-up per instance that came, went or changed state or address.

@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.daemon import Api, Daemon
 from tests.support.load import Load, env_value
-from tests.support.swarm import Swarm, swarm_cluster
+from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -212,6 +212,68 @@ async def test_four_instances_spread_proxied_and_drained_without_failures(
     assert not swarm.manager.docker(
         "service", "ls", "-q", "--filter", f"label=patrd.deployment={name}"
     )
+
+
+def slot_container(node: SwarmNode, name: str, slot: int) -> str:
+    ids = node.docker(
+        "ps",
+        "-q",
+        "--filter",
+        f"label=patrd.deployment={name}",
+        "--filter",
+        f"label=patrd.instance={slot}",
+    ).split()
+    assert len(ids) == 1, (node.address, ids)
+    return ids[0]
+
+
+async def test_a_volume_instance_stays_on_its_node_through_rollout_and_drain(
+    swarm: Swarm, swarm_api: tuple[Daemon, Api]
+) -> None:
+    daemon, api = swarm_api
+    addresses = {n.address: n for n in swarm.nodes}
+    name = f"vol-{uuid.uuid4().hex[:6]}"
+    spec = {**body(name, 2), "volumes": {"data": {"path": "/data", "size_gb": 1}}}
+    await api.ok("POST", "/v1/deployments", spec)
+    await until(lambda: rolled_out(api, name, 1), SETTLE_S, "2 instances ready", daemon, 0.5)
+    home = {i["slot"]: i["address"] for i in await ready_instances(api, name)}
+    assert sorted(home) == [0, 1]
+    assert home[0] != home[1], f"both volume slots on one node: {home}"
+    node0 = addresses[home[0]]
+    label = swarm.manager.docker(
+        "node", "inspect", "--format", "{{json .Spec.Labels}}", node0.node_id
+    )
+    assert f"patrd.volume.patrd.{name}.data.0" in label, label
+    node0.docker("exec", slot_container(node0, name, 0), "sh", "-c", "echo kept > /data/marker")
+
+    # A rollout (stop-first: the volume cannot be shared) keeps each slot on its node.
+    await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
+    await until(lambda: rolled_out(api, name, 2), SETTLE_S, "revision 2 out", daemon, 0.5)
+    assert {i["slot"]: i["address"] for i in await ready_instances(api, name)} == home
+    assert node0.docker("exec", slot_container(node0, name, 0), "cat", "/data/marker") == "kept"
+
+    # Drained, its node keeps the instance: it waits instead of moving away from its data.
+    await api.ok("POST", f"/v1/nodes/{node0.node_id}/drain")
+    await asyncio.sleep(8)
+    ready = await ready_instances(api, name)
+    assert [i["slot"] for i in ready] == [1], ready
+    services = swarm.manager.docker(
+        "service", "ls", "-q", "--filter", f"label=patrd.deployment={name}"
+    ).split()
+    states = swarm.manager.docker(
+        "service", "ps", "--format", "{{.CurrentState}} {{.Error}}", *services
+    )
+    assert "Pending" in states, states
+    await api.ok("POST", f"/v1/nodes/{node0.node_id}/activate")
+
+    async def back_home() -> bool:
+        now = {i["slot"]: i["address"] for i in await ready_instances(api, name)}
+        return now == home
+
+    await until(back_home, SETTLE_S, "slot 0 ready on its node again", daemon, 0.5)
+    assert node0.docker("exec", slot_container(node0, name, 0), "cat", "/data/marker") == "kept"
+    await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
+    await api.wait_gone(name, timeout=SETTLE_S)
 
 
 async def test_a_lost_worker_leaves_the_pools_at_once_and_its_instances_come_back(

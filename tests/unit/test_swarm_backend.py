@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,27 @@ async def test_knock_tells_an_open_port_from_a_closed_one() -> None:
         server.close()
         await server.wait_closed()
     assert not await knock("127.0.0.1", port, 1.0)
+
+
+def test_a_volume_keeps_its_recorded_node_and_a_new_one_goes_to_the_emptiest() -> None:
+    from patrd.engine.swarm_backend import homes_recorded, pick_home, volume_home
+
+    def raw(node_id: str, labels: dict[str, str], availability: str = "active") -> dict[str, Any]:
+        return {
+            "ID": node_id,
+            "Spec": {"Availability": availability, "Labels": labels},
+            "Status": {"State": "ready"},
+        }
+
+    nodes = [
+        raw("a", {}),
+        raw("b", {"patrd.volume.patrd.web.data.0": "owner1"}),
+        raw("c", {"patrd.volume.patrd.web.data.1": "someone-else"}),
+        raw("d", {}, availability="drain"),
+    ]
+    assert volume_home(nodes, ["patrd.web.data.0"], "owner1") == "b"
+    assert volume_home(nodes, ["patrd.web.data.1"], "owner1") is None  # another install's
+    assert pick_home(nodes, {"a": 3, "b": 1, "c": 1}, out=()) == "b"  # fewest; ties by ID
+    assert pick_home(nodes, {"a": 3, "b": 1, "c": 1}, out={"b"}) == "c"
+    assert pick_home(nodes, {}, out={"a", "b", "c"}) is None  # d is drained
+    assert homes_recorded(nodes, "owner1") == {"a": 0, "b": 1, "c": 0, "d": 0}
