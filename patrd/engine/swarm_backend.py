@@ -23,6 +23,13 @@ this adapter gives the controller an ``Engine`` over it:
   is withheld at once, instead of ~15 s later when the manager marks it
   ``down`` (docs/design.md has both figures).
 
+* **Moving in from the docker backend.** patrd's plain containers on the
+  manager (from before the switch) are listed too, as instances of another
+  template: the planner rolls them over to services one slot at a time,
+  as in any rollout, and they keep serving until their replacement is
+  ready; remove/restart of a container ID (64 hex digits) go to the
+  manager's engine. Overlays are named ``psw-<deployment>`` so they never
+  clash with such a deployment's bridge network (``patrd-<deployment>``).
 * **Volumes stay on their node.** A local volume lives on the node that ran
   the task. The first time a slot's volume is needed patrd picks its home
   (the active, ready node with the fewest patrd instances), records it as a
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
@@ -42,6 +50,8 @@ from dataclasses import replace
 from typing import Any
 
 from patrd.engine.docker import (
+    LABEL_DEPLOYMENT_ID,
+    LABEL_OWNER,
     DockerEngine,
     EngineEvent,
     ImageResult,
@@ -51,6 +61,7 @@ from patrd.engine.docker import (
     ProgressCallback,
     RegistryAuth,
     VolumeInfo,
+    _instance_from_summary,
     _translate,
 )
 from patrd.engine.swarm import (
@@ -64,9 +75,40 @@ from patrd.model.errors import EngineError
 
 EVENTS_POLL_S = 1.0  # how often the task list is compared for the controller's wake-ups
 VOLUME_LABEL = "patrd.volume."  # + volume name, on the node that holds it
+# Overlays are ``psw-<deployment>``: a DNS label (Swarm requires it; 4 + 57 ≤ 63) that
+# never equals a docker-backend bridge (always ``patrd-<deployment>``).
+OVERLAY_PREFIX = "psw-"
+BRIDGE_PREFIX = "patrd-"
+STANDALONE = "+standalone"  # appended to a plain container's template: always stale here
+SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # Docker's, on a task's container
+_HEX = frozenset("0123456789abcdef")
 GOSSIP_PORT = 7946  # swarm's node-to-node port (TCP and UDP), on every node
 KNOCK_TIMEOUT_S = 0.5
 DEFAULT_TARGET_PORT = 80  # an InstanceSpec without ports (one-offs): what Swarm publishes
+
+
+def is_container_id(instance_id: str) -> bool:
+    """A plain container's ID (64 hex digits), not ``SERVICE.TASK`` (Swarm IDs are base 36)."""
+    return len(instance_id) == 64 and set(instance_id) <= _HEX
+
+
+def overlay(network: str) -> str:
+    """The overlay standing for the executor's network name ``patrd-<deployment>``."""
+    if network.startswith(OVERLAY_PREFIX):
+        return network
+    return OVERLAY_PREFIX + network.removeprefix(BRIDGE_PREFIX)
+
+
+def standalone_instances(summaries: Iterable[Mapping[str, Any]]) -> list[Instance]:
+    """patrd's plain containers among the manager's (not Swarm tasks), marked stale."""
+    found = []
+    for summary in summaries:
+        if SWARM_TASK_LABEL in (summary.get("Labels") or {}):
+            continue
+        inst = _instance_from_summary(dict(summary))
+        if inst is not None:
+            found.append(replace(inst, template=inst.template + STANDALONE))
+    return found
 
 
 def service_of(container_id: str) -> str:
@@ -195,13 +237,24 @@ class SwarmBackend:
         return await self.swarm.ping()
 
     async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
+        plain = await self._standalone(deployment_id)
         tasks = await self.swarm.list_tasks(deployment_id)
         if not tasks:
-            return []
+            return plain
         async with _translate("list nodes"):
             raw = await self.swarm.docker.nodes.list()
         out = nodes_out(raw, self._leaving | self._unreachable)
-        return [as_instance(t, out) for t in tasks]
+        return [as_instance(t, out) for t in tasks] + plain
+
+    async def _standalone(self, deployment_id: str | None) -> list[Instance]:
+        labels = [f"{LABEL_OWNER}={self._owner}"]
+        if deployment_id:
+            labels.append(f"{LABEL_DEPLOYMENT_ID}={deployment_id}")
+        async with _translate("list containers"):
+            containers = await self._manager.docker.containers.list(
+                all=True, filters=json.dumps({"label": labels})
+            )
+        return standalone_instances(c._container for c in containers)
 
     async def knock_nodes(self) -> set[str]:
         """Knock on every node's gossip port; remember (and return) those that failed."""
@@ -217,13 +270,19 @@ class SwarmBackend:
         return self._unreachable
 
     async def list_networks(self) -> list[NetworkInfo]:
-        return await self.swarm.list_networks()
+        """The overlays, and the bridges left by the docker backend (collected as orphans)."""
+        found = {n.name: n for n in await self._manager.list_networks()}
+        found.update({n.name: n for n in await self.swarm.list_networks()})
+        return list(found.values())
 
     async def ensure_network(self, name: str, deployment: str, deployment_id: str) -> None:
-        await self.swarm.ensure_network(name, deployment, deployment_id)
+        await self.swarm.ensure_network(overlay(name), deployment, deployment_id)
 
     async def remove_network(self, name: str) -> None:
-        await self.swarm.remove_network(name)
+        if name.startswith(OVERLAY_PREFIX):
+            await self.swarm.remove_network(name)
+        else:
+            await self._manager.remove_network(name)
 
     async def ensure_image(
         self,
@@ -240,6 +299,8 @@ class SwarmBackend:
 
     async def create_instance(self, spec: InstanceSpec) -> str:
         home = await self._volume_home(spec) if spec.volumes else None
+        if spec.network:
+            spec = replace(spec, network=overlay(spec.network))
         return await self.swarm.create_instance(
             spec, target_ports=spec.ports or (DEFAULT_TARGET_PORT,), node=home
         )
@@ -254,6 +315,12 @@ class SwarmBackend:
         async with _translate("list nodes"):
             raw = await self.swarm.docker.nodes.list()
         home = volume_home(raw, names, self._owner)
+        if home is None and set(names) & {
+            v.name for v in await self._manager.list_volumes(spec.deployment)
+        }:
+            # Made by the docker backend before the switch: its data is on the manager.
+            async with _translate("info"):
+                home = str(((await self.swarm.docker.system.info()).get("Swarm") or {})["NodeID"])
         if home is not None:
             return home
         tasks = await self.swarm.list_tasks()
@@ -280,18 +347,30 @@ class SwarmBackend:
         return await self._manager.repo_digests(image)
 
     async def start(self, container_id: str) -> None:
-        """Swarm starts (and restarts) tasks itself."""
+        """Swarm starts (and restarts) tasks itself; a plain container is started as before."""
+        if is_container_id(container_id):
+            await self._manager.start(container_id)
 
     async def remove(self, container_id: str, stop_timeout_s: int) -> None:
-        await self.swarm.remove(service_of(container_id), stop_timeout_s)
+        if is_container_id(container_id):
+            await self._manager.remove(container_id, stop_timeout_s)
+        else:
+            await self.swarm.remove(service_of(container_id), stop_timeout_s)
 
     async def restart(self, container_id: str, stop_timeout_s: int) -> None:
-        await self.swarm.restart(service_of(container_id), stop_timeout_s)
+        if is_container_id(container_id):
+            await self._manager.restart(container_id, stop_timeout_s)
+        else:
+            await self.swarm.restart(service_of(container_id), stop_timeout_s)
 
     async def ensure_volume(
         self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
     ) -> str:
-        """The name: the home node's engine creates the volume when the task starts."""
+        """The name: the home node's engine creates the volume when the task starts
+        (a volume the docker backend made on the manager keeps its name)."""
+        for found in await self._manager.list_volumes(deployment):
+            if (found.volume, found.slot) == (volume, slot):
+                return found.name
         return name
 
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]:

@@ -10,16 +10,19 @@ is ever sent to an overlay address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from pyroute2 import IPRoute
 
 from tests.support.daemon import Api, Daemon
 from tests.support.load import Load, env_value
@@ -274,6 +277,93 @@ async def test_a_volume_instance_stays_on_its_node_through_rollout_and_drain(
     assert node0.docker("exec", slot_container(node0, name, 0), "cat", "/data/marker") == "kept"
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=SETTLE_S)
+
+
+@contextlib.contextmanager
+def containers_reachable(swarm: Swarm, pool: str) -> Iterator[None]:
+    """Let the root namespace reach the manager's bridge networks (the docker backend's
+    instances), as it would on a real host: a route via the manager's address, and an
+    accept in the manager namespace's DOCKER-USER chain. Both go with the test swarm."""
+    netns = ["nsenter", f"--net=/var/run/netns/{swarm.manager.engine.netns}"]
+    subprocess.run(
+        [*netns, "iptables", "-w", "30", "-I", "DOCKER-USER", "-j", "ACCEPT"],
+        check=True,
+        timeout=60,
+    )
+
+    def route(action: str) -> None:
+        with IPRoute() as ipr:
+            ipr.route(action, dst=pool, gateway=swarm.manager.address)
+
+    # pyroute2's IPRoute runs its own event loop: not on the test's running one.
+    with ThreadPoolExecutor(max_workers=1) as pool_thread:
+        pool_thread.submit(route, "add").result()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                pool_thread.submit(route, "del").result()
+
+
+async def test_switching_from_docker_to_swarm_rolls_running_instances_over_without_failures(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    pool = f"10.251.{swarm.subnet.network_address.packed[2]}.0/24"
+    daemon = Daemon(tmp_path)
+    daemon.config = {
+        "docker": {"socket": swarm.manager.url, "network_pool": pool, "network_prefix": 28}
+    }
+    name = f"mig-{uuid.uuid4().hex[:6]}"
+    with containers_reachable(swarm, pool):
+        daemon.start()
+        try:
+            async with Api(daemon) as api:
+                await api.ok("POST", "/v1/deployments", body(name, 2))
+                await until(lambda: rolled_out(api, name, 1), SETTLE_S, "ready", daemon, 0.5)
+                before = await ready_instances(api, name)
+                assert all(i["address"].startswith(pool.rsplit(".", 2)[0]) for i in before)
+            daemon.stop()  # the containers keep running
+
+            daemon.config["engine"] = {"backend": "swarm"}
+            started = time.monotonic()
+            daemon.start()
+            async with (
+                Api(daemon) as api,
+                Load(
+                    daemon.proxy_port,
+                    daemon.host(name),
+                    "/cgi-bin/env",
+                    concurrency=4,
+                    key=env_value("PATRD_INSTANCE"),
+                ) as load,
+            ):
+                nodes = {n.address for n in swarm.nodes}
+
+                async def migrated() -> bool:
+                    dep = await api.ok("GET", f"/v1/deployments/{name}")
+                    now = dep["instances"]
+                    return len(now) == 2 and all(i["ready"] and i["address"] in nodes for i in now)
+
+                await until(migrated, SETTLE_S, "both instances Swarm services", daemon, 0.5)
+                migrated_s = time.monotonic() - started
+                await asyncio.sleep(1)
+            result = load.result
+            print(
+                f"\ndocker → swarm: restart → 2 instances on services {migrated_s:.1f}s; "
+                f"{result.total} requests, {result.failures} failed {dict(result.statuses)} "
+                f"errors {result.errors[:2]} bad {result.bad[:2]}"
+            )
+            assert result.total > 20
+            assert result.failures == 0
+            plain = swarm.manager.docker(
+                "ps", "-a", "--filter", f"label=patrd.deployment={name}", "--format", "{{.Names}}"
+            ).split()
+            assert all("." in c for c in plain), f"plain containers left: {plain}"
+            async with Api(daemon) as api:
+                await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
+                await api.wait_gone(name, timeout=SETTLE_S)
+        finally:
+            daemon.stop()
 
 
 async def test_a_lost_worker_leaves_the_pools_at_once_and_its_instances_come_back(

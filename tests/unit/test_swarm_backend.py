@@ -169,3 +169,31 @@ def test_a_volume_keeps_its_recorded_node_and_a_new_one_goes_to_the_emptiest() -
     assert pick_home(nodes, {"a": 3, "b": 1, "c": 1}, out={"b"}) == "c"
     assert pick_home(nodes, {}, out={"a", "b", "c"}) is None  # d is drained
     assert homes_recorded(nodes, "owner1") == {"a": 0, "b": 1, "c": 0, "d": 0}
+
+
+def test_plain_containers_of_the_docker_backend_are_stale_instances_here() -> None:
+    from patrd.engine.swarm_backend import is_container_id, overlay, standalone_instances
+
+    labels = {
+        "patrd.managed": "1",
+        "patrd.deployment": "web",
+        "patrd.deployment-id": "dep",
+        "patrd.revision": "3",
+        "patrd.instance": "1",
+        "patrd.template": "abc",
+    }
+    plain = {
+        "Id": "f" * 64,
+        "Names": ["/patrd-web-r3-1-0a1b"],
+        "Labels": labels,
+        "State": "running",
+        "Status": "Up 3 minutes",
+        "NetworkSettings": {"Networks": {"patrd-web": {"IPAddress": "10.213.0.2"}}},
+    }
+    task = {**plain, "Labels": {**labels, "com.docker.swarm.task.id": "t1"}}
+    (inst,) = standalone_instances([plain, task])
+    assert (inst.slot, inst.ip, inst.template) == (1, "10.213.0.2", "abc+standalone")
+    assert inst.reach(80) == 80  # dialled at its bridge address, as before the switch
+    assert is_container_id(inst.container_id)
+    assert not is_container_id("svc1.t1") and not is_container_id("x" * 64)
+    assert overlay("patrd-web") == "psw-web" == overlay("psw-web")
