@@ -49,6 +49,8 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+import structlog
+
 from patrd.engine.docker import (
     LABEL_DEPLOYMENT_ID,
     LABEL_OWNER,
@@ -172,6 +174,16 @@ def pick_home(
     return min(candidates, key=lambda node: (instances.get(node, 0), node))
 
 
+def unreachable(
+    addresses: Mapping[str, str], answers: Iterable[bool], self_id: str
+) -> set[str] | None:
+    """Nodes whose knock failed; None when this node's own failed too: then the
+    knock says nothing about the others (a local firewall, say), and withholding
+    every instance would be an outage of patrd's making."""
+    failed = {n for n, ok in zip(addresses, answers, strict=True) if not ok and addresses[n]}
+    return None if self_id in failed else failed
+
+
 def changes(
     before: Mapping[str, tuple[str, str, str | None]],
     now: Mapping[str, tuple[str, str, str | None]],
@@ -204,19 +216,18 @@ class SwarmBackend:
     def __init__(self, swarm: SwarmEngine, manager: DockerEngine, owner: str) -> None:
         self.swarm = swarm
         self._owner = owner
-        self._manager = manager  # this node's engine: images and digests
+        self._manager = manager  # this node's engine: images, digests, its plain containers
+        self._self_id = ""  # this node's swarm node ID (asked once)
         self._leaving: set[str] = set()
         self._unreachable: set[str] = set()  # nodes whose gossip port did not answer, last poll
         # One pick at a time: slots created together must see each other's homes.
         self._homes = asyncio.Lock()
+        self._log = structlog.get_logger("patrd.engine.swarm_backend")
 
     # --- nodes (patrd/control/nodes.py) -------------------------------------------
 
     async def nodes(self) -> list[NodeInfo]:
         return await self.swarm.nodes()
-
-    async def node_id(self, node: str) -> str:
-        return await self.swarm._node_id(node)
 
     def withhold(self, node_id: str) -> None:
         """Take the node's tasks out of service (the next listing) ahead of a drain."""
@@ -260,14 +271,20 @@ class SwarmBackend:
         """Knock on every node's gossip port; remember (and return) those that failed."""
         async with _translate("list nodes"):
             raw = await self.swarm.docker.nodes.list()
+        if not self._self_id:
+            async with _translate("info"):
+                info = await self.swarm.docker.system.info()
+            self._self_id = str((info.get("Swarm") or {}).get("NodeID") or "")
         addresses = {str(n["ID"]): node_address(n) for n in raw}
         answers = await asyncio.gather(
             *(knock(a, GOSSIP_PORT, KNOCK_TIMEOUT_S) for a in addresses.values())
         )
-        self._unreachable = {
-            n for n, ok in zip(addresses, answers, strict=True) if not ok and addresses[n]
-        }
-        return self._unreachable
+        failed = unreachable(addresses, answers, self._self_id)
+        if failed is None:
+            self._log.warning("knock_failed_here", note="this node does not answer: not trusted")
+            failed = set()
+        self._unreachable = failed
+        return failed
 
     async def list_networks(self) -> list[NetworkInfo]:
         """The overlays, and the bridges left by the docker backend (collected as orphans)."""

@@ -197,3 +197,11 @@ def test_plain_containers_of_the_docker_backend_are_stale_instances_here() -> No
     assert is_container_id(inst.container_id)
     assert not is_container_id("svc1.t1") and not is_container_id("x" * 64)
     assert overlay("patrd-web") == "psw-web" == overlay("psw-web")
+
+
+def test_a_failed_knock_counts_only_while_this_node_answers_its_own() -> None:
+    from patrd.engine.swarm_backend import unreachable
+
+    addresses = {"me": "10.0.0.1", "w1": "10.0.0.2", "w2": "10.0.0.3", "x": ""}
+    assert unreachable(addresses, [True, False, True, False], "me") == {"w1"}
+    assert unreachable(addresses, [False, False, True, True], "me") is None
