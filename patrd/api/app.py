@@ -53,6 +53,7 @@ from patrd.api.context import CONFIG, CONTROLLER, PROXY_CLOSED, STORE
 from patrd.api.errors import error_middleware
 from patrd.api.firewall import FIREWALL, FirewallView
 from patrd.api.image_ports import IMAGE_PORTS, ImagePorts
+from patrd.api.nodes import NodesView, add_node_routes
 from patrd.api.notify import NODE, NOTIFY
 from patrd.api.observe import OBSERVE, Observability
 from patrd.api.registry_hook import REGISTRY_HOOK, RegistryHook
@@ -115,6 +116,7 @@ def build_app(
     resolver: TagResolver | None = None,
     runs: Runs | None = None,
     image_ports: ImagePorts | None = None,
+    nodes: NodesView | None = None,
 ) -> web.Application:
     if token is not None and not token:
         raise ValueError("an empty API token would accept anyone")
@@ -159,6 +161,7 @@ def build_app(
         app[IMAGE_PORTS] = image_ports  # create without ports: the image's one EXPOSE
     for add_routes in ROUTE_SETS:
         add_routes(app)
+    add_node_routes(app, nodes)  # /v1/nodes (patrd/api/nodes.py)
     if dashboard is not None:
         dashboard.install(app)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from patrd import __version__
-from patrd.api import openapi_notify, openapi_runs
+from patrd.api import openapi_nodes, openapi_notify, openapi_runs
 from patrd.api.deployments import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.api.openapi_access import ACCESS_PATHS, ACCESS_SCHEMAS
 from patrd.model import spec
@@ -1707,6 +1707,8 @@ PATHS.update(
 # Notifications and the node's health (patrd/api/notify.py).
 PATHS.update(openapi_notify.PATHS)
 SCHEMAS.update(openapi_notify.SCHEMAS)
+PATHS.update(openapi_nodes.PATHS)  # the swarm's nodes (patrd/api/nodes.py)
+SCHEMAS.update(openapi_nodes.SCHEMAS)
 
 
 # --- pinned releases: redeploy, revert by REF, history of releases -------------------

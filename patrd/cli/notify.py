@@ -11,6 +11,7 @@ import argparse
 import urllib.parse
 from typing import Any
 
+from patrd.cli import nodes as cli_nodes
 from patrd.cli.client import AddVerb, Client, JsonObject
 from patrd.cli.output import print_json, render_fields, render_table
 
@@ -54,6 +55,7 @@ def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
 
     p = verb("node", "the host: CPU, memory, swap, load, disks, network; node events", cmd_node)
     p.add_argument("--events", type=int, default=10, metavar="N", help="newest N node events")
+    cli_nodes.add_actions(p, common)  # `node list|drain|activate NODE` (issue 17)
 
     verb(
         "status",
@@ -140,6 +142,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_node(client: Client, args: argparse.Namespace) -> int:
+    if getattr(args, "node_verb", None):  # the nodes instances run on (patrd/cli/nodes.py)
+        return cli_nodes.cmd(client, args)
     data = client.get("/v1/node", events=max(args.events, 0))
     if args.json:
         print_json(data)

@@ -199,6 +199,15 @@ def instance_spec(
         volumes=tuple((volume_name(record.name, v.name, slot), v.path) for v in spec.volumes),
         extra_capabilities=spec.security.extra_capabilities,
         pids_limit=spec.security.pids_limit,
+        # Swarm publishes these per task (issue 17); Docker ignores them.
+        ports=tuple(
+            dict.fromkeys(
+                (
+                    *spec.http_ports,
+                    *(p.port for p in (spec.startup_probe, spec.liveness_probe) if p),
+                )
+            )
+        ),
     )
 
 
@@ -843,9 +852,11 @@ class DeploymentWorker:
         try:
             while status.phase is Phase.STARTING:
                 if startup is not None:
-                    ok, detail = await http_probe(ip, startup.port, startup.path, startup.timeout_s)
+                    # inst.reach: the published port on Swarm, the port itself on one node.
+                    port = inst.reach(startup.port)
+                    ok, detail = await http_probe(ip, port, startup.path, startup.timeout_s)
                 else:
-                    ok, detail = await tcp_probe(ip, spec.http_ports[0])
+                    ok, detail = await tcp_probe(ip, inst.reach(spec.http_ports[0]))
                 status = startup_step(status, ok, detail, time.monotonic(), budget)
                 self._state.probes[cid] = status
                 if status.phase is Phase.STARTING:
@@ -872,7 +883,8 @@ class DeploymentWorker:
                 return
             while True:
                 await asyncio.sleep(liveness.period_s)
-                ok, detail = await http_probe(ip, liveness.port, liveness.path, liveness.timeout_s)
+                port = inst.reach(liveness.port)  # see startup above
+                ok, detail = await http_probe(ip, port, liveness.path, liveness.timeout_s)
                 status = liveness_step(
                     status, ok, detail, time.monotonic(), liveness.failure_threshold
                 )
@@ -898,7 +910,11 @@ class DeploymentWorker:
 
     def _update_snapshot(self, record: DeploymentRecord, status: Status) -> None:
         ready = tuple(
-            ReadyInstance(instance_name(i.deployment, i.slot), self._state.ready[i.container_id].ip)
+            ReadyInstance(
+                instance_name(i.deployment, i.slot),
+                self._state.ready[i.container_id].ip,
+                ports=i.ports,  # Swarm: the proxy dials the published ports (issue 17)
+            )
             for i in sorted(self._instances, key=lambda i: (i.slot, i.revision))
             if i.container_id in self._state.ready
         )
@@ -966,7 +982,8 @@ class DeploymentWorker:
     async def _remove(self, record: DeploymentRecord, action: Action) -> None:
         inst = next((i for i in self._instances if i.container_id == action.container_id), None)
         if inst is not None and inst.ip is not None:
-            await self._drain(inst.ip, record.spec.http_ports)
+            # inst.reach: the proxy's pools are keyed by the port it dials (issue 17).
+            await self._drain(inst.ip, tuple(inst.reach(p) for p in record.spec.http_ports))
         self._log.info(
             "remove",
             deployment=record.name,
@@ -1033,7 +1050,8 @@ class DeploymentWorker:
         )
         inst = next((i for i in self._instances if i.container_id == action.container_id), None)
         if inst is not None and inst.ip is not None:
-            await self._drain(inst.ip, record.spec.http_ports)
+            # inst.reach: the proxy's pools are keyed by the port it dials (issue 17).
+            await self._drain(inst.ip, tuple(inst.reach(p) for p in record.spec.http_ports))
         self._forget(action.container_id)
         await self._engine.restart(action.container_id, self._options.stop_timeout_s)
         self._forget(action.container_id)

@@ -22,6 +22,12 @@ _ROUTE_STATUS = {
 class ReadyInstance:
     name: str
     ip: str
+    # (container port, port dialled at ip) where they differ: Swarm's host-mode
+    # published ports (patrd/engine/swarm.py); empty on one node.
+    ports: tuple[tuple[int, int], ...] = ()
+
+    def reach(self, port: int) -> int:
+        return dict(self.ports).get(port, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +85,7 @@ def build_routes(
                     deployment=snap.name,
                     port=port,
                     status=route_status,
-                    backends=tuple(Backend(r.name, r.ip, port) for r in snap.ready),
+                    backends=tuple(Backend(r.name, r.ip, r.reach(port)) for r in snap.ready),
                     https_redirect=redirect_default_urls,
                     hold=snap.holding,
                 )
@@ -98,7 +104,7 @@ def url_route(record: UrlRecord, snap: DeploymentSnapshot | None) -> Route:
         hold = snap is not None and snap.holding
         backends: tuple[Backend, ...] = ()
         if snap is not None and target.port in snap.ports:
-            backends = tuple(Backend(r.name, r.ip, target.port) for r in snap.ready)
+            backends = tuple(Backend(r.name, r.ip, r.reach(target.port)) for r in snap.ready)
         elif snap is not None:
             status = RouteStatus.ERRORED  # the deployment no longer exposes that port
             hold = False

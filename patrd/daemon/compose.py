@@ -28,11 +28,13 @@ import structlog
 
 from patrd import __version__
 from patrd.api.app import build_app, serve_api
+from patrd.api.nodes import NodesView
 from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
 from patrd.api.runs import Runs
 from patrd.control.autoscale import Autoscaler
 from patrd.control.executor import Controller, ControllerOptions
+from patrd.control.nodes import LocalNodes, SwarmNodes
 from patrd.daemon import sdnotify
 from patrd.daemon.supervisor import Stage, Supervisor
 from patrd.daemon.tls_wiring import RouteFanout, build_tls
@@ -41,6 +43,9 @@ from patrd.engine.diskguard import DiskCollector, DiskGuard
 from patrd.engine.docker import DockerEngine
 from patrd.engine.hardening import Hardening
 from patrd.engine.imagegc import ImageCollector
+from patrd.engine.protocol import Engine
+from patrd.engine.swarm import SwarmEngine
+from patrd.engine.swarm_backend import SwarmBackend
 from patrd.firewall.apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.firewall.fence_gate import ProxyGate
 from patrd.kit import log_setup as logs
@@ -116,6 +121,15 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             except EngineError as exc:
                 log.warning("docker_unavailable", error=str(exc), note="will keep retrying")
 
+            # engine.backend = "swarm" (issue 17): the controller's instances are
+            # Swarm services across the nodes; all else speaks to this node's engine.
+            workload: Engine = engine
+            swarm: SwarmBackend | None = None
+            if config.engine.swarm:
+                swarm = await _swarm_backend(config, engine, await store.owner_id())
+                stack.push_async_callback(swarm.close)
+                workload = swarm
+
             # The firewall goes up before the proxy listens (or, when disabled,
             # a table left by an earlier run is removed). It stays loaded when
             # patrd stops: the host keeps its fence while patrd restarts.
@@ -152,7 +166,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             credential = await asyncio.to_thread(_registry_credential, config)
             controller = Controller(
                 store,
-                engine,
+                workload,
                 RouteFanout(proxy, tls.controller),
                 ControllerOptions(
                     base_domain=config.proxy.base_domain,
@@ -163,7 +177,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     redirect_default_urls=config.tls.redirect_default_urls,
                     config_root=config.daemon.config_root,
                     local_registry=config.registry.host,
-                    on_remove=keeper.on_remove,
+                    # Swarm: a task's logs are on its node, not here (not kept yet).
+                    on_remove=keeper.on_remove if swarm is None else None,
                     pull_guard=disk_guard.refusal,
                     pause_timeout_s=config.proxy.pause_timeout_s,
                     security_policy=config.security,
@@ -176,6 +191,11 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     else None,
                 ),
                 vault=vault,
+            )
+            nodes: NodesView = (
+                SwarmNodes(swarm, controller, proxy, config.proxy.drain_timeout_s)
+                if swarm is not None
+                else LocalNodes(engine, engine.docker.system.info)
             )
             supervisor = Supervisor(STOP_STAGES)
             stack.push_async_callback(supervisor.stop)
@@ -268,6 +288,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     resolver=controller,
                     runs=runs,
                     image_ports=engine,
+                    nodes=nodes,
                 ),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
@@ -291,6 +312,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         resolver=controller,
                         runs=runs,
                         image_ports=engine,
+                        nodes=nodes,
                         # The web console on /ui/ (issue 11, patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                         proxy_closed=gate.closed_reason,
@@ -427,6 +449,24 @@ def _offsite(
     stack.push_async_callback(service.close)
     supervisor.start("backup", service.run_schedule)
     return service
+
+
+async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> SwarmBackend:
+    """The Swarm engine on ``docker.socket``; refuses unless that engine manages a swarm."""
+    swarm = SwarmEngine(
+        config.docker.socket,
+        owner=owner,
+        hardening=Hardening(
+            capabilities=config.docker.capabilities, pids_limit=config.docker.pids_limit
+        ),
+    )
+    try:
+        version = await swarm.ping()
+    except EngineError as exc:
+        await swarm.close()
+        raise EngineError(f"engine.backend = swarm: {exc}") from exc
+    structlog.get_logger("patrd.daemon.compose").info("swarm", version=version)
+    return SwarmBackend(swarm, engine, owner)
 
 
 async def _node_config(config: Config, engine: DockerEngine) -> NodeConfig:

@@ -43,7 +43,7 @@ class DockerContainers(DockerBase):
             )
         instances = []
         for container in containers:
-            instance = _instance_from_summary(container._container)
+            instance = instance_from_summary(container._container)
             if instance is not None:
                 instances.append(instance)
         return instances
@@ -241,7 +241,7 @@ def _mounts(spec: InstanceSpec) -> list[dict[str, Any]]:
     return mounts
 
 
-def _instance_from_summary(summary: dict[str, Any]) -> Instance | None:
+def instance_from_summary(summary: dict[str, Any]) -> Instance | None:
     labels = summary.get("Labels") or {}
     try:
         revision = int(labels[LABEL_REVISION])

@@ -13,7 +13,8 @@ Labels are DockerEngine's (patrd/engine/docker.py), on the service *and* on the
 task's container. The service ID plays the role of the container ID: it is
 stable while Swarm moves the task between nodes.
 
-Not wired into the daemon yet: the controller still speaks to DockerEngine.
+The controller does not use it directly: ``engine.backend = "swarm"`` wraps
+it in :class:`~patrd.engine.swarm_backend.SwarmBackend` (the ``Engine``).
 ``SwarmEngine`` covers what Swarm services can do of the ``Engine``
 protocol (ping, instances, networks, images present on the manager, remove,
 restart) plus the node view (:meth:`SwarmEngine.nodes`) and drains
@@ -140,7 +141,10 @@ class SwarmEngine:
             info = await self.docker.system.info()
         swarm = info.get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
-            raise EngineError("engine.backend = swarm needs a swarm manager (docker swarm init)")
+            raise EngineError(
+                "this Docker engine is not a swarm manager "
+                "(docker swarm init, or join the swarm as a manager)"
+            )
         return f"{info.get('ServerVersion', '?')} (swarm, {swarm.get('Nodes', '?')} nodes)"
 
     # --- nodes -----------------------------------------------------------------------

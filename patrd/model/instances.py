@@ -38,6 +38,14 @@ class Instance:
     ip: str | None
     exit_code: int | None
     template: str = ""
+    # Where each container port is reached at ``ip`` when that is not the port
+    # itself: (container port, published port) pairs. Empty on one node (the
+    # container's own address); the Swarm engine's host-mode published ports.
+    ports: tuple[tuple[int, int], ...] = ()
+
+    def reach(self, port: int) -> int:
+        """The port patrd dials at ``ip`` for container port ``port``."""
+        return dict(self.ports).get(port, port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,7 @@ class InstanceSpec:
     volumes: tuple[tuple[str, str], ...] = ()  # (Docker volume name, mount path)
     extra_capabilities: tuple[str, ...] = ()  # the deployment's explicit `security` field
     pids_limit: int | None = None  # None: the node's default
+    ports: tuple[int, ...] = ()  # container ports it serves (the Swarm engine publishes them)
 
 
 @dataclass(frozen=True, slots=True)

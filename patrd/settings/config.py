@@ -34,6 +34,7 @@ from patrd.observe.cost import CostConfig
 from patrd.observe.logs import LogsConfig
 from patrd.proxy.options import EVENT_LOOPS, ProxyOptions
 from patrd.registry.node import RegistryConfig
+from patrd.settings.engine import EngineConfig
 from patrd.settings.sections import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -110,6 +111,7 @@ class Config:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     disk: DiskConfig = field(default_factory=DiskConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # patrd/settings/engine.py
 
 
 @dataclass(frozen=True)

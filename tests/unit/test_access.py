@@ -77,6 +77,9 @@ SCOPE_TABLE = [
     ("POST", "/v1/backups/{id}/restore", A),
     ("GET", "/v1/registry/login", A),
     ("GET", "/v1/node", R),
+    ("GET", "/v1/nodes", A),
+    ("POST", "/v1/nodes/{node}/drain", A),
+    ("POST", "/v1/nodes/{node}/activate", A),
     ("POST", DEP + "/revert", D),
     ("GET", DEP + "/exec/{id}/attach", W),  # a GET that runs code: write
     ("GET", DEP + "/jobs", R),

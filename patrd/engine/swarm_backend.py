@@ -1,0 +1,419 @@
+"""The Swarm engine as the controller's ``Engine`` (``engine.backend = "swarm"``, issue 17).
+
+:class:`~patrd.engine.swarm.SwarmEngine` speaks services, tasks and nodes;
+this adapter gives the controller an ``Engine`` over it:
+
+* **Instances are tasks.** ``container_id`` is ``SERVICE.TASK``: a task Swarm
+  moved to another node (drain, node lost) is a new instance for the executor
+  (probed again, a new pool entry), while remove/restart act on the service,
+  the part before the dot (:func:`service_of`).
+* **Per-instance addresses.** ``ip`` is the node's address and ``ports`` the
+  task's host-mode published ports, so the proxy dials ``node:published``
+  (``Instance.reach``): per-instance health and least-outstanding balancing
+  as on one node, never Swarm's virtual IP.
+* **Withheld nodes.** A task on a node that is leaving (a drain patrd started),
+  drained, paused or not ready is reported running *without an address*: the
+  executor takes it out of the proxy pools (the planner leaves it alone)
+  before Swarm stops it (patrd/control/nodes.py orders a drain so).
+* **Images** are resolved by the manager's own engine (a ``DockerEngine`` on
+  the same socket); a task's image is pinned to the manager's digest or ID.
+* **Events** by polling the tasks (the manager emits no task events). Each
+  poll also knocks on every node's gossip port (TCP 7946, open on every
+  swarm node while its engine runs): a node that refuses or does not answer
+  is withheld at once, instead of ~15 s later when the manager marks it
+  ``down`` (docs/design.md has both figures).
+
+* **Moving in from the docker backend.** patrd's plain containers on the
+  manager (from before the switch) are listed too, as instances of another
+  template: the planner rolls them over to services one slot at a time,
+  as in any rollout, and they keep serving until their replacement is
+  ready; remove/restart of a container ID (64 hex digits) go to the
+  manager's engine. Overlays are named ``psw-<deployment>`` so they never
+  clash with such a deployment's bridge network (``patrd-<deployment>``).
+* **Volumes stay on their node.** A local volume lives on the node that ran
+  the task. The first time a slot's volume is needed patrd picks its home
+  (the active, ready node with the fewest patrd instances), records it as a
+  node label ``patrd.volume.<volume name>`` (value: this install's owner ID)
+  and pins every service of that slot to it (``node.id==``). Swarm never
+  moves it: while its node is drained or down the instance waits there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from patrd.engine.docker import DockerEngine
+from patrd.engine.docker_base import translate as _translate
+from patrd.engine.docker_containers import instance_from_summary
+from patrd.engine.labels import LABEL_DEPLOYMENT_ID, LABEL_OWNER
+from patrd.engine.swarm import (
+    Availability,
+    NodeInfo,
+    SwarmEngine,
+    SwarmInstance,
+    node_address,
+)
+from patrd.model.errors import EngineError
+from patrd.model.instances import (
+    EngineEvent,
+    ImageResult,
+    Instance,
+    InstanceSpec,
+    NetworkInfo,
+    ProgressCallback,
+    RegistryAuth,
+    VolumeInfo,
+)
+
+EVENTS_POLL_S = 1.0  # how often the task list is compared for the controller's wake-ups
+VOLUME_LABEL = "patrd.volume."  # + volume name, on the node that holds it
+# Overlays are ``psw-<deployment>``: a DNS label (Swarm requires it; 4 + 57 ≤ 63) that
+# never equals a docker-backend bridge (always ``patrd-<deployment>``).
+OVERLAY_PREFIX = "psw-"
+BRIDGE_PREFIX = "patrd-"
+STANDALONE = "+standalone"  # appended to a plain container's template: always stale here
+SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # Docker's, on a task's container
+_HEX = frozenset("0123456789abcdef")
+GOSSIP_PORT = 7946  # swarm's node-to-node port (TCP and UDP), on every node
+KNOCK_TIMEOUT_S = 0.5
+DEFAULT_TARGET_PORT = 80  # an InstanceSpec without ports (one-offs): what Swarm publishes
+
+
+def is_container_id(instance_id: str) -> bool:
+    """A plain container's ID (64 hex digits), not ``SERVICE.TASK`` (Swarm IDs are base 36)."""
+    return len(instance_id) == 64 and set(instance_id) <= _HEX
+
+
+def overlay(network: str) -> str:
+    """The overlay standing for the executor's network name ``patrd-<deployment>``."""
+    if network.startswith(OVERLAY_PREFIX):
+        return network
+    return OVERLAY_PREFIX + network.removeprefix(BRIDGE_PREFIX)
+
+
+def standalone_instances(summaries: Iterable[Mapping[str, Any]]) -> list[Instance]:
+    """patrd's plain containers among the manager's (not Swarm tasks), marked stale."""
+    found = []
+    for summary in summaries:
+        if SWARM_TASK_LABEL in (summary.get("Labels") or {}):
+            continue
+        inst = instance_from_summary(dict(summary))
+        if inst is not None:
+            found.append(replace(inst, template=inst.template + STANDALONE))
+    return found
+
+
+def service_of(container_id: str) -> str:
+    """The service ID in a ``SERVICE.TASK`` instance ID (Docker IDs have no dots)."""
+    return container_id.split(".", 1)[0]
+
+
+def nodes_out(raw_nodes: Iterable[Mapping[str, Any]], leaving: Collection[str]) -> set[str]:
+    """Node IDs whose tasks must not serve: leaving, not active, or not ready."""
+    out = set(leaving)
+    for node in raw_nodes:
+        spec = node.get("Spec") or {}
+        state = (node.get("Status") or {}).get("State")
+        if spec.get("Availability") != Availability.ACTIVE.value or state != "ready":
+            out.add(str(node["ID"]))
+    return out
+
+
+def as_instance(task: SwarmInstance, out: Collection[str]) -> Instance:
+    """The executor's view of one slot's current task (see the module docstring)."""
+    inst = task.instance
+    container_id = f"{task.service_id}.{task.task_id}" if task.task_id else task.service_id
+    if task.node_id in out:
+        return replace(inst, container_id=container_id, ip=None, ports=())
+    return replace(inst, container_id=container_id, ports=tuple(sorted(task.ports.items())))
+
+
+def volume_home(
+    raw_nodes: Iterable[Mapping[str, Any]], volumes: Iterable[str], owner: str
+) -> str | None:
+    """The node recorded as holding any of ``volumes``, if one is."""
+    wanted = [VOLUME_LABEL + v for v in volumes]
+    for node in raw_nodes:
+        labels = (node.get("Spec") or {}).get("Labels") or {}
+        if any(labels.get(key) == owner for key in wanted):
+            return str(node["ID"])
+    return None
+
+
+def homes_recorded(raw_nodes: Iterable[Mapping[str, Any]], owner: str) -> dict[str, int]:
+    """Node ID → how many of this install's volumes are recorded on it."""
+    return {
+        str(n["ID"]): sum(
+            1
+            for key, value in ((n.get("Spec") or {}).get("Labels") or {}).items()
+            if key.startswith(VOLUME_LABEL) and value == owner
+        )
+        for n in raw_nodes
+    }
+
+
+def pick_home(
+    raw_nodes: Iterable[Mapping[str, Any]], instances: Mapping[str, int], out: Collection[str]
+) -> str | None:
+    """A new volume's node: active, ready and in service, with the fewest patrd instances."""
+    candidates = [
+        str(n["ID"]) for n in raw_nodes if str(n["ID"]) not in nodes_out([n], ()) | set(out)
+    ]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda node: (instances.get(node, 0), node))
+
+
+def unreachable(
+    addresses: Mapping[str, str], answers: Iterable[bool], self_id: str
+) -> set[str] | None:
+    """Nodes whose knock failed; None when this node's own failed too: then the
+    knock says nothing about the others (a local firewall, say), and withholding
+    every instance would be an outage of patrd's making."""
+    failed = {n for n, ok in zip(addresses, answers, strict=True) if not ok and addresses[n]}
+    return None if self_id in failed else failed
+
+
+def changes(
+    before: Mapping[str, tuple[str, str, str | None]],
+    now: Mapping[str, tuple[str, str, str | None]],
+) -> list[tuple[str, str, str]]:
+    """(deployment id, container id, action) for every instance that came, went or changed."""
+    found = []
+    for cid, (dep, state, ip) in now.items():
+        if before.get(cid) != (dep, state, ip):
+            found.append((dep, cid, state))
+    found += [(dep, cid, "destroy") for cid, (dep, _, _) in before.items() if cid not in now]
+    return found
+
+
+async def knock(address: str, port: int, timeout_s: float) -> bool:
+    """Does ``address:port`` accept a TCP connection within ``timeout_s``?"""
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(address, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class SwarmBackend:
+    """``Engine`` (patrd/engine/docker.py) over a swarm manager's Docker API."""
+
+    def __init__(self, swarm: SwarmEngine, manager: DockerEngine, owner: str) -> None:
+        self.swarm = swarm
+        self._owner = owner
+        self._manager = manager  # this node's engine: images, digests, its plain containers
+        self._self_id = ""  # this node's swarm node ID (asked once)
+        self._leaving: set[str] = set()
+        self._unreachable: set[str] = set()  # nodes whose gossip port did not answer, last poll
+        # One pick at a time: slots created together must see each other's homes.
+        self._homes = asyncio.Lock()
+        self._log = structlog.get_logger("patrd.engine.swarm_backend")
+
+    # --- nodes (patrd/control/nodes.py) -------------------------------------------
+
+    async def nodes(self) -> list[NodeInfo]:
+        return await self.swarm.nodes()
+
+    def withhold(self, node_id: str) -> None:
+        """Take the node's tasks out of service (the next listing) ahead of a drain."""
+        self._leaving.add(node_id)
+
+    def release(self, node_id: str) -> None:
+        self._leaving.discard(node_id)
+
+    async def set_availability(self, node_id: str, availability: str) -> NodeInfo:
+        return await self.swarm.set_availability(node_id, availability)
+
+    async def node_tasks(self, node_id: str) -> list[SwarmInstance]:
+        return [t for t in await self.swarm.list_tasks() if t.node_id == node_id]
+
+    # --- Engine ------------------------------------------------------------------
+
+    async def ping(self) -> str:
+        return await self.swarm.ping()
+
+    async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
+        plain = await self._standalone(deployment_id)
+        tasks = await self.swarm.list_tasks(deployment_id)
+        if not tasks:
+            return plain
+        async with _translate("list nodes"):
+            raw = await self.swarm.docker.nodes.list()
+        out = nodes_out(raw, self._leaving | self._unreachable)
+        return [as_instance(t, out) for t in tasks] + plain
+
+    async def _standalone(self, deployment_id: str | None) -> list[Instance]:
+        labels = [f"{LABEL_OWNER}={self._owner}"]
+        if deployment_id:
+            labels.append(f"{LABEL_DEPLOYMENT_ID}={deployment_id}")
+        async with _translate("list containers"):
+            containers = await self._manager.docker.containers.list(
+                all=True, filters=json.dumps({"label": labels})
+            )
+        return standalone_instances(c._container for c in containers)
+
+    async def knock_nodes(self) -> set[str]:
+        """Knock on every node's gossip port; remember (and return) those that failed."""
+        async with _translate("list nodes"):
+            raw = await self.swarm.docker.nodes.list()
+        if not self._self_id:
+            async with _translate("info"):
+                info = await self.swarm.docker.system.info()
+            self._self_id = str((info.get("Swarm") or {}).get("NodeID") or "")
+        addresses = {str(n["ID"]): node_address(n) for n in raw}
+        answers = await asyncio.gather(
+            *(knock(a, GOSSIP_PORT, KNOCK_TIMEOUT_S) for a in addresses.values())
+        )
+        failed = unreachable(addresses, answers, self._self_id)
+        if failed is None:
+            self._log.warning("knock_failed_here", note="this node does not answer: not trusted")
+            failed = set()
+        self._unreachable = failed
+        return failed
+
+    async def list_networks(self) -> list[NetworkInfo]:
+        """The overlays, and the bridges left by the docker backend (collected as orphans)."""
+        found = {n.name: n for n in await self._manager.list_networks()}
+        found.update({n.name: n for n in await self.swarm.list_networks()})
+        return list(found.values())
+
+    async def ensure_network(self, name: str, deployment: str, deployment_id: str) -> None:
+        await self.swarm.ensure_network(overlay(name), deployment, deployment_id)
+
+    async def remove_network(self, name: str) -> None:
+        if name.startswith(OVERLAY_PREFIX):
+            await self.swarm.remove_network(name)
+        else:
+            await self._manager.remove_network(name)
+
+    async def ensure_image(
+        self,
+        ref: str,
+        *,
+        always_pull: bool,
+        progress: ProgressCallback | None = None,
+        auth: RegistryAuth | None = None,
+        refuse_pull: str = "",
+    ) -> ImageResult:
+        return await self._manager.ensure_image(
+            ref, always_pull=always_pull, progress=progress, auth=auth, refuse_pull=refuse_pull
+        )
+
+    async def create_instance(self, spec: InstanceSpec) -> str:
+        home = await self._volume_home(spec) if spec.volumes else None
+        if spec.network:
+            spec = replace(spec, network=overlay(spec.network))
+        return await self.swarm.create_instance(
+            spec, target_ports=spec.ports or (DEFAULT_TARGET_PORT,), node=home
+        )
+
+    async def _volume_home(self, spec: InstanceSpec) -> str:
+        async with self._homes:
+            return await self._volume_home_locked(spec)
+
+    async def _volume_home_locked(self, spec: InstanceSpec) -> str:
+        """The node holding the slot's volumes: recorded, else picked and recorded now."""
+        names = [name for name, _ in spec.volumes]
+        async with _translate("list nodes"):
+            raw = await self.swarm.docker.nodes.list()
+        home = volume_home(raw, names, self._owner)
+        if home is None and set(names) & {
+            v.name for v in await self._manager.list_volumes(spec.deployment)
+        }:
+            # Made by the docker backend before the switch: its data is on the manager.
+            async with _translate("info"):
+                home = str(((await self.swarm.docker.system.info()).get("Swarm") or {})["NodeID"])
+        if home is not None:
+            return home
+        tasks = await self.swarm.list_tasks()
+        counts = Counter(t.node_id for t in tasks if t.desired_state == "running")
+        counts.update(homes_recorded(raw, self._owner))  # volumes whose tasks are not placed yet
+        home = pick_home(raw, counts, self._leaving | self._unreachable)
+        if home is None:
+            raise EngineError(f"no active, ready node for the volumes of {spec.hostname}")
+        async with _translate(f"label node {home[:12]}"):
+            node = await self.swarm.docker.nodes.inspect(node_id=home)
+            node_spec = dict(node["Spec"])
+            labels = dict(node_spec.get("Labels") or {})
+            labels.update({VOLUME_LABEL + name: self._owner for name in names})
+            node_spec["Labels"] = labels
+            await self.swarm.docker.nodes.update(
+                node_id=home, version=node["Version"]["Index"], spec=node_spec
+            )
+        return home
+
+    async def remote_digest(self, ref: str, auth: RegistryAuth | None = None) -> str:
+        return await self._manager.remote_digest(ref, auth)
+
+    async def repo_digests(self, image: str) -> list[str]:
+        return await self._manager.repo_digests(image)
+
+    async def start(self, container_id: str) -> None:
+        """Swarm starts (and restarts) tasks itself; a plain container is started as before."""
+        if is_container_id(container_id):
+            await self._manager.start(container_id)
+
+    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
+        if is_container_id(container_id):
+            await self._manager.remove(container_id, stop_timeout_s)
+        else:
+            await self.swarm.remove(service_of(container_id), stop_timeout_s)
+
+    async def restart(self, container_id: str, stop_timeout_s: int) -> None:
+        if is_container_id(container_id):
+            await self._manager.restart(container_id, stop_timeout_s)
+        else:
+            await self.swarm.restart(service_of(container_id), stop_timeout_s)
+
+    async def ensure_volume(
+        self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
+    ) -> str:
+        """The name: the home node's engine creates the volume when the task starts
+        (a volume the docker backend made on the manager keeps its name)."""
+        for found in await self._manager.list_volumes(deployment):
+            if (found.volume, found.slot) == (volume, slot):
+                return found.name
+        return name
+
+    async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
+        """Volumes live on the nodes; the manager cannot list them (so none are removed)."""
+        return []
+
+    async def remove_volume(self, name: str) -> None:
+        """Never called (``list_volumes`` finds none); the data stays on its node."""
+
+    async def events(self) -> AsyncIterator[EngineEvent]:
+        """A wake-up per instance that came, went or changed state or address.
+
+        Polls the tasks every ``EVENTS_POLL_S`` until the manager fails (then
+        ``EngineError``, and the controller reconnects as for Docker events).
+        """
+        before = self._summary(await self.list_instances())
+        while True:
+            await asyncio.sleep(EVENTS_POLL_S)
+            await self.knock_nodes()
+            now = self._summary(await self.list_instances())
+            for dep, cid, action in changes(before, now):
+                yield EngineEvent(dep, cid, action, time.time_ns())
+            before = now
+
+    @staticmethod
+    def _summary(instances: Iterable[Instance]) -> dict[str, tuple[str, str, str | None]]:
+        return {i.container_id: (i.deployment_id, i.state.value, i.ip) for i in instances}
+
+    async def close(self) -> None:
+        await self.swarm.close()  # the manager's DockerEngine is its owner's to close
