@@ -474,8 +474,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="also run an older patrd's proxy from this source tree (in-process, asyncio), "
-        "e.g. from: git archive REV patrd | tar -x -C DIR",
+        help="also run an older patrd's proxy from this source tree (in-process, asyncio; "
+        "with --close/--idle: as its daemon would, workers), "
+        "e.g. from: git archive REV patrd scripts | tar -x -C DIR",
     )
     parser.add_argument("--no-nginx", action="store_true", help="skip nginx as proxy")
     parser.add_argument("--no-caddy", action="store_true", help="skip Caddy")
