@@ -263,7 +263,10 @@ async def serve_patrd(spec: dict[str, Any]) -> None:
     routes = bench_routes(spec)
     # The daemon's defaults; loopback is exempt from the per-client limits.
     proxy = build_proxy(
-        ProxyOptions(max_connections=int(spec.get("max_connections", 10000))),
+        ProxyOptions(
+            max_connections=int(spec.get("max_connections", 10000)),
+            idle_timeout_s=float(spec.get("idle_timeout_s", ProxyOptions().idle_timeout_s)),
+        ),
         ProxyRuntime(event_loop=EventLoop(spec["event_loop"]), workers=int(spec["workers"])),
         certs=certs,
         challenges=None,

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from scripts.bench.proxy_bench import (
+    BODY,
     HOST,
     MiB,
     _nginx,
@@ -69,6 +70,7 @@ from scripts.bench.proxy_bench import (
 )
 
 PATRD = "patrd"
+IDLE_TIMEOUT_S = 900  # --idle: every server keeps its idle clients longer than they take to open
 BEFORE = "patrd before"
 BARE = "uvloop bare"
 RESUME_PROBES = 20
@@ -95,11 +97,22 @@ def start_servers(
     )
     if idle:  # room for the idle clients in each worker (nginx's default is 512)
         text = conf.read_text().replace("worker_connections 8192", "worker_connections 32768")
+        text = text.replace(
+            "keepalive_requests", f"keepalive_timeout {IDLE_TIMEOUT_S}s;\n    keepalive_requests"
+        )
         conf.write_text(text)
     procs.append(_popen(_nginx(conf), log))
     pids["nginx"] = procs[-1].pid
     ports["caddy"] = {"http": free_port(), "https": free_port()}
     conf = caddy_config(work, origin, ports["caddy"]["http"], ports["caddy"]["https"], cert, key)
+    if idle:
+        text = conf.read_text().replace(
+            "    admin off\n",
+            "    admin off\n    servers {\n        timeouts {\n"
+            f"            idle {IDLE_TIMEOUT_S}s\n        }}\n    }}\n",
+            1,
+        )
+        conf.write_text(text)
     procs.append(
         _popen(
             ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
@@ -122,6 +135,7 @@ def start_servers(
         "workers": runtime.resolved_workers(),
         # The cap is on purpose (10,000 by default): held above the idle clients here.
         "max_connections": max(10000, idle * 2),
+        **({"idle_timeout_s": IDLE_TIMEOUT_S} if idle else {}),
     }
     ports[PATRD] = {"http": http_port, "https": https_port}
     argv = [sys.executable, "-m", "scripts.bench.proxy_bench", "--serve-patrd", json.dumps(spec)]
@@ -130,8 +144,12 @@ def start_servers(
     if baseline is not None:
         old = {**spec, "http": free_port(), "https": free_port()}
         ports[BEFORE] = {"http": int(old["http"]), "https": int(old["https"])}
-        tree = str(baseline.resolve())
-        env = {**os.environ, "PYTHONPATH": tree}  # its patrd first, in its workers too
+        # Its patrd (first on the path, in its workers too), this bench's scripts.
+        tree = work / "baseline-path"
+        tree.mkdir()
+        (tree / "patrd").symlink_to(baseline.resolve() / "patrd")
+        (tree / "scripts").symlink_to(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": str(tree)}
         argv = [sys.executable, "-m", "scripts.bench.proxy_bench", "--serve-patrd", json.dumps(old)]
         procs.append(
             subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree)
@@ -313,12 +331,14 @@ def bench_close(
 # --- --idle -------------------------------------------------------------------------
 
 
-async def _open_idle(port: int, n: int, tls: ssl.SSLContext | None) -> list[asyncio.StreamWriter]:
-    """n connections, one keep-alive request each; returned open."""
+async def _open_idle(
+    port: int, n: int, tls: ssl.SSLContext | None
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """n connections, one keep-alive request each (its whole answer read); returned open."""
     request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
     gate = asyncio.Semaphore(200)  # at most this many handshakes in flight
 
-    async def one() -> asyncio.StreamWriter | None:
+    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         async with gate:
             try:
                 async with asyncio.timeout(30):
@@ -326,32 +346,33 @@ async def _open_idle(port: int, n: int, tls: ssl.SSLContext | None) -> list[asyn
                         "127.0.0.1", port, ssl=tls, server_hostname=HOST if tls else None
                     )
                     writer.write(request)
-                    await reader.readuntil(b"\r\n\r\n")
-                    return writer
+                    await reader.readuntil(BODY.encode())  # so that at_eof() tells a close
+                    return reader, writer
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
                 return None
 
     opened = await asyncio.gather(*(one() for _ in range(n)))
-    return [w for w in opened if w is not None]
+    return [pair for pair in opened if pair is not None]
 
 
 async def _hold(pid: int, port: int, n: int, tls: ssl.SSLContext | None) -> dict[str, Any]:
     before = tree_rss(pid)
     started = time.monotonic()
-    writers = await _open_idle(port, n, tls)
+    held = await _open_idle(port, n, tls)
     opened_s = time.monotonic() - started
     await asyncio.sleep(2.0)
     during = tree_rss(pid)
-    for w in writers:
+    alive = sum(1 for reader, _ in held if not reader.at_eof())  # the server closed none
+    for _, w in held:
         w.close()
     await asyncio.sleep(0.5)
-    held = len(writers)
     return {
-        "held": held,
+        "held": len(held),
+        "alive": alive,
         "open_s": round(opened_s, 1),
         "rss_before_mib": round(before / MiB, 1),
         "rss_held_mib": round(during / MiB, 1),
-        "bytes_per_conn": round((during - before) / held) if held else None,
+        "bytes_per_conn": round((during - before) / len(held)) if held else None,
     }
 
 
@@ -432,12 +453,13 @@ def print_tables(out: dict[str, Any], args: argparse.Namespace) -> None:
     if "idle" in out:
         print(f"\n--idle {args.idle}: RSS of each server's processes, before and holding them")
         print(
-            f"{'scheme':<6} {'target':<12} {'held':>6} {'open s':>6} {'RSS MiB':>8} "
+            f"{'scheme':<6} {'target':<12} {'held':>6} {'alive':>6} {'open s':>6} {'RSS MiB':>8} "
             f"{'held MiB':>8} {'B/conn':>7} {'/caddy':>7} {'/nginx':>7}"
         )
         for r in out["idle"]:
             print(
-                f"{r['scheme']:<6} {r['target']:<12} {r['held']:>6} {r['open_s']:>6} "
+                f"{r['scheme']:<6} {r['target']:<12} {r['held']:>6} {r['alive']:>6} "
+                f"{r['open_s']:>6} "
                 f"{r['rss_before_mib']:>8} {r['rss_held_mib']:>8} {r['bytes_per_conn'] or 0:>7} "
                 f"{_r(r['ratio_to_caddy']):>7} {_r(r['ratio_to_nginx']):>7}"
             )
