@@ -56,19 +56,23 @@ class Deadlines:
 
     def set(self, conn: Expiring, delay: float) -> None:
         """``conn``'s deadline is ``delay`` seconds from now (replacing any earlier one)."""
-        where = self._where
-        old = where.get(conn)
         queue = self._queues.get(delay)
         if queue is None:
             queue = self._queues[delay] = _Queue()
-        if old is not None:
-            del old.entries[conn]
-        deadline = self._loop.time() + delay
-        queue.entries[conn] = deadline
-        if old is not queue:
+        where = self._where
+        old = where.get(conn)
+        if old is queue:
+            entries = queue.entries
+            del entries[conn]  # to the end: its deadline is the latest now
+        else:
+            if old is not None:
+                del old.entries[conn]
             where[conn] = queue
+            entries = queue.entries
+        loop = self._loop
+        entries[conn] = deadline = loop.time() + delay
         if queue.timer is None:
-            queue.timer = self._loop.call_at(deadline, self._fire, queue)
+            queue.timer = loop.call_at(deadline, self._fire, queue)
 
     def clear(self, conn: Expiring) -> None:
         """``conn`` has no deadline any more."""
