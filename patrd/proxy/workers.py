@@ -29,6 +29,10 @@ Shape:
   finish in-flight requests up to the timeout, abort the rest) and exits; the
   daemon closes its listener copies, waits, and kills what is left.
   A worker that dies unexpectedly is restarted with backoff.
+
+Beside this module: ``spawn.py`` (the ``SO_REUSEPORT`` socket groups and the
+worker processes) and ``worker_state.py`` (the record of one worker, its
+reports, the counters summed over live and gone workers).
 """
 
 from __future__ import annotations
@@ -36,25 +40,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import structlog
 
 from patrd.kit.backoff import Backoff, BackoffState
-from patrd.model.errors import PatrdError
 from patrd.proxy import steer, wire
 from patrd.proxy.router import RoutingTable
 from patrd.proxy.runtime import ProxyRuntime
-from patrd.proxy.server import TIMEOUT_KINDS, ProxyOptions
+from patrd.proxy.server import ProxyOptions
+from patrd.proxy.spawn import ProxyWorkerError, bind_groups, spawn, wait_exit
 from patrd.proxy.stats import DeploymentCounters
+from patrd.proxy.worker_state import Tally, WorkerState, apply_report
 from patrd.tls.tickets import new_ticket_key
 
 __all__ = ["CertSource", "ChallengeSource", "ProxyWorkerError", "ProxyWorkers"]
@@ -70,11 +72,6 @@ RESPAWN_BACKOFF: Final = Backoff(
 )
 KILL_GRACE_S: Final = 5.0  # after the drain timeout, before SIGKILL
 HUNG_S: Final = 30.0  # no report for this long (workers send one every 2 s): killed, restarted
-BACKLOG: Final = 1024
-
-
-class ProxyWorkerError(PatrdError):
-    """A proxy worker process could not be started."""
 
 
 class CertSource(Protocol):
@@ -91,32 +88,6 @@ class ChallengeSource(Protocol):
     tokens: dict[str, bytes]
 
     def subscribe(self, listener: Callable[[], None]) -> None: ...
-
-
-@dataclass(eq=False)
-class _Worker:
-    index: int
-    sockets: list[tuple[str, socket.socket]]  # scheme, the daemon's copy of its listener
-    proc: subprocess.Popen[bytes] | None = None
-    writer: asyncio.StreamWriter | None = None
-    live: bool = False  # a process runs and its control channel is open
-    pid: int = 0
-    started_at: float = 0.0
-    heard_at: float = 0.0  # monotonic time of its last message
-    table_version: int = -1  # the newest table this worker reported having
-    outstanding: dict[tuple[str, int], int] = field(default_factory=dict)
-    stats: dict[str, DeploymentCounters] = field(default_factory=dict)
-    active: int = 0
-    limited: int = 0
-    refused: int = 0
-    timeouts: dict[str, int] = field(default_factory=dict)
-    acks: dict[str, int] = field(default_factory=dict)  # what → newest version acknowledged
-    ready: asyncio.Future[None] | None = None
-    supervisor: asyncio.Task[None] | None = None
-
-    def send(self, frame: bytes) -> None:
-        if self.live and self.writer is not None and not self.writer.is_closing():
-            self.writer.write(frame)
 
 
 class ProxyWorkers:
@@ -148,7 +119,7 @@ class ProxyWorkers:
         self._log_format = log_format
         self._log = structlog.get_logger("patrd.proxy")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerState] = []
         self._table = RoutingTable()
         self._table_version = 0
         self._certs_version = 0
@@ -157,11 +128,7 @@ class ProxyWorkers:
         self._acked = asyncio.Event()
         self._report_seq = 0
         self._report_waiters: dict[int, tuple[asyncio.Future[None], set[int]]] = {}
-        # Counters of worker processes that are gone (counters never go back).
-        self._retired: dict[str, DeploymentCounters] = {}
-        self._retired_limited = 0
-        self._retired_refused = 0
-        self._retired_timeouts: dict[str, int] = {}
+        self._tally = Tally()  # the workers' counters, gone ones included
         self._steered = False
         self._stopping = False
         self._stopped: asyncio.Event | None = None
@@ -225,14 +192,7 @@ class ProxyWorkers:
 
     @property
     def deployment_stats(self) -> dict[str, DeploymentCounters]:
-        total: dict[str, DeploymentCounters] = {}
-        for source in (self._retired, *(w.stats for w in self._workers)):
-            for name, counters in source.items():
-                into = total.get(name)
-                if into is None:
-                    into = total[name] = DeploymentCounters()
-                _add(into, counters)
-        return total
+        return self._tally.deployment_stats(self._workers)
 
     @property
     def active_requests(self) -> int:
@@ -240,20 +200,16 @@ class ProxyWorkers:
 
     @property
     def limited_requests(self) -> int:
-        return self._retired_limited + sum(w.limited for w in self._workers)
+        return self._tally.limited(self._workers)
 
     @property
     def refused_connections(self) -> int:
-        return self._retired_refused + sum(w.refused for w in self._workers)
+        return self._tally.refused(self._workers)
 
     @property
     def timeouts(self) -> dict[str, int]:
         """Timeouts after the head that fired, by kind (server.TIMEOUT_KINDS)."""
-        total = dict.fromkeys(TIMEOUT_KINDS, 0)
-        for source in (self._retired_timeouts, *(w.timeouts for w in self._workers)):
-            for kind, n in source.items():
-                total[kind] = total.get(kind, 0) + n
-        return total
+        return self._tally.timeouts(self._workers)
 
     async def refresh_stats(self) -> None:
         """Ask every live worker for a report now; wait (bounded) for the answers."""
@@ -300,7 +256,7 @@ class ProxyWorkers:
         try:
             for scheme, group in (("http", listens), ("https", tls_listens)):
                 for host, port in group:
-                    for sockets in _bind_groups(host, port, n):
+                    for sockets in bind_groups(host, port, n):
                         opened.extend(sockets)
                         name = sockets[0].getsockname()
                         address = (str(name[0]), int(name[1]))
@@ -323,7 +279,7 @@ class ProxyWorkers:
             self.https_bound.clear()
             raise
         self._steered = steer_code is not None and steered
-        self._workers = [_Worker(i, per_worker[i]) for i in range(n)]
+        self._workers = [WorkerState(i, per_worker[i]) for i in range(n)]
         for w in self._workers:
             w.ready = self._loop.create_future()
             w.supervisor = self._loop.create_task(
@@ -390,7 +346,7 @@ class ProxyWorkers:
 
     # --- workers ---
 
-    async def _supervise(self, w: _Worker) -> None:
+    async def _supervise(self, w: WorkerState) -> None:
         """Run worker ``w``; restart it with backoff if it dies while the proxy runs."""
         backoff = BackoffState(RESPAWN_BACKOFF)
         while True:
@@ -421,12 +377,12 @@ class ProxyWorkers:
             if self._stopping:
                 return
 
-    async def _run_once(self, w: _Worker) -> None:
+    async def _run_once(self, w: WorkerState) -> None:
         """Start the worker process, relay its messages until it exits."""
         parent, child = socket.socketpair()
         try:
             fds = [child.fileno(), *(sock.fileno() for _, sock in w.sockets)]
-            w.proc = _spawn(child.fileno(), fds)
+            w.proc = spawn(child.fileno(), fds)
         except BaseException:
             parent.close()
             raise
@@ -443,7 +399,9 @@ class ProxyWorkers:
             self._retire(w)
             proc = w.proc
             if proc.poll() is None and self._stopping:
-                await asyncio.to_thread(_wait, proc, self._options.drain_timeout_s + KILL_GRACE_S)
+                await asyncio.to_thread(
+                    wait_exit, proc, self._options.drain_timeout_s + KILL_GRACE_S
+                )
             if proc.poll() is None:
                 proc.kill()  # broke its control channel: it cannot be fed any more
             await asyncio.to_thread(proc.wait)
@@ -467,7 +425,7 @@ class ProxyWorkers:
                     )
                     proc.kill()
 
-    async def _relay(self, w: _Worker, reader: asyncio.StreamReader) -> None:
+    async def _relay(self, w: WorkerState, reader: asyncio.StreamReader) -> None:
         w.heard_at = time.monotonic()
         while True:
             try:
@@ -490,17 +448,8 @@ class ProxyWorkers:
                 if w.ready is not None and not w.ready.done():
                     w.ready.set_result(None)
 
-    def _on_report(self, w: _Worker, message: dict[str, Any]) -> None:
-        w.table_version = message["table_version"]
-        w.outstanding = {(h, p): n for h, p, n in message["outstanding"]}
-        w.active = message["active"]
-        w.limited = message["limited"]
-        w.refused = message["refused"]
-        w.timeouts = message.get("timeouts", {})
-        stats = message.get("stats")
-        if stats is not None:
-            w.stats = {name: wire.counters_from(c) for name, c in stats.items()}
-        seq = message.get("seq")
+    def _on_report(self, w: WorkerState, message: dict[str, Any]) -> None:
+        seq = apply_report(w, message)
         if seq is not None:
             waiter = self._report_waiters.get(seq)
             if waiter is not None:
@@ -509,33 +458,20 @@ class ProxyWorkers:
                 if not left and not done.done():
                     done.set_result(None)
 
-    def _retire(self, w: _Worker) -> None:
+    def _retire(self, w: WorkerState) -> None:
         """``w``'s process is gone: keep its counters, forget its load."""
         w.live = False
         if w.writer is not None:
             w.writer.close()
             w.writer = None
-        for name, counters in w.stats.items():
-            into = self._retired.get(name)
-            if into is None:
-                into = self._retired[name] = DeploymentCounters()
-            _add(into, counters)
-        self._retired_limited += w.limited
-        self._retired_refused += w.refused
-        for kind, n in w.timeouts.items():
-            self._retired_timeouts[kind] = self._retired_timeouts.get(kind, 0) + n
-        w.timeouts = {}
-        w.stats = {}
-        w.outstanding = {}
-        w.active = w.limited = w.refused = 0
-        w.acks = {}
+        self._tally.retire(w)
         for done, left in list(self._report_waiters.values()):
             left.discard(w.index)
             if not left and not done.done():
                 done.set_result(None)
         self._acked.set()
 
-    def _init_message(self, w: _Worker) -> dict[str, Any]:
+    def _init_message(self, w: WorkerState) -> dict[str, Any]:
         options = self._options
         n = self._count
         if n > 1:
@@ -641,76 +577,3 @@ class ProxyWorkers:
             self._acked.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acked.wait(), left)
-
-
-def _add(into: DeploymentCounters, c: DeploymentCounters) -> None:
-    for i, v in enumerate(c.classes):
-        into.classes[i] += v
-    for i, v in enumerate(c.buckets):
-        into.buckets[i] += v
-    into.count += c.count
-    into.latency_sum += c.latency_sum
-
-
-def _spawn(control_fd: int, fds: list[int]) -> subprocess.Popen[bytes]:
-    """Start one worker (fork + exec: no waiting on the child, fine on the loop)."""
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "patrd.proxy.worker", str(control_fd)],
-            pass_fds=fds,
-            stdin=subprocess.DEVNULL,
-        )
-    except OSError as exc:
-        raise ProxyWorkerError(f"cannot start a proxy worker: {exc}") from exc
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout)
-
-
-def _bind_groups(host: str, port: int, n: int) -> list[list[socket.socket]]:
-    """For each address ``host`` resolves to: ``n`` sockets listening on it (SO_REUSEPORT).
-
-    A probe without ``SO_REUSEPORT`` binds first: a port already in use
-    fails here (``OSError``), even if its owner allows sharing it.
-    """
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    groups: list[list[socket.socket]] = []
-    seen: set[tuple[Any, ...]] = set()
-    try:
-        for family, kind, proto, _, sockaddr in infos:
-            if (family, sockaddr) in seen:
-                continue
-            seen.add((family, sockaddr))
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    probe.bind(sockaddr)
-                except OSError as exc:
-                    raise OSError(
-                        exc.errno,
-                        f"error while attempting to bind on address {sockaddr!r}: {exc.strerror}",
-                    ) from None
-                actual = probe.getsockname()
-            group: list[socket.socket] = []
-            groups.append(group)
-            for _ in range(n):
-                sock = socket.socket(family, kind, proto)
-                group.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(actual)
-                sock.listen(BACKLOG)
-                sock.setblocking(False)
-                os.set_inheritable(sock.fileno(), False)  # passed explicitly (pass_fds)
-    except BaseException:
-        for group in groups:
-            for sock in group:
-                sock.close()
-        raise
-    return groups

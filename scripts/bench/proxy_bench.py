@@ -263,7 +263,10 @@ async def serve_patrd(spec: dict[str, Any]) -> None:
     routes = bench_routes(spec)
     # The daemon's defaults; loopback is exempt from the per-client limits.
     proxy = build_proxy(
-        ProxyOptions(max_connections=int(spec.get("max_connections", 10000))),
+        ProxyOptions(
+            max_connections=int(spec.get("max_connections", 10000)),
+            idle_timeout_s=float(spec.get("idle_timeout_s", ProxyOptions().idle_timeout_s)),
+        ),
         ProxyRuntime(event_loop=EventLoop(spec["event_loop"]), workers=int(spec["workers"])),
         certs=certs,
         challenges=None,
@@ -474,8 +477,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="also run an older patrd's proxy from this source tree (in-process, asyncio), "
-        "e.g. from: git archive REV patrd | tar -x -C DIR",
+        help="also run an older patrd's proxy from this source tree (in-process, asyncio; "
+        "with --close/--idle: as its daemon would, workers), "
+        "e.g. from: git archive REV patrd scripts | tar -x -C DIR",
     )
     parser.add_argument("--no-nginx", action="store_true", help="skip nginx as proxy")
     parser.add_argument("--no-caddy", action="store_true", help="skip Caddy")

@@ -17,6 +17,20 @@ session, that resumed.
 ``--idle N``: N keep-alive connections to each server in turn (one request
 each, then held open), HTTP then HTTPS; the server's RSS (the process tree)
 before and while holding them: bytes per idle connection.
+
+Two more targets put patrd's figures in context:
+
+* ``patrd before`` (``--baseline DIR``): an older patrd source tree (``git
+  archive REV patrd scripts | tar -x -C DIR``) served the same way, in the
+  same run, so before and after share the machine's load;
+* ``uvloop bare``: the floor of any Python server on uvloop and the ``ssl``
+  module: as many processes as patrd has workers (``SO_REUSEPORT``), patrd's
+  listener TLS context (SNI, tickets), and a fixed 200 answer per request, no
+  proxying. What patrd spends above it is its own.
+
+``--close`` also reads the CPU time (user + system) of each server's
+processes around every run: CPU milliseconds per connection, which a busy
+machine disturbs much less than connections per second.
 """
 
 from __future__ import annotations
@@ -34,9 +48,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from scripts.bench.proxy_bench import (
+    BODY,
     HOST,
     MiB,
     _nginx,
@@ -55,11 +70,19 @@ from scripts.bench.proxy_bench import (
 )
 
 PATRD = "patrd"
+IDLE_TIMEOUT_S = 900  # --idle: every server keeps its idle clients longer than they take to open
+BEFORE = "patrd before"
+BARE = "uvloop bare"
 RESUME_PROBES = 20
 
 
 def start_servers(
-    work: Path, idle: int, log: Any, procs: list[subprocess.Popen[bytes]]
+    work: Path,
+    idle: int,
+    log: Any,
+    procs: list[subprocess.Popen[bytes]],
+    baseline: Path | None = None,
+    bare: bool = True,
 ) -> tuple[dict[str, dict[str, int]], dict[str, int], Path]:
     """The origin, nginx, Caddy and patrd (the daemon's defaults): ports, pids, the CA file."""
     hosts = bench_hosts(50)
@@ -74,11 +97,22 @@ def start_servers(
     )
     if idle:  # room for the idle clients in each worker (nginx's default is 512)
         text = conf.read_text().replace("worker_connections 8192", "worker_connections 32768")
+        text = text.replace(
+            "keepalive_requests", f"keepalive_timeout {IDLE_TIMEOUT_S}s;\n    keepalive_requests"
+        )
         conf.write_text(text)
     procs.append(_popen(_nginx(conf), log))
     pids["nginx"] = procs[-1].pid
     ports["caddy"] = {"http": free_port(), "https": free_port()}
     conf = caddy_config(work, origin, ports["caddy"]["http"], ports["caddy"]["https"], cert, key)
+    if idle:
+        text = conf.read_text().replace(
+            "    admin off\n",
+            "    admin off\n    servers {\n        timeouts {\n"
+            f"            idle {IDLE_TIMEOUT_S}s\n        }}\n    }}\n",
+            1,
+        )
+        conf.write_text(text)
     procs.append(
         _popen(
             ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"],
@@ -91,7 +125,7 @@ def start_servers(
 
     runtime = ProxyRuntime()
     http_port, https_port = free_port(), free_port()
-    spec = {
+    spec: dict[str, Any] = {
         "http": http_port,
         "https": https_port,
         "origin": origin,
@@ -101,11 +135,32 @@ def start_servers(
         "workers": runtime.resolved_workers(),
         # The cap is on purpose (10,000 by default): held above the idle clients here.
         "max_connections": max(10000, idle * 2),
+        **({"idle_timeout_s": IDLE_TIMEOUT_S} if idle else {}),
     }
     ports[PATRD] = {"http": http_port, "https": https_port}
     argv = [sys.executable, "-m", "scripts.bench.proxy_bench", "--serve-patrd", json.dumps(spec)]
     procs.append(_popen(argv, log))
     pids[PATRD] = procs[-1].pid
+    if baseline is not None:
+        old = {**spec, "http": free_port(), "https": free_port()}
+        ports[BEFORE] = {"http": int(old["http"]), "https": int(old["https"])}
+        # Its patrd (first on the path, in its workers too), this bench's scripts.
+        tree = work / "baseline-path"
+        tree.mkdir()
+        (tree / "patrd").symlink_to(baseline.resolve() / "patrd")
+        (tree / "scripts").symlink_to(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        argv = [sys.executable, "-m", "scripts.bench.proxy_bench", "--serve-patrd", json.dumps(old)]
+        procs.append(
+            subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree)
+        )
+        pids[BEFORE] = procs[-1].pid
+    if bare:
+        ports[BARE] = {"http": free_port(), "https": free_port()}
+        spec_bare = {**ports[BARE], "certs": str(work / "certs"), "processes": spec["workers"]}
+        argv = [sys.executable, "-m", "scripts.bench.proxy_conns", json.dumps(spec_bare)]
+        procs.append(_popen(argv, log))
+        pids[BARE] = procs[-1].pid
     for by_scheme in [{"http": origin}, *ports.values()]:
         for port in by_scheme.values():
             wait_port(port)
@@ -115,6 +170,86 @@ def start_servers(
 
 def tree_rss(pid: int) -> int:
     return sum(rss_bytes(p) for p in process_tree(pid))
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants so far."""
+    ticks = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# --- the floor: a bare uvloop server ------------------------------------------------
+
+_BARE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 22\r\n"
+_BARE_BODY = b"hello from the origin\n"
+
+
+class _Bare(asyncio.Protocol):
+    """A fixed 200 per request head; closes after it on ``Connection: close``."""
+
+    __slots__ = ("transport",)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            if b"close" in data.lower():
+                self.transport.write(_BARE_HEAD + b"Connection: close\r\n\r\n" + _BARE_BODY)
+                self.transport.close()
+            else:
+                self.transport.write(_BARE_HEAD + b"\r\n" + _BARE_BODY)
+
+
+def serve_bare(spec: dict[str, Any]) -> None:
+    """``processes`` uvloop processes on the same ports (SO_REUSEPORT), one ticket key."""
+    from patrd.tls.tickets import new_ticket_key
+
+    spec = {**spec, "ticket_key": new_ticket_key().hex()}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "scripts.bench.proxy_conns", json.dumps(spec), "1"])
+        for _ in range(max(0, int(spec["processes"]) - 1))
+    ]
+    try:
+        _serve_bare_one(spec)
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(10)
+
+
+def _serve_bare_one(spec: dict[str, Any]) -> None:
+    from patrd.proxy.runtime import run_event_loop
+    from patrd.tls.certstore import CertStore
+    from patrd.tls.tickets import set_ticket_key
+
+    async def main() -> None:
+        certs = CertStore(Path(spec["certs"]))
+        certs.load_all()
+        tls = certs.listener_context()
+        set_ticket_key(tls, bytes.fromhex(spec["ticket_key"]))
+        loop = asyncio.get_running_loop()
+        for scheme in ("http", "https"):
+            await loop.create_server(
+                _Bare,
+                "127.0.0.1",
+                int(spec[scheme]),
+                ssl=tls if scheme == "https" else None,
+                reuse_port=True,
+                backlog=1024,
+            )
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+
+    run_event_loop(main(), "uvloop")
 
 
 # --- --close ------------------------------------------------------------------------
@@ -140,7 +275,7 @@ def resumed_share(port: int, ca: Path) -> float:
 
 
 def bench_close(
-    ports: dict[str, dict[str, int]], ca: Path, args: argparse.Namespace
+    ports: dict[str, dict[str, int]], pids: dict[str, int], ca: Path, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     cells = [
         (scheme, target, f"{scheme}://{HOST}:{by_scheme[scheme]}/")
@@ -148,15 +283,23 @@ def bench_close(
         for target, by_scheme in ports.items()
     ]
     runs: dict[tuple[str, str], list[float]] = {(s, t): [] for s, t, _ in cells}
+    cpu_ms: dict[tuple[str, str], list[float]] = {(s, t): [] for s, t, _ in cells}
     errors: dict[tuple[str, str], int] = {(s, t): 0 for s, t, _ in cells}
     for _, _, url in cells:  # warm-up
         wrk(url, 1, args.connections, close=True)
     for rep in range(args.runs):
         for scheme, target, url in cells:
+            cpu_before = tree_cpu_s(pids[target])
             run = wrk(url, args.duration, args.connections, close=True)
+            per_conn = 1000 * (tree_cpu_s(pids[target]) - cpu_before) / max(1, run.requests)
             runs[(scheme, target)].append(run.rps)
+            cpu_ms[(scheme, target)].append(per_conn)
             errors[(scheme, target)] += run.errors
-            print(f"  run {rep + 1} {scheme:<5} {target:<6} {run.rps:>8.0f} conn/s", flush=True)
+            print(
+                f"  run {rep + 1} {scheme:<5} {target:<12} {run.rps:>8.0f} conn/s "
+                f"{per_conn:.3f} CPU ms/conn",
+                flush=True,
+            )
     rows = []
     for scheme, target, _ in cells:
         ordered = sorted(runs[(scheme, target)])
@@ -166,26 +309,36 @@ def bench_close(
                 "target": target,
                 "conn_per_s": ordered[(len(ordered) - 1) // 2],
                 "runs": runs[(scheme, target)],
+                "cpu_ms_per_conn": round(sorted(cpu_ms[(scheme, target)])[len(ordered) // 2], 3),
+                "cpu_ms_runs": [round(v, 3) for v in cpu_ms[(scheme, target)]],
                 "errors": errors[(scheme, target)],
                 "resumed": resumed_share(ports[target]["https"], ca) if scheme == "https" else None,
             }
         )
     for row in rows:
-        peers = {r["target"]: r["conn_per_s"] for r in rows if r["scheme"] == row["scheme"]}
-        row["ratio_to_caddy"] = row["conn_per_s"] / peers["caddy"] if peers.get("caddy") else None
-        row["ratio_to_nginx"] = row["conn_per_s"] / peers["nginx"] if peers.get("nginx") else None
+        peers = {r["target"]: r for r in rows if r["scheme"] == row["scheme"]}
+        for other in ("caddy", "nginx"):
+            peer = peers.get(other)
+            row[f"ratio_to_{other}"] = row["conn_per_s"] / peer["conn_per_s"] if peer else None
+            row[f"cpu_ratio_to_{other}"] = (
+                row["cpu_ms_per_conn"] / peer["cpu_ms_per_conn"]
+                if peer and peer["cpu_ms_per_conn"]
+                else None
+            )
     return rows
 
 
 # --- --idle -------------------------------------------------------------------------
 
 
-async def _open_idle(port: int, n: int, tls: ssl.SSLContext | None) -> list[asyncio.StreamWriter]:
-    """n connections, one keep-alive request each; returned open."""
+async def _open_idle(
+    port: int, n: int, tls: ssl.SSLContext | None
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """n connections, one keep-alive request each (its whole answer read); returned open."""
     request = f"GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
     gate = asyncio.Semaphore(200)  # at most this many handshakes in flight
 
-    async def one() -> asyncio.StreamWriter | None:
+    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         async with gate:
             try:
                 async with asyncio.timeout(30):
@@ -193,32 +346,33 @@ async def _open_idle(port: int, n: int, tls: ssl.SSLContext | None) -> list[asyn
                         "127.0.0.1", port, ssl=tls, server_hostname=HOST if tls else None
                     )
                     writer.write(request)
-                    await reader.readuntil(b"\r\n\r\n")
-                    return writer
+                    await reader.readuntil(BODY.encode())  # so that at_eof() tells a close
+                    return reader, writer
             except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
                 return None
 
     opened = await asyncio.gather(*(one() for _ in range(n)))
-    return [w for w in opened if w is not None]
+    return [pair for pair in opened if pair is not None]
 
 
 async def _hold(pid: int, port: int, n: int, tls: ssl.SSLContext | None) -> dict[str, Any]:
     before = tree_rss(pid)
     started = time.monotonic()
-    writers = await _open_idle(port, n, tls)
+    held = await _open_idle(port, n, tls)
     opened_s = time.monotonic() - started
     await asyncio.sleep(2.0)
     during = tree_rss(pid)
-    for w in writers:
+    alive = sum(1 for reader, _ in held if not reader.at_eof())  # the server closed none
+    for _, w in held:
         w.close()
     await asyncio.sleep(0.5)
-    held = len(writers)
     return {
-        "held": held,
+        "held": len(held),
+        "alive": alive,
         "open_s": round(opened_s, 1),
         "rss_before_mib": round(before / MiB, 1),
         "rss_held_mib": round(during / MiB, 1),
-        "bytes_per_conn": round((during - before) / held) if held else None,
+        "bytes_per_conn": round((during - before) / len(held)) if held else None,
     }
 
 
@@ -253,9 +407,9 @@ def run(args: argparse.Namespace) -> None:
     log = (work / "servers.log").open("ab")
     out: dict[str, Any] = {"load_before": loadavg(), "cpus": os.cpu_count()}
     try:
-        ports, pids, ca = start_servers(work, args.idle, log, procs)
+        ports, pids, ca = start_servers(work, args.idle, log, procs, args.baseline)
         if args.close:
-            out["close"] = bench_close(ports, ca, args)
+            out["close"] = bench_close(ports, pids, ca, args)
         if args.idle:
             out["idle"] = bench_idle(ports, pids, ca, args)
         out["load_after"] = loadavg()
@@ -285,25 +439,34 @@ def print_tables(out: dict[str, Any], args: argparse.Namespace) -> None:
     if "close" in out:
         print(f"\n--close: wrk -c{args.connections} -d{args.duration}s, median of {args.runs}")
         print(
-            f"{'scheme':<6} {'target':<6} {'conn/s':>8} {'/caddy':>7} {'/nginx':>7} "
-            f"{'resumed':>8} {'errors':>6}"
+            f"{'scheme':<6} {'target':<12} {'conn/s':>8} {'/caddy':>7} {'/nginx':>7} "
+            f"{'CPU ms':>7} {'/caddy':>7} {'/nginx':>7} {'resumed':>8} {'errors':>6}"
         )
         for r in out["close"]:
             resumed = "" if r["resumed"] is None else f"{r['resumed']:.0%}"
             print(
-                f"{r['scheme']:<6} {r['target']:<6} {r['conn_per_s']:>8.0f} "
+                f"{r['scheme']:<6} {r['target']:<12} {r['conn_per_s']:>8.0f} "
                 f"{_r(r['ratio_to_caddy']):>7} {_r(r['ratio_to_nginx']):>7} "
-                f"{resumed:>8} {r['errors']:>6}"
+                f"{r['cpu_ms_per_conn']:>7.3f} {_r(r['cpu_ratio_to_caddy']):>7} "
+                f"{_r(r['cpu_ratio_to_nginx']):>7} {resumed:>8} {r['errors']:>6}"
             )
     if "idle" in out:
         print(f"\n--idle {args.idle}: RSS of each server's processes, before and holding them")
         print(
-            f"{'scheme':<6} {'target':<6} {'held':>6} {'open s':>6} {'RSS MiB':>8} "
+            f"{'scheme':<6} {'target':<12} {'held':>6} {'alive':>6} {'open s':>6} {'RSS MiB':>8} "
             f"{'held MiB':>8} {'B/conn':>7} {'/caddy':>7} {'/nginx':>7}"
         )
         for r in out["idle"]:
             print(
-                f"{r['scheme']:<6} {r['target']:<6} {r['held']:>6} {r['open_s']:>6} "
+                f"{r['scheme']:<6} {r['target']:<12} {r['held']:>6} {r['alive']:>6} "
+                f"{r['open_s']:>6} "
                 f"{r['rss_before_mib']:>8} {r['rss_held_mib']:>8} {r['bytes_per_conn'] or 0:>7} "
                 f"{_r(r['ratio_to_caddy']):>7} {_r(r['ratio_to_nginx']):>7}"
             )
+
+
+if __name__ == "__main__":  # the bare floor server (started by start_servers)
+    if len(sys.argv) > 2:
+        _serve_bare_one(json.loads(sys.argv[1]))
+    else:
+        serve_bare(json.loads(sys.argv[1]))
