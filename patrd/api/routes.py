@@ -22,6 +22,7 @@ from patrd.api import backups as offsite_backups
 from patrd.api import capacity, image_ports, secrets, volumes
 from patrd.api.firewall import firewall_status
 from patrd.api.observe import deployment_logs, deployment_metrics, prometheus_metrics
+from patrd.api.openapi import OPENAPI
 from patrd.api.registry_hook import registry_events, registry_login
 from patrd.api.run_routes import add_run_routes
 from patrd.api.urls import (
@@ -36,6 +37,7 @@ from patrd.api.volumes import kept_volume_names, refuse_volume_loss
 from patrd.control.autoscale import effective_replicas
 from patrd.engine import cap_policy
 from patrd.model import spec
+from patrd.model.contract import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.model.releases import digest_of
 from patrd.model.revision_changes import spec_changes
@@ -50,8 +52,6 @@ CONFIG = web.AppKey("patrd.settings.config", Config)
 # Why the proxy listeners are closed (patrd/firewall/fence_gate.py), None while open.
 PROXY_CLOSED = web.AppKey[Callable[[], str | None]]("patrd.proxy_closed")
 
-EVENTS_DEFAULT_LIMIT = 100
-EVENTS_MAX_LIMIT = 1000
 LIST_MAX_LIMIT = 500  # deployments per page of GET /v1/deployments?limit=
 _UINT_RE = re.compile(r"[0-9]{1,18}")
 
@@ -142,8 +142,6 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def openapi_document(request: web.Request) -> web.Response:
-    from patrd.api.openapi import OPENAPI  # imports this module's constants
-
     return web.json_response(OPENAPI)
 
 
