@@ -407,6 +407,9 @@ PATHS: dict[str, Any] = {
             "summary": "Roll back to that exact image (a new revision, zero downtime)",
             "responses": {
                 "202": json_body("Deployment", "the new revision"),
+                # A {digest} that is no revision number, digest or image id prefix.
+                "400": error("BadRequest"),
+                "422": error("Invalid"),
                 "404": error("NotFound"),
                 "409": error("Conflict"),
                 **COMMON_ERRORS,
