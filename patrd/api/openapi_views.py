@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from patrd.api.errors import ERROR_TABLE, HTTP_CODES
 from patrd.api.openapi_kit import TIMESTAMP, ref
 from patrd.state.store import Intent, Status
 
@@ -40,6 +41,16 @@ _CAPACITY_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Codes answered outside the two tables: an unexpected error, the backup repository.
+_OTHER_CODES = ("internal", "backup_unavailable")
+
+
+def error_codes() -> list[str]:
+    """Every ``error`` code the API answers: the error tables' rows, not a copy of them."""
+    codes = {m.code for m in ERROR_TABLE.values()} | set(HTTP_CODES.values())
+    return sorted(codes | set(_OTHER_CODES))
+
+
 VIEW_SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -48,21 +59,7 @@ VIEW_SCHEMAS: dict[str, Any] = {
             "error": {
                 "type": "string",
                 "description": "machine-readable code",
-                "enum": [
-                    "invalid",
-                    "bad_request",
-                    "unauthorized",
-                    "forbidden",
-                    "not_found",
-                    "method_not_allowed",
-                    "conflict",
-                    "too_large",
-                    "internal",
-                    "store_unavailable",
-                    "engine_unavailable",
-                    "secrets_unavailable",
-                    "backup_unavailable",
-                ],
+                "enum": error_codes(),
             },
             "message": {"type": "string", "description": "for humans"},
             "field": {
