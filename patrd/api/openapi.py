@@ -98,10 +98,14 @@ def links(paths: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
             for method, op in item.items():
                 if method == "parameters" or param not in _path_parameters(item, op):
                     continue
-                out[op["operationId"]] = {
-                    "operationId": op["operationId"],
-                    "parameters": {param: f"$response.body#/{field}"},
-                }
+                values = {param: f"$response.body#/{field}"}
+                if any(
+                    q.get("name") == "confirm" and q.get("required")
+                    for q in op.get("parameters", [])
+                ):
+                    # A deletion asks for the name again (?confirm=NAME).
+                    values["query.confirm"] = f"$response.body#/{field}"
+                out[op["operationId"]] = {"operationId": op["operationId"], "parameters": values}
         found[(create, status)] = out
     return found
 

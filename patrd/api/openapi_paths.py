@@ -14,6 +14,7 @@ from patrd.api.openapi_kit import (
     ref,
 )
 from patrd.model.contract import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
+from patrd.model.spec_shapes import CONFIG_NAME_RE
 
 
 def _deployment_op(
@@ -241,8 +242,12 @@ PATHS: dict[str, Any] = {
                 "name": "file",
                 "in": "path",
                 "required": True,
-                "description": "a file name in /etc/config ([A-Za-z0-9_.()-]+)",
-                "schema": {"type": "string"},
+                "description": "a file name in /etc/config ([A-Za-z0-9_.()-]+, not . or ..)",
+                "schema": {
+                    "type": "string",
+                    "maxLength": 255,
+                    "pattern": f"^(?!\\.{{1,2}}$)(?:{CONFIG_NAME_RE.pattern})$",
+                },
             },
         ],
         "get": {

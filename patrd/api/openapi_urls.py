@@ -15,6 +15,7 @@ from patrd.api.openapi_kit import (
     ref,
 )
 from patrd.model import spec
+from patrd.model.urls import DOMAIN_PATTERN
 
 _URL_TARGET_SCHEMA: dict[str, Any] = {
     "description": "exactly one of the three kinds",
@@ -70,7 +71,9 @@ _URL_TARGET_SCHEMA: dict[str, Any] = {
 _URL_FIELDS: dict[str, Any] = {
     "domain": {
         "type": "string",
+        "minLength": 1,
         "maxLength": 253,
+        "pattern": DOMAIN_PATTERN,
         "description": "a fully qualified DNS name (no wildcard), lowercase",
         "example": "app.example.com",
     },

@@ -211,13 +211,21 @@ def _seeds() -> dict[str, dict[str, Any]]:
     }
 
 
-def _linked_test(operation: Any, tally: Tally, param: str, value: Any) -> Any:
-    """A few generated requests to ``operation`` about the created resource ``value``."""
+def _linked_test(operation: Any, tally: Tally, values: dict[str, Any]) -> Any:
+    """A few generated requests to ``operation`` about the created resource.
+
+    ``values`` are the link's parameters: a bare name is a path parameter,
+    ``query.NAME`` a query parameter.
+    """
+    path = {k: v for k, v in values.items() if "." not in k}
+    query = {k.removeprefix("query."): v for k, v in values.items() if k.startswith("query.")}
 
     @settings(FUZZ_SETTINGS, max_examples=3)
     @hypothesis.given(case=operation.as_strategy())
     def one(case: Any) -> None:
-        case.path_parameters = {**(case.path_parameters or {}), param: value}
+        case.path_parameters = {**(case.path_parameters or {}), **path}
+        if query:
+            case.query = {**(case.query or {}), **query}
         answer = tally.call(case)
         op_id = case.operation.definition.raw["operationId"]
         tally.linked.setdefault(op_id, set()).add(answer.status_code)
@@ -229,33 +237,43 @@ def _linked_test(operation: Any, tally: Tally, param: str, value: Any) -> Any:
 def _follow_links(schema: Any, tally: Tally) -> None:
     """Create one of each resource, then fuzz every operation its 201 links to.
 
-    The path parameter comes from the created resource as the link says
-    (``$response.body#/name``); the rest of each request is generated.
-    Deletions run last so the others meet a resource that exists.
+    The parameters the link names come from the created resource as the link
+    says (``$response.body#/name``); the rest of each request is generated.
+    Deletions run last, newest resource first, so every other operation
+    meets resources that exist (a URL's deployment too).
     """
+    created = []
     for path, body in _seeds().items():
         create = schema[path]["POST"]
         case = create.make_case(body=body)
         response = tally.call(case, steer=False)
         case.validate_response(response, checks=CHECKS)
         assert response.status_code == 201, (path, response.status_code, response.text)
-        links = create.definition.raw["responses"]["201"]["links"]
-        ordered = sorted(
-            links.values(), key=lambda link: link["operationId"].startswith(("delete", "revoke"))
-        )
-        for link in ordered:
-            op_id = link["operationId"]
-            if op_id in SKIPPED:
+        created.append((create, response.json()))
+    later = []
+    for create, resource in created:
+        for link in create.definition.raw["responses"]["201"]["links"].values():
+            if link["operationId"] in SKIPPED:
                 continue
-            ((param, expression),) = link["parameters"].items()
-            value = response.json()[expression.removeprefix("$response.body#/")]
-            operation = schema.get_operation_by_id(op_id)
+            if link["operationId"].startswith(("delete", "revoke")):
+                later.append((link, resource))
+            else:
+                _follow(schema, tally, link, resource)
+    for link, resource in reversed(later):
+        _follow(schema, tally, link, resource)
 
-            one = _linked_test(operation, tally, param, value)
-            try:
-                one()
-            except Exception as exc:
-                tally.failures.append(f"{op_id} (linked): {str(exc)[:1500]}")
+
+def _follow(schema: Any, tally: Tally, link: dict[str, Any], resource: dict[str, Any]) -> None:
+    op_id = link["operationId"]
+    values = {
+        param: resource[expression.removeprefix("$response.body#/")]
+        for param, expression in link["parameters"].items()
+    }
+    one = _linked_test(schema.get_operation_by_id(op_id), tally, values)
+    try:
+        one()
+    except Exception as exc:
+        tally.failures.append(f"{op_id} (linked): {str(exc)[:1500]}")
 
 
 def _stateful(schema: Any, tally: Tally) -> None:

@@ -26,7 +26,11 @@ def test_create_deployment_links_to_every_name_operation() -> None:
     assert len(wanted) >= 20
     links = _links("/v1/deployments")
     assert set(links) == wanted
-    assert all(link["parameters"] == {"name": "$response.body#/name"} for link in links.values())
+    assert all(link["parameters"]["name"] == "$response.body#/name" for link in links.values())
+    # A deletion repeats the name as ?confirm=NAME: the link fills it too.
+    confirm = links.pop("delete_deployment")["parameters"]["query.confirm"]
+    assert confirm == "$response.body#/name"
+    assert all(len(link["parameters"]) == 1 for link in links.values())
 
 
 def test_urls_and_secrets_link_to_their_operations() -> None:
