@@ -25,6 +25,7 @@ from patrd.api.shapes import (
 from patrd.api.volumes import kept_volume_names, refuse_volume_loss
 from patrd.engine import cap_policy
 from patrd.model import spec
+from patrd.model.contract import EVENTS_DEFAULT_LIMIT, EVENTS_MAX_LIMIT
 from patrd.model.deployment import Intent
 from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.model.replicas import effective_replicas
@@ -33,8 +34,6 @@ from patrd.observe import cost
 from patrd.settings.config import Config
 from patrd.state.store import Store
 
-EVENTS_DEFAULT_LIMIT = 100
-EVENTS_MAX_LIMIT = 1000
 LIST_MAX_LIMIT = 500  # deployments per page of GET /v1/deployments?limit=
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from patrd.model.scopes import DURATION_PATTERN
+
 JSON = "application/json"
 _TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
 _NULLABLE_TIME = {**_TIME, "nullable": True}
@@ -107,7 +109,10 @@ ACCESS_PATHS: dict[str, Any] = {
                 _query("since", "RFC 3339 time, or a duration back from now (1h, 7d)"),
                 _query("who", "exactly: uid:1000, token:NAME, token_file, dashboard:ADDR"),
                 _query("deployment", "calls naming this deployment"),
-                _query("limit", "the newest N entries, 1..1000 (default 100)"),
+                {
+                    **_query("limit", "the newest N entries, 1..1000 (default 100)"),
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                },
             ],
             "responses": {
                 "200": _body("AuditList", "the entries"),
@@ -141,7 +146,12 @@ ACCESS_SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"},
             "scope": _SCOPE,
-            "expires_in": {"type": "string", "example": "30d", "description": "s, m, h, d, w"},
+            "expires_in": {
+                "type": "string",
+                "example": "30d",
+                "description": "s, m, h, d, w; at most ten years",
+                "pattern": DURATION_PATTERN,
+            },
             "deployments": {
                 "type": "array",
                 "items": {"type": "string"},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from patrd.model import cron, spec
 from patrd.model.records import JOB_RUNS_KEPT
 
 JSON = "application/json"
@@ -46,37 +45,6 @@ _COMMAND = {
     "description": 'argv, no shell (use ["sh", "-c", "..."] for one)',
 }
 
-JOB_SPEC_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "maxProperties": spec.MAX_JOBS,
-    "description": (
-        "job name ([a-z0-9-], at most 40) -> a command run as a one-off on a schedule "
-        "(README: Exec, one-off runs and jobs). Changing jobs restarts no instance."
-    ),
-    "additionalProperties": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["schedule", "command"],
-        "properties": {
-            "schedule": {
-                "type": "string",
-                "description": (
-                    "five cron fields in the node's time zone, a macro (@hourly, @daily, "
-                    f"@weekly, @monthly, @yearly) or @every <n>s|m|h|d "
-                    f"({cron.MIN_EVERY_S}s to {cron.MAX_EVERY_S // 86400}d)"
-                ),
-                "example": "0 3 * * *",
-            },
-            "command": {**_COMMAND, "maxItems": spec.MAX_JOB_ARGS},
-            "timeout_s": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": spec.MAX_JOB_TIMEOUT_S,
-                "default": spec.DEFAULT_JOB_TIMEOUT_S,
-            },
-        },
-    },
-}
 
 _TIME = {"type": "string", "format": "date-time", "nullable": True}
 

@@ -229,6 +229,8 @@ def token_digest(token: str) -> str:
 
 
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
+# The same, as the OpenAPI document states it (parse_duration strips the text first).
+DURATION_PATTERN: Final = rf"^\s*{_DURATION_RE.pattern}\s*$"
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DURATION_S: Final = 10 * 365 * 86400
 

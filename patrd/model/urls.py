@@ -44,6 +44,11 @@ MAX_PATH = 1024
 MAX_TARGET_URL = 2048
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# What parse_domain accepts, as the OpenAPI document states it: labels in any
+# case (they are lowered), at least two, the last not all digits, trailing dots
+# and surrounding spaces stripped.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_PATTERN = rf"^\s*(?:{_LABEL}\.)+(?=[A-Za-z0-9-]*[A-Za-z-]){_LABEL}\.*\s*$"
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 _PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
