@@ -43,6 +43,7 @@ from patrd.control.reconcile import (
     plan,
 )
 from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
+from patrd.control.start_faults import StartFault, StartRepair, classify_start_error, start_repair
 from patrd.engine.cap_policy import SecurityPolicy, held_violations
 from patrd.engine.config_mounts import directory_bytes, remove_config_dir, sync_config_dir
 from patrd.engine.docker import (
@@ -72,11 +73,6 @@ STABLE_AFTER_S = 10.0  # a slot ready this long has its crash count reset
 EVENTS_RETRY_CAP_S = 5.0  # Docker unreachable: try again at least this often
 EVENTS_BACKOFF = Backoff(initial_s=1.0, cap_s=EVENTS_RETRY_CAP_S)
 RECONCILE_BACKOFF = Backoff(initial_s=1.0, cap_s=30.0)  # one deployment's failed pass
-
-
-def _unreachable(exc: EngineError) -> bool:
-    """Docker itself is away (not this deployment's fault): say nothing to its status."""
-    return "unreachable" in str(exc).lower()
 
 
 class InstanceStartError(EngineError):
@@ -459,6 +455,7 @@ class _WorkerState:
     start_error: str = ""  # the last InstanceStartError reported (one event per new message)
     seen: dict[str, int] = field(default_factory=dict)  # container id → slot, last pass
     removed: set[str] = field(default_factory=set)  # container ids patrd itself removed
+    stale_starts: dict[str, int] = field(default_factory=dict)  # id → stale-state starts in a row
 
 
 class DeploymentWorker:
@@ -1017,6 +1014,8 @@ class DeploymentWorker:
             await asyncio.sleep(0.05)
 
     async def _start(self, record: DeploymentRecord, action: Action) -> None:
+        cid = action.container_id
+        before = self._state.health.get(action.slot)
         if action.failure:
             note = self._count_failure(record, action)
             await self._event(
@@ -1025,11 +1024,50 @@ class DeploymentWorker:
                 f"restarting ({note})",
                 record.revision,
             )
-        # Not InstanceStartError: starting an existing container again fails
-        # for passing reasons too (dockerd shutting down: "transport is closing");
-        # the crash count and backoff judge those. A fresh container that cannot
-        # start is reported at once by _create.
-        await self._engine.start(action.container_id)
+        # Not InstanceStartError: a fresh container that cannot start is
+        # reported at once by _create; this one started before.
+        try:
+            await self._engine.start(cid)
+        except EngineError as exc:
+            fault = classify_start_error(str(exc))
+            stale = self._state.stale_starts
+            stale[cid] = stale.get(cid, 0) + 1 if fault is StartFault.ENGINE_STALE else 0
+            repair = start_repair(fault, stale[cid])
+            if repair is not StartRepair.COUNT:
+                # The engine's fault: the exit was counted once, not once per try.
+                self._restore_health(action.slot, before)
+            if repair is StartRepair.REPLACE:
+                await self._replace_stale(record, action, str(exc))
+                return
+            raise
+        self._state.stale_starts.pop(cid, None)
+
+    def _restore_health(self, slot: int, before: SlotHealth | None) -> None:
+        if before is None:
+            self._state.health.pop(slot, None)
+        else:
+            self._state.health[slot] = before
+
+    async def _replace_stale(self, record: DeploymentRecord, action: Action, error: str) -> None:
+        """Docker kept stale state of this container (a containerd task, a network
+        endpoint) and refuses to start it again: a new container replaces it."""
+        cid = action.container_id
+        name = instance_name(record.name, action.slot)
+        self._log.warning("replace_stale", deployment=record.name, container=cid[:12], error=error)
+        await self._event(
+            "engine_stale",
+            f"instance {name}: Docker kept stale state of its container ({error}); "
+            "replacing the container",
+            record.revision,
+        )
+        inst = next((i for i in self._instances if i.container_id == cid), None)
+        keep_logs = self._options.on_remove
+        if keep_logs is not None and inst is not None:
+            await keep_logs(inst)
+        self._state.removed.add(cid)
+        self._state.stale_starts.pop(cid, None)
+        await self._engine.remove(cid, self._options.stop_timeout_s)
+        self._forget(cid)
 
     async def _restart(self, record: DeploymentRecord, action: Action) -> None:
         note = self._count_failure(record, action)
@@ -1093,8 +1131,9 @@ class DeploymentWorker:
             container_id = await self._engine.create_instance(wanted)
             await self._engine.start(container_id)
         except EngineError as exc:
-            if isinstance(exc, ImageNotFound) or _unreachable(exc):
-                raise
+            engine_fault = classify_start_error(str(exc)) is not StartFault.APP
+            if isinstance(exc, ImageNotFound) or engine_fault:
+                raise  # not the deployment's fault: the pass retries
             raise InstanceStartError(f"instance {wanted.hostname} could not start: {exc}") from exc
 
     async def _ensure_network(self, record: DeploymentRecord) -> None:

@@ -200,12 +200,14 @@ class DockerEngine:
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self._url)
+            self._docker = _client(self._url)
         return self._docker
 
     async def close(self) -> None:
         if self._docker is not None:
             await self._docker.close()
+            if not self._docker.connector.closed:
+                await self._docker.connector.close()
             self._docker = None
 
     async def ping(self) -> str:
@@ -864,6 +866,24 @@ class ExecStream:
     async def close(self) -> None:
         with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
             await self._stream.close()
+
+
+def _client(url: str) -> aiodocker.Docker:
+    """An API client that opens a fresh connection per request on a unix socket.
+
+    dockerd, told to stop, unlinks its socket and then stops its containers,
+    but keeps serving connections that are already open: over a kept-alive one
+    a ``start`` sent on the container's ``die`` event runs inside a half shut
+    down engine and leaves stale state behind (a network endpoint, a
+    containerd task: "task ... already exists" after the restart). A fresh
+    connection fails at once instead ("Cannot connect"), which is the truth.
+    A connect on a unix socket costs microseconds (docs/design.md,
+    "Starts that fail because of the engine").
+    """
+    if url.startswith("unix://"):
+        connector = aiohttp.UnixConnector(url.removeprefix("unix://"), force_close=True)
+        return aiodocker.Docker(url="unix://localhost", connector=connector)
+    return aiodocker.Docker(url=url)
 
 
 class _translate:
