@@ -45,7 +45,6 @@ from typing import Any, Protocol
 import structlog
 
 from patrd.model.errors import StoreError
-from patrd.settings.config import AutoscaleConfig
 from patrd.state.store import Intent
 
 _EPSILON = 1e-9
@@ -200,6 +199,22 @@ def _recent(
 # --- the task ------------------------------------------------------------------
 
 
+class AutoscaleSettings(Protocol):
+    """``[autoscale]`` (settings/config.py ``AutoscaleConfig``) as the autoscaler reads it."""
+
+    @property
+    def interval_s(self) -> float: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def stabilization_s(self) -> float: ...
+
+    @property
+    def tolerance(self) -> float: ...
+
+
 class UsageSource(Protocol):
     """The sampler, as the autoscaler sees it."""
 
@@ -234,7 +249,7 @@ class Autoscaler:
         store: ReplicaStore,
         instances: InstanceSource,
         usage: UsageSource,
-        config: AutoscaleConfig,
+        config: AutoscaleSettings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store

@@ -29,12 +29,9 @@ from typing import Protocol
 import structlog
 
 from patrd.control.autoscale import effective_replicas
-from patrd.control.executor import (
-    ControllerOptions,
-    instance_spec,
-    network_name,
-    resolve_env,
-)
+from patrd.control.executor import network_name
+from patrd.control.instances import instance_spec, resolve_env
+from patrd.control.options import ControllerOptions
 from patrd.engine.config_mounts import sync_config_dir
 from patrd.engine.docker import ImageResult, InstanceSpec, OneOff, RegistryAuth
 from patrd.model.errors import Conflict, EngineError, SpecError

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from patrd.control.executor import ControllerOptions, DeploymentWorker
+from patrd.control.options import ControllerOptions
+from patrd.control.worker import DeploymentWorker
 from patrd.engine.docker import ContainerState
 from patrd.model.spec import Scale, parse_create
 from patrd.proxy.router import RoutingTable
