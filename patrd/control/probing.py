@@ -69,6 +69,9 @@ class Probes:
                 # failed/unhealthy and the plan acts. Never probe twice.
                 continue
             assert inst.ip is not None
+            # Starting from now, not from when the task first runs: this pass
+            # already says so (an adopted instance is re-checked, not "deploying").
+            state.probes[cid] = starting(now)
             task = asyncio.create_task(self._probe(inst, inst.ip, record.spec))
             state.probing[cid] = task
 

@@ -102,6 +102,15 @@ class FakeEngine:
         """The container dies under patrd (OOM, a crash, docker kill)."""
         await self._exit(self.containers[container_id], exit_code)
 
+    async def deafen(self, container_id: str) -> None:
+        """Still running, but its port no longer answers (a slow start, a hang)."""
+        await self._close(self.containers[container_id])
+
+    async def listen(self, container_id: str) -> None:
+        c = self.containers[container_id]
+        assert c.ip is not None and c.listener is None
+        c.listener = await asyncio.start_server(_hang_up, c.ip, self.port)
+
     # --- the Engine protocol --------------------------------------------------
 
     async def ping(self) -> str:
