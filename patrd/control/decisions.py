@@ -72,25 +72,21 @@ def forgiven_slots(
     }
 
 
-def scale_down_volumes(
-    found: Iterable[tuple[str, str, int]],
-    *,
-    declared: Collection[str],
-    slot: int,
-    replicas: int,
-    running: bool,
-    slot_still_used: bool,
-) -> list[str]:
-    """The Docker volumes removed with the last instance of a slot.
+def scale_down_removes_volumes(
+    slot: int, replicas: int, *, running: bool, slot_still_used: bool
+) -> bool:
+    """Whether removing an instance also removes its slot's volumes: only a
+    scale-down (confirmed at the API) does, i.e. the slot is at or above the
+    replica count, the deployment runs (a stop keeps them; a delete removes
+    them itself when asked), and no other container of the slot is left."""
+    return running and slot >= replicas and not slot_still_used
 
-    Only a scale-down (confirmed at the API) removes volumes: the slot is at or
-    above the replica count, the deployment runs (a stop or a delete keeps
-    them; a delete removes them itself when asked), and no other container of
-    the slot is left. ``found``: (docker name, declared volume, slot) of the
-    deployment's volumes, by their labels (today's name or an adopted older one).
-    """
-    if not running or slot < replicas or slot_still_used:
-        return []
+
+def slot_volumes(
+    found: Iterable[tuple[str, str, int]], *, declared: Collection[str], slot: int
+) -> list[str]:
+    """The Docker volumes of ``slot`` the spec declares. ``found``: (docker name,
+    declared volume, slot) by their labels, so an adopted older name counts too."""
     return [name for name, volume, s in found if s == slot and volume in declared]
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from patrd.control.autoscale import effective_replicas
-from patrd.control.decisions import failure_note, scale_down_volumes
+from patrd.control.decisions import failure_note, scale_down_removes_volumes, slot_volumes
 from patrd.control.executor import container_name, instance_name, network_name
 from patrd.control.images import ImageResolver
 from patrd.control.instances import InstanceStartError, instance_spec, resolve_env
@@ -98,19 +98,20 @@ class Steps:
         self._state.removed.add(action.container_id)
         await self._engine.remove(action.container_id, self._options.stop_timeout_s)
         self._state.forget(action.container_id)
-        if record.spec.volumes and record.intent is Intent.RUN:
-            # Scale-down was confirmed at the API: the excess volumes go too.
+        if record.spec.volumes and scale_down_removes_volumes(
+            action.slot,
+            effective_replicas(record),
+            running=record.intent is Intent.RUN,
+            slot_still_used=any(
+                i.slot == action.slot and i.container_id != action.container_id
+                for i in self._ctx.instances
+            ),
+        ):
             found = await self._engine.list_volumes(record.name)
-            for name in scale_down_volumes(
+            for name in slot_volumes(
                 ((v.name, v.volume, v.slot) for v in found),
                 declared={v.name for v in record.spec.volumes},
                 slot=action.slot,
-                replicas=effective_replicas(record),
-                running=True,
-                slot_still_used=any(
-                    i.slot == action.slot and i.container_id != action.container_id
-                    for i in self._ctx.instances
-                ),
             ):
                 await self._engine.remove_volume(name)
 

@@ -13,7 +13,8 @@ from patrd.control.decisions import (
     image_source,
     next_failure,
     pull_block_delay,
-    scale_down_volumes,
+    scale_down_removes_volumes,
+    slot_volumes,
 )
 from patrd.control.reconcile import SlotHealth
 from patrd.state.store import Status
@@ -87,6 +88,24 @@ def test_forgiven_slots(
     assert forgiven_slots(ready, health, NOW) == slots
 
 
+REMOVES = [
+    # slot, replicas, running, slot_still_used → volumes removed
+    (1, 1, True, False, True),  # scale 2 → 1: slot 1 goes, with its volumes
+    (0, 0, True, False, True),
+    (1, 2, True, False, False),  # not a scale-down: a replacement
+    (1, 1, False, False, False),  # a stop (or delete) keeps them
+    (1, 1, True, True, False),  # another container of the slot is still there
+]
+
+
+@pytest.mark.parametrize(("slot", "replicas", "running", "used", "removes"), REMOVES)
+def test_scale_down_removes_volumes(
+    slot: int, replicas: int, running: bool, used: bool, removes: bool
+) -> None:
+    got = scale_down_removes_volumes(slot, replicas, running=running, slot_still_used=used)
+    assert got is removes
+
+
 FOUND = [
     ("web-data-1", "data", 1),
     ("web-cache-1", "cache", 1),
@@ -94,29 +113,14 @@ FOUND = [
     ("web-data-0", "data", 0),
     ("web-old-1", "old", 1),  # no longer declared: left alone
 ]
-VOLUMES = [
-    # slot, replicas, running, slot_still_used → removed
-    (1, 1, True, False, ["web-data-1", "web-cache-1", "patrd-web-data-1"]),
-    (1, 2, True, False, []),  # not a scale-down: a replacement
-    (1, 1, False, False, []),  # a stop (or delete) keeps them
-    (1, 1, True, True, []),  # another container of the slot is still there
-    (0, 0, True, False, ["web-data-0"]),
-]
 
 
-@pytest.mark.parametrize(("slot", "replicas", "running", "used", "removed"), VOLUMES)
-def test_scale_down_volumes(
-    slot: int, replicas: int, running: bool, used: bool, removed: list[str]
-) -> None:
-    got = scale_down_volumes(
-        FOUND,
-        declared={"data", "cache"},
-        slot=slot,
-        replicas=replicas,
-        running=running,
-        slot_still_used=used,
-    )
-    assert got == removed
+@pytest.mark.parametrize(
+    ("slot", "removed"),
+    [(1, ["web-data-1", "web-cache-1", "patrd-web-data-1"]), (0, ["web-data-0"]), (2, [])],
+)
+def test_slot_volumes(slot: int, removed: list[str]) -> None:
+    assert slot_volumes(FOUND, declared={"data", "cache"}, slot=slot) == removed
 
 
 HIDDEN = [
