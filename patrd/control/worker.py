@@ -401,5 +401,3 @@ class DeploymentWorker:
         if snapshot != self.snapshot:
             self.snapshot = snapshot
             self._publish()
-
-    # --- applying --------------------------------------------------------------
