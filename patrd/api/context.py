@@ -22,7 +22,7 @@ from patrd.settings.config import Config
 from patrd.state.store import Store
 
 STORE = web.AppKey("patrd.state.store", Store)
-CONTROLLER = web.AppKey[ControllerView]("patrd.control.executor")
+CONTROLLER = web.AppKey[ControllerView]("patrd.control.controller")
 CONFIG = web.AppKey("patrd.settings.config", Config)
 # Why the proxy listeners are closed (patrd/firewall/fence_gate.py), None while open.
 PROXY_CLOSED = web.AppKey[Callable[[], str | None]]("patrd.proxy_closed")

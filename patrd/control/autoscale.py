@@ -210,6 +210,22 @@ def _recent(
 # --- the task ------------------------------------------------------------------
 
 
+class AutoscaleSettings(Protocol):
+    """``[autoscale]`` (settings/config.py ``AutoscaleConfig``) as the autoscaler reads it."""
+
+    @property
+    def interval_s(self) -> float: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def stabilization_s(self) -> float: ...
+
+    @property
+    def tolerance(self) -> float: ...
+
+
 class UsageSource(Protocol):
     """The sampler, as the autoscaler sees it."""
 
@@ -244,7 +260,7 @@ class Autoscaler:
         store: ReplicaStore,
         instances: InstanceSource,
         usage: UsageSource,
-        config: AutoscaleConfig,
+        config: AutoscaleSettings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store

@@ -33,8 +33,9 @@ from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
 from patrd.api.runs import Runs
 from patrd.control.autoscale import Autoscaler
-from patrd.control.executor import Controller, ControllerOptions
+from patrd.control.controller import Controller
 from patrd.control.nodes import LocalNodes, SwarmNodes
+from patrd.control.options import ControllerOptions
 from patrd.daemon import sdnotify
 from patrd.daemon.supervisor import Stage, Supervisor
 from patrd.daemon.tls_wiring import RouteFanout, build_tls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from patrd.control.executor import RouteSink
+from patrd.control.options import RouteSink
 from patrd.proxy.router import RoutingTable
 from patrd.settings.config import Config
 from patrd.state.store import Store

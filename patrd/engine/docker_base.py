@@ -19,6 +19,31 @@ from patrd.engine.hardening import Hardening
 from patrd.model.errors import EngineError
 
 
+def docker_client(url: str) -> aiodocker.Docker:
+    """An API client that opens a fresh connection per request on a unix socket.
+
+    dockerd, told to stop, unlinks its socket and then stops its containers,
+    but keeps serving connections that are already open: over a kept-alive one
+    a ``start`` sent on the container's ``die`` event runs inside a half shut
+    down engine and leaves stale state behind (a network endpoint, a
+    containerd task: "task ... already exists" after the restart). A fresh
+    connection fails at once instead ("Cannot connect"), which is the truth.
+    A connect on a unix socket costs microseconds (docs/design.md,
+    "Starts that fail because of the engine").
+    """
+    if url.startswith("unix://"):
+        connector = aiohttp.UnixConnector(url.removeprefix("unix://"), force_close=True)
+        return aiodocker.Docker(url="unix://localhost", connector=connector)
+    return aiodocker.Docker(url=url)
+
+
+async def close_client(client: aiodocker.Docker) -> None:
+    """aiodocker leaves a connector it did not create open."""
+    await client.close()
+    if not client.connector.closed:
+        await client.connector.close()
+
+
 class DockerBase:
     """The connection to the local Docker daemon; the API version is negotiated."""
 
@@ -42,12 +67,12 @@ class DockerBase:
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self._url)
+            self._docker = docker_client(self._url)
         return self._docker
 
     async def close(self) -> None:
         if self._docker is not None:
-            await self._docker.close()
+            await close_client(self._docker)
             self._docker = None
 
     async def ping(self) -> str:

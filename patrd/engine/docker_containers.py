@@ -217,12 +217,15 @@ class DockerContainers(DockerBase):
             async with self.docker._query(
                 "events", method="GET", params=params, timeout=aiohttp.ClientTimeout(total=None)
             ) as response:
-                async for line in response.content:
-                    if not line.strip():
-                        continue
-                    event = _event_from_json(json.loads(line))
-                    if event is not None:
-                        yield event
+                try:
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        event = _event_from_json(json.loads(line))
+                        if event is not None:
+                            yield event
+                finally:
+                    response.close()  # aiodocker leaves it open: a broken stream leaked
         except aiodocker.DockerError as exc:
             raise EngineError(f"events: {exc.message}") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:

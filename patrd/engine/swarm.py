@@ -36,6 +36,7 @@ import aiodocker
 import aiohttp
 import structlog
 
+from patrd.engine.docker_base import close_client, docker_client
 from patrd.engine.docker_base import translate as _translate
 from patrd.engine.hardening import Hardening
 from patrd.engine.labels import (
@@ -127,12 +128,12 @@ class SwarmEngine:
     @property
     def docker(self) -> aiodocker.Docker:
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self._url)
+            self._docker = docker_client(self._url)
         return self._docker
 
     async def close(self) -> None:
         if self._docker is not None:
-            await self._docker.close()
+            await close_client(self._docker)
             self._docker = None
 
     async def ping(self) -> str:

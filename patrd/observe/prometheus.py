@@ -41,7 +41,7 @@ from patrd.proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, DeploymentCounters
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EVENT_PAGES = 20  # at most 20 * 1000 new events per scrape (the rest next time)
 
-# Event kinds (patrd/control/executor.py, store.py) → (family, label value).
+# Event kinds (patrd/control/worker.py, steps.py, the store) → (family, label value).
 _RESTART_KINDS = {"restart": "restart", "failed_start": "failed_start"}
 _ROLLOUT_KINDS = {"rollout": "deployed", "rollout_failed": "failed"}
 _PROBE_KINDS = {"startup_failed": "startup", "unhealthy": "liveness"}

@@ -28,11 +28,8 @@ from typing import Protocol
 
 import structlog
 
-from patrd.control.executor import (
-    ControllerOptions,
-    instance_spec,
-    resolve_env,
-)
+from patrd.control.instances import instance_spec, resolve_env
+from patrd.control.options import ControllerOptions
 from patrd.engine.config_mounts import sync_config_dir
 from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import Conflict, EngineError, SpecError

@@ -341,17 +341,27 @@ async def test_dockerd_restart_traffic_resumes_without_restarting_patrd(
                 assert daemon.proc.poll() is None and daemon.proc.pid == pid, "patrd not restarted"
 
                 after = _started_at(engine, name)
-                assert sorted(after) == sorted(before), "same containers, none recreated"
+                events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+                # The one exception to "same containers": Docker kept stale state of
+                # a container (a containerd task, a network endpoint) and refused to
+                # start it again; patrd then replaces that container and says so in
+                # an engine_stale event (docs/design.md, "Starts that fail because
+                # of the engine"). Every other container is the one from before.
+                replaced = [e for e in events if e["kind"] == "engine_stale"]
+                recreated = set(after) - set(before)
+                assert len(after) == 2 and len(recreated) <= len(replaced), (after, events)
+                kept = {c: t for c, t in after.items() if c in before}
                 if live_restore:
-                    assert after == before, "live-restore: nothing was restarted"
+                    assert kept == before, "live-restore: nothing was restarted"
                 else:
-                    assert all(after[c] != before[c] for c in before), "patrd started them again"
+                    assert all(kept[c] != before[c] for c in kept), "patrd started them again"
+                assert len(kept) + len(recreated) == 2
                 assert all(i["ready"] for i in shown["instances"])
                 # Ten more requests: both instances serve.
                 for _ in range(10):
                     assert (await _curl(engine, daemon, name))[0] == 200
-                events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
                 assert not any("errored" in e["message"] for e in events), events
+                assert not any("crash loop" in e["message"] for e in events), events
                 print(
                     f"dockerd restart (live_restore={live_restore}): stop {stop_s:.1f}s, "
                     f"start {start_s:.1f}s, traffic back {back_s:.1f}s after dockerd answered"

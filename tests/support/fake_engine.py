@@ -8,8 +8,11 @@ readiness check (a TCP connect to the first HTTP port) really passes.
 Behaviour per image reference (``tag`` included), set by the test:
 ``fail_start``: ``start`` raises ``EngineError``; ``crash``: the container
 exits (code 1) right after it starts; ``missing``: ``ensure_image`` raises
-``ImageNotFound``. Every call is appended to ``calls``; events (start, die,
-destroy) go to ``events()`` like Docker's stream.
+``ImageNotFound``. Per container id: ``stale_task``: ``start`` fails the way
+containerd does when it kept the task of a container from before a Docker
+restart; ``away``: ``start`` fails as if dockerd went away under it. Every
+call is appended to ``calls``; events (start, die, destroy) go to ``events()``
+like Docker's stream.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class FakeEngine:
     fail_start: set[str] = field(default_factory=set)
     crash: set[str] = field(default_factory=set)
     missing: set[str] = field(default_factory=set)
+    stale_task: set[str] = field(default_factory=set)  # container ids
+    away: set[str] = field(default_factory=set)  # container ids
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     networks: dict[str, NetworkInfo] = field(default_factory=dict)
     volumes: dict[str, VolumeInfo] = field(default_factory=dict)
@@ -96,6 +101,15 @@ class FakeEngine:
     async def kill(self, container_id: str, exit_code: int = 137) -> None:
         """The container dies under patrd (OOM, a crash, docker kill)."""
         await self._exit(self.containers[container_id], exit_code)
+
+    async def deafen(self, container_id: str) -> None:
+        """Still running, but its port no longer answers (a slow start, a hang)."""
+        await self._close(self.containers[container_id])
+
+    async def listen(self, container_id: str) -> None:
+        c = self.containers[container_id]
+        assert c.ip is not None and c.listener is None
+        c.listener = await asyncio.start_server(_hang_up, c.ip, self.port)
 
     # --- the Engine protocol --------------------------------------------------
 
@@ -154,6 +168,13 @@ class FakeEngine:
         self.calls.append(("start", container_id))
         self.started_at.append(time.monotonic())
         c = self._get(container_id)
+        if container_id in self.stale_task:
+            raise EngineError(
+                f"start {container_id[:12]}: failed to create task for container: "
+                f"task {container_id}: already exists: unknown"
+            )
+        if container_id in self.away:
+            raise EngineError(f"start {container_id[:12]}: Docker unreachable: [Errno 2]")
         ref = self._refs.get(c.spec.image, c.spec.image)
         if ref in self.fail_start:
             raise EngineError(f"start {c.spec.container_name}: exec format error")

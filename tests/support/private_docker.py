@@ -113,7 +113,10 @@ class PrivateDocker:
         return time.monotonic() - started
 
     def answers(self) -> bool:
-        proc = self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=5)
+        try:
+            proc = self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=5)
+        except subprocess.TimeoutExpired:
+            return False  # still starting (restoring its containers): ask again
         return proc.returncode == 0
 
     def docker(

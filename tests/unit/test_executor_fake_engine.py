@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from patrd.control.executor import ControllerOptions, DeploymentWorker
+from patrd.control.options import ControllerOptions
+from patrd.control.worker import DeploymentWorker
 from patrd.model.deployment import DeploymentRecord, Status
 from patrd.model.instances import ContainerState
 from patrd.model.spec import Scale, parse_create
@@ -189,10 +190,48 @@ async def test_a_new_worker_adopts_running_instances(harness: Harness) -> None:
     before = dict(harness.engine.containers)
     created = harness.engine.count("create_instance")
     await harness.stop_workers()  # patrd restarts; the containers keep running
+    for cid in before:
+        await harness.engine.deafen(cid)  # the re-check takes a while
 
-    worker = harness.run(record)
-    await eventually(lambda: harness.running_with(record, 2, record.revision))
-    await asyncio.wait_for(worker.settled.wait(), 15)
+    with capture_logs() as logs:
+        worker = harness.run(record)
+        await asyncio.sleep(1.0)  # passes run; the startup checks keep failing
+        # Re-checking adopted instances is no reason to say "deploying" about a
+        # running deployment (patrd.control.decisions.hide_status).
+        assert await harness.status(record) is Status.RUNNING
+        assert any(e["event"] == "pass" for e in logs)
+        for cid in before:
+            await harness.engine.listen(cid)
+        await eventually(lambda: harness.running_with(record, 2, record.revision))
+        await asyncio.wait_for(worker.settled.wait(), 15)
+    assert not [e for e in logs if e["event"] == "status"], logs
     assert harness.engine.count("create_instance") == created
     assert set(harness.engine.containers) == set(before)
     assert harness.engine.count("remove") == 0
+
+
+async def test_a_pinned_revision_never_falls_back_to_its_tag(harness: Harness) -> None:
+    """The image id a revision resolved to is what it runs after a restart; gone
+    from the node with no digest to pull it by, the deployment says so (errored)
+    rather than running whatever the tag points at now."""
+    record = await harness.create()
+    harness.run(record)
+    await eventually(lambda: harness.running_with(record, 1, record.revision))
+    _, image_id, digest_ref = await harness.store.revision_pin(record.id, record.revision)
+    assert image_id is not None and digest_ref is None  # built on the node: no digest
+    await harness.stop_workers()  # patrd restarts...
+    for cid in list(harness.engine.containers):
+        await harness.engine.remove(cid, 1)  # ...and the container is gone meanwhile
+    harness.engine.missing.add(image_id)  # so is the image (a prune)
+    pulls_by_tag = harness.engine.count("ensure_image")
+    harness.run(record)
+
+    async def errored() -> bool:
+        return await harness.status(record) is Status.ERRORED
+
+    await eventually(errored)
+    now = await harness.store.get_by_id(record.id)
+    assert now is not None and "no registry digest to pull it by" in now.status_reason
+    tried = [ref for name, ref in harness.engine.calls[pulls_by_tag:] if name == "ensure_image"]
+    assert tried and set(tried) == {image_id}, tried  # never "acme/web:v1" again
+    assert not harness.engine.containers
