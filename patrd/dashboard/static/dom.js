@@ -75,6 +75,20 @@ export function badge(status, reason) {
   return h("span", { class: `badge status-${status}`, title: reason || null, text: status });
 }
 
+// Why a deployment errored, as visible text next to its badge (a tooltip alone
+// is not seen on a phone); null for every other status.
+export function failureReason(status, reason, id) {
+  if (status !== "errored" || !reason) return null;
+  return h("span", { class: "status-reason", id: id || null, text: reason });
+}
+
+// An event's message without its kind said twice ("status status running" → "running"),
+// as patrctl prints it.
+export function eventText(kind, message) {
+  const text = String(message || "");
+  return text.startsWith(`${kind} `) ? text.slice(kind.length + 1) : text;
+}
+
 export function timeAgo(iso) {
   if (!iso) return "";
   const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);

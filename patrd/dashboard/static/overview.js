@@ -3,7 +3,7 @@
 // now (digest, when, how), the last deploy's result, then Instances and Events.
 
 import { get } from "./api.js";
-import { badge, h, replace, timeAgo } from "./dom.js";
+import { badge, eventText, h, replace, timeAgo } from "./dom.js";
 import { counts } from "./list.js";
 
 const HOW = {
@@ -31,7 +31,7 @@ export function overviewTab({ name, base, panel, onUpdate }) {
   const urls = h("ul", { class: "links", id: "overview-urls" });
   const facts = h("dl", { class: "summary", id: "overview-facts" });
   const instances = h("tbody");
-  const events = h("ol", { class: "events" });
+  const events = h("ol", { class: "events", id: "overview-events" });
   replace(
     panel,
     h(
@@ -123,7 +123,7 @@ export function overviewTab({ name, base, panel, onUpdate }) {
       const data = await get(`${base}/events?after=${lastEvent}&limit=100`);
       for (const e of data.events) {
         lastEvent = Math.max(lastEvent, e.id);
-        events.prepend(h("li", {}, h("time", { datetime: e.at, title: e.at, text: new Date(e.at).toLocaleTimeString() }), " ", h("span", { class: "kind", text: e.kind }), " ", e.message));
+        events.prepend(h("li", {}, h("time", { datetime: e.at, title: e.at, text: new Date(e.at).toLocaleTimeString() }), " ", h("span", { class: "kind", text: e.kind }), " ", eventText(e.kind, e.message)));
       }
       while (events.children.length > 50) events.lastChild.remove();
     } catch {
