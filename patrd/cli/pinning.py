@@ -15,6 +15,9 @@ releases"). So a digest is honoured by checking it, not by a new field:
    settings changes keep that image. Another one (the node's copy of a tag
    it did not pull again is older than the registry's): delete it again.
 
+``deploy_on_push`` is false unless the spec file sets it: the deployment
+stays at the digest when the tag moves, as docker's ``REPO@DIGEST`` does.
+
 Used by the ``create`` verb (``patrd/cli/deployments.py``); imports no verb
 module.
 """
@@ -41,7 +44,10 @@ def create_at_digest(
     """
     start = body.get("deploy_on_create", True) is not False
     tag = str(body.get("tag") or "latest")
-    created = client.request("POST", "/v1/deployments", body={**body, "deploy_on_create": False})
+    # Stays at the digest, as docker's REPO@DIGEST does: a push of the tag does
+    # not roll it on (unless the spec file says so; `update` can turn it on).
+    sent = {"deploy_on_push": False, **body, "deploy_on_create": False}
+    created = client.request("POST", "/v1/deployments", body=sent)
     name = str(created["name"])
     try:
         answer = client.request("POST", deployment_path(name, "redeploy"), body={})

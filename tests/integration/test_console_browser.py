@@ -1,25 +1,33 @@
-"""The console in a browser: a crash-looping deployment is shown as failed, in red, with why.
+"""The console in a browser: crash loops in red with their reason; create at a digest.
 
 Issue 19's browser test: a deployment whose image exits at once must show
 ``errored`` and its reason ("crash loop: …") in red within 30 s of the
 create, in its Deployments list row and in its manage page's header, at
 1400 and 400 px. The time to red is printed (``-s``). Screenshots:
 ``test-artifacts/dashboard/console-crashloop-*.png``.
+
+And the Create form takes ``repo:tag@sha256:…`` as docker writes it: a
+digest the tag no longer points at is refused next to the Digest field
+(nothing left behind); the one it points at is created and runs (real
+digests from the node registry, as in test_pinned_releases.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration import test_console as console
 from tests.integration import test_dashboard as walk
-from tests.integration.test_dashboard import Site, login
+from tests.integration.test_dashboard import PASSWORD, TOKEN, Site, _wait_tcp_health, login
 from tests.integration.test_dashboard_console import overflow, set_width, shot
+from tests.integration.test_pinned_releases import history, image_id, image_of, skopeo_push
 from tests.support.browser import Browser
-from tests.support.daemon import Api
+from tests.support.daemon import Api, Daemon, containers_of, free_port
 
 site = walk.site
 api = walk.api
@@ -36,7 +44,7 @@ return c[0] >= 150 && c[1] <= 90 && c[2] <= 90;
 
 def _row_reason(b: Browser, name: str) -> str | None:
     """The list row's visible reason once its badge says errored; None before."""
-    rows = [r for r in b.all("#deployment-rows tr") if r.text.startswith(name)]
+    rows = b.all(f'#deployment-rows tr[data-name="{name}"]')
     if not rows:
         return None
     if not rows[0].find_elements("css selector", ".badge.status-errored"):
@@ -59,12 +67,16 @@ async def test_a_crash_loop_is_shown_as_failed_with_its_reason_within_30s(
         {"name": name, "image": image, "tag": tag, "ports": {"80": "http"}},
     )
     b.wait_text("#deployment-rows", name)
-    reason = b.wait("the row in red", lambda: _row_reason(b, name), timeout=45)
+    try:
+        reason = b.wait("the row in red", lambda: _row_reason(b, name), timeout=45)
+    except AssertionError as exc:
+        shown = await api.ok("GET", f"/v1/deployments/{name}")
+        raise AssertionError(f"API: {shown['status']} {shown['status_reason']!r}") from exc
     took = time.monotonic() - started
     print(f"crash loop shown errored in the list {took:.1f}s after the create")
     assert took <= 30, f"{took:.1f}s to red"
     assert "crash loop" in reason and "exited with code 3" in reason, reason
-    row = next(r for r in b.all("#deployment-rows tr") if r.text.startswith(name))
+    row = b.css(f'#deployment-rows tr[data-name="{name}"]')
     assert b.js(RED, row.find_element("css selector", ".status-reason"))
     assert b.js(RED, row.find_element("css selector", ".badge"))
     assert "deploying" not in row.text
@@ -91,4 +103,99 @@ async def test_a_crash_loop_is_shown_as_failed_with_its_reason_within_30s(
         state = overflow(b)
         assert state["scroll"] <= state["inner"], (screen, width, state)
         shot(b, f"crashloop-{width}-{'manage' if screen else 'list'}", width)
+    assert b.console_errors() == []
+
+
+# --- create at a digest ----------------------------------------------------------------
+
+
+@pytest.fixture
+def registry_site(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Site]:
+    """A daemon with the dashboard on and the node registry running."""
+    port = free_port()
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "admin-password").write_text(PASSWORD + "\n")
+    daemon = Daemon(
+        tmp_path,
+        config={
+            "api": {"tcp_listen": f"127.0.0.1:{port}", "token_file": str(tmp_path / "token")},
+            "dashboard": {"enabled": True, "admin_password_file": str(tmp_path / "admin-password")},
+            "registry": {
+                "enabled": True,
+                "listen": f"127.0.0.1:{free_port()}",
+                "webhook_listen": f"127.0.0.1:{free_port()}",
+            },
+        },
+    )
+    daemon.start()
+    try:
+        _wait_tcp_health(port, daemon)
+        yield Site(daemon, port)
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture
+async def registry_api(registry_site: Site) -> AsyncIterator[Api]:
+    async with Api(registry_site.daemon) as client:
+        yield client
+
+
+@pytest.fixture
+def registry_browser(registry_site: Site) -> Iterator[Browser]:
+    with Browser(registry_site.ports) as b:
+        yield b
+
+
+def _create(b: Browser, site: Site, name: str, image: str) -> None:
+    """Fill the Create form's three steps with ``image`` as typed, and press Create."""
+    b.get(f"{site.base}/ui/#/create")
+    b.wait_css("#create-form")
+    b.fill('[data-field="name"]', name)
+    b.fill('[data-field="registry"]', "local")
+    b.fill('[data-field="image"]', image)
+    b.click("#step-next")
+    b.wait("step 2", lambda: b.css('fieldset.step[data-step="2"]').is_displayed())
+    b.click("#step-next")
+    b.wait("step 3", lambda: b.css('fieldset.step[data-step="3"]').is_displayed())
+    b.click("#step-next")
+
+
+async def test_the_create_form_takes_a_digest_and_checks_it_against_the_tag(
+    registry_site: Site, registry_browser: Browser, registry_api: Api, new_name: Any
+) -> None:
+    site, b, api = registry_site, registry_browser, registry_api
+    d = site.daemon
+    repo = f"apps/{new_name('uidg')}"
+    d1 = skopeo_push(d, "patrd-test/web:v1", repo, "stable")
+    d2 = skopeo_push(d, "patrd-test/web:v2", repo, "stable")  # stable moved on to v2
+    login(b, site)
+
+    # The old digest: refused next to the Digest field, on step 1; nothing left behind.
+    old = new_name("uiold")
+    _create(b, site, old, f"{repo}:stable@{d1}")
+    error = b.wait_text('.field-error[data-for="digest"]', "points at", timeout=60)
+    assert f"points at {d2}, not this digest; nothing was started" in error.text, error.text
+    assert b.css('[data-field="digest"]').get_attribute("aria-invalid") == "true"
+    assert b.css('fieldset.step[data-step="1"]').is_displayed()
+    assert b.css('[data-field="image"]').get_attribute("value") == repo
+    assert b.css('[data-field="tag"]').get_attribute("value") == "stable"
+    assert b.css('[data-field="digest"]').get_attribute("value") == d1
+    assert b.css("#f-deploy-on-push").is_selected() is False  # a digest stays put
+    shot(b, "digest-refused-1400", 1400)
+    await api.wait_gone(old)
+    assert containers_of(old) == []
+
+    # The digest the tag points at: created, started, running that image.
+    name = new_name("uinew")
+    started = time.monotonic()
+    _create(b, site, name, f"{repo}:stable@{d2}")
+    b.wait("the manage page", lambda: b.url.endswith(f"#/d/{name}"), timeout=120)
+    print(f"created at a digest in the browser in {time.monotonic() - started:.1f}s")
+    shown = await api.wait_status(name, "running", timeout=60)
+    assert shown["spec"]["tag"] == "stable" and shown["spec"]["deploy_on_push"] is False
+    assert image_of(d, name) == {image_id("patrd-test/web:v2")}
+    entry = next(h for h in await history(api, name) if h["revision"] == shown["revision"])
+    assert entry["digest"] == d2, entry
+    b.wait_text("#overview-release", d2.removeprefix("sha256:")[:12])
     assert b.console_errors() == []

@@ -68,6 +68,7 @@ async def test_create_at_a_digest_checks_it_against_the_tag_then_pins_it(
     revision = shown["revision"]
     assert f"created {name} (revision {revision}) at {d2[:19]}" in done.stdout, done.stdout
     assert shown["status"] == "running" and shown["spec"]["tag"] == "latest"
+    assert shown["spec"]["deploy_on_push"] is False  # stays at the digest when the tag moves
     await until(lambda: rolled_out(api, name, revision), 60, "the digest deployed", d)
     assert image_of(d, name) == {image_id("patrd-test/web:v2")}
     entry = next(h for h in await history(api, name) if h["revision"] == revision)
