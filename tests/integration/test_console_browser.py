@@ -106,6 +106,58 @@ async def test_a_crash_loop_is_shown_as_failed_with_its_reason_within_30s(
     assert b.console_errors() == []
 
 
+async def test_the_overview_has_cpu_and_memory_and_empty_logs_say_why(
+    site: Site, browser: Browser, api: Api, new_name: Any
+) -> None:
+    """The overview card's CPU/memory sparklines (issue 19: "CPU/memory sparkline"), and the
+    Logs tab of a deployment with no instance saying why there is nothing."""
+    b = browser
+    login(b, site)
+    name, missing = new_name("spark"), new_name("nopull")
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        {
+            "name": name,
+            "image": "patrd-test/web",
+            "tag": "v1",
+            "ports": {"80": "http"},
+            "resources": {"cpu": 0.5, "memory_mb": 256},
+        },
+    )
+    await api.ok(
+        "POST",
+        "/v1/deployments",
+        {"name": missing, "image": "patrd-test/web", "tag": "no-such-tag", "ports": {"80": "http"}},
+    )
+    await api.wait_status(name, "running")
+
+    for width in (400, 1400):
+        set_width(b, width)
+        b.get(f"{site.base}/ui/#/d/{name}")
+        b.wait("the sparklines", lambda: b.all("#overview-usage svg.sparkline path"), timeout=60)
+        usage = b.css("#overview-usage")
+        assert len(b.all("#overview-usage svg.sparkline")) == 2
+        cpu, memory = b.css("#overview-cpu").text, b.css("#overview-memory").text
+        assert cpu.startswith("CPU ") and "of 0.5 cores" in cpu, cpu
+        assert memory.startswith("memory ") and memory.endswith("of 256 MiB"), memory
+        assert "d=" not in usage.text
+        path = b.css("#overview-memory svg.sparkline path").get_attribute("d")
+        assert path and path.startswith("M"), path
+        state = overflow(b)
+        assert state["scroll"] <= state["inner"], (width, state)
+        shot(b, f"overview-usage-{width}", width)
+
+    shown = await api.wait_status(missing, "errored", timeout=60)
+    assert shown["instances"] == []
+    b.get(f"{site.base}/ui/#/d/{missing}/logs")
+    said = b.wait_text("#log-state", "No log lines", timeout=30).text
+    assert said.startswith(f"No log lines: {missing} has no instances (errored: "), said
+    assert shown["status_reason"].split(";")[0] in said, (said, shown["status_reason"])
+    shot(b, "logs-empty-why-1400", 1400)
+    assert [m for m in b.console_errors() if "/logs" not in m["message"]] == []
+
+
 # --- create at a digest ----------------------------------------------------------------
 
 

@@ -543,8 +543,22 @@ function logsTab({ base, panel, onUpdate }) {
   }
   let reconnect = null;
 
+  // Nothing to show and no instance to show it: say why (as patrctl logs does).
+  let explained = false;
+  function explainEmpty(d) {
+    const none = !(d.instances || []).length && !output.children.length;
+    if (none) {
+      const why = d.status_reason ? `${d.status}: ${d.status_reason}` : d.status;
+      state.textContent = `No log lines: ${d.name} has no instances (${why}).`;
+    } else if (explained) {
+      state.textContent = follow.checked ? "Following new lines…" : "Showing the last 200 lines.";
+    }
+    explained = none;
+  }
+
   let seen = "";
   onUpdate((d) => {
+    explainEmpty(d);
     const names = (d.instances || []).map((i) => i.name).sort();
     if (names.join() === seen) return;
     seen = names.join();
