@@ -159,6 +159,32 @@ export function clearErrors(root) {
   if (summary) summary.remove();
 }
 
+// What the form calls the element tied to a field path: its <label>, or the
+// legend of its fieldset (an editor of rows).
+export function labelOf(el) {
+  if (!el) return null;
+  if (el.labels && el.labels.length) return el.labels[0].textContent.trim();
+  const legend = el.matches("fieldset") ? el.querySelector("legend") : null;
+  return legend ? legend.textContent.trim() : null;
+}
+
+// The API names fields by JSON path ("scale.max", "ports.99999"); the page says
+// them with the form's labels: paths inside the message become labels, and an
+// error on a group of rows names the group and the row ("Ports: 99999").
+export function inFormWords(root, fieldPath, message, target) {
+  let text = message;
+  const known = [...root.querySelectorAll("[data-field]")]
+    .map((el) => [el.dataset.field, labelOf(el)])
+    .filter(([name, label]) => name.includes(".") && label)
+    .sort((a, b) => b[0].length - a[0].length);
+  for (const [name, label] of known) text = text.split(name).join(label);
+  if (!fieldPath || !target || target.matches("input, select, textarea")) return text;
+  const rest = fieldPath.slice(target.dataset.field.length + 1);
+  const label = labelOf(target);
+  if (!label) return text;
+  return rest ? `${text} (${label}: ${rest})` : `${text} (${label})`;
+}
+
 // Show `message` next to the element for `fieldPath`; without one, at the top
 // of `root`. Returns the element that got it.
 export function showError(root, fieldPath, message) {
@@ -169,7 +195,7 @@ export function showError(root, fieldPath, message) {
     id,
     role: "alert",
     dataset: { for: fieldPath || "" },
-    text: fieldPath ? `${message} (${fieldPath})` : message,
+    text: target ? inFormWords(root, fieldPath, message, target) : fieldPath ? `${message} (${fieldPath})` : message,
   });
   if (!target) {
     const box = h("div", { class: "form-error", role: "alert" }, note);
