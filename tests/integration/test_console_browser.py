@@ -148,6 +148,22 @@ async def test_the_overview_has_cpu_and_memory_and_empty_logs_say_why(
         assert state["scroll"] <= state["inner"], (width, state)
         shot(b, f"overview-usage-{width}", width)
 
+    # The charts: a legend naming each series, network in and out drawn apart,
+    # axis text at a readable size on the screen (not 9 px).
+    b.get(f"{site.base}/ui/#/d/{name}/metrics")
+    b.wait("three charts", lambda: len(b.all("#metrics-charts figure.chart-box")) == 3, timeout=60)
+    network = b.all("#metrics-charts figure.chart-box")[2]
+    legend = [li.text for li in network.find_elements("css selector", ".legend li")]
+    assert [t.split(" ")[0] for t in legend] == ["in", "out"], legend
+    lines = network.find_elements("css selector", "svg.chart .line")
+    colours = {b.js("return getComputedStyle(arguments[0]).stroke", el) for el in lines}
+    assert len(lines) >= 2 and len(colours) == 2, colours
+    heights = b.js(
+        "return [...document.querySelectorAll('#metrics-charts svg.chart .axis')]"
+        ".map(t => t.getBoundingClientRect().height)"
+    )
+    assert heights and min(heights) >= 11, heights
+
     shown = await api.wait_status(missing, "errored", timeout=60)
     assert shown["instances"] == []
     b.get(f"{site.base}/ui/#/d/{missing}/logs")
@@ -156,12 +172,27 @@ async def test_the_overview_has_cpu_and_memory_and_empty_logs_say_why(
     assert shown["status_reason"].split(";")[0] in said, (said, shown["status_reason"])
     shot(b, "logs-empty-why-1400", 1400)
 
-    # An error the API finds speaks the form's words, not JSON paths.
+    # Empty config-file and volume rows are flagged, not dropped.
     b.get(f"{site.base}/ui/#/create")
     b.fill('[data-field="name"]', new_name("words"))
     b.fill('[data-field="image"]', "patrd-test/web:v1")
     b.click("#step-next")
     b.wait("step 2", lambda: b.css('fieldset.step[data-step="2"]').is_displayed())
+    for rows in ("config_mounts", "volumes"):
+        b.click(f'fieldset[data-field="{rows}"] button.add')
+    b.click("#step-next")
+    flagged = b.wait(
+        "two empty rows",
+        lambda: [e.text for e in b.all("#create-form .field-error")] or None,
+    )
+    assert sorted(flagged) == [
+        "Empty file row: fill it in or remove it.",
+        "Empty volume row: fill it in or remove it.",
+    ], flagged
+    assert b.css('fieldset.step[data-step="2"]').is_displayed()
+    for rows in ("config_mounts", "volumes"):
+        b.click(f'fieldset[data-field="{rows}"] .rows button.icon')
+    # An error the API finds speaks the form's words, not JSON paths.
     b.click("#step-next")
     b.wait("step 3", lambda: b.css('fieldset.step[data-step="3"]').is_displayed())
     b.fill('[data-field="scale.min"]', "3")
