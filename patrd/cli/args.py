@@ -142,12 +142,7 @@ def _image_flags(args: argparse.Namespace) -> tuple[str | None, str | None, str 
     """``--image ghcr.io/org/app:v2`` → (org/app, v2, ghcr.io); --tag/--registry fill the rest."""
     if args.image is None:
         return None, args.tag, args.registry
-    registry, repo, tag, digest = split_image(args.image)
-    if digest is not None:
-        raise UsageError(
-            f"--image {args.image}: patrd deploys by tag; give REPO:TAG "
-            "(patrctl history shows the digest each rollout ran)"
-        )
+    registry, repo, tag, _digest = split_image(args.image)  # the digest: image_digest()
     if tag is not None and args.tag is not None and tag != args.tag:
         raise UsageError(f"--image {args.image} has tag {tag!r} but --tag says {args.tag!r}")
     if registry is not None and args.registry is not None and registry != args.registry:
@@ -156,6 +151,25 @@ def _image_flags(args: argparse.Namespace) -> tuple[str | None, str | None, str 
             f"{args.registry!r}"
         )
     return repo, tag or args.tag, registry or args.registry
+
+
+def image_digest(args: argparse.Namespace) -> str | None:
+    """The ``@sha256:…`` of ``--image REPO[:TAG]@sha256:…``, checked; None without one.
+
+    The create body carries the tag (``latest`` when none is given); the
+    digest is what that tag must point at (``patrd.cli.pinning``).
+    """
+    if getattr(args, "image", None) is None:
+        return None
+    digest = split_image(args.image)[3]
+    if digest is None:
+        return None
+    algo, _, hexpart = digest.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or set(hexpart) - set("0123456789abcdef"):
+        raise UsageError(
+            f"--image {args.image}: a digest is sha256: and 64 lowercase hex characters"
+        )
+    return digest
 
 
 def _probe_flags(args: argparse.Namespace) -> JsonObject:

@@ -15,6 +15,7 @@ from patrd.cli.args import (
     add_spec_flags,
     add_wait_flags,
     create_body,
+    image_digest,
     int_range,
     update_body,
 )
@@ -28,6 +29,7 @@ from patrd.cli.output import (
     print_json,
     render_fields,
 )
+from patrd.cli.pinning import create_at_digest
 from patrd.cli.waiting import last_event_id, note, print_events, report, wait_for
 
 SHOW_EVENTS = 5
@@ -40,7 +42,8 @@ def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image",
         metavar="IMAGE",
-        help="[REGISTRY/]REPO[:TAG], e.g. nginx:1.27 or ghcr.io/org/app:v2",
+        help="[REGISTRY/]REPO[:TAG][@sha256:DIGEST], e.g. nginx:1.27 or ghcr.io/org/app:v2; "
+        "a digest must be what the tag (default latest) points at: it is checked, then pinned",
     )
     p.add_argument("--tag", help="image tag, if not in --image (default latest)")
     p.add_argument("--registry", help="registry host (default docker.io)")
@@ -169,9 +172,15 @@ def cmd_events(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_create(client: Client, args: argparse.Namespace) -> int:
     body = create_body(args)
-    deployment = client.request("POST", "/v1/deployments", body=body)
+    digest = image_digest(args)
+    if digest is None:
+        deployment = client.request("POST", "/v1/deployments", body=body)
+        pinned = ""
+    else:
+        deployment = create_at_digest(client, body, digest, args.image, args.timeout)
+        pinned = f" at {digest[:19]}"
     name = deployment["name"]
-    report(args, deployment, f"created {name} (revision {deployment['revision']})")
+    report(args, deployment, f"created {name} (revision {deployment['revision']}){pinned}")
     if not args.wait:
         return 0
     if deployment["intent"] != "run":

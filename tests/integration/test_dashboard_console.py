@@ -229,13 +229,16 @@ async def _walk(site: Site, b: Browser, api: Api, name: str, tag: str) -> None:
     assert b.css('[data-field="image"]').get_attribute("value") == REPO
     assert b.css('[data-field="tag"]').get_attribute("value") == "v2"
     assert "name" in b.css("#create-form .field-error").text
-    # A bare digest is split off and flagged: patrd follows tags.
+    # A digest is split off into its own field; a malformed one is flagged there
+    # (a whole one is checked against the tag: tests/integration/test_console_browser.py).
     b.fill('[data-field="image"]', f"{REPO}@sha256:0123456789abcdef")
     b.click("#step-next")
     b.wait("two errors", lambda: len(b.all("#create-form .field-error")) == 2)
-    assert b.css('[data-field="tag"]').get_attribute("aria-invalid") == "true"
-    assert any("not a digest" in e.text for e in b.all("#create-form .field-error"))
+    assert b.css('[data-field="digest"]').get_attribute("aria-invalid") == "true"
+    assert any("64 lowercase hex" in e.text for e in b.all("#create-form .field-error"))
     assert b.css('[data-field="image"]').get_attribute("value") == REPO
+    assert b.css('[data-field="digest"]').get_attribute("value") == "sha256:0123456789abcdef"
+    b.fill('[data-field="digest"]', "")
     # The step pills are progress, not buttons: no button look.
     assert b.js(
         "const s = getComputedStyle(document.querySelector('.stepper li:not([aria-current])'));"

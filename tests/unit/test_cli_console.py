@@ -99,13 +99,12 @@ def test_create_accepts_repo_colon_tag() -> None:
     assert (body["registry"], body["image"], body["tag"]) == ("ghcr.io", "org/app", "v2")
 
 
-def test_image_tag_conflicts_and_digests_are_usage_errors() -> None:
+def test_image_tag_conflicts_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="--tag says '2'"):
         create_body(
             parse_args(["create", "web", "--image", "nginx:1", "--tag", "2", "--port", "80"])
         )
-    with pytest.raises(UsageError, match="REPO:TAG"):
-        create_body(parse_args(["create", "web", "--image", "nginx@sha256:ab", "--port", "80"]))
+    # A digest is checked and pinned by create (tests/unit/test_cli_digest.py).
 
 
 # --- secrets in --env, and show ----------------------------------------------------

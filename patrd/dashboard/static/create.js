@@ -16,6 +16,7 @@ import {
   splitImageRef,
   volumesEditor,
 } from "./forms.js";
+import { createAtDigest, digestProblem } from "./pin.js";
 
 const STEP_TITLES = ["Image and region", "Ports, environment, files and probes", "Scale and resources"];
 
@@ -25,6 +26,7 @@ const STEP_OF = {
   registry: 1,
   image: 1,
   tag: 1,
+  digest: 1,
   region: 1,
   registry_auth: 1,
   ports: 2,
@@ -52,6 +54,7 @@ export function renderCreate(main) {
   const registryInput = h("input", { type: "text", value: "docker.io", list: "registries", dataset: { field: "registry" } });
   const imageInput = h("input", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "library/nginx", dataset: { field: "image" } });
   const tagInput = h("input", { type: "text", value: "latest", autocomplete: "off", dataset: { field: "tag" } });
+  const digestInput = h("input", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "sha256:… (optional)", dataset: { field: "digest" } });
   const regionSelect = h("select", { dataset: { field: "region" } }, h("option", { value: "", text: "This node (default)" }));
 
   const ports = portsEditor({ 80: "http" });
@@ -82,6 +85,11 @@ export function renderCreate(main) {
       h("datalist", { id: "registries" }, h("option", { value: "docker.io" }), h("option", { value: "local" })),
       field("Image repository", imageInput, "The repository only, e.g. library/nginx or me/app."),
       field("Tag", tagInput, "The tag cannot be changed after the deployment is created."),
+      field(
+        "Digest",
+        digestInput,
+        "Optional: run exactly this image. It must be what the tag points at now; it is checked, then pinned.",
+      ),
       field("Region", regionSelect),
     ),
     h(
@@ -125,16 +133,19 @@ export function renderCreate(main) {
   replace(main, h("div", { class: "page-head" }, h("div", {}, h("a", { href: "#/", class: "back", text: "← Deployments" }), heading)), indicator, form);
   heading.focus();
 
-  // "repo:tag" or "repo@digest" typed in the image field: split into image and tag.
-  // A digest is not a tag: patrd follows a tag and pins the digest it finds
-  // itself, so a typed digest is kept aside and named in a problem.
-  let typedDigest = null;
+  // "repo:tag", "repo@digest" or "repo:tag@digest" typed in the image field:
+  // split into image, tag and digest (docker's way). A digest is checked
+  // against what the tag points at when the deployment is created (pin.js),
+  // and such a deployment does not follow pushes of its tag unless asked.
   function splitImage() {
     const { image, tag, digest } = splitImageRef(imageInput.value);
     if (tag === null && digest === null) return; // nothing to split (maybe split on "change" already)
-    typedDigest = tag === null ? digest : null; // "repo:tag@digest": the tag is enough
     imageInput.value = image;
     if (tag !== null) tagInput.value = tag;
+    if (digest !== null) {
+      digestInput.value = digest;
+      deployOnPush.checked = false;
+    }
   }
   imageInput.addEventListener("change", splitImage);
 
@@ -250,10 +261,8 @@ export function renderCreate(main) {
         const problems = [];
         if (step === 1 && !nameInput.value.trim()) problems.push({ input: nameInput, message: "Give the deployment a name." });
         if (step === 1 && !imageInput.value.trim()) problems.push({ input: imageInput, message: "Type the image repository, e.g. library/nginx." });
-        if (step === 1 && typedDigest) {
-          problems.push({ input: tagInput, message: `patrd follows a tag, not a digest (${typedDigest.slice(0, 19)}…): type the tag that digest was pushed as; each release pins its digest.` });
-          typedDigest = null;
-        }
+        const badDigest = step === 1 ? digestProblem(digestInput.value.trim()) : null;
+        if (badDigest) problems.push({ input: digestInput, message: badDigest });
         if (step === 2) problems.push(...ports.check(), ...env.check(), ...configs.check(), ...volumes.check());
         if (showProblems(problems)) return;
         await validate();
@@ -268,7 +277,11 @@ export function renderCreate(main) {
         showProblems(problems);
         return;
       }
-      const created = await post("/v1/deployments", body({ forStep: 3 }));
+      const digest = digestInput.value.trim();
+      if (digest) toast("Checking the digest against the registry…");
+      const created = digest
+        ? await createAtDigest(body({ forStep: 3 }), digest, () => alive)
+        : await post("/v1/deployments", body({ forStep: 3 }));
       createdOk = true;
       toast(`Created ${created.name}`, "success");
       location.hash = `#/d/${encodeURIComponent(created.name)}`;

@@ -75,6 +75,20 @@ export function badge(status, reason) {
   return h("span", { class: `badge status-${status}`, title: reason || null, text: status });
 }
 
+// Why a deployment errored, as visible text next to its badge (a tooltip alone
+// is not seen on a phone); null for every other status.
+export function failureReason(status, reason, id) {
+  if (status !== "errored" || !reason) return null;
+  return h("span", { class: "status-reason", id: id || null, text: reason });
+}
+
+// An event's message without its kind said twice ("status status running" → "running"),
+// as patrctl prints it.
+export function eventText(kind, message) {
+  const text = String(message || "");
+  return text.startsWith(`${kind} `) ? text.slice(kind.length + 1) : text;
+}
+
 export function timeAgo(iso) {
   if (!iso) return "";
   const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -145,6 +159,32 @@ export function clearErrors(root) {
   if (summary) summary.remove();
 }
 
+// What the form calls the element tied to a field path: its <label>, or the
+// legend of its fieldset (an editor of rows).
+export function labelOf(el) {
+  if (!el) return null;
+  if (el.labels && el.labels.length) return el.labels[0].textContent.trim();
+  const legend = el.matches("fieldset") ? el.querySelector("legend") : null;
+  return legend ? legend.textContent.trim() : null;
+}
+
+// The API names fields by JSON path ("scale.max", "ports.99999"); the page says
+// them with the form's labels: paths inside the message become labels, and an
+// error on a group of rows names the group and the row ("Ports: 99999").
+export function inFormWords(root, fieldPath, message, target) {
+  let text = message;
+  const known = [...root.querySelectorAll("[data-field]")]
+    .map((el) => [el.dataset.field, labelOf(el)])
+    .filter(([name, label]) => name.includes(".") && label)
+    .sort((a, b) => b[0].length - a[0].length);
+  for (const [name, label] of known) text = text.split(name).join(label);
+  if (!fieldPath || !target || target.matches("input, select, textarea")) return text;
+  const rest = fieldPath.slice(target.dataset.field.length + 1);
+  const label = labelOf(target);
+  if (!label) return text;
+  return rest ? `${text} (${label}: ${rest})` : `${text} (${label})`;
+}
+
 // Show `message` next to the element for `fieldPath`; without one, at the top
 // of `root`. Returns the element that got it.
 export function showError(root, fieldPath, message) {
@@ -155,7 +195,7 @@ export function showError(root, fieldPath, message) {
     id,
     role: "alert",
     dataset: { for: fieldPath || "" },
-    text: fieldPath ? `${message} (${fieldPath})` : message,
+    text: target ? inFormWords(root, fieldPath, message, target) : fieldPath ? `${message} (${fieldPath})` : message,
   });
   if (!target) {
     const box = h("div", { class: "form-error", role: "alert" }, note);

@@ -3,7 +3,7 @@
 // flickers nor moves keyboard focus.
 
 import { get } from "./api.js";
-import { badge, h, replace, timeAgo, toast } from "./dom.js";
+import { badge, failureReason, h, replace, timeAgo, toast } from "./dom.js";
 
 const REFRESH_MS = 2000;
 
@@ -18,7 +18,7 @@ function rowCells(d) {
   const url = (d.urls || [])[0];
   return [
     h("td", {}, h("a", { href: `#/d/${encodeURIComponent(d.name)}`, class: "name", text: d.name })),
-    h("td", {}, badge(d.status, d.status_reason)),
+    h("td", { class: "status-cell" }, badge(d.status, d.status_reason), failureReason(d.status, d.status_reason)),
     h("td", { class: "num instances", title: `${ready} ready of ${desired} desired`, dataset: { label: "Instances" }, text: `${ready}/${desired}` }),
     h("td", { class: "mono", dataset: { label: "Image" } }, `${d.spec.image}:${d.spec.tag}`),
     h("td", { dataset: { label: "URL" } }, url ? h("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: url.replace(/^https?:\/\//, "") }) : "–"),

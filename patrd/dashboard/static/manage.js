@@ -3,7 +3,7 @@
 
 import { ApiError, del, enc, features, get, patch, post, put, request } from "./api.js";
 import { lineChart } from "./charts.js";
-import { badge, bytes, clearErrors, field, h, money, replace, showError, timeAgo, toast, uid } from "./dom.js";
+import { badge, bytes, clearErrors, failureReason, field, h, money, replace, showError, timeAgo, toast, uid } from "./dom.js";
 import { envEditor, portsEditor, probeEditor, scaleEditor, showProblems } from "./forms.js";
 import { counts } from "./list.js";
 import { overviewTab } from "./overview.js";
@@ -61,7 +61,7 @@ export function renderManage(main, name, initialTab) {
   // --- header -----------------------------------------------------------------
 
   function paintHeader(d) {
-    replace(statusSlot, badge(d.status, d.status_reason));
+    replace(statusSlot, badge(d.status, d.status_reason), failureReason(d.status, d.status_reason, "deployment-reason"));
     const { ready, desired } = counts(d);
     countSlot.textContent = `${ready}/${desired} instances ready`;
     startStop.textContent = d.intent === "run" ? "Stop" : "Start";
@@ -543,8 +543,22 @@ function logsTab({ base, panel, onUpdate }) {
   }
   let reconnect = null;
 
+  // Nothing to show and no instance to show it: say why (as patrctl logs does).
+  let explained = false;
+  function explainEmpty(d) {
+    const none = !(d.instances || []).length && !output.children.length;
+    if (none) {
+      const why = d.status_reason ? `${d.status}: ${d.status_reason}` : d.status;
+      state.textContent = `No log lines: ${d.name} has no instances (${why}).`;
+    } else if (explained) {
+      state.textContent = follow.checked ? "Following new lines…" : "Showing the last 200 lines.";
+    }
+    explained = none;
+  }
+
   let seen = "";
   onUpdate((d) => {
+    explainEmpty(d);
     const names = (d.instances || []).map((i) => i.name).sort();
     if (names.join() === seen) return;
     seen = names.join();

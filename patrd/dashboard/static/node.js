@@ -3,7 +3,7 @@
 // with their delivery counts (GET /v1/notifications, when the daemon has it).
 
 import { features, get, post, enc } from "./api.js";
-import { bytes, h, replace, timeAgo, toast } from "./dom.js";
+import { bytes, eventText, h, replace, timeAgo, toast } from "./dom.js";
 
 const REFRESH_MS = 5000;
 
@@ -68,7 +68,7 @@ function events(node) {
   return h("ol", { class: "events", id: "node-events" },
     [...node.events].reverse().map((e) => h("li", {},
       h("time", { datetime: e.at, title: e.at, text: timeAgo(e.at) }), " ",
-      h("span", { class: "kind", text: e.kind }), " ", e.message)));
+      h("span", { class: "kind", text: e.kind }), " ", eventText(e.kind, e.message))));
 }
 
 function targets(data, onTest) {

@@ -1,10 +1,14 @@
 // The manage screen's first tab: what a user looks for first. The URL(s) with
 // an Open link, status with its reason, ready instances, the release running
-// now (digest, when, how), the last deploy's result, then Instances and Events.
+// now (digest, when, how), the last deploy's result, CPU and memory over the
+// last hour (sparklines, refreshed every 15 s), then Instances and Events.
 
 import { get } from "./api.js";
-import { badge, h, replace, timeAgo } from "./dom.js";
+import { badge, bytes, eventText, h, replace, timeAgo } from "./dom.js";
 import { counts } from "./list.js";
+import { usageLine } from "./sparkline.js";
+
+const USAGE_REFRESH_MS = 15000;
 
 const HOW = {
   create: "created",
@@ -31,7 +35,8 @@ export function overviewTab({ name, base, panel, onUpdate }) {
   const urls = h("ul", { class: "links", id: "overview-urls" });
   const facts = h("dl", { class: "summary", id: "overview-facts" });
   const instances = h("tbody");
-  const events = h("ol", { class: "events" });
+  const events = h("ol", { class: "events", id: "overview-events" });
+  const usage = h("dd", { id: "overview-usage" }, "…");
   replace(
     panel,
     h(
@@ -85,8 +90,22 @@ export function overviewTab({ name, base, panel, onUpdate }) {
             last.reason ? ` ${last.reason}` : "",
           )
         : null,
+      h("dt", { text: "CPU and memory" }),
+      usage,
     );
   }
+
+  let usageTimer = null;
+  async function loadUsage() {
+    try {
+      const m = await get(`${base}/metrics?range=hour`);
+      if (alive) replace(usage, ...usageLine(m, bytes));
+    } catch (err) {
+      if (alive) replace(usage, h("span", { class: "empty", text: `Metrics unavailable: ${err.message}` }));
+    }
+    if (alive) usageTimer = setTimeout(loadUsage, USAGE_REFRESH_MS);
+  }
+  loadUsage();
 
   function paintUrls(d) {
     const list = d.urls || [];
@@ -123,7 +142,7 @@ export function overviewTab({ name, base, panel, onUpdate }) {
       const data = await get(`${base}/events?after=${lastEvent}&limit=100`);
       for (const e of data.events) {
         lastEvent = Math.max(lastEvent, e.id);
-        events.prepend(h("li", {}, h("time", { datetime: e.at, title: e.at, text: new Date(e.at).toLocaleTimeString() }), " ", h("span", { class: "kind", text: e.kind }), " ", e.message));
+        events.prepend(h("li", {}, h("time", { datetime: e.at, title: e.at, text: new Date(e.at).toLocaleTimeString() }), " ", h("span", { class: "kind", text: e.kind }), " ", eventText(e.kind, e.message)));
       }
       while (events.children.length > 50) events.lastChild.remove();
     } catch {
@@ -160,6 +179,7 @@ export function overviewTab({ name, base, panel, onUpdate }) {
   return {
     cleanup() {
       alive = false;
+      clearTimeout(usageTimer);
     },
   };
 }
