@@ -1,4 +1,4 @@
-"""``GET /v1/nodes`` and ``POST /v1/nodes/{node}/drain|activate`` (issue 17).
+"""``GET /v1/nodes`` and ``POST /v1/nodes/{node}/drain|activate``.
 
 With ``engine.backend = "swarm"`` every node of the swarm (patrd/control/nodes.py
 drains without dropping requests); with ``"docker"`` the one local node,

@@ -1,4 +1,4 @@
-"""Logs, metrics history and Prometheus (issue 7): ``patrd/observe/logs.py``, ``metrics.py``.
+"""Logs, metrics history and Prometheus: ``patrd/observe/logs.py``, ``metrics.py``.
 
 * ``GET /v1/deployments/{name}/logs``: JSON lines (``application/x-ndjson``),
   one object per log line, oldest first; ``format=text`` gives

@@ -1,4 +1,4 @@
-"""Logs, metrics, Prometheus and cost (issue 7; patrd/api/observe.py)."""
+"""Logs, metrics, Prometheus and cost (patrd/api/observe.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Managed URLs and certificates (issue 4; patrd/api/urls.py)."""
+"""Managed URLs and certificates (patrd/api/urls.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``patrctl node list|drain|activate NODE``: the nodes instances run on (issue 17).
+"""``patrctl node list|drain|activate NODE``: the nodes instances run on.
 
 ``patrctl node`` alone stays the host's health (patrd/cli/notify.py); these
 actions hang under it. With ``engine.backend = "swarm"`` they show and drain

@@ -55,7 +55,7 @@ def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
 
     p = verb("node", "the host: CPU, memory, swap, load, disks, network; node events", cmd_node)
     p.add_argument("--events", type=int, default=10, metavar="N", help="newest N node events")
-    cli_nodes.add_actions(p, common)  # `node list|drain|activate NODE` (issue 17)
+    cli_nodes.add_actions(p, common)  # `node list|drain|activate NODE`
 
     verb(
         "status",

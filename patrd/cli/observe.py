@@ -1,4 +1,4 @@
-"""``patrctl logs`` and ``patrctl metrics`` (issue 7).
+"""``patrctl logs`` and ``patrctl metrics``.
 
 A verb module: it registers its subparsers and handlers (``add_parsers``). ``logs``
 reads the API's JSON lines as they arrive (``-f`` keeps the connection open

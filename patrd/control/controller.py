@@ -182,7 +182,7 @@ class Controller:
             del self._workers[dep_id]
             del self._tasks[dep_id]
         await self._collect_orphans(known, listed)
-        self._urls = tuple(await self._store.list_urls())  # managed URLs (issue 4)
+        self._urls = tuple(await self._store.list_urls())  # managed URLs
         self.publish()
 
     def _spawn(self, deployment_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The nodes patrd runs instances on: list them, drain one, activate it again (issue 17).
+"""The nodes patrd runs instances on: list them, drain one, activate it again.
 
 ``engine.backend = "swarm"``: :class:`SwarmNodes` over the swarm's nodes. A
 drain moves instances off a node without dropping requests:

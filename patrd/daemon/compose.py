@@ -122,7 +122,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             except EngineError as exc:
                 log.warning("docker_unavailable", error=str(exc), note="will keep retrying")
 
-            # engine.backend = "swarm" (issue 17): the controller's instances are
+            # engine.backend = "swarm": the controller's instances are
             # Swarm services across the nodes; all else speaks to this node's engine.
             workload: Engine = engine
             swarm: SwarmBackend | None = None
@@ -138,9 +138,9 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             with contextlib.suppress(FirewallError):  # logged; retried by firewall.run
                 log.info("firewall", result=(await firewall.sync()).value)
 
-            tls = build_tls(config, store)  # certificates: ACME or the local CA (issue 4)
+            tls = build_tls(config, store)  # certificates: ACME or the local CA
             await tls.controller.load()
-            # In worker processes or in this one (issue 10, patrd/proxy/front.py).
+            # In worker processes or in this one (patrd/proxy/front.py).
             proxy = build_proxy(
                 config.proxy,
                 ProxyRuntime(EventLoop(config.proxy.event_loop), config.proxy.workers),
@@ -154,7 +154,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             # or the node watcher can write one (patrd/notify/dispatcher.py).
             notify = Dispatcher(store, config.notify, vault)
             await notify.prime()
-            # Logs of removed instances are kept (issue 7, patrd/observe/logs.py).
+            # Logs of removed instances are kept (patrd/observe/logs.py).
             keeper = LogKeeper(
                 engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
             )
@@ -314,7 +314,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                         runs=runs,
                         image_ports=engine,
                         nodes=nodes,
-                        # The web console on /ui/ (issue 11, patrd/dashboard/).
+                        # The web console on /ui/ (patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
                         proxy_closed=gate.closed_reason,
                     ),
@@ -397,7 +397,7 @@ async def _observability(
     controller: Controller,
     keeper: LogKeeper,
 ) -> Observability:
-    """Metrics sampler + history, autoscaler, kept-logs trimming (issue 7)."""
+    """Metrics sampler + history, autoscaler, kept-logs trimming."""
     history = await History.open(config.daemon.data_dir / "metrics.db")
     stack.push_async_callback(history.close)
     sampler = Sampler(

@@ -1,4 +1,4 @@
-"""The web console (issue 11): static pages served on the API's TCP listener at ``/ui/``.
+"""The web console: static pages served on the API's TCP listener at ``/ui/``.
 
 ``web.py`` serves the pages and the login; ``sessions.py`` holds sessions,
 CSRF tokens and the login rate limit; ``static/`` is the front end (plain

@@ -1,4 +1,4 @@
-"""The Swarm engine as the controller's ``Engine`` (``engine.backend = "swarm"``, issue 17).
+"""The Swarm engine as the controller's ``Engine`` (``engine.backend = "swarm"``).
 
 :class:`~patrd.engine.swarm.SwarmEngine` speaks services, tasks and nodes;
 this adapter gives the controller an ``Engine`` over it:

@@ -180,7 +180,7 @@ def rules_from_config(config: HostConfig, bridges: Iterable[str] = ()) -> Firewa
     proxy_ports = tuple(x.port for x in listens if x.port and not _is_loopback(x.host))
     tcp = config.api.tcp_listen
     api_port = tcp.port if tcp is not None and tcp.port else None
-    # The node registry (issue 8), when it listens beyond loopback, is for pushes
+    # The node registry, when it listens beyond loopback, is for pushes
     # from elsewhere (CI): open like allow_tcp. Its access control is its htpasswd.
     registry = config.registry
     extra = (

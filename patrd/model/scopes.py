@@ -147,7 +147,7 @@ RULES: Final[tuple[Rule, ...]] = (
     # Tokens, the audit log, backups, node settings, notifications: admin,
     # which is also the answer for everything not listed above.
     Rule("*", "/v1/tokens/**", A),
-    Rule("*", "/v1/nodes/**", A),  # the swarm's nodes: list, drain, activate (issue 17)
+    Rule("*", "/v1/nodes/**", A),  # the swarm's nodes: list, drain, activate
     Rule("GET", "/v1/audit", A),
     Rule("POST", "/v1/backup", A),
     Rule("GET", "/v1/backups/{id}/state", A),

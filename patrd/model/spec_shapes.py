@@ -79,7 +79,7 @@ class PortProtocol(StrEnum):
     HTTP = "http"
 
 
-DEFAULT_TARGET_CPU = 80  # percent of the instances' CPU allocation (autoscaler, issue 7)
+DEFAULT_TARGET_CPU = 80  # percent of the instances' CPU allocation (autoscaler)
 MIN_TARGET_CPU = 10
 MAX_TARGET_CPU = 100
 

@@ -57,7 +57,7 @@ class Cost:
 
 
 def volume_gb(spec: Any) -> float:
-    """Total volume size of one instance (volumes arrive with issue 6)."""
+    """Total volume size of one instance."""
     return float(sum(getattr(v, "size_gb", 0) for v in getattr(spec, "volumes", ())))
 
 

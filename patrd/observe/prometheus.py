@@ -110,8 +110,8 @@ class Sources:
     sampler: SampleSource | None = None
     proxy: ProxySource | None = None
     autoscale: AutoscaleStats | None = None
-    certs: CertSource | None = None  # issue 4 (patrd/tls)
-    firewall: FirewallSource | None = None  # issue 5 (patrd/firewall/apply.py)
+    certs: CertSource | None = None  # (patrd/tls)
+    firewall: FirewallSource | None = None  # (patrd/firewall/apply.py)
     backups: BackupSource | None = None  # off-site backups (patrd/state/offsite.py)
 
 

@@ -69,7 +69,7 @@ class ProxyOptions:
     trusted_proxies: tuple[str, ...] = setting(
         (), c.networks(as_text=True), "peers whose X-Forwarded-For is kept (appended to)"
     )
-    # How the proxy runs (issue 10, patrd/proxy/runtime.py).
+    # How the proxy runs (patrd/proxy/runtime.py).
     workers: int | None = setting(
         None, _workers, 'worker processes: "auto" (one per CPU) or 0 (inside the daemon)'
     )

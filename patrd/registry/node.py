@@ -50,7 +50,7 @@ def _poll(value: Any, key: str, _: Path) -> float:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """``[registry]``: the node registry and deploy on push (issue 8)."""
+    """``[registry]``: the node registry and deploy on push."""
 
     enabled: bool = setting(False, c.boolean(), "run Debian's docker-registry as node registry")
     listen: Listen = setting(Listen("127.0.0.1", 5000), c.listen(), "the registry's address")

@@ -125,7 +125,7 @@ def _renew_before(value: Any, key: str, _: Path) -> float:
 
 @dataclass(frozen=True)
 class TlsConfig:
-    """``[tls]``: the HTTPS listeners and certificate renewal (issue 4, patrd/tls/)."""
+    """``[tls]``: the HTTPS listeners and certificate renewal (patrd/tls/)."""
 
     https_listen: tuple[Listen, ...] = setting(
         (Listen("0.0.0.0", 443),), c.listens(), "HTTPS listeners; [] = no HTTPS"
@@ -192,7 +192,7 @@ class AcmeConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """``[metrics]``: per-instance sampling from cgroups (issue 7, patrd/observe/metrics.py)."""
+    """``[metrics]``: per-instance sampling from cgroups (patrd/observe/metrics.py)."""
 
     interval_s: float = setting(5.0, c.positive(), "how often instances are sampled")
     cgroup_root: Path = setting(Path("/sys/fs/cgroup"), c.file_path(), "the cgroup v2 mount")

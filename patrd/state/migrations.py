@@ -37,7 +37,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_deployment ON events (deployment_id, id);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
-    # 2: rollouts and image history (issue 3).
+    # 2: rollouts and image history.
     """
     ALTER TABLE deployments ADD COLUMN stable_revision INTEGER;
     ALTER TABLE revisions ADD COLUMN state TEXT NOT NULL DEFAULT 'pending';
@@ -46,7 +46,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE revisions ADD COLUMN image_id TEXT;
     ALTER TABLE revisions ADD COLUMN deployed_at REAL;
     """,
-    # Managed URLs and certificate bookkeeping (issue 4). The certificates
+    # Managed URLs and certificate bookkeeping. The certificates
     # themselves are files (patrd/tls/certstore.py); this row keeps what must
     # survive a restart: failures, backoff and recent orders per name.
     """
@@ -68,7 +68,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # Secrets, encrypted at rest (AES-256-GCM, patrd/state/crypto.py); volume
-    # deletion chosen at delete time (issue 6).
+    # deletion chosen at delete time.
     """
     CREATE TABLE secrets (
         name TEXT PRIMARY KEY,
@@ -80,12 +80,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE deployments ADD COLUMN delete_volumes INTEGER NOT NULL DEFAULT 0;
     """,
-    # The autoscaler's instance count (issue 7): NULL runs scale.min; it is
+    # The autoscaler's instance count: NULL runs scale.min; it is
     # clamped to [scale.min, scale.max] when read, and is no new revision.
     """
     ALTER TABLE deployments ADD COLUMN replicas INTEGER;
     """,
-    # Deploy on push (issue 8): the registry time of the last push applied,
+    # Deploy on push: the registry time of the last push applied,
     # so duplicate and out-of-order notifications roll nothing.
     """
     ALTER TABLE deployments ADD COLUMN pushed_at REAL;

@@ -15,7 +15,7 @@ from patrd.state.store_rows import SELECT_DEPLOYMENT, deployment_of, insert_even
 
 
 class SecretsPart(StoreBase):
-    """Secrets (issue 6): only sealed bytes pass through here."""
+    """Secrets: only sealed bytes pass through here."""
 
     async def key_check(self) -> tuple[bytes, bytes] | None:
         """The value sealed with the secrets key when it was first used (nonce, ciphertext)."""

@@ -19,7 +19,7 @@ from patrd.state.store_rows import SELECT_DEPLOYMENT, deployment_of
 
 
 class UrlsPart(StoreBase):
-    """Managed URLs (issue 4) and the TLS controller's per-domain bookkeeping."""
+    """Managed URLs and the TLS controller's per-domain bookkeeping."""
 
     async def list_urls(self) -> list[UrlRecord]:
         rows = await self._all(_SELECT_URL + " ORDER BY domain, path")
