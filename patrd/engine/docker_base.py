@@ -44,25 +44,12 @@ async def close_client(client: aiodocker.Docker) -> None:
         await client.connector.close()
 
 
-class DockerBase:
-    """The connection to the local Docker daemon; the API version is negotiated."""
+class DockerClient:
+    """A lazily opened Docker API client: both adapters hold their connection this way."""
 
-    def __init__(
-        self,
-        url: str,
-        owner: str,
-        hardening: Hardening | None = None,
-        network_pool: tuple[str, int] = ("", 24),
-    ) -> None:
+    def __init__(self, url: str) -> None:
         self._url = url
-        self._owner = owner
-        self._network_pool = network_pool
-        self._hardening = hardening if hardening is not None else Hardening()
         self._docker: aiodocker.Docker | None = None
-        # Subnets are picked and taken one network at a time: deployments
-        # created together would otherwise all pick the same first free one.
-        self._network_lock = asyncio.Lock()
-        self._log = structlog.get_logger("patrd.engine.docker")
 
     @property
     def docker(self) -> aiodocker.Docker:
@@ -74,6 +61,26 @@ class DockerBase:
         if self._docker is not None:
             await close_client(self._docker)
             self._docker = None
+
+
+class DockerBase(DockerClient):
+    """The connection to the local Docker daemon; the API version is negotiated."""
+
+    def __init__(
+        self,
+        url: str,
+        owner: str,
+        hardening: Hardening | None = None,
+        network_pool: tuple[str, int] = ("", 24),
+    ) -> None:
+        super().__init__(url)
+        self._owner = owner
+        self._network_pool = network_pool
+        self._hardening = hardening if hardening is not None else Hardening()
+        # Subnets are picked and taken one network at a time: deployments
+        # created together would otherwise all pick the same first free one.
+        self._network_lock = asyncio.Lock()
+        self._log = structlog.get_logger("patrd.engine.docker")
 
     async def ping(self) -> str:
         async with translate("ping"):

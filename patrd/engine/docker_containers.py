@@ -23,6 +23,7 @@ from patrd.engine.labels import (
     LABEL_OWNER,
     LABEL_REVISION,
     LABEL_TEMPLATE,
+    instance_labels,
 )
 from patrd.model.errors import EngineError, ImageNotFound
 from patrd.model.instances import ContainerState, EngineEvent, Instance, InstanceSpec, OneOff
@@ -71,13 +72,14 @@ class DockerContainers(DockerBase):
             "Hostname": spec.hostname,
             "Env": [f"{k}={v}" for k, v in spec.env],
             "Labels": {
-                LABEL_MANAGED: "1",
-                LABEL_OWNER: self._owner,
-                LABEL_DEPLOYMENT: spec.deployment,
-                LABEL_DEPLOYMENT_ID: spec.deployment_id,
-                LABEL_REVISION: str(spec.revision),
-                LABEL_INSTANCE: str(spec.slot),
-                LABEL_TEMPLATE: spec.template,
+                **instance_labels(
+                    self._owner,
+                    spec.deployment,
+                    spec.deployment_id,
+                    spec.revision,
+                    spec.slot,
+                    spec.template,
+                ),
             },
             "StopTimeout": spec.stop_timeout_s,
             "HostConfig": {

@@ -8,7 +8,7 @@ import aiodocker
 import aiohttp
 
 from patrd.engine.docker_base import DockerBase, translate
-from patrd.engine.labels import LABEL_DEPLOYMENT, LABEL_DEPLOYMENT_ID, LABEL_MANAGED, LABEL_OWNER
+from patrd.engine.labels import LABEL_DEPLOYMENT_ID, LABEL_OWNER, deployment_labels
 from patrd.engine.subnets import pick_subnet
 from patrd.model.errors import EngineError
 from patrd.model.instances import NetworkInfo
@@ -40,12 +40,7 @@ class DockerNetworks(DockerBase):
             "Name": name,
             "Driver": "bridge",
             "CheckDuplicate": True,
-            "Labels": {
-                LABEL_MANAGED: "1",
-                LABEL_OWNER: self._owner,
-                LABEL_DEPLOYMENT: deployment,
-                LABEL_DEPLOYMENT_ID: deployment_id,
-            },
+            "Labels": deployment_labels(self._owner, deployment, deployment_id),
         }
         async with self._network_lock:
             await self._create_network(name, config)

@@ -17,3 +17,25 @@ LABEL_VOLUME = "patrd.volume"
 # A one-off container (``patrctl run``, a scheduled job run): it carries no
 # instance label, so the reconciler never adopts, restarts or collects it.
 LABEL_ONEOFF = "patrd.oneoff"
+
+
+def deployment_labels(owner: str, deployment: str, deployment_id: str) -> dict[str, str]:
+    """What marks a deployment's network (and starts its containers' labels)."""
+    return {
+        LABEL_MANAGED: "1",
+        LABEL_OWNER: owner,
+        LABEL_DEPLOYMENT: deployment,
+        LABEL_DEPLOYMENT_ID: deployment_id,
+    }
+
+
+def instance_labels(
+    owner: str, deployment: str, deployment_id: str, revision: int, slot: int, template: str
+) -> dict[str, str]:
+    """What marks one instance (a container, or a Swarm service and its tasks)."""
+    return {
+        **deployment_labels(owner, deployment, deployment_id),
+        LABEL_REVISION: str(revision),
+        LABEL_INSTANCE: str(slot),
+        LABEL_TEMPLATE: template,
+    }

@@ -36,7 +36,7 @@ import aiodocker
 import aiohttp
 import structlog
 
-from patrd.engine.docker_base import close_client, docker_client
+from patrd.engine.docker_base import DockerClient
 from patrd.engine.docker_base import translate as _translate
 from patrd.engine.hardening import Hardening
 from patrd.engine.labels import (
@@ -47,6 +47,8 @@ from patrd.engine.labels import (
     LABEL_OWNER,
     LABEL_REVISION,
     LABEL_TEMPLATE,
+    deployment_labels,
+    instance_labels,
 )
 from patrd.model.errors import EngineError, ImageNotFound
 from patrd.model.instances import ContainerState, ImageResult, Instance, InstanceSpec, NetworkInfo
@@ -112,29 +114,17 @@ class SwarmInstance:
         return self.node_address, self.port
 
 
-class SwarmEngine:
+class SwarmEngine(DockerClient):
     """Services, tasks and nodes over the manager's Docker API."""
 
     def __init__(
         self, url: str, owner: str, hardening: Hardening | None = None, restart_delay_s: float = 2
     ) -> None:
-        self._url = url
+        super().__init__(url)
         self._owner = owner
         self._hardening = hardening if hardening is not None else Hardening()
         self._restart_delay_s = restart_delay_s
-        self._docker: aiodocker.Docker | None = None
         self._log = structlog.get_logger("patrd.swarm")
-
-    @property
-    def docker(self) -> aiodocker.Docker:
-        if self._docker is None:
-            self._docker = docker_client(self._url)
-        return self._docker
-
-    async def close(self) -> None:
-        if self._docker is not None:
-            await close_client(self._docker)
-            self._docker = None
 
     async def ping(self) -> str:
         """Version, and a refusal unless this engine is a swarm manager."""
@@ -337,12 +327,7 @@ class SwarmEngine:
             "Driver": "overlay",
             "Attachable": True,
             "CheckDuplicate": True,
-            "Labels": {
-                LABEL_MANAGED: "1",
-                LABEL_OWNER: self._owner,
-                LABEL_DEPLOYMENT: deployment,
-                LABEL_DEPLOYMENT_ID: deployment_id,
-            },
+            "Labels": deployment_labels(self._owner, deployment, deployment_id),
         }
         async with _translate(f"create network {name}"):
             await self.docker.networks.create(config)
@@ -397,13 +382,9 @@ def service_spec(
 ) -> dict[str, Any]:
     """The ``ServiceSpec`` of one instance slot (``POST /services/create``)."""
     labels = {
-        LABEL_MANAGED: "1",
-        LABEL_OWNER: owner,
-        LABEL_DEPLOYMENT: spec.deployment,
-        LABEL_DEPLOYMENT_ID: spec.deployment_id,
-        LABEL_REVISION: str(spec.revision),
-        LABEL_INSTANCE: str(spec.slot),
-        LABEL_TEMPLATE: spec.template,
+        **instance_labels(
+            owner, spec.deployment, spec.deployment_id, spec.revision, spec.slot, spec.template
+        ),
     }
     h = replace(
         hardening,
