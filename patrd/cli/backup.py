@@ -246,24 +246,19 @@ def _download(client: Client, path: str, out: Any) -> int:
         headers["Authorization"] = f"Bearer {client.token}"
     size = 0
     try:
-        conn.request("POST", client.base_path + path, headers=headers)
-        response = conn.getresponse()
-        if response.status >= 400:
-            raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
-        while chunk := response.read(256 * 1024):
-            try:
-                out.write(chunk)
-            except OSError as exc:
-                raise CliError(f"cannot write the backup: {exc.strerror or exc}") from exc
-            size += len(chunk)
-        if response.length not in (None, 0):
-            raise CliError("the backup was cut short; nothing was written")
-    except OSError as exc:
-        raise CliError(
-            f"cannot reach patrd at {client.target}: {exc.strerror or exc}{client.hint}"
-        ) from exc
-    except http.client.HTTPException as exc:
-        raise CliError(f"bad answer from patrd at {client.target}: {exc!r}") from exc
+        with client.transport_errors():
+            conn.request("POST", client.base_path + path, headers=headers)
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
+            while chunk := response.read(256 * 1024):
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise CliError(f"cannot write the backup: {exc.strerror or exc}") from exc
+                size += len(chunk)
+            if response.length not in (None, 0):
+                raise CliError("the backup was cut short; nothing was written")
     finally:
         conn.close()
     return size

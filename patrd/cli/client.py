@@ -8,12 +8,13 @@ module builds on this one; it imports no verb module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,23 +121,28 @@ class Client:
             headers["Authorization"] = f"Bearer {self.token}"
         conn = self.connect()
         try:
-            conn.request(method, url, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-            status, reason = response.status, response.reason
-        except OSError as exc:
-            reason_text = exc.strerror or str(exc) or type(exc).__name__
-            raise CliError(
-                f"cannot reach patrd at {self.target}: {reason_text}{self.hint}"
-            ) from exc
-        except http.client.HTTPException as exc:
-            raise CliError(f"bad answer from patrd at {self.target}: {exc!r}") from exc
+            with self.transport_errors():
+                conn.request(method, url, body=payload, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+                status, reason = response.status, response.reason
         finally:
             conn.close()
         data = decode(raw)
         if status >= 400:
             raise api_error(status, data, f"HTTP {status} {reason}")
         return data
+
+    @contextlib.contextmanager
+    def transport_errors(self) -> Iterator[None]:
+        """A socket or HTTP failure of a request or a stream: one message naming patrd's address."""
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise CliError(f"cannot reach patrd at {self.target}: {reason}{self.hint}") from exc
+        except http.client.HTTPException as exc:
+            raise CliError(f"bad answer from patrd at {self.target}: {exc!r}") from exc
 
     def get(self, path: str, **query: str | int) -> Any:
         return self.request("GET", path, query=query or None)

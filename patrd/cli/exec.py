@@ -13,7 +13,6 @@ import argparse
 import base64
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import signal
@@ -315,40 +314,37 @@ def cmd_run(client: Client, args: argparse.Namespace) -> int:
     conn = client.connect()
     code: int | None = None
     try:
-        conn.request(
-            "POST",
-            client.base_path + deployment_path(args.name, "run"),
-            body=json.dumps(body).encode(),
-            headers=headers,
-        )
-        if conn.sock is not None:
-            conn.sock.settimeout(None)  # a quiet command is not an error
-        response = conn.getresponse()
-        if response.status >= 400:
-            raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
-        while True:
-            raw = response.readline()
-            if not raw:
-                break
-            if args.json:
-                sys.stdout.write(raw.decode("utf-8", "replace"))
-                sys.stdout.flush()
-            item = decode(raw)
-            if not isinstance(item, dict):
-                continue
-            if "exit_code" in item:
-                code = int(item["exit_code"])
-                if item.get("timed_out"):
-                    print(f"patrctl: killed after {args.timeout:g}s (timeout)", file=sys.stderr)
-            elif "error" in item:
-                raise CliError(str(item["error"]))
-            elif "line" in item and not args.json:
-                target = sys.stderr if item.get("stream") == "stderr" else sys.stdout
-                print(item["line"], file=target, flush=True)
-    except OSError as exc:
-        raise CliError(f"cannot reach patrd at {client.target}: {exc}{client.hint}") from exc
-    except http.client.HTTPException as exc:
-        raise CliError(f"bad answer from patrd at {client.target}: {exc!r}") from exc
+        with client.transport_errors():
+            conn.request(
+                "POST",
+                client.base_path + deployment_path(args.name, "run"),
+                body=json.dumps(body).encode(),
+                headers=headers,
+            )
+            if conn.sock is not None:
+                conn.sock.settimeout(None)  # a quiet command is not an error
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
+            while True:
+                raw = response.readline()
+                if not raw:
+                    break
+                if args.json:
+                    sys.stdout.write(raw.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                item = decode(raw)
+                if not isinstance(item, dict):
+                    continue
+                if "exit_code" in item:
+                    code = int(item["exit_code"])
+                    if item.get("timed_out"):
+                        print(f"patrctl: killed after {args.timeout:g}s (timeout)", file=sys.stderr)
+                elif "error" in item:
+                    raise CliError(str(item["error"]))
+                elif "line" in item and not args.json:
+                    target = sys.stderr if item.get("stream") == "stderr" else sys.stdout
+                    print(item["line"], file=target, flush=True)
     finally:
         conn.close()
     if code is None:

@@ -8,7 +8,6 @@ with no read timeout) and prints ``<time> <instance> <stream> <line>``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import re
 import sys
@@ -76,33 +75,28 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
         headers["Authorization"] = f"Bearer {client.token}"
     conn = client.connect()
     try:
-        conn.request("GET", url, headers=headers)
-        if args.follow and conn.sock is not None:
-            conn.sock.settimeout(None)  # a quiet deployment is not an error
-        response = conn.getresponse()
-        if response.status >= 400:
-            raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
-        printed = 0
-        while True:
-            raw = response.readline()
-            if not raw:
-                break
-            printed += 1
-            if args.json:
-                sys.stdout.write(raw.decode("utf-8", "replace"))
-            else:
-                try:
-                    item = json.loads(raw)
-                except ValueError:
-                    continue
-                print(log_line_text(item))
-            sys.stdout.flush()
-    except OSError as exc:
-        raise CliError(
-            f"cannot reach patrd at {client.target}: {exc.strerror or exc}{client.hint}"
-        ) from exc
-    except http.client.HTTPException as exc:
-        raise CliError(f"bad answer from patrd at {client.target}: {exc!r}") from exc
+        with client.transport_errors():
+            conn.request("GET", url, headers=headers)
+            if args.follow and conn.sock is not None:
+                conn.sock.settimeout(None)  # a quiet deployment is not an error
+            response = conn.getresponse()
+            if response.status >= 400:
+                raise api_error(response.status, decode(response.read()), f"HTTP {response.status}")
+            printed = 0
+            while True:
+                raw = response.readline()
+                if not raw:
+                    break
+                printed += 1
+                if args.json:
+                    sys.stdout.write(raw.decode("utf-8", "replace"))
+                else:
+                    try:
+                        item = json.loads(raw)
+                    except ValueError:
+                        continue
+                    print(log_line_text(item))
+                sys.stdout.flush()
     finally:
         conn.close()
     if printed == 0 and not args.json:
