@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import secrets
 import signal
@@ -272,25 +273,28 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 supervisor.start("proxy-gate", gate.run)
 
             token = _read_token(config.api.token_file) if config.api.tcp_listen else None
+            # The socket and the TCP listener serve the same API; only the
+            # token (the socket trusts its peers) and the dashboard differ.
+            app = functools.partial(
+                build_app,
+                store,
+                controller,
+                config,
+                tls=tls.controller,
+                firewall=firewall,
+                vault=vault,
+                observe=observe,
+                backups=backups,
+                proxy_closed=gate.closed_reason,
+                notify=notify,
+                node=node,
+                resolver=controller,
+                runs=runs,
+                image_ports=engine,
+                nodes=nodes,
+            )
             runner = await serve_api(
-                build_app(
-                    store,
-                    controller,
-                    config,
-                    token=None,
-                    tls=tls.controller,
-                    firewall=firewall,
-                    vault=vault,
-                    observe=observe,
-                    backups=backups,
-                    proxy_closed=gate.closed_reason,
-                    notify=notify,
-                    node=node,
-                    resolver=controller,
-                    runs=runs,
-                    image_ports=engine,
-                    nodes=nodes,
-                ),
+                app(token=None),
                 socket_path=config.api.socket,
                 socket_mode=config.api.socket_mode,
                 tcp=None,
@@ -298,25 +302,10 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             stack.push_async_callback(runner.cleanup)
             if config.api.tcp_listen is not None:
                 tcp_runner = await serve_api(
-                    build_app(
-                        store,
-                        controller,
-                        config,
+                    app(
                         token=token,
-                        tls=tls.controller,
-                        firewall=firewall,
-                        vault=vault,
-                        observe=observe,
-                        backups=backups,
-                        notify=notify,
-                        node=node,
-                        resolver=controller,
-                        runs=runs,
-                        image_ports=engine,
-                        nodes=nodes,
                         # The web console on /ui/ (patrd/dashboard/).
                         dashboard=Dashboard(config.dashboard) if config.dashboard.enabled else None,
-                        proxy_closed=gate.closed_reason,
                     ),
                     socket_path=None,
                     socket_mode=config.api.socket_mode,
