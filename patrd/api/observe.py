@@ -23,6 +23,7 @@ from aiohttp import web
 
 from patrd.control.autoscale import AutoscaleStats
 from patrd.model.errors import BadRequest, NotFound
+from patrd.observe.history import RANGES, History, Point
 from patrd.observe.logs import (
     DEFAULT_TAIL,
     MAX_TAIL,
@@ -33,7 +34,7 @@ from patrd.observe.logs import (
     LogQuery,
     read_logs,
 )
-from patrd.observe.metrics import RANGES, History, Point, Sampler
+from patrd.observe.metrics import Sampler
 from patrd.observe.prometheus import CONTENT_TYPE, Exposition
 
 

@@ -46,8 +46,10 @@ from patrd.kit import log_setup as logs
 from patrd.model import cron
 from patrd.model.errors import EngineError, PatrdError, StoreError
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
+from patrd.observe.counters import CgroupReader
+from patrd.observe.history import History
 from patrd.observe.logs import LogKeeper
-from patrd.observe.metrics import CgroupReader, History, Sampler
+from patrd.observe.metrics import Sampler
 from patrd.observe.nodehealth import NodeCollector, NodeWatcher, node_config
 from patrd.observe.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy

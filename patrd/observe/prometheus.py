@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from patrd import __version__
 from patrd.control.autoscale import AutoscaleStats, effective_replicas
 from patrd.model.errors import PatrdError
-from patrd.observe.metrics import InstanceSample
+from patrd.observe.counters import InstanceSample
 from patrd.proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, DeploymentCounters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

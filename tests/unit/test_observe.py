@@ -29,11 +29,9 @@ from patrd.engine.docker import ContainerState, Instance
 from patrd.model.errors import ConfigError, SpecError
 from patrd.model.spec import parse_create, parse_update
 from patrd.observe.cost import Node, capacity, estimate
-from patrd.observe.logs import LogKeeper, LogLine, LogQuery, format_ts, parse_frame, parse_ts
-from patrd.observe.metrics import (
+from patrd.observe.counters import (
     CgroupReader,
     Counters,
-    History,
     InstanceSample,
     counters_from_docker_stats,
     parse_blkio,
@@ -42,6 +40,8 @@ from patrd.observe.metrics import (
     parse_net_dev,
     rates,
 )
+from patrd.observe.history import History
+from patrd.observe.logs import LogKeeper, LogLine, LogQuery, format_ts, parse_frame, parse_ts
 from patrd.observe.prometheus import Exposition, Sources
 from patrd.proxy.stats import LATENCY_BOUNDS, DeploymentCounters
 from patrd.settings import config as config_mod
