@@ -11,6 +11,7 @@ import pytest
 import uvloop
 
 from tests.support.daemon import Api, Daemon, force_cleanup, free_port
+from tests.support.proxy_rig import make_raw, make_upstream, upstreams  # noqa: F401 (fixtures)
 
 # The proxy's own suites run on both event loops patrd supports
 # (proxy.event_loop: uvloop in the workers by default, asyncio as the switch back).

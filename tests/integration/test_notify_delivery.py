@@ -32,13 +32,6 @@ FAST = DispatchOptions(
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
-
-
-@pytest.fixture
 async def vault(store: Store, tmp_path: Path) -> Vault:
     return await Vault.open(store, tmp_path / "secrets.key")
 

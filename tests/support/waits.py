@@ -1,4 +1,5 @@
-"""Bounded waits for integration tests: poll until true, or fail with the daemon's log."""
+"""Bounded waits for tests: poll until true, or fail saying what was last seen
+(and the daemon's log, when there is a daemon)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ async def until(
     predicate: Callable[[], Any | Awaitable[Any]],
     timeout: float,
     what: str,
-    daemon: Daemon,
+    daemon: Daemon | None = None,
     interval: float = 0.1,
 ) -> Any:
-    """The first truthy value of ``predicate()`` (sync or async) within ``timeout`` seconds."""
+    """The first truthy value of ``predicate()`` (sync or async) within ``timeout`` seconds.
+
+    Otherwise an AssertionError naming ``what``, the last value seen, and the tail
+    of ``daemon``'s log when one is given."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -28,7 +32,22 @@ async def until(
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"{what} within {timeout}s: {last}\n{daemon.log_tail()}")
+    tail = f"\n{daemon.log_tail()}" if daemon is not None else ""
+    raise AssertionError(f"{what} within {timeout}s: {last!r}{tail}")
+
+
+def until_sync(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """:func:`until` for code that cannot await (threads, a browser driver)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} within {timeout}s: {last!r}")
 
 
 async def rolled_out(api: Api, name: str, revision: int) -> dict[str, Any] | None:

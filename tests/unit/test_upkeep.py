@@ -5,21 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from patrd.model import spec
 from patrd.state import upkeep
 from patrd.state.store import EVENTS_KEPT_PER_DEPLOYMENT, PRAGMAS, Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 async def _deployment(store: Store, name: str) -> str:
