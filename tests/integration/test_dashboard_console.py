@@ -14,8 +14,10 @@ import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
-from tests.integration import test_dashboard as walk
-from tests.integration.test_dashboard import (
+from tests.support import dashboard_site
+from tests.support.browser import ARTIFACTS, Browser
+from tests.support.daemon import Api, docker_json
+from tests.support.dashboard_site import (
     PASSWORD,
     REPO,
     SESSION_COOKIE,
@@ -25,13 +27,11 @@ from tests.integration.test_dashboard import (
     tab,
     wait_for,
 )
-from tests.support.browser import ARTIFACTS, Browser
-from tests.support.daemon import Api, docker_json
 
 # The end-to-end walk's fixtures: a daemon with the dashboard on, its API, a browser.
-site = walk.site
-api = walk.api
-browser = walk.browser
+site = dashboard_site.site
+api = dashboard_site.api
+browser = dashboard_site.browser
 
 pytestmark = pytest.mark.docker
 

@@ -21,24 +21,15 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import REPO, Api, Daemon, containers_of
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def spec(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        "env": {"GREETING": "hello-exec"},
-        "config_mounts": {"app.conf": base64.b64encode(b"mode=oneoff\n").decode()},
-        **extra,
-    }
+    mounts = {"app.conf": base64.b64encode(b"mode=oneoff\n").decode()}
+    return web_spec(name, env={"GREETING": "hello-exec"}, config_mounts=mounts, **extra)
 
 
 async def attach(

@@ -12,23 +12,14 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import REPO, Api, Daemon, containers_of
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def spec(name: str, jobs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        "env": {"GREETING": "from-job"},
-        "jobs": jobs,
-    }
+    return web_spec(name, env={"GREETING": "from-job"}, jobs=jobs)
 
 
 async def runs_of(api: Api, name: str, job: str) -> list[dict[str, Any]]:

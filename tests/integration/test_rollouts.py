@@ -12,23 +12,14 @@ import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json
 from tests.support.load import Load, env_value
+from tests.support.specs import HEALTH, web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def body(name: str, replicas: int = 3, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "scale": {"min": replicas, "max": replicas},
-        "startup_probe": HEALTH,
-        **extra,
-    }
+    return web_spec(name, replicas, **extra)
 
 
 def revisions_running(name: str) -> list[str]:

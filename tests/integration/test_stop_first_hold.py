@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of
 from tests.support.load import Load, env_value
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -20,15 +21,9 @@ HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.25, "failure_thre
 
 
 def body(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        "volumes": {"data": {"path": "/data", "size_gb": 1}},
-        **extra,
-    }
+    """One instance with a volume: rolled out stop-first (held requests)."""
+    volumes = {"data": {"path": "/data", "size_gb": 1}}
+    return web_spec(name, health=HEALTH, volumes=volumes, **extra)
 
 
 async def test_scale_one_volume_rollout_under_load_drops_nothing(

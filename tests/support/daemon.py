@@ -14,12 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from tests.support.waits import until, until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,14 +105,14 @@ class Daemon:
             env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"patrd exited {self.proc.returncode}:\n{self.log_tail()}")
-            if self.socket.exists() and _health(self.socket):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"patrd did not answer within 30 s:\n{self.log_tail()}")
+            return self.socket.exists() and _health(self.socket)
+
+        until_sync(answering, 30, "patrd answering on its socket", self, interval=0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc is None or self.proc.poll() is not None:
@@ -209,25 +210,18 @@ class Api:
         return data
 
     async def wait_status(self, name: str, status: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            code, last = await self.call("GET", f"/v1/deployments/{name}")
-            if code == 200 and last["status"] == status:
-                return dict(last)
-            await asyncio.sleep(0.1)
-        raise AssertionError(
-            f"{name} not {status} within {timeout}s: {last}\n{self.daemon.log_tail()}"
-        )
+        async def shown() -> dict[str, Any] | None:
+            code, body = await self.call("GET", f"/v1/deployments/{name}")
+            return dict(body) if code == 200 and body["status"] == status else None
+
+        found: dict[str, Any] = await until(shown, timeout, f"{name} {status}", self.daemon)
+        return found
 
     async def wait_gone(self, name: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code, _ = await self.call("GET", f"/v1/deployments/{name}")
-            if code == 404:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{name} still present after {timeout}s")
+        async def gone() -> bool:
+            return (await self.call("GET", f"/v1/deployments/{name}"))[0] == 404
+
+        await until(gone, timeout, f"{name} gone", self.daemon)
 
 
 def registry_addr(d: Daemon) -> str:

@@ -7,9 +7,10 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.support.daemon import Api, Daemon
+if TYPE_CHECKING:  # daemon.py waits with these helpers too
+    from tests.support.daemon import Api, Daemon
 
 
 async def until(
@@ -37,7 +38,11 @@ async def until(
 
 
 def until_sync(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    daemon: Daemon | None = None,
+    interval: float = 0.1,
 ) -> Any:
     """:func:`until` for code that cannot await (threads, a browser driver)."""
     deadline = time.monotonic() + timeout
@@ -47,7 +52,8 @@ def until_sync(
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"{what} within {timeout}s: {last!r}")
+    tail = f"\n{daemon.log_tail()}" if daemon is not None else ""
+    raise AssertionError(f"{what} within {timeout}s: {last!r}{tail}")
 
 
 async def rolled_out(api: Api, name: str, revision: int) -> dict[str, Any] | None:
