@@ -7,7 +7,6 @@ and ``show``, and in Prometheus' ``patrd_deployment_status``.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.daemon import Api, Daemon, containers_of
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -146,13 +146,12 @@ async def test_a_vanished_instance_is_an_event(daemon: Daemon, api: Api, new_nam
     await api.wait_status(name, "running")
     [cid] = containers_of(name)
     subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
-    deadline = time.monotonic() + 30
-    vanished: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not vanished:
+
+    async def vanished_events() -> list[dict[str, object]]:
         events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
-        vanished = [e for e in events if e["kind"] == "vanished"]
-        await asyncio.sleep(0.2)
-    assert vanished, events
+        return [e for e in events if e["kind"] == "vanished"]
+
+    vanished = await until(vanished_events, 30, "a vanished event", daemon, interval=0.2)
     assert f"instance {name}-0 vanished" in str(vanished[0]["message"])
     await api.wait_status(name, "running")
     assert containers_of(name) != [cid]
@@ -174,25 +173,23 @@ async def test_certificates_of_deleted_deployments_are_retired(
         certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
         return {c["domain"] for c in certs if c["status"] == "issued"}
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not set(hosts.values()) <= await issued():
-        await asyncio.sleep(0.2)
-    assert set(hosts.values()) <= await issued()
+    async def all_issued() -> bool:
+        return set(hosts.values()) <= await issued()
+
+    await until(all_issued, 60, "both certificates issued", daemon, interval=0.2)
     cert_file = daemon.data_dir / "tls" / "certs" / f"{hosts[gone]}.pem"
     assert cert_file.exists()
 
     await api.ok("POST", f"/v1/deployments/{kept}/stop")  # stopped: keeps its certificate
     await api.ok("DELETE", f"/v1/deployments/{gone}?confirm={gone}")
     await api.wait_gone(gone)
-    deadline = time.monotonic() + 30
-    listed: set[str] = set()
-    while time.monotonic() < deadline:
+
+    async def retired() -> set[str] | None:
         certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
         listed = {c["domain"] for c in certs}
-        if hosts[gone] not in listed and not cert_file.exists():
-            break
-        await asyncio.sleep(0.2)
-    assert hosts[gone] not in listed, listed
+        return listed if hosts[gone] not in listed and not cert_file.exists() else None
+
+    listed: set[str] = await until(retired, 30, "the certificate retired", daemon, interval=0.2)
     assert not cert_file.exists()
     assert hosts[kept] in listed
     assert (daemon.data_dir / "tls" / "certs" / f"{hosts[kept]}.pem").exists()

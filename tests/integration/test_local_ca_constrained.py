@@ -11,6 +11,7 @@ from typing import Any
 from cryptography import x509
 
 from tests.support.daemon import Api, Daemon
+from tests.support.waits import issued_certificate, until
 
 
 async def handshake(port: int, name: str, ca: Path) -> str:
@@ -27,15 +28,12 @@ async def handshake(port: int, name: str, ca: Path) -> str:
 
 
 async def issued(api: Api, domain: str, not_serial: str = "", timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    certs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
-        for c in certs:
-            if c["domain"] == domain and c["status"] == "issued" and c["serial"] != not_serial:
-                return c
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no certificate for {domain}: {certs}")
+    return await until(
+        lambda: issued_certificate(api, domain, not_serial),
+        timeout,
+        f"a certificate for {domain}",
+        interval=0.2,
+    )
 
 
 async def test_local_ca_is_constrained_and_replaced_when_its_names_change(

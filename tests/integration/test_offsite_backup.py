@@ -6,7 +6,6 @@ loopback port; restic talks to it with its ``s3:`` backend like to any other.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import subprocess
@@ -114,29 +113,32 @@ def running_container(name: str) -> str:
 
 
 async def wait_job(api: Api, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def finished() -> dict[str, Any] | None:
         job = await api.ok("GET", f"/v1/backups/jobs/{job_id}")
-        if job["state"] != "running":
-            return dict(job)
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"job {job_id} still running\n{api.daemon.log_tail()}")
+        return dict(job) if job["state"] != "running" else None
+
+    done: dict[str, Any] = await until(
+        finished, timeout, f"job {job_id} finished", api.daemon, interval=0.3
+    )
+    return done
 
 
 async def scheduled_run_after(api: Api, since: float, timeout: float = 120) -> dict[str, Any]:
     """The first scheduled backup job that started after ``since`` and finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def first_done() -> dict[str, Any] | None:
         listing = await api.ok("GET", "/v1/backups")
         done = [
             j
             for j in listing["jobs"]
             if j["kind"] == "backup" and j["started_at"] > since and j["state"] != "running"
         ]
-        if done:
-            return dict(min(done, key=lambda j: j["started_at"]))
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"no scheduled backup after {since}\n{api.daemon.log_tail()}")
+        return dict(min(done, key=lambda j: j["started_at"])) if done else None
+
+    run: dict[str, Any] = await until(
+        first_done, timeout, f"a scheduled backup after {since}", api.daemon, interval=0.3
+    )
+    return run
 
 
 def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, registry_addr
-from tests.support.waits import rolled_out, until
+from tests.support.waits import rolled_out, until, until_sync
 
 pytestmark = pytest.mark.docker
 
@@ -27,10 +27,7 @@ HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_thres
 def registry_creds(d: Daemon) -> str:
     """``user:password`` of the node registry's generated credential (0600 in the data dir)."""
     password = d.data_dir / "registry-password"
-    deadline = time.monotonic() + 30
-    while not password.exists():
-        assert time.monotonic() < deadline, "the registry credential was never generated"
-        time.sleep(0.2)
+    until_sync(password.exists, 30, "the registry credential generated", d, interval=0.2)
     return f"patrd:{password.read_text().strip()}"
 
 

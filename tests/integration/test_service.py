@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, _health
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -101,12 +102,10 @@ def _proxy_get(daemon: Daemon, name: str) -> int:
 
 
 async def _wait_proxied(daemon: Daemon, name: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(_proxy_get, daemon, name) == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{name} not served within {timeout}s\n{daemon.log_tail()}")
+    async def served() -> bool:
+        return await asyncio.to_thread(_proxy_get, daemon, name) == 200
+
+    await until(served, timeout, f"{name} served", daemon, interval=0.05)
 
 
 async def test_notify_ready_status_watchdog_and_stopping(

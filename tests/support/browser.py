@@ -43,6 +43,7 @@ from selenium.webdriver.remote.webelement import WebElement
 
 from tests.support.daemon import free_port
 from tests.support.netns import listener_in, netns, socket_in
+from tests.support.waits import until_sync
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -350,13 +351,13 @@ def _root_listener(port: int) -> socket.socket:
 
 
 def _wait_devtools(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answering() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"chromium exited {proc.returncode} before DevTools answered")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"chromium's DevTools did not answer on port {port} within {timeout}s")
+            return False
+
+    until_sync(answering, timeout, f"chromium's DevTools answering on port {port}")

@@ -62,3 +62,12 @@ async def rolled_out(api: Api, name: str, revision: int) -> dict[str, Any] | Non
     if code == 200 and dep["stable_revision"] == revision and dep["status"] == "running":
         return dict(dep)
     return None
+
+
+async def issued_certificate(api: Api, domain: str, not_serial: str = "") -> dict[str, Any] | None:
+    """The certificate of ``domain`` once it is issued (and is not serial ``not_serial``)."""
+    certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
+    for c in certs:
+        if c["domain"] == domain and c["status"] == "issued" and c["serial"] != not_serial:
+            return dict(c)
+    return None
