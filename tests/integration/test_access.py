@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import REPO, Api, Daemon, free_port
+from tests.support.waits import until_sync
 
 pytestmark = pytest.mark.docker
 
@@ -163,10 +164,11 @@ async def test_deploy_token_stops_only_its_deployment_and_revocation_is_immediat
         assert status == 401, data
 
     # Refusals reach the audit log in batches (every 0.25 s): wait for the last one.
-    deadline = time.monotonic() + 10
-    while len(by_deployment := audit(site, "--deployment", mine)) < 4:
-        assert time.monotonic() < deadline, by_deployment
-        time.sleep(0.2)
+    def four_entries() -> list[dict[str, Any]] | None:
+        found = audit(site, "--deployment", mine)
+        return found if len(found) >= 4 else None
+
+    by_deployment = until_sync(four_entries, 10, "4 audit entries", interval=0.2)
     assert [(e["who"], e["method"], e["status"]) for e in by_deployment] == [
         (f"uid:{os.getuid()}", "POST", 201),  # its creation (the name from Location)
         ("token:ci", "DELETE", 403),

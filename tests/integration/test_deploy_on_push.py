@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port, registry_addr
+from tests.support.images import push_when_up
 from tests.support.load import Load
 from tests.support.waits import rolled_out, until
 
@@ -47,15 +48,7 @@ def push(d: Daemon, source: str, repo: str, tag: str) -> str:
     """Tag a local image into the node registry and push it; the pushed manifest digest."""
     ref = f"{registry_addr(d)}/{repo}:{tag}"
     subprocess.run(["docker", "tag", source, ref], check=True, capture_output=True)
-    env = docker_login(d)
-    deadline = time.monotonic() + 30
-    while True:
-        out = subprocess.run(["docker", "push", ref], capture_output=True, text=True, env=env)
-        if out.returncode == 0:
-            break
-        if time.monotonic() > deadline:  # the registry is still starting
-            raise AssertionError(out.stderr)
-        time.sleep(0.3)
+    push_when_up(ref, env=docker_login(d))
     digests = docker_json("image", "inspect", ref)[0]["RepoDigests"]
     return str(next(x.split("@", 1)[1] for x in digests if x.startswith(registry_addr(d))))
 
@@ -272,10 +265,7 @@ async def test_polling_another_registry_rolls_a_new_digest(
 
         def push_as(source: str) -> None:
             subprocess.run(["docker", "tag", source, ref], check=True)
-            deadline = time.monotonic() + 30
-            while subprocess.run(["docker", "push", ref], capture_output=True).returncode:
-                assert time.monotonic() < deadline, "registry did not come up"
-                time.sleep(0.3)
+            push_when_up(ref)
 
         push_as("patrd-test/web:v1")
         async with Api(d) as api:

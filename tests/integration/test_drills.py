@@ -156,12 +156,9 @@ async def _converged(
             return {"live": sorted(live), "containers": sum(len(c) for c in containers.values())}
         return None
 
-    try:
-        picture: dict[str, Any] = await until(converged, timeout, "convergence", interval=0.25)
-    except AssertionError:
-        raise AssertionError(
-            f"no convergence within {timeout}s: {problems}\n{daemon.log_tail(40)}"
-        ) from None
+    picture: dict[str, Any] = await until(
+        converged, timeout, "convergence", daemon, interval=0.25, detail=lambda: problems
+    )
     return picture
 
 

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, free_port
+from tests.support.images import push_when_up
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -79,11 +80,7 @@ class Images:
         return image_id
 
     def push(self, registry: str, ref: str) -> None:
-        deadline = time.monotonic() + 30
-        push = ["docker", "push", f"{registry}/{ref}"]
-        while subprocess.run(push, capture_output=True).returncode:
-            assert time.monotonic() < deadline, "registry did not come up"
-            time.sleep(0.3)
+        push_when_up(f"{registry}/{ref}")
 
     def publish(self, registry: str, base: str, ref: str) -> str:
         """Build an image, push it as ``ref``, and drop it locally: only a pull brings it back."""

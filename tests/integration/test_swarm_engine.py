@@ -113,13 +113,12 @@ async def all_answer(
             return placed
         return None
 
-    try:
-        placed: list[SwarmInstance] = await until(
-            answering, timeout, f"{count} instances answering", interval=0.5
-        )
-    except AssertionError as exc:
-        tasks = "; ".join(f"{s.instance.container_name} {s.task_state} {s.error}" for s in last)
-        raise AssertionError(f"{exc}: {tasks}") from None
+    def tasks() -> str:
+        return "; ".join(f"{s.instance.container_name} {s.task_state} {s.error}" for s in last)
+
+    placed: list[SwarmInstance] = await until(
+        answering, timeout, f"{count} instances answering", interval=0.5, detail=tasks
+    )
     return placed
 
 
@@ -192,10 +191,12 @@ async def test_instances_spread_answer_and_move_off_a_drained_node(
     for node in swarm.nodes:
         running = node.docker("ps", "--format", "{{.Names}}").split()
         assert not [n for n in running if n.startswith(deployment)], (node.index, running)
-    deadline = time.monotonic() + 120
-    while left := [n for node in swarm.nodes for n in containers(node, deployment)]:
-        assert time.monotonic() < deadline, f"containers left on the nodes: {left}"
-        await asyncio.sleep(0.5)
+    await until(
+        lambda: not [n for node in swarm.nodes for n in containers(node, deployment)],
+        120,
+        "no container left on the nodes",
+        interval=0.5,
+    )
     await engine.remove_network(network)
     assert network not in {n.name for n in await engine.list_networks()}
 

@@ -19,11 +19,12 @@ async def until(
     what: str,
     daemon: Daemon | None = None,
     interval: float = 0.1,
+    detail: Callable[[], object] | None = None,
 ) -> Any:
     """The first truthy value of ``predicate()`` (sync or async) within ``timeout`` seconds.
 
-    Otherwise an AssertionError naming ``what``, the last value seen, and the tail
-    of ``daemon``'s log when one is given."""
+    Otherwise an AssertionError naming ``what``, the last value seen, ``detail()``
+    when given, and the tail of ``daemon``'s log when one is given."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -33,8 +34,7 @@ async def until(
         if last:
             return last
         await asyncio.sleep(interval)
-    tail = f"\n{daemon.log_tail()}" if daemon is not None else ""
-    raise AssertionError(f"{what} within {timeout}s: {last!r}{tail}")
+    raise AssertionError(_failure(what, timeout, last, detail, daemon))
 
 
 def until_sync(
@@ -43,6 +43,7 @@ def until_sync(
     what: str,
     daemon: Daemon | None = None,
     interval: float = 0.1,
+    detail: Callable[[], object] | None = None,
 ) -> Any:
     """:func:`until` for code that cannot await (threads, a browser driver)."""
     deadline = time.monotonic() + timeout
@@ -52,8 +53,19 @@ def until_sync(
         if last:
             return last
         time.sleep(interval)
+    raise AssertionError(_failure(what, timeout, last, detail, daemon))
+
+
+def _failure(
+    what: str,
+    timeout: float,
+    last: Any,
+    detail: Callable[[], object] | None,
+    daemon: Daemon | None,
+) -> str:
+    more = f"\n{detail()}" if detail is not None else ""
     tail = f"\n{daemon.log_tail()}" if daemon is not None else ""
-    raise AssertionError(f"{what} within {timeout}s: {last!r}{tail}")
+    return f"{what} within {timeout}s: {last!r}{more}{tail}"
 
 
 async def rolled_out(api: Api, name: str, revision: int) -> dict[str, Any] | None:
