@@ -1,4 +1,5 @@
-"""The spine, end to end: real daemon, real Docker engine, real proxy."""
+"""A deployment's life end to end (create, serve, stop, start, update, delete, restart
+after a crash): a real daemon, the real Docker engine, the real proxy."""
 
 from __future__ import annotations
 
