@@ -13,9 +13,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port, registry_addr
+from tests.support.daemon import (
+    Api,
+    Daemon,
+    containers_of,
+    docker_json,
+    free_port,
+    registry_addr,
+    running_daemon,
+)
 from tests.support.images import push_when_up
 from tests.support.load import Load
+from tests.support.registry import plain_registry
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -239,57 +248,39 @@ async def test_polling_another_registry_rolls_a_new_digest(
     tmp_path: Path, test_images: dict[str, str], names: list[str], new_name
 ) -> None:
     """A registry patrd does not run (no notifications): the poller finds the new digest."""
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "version": 0.1,
-                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "storage")}},
-                "http": {"addr": f"127.0.0.1:{port}"},
-            }
-        )
-    )
-    registry = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    d = Daemon(tmp_path / "d")
-    d.workdir.mkdir()
-    d.config = {"registry": {"poll_interval_s": 0.5}}
+    (tmp_path / "d").mkdir()
     name = new_name("poll")
-    ref = f"127.0.0.1:{port}/poll/{name}:1"
-    try:
-        d.start()
+    with (
+        plain_registry(tmp_path) as registry,
+        running_daemon(tmp_path / "d", {"registry": {"poll_interval_s": 0.5}}) as d,
+    ):
+        ref = f"{registry}/poll/{name}:1"
+        try:
 
-        def push_as(source: str) -> None:
-            subprocess.run(["docker", "tag", source, ref], check=True)
-            push_when_up(ref)
+            def push_as(source: str) -> None:
+                subprocess.run(["docker", "tag", source, ref], check=True)
+                push_when_up(ref)
 
-        push_as("patrd-test/web:v1")
-        async with Api(d) as api:
-            await api.ok(
-                "POST",
-                "/v1/deployments",
-                {
-                    "name": name,
-                    "registry": f"127.0.0.1:{port}",
-                    "image": f"poll/{name}",
-                    "tag": "1",
-                    "ports": {"80": "http"},
-                },
-            )
-            await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
-            await asyncio.sleep(2)  # several polls: the same digest rolls nothing
-            assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 1
-            push_as("patrd-test/web:v2")
-            await until(lambda: rolled_out(api, name, 2), 60, "v2 found by polling", d)
-            v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
-            for cid in containers_of(name):
-                assert docker_json("inspect", cid)[0]["Image"] == v2_id
-    finally:
-        d.stop()
-        registry.terminate()
-        registry.wait(10)
-        subprocess.run(["docker", "rmi", ref], capture_output=True)
+            push_as("patrd-test/web:v1")
+            async with Api(d) as api:
+                await api.ok(
+                    "POST",
+                    "/v1/deployments",
+                    {
+                        "name": name,
+                        "registry": registry,
+                        "image": f"poll/{name}",
+                        "tag": "1",
+                        "ports": {"80": "http"},
+                    },
+                )
+                await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
+                await asyncio.sleep(2)  # several polls: the same digest rolls nothing
+                assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 1
+                push_as("patrd-test/web:v2")
+                await until(lambda: rolled_out(api, name, 2), 60, "v2 found by polling", d)
+                v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
+                for cid in containers_of(name):
+                    assert docker_json("inspect", cid)[0]["Image"] == v2_id
+        finally:
+            subprocess.run(["docker", "rmi", ref], capture_output=True)

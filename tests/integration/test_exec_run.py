@@ -29,7 +29,7 @@ pytestmark = pytest.mark.docker
 
 def spec(name: str, **extra: Any) -> dict[str, Any]:
     mounts = {"app.conf": base64.b64encode(b"mode=oneoff\n").decode()}
-    return web_spec(name, env={"GREETING": "hello-exec"}, config_mounts=mounts, **extra)
+    return web_spec(name, **{"env": {"GREETING": "hello-exec"}, "config_mounts": mounts, **extra})
 
 
 async def attach(

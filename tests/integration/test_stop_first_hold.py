@@ -23,7 +23,7 @@ HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.25, "failure_thre
 def body(name: str, **extra: Any) -> dict[str, Any]:
     """One instance with a volume: rolled out stop-first (held requests)."""
     volumes = {"data": {"path": "/data", "size_gb": 1}}
-    return web_spec(name, health=HEALTH, volumes=volumes, **extra)
+    return web_spec(name, health=HEALTH, **{"volumes": volumes, **extra})
 
 
 async def test_scale_one_volume_rollout_under_load_drops_nothing(

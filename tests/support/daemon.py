@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,11 +277,15 @@ def volumes_of(name: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_daemon(workdir: Path):
+def running_daemon(
+    workdir: Path, config: dict[str, dict[str, Any]] | None = None
+) -> Iterator[Daemon]:
+    """A started daemon in ``workdir`` (``config`` overrides its TOML); stopped on exit."""
     daemon = Daemon(workdir)
+    if config is not None:
+        daemon.config = config
     daemon.start()
     try:
         yield daemon
     finally:
-        with contextlib.suppress(Exception):
-            daemon.stop()
+        daemon.stop()
