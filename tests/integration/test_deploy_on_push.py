@@ -22,10 +22,9 @@ from tests.support.daemon import (
     registry_addr,
     running_daemon,
 )
-from tests.support.images import push_when_up
 from tests.support.load import Load
-from tests.support.registry import plain_registry
-from tests.support.waits import rolled_out, until
+from tests.support.registry import plain_registry, push_when_up, retry_while_starting
+from tests.support.waits import rolled_out, until, until_sync
 
 pytestmark = pytest.mark.docker
 
@@ -37,20 +36,13 @@ def docker_login(d: Daemon) -> dict[str, str]:
     credential (its own DOCKER_CONFIG: the user's ~/.docker is not touched)."""
     env = {**os.environ, "DOCKER_CONFIG": str(d.workdir / "docker-cli")}
     password = d.data_dir / "registry-password"
-    deadline = time.monotonic() + 30
-    while True:
-        out = subprocess.run(
-            ["docker", "login", registry_addr(d), "-u", "patrd", "--password-stdin"],
-            input=password.read_text() if password.exists() else "",
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if out.returncode == 0:
-            return env
-        if time.monotonic() > deadline:  # the registry is still starting
-            raise AssertionError(out.stderr)
-        time.sleep(0.3)
+    until_sync(password.exists, 30, "the registry credential generated", d)
+    retry_while_starting(
+        ["docker", "login", registry_addr(d), "-u", "patrd", "--password-stdin"],
+        env=env,
+        stdin=password.read_text(),
+    )
+    return env
 
 
 def push(d: Daemon, source: str, repo: str, tag: str) -> str:

@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon
-from tests.support.images import push_when_up
-from tests.support.registry import plain_registry
+from tests.support.registry import plain_registry, push_when_up
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, registry_addr
+from tests.support.registry import retry_while_starting
 from tests.support.waits import rolled_out, until, until_sync
 
 pytestmark = pytest.mark.docker
@@ -35,25 +35,17 @@ def skopeo_push(d: Daemon, source: str, repo: str, tag: str) -> str:
     """Copy a local image into the node registry as another machine would; its digest."""
     dest = f"docker://{registry_addr(d)}/{repo}:{tag}"
     creds = registry_creds(d)
-    deadline = time.monotonic() + 30
-    while True:
-        out = subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                creds,
-                f"docker-daemon:{source}",
-                dest,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode == 0:
-            break
-        assert time.monotonic() < deadline, out.stderr  # the registry is still starting
-        time.sleep(0.3)
+    retry_while_starting(
+        [
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            f"docker-daemon:{source}",
+            dest,
+        ]
+    )
     inspect = subprocess.run(
         [
             "skopeo",

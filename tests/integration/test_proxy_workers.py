@@ -26,8 +26,8 @@ from patrd.proxy.workers import ProxyWorkers
 from patrd.tls.acme_client import ChallengeTokens
 from patrd.tls.certstore import CertStore, generate_key
 from patrd.tls.localca import LocalCA
-from tests.support.daemon import Daemon
-from tests.support.load import Load, env_value
+from tests.support.daemon import Api, Daemon
+from tests.support.load import rollout_under_load
 from tests.support.proxy_rig import (
     HOST,
     MakeUpstream,
@@ -39,6 +39,7 @@ from tests.support.proxy_rig import (
     table,
 )
 from tests.support.raw_http import LOOPBACK, connection
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 MakeWorkers = Callable[..., Awaitable[tuple[ProxyWorkers, int]]]
@@ -367,32 +368,15 @@ async def test_address_in_use_fails_start(make_workers: MakeWorkers) -> None:
 async def test_rollout_through_two_workers_drops_nothing(
     tmp_path: Path, test_images: dict[str, str], new_name: Callable[[str], str]
 ) -> None:
-    from tests.integration.test_rollouts import body
-    from tests.support.daemon import Api
-
     daemon = Daemon(tmp_path, config={"proxy": {"workers": 2}})
     daemon.start()
     try:
         assert "workers=2" in daemon.log_path.read_text()
         async with Api(daemon) as api:
             name = new_name("wroll")
-            await api.ok("POST", "/v1/deployments", body(name))
+            await api.ok("POST", "/v1/deployments", web_spec(name, 3))
             await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
-            async with Load(
-                daemon.proxy_port,
-                daemon.host(name),
-                "/cgi-bin/env",
-                key=env_value("PATRD_REVISION"),
-                concurrency=16,
-            ) as load:
-                await asyncio.sleep(1)
-                await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
-                await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
-                await asyncio.sleep(1)
-            result = load.result
-            assert result.errors == [], result.errors[:5]
-            assert result.failures == 0, (result.statuses, result.bad)
-            assert result.keys["1"] > 0 and result.keys["2"] > 0, result.keys
+            result, _ = await rollout_under_load(daemon, api, name, concurrency=16)
             assert set(result.keys) == {"1", "2"}
             async with (
                 aiohttp.ClientSession(

@@ -69,8 +69,6 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tests.support.waits import until_sync
-
 __all__ = ["IMAGE_REPO", "ImageBuildError", "build_test_images"]
 
 IMAGE_REPO = "patrd-test/web"
@@ -214,19 +212,6 @@ def build_test_images(force: bool = False) -> dict[str, str]:
             _import(ref, tar_bytes, [*changes, f"LABEL {HASH_LABEL}={content_hash}"])
         refs[variant] = ref
     return refs
-
-
-def push_when_up(ref: str, env: dict[str, str] | None = None, timeout: float = 30) -> None:
-    """``docker push ref``, tried again while the registry is still starting."""
-
-    errors: list[str] = []
-
-    def pushed() -> bool:
-        out = subprocess.run(["docker", "push", ref], capture_output=True, text=True, env=env)
-        errors[:] = [out.stderr.strip()]
-        return out.returncode == 0
-
-    until_sync(pushed, timeout, f"docker push {ref}", interval=0.3, detail=lambda: errors)
 
 
 def _require_tools() -> None:
