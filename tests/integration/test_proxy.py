@@ -33,6 +33,7 @@ from tests.support.proxy_rig import (
     free_port,
     outstanding_becomes,
     pattern,
+    proxies,
     route,
     table,
 )
@@ -59,19 +60,14 @@ class WebProxy(NamedTuple):
 async def make_proxy(
     upstreams: list[Upstream | RawUpstream],
 ) -> AsyncIterator[MakeProxy]:
-    started: list[ProxyServer] = []
+    async with proxies() as start:
 
-    async def make(
-        routes: RoutingTable, options: ProxyOptions | None = None
-    ) -> tuple[ProxyServer, int]:
-        proxy = ProxyServer(options or ProxyOptions(), routes)
-        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
-        started.append(proxy)
-        return proxy, port
+        async def make(
+            routes: RoutingTable, options: ProxyOptions | None = None
+        ) -> tuple[ProxyServer, int]:
+            return await start(options or ProxyOptions(), routes)
 
-    yield make
-    for proxy in started:
-        await proxy.stop(timeout=2.0)
+        yield make
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
+from patrd.proxy.router import Backend
 from patrd.proxy.server import ProxyOptions, ProxyServer
+from tests.support.proxy_rig import proxies, route, serve_on_loopback, table
 from tests.support.raw_http import LOOPBACK, connection, next_response, raw, status_of
 
 OTHER = "127.0.0.2"  # a second client address on loopback
@@ -37,11 +38,7 @@ class Recorder:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, LOOPBACK, 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
+        self.runner, self.port = await serve_on_loopback(app)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -66,26 +63,18 @@ async def recorder() -> AsyncIterator[Recorder]:
 
 @pytest.fixture
 async def make_proxy(recorder: Recorder) -> AsyncIterator[MakeProxy]:
-    started: list[ProxyServer] = []
+    backend = Backend(instance="web-0", host=LOOPBACK, port=recorder.port)
+    async with proxies() as start:
 
-    async def make(**options: object) -> int:
-        route = Route(
-            host=HOST.decode(),
-            path_prefix="/",
-            deployment="web",
-            port=80,
-            status=RouteStatus.RUNNING,
-            backends=(Backend(instance="web-0", host=LOOPBACK, port=recorder.port),),
-        )
-        proxy = ProxyServer(ProxyOptions(**options), RoutingTable.build([route]))  # type: ignore[arg-type]
-        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
-        started.append(proxy)
-        make.proxy = proxy  # type: ignore[attr-defined]
-        return port
+        async def make(**options: object) -> int:
+            proxy, port = await start(
+                ProxyOptions(**options),  # type: ignore[arg-type]
+                table(route(backend, host=HOST.decode(), deployment="web")),
+            )
+            make.proxy = proxy  # type: ignore[attr-defined]
+            return port
 
-    yield make
-    for proxy in started:
-        await proxy.stop(timeout=2.0)
+        yield make
 
 
 def get(path: str = "/", extra: bytes = b"") -> bytes:

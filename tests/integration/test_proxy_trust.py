@@ -18,7 +18,7 @@ from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.runtime import EventLoop, ProxyRuntime
 from patrd.proxy.server import ProxyOptions, ProxyServer
 from patrd.proxy.workers import ProxyWorkers
-from tests.support.proxy_rig import outstanding_becomes
+from tests.support.proxy_rig import outstanding_becomes, proxies, serve_on_loopback
 from tests.support.raw_http import LOOPBACK, connection, next_response, raw, status_of
 from tests.support.waits import until
 
@@ -48,11 +48,7 @@ class App:
         app = web.Application()
         app.router.add_get("/ws", self.websocket)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, LOOPBACK, 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
+        self.runner, self.port = await serve_on_loopback(app)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -122,20 +118,13 @@ MakeProxy = Callable[..., Awaitable[tuple[ProxyServer, int]]]
 
 @pytest.fixture
 async def make_proxy() -> AsyncIterator[MakeProxy]:
-    started: list[ProxyServer] = []
+    async with proxies() as start:
 
-    async def make(routes: list[Route], **options: object) -> tuple[ProxyServer, int]:
-        proxy = ProxyServer(
-            ProxyOptions(**{**OPTIONS, **options}),  # type: ignore[arg-type]
-            RoutingTable.build(routes),
-        )
-        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
-        started.append(proxy)
-        return proxy, port
+        async def make(routes: list[Route], **options: object) -> tuple[ProxyServer, int]:
+            merged = ProxyOptions(**{**OPTIONS, **options})  # type: ignore[arg-type]
+            return await start(merged, RoutingTable.build(routes))
 
-    yield make
-    for proxy in started:
-        await proxy.stop(timeout=2.0)
+        yield make
 
 
 @pytest.fixture

@@ -18,14 +18,42 @@ import pytest
 from aiohttp import web
 
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
-from patrd.proxy.server import ProxyServer
+from patrd.proxy.server import ProxyOptions, ProxyServer
 from tests.support.raw_http import LOOPBACK
 from tests.support.waits import until
 
 HOST = "app.test"
 MiB = 1024 * 1024
+Started = tuple[ProxyServer, int]  # a proxy and the port it listens on
 
 # --- upstreams ----------------------------------------------------------------
+
+
+async def serve_on_loopback(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on an ephemeral port of 127.0.0.1: its runner (to clean up) and port."""
+    runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, LOOPBACK, 0).start()
+    return runner, int(runner.addresses[0][1])
+
+
+@contextlib.asynccontextmanager
+async def proxies() -> AsyncIterator[Callable[[ProxyOptions, RoutingTable], Awaitable[Started]]]:
+    """A starter of in-process proxies on 127.0.0.1 (an ephemeral port each), all
+    stopped on exit."""
+    started: list[ProxyServer] = []
+
+    async def start(options: ProxyOptions, routes: RoutingTable) -> Started:
+        proxy = ProxyServer(options, routes)
+        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
+        started.append(proxy)
+        return proxy, port
+
+    try:
+        yield start
+    finally:
+        for proxy in started:
+            await proxy.stop(timeout=2.0)
 
 
 class Upstream:
@@ -65,11 +93,7 @@ class Upstream:
         app.router.add_route("*", "/any", self.hello)
         app.router.add_get("/firehose", self.firehose)
         app.router.add_post("/hold", self.hold)
-        self.runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, LOOPBACK, 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
+        self.runner, self.port = await serve_on_loopback(app)
 
     async def stop(self) -> None:
         if self.runner is not None:
