@@ -66,20 +66,22 @@ def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+async def errored(api: Api, name: str, image: tuple[str, str]) -> tuple[str, float]:
+    """Deploy ``image`` (repository, tag) as ``name`` and wait until it is errored: the
+    status reason and the seconds that took."""
+    started = time.monotonic()
+    repository, tag = image
+    body = {"name": name, "image": repository, "tag": tag, "ports": {"80": "http"}}
+    await api.ok("POST", "/v1/deployments", body)
+    shown = await api.wait_status(name, "errored", timeout=30)
+    return str(shown["status_reason"]), time.monotonic() - started
+
+
 async def test_crash_loop_is_errored_with_reason_everywhere(
     daemon: Daemon, api: Api, new_name, crash_image: tuple[str, str]
 ) -> None:
     name = new_name("crash")
-    image, tag = crash_image
-    started = time.monotonic()
-    await api.ok(
-        "POST",
-        "/v1/deployments",
-        {"name": name, "image": image, "tag": tag, "ports": {"80": "http"}},
-    )
-    shown = await api.wait_status(name, "errored", timeout=30)
-    took = time.monotonic() - started
-    reason = shown["status_reason"]
+    reason, took = await errored(api, name, crash_image)
     assert "crash loop" in reason and "exited with code 3" in reason, reason
     print(f"crash loop reported errored after {took:.1f}s")
 
@@ -117,16 +119,7 @@ async def test_engine_start_error_is_in_status_and_events_at_once(
     daemon: Daemon, api: Api, new_name, unstartable_image: tuple[str, str]
 ) -> None:
     name = new_name("nostart")
-    image, tag = unstartable_image
-    started = time.monotonic()
-    await api.ok(
-        "POST",
-        "/v1/deployments",
-        {"name": name, "image": image, "tag": tag, "ports": {"80": "http"}},
-    )
-    shown = await api.wait_status(name, "errored", timeout=30)
-    took = time.monotonic() - started
-    reason = shown["status_reason"]
+    reason, took = await errored(api, name, unstartable_image)
     assert f"instance {name}-0 could not start" in reason, reason
     assert "unable to find user nosuchuser" in reason, reason
     events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
