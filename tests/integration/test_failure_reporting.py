@@ -1,4 +1,6 @@
-"""The console a new user expects, on the real engine: a crash loop is said to be one.
+"""Failures a user is told about, on the real engine: a crash loop is said to be one,
+an engine start error and a vanished instance show at once, a deleted deployment's
+certificate is retired, a create without ports takes the image's one port.
 
 An image whose command exits at once (made here with ``docker commit``) must
 show ``errored`` with its reason within 30 s, in the API, in ``patrctl list``
