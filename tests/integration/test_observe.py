@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Api, Daemon, containers_of
+from tests.support.daemon import Api, Daemon, containers_of, running_daemon
 from tests.support.specs import web_spec
 from tests.support.waits import until
 
@@ -27,13 +28,9 @@ FAST = {
 
 
 @pytest.fixture
-def fast_daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]):
-    d = Daemon(tmp_path, config=FAST)
-    d.start()
-    try:
+def fast_daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Daemon]:
+    with running_daemon(tmp_path, FAST) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port, registry_addr
+from tests.support.daemon import (
+    Api,
+    Daemon,
+    containers_of,
+    docker_json,
+    free_port,
+    registry_addr,
+    running_daemon,
+)
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -23,20 +31,14 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
-    d.config = {
-        "registry": {
-            "enabled": True,
-            "listen": f"127.0.0.1:{free_port()}",
-            "webhook_listen": f"127.0.0.1:{free_port()}",
-        },
-        "security": {"allowed_capabilities": ["NET_RAW"], "pids_min": 32, "pids_max": 4096},
+    registry = {
+        "enabled": True,
+        "listen": f"127.0.0.1:{free_port()}",
+        "webhook_listen": f"127.0.0.1:{free_port()}",
     }
-    d.start()
-    try:
+    security = {"allowed_capabilities": ["NET_RAW"], "pids_min": 32, "pids_max": 4096}
+    with running_daemon(tmp_path, {"registry": registry, "security": security}) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def spec(name: str, **extra: Any) -> dict[str, Any]:
