@@ -295,21 +295,13 @@ class Browser:
 
     def accept_confirm(self, timeout: float = 10) -> str:
         """Accept the page's ``window.confirm`` question; return its text."""
-
-        def alert() -> Any:
-            try:
-                return self.driver.switch_to.alert
-            except NoAlertPresentException:
-                return None
-
-        question = self.wait("a confirm dialog", alert, timeout)
-        text = str(question.text)
-        question.accept()
-        return text
+        return self._answer_confirm(True, timeout)
 
     def dismiss_confirm(self, timeout: float = 10) -> str:
         """Answer the page's ``window.confirm`` question with Cancel; return its text."""
+        return self._answer_confirm(False, timeout)
 
+    def _answer_confirm(self, accept: bool, timeout: float) -> str:
         def alert() -> Any:
             try:
                 return self.driver.switch_to.alert
@@ -318,7 +310,10 @@ class Browser:
 
         question = self.wait("a confirm dialog", alert, timeout)
         text = str(question.text)
-        question.dismiss()
+        if accept:
+            question.accept()
+        else:
+            question.dismiss()
         return text
 
     def screenshot(self, name: str) -> Path:
