@@ -24,6 +24,7 @@ from tests.support.daemon import (
 )
 from tests.support.load import Load
 from tests.support.registry import plain_registry, push_when_up, retry_while_starting
+from tests.support.specs import node_registry_spec
 from tests.support.waits import rolled_out, until, until_sync
 
 pytestmark = pytest.mark.docker
@@ -154,14 +155,7 @@ async def test_first_push_starts_a_deployment_created_without_deploying(
     await api.ok(
         "POST",
         "/v1/deployments",
-        {
-            "name": name,
-            "registry": "local",
-            "image": repo,
-            "tag": "main",
-            "ports": {"80": "http"},
-            "deploy_on_create": False,
-        },
+        node_registry_spec(name, repo, "main", deploy_on_create=False),
     )
     assert (await api.ok("GET", f"/v1/deployments/{name}"))["status"] == "created"
     push(d, "patrd-test/web:v1", repo, "main")

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, registry_addr
 from tests.support.registry import retry_while_starting
+from tests.support.specs import node_registry_spec
 from tests.support.waits import rolled_out, until, until_sync
 
 pytestmark = pytest.mark.docker
@@ -92,8 +93,7 @@ async def test_a_pushed_image_survives_settings_changes_and_a_revert_stays_rever
     repo = f"apps/{name}"
     v1, v2 = image_id("patrd-test/web:v1"), image_id("patrd-test/web:v2")
     d1 = skopeo_push(d, "patrd-test/web:v1", repo, "stable")
-    spec = {"registry": "local", "image": repo, "tag": "stable", "ports": {"80": "http"}}
-    await api.ok("POST", "/v1/deployments", {"name": name, **spec, "startup_probe": HEALTH})
+    await api.ok("POST", "/v1/deployments", node_registry_spec(name, repo, startup_probe=HEALTH))
     await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
     assert image_of(d, name) == {v1}
 
@@ -150,15 +150,13 @@ async def test_redeploy_rolls_only_a_changed_digest(
     await api.ok(
         "POST",
         "/v1/deployments",
-        {
-            "name": name,
-            "registry": "local",
-            "image": repo,
-            "tag": "main",
-            "ports": {"80": "http"},
-            "deploy_on_push": False,  # as a registry that cannot notify patrd
-            "startup_probe": HEALTH,
-        },
+        node_registry_spec(
+            name,
+            repo,
+            "main",
+            deploy_on_push=False,  # as a registry that cannot notify patrd
+            startup_probe=HEALTH,
+        ),
     )
     await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
     before = containers_of(name)
@@ -191,8 +189,7 @@ async def test_a_push_to_a_stopped_deployment_runs_at_the_next_start(
     repo = f"apps/{name}"
     v2 = image_id("patrd-test/web:v2")
     skopeo_push(d, "patrd-test/web:v1", repo, "stable")
-    spec = {"registry": "local", "image": repo, "tag": "stable", "ports": {"80": "http"}}
-    await api.ok("POST", "/v1/deployments", {"name": name, **spec})
+    await api.ok("POST", "/v1/deployments", node_registry_spec(name, repo))
     await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
     await api.ok("POST", f"/v1/deployments/{name}/stop")
     await api.wait_status(name, "stopped")
@@ -296,8 +293,7 @@ async def test_a_revert_to_an_image_gone_from_the_node_pulls_it_by_digest(
     own_id = image_id(own)
     try:
         d1 = skopeo_push(d, own, repo, "stable")
-        spec = {"registry": "local", "image": repo, "tag": "stable", "ports": {"80": "http"}}
-        await api.ok("POST", "/v1/deployments", {"name": name, **spec})
+        await api.ok("POST", "/v1/deployments", node_registry_spec(name, repo))
         await until(lambda: rolled_out(api, name, 1), 60, "own image deployed", d)
         assert image_of(d, name) == {own_id}
         skopeo_push(d, "patrd-test/web:v2", repo, "stable")

@@ -28,3 +28,9 @@ def web_spec(
     if replicas is not None:
         body["scale"] = {"min": replicas, "max": replicas}
     return {**body, **extra}
+
+
+def node_registry_spec(name: str, repo: str, tag: str = "stable", **extra: Any) -> dict[str, Any]:
+    """``repo:tag`` from the node registry (``registry: local``) serving HTTP on port 80."""
+    body = {"name": name, "registry": "local", "image": repo, "tag": tag, "ports": {"80": "http"}}
+    return {**body, **extra}
