@@ -10,8 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon, free_port
+from tests.support.daemon import REPO, Api, Daemon, free_port, wait_tcp_api
 from tests.support.waits import until_sync
 
 pytestmark = pytest.mark.docker
@@ -53,15 +51,7 @@ def site(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Itera
     )
     daemon.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(daemon.log_tail()) from None
-                time.sleep(0.05)
+        wait_tcp_api(daemon, port)
         yield Site(daemon, port)
     finally:
         daemon.stop()

@@ -186,18 +186,9 @@ async def test_private_registry_pulls_with_credentials_from_a_secret(
     name = new_name("priv")
     ref = f"{host}/private/{name}:1"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            login = subprocess.run(
-                ["docker", "login", host, "-u", "pusher", "--password-stdin"],
-                input=password,
-                capture_output=True,
-                text=True,
-            )
-            if login.returncode == 0:
-                break
-            assert time.monotonic() < deadline, login.stderr
-            time.sleep(0.3)
+        retry_while_starting(
+            ["docker", "login", host, "-u", "pusher", "--password-stdin"], stdin=password
+        )
         subprocess.run(["docker", "tag", "patrd-test/web:v1", ref], check=True)
         subprocess.run(["docker", "push", ref], check=True, capture_output=True)
         subprocess.run(["docker", "logout", host], check=True, capture_output=True)

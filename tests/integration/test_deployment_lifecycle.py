@@ -196,18 +196,17 @@ async def test_websocket_echo_through_proxy(daemon: Daemon, api: Api, new_name):
     )
     await api.wait_status(name, "running")
     async with aiohttp.ClientSession() as s:
-        deadline = time.monotonic() + 20
-        while True:
+
+        async def upgraded() -> aiohttp.ClientWebSocketResponse | None:
             try:
-                ws = await s.ws_connect(
+                return await s.ws_connect(
                     f"http://127.0.0.1:{daemon.proxy_port}/",
                     headers={"Host": daemon.host(name, 8081)},
                 )
-                break
             except aiohttp.WSServerHandshakeError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+                return None
+
+        ws = await until(upgraded, 20, "the websocket upgraded", daemon)
         async with ws:
             for word in ("ping", "pong", "x" * 5000):
                 await ws.send_str(word)

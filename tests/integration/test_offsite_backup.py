@@ -28,7 +28,7 @@ from tests.support.daemon import (
     free_port,
     volumes_of,
 )
-from tests.support.waits import until
+from tests.support.waits import until, until_sync
 
 pytestmark = pytest.mark.docker
 
@@ -58,15 +58,17 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
             aws_secret_access_key="test-secret-key",
             region_name="us-east-1",
         )
-        deadline = time.monotonic() + 30
-        while True:
+
+        def bucket_created() -> bool:
             try:
                 client.create_bucket(Bucket=BUCKET)
-                break
             except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
+                if proc.poll() is not None:  # the server is gone: say why
                     raise
-                time.sleep(0.2)
+                return False
+            return True
+
+        until_sync(bucket_created, 30, "the S3 server making the bucket", interval=0.2)
         yield endpoint
     finally:
         proc.terminate()

@@ -7,7 +7,6 @@ import base64
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,16 +112,15 @@ async def test_registry_push_needs_the_generated_credential(daemon: Daemon, new_
 
     # the registry answers 401 without credentials, 200 with them
     async with aiohttp.ClientSession() as http:
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def anonymous_status() -> int | None:
             try:
                 async with http.get(f"http://{host}/v2/") as resp:
-                    status = resp.status
-                break
+                    return resp.status
             except aiohttp.ClientConnectionError:
-                assert time.monotonic() < deadline, "registry did not start"
-                await asyncio.sleep(0.3)
-        assert status == 401
+                return None  # not started yet
+
+        assert await until(anonymous_status, 30, "the registry answering", d, 0.3) == 401
         basic = base64.b64encode(f"patrd:{password}".encode()).decode()
         headers = {"Authorization": f"Basic {basic}"}
         async with http.get(f"http://{host}/v2/", headers=headers) as resp:

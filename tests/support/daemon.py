@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,19 @@ class Api:
             return (await self.call("GET", f"/v1/deployments/{name}"))[0] == 404
 
         await until(gone, timeout, f"{name} gone", self.daemon)
+
+
+def wait_tcp_api(daemon: Daemon, port: int, timeout: float = 20) -> None:
+    """Wait until the daemon's TCP API listener on ``port`` answers ``/v1/health``."""
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    until_sync(answers, timeout, "the TCP API answering", daemon, interval=0.05)
 
 
 def registry_addr(d: Daemon) -> str:

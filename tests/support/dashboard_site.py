@@ -8,7 +8,6 @@ The fixtures ``site``, ``api`` and ``browser`` are bound by name in each
 from __future__ import annotations
 
 import subprocess
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ import aiohttp
 import pytest
 
 from tests.support.browser import Browser
-from tests.support.daemon import Api, Daemon, free_port
-from tests.support.waits import until, until_sync
+from tests.support.daemon import Api, Daemon, free_port, wait_tcp_api
+from tests.support.waits import until
 
 PASSWORD = "correct horse battery staple"
 TOKEN = "dashboard-test-token-0123456789"
@@ -61,7 +60,7 @@ def site(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Itera
     )
     daemon.start()
     try:
-        until_sync(lambda: _tcp_health(port), 20, "the TCP API answering", daemon, 0.05)
+        wait_tcp_api(daemon, port)
         yield Site(daemon, port)
     finally:
         daemon.stop()
@@ -77,14 +76,6 @@ async def api(site: Site) -> AsyncIterator[Api]:
 def browser(site: Site) -> Iterator[Browser]:
     with Browser(site.ports) as b:
         yield b
-
-
-def _tcp_health(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def login(b: Browser, site: Site) -> None:
