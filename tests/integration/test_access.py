@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon, free_port, wait_tcp_api
+from tests.support.daemon import REPO, Api, Daemon, running_tcp_daemon
 from tests.support.waits import until_sync
 
 pytestmark = pytest.mark.docker
@@ -43,18 +43,8 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Site]:
-    port = free_port()
-    (tmp_path / "token").write_text(ADMIN + "\n")
-    daemon = Daemon(
-        tmp_path,
-        config={"api": {"tcp_listen": f"127.0.0.1:{port}", "token_file": str(tmp_path / "token")}},
-    )
-    daemon.start()
-    try:
-        wait_tcp_api(daemon, port)
+    with running_tcp_daemon(tmp_path, ADMIN) as (daemon, port):
         yield Site(daemon, port)
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture

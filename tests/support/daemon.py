@@ -303,3 +303,17 @@ def running_daemon(
         yield daemon
     finally:
         daemon.stop()
+
+
+@contextlib.contextmanager
+def running_tcp_daemon(
+    workdir: Path, token: str, config: dict[str, dict[str, Any]] | None = None
+) -> Iterator[tuple[Daemon, int]]:
+    """A started daemon whose API also listens on a free loopback TCP port, ``token``
+    its admin token (``config`` adds other sections); the daemon and that port."""
+    port = free_port()
+    (workdir / "token").write_text(token + "\n")
+    api = {"tcp_listen": f"127.0.0.1:{port}", "token_file": str(workdir / "token")}
+    with running_daemon(workdir, {"api": api, **(config or {})}) as daemon:
+        wait_tcp_api(daemon, port)
+        yield daemon, port

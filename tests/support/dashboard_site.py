@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.support.browser import Browser
-from tests.support.daemon import Api, Daemon, free_port, wait_tcp_api
+from tests.support.daemon import Api, Daemon, running_tcp_daemon
 from tests.support.waits import until
 
 PASSWORD = "correct horse battery staple"
@@ -43,27 +43,14 @@ class Site:
 
 @pytest.fixture
 def site(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Site]:
-    port = free_port()
-    (tmp_path / "token").write_text(TOKEN + "\n")
     (tmp_path / "admin-password").write_text(PASSWORD + "\n")
-    daemon = Daemon(
-        tmp_path,
-        config={
-            "api": {"tcp_listen": f"127.0.0.1:{port}", "token_file": str(tmp_path / "token")},
-            "dashboard": {
-                "enabled": True,
-                "admin_password_file": str(tmp_path / "admin-password"),
-            },
-            # A price table, so the estimated cost is more than zeros.
-            "cost": {"vcpu_month": 10.0, "gib_ram_month": 4.0},
-        },
-    )
-    daemon.start()
-    try:
-        wait_tcp_api(daemon, port)
+    config: dict[str, dict[str, Any]] = {
+        "dashboard": {"enabled": True, "admin_password_file": str(tmp_path / "admin-password")},
+        # A price table, so the estimated cost is more than zeros.
+        "cost": {"vcpu_month": 10.0, "gib_ram_month": 4.0},
+    }
+    with running_tcp_daemon(tmp_path, TOKEN, config) as (daemon, port):
         yield Site(daemon, port)
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture
