@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon, running_tcp_daemon
+from tests.support.daemon import Api, Daemon, patrctl, running_tcp_daemon
 from tests.support.waits import until_sync
 
 pytestmark = pytest.mark.docker
@@ -31,14 +30,7 @@ class Site:
         self.base = f"http://127.0.0.1:{port}"
 
     def patrctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(Path(sys.executable).parent / "patrctl"), *args],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=60,
-            env={**os.environ, "PATRD_SOCKET": str(self.daemon.socket)},
-        )
+        return patrctl(self.daemon, *args)
 
 
 @pytest.fixture

@@ -10,21 +10,17 @@ and ``show``, and in Prometheus' ``patrd_deployment_status``.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Api, Daemon, containers_of
+from tests.support.daemon import Api, Daemon, containers_of, patrctl
 from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
-
-PATRCTL = str(Path(sys.executable).parent / "patrctl")
 
 
 def _derived_image(base: str, repo: str, *changes: str) -> Iterator[tuple[str, str]]:
@@ -57,15 +53,6 @@ def crash_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
 def unstartable_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
     """Runs as a user its passwd file lacks: Docker refuses to start the container."""
     yield from _derived_image(test_images["v1"], "patrd-test/nostart", "USER nosuchuser")
-
-
-def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PATRCTL, "--socket", str(daemon.socket), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def errored(api: Api, name: str, image: tuple[str, str]) -> tuple[str, float]:

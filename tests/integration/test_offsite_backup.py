@@ -26,6 +26,7 @@ from tests.support.daemon import (
     containers_of,
     force_cleanup,
     free_port,
+    patrctl,
     volumes_of,
 )
 from tests.support.waits import until, until_sync
@@ -143,15 +144,9 @@ async def scheduled_run_after(api: Api, since: float, timeout: float = 120) -> d
     return run
 
 
-def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "patrd.cli.main", "--socket", str(daemon.socket), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=300,
-    )
+def backup_cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """patrctl with room for a backup or restore to finish."""
+    return patrctl(daemon, *args, timeout=300)
 
 
 async def served(daemon: Daemon, name: str) -> int:
@@ -243,7 +238,7 @@ async def test_scheduled_backup_then_restore_into_fresh_install(
             docker_exec(running_container(name), "echo stale > /data/stale.txt")
             listing = await api.ok("GET", "/v1/backups")
             assert job["id"] in [r["id"] for r in listing["runs"]]
-            cli = patrctl(fresh, "backup", "restore", job["id"], "--deployment", name)
+            cli = backup_cli(fresh, "backup", "restore", job["id"], "--deployment", name)
             assert cli.returncode == 0, (cli.stdout, cli.stderr, fresh.log_tail())
             assert "restore" in cli.stdout and ": ok" in cli.stdout, cli.stdout
             await api.wait_status(name, "running")
@@ -257,10 +252,10 @@ async def test_scheduled_backup_then_restore_into_fresh_install(
             events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
             assert any(e["kind"] == "backup.restored" for e in events)
             # The CLI lists the run, and fetches its state archive for patrd restore.
-            listed = patrctl(fresh, "backup", "list")
+            listed = backup_cli(fresh, "backup", "list")
             assert job["id"] in listed.stdout and name in listed.stdout, listed
             archive = tmp_path / "state.tar"
-            fetched = patrctl(fresh, "backup", "restore", job["id"], "--output", str(archive))
+            fetched = backup_cli(fresh, "backup", "restore", job["id"], "--output", str(archive))
             assert fetched.returncode == 0, fetched
             assert archive.stat().st_mode & 0o777 == 0o600
             with tarfile.open(archive) as tar:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from tests.support.daemon import (
     containers_of,
     docker_json,
     free_port,
+    patrctl,
     registry_addr,
     running_daemon,
 )
@@ -91,15 +91,6 @@ async def test_api_cannot_grant_host_capabilities(daemon: Daemon, new_name: Any)
         shown = await api.ok("GET", f"/v1/deployments/{name}")
         assert shown["revision"] == 1
         assert shown["spec"]["security"] == {"extra_capabilities": ["NET_RAW"], "pids_limit": 100}
-
-
-def patrctl(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "patrd.cli.main", "--socket", str(d.socket), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 async def test_registry_push_needs_the_generated_credential(daemon: Daemon, new_name: Any) -> None:

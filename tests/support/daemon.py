@@ -226,6 +226,22 @@ class Api:
         await until(gone, timeout, f"{name} gone", self.daemon)
 
 
+def patrctl(
+    daemon: Daemon, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI (this venv's ``patrctl``) against ``daemon``'s socket; ``stdin`` is
+    sent as its input (else it reads nothing)."""
+    feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "patrctl"), "--socket", str(daemon.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **feed,
+    )
+
+
 def wait_tcp_api(daemon: Daemon, port: int, timeout: float = 20) -> None:
     """Wait until the daemon's TCP API listener on ``port`` answers ``/v1/health``."""
 
