@@ -24,7 +24,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -246,25 +245,26 @@ class Browser:
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
     def wait(self, what: str, check: Callable[[], T | None], timeout: float = 20) -> T:
-        """Poll ``check`` until it returns something truthy (DOM churn is retried)."""
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
+        """Poll ``check`` until it returns something truthy (DOM churn is retried); on
+        failure the page's console and a screenshot are kept."""
+        last_error: list[Exception] = []
+
+        def value() -> T | None:
             try:
-                value = check()
+                return check()
             except (NoSuchElementException, StaleElementReferenceException) as exc:
-                last_error, value = exc, None
-            if value:
-                return value
-            time.sleep(0.05)
-        self.collect_console()
-        with contextlib.suppress(WebDriverException):
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            self.driver.save_screenshot(str(ARTIFACTS / "failed-wait.png"))
-        raise AssertionError(
-            f"timed out after {timeout}s waiting for {what}; url {self.url}; last error "
-            f"{last_error!r}; console {self.console[-5:]}"
-        )
+                last_error[:] = [exc]
+                return None
+
+        def failed() -> str:
+            self.collect_console()
+            with contextlib.suppress(WebDriverException):
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                self.driver.save_screenshot(str(ARTIFACTS / "failed-wait.png"))
+            return f"url {self.url}; last error {last_error!r}; console {self.console[-5:]}"
+
+        found: T = until_sync(value, timeout, f"waiting for {what}", interval=0.05, detail=failed)
+        return found
 
     def wait_css(self, selector: str, timeout: float = 20) -> WebElement:
         def visible() -> WebElement | None:
