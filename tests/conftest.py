@@ -1,4 +1,4 @@
-"""Session fixtures shared by all tests: the Docker engine and the test images."""
+"""Fixtures shared by all tests: the Docker engine, the test images, a Store."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import subprocess
 
 import pytest
 
+from tests.support.executor_harness import harness  # noqa: F401 (a fixture)
 from tests.support.images import build_test_images
+from tests.support.stores import store  # noqa: F401 (a fixture for every test)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from patrd.api.context import STORE, rfc3339
 from patrd.control.autoscale import AutoscaleStats
 from patrd.model.errors import BadRequest, NotFound
 from patrd.model.naming import instance_name
+from patrd.observe.history import RANGES, History, Point
 from patrd.observe.logs import (
     DEFAULT_TAIL,
     MAX_TAIL,
@@ -35,7 +36,7 @@ from patrd.observe.logs import (
     LogQuery,
     read_logs,
 )
-from patrd.observe.metrics import RANGES, History, Point, Sampler
+from patrd.observe.metrics import Sampler
 from patrd.observe.prometheus import CONTENT_TYPE, Exposition
 
 

@@ -22,7 +22,6 @@ import signal
 import sys
 from collections import Counter
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -41,7 +40,7 @@ from patrd.daemon import sdnotify
 from patrd.daemon.supervisor import Stage, Supervisor
 from patrd.daemon.tls_wiring import RouteFanout, build_tls
 from patrd.dashboard.web import Dashboard
-from patrd.engine.diskguard import DiskCollector, DiskGuard
+from patrd.engine.diskguard import DiskCollector, DiskGuard, guarded_paths
 from patrd.engine.docker import DockerEngine
 from patrd.engine.hardening import Hardening
 from patrd.engine.imagegc import ImageCollector
@@ -54,11 +53,12 @@ from patrd.kit import log_setup as logs
 from patrd.model import cron
 from patrd.model.errors import EngineError, PatrdError, StoreError
 from patrd.model.instances import RegistryAuth
-from patrd.notify.config import NodeConfig
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
+from patrd.observe.counters import CgroupReader
+from patrd.observe.history import History
 from patrd.observe.logs import LogKeeper
-from patrd.observe.metrics import CgroupReader, History, Sampler
-from patrd.observe.nodehealth import NodeCollector, NodeWatcher
+from patrd.observe.metrics import Sampler
+from patrd.observe.nodehealth import NodeCollector, NodeWatcher, node_config
 from patrd.observe.prometheus import Exposition, Sources
 from patrd.proxy.front import EventLoop, ProxyRuntime, build_proxy
 from patrd.registry.auth import Credential, ensure_credential, htpasswd_path
@@ -164,7 +164,11 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             images = ImageCollector(
                 store, engine, config.images.keep_releases, config.images.gc_interval_s
             )
-            disk_guard = _disk_guard(config, engine, images)
+            disk_guard = DiskGuard(
+                guarded_paths(engine, str(config.daemon.data_dir)),
+                config.disk.min_free,
+                on_low=images.wake,
+            )
             credential = await asyncio.to_thread(_registry_credential, config)
             controller = Controller(
                 store,
@@ -249,7 +253,9 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             # Notifications and the node's own health (patrd/notify/, patrd/observe/nodehealth.py).
             supervisor.start("notify-tail", notify.tail, stage="last")
             supervisor.start("notify-send", notify.drain, stage="last")
-            node = NodeWatcher(store, await _node_config(config, engine), config.daemon.data_dir)
+            node = NodeWatcher(
+                store, await node_config(config.node, engine), config.daemon.data_dir
+            )
             supervisor.start("node-health", node.run)
             observe.exposition.registry.register(NotifyCollector(notify))
             observe.exposition.registry.register(NodeCollector(node))
@@ -459,17 +465,6 @@ async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> Sw
     return SwarmBackend(swarm, engine, owner)
 
 
-async def _node_config(config: Config, engine: DockerEngine) -> NodeConfig:
-    """``[node]`` with Docker's data root filled in from ``docker info`` when not set."""
-    if config.node.docker_root is not None:
-        return config.node
-    try:
-        root = await engine.data_root()
-    except EngineError:
-        root = None  # Docker down at start: the default path
-    return replace(config.node, docker_root=Path(root)) if root else config.node
-
-
 async def _summary(store: Store) -> str:
     """The one-line ``STATUS=`` that ``systemctl status patrd`` shows."""
     try:
@@ -494,20 +489,6 @@ def _registry_hook(config: Config, supervisor: Supervisor) -> RegistryHook | Non
     process = RegistryProcess(config.registry, config.daemon.data_dir, url, secret, htpasswd)
     supervisor.start("registry", process.run, stage="last")
     return RegistryHook(secret=secret, host=config.registry.host)
-
-
-def _disk_guard(config: Config, engine: DockerEngine, images: ImageCollector) -> DiskGuard:
-    """Watches Docker's data root (asked of Docker once) and patrd's data dir."""
-    root: list[str] = []
-
-    async def paths() -> list[tuple[str, str]]:
-        if not root:
-            with contextlib.suppress(EngineError):
-                root.append(await engine.data_root())
-        docker = [("docker", root[0])] if root else []
-        return [*docker, ("data_dir", str(config.daemon.data_dir))]
-
-    return DiskGuard(paths, config.disk.min_free, on_low=images.wake)
 
 
 def _registry_credential(config: Config) -> Credential | None:

@@ -19,13 +19,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import psutil
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from patrd.model.errors import ConfigError
+from patrd.model.errors import ConfigError, EngineError
 
 _UNITS = {
     "": 1,
@@ -116,6 +117,41 @@ def verdict(readings: Iterable[DiskReading], min_free: MinFree) -> str | None:
                 "image pulls refused until space is freed"
             )
     return None
+
+
+DEFAULT_DOCKER_ROOT = "/var/lib/docker"
+
+
+class DockerInfo(Protocol):
+    async def data_root(self) -> str: ...
+
+
+async def docker_data_root(engine: DockerInfo) -> str | None:
+    """Docker's data root as Docker says (``docker info``); ``None`` while it does not answer.
+
+    The one place patrd asks: the disk guard (:func:`guarded_paths`) and the node
+    watcher (``patrd.observe.nodehealth.node_config``) both come here.
+    """
+    try:
+        root = await engine.data_root()
+    except EngineError:
+        return None
+    return root or None
+
+
+def guarded_paths(
+    engine: DockerInfo, data_dir: str
+) -> Callable[[], Awaitable[list[tuple[str, str]]]]:
+    """(role, path) pairs for :class:`DiskGuard`: Docker's data root (asked until it
+    answers, then kept) and patrd's data dir."""
+    root: list[str] = []
+
+    async def paths() -> list[tuple[str, str]]:
+        if not root and (answer := await docker_data_root(engine)) is not None:
+            root.append(answer)
+        return [*(("docker", r) for r in root), ("data_dir", data_dir)]
+
+    return paths
 
 
 def read_disk(role: str, path: str) -> DiskReading:

@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from patrd.engine.diskguard import DEFAULT_DOCKER_ROOT, DockerInfo, docker_data_root
 from patrd.model.errors import StoreError
 from patrd.notify.config import NodeConfig
 from patrd.state.store import Store
@@ -101,12 +102,17 @@ class Snapshot:
         }
 
 
-DEFAULT_DOCKER_ROOT = Path("/var/lib/docker")
+async def node_config(config: NodeConfig, engine: DockerInfo) -> NodeConfig:
+    """``[node]`` with Docker's data root filled in from Docker when not set."""
+    if config.docker_root is not None:
+        return config
+    root = await docker_data_root(engine)  # None: Docker down at start, the default path
+    return replace(config, docker_root=Path(root)) if root else config
 
 
 def watched(config: NodeConfig, data_dir: Path) -> list[tuple[str, Path]]:
     """(label, path) of every mount reported and guarded."""
-    paths = [("docker", config.docker_root or DEFAULT_DOCKER_ROOT), ("data", data_dir)]
+    paths = [("docker", config.docker_root or Path(DEFAULT_DOCKER_ROOT)), ("data", data_dir)]
     paths += [(str(p), p) for p in config.watch_paths]
     return paths
 

@@ -35,7 +35,7 @@ from patrd import __version__
 from patrd.control.autoscale import AutoscaleStats
 from patrd.model.errors import PatrdError
 from patrd.model.replicas import effective_replicas
-from patrd.observe.metrics import InstanceSample
+from patrd.observe.counters import InstanceSample
 from patrd.proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, DeploymentCounters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

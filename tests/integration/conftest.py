@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from tests.support.daemon import Api, Daemon, force_cleanup, free_port
+from tests.support.bad_images import crash_image, unstartable_image  # noqa: F401 (fixtures)
+from tests.support.daemon import Api, Daemon, force_cleanup, free_port, running_daemon
+from tests.support.proxy_rig import make_raw, make_upstream, upstreams  # noqa: F401 (fixtures)
 
 # The proxy's own suites run on both event loops patrd supports
 # (proxy.event_loop: uvloop in the workers by default, asyncio as the switch back).
@@ -46,12 +48,8 @@ def new_name(names: list[str]):
 @pytest.fixture
 def daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Daemon]:
     """Stops before ``names`` cleans up, so the daemon never sees its containers vanish."""
-    d = Daemon(tmp_path)
-    d.start()
-    try:
+    with running_daemon(tmp_path) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
@@ -65,19 +63,13 @@ def registry_daemon(
     tmp_path: Path, test_images: dict[str, str], names: list[str]
 ) -> Iterator[Daemon]:
     """A daemon running the node registry (generated credential, loopback ports)."""
-    d = Daemon(tmp_path)
-    d.config = {
-        "registry": {
-            "enabled": True,
-            "listen": f"127.0.0.1:{free_port()}",
-            "webhook_listen": f"127.0.0.1:{free_port()}",
-        }
+    registry = {
+        "enabled": True,
+        "listen": f"127.0.0.1:{free_port()}",
+        "webhook_listen": f"127.0.0.1:{free_port()}",
     }
-    d.start()
-    try:
+    with running_daemon(tmp_path, {"registry": registry}) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture

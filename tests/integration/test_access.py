@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon, free_port
+from tests.support.daemon import Api, Daemon, patrctl, running_tcp_daemon
+from tests.support.waits import until_sync
 
 pytestmark = pytest.mark.docker
 
@@ -32,38 +30,13 @@ class Site:
         self.base = f"http://127.0.0.1:{port}"
 
     def patrctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(Path(sys.executable).parent / "patrctl"), *args],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=60,
-            env={**os.environ, "PATRD_SOCKET": str(self.daemon.socket)},
-        )
+        return patrctl(self.daemon, *args)
 
 
 @pytest.fixture
 def site(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Site]:
-    port = free_port()
-    (tmp_path / "token").write_text(ADMIN + "\n")
-    daemon = Daemon(
-        tmp_path,
-        config={"api": {"tcp_listen": f"127.0.0.1:{port}", "token_file": str(tmp_path / "token")}},
-    )
-    daemon.start()
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(daemon.log_tail()) from None
-                time.sleep(0.05)
+    with running_tcp_daemon(tmp_path, ADMIN) as (daemon, port):
         yield Site(daemon, port)
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture
@@ -163,10 +136,11 @@ async def test_deploy_token_stops_only_its_deployment_and_revocation_is_immediat
         assert status == 401, data
 
     # Refusals reach the audit log in batches (every 0.25 s): wait for the last one.
-    deadline = time.monotonic() + 10
-    while len(by_deployment := audit(site, "--deployment", mine)) < 4:
-        assert time.monotonic() < deadline, by_deployment
-        time.sleep(0.2)
+    def four_entries() -> list[dict[str, Any]] | None:
+        found = audit(site, "--deployment", mine)
+        return found if len(found) >= 4 else None
+
+    by_deployment = until_sync(four_entries, 10, "4 audit entries", interval=0.2)
     assert [(e["who"], e["method"], e["status"]) for e in by_deployment] == [
         (f"uid:{os.getuid()}", "POST", 201),  # its creation (the name from Location)
         ("token:ci", "DELETE", 403),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import REPO, Api, Daemon, containers_of, force_cleanup, networks_of
+from tests.support.waits import issued_certificate, until
 
 pytestmark = pytest.mark.docker
 
@@ -29,8 +29,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def proxied(daemon: Daemon, name: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def served() -> str | None:
         async with (
             aiohttp.ClientSession() as s,
             s.get(
@@ -38,21 +37,20 @@ async def proxied(daemon: Daemon, name: str, timeout: float = 30) -> str:
                 headers={"Host": daemon.host(name)},
             ) as r,
         ):
-            if r.status == 200:
-                return await r.text()
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name} not served\n{daemon.log_tail()}")
+            return await r.text() if r.status == 200 else None
+
+    text: str = await until(served, timeout, f"{name} served", daemon)
+    return text
 
 
 async def certificate(api: Api, domain: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
-        issued = [c for c in certs if c["domain"] == domain and c["status"] == "issued"]
-        if issued:
-            return dict(issued[0])
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no certificate for {domain}: {certs}")
+    found: dict[str, Any] = await until(
+        lambda: issued_certificate(api, domain),
+        timeout,
+        f"a certificate for {domain}",
+        interval=0.2,
+    )
+    return found
 
 
 async def test_backup_wipe_restore_converges(

@@ -21,18 +21,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration import test_console as console
-from tests.integration import test_dashboard as walk
-from tests.integration.test_dashboard import PASSWORD, TOKEN, Site, _wait_tcp_health, login
-from tests.integration.test_dashboard_console import overflow, set_width, shot
-from tests.integration.test_pinned_releases import history, image_id, image_of, skopeo_push
+from tests.support import dashboard_site
 from tests.support.browser import Browser
-from tests.support.daemon import Api, Daemon, containers_of, free_port
+from tests.support.daemon import Api, Daemon, containers_of, free_port, wait_tcp_api
+from tests.support.dashboard_site import PASSWORD, TOKEN, Site, login
+from tests.support.releases import history, image_id, image_of, skopeo_push
+from tests.support.screens import overflow, set_width, shot
 
-site = walk.site
-api = walk.api
-browser = walk.browser
-crash_image = console.crash_image
+site = dashboard_site.site
+api = dashboard_site.api
+browser = dashboard_site.browser
 
 pytestmark = pytest.mark.docker
 
@@ -228,7 +226,7 @@ def registry_site(tmp_path: Path, test_images: dict[str, str], names: list[str])
     )
     daemon.start()
     try:
-        _wait_tcp_health(port, daemon)
+        wait_tcp_api(daemon, port)
         yield Site(daemon, port)
     finally:
         daemon.stop()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_pinned_releases import history, image_id, image_of, skopeo_push
 from tests.support.daemon import Api, Daemon, containers_of, registry_addr
+from tests.support.releases import history, image_id, image_of, skopeo_push
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker

@@ -7,32 +7,19 @@ import hashlib
 import subprocess
 import time
 import uuid
-from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, volumes_of
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def body(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        **extra,
-    }
 
 
 def container_env(cid: str) -> dict[str, str]:
@@ -52,11 +39,11 @@ async def test_secret_injected_rotated_and_never_leaked(daemon: Daemon, api: Api
     created = await api.ok("POST", "/v1/secrets", {"name": f"{name}-db", "value": value})
     assert set(created) == {"name", "version", "created_at", "updated_at", "used_by"}
     status, err = await api.call(
-        "POST", "/v1/deployments", body(name, env={"DB": {"secret": "nope"}})
+        "POST", "/v1/deployments", web_spec(name, env={"DB": {"secret": "nope"}})
     )
     assert status == 422 and err["field"] == "env.DB.secret", err
     await api.ok(
-        "POST", "/v1/deployments", body(name, env={"DB": {"secret": f"{name}-db"}, "X": "1"})
+        "POST", "/v1/deployments", web_spec(name, env={"DB": {"secret": f"{name}-db"}, "X": "1"})
     )
     await until(lambda: rolled_out(api, name, 1), 30, "deployed", daemon)
     [cid] = containers_of(name)
@@ -122,7 +109,7 @@ async def test_wrong_or_missing_key_is_a_startup_error(daemon: Daemon, api: Api,
 async def test_special_env_and_config_live_edit(daemon: Daemon, api: Api, new_name):
     name = new_name("cfg")
     await api.ok(
-        "POST", "/v1/deployments", body(name, config_mounts={"app.conf": b64("mode=one\n")})
+        "POST", "/v1/deployments", web_spec(name, config_mounts={"app.conf": b64("mode=one\n")})
     )
     await until(lambda: rolled_out(api, name, 1), 30, "deployed", daemon)
     dep = await api.ok("GET", f"/v1/deployments/{name}")
@@ -175,7 +162,7 @@ async def test_special_env_and_config_live_edit(daemon: Daemon, api: Api, new_na
     ],
 )
 async def test_refused_names_and_paths(api: Api, new_name, extra, field):
-    status, err = await api.call("POST", "/v1/deployments", body(new_name("bad"), **extra))
+    status, err = await api.call("POST", "/v1/deployments", web_spec(new_name("bad"), **extra))
     assert status == 422, err
     assert err["field"] == field
 
@@ -185,7 +172,9 @@ async def test_volumes_survive_restart_and_rollout_and_scale_down_needs_confirma
 ):
     name = new_name("vol")
     vols = {"data": {"path": "/data", "size_gb": 1}}
-    await api.ok("POST", "/v1/deployments", body(name, volumes=vols, scale={"min": 2, "max": 2}))
+    await api.ok(
+        "POST", "/v1/deployments", web_spec(name, volumes=vols, scale={"min": 2, "max": 2})
+    )
     await until(lambda: rolled_out(api, name, 1), 30, "deployed", daemon)
     assert volumes_of(name) == [f"patrd.{name}.data.0", f"patrd.{name}.data.1"]
     by_slot = {
@@ -255,7 +244,7 @@ async def test_delete_with_volumes_removes_them(daemon: Daemon, api: Api, new_na
     await api.ok(
         "POST",
         "/v1/deployments",
-        body(name, volumes={"data": {"path": "/data", "size_gb": 1}}),
+        web_spec(name, volumes={"data": {"path": "/data", "size_gb": 1}}),
     )
     await until(lambda: rolled_out(api, name, 1), 30, "deployed", daemon)
     assert volumes_of(name) == [f"patrd.{name}.data.0"]
@@ -268,11 +257,11 @@ async def test_delete_with_volumes_removes_them(daemon: Daemon, api: Api, new_na
 
 async def test_security_field_is_the_explicit_override(daemon: Daemon, api: Api, new_name):
     plain, loose = new_name("hard"), new_name("loose")
-    await api.ok("POST", "/v1/deployments", body(plain))
+    await api.ok("POST", "/v1/deployments", web_spec(plain))
     await api.ok(
         "POST",
         "/v1/deployments",
-        body(loose, security={"extra_capabilities": ["NET_RAW"], "pids_limit": 64}),
+        web_spec(loose, security={"extra_capabilities": ["NET_RAW"], "pids_limit": 64}),
     )
     await until(lambda: rolled_out(api, plain, 1), 30, "deployed", daemon)
     await until(lambda: rolled_out(api, loose, 1), 30, "deployed", daemon)
@@ -285,6 +274,6 @@ async def test_security_field_is_the_explicit_override(daemon: Daemon, api: Api,
     assert loose_host["CapDrop"] == ["ALL"]
     assert "no-new-privileges:true" in loose_host["SecurityOpt"]
     status, err = await api.call(
-        "POST", "/v1/deployments", body(new_name("x"), security={"extra_capabilities": ["GOD"]})
+        "POST", "/v1/deployments", web_spec(new_name("x"), security={"extra_capabilities": ["GOD"]})
     )
     assert status == 422 and err["field"] == "security.extra_capabilities[0]"

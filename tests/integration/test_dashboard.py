@@ -14,10 +14,7 @@ import ssl
 import statistics
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from http.cookies import SimpleCookie
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,145 +22,32 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from tests.support import dashboard_site
 from tests.support.browser import ARTIFACTS, Browser
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port
+from tests.support.daemon import Api, containers_of, docker_json
+from tests.support.dashboard_site import (
+    CSRF_COOKIE,
+    PASSWORD,
+    REPO,
+    SESSION_COOKIE,
+    TOKEN,
+    Site,
+    deployed,
+    docker_exec,
+    login,
+    proxied,
+    tab,
+    unlabelled_inputs,
+    wait_for,
+)
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
-PASSWORD = "correct horse battery staple"
-TOKEN = "dashboard-test-token-0123456789"
-REPO = "patrd-test/web"
-SESSION_COOKIE = "__Host-patrd_session"
-CSRF_COOKIE = "__Host-patrd_csrf"
-
-
-@dataclass
-class Site:
-    daemon: Daemon
-    port: int
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ports(self) -> list[int]:
-        return [self.port, self.daemon.proxy_port, self.daemon.https_port]
-
-
-@pytest.fixture
-def site(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Site]:
-    port = free_port()
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    (tmp_path / "admin-password").write_text(PASSWORD + "\n")
-    daemon = Daemon(
-        tmp_path,
-        config={
-            "api": {"tcp_listen": f"127.0.0.1:{port}", "token_file": str(tmp_path / "token")},
-            "dashboard": {
-                "enabled": True,
-                "admin_password_file": str(tmp_path / "admin-password"),
-            },
-            # A price table, so the estimated cost is more than zeros.
-            "cost": {"vcpu_month": 10.0, "gib_ram_month": 4.0},
-        },
-    )
-    daemon.start()
-    try:
-        _wait_tcp_health(port, daemon)
-        yield Site(daemon, port)
-    finally:
-        daemon.stop()
-
-
-@pytest.fixture
-async def api(site: Site) -> AsyncIterator[Api]:
-    async with Api(site.daemon) as client:
-        yield client
-
-
-@pytest.fixture
-def browser(site: Site) -> Iterator[Browser]:
-    with Browser(site.ports) as b:
-        yield b
-
-
-def _wait_tcp_health(port: int, daemon: Daemon) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"the TCP API did not answer:\n{daemon.log_tail()}")
-
-
-def login(b: Browser, site: Site) -> None:
-    b.get(site.base + "/ui/")
-    b.wait("the login page", lambda: b.url.endswith("/ui/login"))
-    b.fill("#password", PASSWORD)
-    b.click("#login-submit")
-    b.wait_text("#list-summary", "deployments")
-
-
-def unlabelled_inputs(b: Browser) -> list[str]:
-    """Visible form controls without a label or aria-label (accessibility basics)."""
-    return list(
-        b.js(
-            """
-            return [...document.querySelectorAll('input, select, textarea')]
-              .filter(el => el.type !== 'hidden' && el.offsetParent !== null)
-              .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
-              .map(el => el.outerHTML.slice(0, 120));
-            """
-        )
-    )
-
-
-def tab(b: Browser, name: str) -> None:
-    b.click(f"#tab-{name}")
-    b.wait(
-        f"the {name} tab",
-        lambda: b.css(f"#tab-{name}").get_attribute("aria-selected") == "true",
-    )
-
-
-def docker_exec(container: str, *argv: str) -> str:
-    return subprocess.run(
-        ["docker", "exec", container, *argv], capture_output=True, text=True, check=True
-    ).stdout
-
-
-async def proxied(site: Site, host: str) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(
-            f"http://127.0.0.1:{site.daemon.proxy_port}/",
-            headers={"Host": host},
-            allow_redirects=False,
-        ) as resp,
-    ):
-        return resp.status, await resp.text()
-
-
-async def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
-
-
-async def deployed(api: Api, name: str, revision: int) -> bool:
-    history = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"]
-    return any(h["revision"] == revision and h["state"] == "deployed" for h in history)
-
+# The daemon with the dashboard on, its API client and the browser (pytest fixtures).
+site = dashboard_site.site
+api = dashboard_site.api
+browser = dashboard_site.browser
 
 # --- the end-to-end walk through every screen ---------------------------------------
 
@@ -307,10 +191,12 @@ async def _walk(
     editor.clear()
     editor.send_keys("greeting=two")
     b.click("#config-save")
-    started = time.monotonic()
-    while docker_exec(cid, "cat", "/etc/config/app.conf") != "greeting=two":
-        assert time.monotonic() - started < 10, "config edit not live within 10 s"
-        await asyncio.sleep(0.05)
+    await until(
+        lambda: docker_exec(cid, "cat", "/etc/config/app.conf") == "greeting=two",
+        10,
+        "the config edit live",
+        interval=0.05,
+    )
     assert containers_of(name, all_states=False) == [cid]  # no restart
     b.wait_text("#toast", "live in /etc/config/app.conf")
     assert unlabelled_inputs(b) == []

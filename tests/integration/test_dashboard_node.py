@@ -1,6 +1,6 @@
 """The dashboard's Node page in headless Chromium against a real daemon.
 
-Fixtures and login come from test_dashboard.py (same daemon set-up: TCP API,
+Fixtures and login come from tests/support/dashboard_site.py (same daemon set-up: TCP API,
 dashboard on, the browser in its own network namespace).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import psutil
 import pytest
 
-from tests.integration import test_dashboard as dashboard
+from tests.support import dashboard_site
 from tests.support.browser import Browser
 from tests.support.daemon import Api
 from tests.support.receivers import HttpReceiver
@@ -17,13 +17,13 @@ from tests.support.receivers import HttpReceiver
 pytestmark = pytest.mark.docker
 
 # The daemon with the dashboard on, its API client and the browser (pytest fixtures).
-site = dashboard.site
-api = dashboard.api
-browser = dashboard.browser
+site = dashboard_site.site
+api = dashboard_site.api
+browser = dashboard_site.browser
 
 
 async def test_node_page_shows_host_disks_and_notification_targets(
-    site: dashboard.Site, browser: Browser, api: Api
+    site: dashboard_site.Site, browser: Browser, api: Api
 ) -> None:
     async with HttpReceiver() as hook:
         await api.ok(
@@ -32,7 +32,7 @@ async def test_node_page_shows_host_disks_and_notification_targets(
             {"name": "ops", "type": "webhook", "url": hook.url, "events": ["rollout.*"]},
         )
         b = browser
-        dashboard.login(b, site)
+        dashboard_site.login(b, site)
         b.click('header nav a[href="#/node"]')
         b.wait_text("#node-memory", "available")
         b.wait_css("#node-disks tbody tr")

@@ -13,9 +13,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port, registry_addr
+from tests.support.daemon import (
+    Api,
+    Daemon,
+    containers_of,
+    docker_json,
+    free_port,
+    registry_addr,
+    running_daemon,
+)
 from tests.support.load import Load
-from tests.support.waits import rolled_out, until
+from tests.support.registry import plain_registry, push_when_up, retry_while_starting
+from tests.support.specs import node_registry_spec
+from tests.support.waits import rolled_out, until, until_sync
 
 pytestmark = pytest.mark.docker
 
@@ -27,35 +37,20 @@ def docker_login(d: Daemon) -> dict[str, str]:
     credential (its own DOCKER_CONFIG: the user's ~/.docker is not touched)."""
     env = {**os.environ, "DOCKER_CONFIG": str(d.workdir / "docker-cli")}
     password = d.data_dir / "registry-password"
-    deadline = time.monotonic() + 30
-    while True:
-        out = subprocess.run(
-            ["docker", "login", registry_addr(d), "-u", "patrd", "--password-stdin"],
-            input=password.read_text() if password.exists() else "",
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if out.returncode == 0:
-            return env
-        if time.monotonic() > deadline:  # the registry is still starting
-            raise AssertionError(out.stderr)
-        time.sleep(0.3)
+    until_sync(password.exists, 30, "the registry credential generated", d)
+    retry_while_starting(
+        ["docker", "login", registry_addr(d), "-u", "patrd", "--password-stdin"],
+        env=env,
+        stdin=password.read_text(),
+    )
+    return env
 
 
 def push(d: Daemon, source: str, repo: str, tag: str) -> str:
     """Tag a local image into the node registry and push it; the pushed manifest digest."""
     ref = f"{registry_addr(d)}/{repo}:{tag}"
     subprocess.run(["docker", "tag", source, ref], check=True, capture_output=True)
-    env = docker_login(d)
-    deadline = time.monotonic() + 30
-    while True:
-        out = subprocess.run(["docker", "push", ref], capture_output=True, text=True, env=env)
-        if out.returncode == 0:
-            break
-        if time.monotonic() > deadline:  # the registry is still starting
-            raise AssertionError(out.stderr)
-        time.sleep(0.3)
+    push_when_up(ref, env=docker_login(d))
     digests = docker_json("image", "inspect", ref)[0]["RepoDigests"]
     return str(next(x.split("@", 1)[1] for x in digests if x.startswith(registry_addr(d))))
 
@@ -160,14 +155,7 @@ async def test_first_push_starts_a_deployment_created_without_deploying(
     await api.ok(
         "POST",
         "/v1/deployments",
-        {
-            "name": name,
-            "registry": "local",
-            "image": repo,
-            "tag": "main",
-            "ports": {"80": "http"},
-            "deploy_on_create": False,
-        },
+        node_registry_spec(name, repo, "main", deploy_on_create=False),
     )
     assert (await api.ok("GET", f"/v1/deployments/{name}"))["status"] == "created"
     push(d, "patrd-test/web:v1", repo, "main")
@@ -198,18 +186,9 @@ async def test_private_registry_pulls_with_credentials_from_a_secret(
     name = new_name("priv")
     ref = f"{host}/private/{name}:1"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            login = subprocess.run(
-                ["docker", "login", host, "-u", "pusher", "--password-stdin"],
-                input=password,
-                capture_output=True,
-                text=True,
-            )
-            if login.returncode == 0:
-                break
-            assert time.monotonic() < deadline, login.stderr
-            time.sleep(0.3)
+        retry_while_starting(
+            ["docker", "login", host, "-u", "pusher", "--password-stdin"], stdin=password
+        )
         subprocess.run(["docker", "tag", "patrd-test/web:v1", ref], check=True)
         subprocess.run(["docker", "push", ref], check=True, capture_output=True)
         subprocess.run(["docker", "logout", host], check=True, capture_output=True)
@@ -246,60 +225,39 @@ async def test_polling_another_registry_rolls_a_new_digest(
     tmp_path: Path, test_images: dict[str, str], names: list[str], new_name
 ) -> None:
     """A registry patrd does not run (no notifications): the poller finds the new digest."""
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "version": 0.1,
-                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "storage")}},
-                "http": {"addr": f"127.0.0.1:{port}"},
-            }
-        )
-    )
-    registry = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    d = Daemon(tmp_path / "d")
-    d.workdir.mkdir()
-    d.config = {"registry": {"poll_interval_s": 0.5}}
+    (tmp_path / "d").mkdir()
     name = new_name("poll")
-    ref = f"127.0.0.1:{port}/poll/{name}:1"
-    try:
-        d.start()
+    with (
+        plain_registry(tmp_path) as registry,
+        running_daemon(tmp_path / "d", {"registry": {"poll_interval_s": 0.5}}) as d,
+    ):
+        ref = f"{registry}/poll/{name}:1"
+        try:
 
-        def push_as(source: str) -> None:
-            subprocess.run(["docker", "tag", source, ref], check=True)
-            deadline = time.monotonic() + 30
-            while subprocess.run(["docker", "push", ref], capture_output=True).returncode:
-                assert time.monotonic() < deadline, "registry did not come up"
-                time.sleep(0.3)
+            def push_as(source: str) -> None:
+                subprocess.run(["docker", "tag", source, ref], check=True)
+                push_when_up(ref)
 
-        push_as("patrd-test/web:v1")
-        async with Api(d) as api:
-            await api.ok(
-                "POST",
-                "/v1/deployments",
-                {
-                    "name": name,
-                    "registry": f"127.0.0.1:{port}",
-                    "image": f"poll/{name}",
-                    "tag": "1",
-                    "ports": {"80": "http"},
-                },
-            )
-            await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
-            await asyncio.sleep(2)  # several polls: the same digest rolls nothing
-            assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 1
-            push_as("patrd-test/web:v2")
-            await until(lambda: rolled_out(api, name, 2), 60, "v2 found by polling", d)
-            v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
-            for cid in containers_of(name):
-                assert docker_json("inspect", cid)[0]["Image"] == v2_id
-    finally:
-        d.stop()
-        registry.terminate()
-        registry.wait(10)
-        subprocess.run(["docker", "rmi", ref], capture_output=True)
+            push_as("patrd-test/web:v1")
+            async with Api(d) as api:
+                await api.ok(
+                    "POST",
+                    "/v1/deployments",
+                    {
+                        "name": name,
+                        "registry": registry,
+                        "image": f"poll/{name}",
+                        "tag": "1",
+                        "ports": {"80": "http"},
+                    },
+                )
+                await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
+                await asyncio.sleep(2)  # several polls: the same digest rolls nothing
+                assert (await api.ok("GET", f"/v1/deployments/{name}"))["revision"] == 1
+                push_as("patrd-test/web:v2")
+                await until(lambda: rolled_out(api, name, 2), 60, "v2 found by polling", d)
+                v2_id = docker_json("image", "inspect", "patrd-test/web:v2")[0]["Id"]
+                for cid in containers_of(name):
+                    assert docker_json("inspect", cid)[0]["Image"] == v2_id
+        finally:
+            subprocess.run(["docker", "rmi", ref], capture_output=True)

@@ -20,25 +20,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon, containers_of
+from tests.support.daemon import REPO, Api, Daemon, containers_of, patrctl
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def spec(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        "env": {"GREETING": "hello-exec"},
-        "config_mounts": {"app.conf": base64.b64encode(b"mode=oneoff\n").decode()},
-        **extra,
-    }
+    mounts = {"app.conf": base64.b64encode(b"mode=oneoff\n").decode()}
+    return web_spec(name, **{"env": {"GREETING": "hello-exec"}, "config_mounts": mounts, **extra})
 
 
 async def attach(
@@ -154,60 +145,18 @@ async def test_run_streams_output_and_exit_status(daemon: Daemon, api: Api, new_
     assert status == 422 and error["field"] == "volumes"
 
     # patrctl run exits with the command's status and prints its output
-    env = {**os.environ, "PATRD_SOCKET": str(daemon.socket)}
-    cli = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "patrd.cli.main", "run", name, "--", "sh", "-c", "echo hi; exit 5"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-    )
+    cli = await asyncio.to_thread(patrctl, daemon, "run", name, "--", "sh", "-c", "echo hi; exit 5")
     assert (cli.returncode, cli.stdout) == (5, "hi\n"), cli.stderr
     # patrctl exec without a TTY streams, and exits with the command's status too
     cli = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "patrd.cli.main",
-            "exec",
-            name,
-            "--",
-            "sh",
-            "-c",
-            "echo $GREETING; exit 4",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
+        patrctl, daemon, "exec", name, "--", "sh", "-c", "echo $GREETING; exit 4"
     )
     assert (cli.returncode, cli.stdout) == (4, "hello-exec\n"), cli.stderr
     # -i forwards stdin, EOF included
     cli = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "patrd.cli.main",
-            "exec",
-            name,
-            "-i",
-            "--",
-            "sh",
-            "-c",
-            "cat; exit 6",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        input="piped through\n",
+        lambda: patrctl(
+            daemon, "exec", name, "-i", "--", "sh", "-c", "cat; exit 6", stdin="piped through\n"
+        )
     )
     assert (cli.returncode, cli.stdout) == (6, "piped through\n"), cli.stderr
     await until(lambda: containers_of(name) == [instance], 30, "one-offs removed", daemon)

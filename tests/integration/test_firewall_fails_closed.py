@@ -8,8 +8,6 @@ open. Nothing is loaded into the machine's root namespace.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 
 from tests.support.daemon import Api, Daemon
 from tests.support.netns import in_ns, netns, socket_in
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -63,10 +62,12 @@ async def test_proxy_listeners_open_only_once_the_firewall_is_loaded(
             assert firewall["enabled"] and not firewall["applied"], firewall
 
             (bindir / "nft").symlink_to("/usr/sbin/nft")
-            deadline = time.monotonic() + 20
-            while (health := await api.ok("GET", "/v1/health"))["status"] != "ok":
-                assert time.monotonic() < deadline, health
-                await asyncio.sleep(0.2)
+
+            async def healthy() -> dict[str, Any] | None:
+                health: dict[str, Any] = await api.ok("GET", "/v1/health")
+                return health if health["status"] == "ok" else None
+
+            health = await until(healthy, 20, "health ok once nft is back", d, interval=0.2)
             assert health["problems"] == []
             assert proxy_state(ns, d.proxy_port) == "open"
             assert (await api.ok("GET", "/v1/firewall"))["applied"]

@@ -24,6 +24,7 @@ from patrd.firewall.apply import FirewallKeeper, Nft, SyncResult
 from patrd.firewall.rules import FirewallRules, Policy, render
 from patrd.settings.config import Config, FirewallConfig, Listen, ProxyConfig, TlsConfig
 from tests.support.netns import in_ns, link_of, listener_in, netns, run, sockets_in, veth
+from tests.support.waits import until
 
 SERVER = "10.99.0.1"
 ATTACKER = "10.99.0.2"
@@ -312,10 +313,11 @@ async def test_keeper_repairs_the_table_and_leaves_other_tables_alone(fence: Fen
     try:
         in_ns(server, "nft", "delete", "table", "inet", "patrd")
         assert await fence.state(ATTACKER, 9999) == "open"
-        for _ in range(50):
-            await asyncio.sleep(0.1)
-            if await nft.listing() is not None:
-                break
+
+        async def restored() -> bool:
+            return await nft.listing() is not None
+
+        await until(restored, 5, "the table restored by the periodic check")
         assert await fence.state(ATTACKER, 9999) == "timeout"
     finally:
         task.cancel()

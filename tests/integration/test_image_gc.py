@@ -3,7 +3,6 @@ a real registry: Debian's docker-registry)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 import uuid
@@ -14,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, free_port
+from tests.support.daemon import Api, Daemon
+from tests.support.registry import plain_registry, push_when_up
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -38,27 +38,8 @@ def image_exists(image_id: str) -> bool:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "version": 0.1,
-                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "storage")}},
-                "http": {"addr": f"127.0.0.1:{port}"},
-            }
-        )
-    )
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with plain_registry(tmp_path) as address:
+        yield address
 
 
 class Images:
@@ -79,11 +60,7 @@ class Images:
         return image_id
 
     def push(self, registry: str, ref: str) -> None:
-        deadline = time.monotonic() + 30
-        push = ["docker", "push", f"{registry}/{ref}"]
-        while subprocess.run(push, capture_output=True).returncode:
-            assert time.monotonic() < deadline, "registry did not come up"
-            time.sleep(0.3)
+        push_when_up(f"{registry}/{ref}")
 
     def publish(self, registry: str, base: str, ref: str) -> str:
         """Build an image, push it as ``ref``, and drop it locally: only a pull brings it back."""

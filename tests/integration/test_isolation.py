@@ -29,6 +29,7 @@ import pytest
 from tests.support.daemon import Api, Daemon
 from tests.support.netns import in_ns, listener_in
 from tests.support.private_docker import PrivateDocker, private_docker
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -219,10 +220,9 @@ def _bridges(engine: PrivateDocker) -> list[str]:
 
 
 async def _wait_firewall(api: Api, ok, timeout: float = 15) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-    for _ in range(int(timeout / 0.1)):
-        last = await api.ok("GET", "/v1/firewall")
-        if last["enabled"] and ok(last):
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"firewall not as expected within {timeout}s: {last}")
+    async def as_expected() -> dict[str, Any] | None:
+        shown: dict[str, Any] = await api.ok("GET", "/v1/firewall")
+        return shown if shown["enabled"] and ok(shown) else None
+
+    found: dict[str, Any] = await until(as_expected, timeout, "the firewall as expected")
+    return found

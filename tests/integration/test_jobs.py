@@ -4,31 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon, containers_of
+from tests.support.daemon import Api, Daemon, containers_of, patrctl
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def spec(name: str, jobs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        "env": {"GREETING": "from-job"},
-        "jobs": jobs,
-    }
+    return web_spec(name, env={"GREETING": "from-job"}, jobs=jobs)
 
 
 async def runs_of(api: Api, name: str, job: str) -> list[dict[str, Any]]:
@@ -132,17 +121,8 @@ async def test_timeout_kills_and_is_recorded(daemon: Daemon, api: Api, new_name)
     await until(lambda: containers_of(name) == [instance], 30, "one-offs removed", daemon)
 
     # the CLI: list and history
-    env = {**os.environ, "PATRD_SOCKET": str(daemon.socket)}
-
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "patrd.cli.main", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO,
-            timeout=60,
-        )
+        return patrctl(daemon, *args)
 
     listed = await asyncio.to_thread(cli, "job", "list", name)
     assert listed.returncode == 0 and "slow" in listed.stdout and "timeout" in listed.stdout

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from tests.support.daemon import Api, Daemon
+from tests.support.waits import issued_certificate, until
 
 
 async def handshake(port: int, name: str, ca: Path) -> str:
@@ -27,15 +27,12 @@ async def handshake(port: int, name: str, ca: Path) -> str:
 
 
 async def issued(api: Api, domain: str, not_serial: str = "", timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    certs: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
-        for c in certs:
-            if c["domain"] == domain and c["status"] == "issued" and c["serial"] != not_serial:
-                return c
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no certificate for {domain}: {certs}")
+    return await until(
+        lambda: issued_certificate(api, domain, not_serial),
+        timeout,
+        f"a certificate for {domain}",
+        interval=0.2,
+    )
 
 
 async def test_local_ca_is_constrained_and_replaced_when_its_names_change(
@@ -76,10 +73,11 @@ async def test_local_ca_is_constrained_and_replaced_when_its_names_change(
             await issued(api, inside, not_serial=first["serial"])
             await issued(api, outside)
         assert (ca_pem.parent / "ca.pem.old").exists()
-        deadline = time.monotonic() + 20
-        while (result := await handshake(d.https_port, inside, ca_pem)) != "ok":
-            assert time.monotonic() < deadline, result
-            await asyncio.sleep(0.2)
+
+        async def trusted() -> bool:
+            return await handshake(d.https_port, inside, ca_pem) == "ok"
+
+        await until(trusted, 20, f"{inside} served under the new CA", d, interval=0.2)
         assert await handshake(d.https_port, outside, ca_pem) == "ok"
         old = await handshake(d.https_port, inside, ca_pem.parent / "ca.pem.old")
         assert old != "ok", "the old CA no longer vouches for anything served"

@@ -8,7 +8,6 @@ import hmac
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Api, Daemon
+from tests.support.daemon import Api, Daemon, patrctl
 from tests.support.receivers import HttpReceiver, free_port
 from tests.support.waits import rolled_out, until
 
@@ -27,15 +26,9 @@ pytestmark = pytest.mark.docker
 HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 4}
 
 
-def patrctl(daemon: Daemon, *args: str) -> Any:
+def patrctl_json(daemon: Daemon, *args: str) -> Any:
     """The real CLI against the daemon's socket; its JSON answer."""
-    out = subprocess.run(
-        [sys.executable, "-m", "patrd.cli.main", "--socket", str(daemon.socket), "--json", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    out = patrctl(daemon, "--json", *args)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout) if out.stdout.strip() else None
 
@@ -66,12 +59,12 @@ async def test_failed_rollout_notifies_a_signed_webhook_only(
                 "secret": "hook-key",
             },
         )
-        added = patrctl(
+        added = patrctl_json(
             daemon, "notify", "add", "scaling", "--type", "webhook", "--to-url", scaling.url,
             "--events", "autoscale,backup.*",
         )  # fmt: skip
         assert added["events"] == ["autoscale", "backup.*"] and added["source"] == "api"
-        listed = patrctl(daemon, "notify", "list")["notifications"]
+        listed = patrctl_json(daemon, "notify", "list")["notifications"]
         assert {t["name"]: t["secret"] for t in listed if t["type"] == "webhook"} == {
             "ops": "hook-key",  # the secret's name; its value is never shown
             "scaling": None,
@@ -114,8 +107,8 @@ async def test_failed_rollout_notifies_a_signed_webhook_only(
         if s.name.endswith("_total")
     }
     assert sent == {("ops", "sent"): 1.0}
-    assert patrctl(daemon, "notify", "rm", "scaling") is None
-    remaining = [t["name"] for t in patrctl(daemon, "notify", "list")["notifications"]]
+    assert patrctl_json(daemon, "notify", "rm", "scaling") is None
+    remaining = [t["name"] for t in patrctl_json(daemon, "notify", "list")["notifications"]]
     assert remaining == ["ops"]
 
 
@@ -160,7 +153,7 @@ async def test_node_endpoint_matches_psutil(daemon: Daemon, api: Api) -> None:
         f"psutil {data_disk.free / 2**30:.2f} GiB"
     )
 
-    text = patrctl(daemon, "node")
+    text = patrctl_json(daemon, "node")
     assert text["memory"]["total"] == vm.total
     families = await metrics(daemon)
     memory = {s.labels["kind"]: s.value for s in families["patrd_node_memory_bytes"].samples}

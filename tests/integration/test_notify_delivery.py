@@ -23,19 +23,13 @@ from patrd.observe.nodehealth import NodeWatcher, Snapshot
 from patrd.state.store import Store
 from patrd.state.vault import Vault
 from tests.support.receivers import HttpReceiver, SmtpReceiver, free_port
+from tests.support.waits import until
 
 FAST = DispatchOptions(
     poll_interval_s=0.05,
     retry=RetryPolicy(attempts=3, first_delay_s=0.2, max_delay_s=0.4),
     node="node-1",
 )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 @pytest.fixture
@@ -131,15 +125,11 @@ async def test_down_receiver_is_retried_then_given_up_without_stalling_others(
             await live.wait(4, timeout=5)
             all_live_s = time.monotonic() - written
 
-            async def gave_up() -> list[Any]:
-                while True:
-                    events = await store.node_events()
-                    failed = [e for e in events if e.kind == "notify.failed"]
-                    if len(failed) >= 8:  # 4 notifications x 2 broken targets
-                        return failed
-                    await asyncio.sleep(0.1)
+            async def gave_up() -> list[Any] | None:
+                failed = [e for e in await store.node_events() if e.kind == "notify.failed"]
+                return failed if len(failed) >= 8 else None  # 4 notifications x 2 broken targets
 
-            failed = await asyncio.wait_for(gave_up(), timeout=20)
+            failed = await until(gave_up, 20, "8 notify.failed events")
         stats = dispatcher.stats
     print(
         f"first delivery {first_delivery_s * 1000:.0f} ms, 4 deliveries {all_live_s:.2f} s, "
@@ -205,9 +195,7 @@ async def test_email_over_smtp(store: Store, vault: Vault) -> None:
         async with running(Dispatcher(store, [target], vault, FAST)):
             await store.add_event(dep, "unhealthy", "instance web-0: liveness probe failed", 1)
             await store.add_event(dep, "pulled", "pulled nginx", 1)  # not a notification kind
-            deadline = time.monotonic() + 10
-            while not smtp.messages and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await until(lambda: smtp.messages, 10, "a message delivered", interval=0.05)
             await asyncio.sleep(0.3)
     assert len(smtp.messages) == 1
     envelope, message = smtp.messages[0]
@@ -243,11 +231,12 @@ async def test_email_login_uses_the_vault_password_and_a_wrong_one_gives_up(
         dispatcher = Dispatcher(store, targets, vault, FAST)
         async with running(dispatcher):
             await store.add_node_event("disk.low", "docker: 4% free")
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (
-                not smtp.messages or not dispatcher.stats.deliveries[("bad", "failed")]
-            ):
-                await asyncio.sleep(0.05)
+            await until(
+                lambda: smtp.messages and dispatcher.stats.deliveries[("bad", "failed")],
+                10,
+                "one delivery and one failure",
+                interval=0.05,
+            )
     assert len(smtp.messages) == 1
     assert smtp.messages[0][1]["Subject"] == "[patrd node-1] disk.low"
     assert ("patrd", True) in smtp.logins and ("patrd", False) in smtp.logins
@@ -283,12 +272,12 @@ async def test_node_watcher_writes_threshold_events(store: Store, tmp_path: Path
     watcher = NodeWatcher(store, config, tmp_path)
     task = asyncio.create_task(watcher.run())
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            kinds = [e.kind for e in await store.node_events()]
-            if "disk.low" in kinds and "memory.pressure" in kinds:
-                break
-            await asyncio.sleep(0.1)
+
+        async def both_written() -> bool:
+            kinds = {e.kind for e in await store.node_events()}
+            return {"disk.low", "memory.pressure"} <= kinds
+
+        await until(both_written, 10, "disk.low and memory.pressure written")
         await asyncio.sleep(1.5)  # a second pass writes nothing new
     finally:
         task.cancel()

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,12 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Api, Daemon, containers_of
+from tests.support.daemon import Api, Daemon, containers_of, running_daemon
+from tests.support.specs import web_spec
 from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
 FAST = {
     "metrics": {"interval_s": 1},
     "autoscale": {"interval_s": 1, "window_s": 4, "stabilization_s": 6},
@@ -27,13 +28,9 @@ FAST = {
 
 
 @pytest.fixture
-def fast_daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]):
-    d = Daemon(tmp_path, config=FAST)
-    d.start()
-    try:
+def fast_daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Daemon]:
+    with running_daemon(tmp_path, FAST) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture
@@ -43,15 +40,7 @@ async def fast_api(fast_daemon: Daemon):
 
 
 def body(name: str, replicas: int = 1, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "scale": {"min": replicas, "max": replicas},
-        "startup_probe": HEALTH,
-        **extra,
-    }
+    return web_spec(name, replicas, **extra)
 
 
 async def get_lines(daemon: Daemon, name: str, query: str = "") -> list[dict[str, Any]]:

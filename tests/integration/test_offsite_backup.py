@@ -6,7 +6,6 @@ loopback port; restic talks to it with its ``s3:`` backend like to any other.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import subprocess
@@ -27,9 +26,10 @@ from tests.support.daemon import (
     containers_of,
     force_cleanup,
     free_port,
+    patrctl,
     volumes_of,
 )
-from tests.support.waits import until
+from tests.support.waits import until, until_sync
 
 pytestmark = pytest.mark.docker
 
@@ -59,15 +59,17 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
             aws_secret_access_key="test-secret-key",
             region_name="us-east-1",
         )
-        deadline = time.monotonic() + 30
-        while True:
+
+        def bucket_created() -> bool:
             try:
                 client.create_bucket(Bucket=BUCKET)
-                break
             except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
+                if proc.poll() is not None:  # the server is gone: say why
                     raise
-                time.sleep(0.2)
+                return False
+            return True
+
+        until_sync(bucket_created, 30, "the S3 server making the bucket", interval=0.2)
         yield endpoint
     finally:
         proc.terminate()
@@ -114,40 +116,37 @@ def running_container(name: str) -> str:
 
 
 async def wait_job(api: Api, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def finished() -> dict[str, Any] | None:
         job = await api.ok("GET", f"/v1/backups/jobs/{job_id}")
-        if job["state"] != "running":
-            return dict(job)
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"job {job_id} still running\n{api.daemon.log_tail()}")
+        return dict(job) if job["state"] != "running" else None
+
+    done: dict[str, Any] = await until(
+        finished, timeout, f"job {job_id} finished", api.daemon, interval=0.3
+    )
+    return done
 
 
 async def scheduled_run_after(api: Api, since: float, timeout: float = 120) -> dict[str, Any]:
     """The first scheduled backup job that started after ``since`` and finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def first_done() -> dict[str, Any] | None:
         listing = await api.ok("GET", "/v1/backups")
         done = [
             j
             for j in listing["jobs"]
             if j["kind"] == "backup" and j["started_at"] > since and j["state"] != "running"
         ]
-        if done:
-            return dict(min(done, key=lambda j: j["started_at"]))
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"no scheduled backup after {since}\n{api.daemon.log_tail()}")
+        return dict(min(done, key=lambda j: j["started_at"])) if done else None
 
-
-def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "patrd.cli.main", "--socket", str(daemon.socket), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=300,
+    run: dict[str, Any] = await until(
+        first_done, timeout, f"a scheduled backup after {since}", api.daemon, interval=0.3
     )
+    return run
+
+
+def backup_cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """patrctl with room for a backup or restore to finish."""
+    return patrctl(daemon, *args, timeout=300)
 
 
 async def served(daemon: Daemon, name: str) -> int:
@@ -239,7 +238,7 @@ async def test_scheduled_backup_then_restore_into_fresh_install(
             docker_exec(running_container(name), "echo stale > /data/stale.txt")
             listing = await api.ok("GET", "/v1/backups")
             assert job["id"] in [r["id"] for r in listing["runs"]]
-            cli = patrctl(fresh, "backup", "restore", job["id"], "--deployment", name)
+            cli = backup_cli(fresh, "backup", "restore", job["id"], "--deployment", name)
             assert cli.returncode == 0, (cli.stdout, cli.stderr, fresh.log_tail())
             assert "restore" in cli.stdout and ": ok" in cli.stdout, cli.stdout
             await api.wait_status(name, "running")
@@ -253,10 +252,10 @@ async def test_scheduled_backup_then_restore_into_fresh_install(
             events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
             assert any(e["kind"] == "backup.restored" for e in events)
             # The CLI lists the run, and fetches its state archive for patrd restore.
-            listed = patrctl(fresh, "backup", "list")
+            listed = backup_cli(fresh, "backup", "list")
             assert job["id"] in listed.stdout and name in listed.stdout, listed
             archive = tmp_path / "state.tar"
-            fetched = patrctl(fresh, "backup", "restore", job["id"], "--output", str(archive))
+            fetched = backup_cli(fresh, "backup", "restore", job["id"], "--output", str(archive))
             assert fetched.returncode == 0, fetched
             assert archive.stat().st_mode & 0o777 == 0o600
             with tarfile.open(archive) as tar:

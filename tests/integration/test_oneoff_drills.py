@@ -10,22 +10,10 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
-
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
-
-def spec(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        **extra,
-    }
 
 
 def oneoffs(name: str) -> list[str]:
@@ -42,7 +30,7 @@ def oneoffs(name: str) -> list[str]:
 
 async def test_run_is_removed_when_the_client_goes_away(daemon: Daemon, api: Api, new_name):
     name = new_name("gone")
-    await api.ok("POST", "/v1/deployments", spec(name))
+    await api.ok("POST", "/v1/deployments", web_spec(name))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
     async with (
         aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s,
@@ -72,7 +60,7 @@ async def test_daemon_killed_during_job_runs(daemon: Daemon, api: Api, new_name)
         },
         "vanish": {"schedule": "@yearly", "command": ["sleep", "300"]},
     }
-    await api.ok("POST", "/v1/deployments", spec(name, jobs=jobs))
+    await api.ok("POST", "/v1/deployments", web_spec(name, jobs=jobs))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
     outlive = await api.ok("POST", f"/v1/deployments/{name}/jobs/outlive/run")
     vanish = await api.ok("POST", f"/v1/deployments/{name}/jobs/vanish/run")
@@ -106,7 +94,7 @@ async def test_daemon_killed_during_job_runs(daemon: Daemon, api: Api, new_name)
 async def test_delete_during_a_run_leaves_nothing(daemon: Daemon, api: Api, new_name):
     name = new_name("del")
     jobs = {"long": {"schedule": "@yearly", "command": ["sleep", "300"]}}
-    await api.ok("POST", "/v1/deployments", spec(name, jobs=jobs))
+    await api.ok("POST", "/v1/deployments", web_spec(name, jobs=jobs))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
     await api.ok("POST", f"/v1/deployments/{name}/jobs/long/run")
     await until(lambda: len(oneoffs(name)) == 1, 30, "job container", daemon)
@@ -118,7 +106,7 @@ async def test_delete_during_a_run_leaves_nothing(daemon: Daemon, api: Api, new_
 async def test_sigterm_leaves_a_job_running_for_the_next_daemon(daemon: Daemon, api: Api, new_name):
     name = new_name("term")
     jobs = {"upgrade": {"schedule": "@yearly", "command": ["sh", "-c", "sleep 25; exit 2"]}}
-    await api.ok("POST", "/v1/deployments", spec(name, jobs=jobs))
+    await api.ok("POST", "/v1/deployments", web_spec(name, jobs=jobs))
     await until(lambda: rolled_out(api, name, 1), 60, "deployed", daemon)
     run = await api.ok("POST", f"/v1/deployments/{name}/jobs/upgrade/run")
     await until(lambda: len(oneoffs(name)) == 1, 30, "job container", daemon)

@@ -10,77 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, registry_addr
+from tests.support.releases import history, image_id, image_of, skopeo_push
+from tests.support.specs import node_registry_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
 HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
-
-def registry_creds(d: Daemon) -> str:
-    """``user:password`` of the node registry's generated credential (0600 in the data dir)."""
-    password = d.data_dir / "registry-password"
-    deadline = time.monotonic() + 30
-    while not password.exists():
-        assert time.monotonic() < deadline, "the registry credential was never generated"
-        time.sleep(0.2)
-    return f"patrd:{password.read_text().strip()}"
-
-
-def skopeo_push(d: Daemon, source: str, repo: str, tag: str) -> str:
-    """Copy a local image into the node registry as another machine would; its digest."""
-    dest = f"docker://{registry_addr(d)}/{repo}:{tag}"
-    creds = registry_creds(d)
-    deadline = time.monotonic() + 30
-    while True:
-        out = subprocess.run(
-            [
-                "skopeo",
-                "copy",
-                "--dest-tls-verify=false",
-                "--dest-creds",
-                creds,
-                f"docker-daemon:{source}",
-                dest,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode == 0:
-            break
-        assert time.monotonic() < deadline, out.stderr  # the registry is still starting
-        time.sleep(0.3)
-    inspect = subprocess.run(
-        [
-            "skopeo",
-            "inspect",
-            "--tls-verify=false",
-            "--creds",
-            creds,
-            "--format",
-            "{{.Digest}}",
-            dest,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return inspect.stdout.strip()
-
-
-def image_of(d: Daemon, name: str) -> set[str]:
-    return {docker_json("inspect", cid)[0]["Image"] for cid in containers_of(name)}
-
-
-def image_id(ref: str) -> str:
-    return str(docker_json("image", "inspect", ref)[0]["Id"])
 
 
 async def served(d: Daemon, name: str) -> str:
@@ -91,10 +33,6 @@ async def served(d: Daemon, name: str) -> str:
             return await resp.text()
 
 
-async def history(api: Api, name: str) -> list[dict[str, Any]]:
-    return list((await api.ok("GET", f"/v1/deployments/{name}/history"))["history"])
-
-
 async def test_a_pushed_image_survives_settings_changes_and_a_revert_stays_reverted(
     registry_daemon: Daemon, rapi: Api, new_name
 ) -> None:
@@ -103,8 +41,7 @@ async def test_a_pushed_image_survives_settings_changes_and_a_revert_stays_rever
     repo = f"apps/{name}"
     v1, v2 = image_id("patrd-test/web:v1"), image_id("patrd-test/web:v2")
     d1 = skopeo_push(d, "patrd-test/web:v1", repo, "stable")
-    spec = {"registry": "local", "image": repo, "tag": "stable", "ports": {"80": "http"}}
-    await api.ok("POST", "/v1/deployments", {"name": name, **spec, "startup_probe": HEALTH})
+    await api.ok("POST", "/v1/deployments", node_registry_spec(name, repo, startup_probe=HEALTH))
     await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
     assert image_of(d, name) == {v1}
 
@@ -161,15 +98,13 @@ async def test_redeploy_rolls_only_a_changed_digest(
     await api.ok(
         "POST",
         "/v1/deployments",
-        {
-            "name": name,
-            "registry": "local",
-            "image": repo,
-            "tag": "main",
-            "ports": {"80": "http"},
-            "deploy_on_push": False,  # as a registry that cannot notify patrd
-            "startup_probe": HEALTH,
-        },
+        node_registry_spec(
+            name,
+            repo,
+            "main",
+            deploy_on_push=False,  # as a registry that cannot notify patrd
+            startup_probe=HEALTH,
+        ),
     )
     await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
     before = containers_of(name)
@@ -202,8 +137,7 @@ async def test_a_push_to_a_stopped_deployment_runs_at_the_next_start(
     repo = f"apps/{name}"
     v2 = image_id("patrd-test/web:v2")
     skopeo_push(d, "patrd-test/web:v1", repo, "stable")
-    spec = {"registry": "local", "image": repo, "tag": "stable", "ports": {"80": "http"}}
-    await api.ok("POST", "/v1/deployments", {"name": name, **spec})
+    await api.ok("POST", "/v1/deployments", node_registry_spec(name, repo))
     await until(lambda: rolled_out(api, name, 1), 60, "v1 deployed", d)
     await api.ok("POST", f"/v1/deployments/{name}/stop")
     await api.wait_status(name, "stopped")
@@ -253,14 +187,14 @@ async def test_a_probe_only_change_that_never_passes_fails_and_the_old_instances
         return next((h for h in entries if h["revision"] == 2 and h["state"] == "failed"), None)
 
     served_ok = 0
-    deadline = time.monotonic() + 90
-    entry = None
-    while entry is None:
-        assert time.monotonic() < deadline, f"revision 2 not failed in 90s\n{d.log_tail()}"
+
+    async def failed_while_v1_serves() -> dict[str, Any] | None:
+        nonlocal served_ok
         assert "hello from v1" in await served(d, name), "the old instances keep serving"
         served_ok += 1
-        entry = await failed()
-        await asyncio.sleep(0.2)
+        return await failed()
+
+    entry = await until(failed_while_v1_serves, 90, "revision 2 failed", d, interval=0.2)
     assert "startup probe /cgi-bin/no-such-path" in entry["reason"], entry
     assert served_ok > 3
     dep = await api.wait_status(name, "running")
@@ -307,8 +241,7 @@ async def test_a_revert_to_an_image_gone_from_the_node_pulls_it_by_digest(
     own_id = image_id(own)
     try:
         d1 = skopeo_push(d, own, repo, "stable")
-        spec = {"registry": "local", "image": repo, "tag": "stable", "ports": {"80": "http"}}
-        await api.ok("POST", "/v1/deployments", {"name": name, **spec})
+        await api.ok("POST", "/v1/deployments", node_registry_spec(name, repo))
         await until(lambda: rolled_out(api, name, 1), 60, "own image deployed", d)
         assert image_of(d, name) == {own_id}
         skopeo_push(d, "patrd-test/web:v2", repo, "stable")

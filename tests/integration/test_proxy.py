@@ -13,286 +13,61 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import NamedTuple
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
+from patrd.proxy.router import Backend, RouteStatus, RoutingTable
 from patrd.proxy.server import ProxyOptions, ProxyServer
-
-HOST = "app.test"
-LOOPBACK = "127.0.0.1"
-MiB = 1024 * 1024
-
-
-# --- upstreams ----------------------------------------------------------------
-
-
-class Upstream:
-    """An aiohttp server that records what it sees."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.port = 0
-        self.peers: set[int] = set()  # client ports seen: one per TCP connection
-        self.hits: Counter[str] = Counter()
-        self.headers: list[list[tuple[str, str]]] = []
-        self.written = 0  # bytes /firehose has handed to its transport
-        self.read = 0  # bytes /hold has read from its request
-        self.runner: web.AppRunner | None = None
-
-    @web.middleware
-    async def _record(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        assert request.transport is not None
-        self.peers.add(request.transport.get_extra_info("peername")[1])
-        self.hits[request.path] += 1
-        self.headers.append(list(request.headers.items()))
-        return await handler(request)
-
-    async def start(self) -> None:
-        app = web.Application(middlewares=[self._record])
-        app.router.add_get("/", self.hello)
-        app.router.add_get("/hello", self.hello)
-        app.router.add_route("*", "/echo", self.echo)
-        app.router.add_get("/big", self.big)
-        app.router.add_get("/big-cl", self.big_cl)
-        app.router.add_get("/slow", self.slow)
-        app.router.add_get("/sleep", self.sleep)
-        app.router.add_get("/nothing", self.nothing)
-        app.router.add_get("/ws", self.websocket)
-        app.router.add_route("*", "/any", self.hello)
-        app.router.add_get("/firehose", self.firehose)
-        app.router.add_post("/hold", self.hold)
-        self.runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, LOOPBACK, 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-    def backend(self) -> Backend:
-        return Backend(instance=f"web-{self.name}", host=LOOPBACK, port=self.port)
-
-    async def hello(self, request: web.Request) -> web.Response:
-        return web.Response(text=f"hello from {self.name}")
-
-    async def echo(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
-
-    async def big(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for i in range(128):  # 8 MiB
-            await response.write(pattern(i, 64 * 1024))
-        await response.write_eof()
-        return response
-
-    async def big_cl(self, request: web.Request) -> web.Response:
-        return web.Response(body=b"".join(pattern(i, 64 * 1024) for i in range(128)))
-
-    async def slow(self, request: web.Request) -> web.StreamResponse:
-        ticks = int(request.query.get("ticks", "6"))
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for i in range(ticks):
-            await response.write(b"tick %d\n" % i)
-            await asyncio.sleep(0.5)
-        await response.write_eof()
-        return response
-
-    async def sleep(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(float(request.query.get("s", "1")))
-        return web.Response(text=f"slept on {self.name}")
-
-    async def nothing(self, request: web.Request) -> web.Response:
-        return web.Response(status=204)
-
-    async def firehose(self, request: web.Request) -> web.StreamResponse:
-        """Up to 256 MiB, as fast as the reader takes it."""
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        chunk = b"f" * (256 * 1024)
-        for _ in range(1024):
-            await response.write(chunk)
-            self.written += len(chunk)
-        await response.write_eof()
-        return response
-
-    async def hold(self, request: web.Request) -> web.Response:
-        """Read one chunk, stall, then read the rest."""
-        self.read += len(await request.content.readany())
-        await asyncio.sleep(float(request.query.get("s", "2")))
-        while chunk := await request.content.readany():
-            self.read += len(chunk)
-        return web.Response(text=f"read {self.read}")
-
-    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                await ws.send_str("echo: " + msg.data)
-            elif msg.type == aiohttp.WSMsgType.BINARY:
-                await ws.send_bytes(msg.data)
-        return ws
-
-
-class RawUpstream:
-    """An asyncio server answering with canned bytes, to misbehave on purpose.
-
-    ``answer(n)`` gives the bytes for the n-th request (from 0) of a
-    connection, or ``None`` to close the connection without answering.
-    """
-
-    def __init__(self, answer: Callable[[int], bytes | None], delay: float = 0.0) -> None:
-        self.answer = answer
-        self.delay = delay
-        self.connections = 0  # accepted so far
-        self.open = 0  # open now
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, LOOPBACK, 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.open += 1
-        try:
-            for n in range(100):
-                await reader.readuntil(b"\r\n\r\n")
-                await asyncio.sleep(self.delay)
-                data = self.answer(n)
-                if data is None:
-                    break
-                writer.write(data)
-                await writer.drain()
-                if b"Connection: close" in data:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.open -= 1
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    def backend(self) -> Backend:
-        return Backend(instance="raw-0", host=LOOPBACK, port=self.port)
-
-
-def pattern(i: int, size: int) -> bytes:
-    return bytes([i % 251]) * size
-
-
-def route(
-    *backends: Backend,
-    host: str = HOST,
-    prefix: str = "/",
-    status: RouteStatus = RouteStatus.RUNNING,
-    deployment: str = "web",
-) -> Route:
-    return Route(
-        host=host,
-        path_prefix=prefix,
-        deployment=deployment,
-        port=8080,
-        status=status,
-        backends=tuple(backends),
-    )
-
-
-def table(*routes: Route) -> RoutingTable:
-    return RoutingTable.build(routes)
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 with nothing listening (bound, then released)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
+from tests.support.proxy_rig import (
+    HOST,
+    MakeProxy,
+    MakeRaw,
+    MakeUpstream,
+    MiB,
+    RawUpstream,
+    Upstream,
+    free_port,
+    outstanding_becomes,
+    pattern,
+    proxies,
+    route,
+    table,
+)
+from tests.support.raw_http import (
+    LOOPBACK,
+    connection,
+    next_response,
+    raw,
+    status_of,
+)
+from tests.support.waits import until
 
 # --- fixtures -----------------------------------------------------------------
 
-MakeUpstream = Callable[[str], Awaitable[Upstream]]
-MakeProxy = Callable[..., Awaitable[tuple[ProxyServer, int]]]
-MakeRaw = Callable[..., Awaitable[RawUpstream]]
 
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[list[Upstream | RawUpstream]]:
-    """Upstreams started by a test; stopped after the proxies."""
-    started: list[Upstream | RawUpstream] = []
-    yield started
-    for upstream in reversed(started):
-        await upstream.stop()
-
-
-@pytest.fixture
-def make_upstream(upstreams: list[Upstream | RawUpstream]) -> MakeUpstream:
-    async def make(name: str) -> Upstream:
-        upstream = Upstream(name)
-        await upstream.start()
-        upstreams.append(upstream)
-        return upstream
-
-    return make
-
-
-@pytest.fixture
-def make_raw(upstreams: list[Upstream | RawUpstream]) -> MakeRaw:
-    async def make(answer: Callable[[int], bytes | None], delay: float = 0.0) -> RawUpstream:
-        upstream = RawUpstream(answer, delay)
-        await upstream.start()
-        upstreams.append(upstream)
-        return upstream
-
-    return make
+class WebProxy(NamedTuple):
+    upstream: Upstream
+    proxy: ProxyServer
+    base: str  # http://127.0.0.1:port
+    port: int
 
 
 @pytest.fixture
 async def make_proxy(
     upstreams: list[Upstream | RawUpstream],
 ) -> AsyncIterator[MakeProxy]:
-    started: list[ProxyServer] = []
+    async with proxies() as start:
 
-    async def make(
-        routes: RoutingTable, options: ProxyOptions | None = None
-    ) -> tuple[ProxyServer, int]:
-        proxy = ProxyServer(options or ProxyOptions(), routes)
-        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
-        started.append(proxy)
-        return proxy, port
+        async def make(
+            routes: RoutingTable, options: ProxyOptions | None = None
+        ) -> tuple[ProxyServer, int]:
+            return await start(options or ProxyOptions(), routes)
 
-    yield make
-    for proxy in started:
-        await proxy.stop(timeout=2.0)
+        yield make
 
 
 @pytest.fixture
@@ -302,62 +77,18 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-async def web_proxy(
-    make_upstream: MakeUpstream, make_proxy: MakeProxy
-) -> tuple[Upstream, ProxyServer, str]:
-    """One aiohttp upstream behind a proxy; returns (upstream, proxy, base URL)."""
+async def web_proxy(make_upstream: MakeUpstream, make_proxy: MakeProxy) -> WebProxy:
+    """One aiohttp upstream behind a proxy."""
     upstream = await make_upstream("a")
     proxy, port = await make_proxy(table(route(upstream.backend())))
-    return upstream, proxy, f"http://{LOOPBACK}:{port}"
-
-
-# --- raw socket helpers ---------------------------------------------------------
-
-
-async def raw(port: int, data: bytes, timeout: float = 5.0, source: str = LOOPBACK) -> bytes:
-    """Send ``data`` (from address ``source``), return everything received until
-    the proxy closes (bounded by ``timeout``)."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
-    try:
-        writer.write(data)
-        chunks: list[bytes] = []
-        async with asyncio.timeout(timeout):
-            while chunk := await reader.read(65536):
-                chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-
-
-async def read_response(
-    reader: asyncio.StreamReader, head_only: bool = False
-) -> tuple[int, dict[str, str], bytes]:
-    """Read one Content-Length framed response (or just its head)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {
-        k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if line)
-    }
-    if head_only or "content-length" not in headers:
-        return status, headers, b""
-    body = await reader.readexactly(int(headers["content-length"]))
-    return status, headers, body
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
+    return WebProxy(upstream, proxy, f"http://{LOOPBACK}:{port}", port)
 
 
 # --- plain proxying ---------------------------------------------------------------
 
 
-async def test_get_is_proxied(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
-) -> None:
-    upstream, proxy, base = web_proxy
+async def test_get_is_proxied(web_proxy: WebProxy, session: aiohttp.ClientSession) -> None:
+    upstream, proxy, base, _ = web_proxy
     async with session.get(f"{base}/hello", headers={"Host": HOST}) as response:
         assert response.status == 200
         assert await response.text() == "hello from a"
@@ -367,9 +98,9 @@ async def test_get_is_proxied(
 
 
 async def test_keep_alive_reuses_one_upstream_connection(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+    web_proxy: WebProxy, session: aiohttp.ClientSession
 ) -> None:
-    upstream, _, base = web_proxy
+    upstream, _, base, _ = web_proxy
     for _ in range(30):
         async with session.get(f"{base}/hello", headers={"Host": HOST}) as response:
             assert await response.text() == "hello from a"
@@ -378,34 +109,28 @@ async def test_keep_alive_reuses_one_upstream_connection(
 
 
 async def test_client_keep_alive_over_raw_socket(
-    web_proxy: tuple[Upstream, ProxyServer, str],
+    web_proxy: WebProxy,
 ) -> None:
-    upstream, _, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    upstream, _, _, port = web_proxy
+    async with connection(port) as (reader, writer):
         for _ in range(5):
             writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
-            status, _, body = await asyncio.wait_for(read_response(reader), 5)
+            status, _, body = await next_response(reader)
             assert (status, body) == (200, b"hello from a")
         # Pipelined: two requests in one write, answered in order.
         writer.write(
             b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n"
             b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n"
         )
-        first = await asyncio.wait_for(read_response(reader), 5)
-        second = await asyncio.wait_for(read_response(reader), 5)
+        first = await next_response(reader)
+        second = await next_response(reader)
         assert first[0] == 200 and first[2] == b"hello from a"
         assert second[0] == 204
-    finally:
-        writer.close()
-        await writer.wait_closed()
     assert len(upstream.peers) == 1
 
 
-async def test_http10_client(web_proxy: tuple[Upstream, ProxyServer, str]) -> None:
-    _, _, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
+async def test_http10_client(web_proxy: WebProxy) -> None:
+    port = web_proxy.port
     response = await raw(port, b"GET /hello HTTP/1.0\r\nHost: app.test\r\n\r\n")
     assert status_of(response) == 200
     assert b"connection: close" in response.lower()
@@ -420,9 +145,9 @@ async def test_http10_client(web_proxy: tuple[Upstream, ProxyServer, str]) -> No
 
 
 async def test_post_chunked_body_is_streamed_and_echoed(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+    web_proxy: WebProxy, session: aiohttp.ClientSession
 ) -> None:
-    upstream, _, base = web_proxy
+    upstream, _, base, _ = web_proxy
     sent = hashlib.sha256()
 
     async def body() -> AsyncIterator[bytes]:
@@ -441,9 +166,9 @@ async def test_post_chunked_body_is_streamed_and_echoed(
 
 
 async def test_post_content_length_body(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+    web_proxy: WebProxy, session: aiohttp.ClientSession
 ) -> None:
-    upstream, _, base = web_proxy
+    upstream, _, base, _ = web_proxy
     data = b"".join(pattern(i, 1000) for i in range(300))
     async with session.post(f"{base}/echo", data=data, headers={"Host": HOST}) as response:
         assert await response.read() == data
@@ -452,9 +177,9 @@ async def test_post_content_length_body(
 
 @pytest.mark.parametrize("path", ["/big", "/big-cl"])
 async def test_large_response_is_streamed(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession, path: str
+    web_proxy: WebProxy, session: aiohttp.ClientSession, path: str
 ) -> None:
-    _, _, base = web_proxy
+    _, _, base, _ = web_proxy
     digest = hashlib.sha256()
     total = 0
     async with session.get(f"{base}{path}", headers={"Host": HOST}) as response:
@@ -468,35 +193,28 @@ async def test_large_response_is_streamed(
     assert digest.hexdigest() == expected.hexdigest()
 
 
-async def test_head_has_no_body(web_proxy: tuple[Upstream, ProxyServer, str]) -> None:
-    upstream, _, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+async def test_head_has_no_body(web_proxy: WebProxy) -> None:
+    upstream, _, _, port = web_proxy
+    async with connection(port) as (reader, writer):
         writer.write(b"HEAD /big-cl HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        status, headers, _ = await asyncio.wait_for(read_response(reader, head_only=True), 5)
+        status, headers, _ = await next_response(reader, head_only=True)
         assert status == 200
         assert headers["content-length"] == str(8 * MiB)
         # The next answer on the connection starts right after the head.
         writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        status, _, body = await next_response(reader)
         assert (status, body) == (200, b"hello from a")
         writer.write(b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+        status, headers, body = await next_response(reader)
         assert status == 204 and body == b""
-    finally:
-        writer.close()
-        await writer.wait_closed()
     assert len(upstream.peers) == 1  # the HEAD answer left the upstream connection reusable
 
 
 # --- routing answers ----------------------------------------------------------------
 
 
-async def test_unknown_host_is_404(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
-) -> None:
-    upstream, _, base = web_proxy
+async def test_unknown_host_is_404(web_proxy: WebProxy, session: aiohttp.ClientSession) -> None:
+    upstream, _, base, _ = web_proxy
     async with session.get(f"{base}/hello", headers={"Host": "other.test"}) as response:
         assert response.status == 404
         assert response.content_type == "text/plain"
@@ -562,9 +280,9 @@ async def test_path_prefix_routes_to_its_deployment(
 
 
 async def test_forwarded_headers_replace_the_clients(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+    web_proxy: WebProxy, session: aiohttp.ClientSession
 ) -> None:
-    upstream, _, base = web_proxy
+    upstream, _, base, _ = web_proxy
     headers = {
         "Host": "App.test:8080",
         "X-Forwarded-For": "6.6.6.6",
@@ -615,9 +333,12 @@ async def test_balancing_prefers_the_least_outstanding_backend(
     proxy, port = await make_proxy(table(route(a.backend(), b.backend())))
     url = f"http://{LOOPBACK}:{port}"
     slow = asyncio.create_task(session.get(f"{url}/sleep?s=1.5", headers={"Host": HOST}))
-    async with asyncio.timeout(5):
-        while proxy.outstanding(LOOPBACK, a.port) + proxy.outstanding(LOOPBACK, b.port) == 0:
-            await asyncio.sleep(0.01)
+    await until(
+        lambda: proxy.outstanding(LOOPBACK, a.port) + proxy.outstanding(LOOPBACK, b.port),
+        5,
+        "the slow request at a backend",
+        interval=0.01,
+    )
     busy = a if proxy.outstanding(LOOPBACK, a.port) else b
     idle = b if busy is a else a
     for _ in range(6):
@@ -629,12 +350,10 @@ async def test_balancing_prefers_the_least_outstanding_backend(
 
 
 async def test_slow_client_back_pressures_the_upstream(
-    web_proxy: tuple[Upstream, ProxyServer, str],
+    web_proxy: WebProxy,
 ) -> None:
-    upstream, _, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    upstream, _, _, port = web_proxy
+    async with connection(port) as (reader, writer):
         writer.write(b"GET /firehose HTTP/1.1\r\nHost: app.test\r\n\r\n")
         await asyncio.wait_for(reader.readexactly(1024 * 1024), 5)
         # Stop reading: the proxy must stop reading the upstream, not buffer 256 MiB.
@@ -646,10 +365,6 @@ async def test_slow_client_back_pressures_the_upstream(
         # Reading again resumes the flow.
         await asyncio.wait_for(reader.readexactly(16 * MiB), 10)
         assert upstream.written > stalled_at
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 async def test_slow_upstream_back_pressures_the_client(
@@ -659,10 +374,9 @@ async def test_slow_upstream_back_pressures_the_client(
     _, port = await make_proxy(
         table(route(upstream.backend())), ProxyOptions(max_body_bytes=512 * MiB)
     )
-    _, writer = await asyncio.open_connection(LOOPBACK, port)
     total = 256 * MiB
     sent = 0
-    try:
+    async with connection(port) as (_, writer):
         writer.write(
             b"POST /hold?s=3 HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n" % total
         )
@@ -675,27 +389,21 @@ async def test_slow_upstream_back_pressures_the_client(
                     sent += len(chunk)
                     await writer.drain()
         assert sent < 96 * MiB
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 async def test_other_upgrades_are_proxied_as_plain_http(
-    web_proxy: tuple[Upstream, ProxyServer, str],
+    web_proxy: WebProxy,
 ) -> None:
-    upstream, _, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    upstream, _, _, port = web_proxy
+    async with connection(port) as (reader, writer):
         writer.write(
             b"GET /hello HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
             b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
             b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n"
         )
-        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        status, _, body = await next_response(reader)
         assert (status, body) == (200, b"hello from a")
-        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 204
+        assert (await next_response(reader))[0] == 204
         # With a body (llhttp skips the body of an upgrade request; the proxy reads it).
         writer.write(
             b"POST /any HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
@@ -704,12 +412,9 @@ async def test_other_upgrades_are_proxied_as_plain_http(
         )
         await asyncio.sleep(0.05)
         writer.write(b"lo" + b"GET /nothing HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        status, _, body = await next_response(reader)
         assert (status, body) == (200, b"hello from a")
-        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 204
-    finally:
-        writer.close()
-        await writer.wait_closed()
+        assert (await next_response(reader))[0] == 204
     names = {k.lower() for k, _ in upstream.headers[0]}
     assert "upgrade" not in names
     assert "http2-settings" not in names
@@ -719,10 +424,8 @@ async def test_other_upgrades_are_proxied_as_plain_http(
 # --- websocket ------------------------------------------------------------------------
 
 
-async def test_websocket_echo(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
-) -> None:
-    upstream, proxy, base = web_proxy
+async def test_websocket_echo(web_proxy: WebProxy, session: aiohttp.ClientSession) -> None:
+    upstream, proxy, base, _ = web_proxy
     async with session.ws_connect(f"{base}/ws", headers={"Host": HOST}) as ws:
         assert proxy.active_requests == 0  # an open websocket is not an in-flight request
         assert proxy.outstanding(LOOPBACK, upstream.port) == 1
@@ -732,15 +435,13 @@ async def test_websocket_echo(
         payload = pattern(7, 200_000)
         await ws.send_bytes(payload)
         assert await asyncio.wait_for(ws.receive_bytes(), 5) == payload
-    async with asyncio.timeout(5):
-        while proxy.outstanding(LOOPBACK, upstream.port):
-            await asyncio.sleep(0.01)
+    await outstanding_becomes(proxy, upstream.port, 0)
 
 
 async def test_websocket_to_unknown_host_is_404(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+    web_proxy: WebProxy, session: aiohttp.ClientSession
 ) -> None:
-    _, _, base = web_proxy
+    _, _, base, _ = web_proxy
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await session.ws_connect(f"{base}/ws", headers={"Host": "nope.test"})
     assert info.value.status == 404
@@ -782,10 +483,9 @@ async def test_websocket_to_unknown_host_is_404(
     ],
 )
 async def test_ambiguous_requests_are_400_and_never_forwarded(
-    web_proxy: tuple[Upstream, ProxyServer, str], request_bytes: bytes
+    web_proxy: WebProxy, request_bytes: bytes
 ) -> None:
-    upstream, proxy, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
+    upstream, proxy, _, port = web_proxy
     response = await raw(port, request_bytes)
     assert status_of(response) == 400
     assert b"connection: close" in response.lower()
@@ -808,18 +508,13 @@ async def test_oversized_header_is_431(make_upstream: MakeUpstream, make_proxy: 
         status_of(await raw(port, b"GET /hello HTTP/1.1\r\nHost: app.test\r\n" + many + b"\r\n"))
         == 431
     )
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\nX-Long: ")
         for _ in range(10):
             writer.write(b"b" * 1000)
             await writer.drain()
-        status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+        status, _, _ = await next_response(reader)
         assert status == 431
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
     assert upstream.hits["/hello"] == 0
 
 
@@ -862,27 +557,23 @@ async def test_chunked_body_over_limit_after_answer_started_is_cut(
     _, port = await make_proxy(
         table(route(upstream.backend())), ProxyOptions(max_body_bytes=50_000)
     )
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
     received = b""
-    try:
-        writer.write(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
-        writer.write(b"2710\r\n" + b"e" * 10_000 + b"\r\n")
-        # The echo answer has started before the body grows too large.
-        received = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert status_of(received) == 200
-        with contextlib.suppress(ConnectionError):
-            for _ in range(10):
-                writer.write(b"2710\r\n" + b"e" * 10_000 + b"\r\n")
-                await writer.drain()
-        async with asyncio.timeout(5):
-            while chunk := await reader.read(65536):
-                received += chunk
-    except ConnectionResetError:
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+    with contextlib.suppress(ConnectionResetError):
+        async with connection(port) as (reader, writer):
+            writer.write(
+                b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            writer.write(b"2710\r\n" + b"e" * 10_000 + b"\r\n")
+            # The echo answer has started before the body grows too large.
+            received = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert status_of(received) == 200
+            with contextlib.suppress(ConnectionError):
+                for _ in range(10):
+                    writer.write(b"2710\r\n" + b"e" * 10_000 + b"\r\n")
+                    await writer.drain()
+            async with asyncio.timeout(5):
+                while chunk := await reader.read(65536):
+                    received += chunk
     assert not received.endswith(b"0\r\n\r\n")  # cut, never completed
 
 
@@ -891,26 +582,18 @@ async def test_header_timeout_closes(make_upstream: MakeUpstream, make_proxy: Ma
     _, port = await make_proxy(
         table(route(upstream.backend())), ProxyOptions(header_timeout_s=0.3, idle_timeout_s=0.6)
     )
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         start = time.monotonic()
         writer.write(b"GET /hello HTTP/1.1\r\nHost: app")
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, no answer
         assert 0.25 < time.monotonic() - start < 3
-    finally:
-        writer.close()
-        await writer.wait_closed()
     # Idle keep-alive connections are closed after idle_timeout_s.
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 200
+        assert (await next_response(reader))[0] == 200
         start = time.monotonic()
         assert await asyncio.wait_for(reader.read(), 5) == b""
         assert 0.5 < time.monotonic() - start < 3
-    finally:
-        writer.close()
-        await writer.wait_closed()
 
 
 # --- upstream misbehaviour ------------------------------------------------------------
@@ -923,22 +606,18 @@ async def test_dead_pooled_connection_is_retried_for_get(
     # Each connection answers its first request, then dies on the second.
     upstream = await make_raw(lambda n: ok if n == 0 else None)
     _, port = await make_proxy(table(route(upstream.backend())))
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         for _ in range(3):
             writer.write(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
-            assert await asyncio.wait_for(read_response(reader), 5) == (
+            assert await next_response(reader) == (
                 200,
                 {"content-length": "2"},
                 b"ok",
             )
         # Not retried: a POST with a body.
         writer.write(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nabc")
-        status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+        status, _, _ = await next_response(reader)
         assert status == 502
-    finally:
-        writer.close()
-        await writer.wait_closed()
     # One connection for the first GET, one retry for each later GET, none for the POST.
     assert upstream.connections == 3
 
@@ -959,9 +638,8 @@ async def test_idle_pool_keeps_bursts_and_trims_what_stays_unused(
     for _ in range(2):  # two bursts of 8: the second reuses the first's connections
         assert await asyncio.gather(*(get() for _ in range(8))) == [200] * 8
     assert upstream.connections == 8
-    async with asyncio.timeout(5):  # the surplus is closed once it stays unused
-        while upstream.open > 2:
-            await asyncio.sleep(0.05)
+    # The surplus is closed once it stays unused.
+    await until(lambda: upstream.open <= 2, 5, "idle pool trimmed to 2", interval=0.05)
     await asyncio.sleep(1.5)
     assert upstream.open == 2
 
@@ -1070,9 +748,9 @@ async def test_table_swap_while_requests_run(
 
 
 async def test_stop_lets_an_in_flight_stream_finish(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+    web_proxy: WebProxy, session: aiohttp.ClientSession
 ) -> None:
-    _, proxy, base = web_proxy
+    _, proxy, base, _ = web_proxy
     async with session.get(f"{base}/slow?ticks=6", headers={"Host": HOST}) as response:
         assert response.status == 200
         first = await response.content.readline()
@@ -1093,9 +771,9 @@ async def test_stop_lets_an_in_flight_stream_finish(
 
 
 async def test_stop_aborts_what_outlives_the_timeout(
-    web_proxy: tuple[Upstream, ProxyServer, str], session: aiohttp.ClientSession
+    web_proxy: WebProxy, session: aiohttp.ClientSession
 ) -> None:
-    _, proxy, base = web_proxy
+    _, proxy, base, _ = web_proxy
     async with session.get(f"{base}/slow?ticks=20", headers={"Host": HOST}) as response:
         await response.content.readline()
         start = time.monotonic()
@@ -1107,74 +785,59 @@ async def test_stop_aborts_what_outlives_the_timeout(
 
 
 async def test_answers_during_drain_say_connection_close(
-    web_proxy: tuple[Upstream, ProxyServer, str],
+    web_proxy: WebProxy,
 ) -> None:
-    _, proxy, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    _, proxy, _, port = web_proxy
+    async with connection(port) as (reader, writer):
         writer.write(b"GET /sleep?s=0.5 HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        async with asyncio.timeout(5):
-            while proxy.active_requests == 0:
-                await asyncio.sleep(0.01)
+        await until(lambda: proxy.active_requests, 5, "the request in flight", interval=0.01)
         stopping = asyncio.create_task(proxy.stop(timeout=5))
-        status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+        status, headers, body = await next_response(reader)
         assert (status, body) == (200, b"slept on a")
         assert headers["connection"] == "close"
         assert await asyncio.wait_for(reader.read(), 5) == b""
         await asyncio.wait_for(stopping, 5)
-    finally:
-        writer.close()
-        await writer.wait_closed()
 
 
 async def test_client_gone_mid_response_releases_everything(
-    web_proxy: tuple[Upstream, ProxyServer, str],
+    web_proxy: WebProxy,
 ) -> None:
-    upstream, proxy, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
+    upstream, proxy, _, port = web_proxy
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
     writer.write(b"GET /slow?ticks=20 HTTP/1.1\r\nHost: app.test\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"tick 0\n"), 5)
     assert proxy.outstanding(LOOPBACK, upstream.port) == 1
     writer.close()
     await writer.wait_closed()
-    async with asyncio.timeout(5):
-        while proxy.active_requests or proxy.outstanding(LOOPBACK, upstream.port):
-            await asyncio.sleep(0.01)
+    await until(
+        lambda: not (proxy.active_requests or proxy.outstanding(LOOPBACK, upstream.port)),
+        5,
+        "request and upstream connection released",
+        interval=0.01,
+    )
 
 
 async def test_client_half_close_after_request_still_gets_the_answer(
-    web_proxy: tuple[Upstream, ProxyServer, str],
+    web_proxy: WebProxy,
 ) -> None:
-    _, _, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    port = web_proxy.port
+    async with connection(port) as (reader, writer):
         writer.write(b"GET /sleep?s=0.2 HTTP/1.1\r\nHost: app.test\r\n\r\n")
         writer.write_eof()
-        status, _, body = await asyncio.wait_for(read_response(reader), 5)
+        status, _, body = await next_response(reader)
         assert (status, body) == (200, b"slept on a")
         assert await asyncio.wait_for(reader.read(), 5) == b""
-    finally:
-        writer.close()
-        await writer.wait_closed()
 
 
 async def test_drain_closes_idle_keep_alive_connections(
-    web_proxy: tuple[Upstream, ProxyServer, str],
+    web_proxy: WebProxy,
 ) -> None:
-    _, proxy, base = web_proxy
-    port = int(base.rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    _, proxy, _, port = web_proxy
+    async with connection(port) as (reader, writer):
         writer.write(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        assert (await asyncio.wait_for(read_response(reader), 5))[0] == 200
+        assert (await next_response(reader))[0] == 200
         await asyncio.wait_for(proxy.stop(timeout=5), 5)
         assert await asyncio.wait_for(reader.read(), 5) == b""
-    finally:
-        writer.close()
-        await writer.wait_closed()
 
 
 async def test_body_limit_per_url(

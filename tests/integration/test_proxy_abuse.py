@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
+from patrd.proxy.router import Backend
 from patrd.proxy.server import ProxyOptions, ProxyServer
-from tests.integration.test_proxy import raw
+from tests.support.proxy_rig import proxies, route, serve_on_loopback, table
+from tests.support.raw_http import LOOPBACK, connection, next_response, raw, status_of
 
-LOOPBACK = "127.0.0.1"
 OTHER = "127.0.0.2"  # a second client address on loopback
 HOST = b"app.test"
 
@@ -38,11 +38,7 @@ class Recorder:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, LOOPBACK, 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
+        self.runner, self.port = await serve_on_loopback(app)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -67,51 +63,22 @@ async def recorder() -> AsyncIterator[Recorder]:
 
 @pytest.fixture
 async def make_proxy(recorder: Recorder) -> AsyncIterator[MakeProxy]:
-    started: list[ProxyServer] = []
+    backend = Backend(instance="web-0", host=LOOPBACK, port=recorder.port)
+    async with proxies() as start:
 
-    async def make(**options: object) -> int:
-        route = Route(
-            host=HOST.decode(),
-            path_prefix="/",
-            deployment="web",
-            port=80,
-            status=RouteStatus.RUNNING,
-            backends=(Backend(instance="web-0", host=LOOPBACK, port=recorder.port),),
-        )
-        proxy = ProxyServer(ProxyOptions(**options), RoutingTable.build([route]))  # type: ignore[arg-type]
-        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
-        started.append(proxy)
-        make.proxy = proxy  # type: ignore[attr-defined]
-        return port
+        async def make(**options: object) -> int:
+            proxy, port = await start(
+                ProxyOptions(**options),  # type: ignore[arg-type]
+                table(route(backend, host=HOST.decode(), deployment="web")),
+            )
+            make.proxy = proxy  # type: ignore[attr-defined]
+            return port
 
-    yield make
-    for proxy in started:
-        await proxy.stop(timeout=2.0)
-
-
-async def open_from(port: int, source: str = LOOPBACK):
-    return await asyncio.open_connection(LOOPBACK, port, local_addr=(source, 0))
-
-
-async def exchange(port: int, data: bytes, source: str = LOOPBACK, timeout: float = 5.0) -> bytes:
-    """Send ``data``; everything received until the proxy closes (bounded)."""
-    return await raw(port, data, timeout=timeout, source=source)
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:] if x)}
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(lines[0].split()[1]), headers, body
+        yield make
 
 
 def get(path: str = "/", extra: bytes = b"") -> bytes:
     return b"GET %b HTTP/1.1\r\nHost: %b\r\n%b\r\n" % (path.encode(), HOST, extra)
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
 
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n"
@@ -198,7 +165,7 @@ async def test_smuggling_attempts_are_400_closed_and_never_forwarded(
     recorder: Recorder, make_proxy: MakeProxy, attack: bytes
 ) -> None:
     port = await make_proxy(max_header_bytes=16384)
-    response = await exchange(port, attack)
+    response = await raw(port, attack)
     assert status_of(response) == 400, response[:200]
     assert b"connection: close" in response.lower()
     assert response.count(b"HTTP/1.1 ") == 1  # one answer, then the connection ended
@@ -213,15 +180,15 @@ async def test_smuggling_attempts_are_400_closed_and_never_forwarded(
 async def test_oversized_header_431_and_body_413(recorder: Recorder, make_proxy: MakeProxy) -> None:
     port = await make_proxy(max_header_bytes=16 * 1024, max_body_bytes=1024)
     big = get("/h", b"X-Big: " + b"a" * 17 * 1024 + b"\r\n")
-    response = await exchange(port, big)
+    response = await raw(port, big)
     assert status_of(response) == 431 and b"connection: close" in response.lower()
     body = b"POST /b HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2048\r\n\r\n" + b"x" * 2048
-    response = await exchange(port, body)
+    response = await raw(port, body)
     assert status_of(response) == 413 and b"connection: close" in response.lower()
     assert recorder.paths() == []
     # Just under both limits: forwarded.
     ok = b"POST /ok HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1024\r\nConnection: close\r\n\r\n"
-    assert status_of(await exchange(port, ok + b"y" * 1024)) == 200
+    assert status_of(await raw(port, ok + b"y" * 1024)) == 200
     assert recorder.paths() == ["/ok"]
 
 
@@ -234,34 +201,27 @@ async def test_slowloris_dribble_is_closed_within_the_header_timeout(
 
     async def dribble() -> tuple[float, bytes]:
         """One byte every 50 ms: never idle, never done."""
-        reader, writer = await open_from(port)
         start = time.monotonic()
         received = b""
-        try:
-            for byte in request[:-4]:  # never the final CRLF CRLF
-                writer.write(bytes([byte]))
-                await writer.drain()
-                with contextlib.suppress(TimeoutError):
-                    received += await asyncio.wait_for(reader.read(1024), 0.05)
-                if reader.at_eof():
-                    break
-            else:
-                raise AssertionError("the dribble was never cut")
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        with contextlib.suppress(ConnectionError):
+            async with connection(port) as (reader, writer):
+                for byte in request[:-4]:  # never the final CRLF CRLF
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        received += await asyncio.wait_for(reader.read(1024), 0.05)
+                    if reader.at_eof():
+                        break
+                else:
+                    raise AssertionError("the dribble was never cut")
         return time.monotonic() - start, received
 
     # 20 slowloris connections at once; a normal client is served meanwhile.
     attackers = [asyncio.create_task(dribble()) for _ in range(20)]
     await asyncio.sleep(0.3)
-    reader, writer = await open_from(port)
-    writer.write(get("/normal"))
-    status, _, _ = await read_response(reader)
-    writer.close()
+    async with connection(port) as (reader, writer):
+        writer.write(get("/normal"))
+        status, _, _ = await next_response(reader)
     assert status == 200
     results = await asyncio.gather(*attackers)
     for took, received in results:
@@ -276,7 +236,7 @@ async def test_spoofed_forwarded_headers_are_replaced(
     port = await make_proxy()
     spoof = b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"
     spoof += b"x-forwarded-for: 7.7.7.7\r\nConnection: close\r\n"
-    assert status_of(await exchange(port, get("/x", spoof), source=OTHER)) == 200
+    assert status_of(await raw(port, get("/x", spoof), source=OTHER)) == 200
     [(_, _, headers)] = recorder.seen
     assert headers["X-Forwarded-For"] == OTHER
     assert headers["X-Forwarded-Proto"] == "http"
@@ -290,9 +250,9 @@ async def test_trusted_proxy_forwarded_headers_are_kept_and_appended(
     port = await make_proxy(trusted_proxies=(f"{LOOPBACK}/32",))
     hops = b"X-Forwarded-For: 203.0.113.5, 198.51.100.9\r\nX-Forwarded-Proto: https\r\n"
     hops += b"X-Forwarded-Host: www.example.com\r\nConnection: close\r\n"
-    assert status_of(await exchange(port, get("/t", hops))) == 200
+    assert status_of(await raw(port, get("/t", hops))) == 200
     # An untrusted peer sending the same headers gets them replaced.
-    assert status_of(await exchange(port, get("/u", hops), source=OTHER)) == 200
+    assert status_of(await raw(port, get("/u", hops), source=OTHER)) == 200
     trusted, untrusted = (h for _, _, h in recorder.seen)
     assert trusted["X-Forwarded-For"] == f"203.0.113.5, 198.51.100.9, {LOOPBACK}"
     assert trusted["X-Forwarded-Proto"] == "https"
@@ -307,26 +267,23 @@ async def test_per_client_rate_limit_gives_429_and_recovers(
 ) -> None:
     rate, burst = 5.0, 5
     port = await make_proxy(rate_limit_rps=rate, rate_limit_burst=burst, rate_limit_exempt=())
-    reader, writer = await open_from(port)
-    try:
+    async with connection(port) as (reader, writer):
         statuses = []
         retry_after = None
         for _ in range(burst + 3):  # one keep-alive connection: 429s do not close it
             writer.write(get("/r"))
-            status, headers, _ = await read_response(reader)
+            status, headers, _ = await next_response(reader)
             statuses.append(status)
             if status == 429:
                 retry_after = headers.get("retry-after")
         assert statuses == [200] * burst + [429] * 3
         assert retry_after == "1"
         # Another address is not affected.
-        assert status_of(await exchange(port, get("/o", b"Connection: close\r\n"), OTHER)) == 200
+        assert status_of(await raw(port, get("/o", b"Connection: close\r\n"), source=OTHER)) == 200
         # One token comes back every 1/rate s: the client recovers.
         await asyncio.sleep(1 / rate + 0.05)
         writer.write(get("/r"))
-        assert (await read_response(reader))[0] == 200
-    finally:
-        writer.close()
+        assert (await next_response(reader))[0] == 200
     proxy: ProxyServer = make_proxy.proxy  # type: ignore[attr-defined]
     assert proxy.limited_requests == 3
     assert recorder.paths().count("/r") == burst + 1
@@ -341,27 +298,24 @@ async def test_rate_limit_behind_a_trusted_proxy_is_per_forwarded_client(
         rate_limit_exempt=(),
         trusted_proxies=(f"{LOOPBACK}/32",),
     )
-    reader, writer = await open_from(port)
-    try:
+    async with connection(port) as (reader, writer):
         results = []
         for client in (b"198.51.100.1",) * 3 + (b"198.51.100.2",) * 2:
             writer.write(get("/f", b"X-Forwarded-For: %b\r\n" % client))
-            results.append((await read_response(reader))[0])
+            results.append((await next_response(reader))[0])
         assert results == [200, 200, 429, 200, 200]
-    finally:
-        writer.close()
 
 
 async def test_global_connection_cap(recorder: Recorder, make_proxy: MakeProxy) -> None:
     cap, attempts = 20, 60
     port = await make_proxy(max_connections=cap)
-    opened = [await open_from(port) for _ in range(attempts)]
+    opened = [await asyncio.open_connection(LOOPBACK, port) for _ in range(attempts)]
     try:
         answers = []
         for reader, writer in opened:
             writer.write(get("/c"))
             with contextlib.suppress(ConnectionError):
-                answers.append((await read_response(reader))[0])
+                answers.append((await next_response(reader))[0])
         served, refused = answers.count(200), answers.count(503)
         print(f"\nconnection cap {cap}: {attempts} connections → {served} served, {refused} 503")
         assert served == cap and refused == attempts - cap
@@ -370,21 +324,21 @@ async def test_global_connection_cap(recorder: Recorder, make_proxy: MakeProxy) 
             writer.close()
     await asyncio.sleep(0.2)
     # Capacity comes back once connections close.
-    assert status_of(await exchange(port, get("/after", b"Connection: close\r\n"))) == 200
+    assert status_of(await raw(port, get("/after", b"Connection: close\r\n"))) == 200
     proxy: ProxyServer = make_proxy.proxy  # type: ignore[attr-defined]
     assert proxy.refused_connections == attempts - cap
 
 
 async def test_per_client_connection_cap(recorder: Recorder, make_proxy: MakeProxy) -> None:
     port = await make_proxy(max_connections_per_ip=3, rate_limit_exempt=())
-    held = [await open_from(port) for _ in range(3)]
+    held = [await asyncio.open_connection(LOOPBACK, port) for _ in range(3)]
     try:
-        response = await exchange(port, get("/4th"))
+        response = await raw(port, get("/4th"))
         assert status_of(response) == 429 and b"retry-after: 1" in response.lower()
-        assert status_of(await exchange(port, get("/o", b"Connection: close\r\n"), OTHER)) == 200
+        assert status_of(await raw(port, get("/o", b"Connection: close\r\n"), source=OTHER)) == 200
     finally:
         for _, writer in held:
             writer.close()
     await asyncio.sleep(0.2)
-    assert status_of(await exchange(port, get("/again", b"Connection: close\r\n"))) == 200
+    assert status_of(await raw(port, get("/again", b"Connection: close\r\n"))) == 200
     assert "/4th" not in recorder.paths()

@@ -18,9 +18,10 @@ from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.runtime import EventLoop, ProxyRuntime
 from patrd.proxy.server import ProxyOptions, ProxyServer
 from patrd.proxy.workers import ProxyWorkers
-from tests.integration.test_proxy import raw, read_response
+from tests.support.proxy_rig import outstanding_becomes, proxies, serve_on_loopback
+from tests.support.raw_http import LOOPBACK, connection, next_response, raw, status_of
+from tests.support.waits import until
 
-LOOPBACK = "127.0.0.1"
 OTHER = "127.0.0.2"
 HOST = "app.test"
 SHORT = 0.5  # the timeouts under test (seconds)
@@ -47,11 +48,7 @@ class App:
         app = web.Application()
         app.router.add_get("/ws", self.websocket)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, LOOPBACK, 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
+        self.runner, self.port = await serve_on_loopback(app)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -121,20 +118,13 @@ MakeProxy = Callable[..., Awaitable[tuple[ProxyServer, int]]]
 
 @pytest.fixture
 async def make_proxy() -> AsyncIterator[MakeProxy]:
-    started: list[ProxyServer] = []
+    async with proxies() as start:
 
-    async def make(routes: list[Route], **options: object) -> tuple[ProxyServer, int]:
-        proxy = ProxyServer(
-            ProxyOptions(**{**OPTIONS, **options}),  # type: ignore[arg-type]
-            RoutingTable.build(routes),
-        )
-        [(_, port)] = await proxy.start([(LOOPBACK, 0)])
-        started.append(proxy)
-        return proxy, port
+        async def make(routes: list[Route], **options: object) -> tuple[ProxyServer, int]:
+            merged = ProxyOptions(**{**OPTIONS, **options})  # type: ignore[arg-type]
+            return await start(merged, RoutingTable.build(routes))
 
-    yield make
-    for proxy in started:
-        await proxy.stop(timeout=2.0)
+        yield make
 
 
 @pytest.fixture
@@ -172,16 +162,6 @@ def get(target: str, host: str = HOST, extra: str = "") -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
 
 
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
-
-
 # --- timeouts after the head ------------------------------------------------------------
 
 
@@ -190,8 +170,7 @@ async def test_trickling_body_is_408_within_the_body_timeout(
 ) -> None:
     app = await apps("web")
     proxy, port = await make_proxy([route(app.port)], body_timeout_s=SHORT)
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\nab")
         started = time.monotonic()
         # A byte now and then, each gap shorter than the timeout: still reading.
@@ -199,15 +178,13 @@ async def test_trickling_body_is_408_within_the_body_timeout(
             await asyncio.sleep(SHORT / 4)
             writer.write(b"c")
         # Then silence.
-        status, headers, body = await asyncio.wait_for(read_response(reader), 10)
+        status, headers, body = await next_response(reader, 10)
         elapsed = time.monotonic() - started
         assert status == 408
         assert headers["connection"] == "close"
         assert b"request body" in body
         assert SHORT + SHORT * 0.9 <= elapsed < SHORT + SHORT + 3
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed
-    finally:
-        writer.close()
     assert proxy.timeouts["body"] == 1
     assert proxy.active_requests == 0
     assert app.seen == []  # the incomplete request got no answer from the app
@@ -218,16 +195,13 @@ async def test_slow_but_steady_body_is_proxied(
 ) -> None:
     app = await apps("web")
     proxy, port = await make_proxy([route(app.port)], body_timeout_s=SHORT)
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         writer.write(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 8\r\n\r\n")
         for _ in range(8):  # 8 gaps of SHORT/4: longer than the timeout in all
             await asyncio.sleep(SHORT / 4)
             writer.write(b"x")
-        status, _, body = await asyncio.wait_for(read_response(reader), 10)
+        status, _, body = await next_response(reader, 10)
         assert (status, body) == (200, b"web /upload 8\n")
-    finally:
-        writer.close()
     assert proxy.timeouts["body"] == 0
 
 
@@ -244,7 +218,7 @@ async def test_upstream_that_never_answers_is_504(
     assert SHORT * 0.9 <= elapsed < SHORT + 3
     assert staller.requests == 1
     assert proxy.timeouts["upstream_header"] == 1
-    await eventually(lambda: proxy.outstanding(LOOPBACK, staller.port) == 0)
+    await outstanding_becomes(proxy, staller.port, 0)
 
 
 async def test_504_keeps_the_client_connection(
@@ -257,15 +231,12 @@ async def test_504_keeps_the_client_connection(
     _, port = await make_proxy(
         [route(app.port), route(staller.port, "/stall", "stall")], upstream_header_timeout_s=SHORT
     )
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         writer.write(b"GET /stall HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        assert (await asyncio.wait_for(read_response(reader), 10))[0] == 504
+        assert (await next_response(reader, 10))[0] == 504
         writer.write(b"GET /after HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        status, _, body = await asyncio.wait_for(read_response(reader), 10)
+        status, _, body = await next_response(reader, 10)
         assert (status, body) == (200, b"web /after 0\n")
-    finally:
-        writer.close()
 
 
 async def test_a_url_may_set_its_own_upstream_timeout(
@@ -300,7 +271,7 @@ async def test_worker_processes_report_timeouts_and_carry_url_timeouts(
     )
     [(_, port)] = await proxy.start([(LOOPBACK, 0)])
     try:
-        await eventually(lambda: proxy.synced, timeout=10)
+        await until(lambda: proxy.synced, 10, "workers synced", interval=0.02)
         assert status_of(await raw(port, get("/stall"), timeout=10)) == 504
         assert status_of(await raw(port, get(f"/poll?delay={SHORT * 2}"), timeout=10)) == 200
         await proxy.refresh_stats()
@@ -331,15 +302,12 @@ async def test_client_that_does_not_read_is_cut(
     big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * (8 * 1024 * 1024)
     staller = await stallers(big)
     proxy, port = await make_proxy([route(staller.port)], send_timeout_s=SHORT)
-    _, writer = await asyncio.open_connection(LOOPBACK, port, limit=1024)
-    try:
+    async with connection(port, limit=1024) as (_, writer):
         writer.transport.pause_reading()  # type: ignore[attr-defined]
         writer.write(get("/big"))
-        await eventually(lambda: proxy.timeouts["send"] == 1, timeout=10)
-    finally:
-        writer.close()
+        await until(lambda: proxy.timeouts["send"] == 1, 10, "a send timeout", interval=0.02)
     assert proxy.timeouts["upstream_idle"] == 0
-    await eventually(lambda: proxy.outstanding(LOOPBACK, staller.port) == 0)
+    await outstanding_becomes(proxy, staller.port, 0)
 
 
 async def test_idle_websocket_is_closed_after_idle_timeout(
@@ -354,8 +322,7 @@ async def test_idle_websocket_is_closed_after_idle_timeout(
         upstream_idle_timeout_s=SHORT,
         send_timeout_s=SHORT,
     )
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         writer.write(
             b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -371,8 +338,6 @@ async def test_idle_websocket_is_closed_after_idle_timeout(
         assert time.monotonic() - started > 1.5
         assert await asyncio.wait_for(reader.read(), 10) == b""  # then idle: closed
         assert time.monotonic() - started >= 4 * SHORT + 1.4
-    finally:
-        writer.close()
     assert proxy.timeouts["websocket_idle"] == 1
     assert proxy.timeouts["upstream_header"] == proxy.timeouts["upstream_idle"] == 0
 

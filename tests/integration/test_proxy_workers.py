@@ -26,44 +26,27 @@ from patrd.proxy.workers import ProxyWorkers
 from patrd.tls.acme_client import ChallengeTokens
 from patrd.tls.certstore import CertStore, generate_key
 from patrd.tls.localca import LocalCA
-from tests.integration.test_proxy import (
+from tests.support.daemon import Api, Daemon
+from tests.support.load import rollout_under_load
+from tests.support.proxy_rig import (
     HOST,
-    LOOPBACK,
     MakeUpstream,
+    RawUpstream,
     Upstream,
     free_port,
+    outstanding_becomes,
     route,
     table,
 )
-from tests.support.daemon import Daemon
-from tests.support.load import Load, env_value
+from tests.support.raw_http import LOOPBACK, connection
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 MakeWorkers = Callable[..., Awaitable[tuple[ProxyWorkers, int]]]
 
 
 @pytest.fixture
-async def upstreams() -> AsyncIterator[list[Upstream]]:
-    """Upstreams started by a test; stopped after the proxies."""
-    started: list[Upstream] = []
-    yield started
-    for upstream in reversed(started):
-        await upstream.stop()
-
-
-@pytest.fixture
-def make_upstream(upstreams: list[Upstream]) -> MakeUpstream:
-    async def make(name: str) -> Upstream:
-        upstream = Upstream(name)
-        await upstream.start()
-        upstreams.append(upstream)
-        return upstream
-
-    return make
-
-
-@pytest.fixture
-async def make_workers(upstreams: list[Upstream]) -> AsyncIterator[MakeWorkers]:
+async def make_workers(upstreams: list[Upstream | RawUpstream]) -> AsyncIterator[MakeWorkers]:
     started: list[ProxyWorkers] = []
 
     async def make(
@@ -97,22 +80,12 @@ async def make_workers(upstreams: list[Upstream]) -> AsyncIterator[MakeWorkers]:
 
 async def get(port: int, path: str = "/hello", host: str = HOST) -> tuple[int, str]:
     """One request on a connection of its own."""
-    reader, writer = await asyncio.open_connection(LOOPBACK, port)
-    try:
+    async with connection(port) as (reader, writer):
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         async with asyncio.timeout(10):
             data = await reader.read()
-    finally:
-        writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body.decode("latin-1")
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_requests_spread_over_both_workers_and_are_counted(
@@ -141,7 +114,7 @@ async def test_a_new_table_reaches_every_worker(
     }
     proxy.set_table(table(route(b.backend()), route(a.backend(), host="other.test")))
     assert not proxy.synced  # sent, not yet reported back
-    await eventually(lambda: proxy.synced)
+    await until(lambda: proxy.synced, 5, "every worker on the new table", interval=0.02)
     answers = await asyncio.gather(*(get(port) for _ in range(40)))
     assert answers == [(200, "hello from b")] * 40
     assert (await get(port, host="other.test"))[1] == "hello from a"
@@ -155,13 +128,13 @@ async def test_outstanding_sums_workers_and_waits_for_the_new_table(
     proxy, port = await make_workers(table(route(upstream.backend())))
     assert proxy.outstanding(LOOPBACK, upstream.port) == 0
     slow = asyncio.create_task(get(port, "/sleep?s=1.5"))
-    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 1)
+    await outstanding_becomes(proxy, upstream.port, 1)
     proxy.set_table(table())  # the instance leaves the pool: drain it
     assert proxy.outstanding(LOOPBACK, upstream.port) == 1
-    await eventually(lambda: proxy.synced)
+    await until(lambda: proxy.synced, 5, "every worker on the new table", interval=0.02)
     assert proxy.outstanding(LOOPBACK, upstream.port) == 1  # still in flight
     assert await slow == (200, "slept on a")
-    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 0)
+    await outstanding_becomes(proxy, upstream.port, 0)
     assert await get(port) == (404, "no deployment serves this host\n")
 
 
@@ -170,7 +143,7 @@ async def test_outstanding_is_conservative_while_a_worker_lags(
 ) -> None:
     upstream = await make_upstream("a")
     proxy, _ = await make_workers(table(route(upstream.backend())))
-    await eventually(lambda: proxy.synced)
+    await until(lambda: proxy.synced, 5, "every worker on the new table", interval=0.02)
     os.kill(proxy.pids[0], signal.SIGSTOP)  # a worker that cannot read its messages
     try:
         proxy.set_table(table())
@@ -179,7 +152,7 @@ async def test_outstanding_is_conservative_while_a_worker_lags(
         assert proxy.outstanding(LOOPBACK, upstream.port) == 1
     finally:
         os.kill(proxy.pids[0], signal.SIGCONT)
-    await eventually(lambda: proxy.synced)
+    await until(lambda: proxy.synced, 5, "every worker on the new table", interval=0.02)
     assert proxy.outstanding(LOOPBACK, upstream.port) == 0
 
 
@@ -190,7 +163,7 @@ async def test_stop_drains_in_flight_requests_in_every_worker(
     proxy, port = await make_workers(table(route(upstream.backend())))
     pids = proxy.pids
     slow = [asyncio.create_task(get(port, "/sleep?s=1")) for _ in range(8)]
-    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 8)
+    await outstanding_becomes(proxy, upstream.port, 8)
     started = time.monotonic()
     await proxy.stop(timeout=10)
     assert time.monotonic() - started < 5
@@ -210,7 +183,7 @@ async def test_stop_aborts_what_outlives_the_drain_timeout(
     upstream = await make_upstream("a")
     proxy, port = await make_workers(table(route(upstream.backend())))
     slow = asyncio.create_task(get(port, "/sleep?s=30"))
-    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 1)
+    await outstanding_becomes(proxy, upstream.port, 1)
     started = time.monotonic()
     await proxy.stop(timeout=0.5)
     assert time.monotonic() - started < 5
@@ -227,13 +200,13 @@ async def test_websocket_through_a_worker(
         aiohttp.ClientSession() as session,
         session.ws_connect(f"http://{LOOPBACK}:{port}/ws", headers={"Host": HOST}) as ws,
     ):
-        await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 1)
+        await outstanding_becomes(proxy, upstream.port, 1)
         for i in range(5):
             await ws.send_str(f"ping {i}")
             assert await ws.receive_str(timeout=5) == f"echo: ping {i}"
         await ws.send_bytes(b"\x00" * 100_000)
         assert await ws.receive_bytes(timeout=5) == b"\x00" * 100_000
-    await eventually(lambda: proxy.outstanding(LOOPBACK, upstream.port) == 0)
+    await outstanding_becomes(proxy, upstream.port, 0)
 
 
 async def test_a_published_challenge_is_in_every_worker_when_publish_returns(
@@ -281,10 +254,11 @@ async def test_a_new_certificate_reaches_every_worker(
     assert not any(await asyncio.gather(*(handshake(HOST) for _ in range(10))))
     key = generate_key()
     certs.install(*certs.write(HOST, key, ca.issue(HOST, key)))
-    deadline = time.monotonic() + 5
-    while not all(await asyncio.gather(*(handshake(HOST) for _ in range(20)))):
-        assert time.monotonic() < deadline, "the certificate did not reach every worker"
-        await asyncio.sleep(0.05)
+
+    async def everywhere() -> bool:
+        return all(await asyncio.gather(*(handshake(HOST) for _ in range(20))))
+
+    await until(everywhere, 5, "the certificate in every worker", interval=0.05)
     async with (
         aiohttp.ClientSession() as session,
         session.get(
@@ -318,7 +292,7 @@ async def test_per_client_connection_cap_is_exact_across_workers(
     finally:
         for _, writer in held:
             writer.close()
-    await eventually(lambda: proxy.refused_connections >= 6)
+    await until(lambda: proxy.refused_connections >= 6, 5, "6 refused", interval=0.02)
 
 
 async def test_per_client_rate_limit_is_exact_across_workers(
@@ -344,7 +318,12 @@ async def test_a_dead_worker_is_replaced(
     assert counted == 20
     victim = proxy.pids[0]
     os.kill(victim, signal.SIGKILL)
-    await eventually(lambda: len(proxy.pids) == 2 and victim not in proxy.pids, timeout=10)
+    await until(
+        lambda: len(proxy.pids) == 2 and victim not in proxy.pids,
+        10,
+        "the victim replaced",
+        interval=0.02,
+    )
     answers = await asyncio.gather(*(get(port) for _ in range(20)))
     assert answers == [(200, "hello from a")] * 20
     await proxy.refresh_stats()
@@ -358,7 +337,12 @@ async def test_a_stuck_worker_is_killed_and_replaced(
     proxy, port = await make_workers(table(route(upstream.backend())), hung_after_s=1.5)
     victim = proxy.pids[1]
     os.kill(victim, signal.SIGSTOP)  # alive, silent: a loop stuck in a callback
-    await eventually(lambda: len(proxy.pids) == 2 and victim not in proxy.pids, timeout=10)
+    await until(
+        lambda: len(proxy.pids) == 2 and victim not in proxy.pids,
+        10,
+        "the victim replaced",
+        interval=0.02,
+    )
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)
     answers = await asyncio.gather(*(get(port) for _ in range(20)))
@@ -384,32 +368,15 @@ async def test_address_in_use_fails_start(make_workers: MakeWorkers) -> None:
 async def test_rollout_through_two_workers_drops_nothing(
     tmp_path: Path, test_images: dict[str, str], new_name: Callable[[str], str]
 ) -> None:
-    from tests.integration.test_rollouts import body
-    from tests.support.daemon import Api
-
     daemon = Daemon(tmp_path, config={"proxy": {"workers": 2}})
     daemon.start()
     try:
         assert "workers=2" in daemon.log_path.read_text()
         async with Api(daemon) as api:
             name = new_name("wroll")
-            await api.ok("POST", "/v1/deployments", body(name))
+            await api.ok("POST", "/v1/deployments", web_spec(name, 3))
             await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
-            async with Load(
-                daemon.proxy_port,
-                daemon.host(name),
-                "/cgi-bin/env",
-                key=env_value("PATRD_REVISION"),
-                concurrency=16,
-            ) as load:
-                await asyncio.sleep(1)
-                await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
-                await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
-                await asyncio.sleep(1)
-            result = load.result
-            assert result.errors == [], result.errors[:5]
-            assert result.failures == 0, (result.statuses, result.bad)
-            assert result.keys["1"] > 0 and result.keys["2"] > 0, result.keys
+            result, _ = await rollout_under_load(daemon, api, name, concurrency=16)
             assert set(result.keys) == {"1", "2"}
             async with (
                 aiohttp.ClientSession(

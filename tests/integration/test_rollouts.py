@@ -11,24 +11,15 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json
-from tests.support.load import Load, env_value
+from tests.support.load import Load, env_value, rollout_under_load
+from tests.support.specs import HEALTH, web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def body(name: str, replicas: int = 3, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "scale": {"min": replicas, "max": replicas},
-        "startup_probe": HEALTH,
-        **extra,
-    }
+    return web_spec(name, replicas, **extra)
 
 
 def revisions_running(name: str) -> list[str]:
@@ -52,19 +43,7 @@ async def test_rollout_under_load_drops_nothing(daemon: Daemon, api: Api, new_na
     await api.ok("POST", "/v1/deployments", body(name))
     await api.wait_status(name, "running")
     await until(lambda: rolled_out(api, name, 1), 30, "revision 1 deployed", daemon)
-    async with Load(
-        daemon.proxy_port, daemon.host(name), "/cgi-bin/env", key=env_value("PATRD_REVISION")
-    ) as load:
-        await asyncio.sleep(1)
-        started = time.monotonic()
-        await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
-        await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
-        took = time.monotonic() - started
-        await asyncio.sleep(1)
-    result = load.result
-    assert result.errors == [], result.errors[:5]
-    assert result.failures == 0, (result.statuses, result.bad)
-    assert result.keys["1"] > 0 and result.keys["2"] > 0, result.keys
+    result, took = await rollout_under_load(daemon, api, name)
     assert set(result.keys) == {"1", "2"}
     assert revisions_running(name) == ["2", "2", "2"]
     history = (await api.ok("GET", f"/v1/deployments/{name}/history"))["history"]

@@ -3,7 +3,6 @@ the proxy holds new requests while the old instance stops and the new one starts
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -11,7 +10,8 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of
-from tests.support.load import Load, env_value
+from tests.support.load import rollout_under_load
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -20,15 +20,9 @@ HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.25, "failure_thre
 
 
 def body(name: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        "volumes": {"data": {"path": "/data", "size_gb": 1}},
-        **extra,
-    }
+    """One instance with a volume: rolled out stop-first (held requests)."""
+    volumes = {"data": {"path": "/data", "size_gb": 1}}
+    return web_spec(name, health=HEALTH, **{"volumes": volumes, **extra})
 
 
 async def test_scale_one_volume_rollout_under_load_drops_nothing(
@@ -38,19 +32,7 @@ async def test_scale_one_volume_rollout_under_load_drops_nothing(
     await api.ok("POST", "/v1/deployments", body(name))
     await until(lambda: rolled_out(api, name, 1), 60, "revision 1 deployed", daemon)
     [old] = containers_of(name)
-    async with Load(
-        daemon.proxy_port, daemon.host(name), "/cgi-bin/env", key=env_value("PATRD_REVISION")
-    ) as load:
-        await asyncio.sleep(1)
-        started = time.monotonic()
-        await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
-        await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
-        took = time.monotonic() - started
-        await asyncio.sleep(1)
-    result = load.result
-    assert result.errors == [], result.errors[:5]
-    assert result.failures == 0, (result.statuses, result.bad)
-    assert result.keys["1"] > 0 and result.keys["2"] > 0, result.keys
+    result, took = await rollout_under_load(daemon, api, name)
     [new] = containers_of(name)
     assert new != old  # the old instance really stopped before the new one started
     slowest = max(result.latencies_ms)

@@ -22,6 +22,7 @@ from patrd.engine.swarm import SwarmEngine, SwarmInstance
 from patrd.model.errors import EngineError
 from patrd.model.instances import ContainerState, InstanceSpec
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -93,9 +94,10 @@ async def all_answer(
     engine: SwarmEngine, deployment_id: str, count: int, timeout: float, avoid: str = ""
 ) -> list[SwarmInstance]:
     """Poll until ``count`` instances run (not on node ``avoid``) and each answers 200."""
-    deadline = time.monotonic() + timeout
     last: list[SwarmInstance] = []
-    while time.monotonic() < deadline:
+
+    async def answering() -> list[SwarmInstance] | None:
+        nonlocal last
         last = await engine.list_tasks(deployment_id)
         placed = [
             s
@@ -104,15 +106,20 @@ async def all_answer(
             and s.address is not None
             and s.node_id != avoid
         ]
-        if len(placed) == count:
-            answers = await asyncio.gather(*(get(s.address) for s in placed if s.address))
-            if all(code == 200 and body == "hello from v1\n" for code, body in answers):
-                return placed
-        await asyncio.sleep(0.5)
-    raise AssertionError(
-        f"{count} instances answering within {timeout}s: "
-        + "; ".join(f"{s.instance.container_name} {s.task_state} {s.error}" for s in last)
+        if len(placed) != count:
+            return None
+        answers = await asyncio.gather(*(get(s.address) for s in placed if s.address))
+        if all(code == 200 and body == "hello from v1\n" for code, body in answers):
+            return placed
+        return None
+
+    def tasks() -> str:
+        return "; ".join(f"{s.instance.container_name} {s.task_state} {s.error}" for s in last)
+
+    placed: list[SwarmInstance] = await until(
+        answering, timeout, f"{count} instances answering", interval=0.5, detail=tasks
     )
+    return placed
 
 
 async def test_node_view_shows_the_three_nodes(swarm: Swarm, engine: SwarmEngine) -> None:
@@ -184,10 +191,12 @@ async def test_instances_spread_answer_and_move_off_a_drained_node(
     for node in swarm.nodes:
         running = node.docker("ps", "--format", "{{.Names}}").split()
         assert not [n for n in running if n.startswith(deployment)], (node.index, running)
-    deadline = time.monotonic() + 120
-    while left := [n for node in swarm.nodes for n in containers(node, deployment)]:
-        assert time.monotonic() < deadline, f"containers left on the nodes: {left}"
-        await asyncio.sleep(0.5)
+    await until(
+        lambda: not [n for node in swarm.nodes for n in containers(node, deployment)],
+        120,
+        "no container left on the nodes",
+        interval=0.5,
+    )
     await engine.remove_network(network)
     assert network not in {n.name for n in await engine.list_networks()}
 

@@ -27,6 +27,7 @@ from cryptography import x509
 
 from tests.support.daemon import Api, Daemon
 from tests.support.pebble import Pebble
+from tests.support.waits import until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -91,17 +92,14 @@ async def certificate(api: Api, name: str) -> dict[str, Any]:
 async def wait_cert(
     env: Env, name: str, check: Callable[[dict[str, Any]], bool], timeout: float = 30
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    cert: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    async def met() -> dict[str, Any] | None:
         cert = await certificate(env.api, name)
-        if cert and check(cert):
-            return cert
-        await asyncio.sleep(0.1)
-    raise AssertionError(
-        f"{name}: condition not met in {timeout}s: {cert}\n{env.daemon.log_tail(30)}\n"
-        f"{env.pebble.log_tail(10)}"
+        return cert if cert and check(cert) else None
+
+    found: dict[str, Any] = await until(
+        met, timeout, f"{name}: condition", env.daemon, detail=lambda: env.pebble.log_tail(10)
     )
+    return found
 
 
 def issued(cert: dict[str, Any]) -> bool:
@@ -242,14 +240,14 @@ async def test_managed_url_over_https_end_to_end(
     again = await wait_cert(env, host, issued)
     assert again["serial"] == cert["serial"] and again["orders_total"] == 1
     assert again["attempts"] == cert["attempts"]
-    deadline = time.monotonic() + 20  # the adopted instance may be re-checked first
-    while True:
+
+    async def answered() -> bool:
         status, _, serial = await https_get(daemon.https_port, host, "/cgi-bin/version", ctx)
         assert f"{serial:x}" == cert["serial"]  # served from disk at once
-        if status == 200 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
-    assert status == 200
+        return status == 200
+
+    # The adopted instance may be re-checked first.
+    await until(answered, 20, "a 200 over the certificate from disk", daemon)
     print(f"\nissuance through Pebble: {issue_s:.2f} s")
 
 
@@ -289,8 +287,9 @@ async def test_renewal_swaps_certificate_without_restart_or_failed_requests(
         ctx = env.pebble.client_context()
         serials: list[int] = []
         failures: list[str] = []
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline:  # light load: ~20 requests/s, new connections
+
+        async def three_serials() -> bool:
+            """One request (a new connection); true once three serials were served."""
             try:
                 status, body, serial = await https_get(env.daemon.https_port, host, "/p?q=1", ctx)
                 if (
@@ -301,9 +300,10 @@ async def test_renewal_swaps_certificate_without_restart_or_failed_requests(
                 serials.append(serial)
             except (TimeoutError, OSError, ssl.SSLError) as exc:
                 failures.append(repr(exc))
-            if len(set(serials)) >= 3:
-                break
-            await asyncio.sleep(0.05)
+            return len(set(serials)) >= 3
+
+        # Light load meanwhile: ~20 requests/s, each on a new connection.
+        await until(three_serials, 45, "three serials served", env.daemon, interval=0.05)
     assert not failures, failures[:5]
     assert len(set(serials)) >= 3, f"serials seen: {len(set(serials))}"
     final = await certificate(env.api, host)

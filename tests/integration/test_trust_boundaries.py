@@ -6,8 +6,6 @@ import asyncio
 import base64
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.daemon import Api, Daemon, containers_of, docker_json, free_port, registry_addr
+from tests.support.daemon import (
+    Api,
+    Daemon,
+    containers_of,
+    docker_json,
+    free_port,
+    patrctl,
+    registry_addr,
+    running_daemon,
+)
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
@@ -23,20 +30,14 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture
 def daemon(tmp_path: Path, test_images: dict[str, str], names: list[str]) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
-    d.config = {
-        "registry": {
-            "enabled": True,
-            "listen": f"127.0.0.1:{free_port()}",
-            "webhook_listen": f"127.0.0.1:{free_port()}",
-        },
-        "security": {"allowed_capabilities": ["NET_RAW"], "pids_min": 32, "pids_max": 4096},
+    registry = {
+        "enabled": True,
+        "listen": f"127.0.0.1:{free_port()}",
+        "webhook_listen": f"127.0.0.1:{free_port()}",
     }
-    d.start()
-    try:
+    security = {"allowed_capabilities": ["NET_RAW"], "pids_min": 32, "pids_max": 4096}
+    with running_daemon(tmp_path, {"registry": registry, "security": security}) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def spec(name: str, **extra: Any) -> dict[str, Any]:
@@ -92,15 +93,6 @@ async def test_api_cannot_grant_host_capabilities(daemon: Daemon, new_name: Any)
         assert shown["spec"]["security"] == {"extra_capabilities": ["NET_RAW"], "pids_limit": 100}
 
 
-def patrctl(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "patrd.cli.main", "--socket", str(d.socket), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 async def test_registry_push_needs_the_generated_credential(daemon: Daemon, new_name: Any) -> None:
     d = daemon
     host = registry_addr(d)
@@ -111,16 +103,15 @@ async def test_registry_push_needs_the_generated_credential(daemon: Daemon, new_
 
     # the registry answers 401 without credentials, 200 with them
     async with aiohttp.ClientSession() as http:
-        deadline = time.monotonic() + 30
-        while True:
+
+        async def anonymous_status() -> int | None:
             try:
                 async with http.get(f"http://{host}/v2/") as resp:
-                    status = resp.status
-                break
+                    return resp.status
             except aiohttp.ClientConnectionError:
-                assert time.monotonic() < deadline, "registry did not start"
-                await asyncio.sleep(0.3)
-        assert status == 401
+                return None  # not started yet
+
+        assert await until(anonymous_status, 30, "the registry answering", d, 0.3) == 401
         basic = base64.b64encode(f"patrd:{password}".encode()).decode()
         headers = {"Authorization": f"Basic {basic}"}
         async with http.get(f"http://{host}/v2/", headers=headers) as resp:

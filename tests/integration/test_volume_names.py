@@ -9,22 +9,14 @@ from typing import Any
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, volumes_of
+from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
 
 pytestmark = pytest.mark.docker
 
-HEALTH = {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5, "failure_threshold": 20}
-
 
 def body(name: str, volume: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "patrd-test/web",
-        "tag": "v1",
-        "ports": {"80": "http"},
-        "startup_probe": HEALTH,
-        "volumes": {volume: {"path": "/data", "size_gb": 1}},
-    }
+    return web_spec(name, volumes={volume: {"path": "/data", "size_gb": 1}})
 
 
 def sh(*cmd: str) -> str:

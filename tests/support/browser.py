@@ -24,7 +24,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,6 +42,7 @@ from selenium.webdriver.remote.webelement import WebElement
 
 from tests.support.daemon import free_port
 from tests.support.netns import listener_in, netns, socket_in
+from tests.support.waits import until_sync
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -245,25 +245,26 @@ class Browser:
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
     def wait(self, what: str, check: Callable[[], T | None], timeout: float = 20) -> T:
-        """Poll ``check`` until it returns something truthy (DOM churn is retried)."""
-        deadline = time.monotonic() + timeout
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
+        """Poll ``check`` until it returns something truthy (DOM churn is retried); on
+        failure the page's console and a screenshot are kept."""
+        last_error: list[Exception] = []
+
+        def value() -> T | None:
             try:
-                value = check()
+                return check()
             except (NoSuchElementException, StaleElementReferenceException) as exc:
-                last_error, value = exc, None
-            if value:
-                return value
-            time.sleep(0.05)
-        self.collect_console()
-        with contextlib.suppress(WebDriverException):
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            self.driver.save_screenshot(str(ARTIFACTS / "failed-wait.png"))
-        raise AssertionError(
-            f"timed out after {timeout}s waiting for {what}; url {self.url}; last error "
-            f"{last_error!r}; console {self.console[-5:]}"
-        )
+                last_error[:] = [exc]
+                return None
+
+        def failed() -> str:
+            self.collect_console()
+            with contextlib.suppress(WebDriverException):
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                self.driver.save_screenshot(str(ARTIFACTS / "failed-wait.png"))
+            return f"url {self.url}; last error {last_error!r}; console {self.console[-5:]}"
+
+        found: T = until_sync(value, timeout, f"waiting for {what}", interval=0.05, detail=failed)
+        return found
 
     def wait_css(self, selector: str, timeout: float = 20) -> WebElement:
         def visible() -> WebElement | None:
@@ -294,21 +295,13 @@ class Browser:
 
     def accept_confirm(self, timeout: float = 10) -> str:
         """Accept the page's ``window.confirm`` question; return its text."""
-
-        def alert() -> Any:
-            try:
-                return self.driver.switch_to.alert
-            except NoAlertPresentException:
-                return None
-
-        question = self.wait("a confirm dialog", alert, timeout)
-        text = str(question.text)
-        question.accept()
-        return text
+        return self._answer_confirm(True, timeout)
 
     def dismiss_confirm(self, timeout: float = 10) -> str:
         """Answer the page's ``window.confirm`` question with Cancel; return its text."""
+        return self._answer_confirm(False, timeout)
 
+    def _answer_confirm(self, accept: bool, timeout: float) -> str:
         def alert() -> Any:
             try:
                 return self.driver.switch_to.alert
@@ -317,7 +310,10 @@ class Browser:
 
         question = self.wait("a confirm dialog", alert, timeout)
         text = str(question.text)
-        question.dismiss()
+        if accept:
+            question.accept()
+        else:
+            question.dismiss()
         return text
 
     def screenshot(self, name: str) -> Path:
@@ -350,13 +346,13 @@ def _root_listener(port: int) -> socket.socket:
 
 
 def _wait_devtools(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answering() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"chromium exited {proc.returncode} before DevTools answered")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1):
-                return
+                return True
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"chromium's DevTools did not answer on port {port} within {timeout}s")
+            return False
+
+    until_sync(answering, timeout, f"chromium's DevTools answering on port {port}")

@@ -14,12 +14,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from tests.support.waits import until, until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,14 +107,14 @@ class Daemon:
             env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"patrd exited {self.proc.returncode}:\n{self.log_tail()}")
-            if self.socket.exists() and _health(self.socket):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"patrd did not answer within 30 s:\n{self.log_tail()}")
+            return self.socket.exists() and _health(self.socket)
+
+        until_sync(answering, 30, "patrd answering on its socket", self, interval=0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc is None or self.proc.poll() is not None:
@@ -209,25 +212,47 @@ class Api:
         return data
 
     async def wait_status(self, name: str, status: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            code, last = await self.call("GET", f"/v1/deployments/{name}")
-            if code == 200 and last["status"] == status:
-                return dict(last)
-            await asyncio.sleep(0.1)
-        raise AssertionError(
-            f"{name} not {status} within {timeout}s: {last}\n{self.daemon.log_tail()}"
-        )
+        async def shown() -> dict[str, Any] | None:
+            code, body = await self.call("GET", f"/v1/deployments/{name}")
+            return dict(body) if code == 200 and body["status"] == status else None
+
+        found: dict[str, Any] = await until(shown, timeout, f"{name} {status}", self.daemon)
+        return found
 
     async def wait_gone(self, name: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code, _ = await self.call("GET", f"/v1/deployments/{name}")
-            if code == 404:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{name} still present after {timeout}s")
+        async def gone() -> bool:
+            return (await self.call("GET", f"/v1/deployments/{name}"))[0] == 404
+
+        await until(gone, timeout, f"{name} gone", self.daemon)
+
+
+def patrctl(
+    daemon: Daemon, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI (this venv's ``patrctl``) against ``daemon``'s socket; ``stdin`` is
+    sent as its input (else it reads nothing)."""
+    feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "patrctl"), "--socket", str(daemon.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **feed,
+    )
+
+
+def wait_tcp_api(daemon: Daemon, port: int, timeout: float = 20) -> None:
+    """Wait until the daemon's TCP API listener on ``port`` answers ``/v1/health``."""
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    until_sync(answers, timeout, "the TCP API answering", daemon, interval=0.05)
 
 
 def registry_addr(d: Daemon) -> str:
@@ -282,11 +307,29 @@ def volumes_of(name: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_daemon(workdir: Path):
+def running_daemon(
+    workdir: Path, config: dict[str, dict[str, Any]] | None = None
+) -> Iterator[Daemon]:
+    """A started daemon in ``workdir`` (``config`` overrides its TOML); stopped on exit."""
     daemon = Daemon(workdir)
+    if config is not None:
+        daemon.config = config
     daemon.start()
     try:
         yield daemon
     finally:
-        with contextlib.suppress(Exception):
-            daemon.stop()
+        daemon.stop()
+
+
+@contextlib.contextmanager
+def running_tcp_daemon(
+    workdir: Path, token: str, config: dict[str, dict[str, Any]] | None = None
+) -> Iterator[tuple[Daemon, int]]:
+    """A started daemon whose API also listens on a free loopback TCP port, ``token``
+    its admin token (``config`` adds other sections); the daemon and that port."""
+    port = free_port()
+    (workdir / "token").write_text(token + "\n")
+    api = {"tcp_listen": f"127.0.0.1:{port}", "token_file": str(workdir / "token")}
+    with running_daemon(workdir, {"api": api, **(config or {})}) as daemon:
+        wait_tcp_api(daemon, port)
+        yield daemon, port

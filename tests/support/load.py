@@ -7,8 +7,14 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+from tests.support.waits import rolled_out, until
+
+if TYPE_CHECKING:
+    from tests.support.daemon import Api, Daemon
 
 
 @dataclass
@@ -112,3 +118,30 @@ def env_value(name: str) -> Callable[[str], str]:
         return "?"
 
     return key
+
+
+async def rollout_under_load(
+    daemon: Daemon, api: Api, name: str, concurrency: int = 8
+) -> tuple[LoadResult, float]:
+    """Roll ``name`` from revision 1 to 2 (an env change) while clients GET
+    ``/cgi-bin/env`` through the proxy, each answer counted by the revision that
+    served it. Asserts nothing was dropped and both revisions served; returns the
+    load's result and the seconds the rollout took."""
+    async with Load(
+        daemon.proxy_port,
+        daemon.host(name),
+        "/cgi-bin/env",
+        key=env_value("PATRD_REVISION"),
+        concurrency=concurrency,
+    ) as load:
+        await asyncio.sleep(1)
+        started = time.monotonic()
+        await api.ok("PATCH", f"/v1/deployments/{name}", {"env": {"RELEASE": "2"}})
+        await until(lambda: rolled_out(api, name, 2), 60, "revision 2 deployed", daemon)
+        took = time.monotonic() - started
+        await asyncio.sleep(1)
+    result = load.result
+    assert result.errors == [], result.errors[:5]
+    assert result.failures == 0, (result.statuses, result.bad)
+    assert result.keys["1"] > 0 and result.keys["2"] > 0, result.keys
+    return result, took

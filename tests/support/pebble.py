@@ -18,7 +18,6 @@ import os
 import signal
 import ssl
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.daemon import free_port
+from tests.support.waits import until_sync
 
 
 def _write_tls(directory: Path) -> tuple[Path, Path, Path]:
@@ -167,18 +167,19 @@ class Pebble:
             env={**os.environ, "PEBBLE_VA_NOSLEEP": "1"},
         )
         log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
             for proc in (self.dns, self.ca):
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"pebble exited {proc.returncode}:\n{self.log_tail()}")
             try:
                 self._get(f"https://127.0.0.1:{self.port}/dir")
                 self._dns_ready()
-                return
             except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"pebble did not answer within 20 s:\n{self.log_tail()}")
+                return False
+            return True
+
+        until_sync(answering, 20, "pebble answering", interval=0.05, detail=self.log_tail)
 
     def stop_ca(self) -> None:
         """Stop the CA only (its DNS server keeps answering)."""

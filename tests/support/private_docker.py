@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.waits import until_sync
+
 
 @dataclass
 class PrivateDocker:
@@ -85,11 +87,8 @@ class PrivateDocker:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        while time.monotonic() - started < timeout:
-            if self.answers():
-                return time.monotonic() - started
-            time.sleep(0.1)
-        raise RuntimeError(f"private dockerd did not answer within {timeout}s:\n{self.log_tail()}")
+        until_sync(self.answers, timeout, "the private dockerd answering", detail=self.log_tail)
+        return time.monotonic() - started
 
     def pid(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -42,6 +42,7 @@ from typing import TypeVar
 from pyroute2 import IPRoute, NetNS, netns
 
 from tests.support.private_docker import PrivateDocker
+from tests.support.waits import until_sync
 
 T = TypeVar("T")
 
@@ -175,15 +176,12 @@ class Swarm:
         self.wait_ready(SWARM_OP_S)
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        states = ""
-        while time.monotonic() < deadline:
+        def all_ready() -> bool:
             states = self.manager.docker("node", "ls", "--format", "{{.ID}} {{.Status}}")
             ready = [line for line in states.splitlines() if line.endswith(" Ready")]
-            if len(ready) == self.size:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"swarm nodes not all Ready within {timeout}s:\n{states}")
+            return len(ready) == self.size
+
+        until_sync(all_ready, timeout, "every swarm node Ready", interval=0.5)
 
     def node_by_address(self, address: str) -> SwarmNode:
         return next(n for n in self.nodes if n.address == address)

@@ -37,47 +37,9 @@ from patrd.model.spec import parse_create
 from patrd.model.views import InstanceView
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
 from patrd.state.store import Store
+from tests.support.api_fakes import CONFIG, TOKEN, WEB, FakeController, expect_error
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-CONFIG = Config(
-    api=ApiConfig(max_body_bytes=4096),
-    proxy=ProxyConfig(http_listen=(Listen("0.0.0.0", 8080),), base_domain="example.test"),
-)
-TOKEN = "s3cret-token"
-WEB: dict[str, Any] = {
-    "name": "web",
-    "image": "library/nginx",
-    "tag": "1.25",
-    "ports": {"80": "http"},
-    "env": {"A": "1"},
-}
-
-
-class FakeController:
-    """Records wakes; answers canned instances."""
-
-    def __init__(self) -> None:
-        self.woken: list[str | None] = []
-        self.by_id: dict[str, list[InstanceView]] = {}
-        self.fail_with: Exception | None = None
-
-    def wake(self, deployment_id: str | None = None) -> None:
-        self.woken.append(deployment_id)
-
-    def instances(self, deployment_id: str) -> list[InstanceView]:
-        if self.fail_with is not None:
-            raise self.fail_with
-        return list(self.by_id.get(deployment_id, []))
-
-    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
-        return {}
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 @pytest.fixture
@@ -124,18 +86,6 @@ def instance(name: str = "web-0", *, ready: bool = True, state: str = "running")
         address="172.18.0.2",
         restarts=0,
     )
-
-
-async def expect_error(
-    resp: aiohttp.ClientResponse, status: int, code: str, field: str | None = None
-) -> dict[str, Any]:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == "application/json"
-    body: dict[str, Any] = await resp.json()
-    assert body["error"] == code
-    assert isinstance(body["message"], str) and body["message"]
-    assert body.get("field") == field
-    return body
 
 
 # --- health and reads ---------------------------------------------------------

@@ -22,17 +22,10 @@ from patrd.state.audit_buffer import RefusalBuffer
 from patrd.state.store import Store
 from patrd.state.tokens import AUDIT_TRIM_EVERY, AccessStore, AuditRow
 from patrd.state.vault import Vault
-from tests.unit.test_api import CONFIG, WEB, FakeController
+from tests.support.api_fakes import CONFIG, WEB, FakeController
 
 ADMIN = "the-admin-token-from-token-file"
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 @pytest.fixture

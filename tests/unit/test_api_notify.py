@@ -19,7 +19,7 @@ from patrd.notify.dispatcher import Dispatcher, DispatchOptions
 from patrd.notify.targets import parse_target
 from patrd.observe.nodehealth import NodeWatcher
 from patrd.state.store import Store
-from tests.unit.test_api import CONFIG, FakeController, expect_error
+from tests.support.api_fakes import CONFIG, FakeController, expect_error
 
 Client = TestClient[web.Request, web.Application]
 
@@ -33,13 +33,6 @@ HOOK: dict[str, Any] = {
     "events": ["rollout.failed", "certificate.*"],
     "secret": "hook-key",
 }
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 @pytest.fixture

@@ -14,17 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from patrd.api.app import build_app
 from patrd.settings.config import Config, DaemonConfig, Listen, RegistryConfig
 from patrd.state.store import Store
-from tests.unit.test_api import FakeController
+from tests.support.api_fakes import FakeController
 
 Client = TestClient[web.Request, web.Application]
 WEB: dict[str, Any] = {"image": "library/nginx", "tag": "1.25", "ports": {"80": "http"}}
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 async def client_for(store: Store, config: Config) -> TestClient[web.Request, web.Application]:

@@ -14,30 +14,16 @@ from patrd.api.app import build_app
 from patrd.cli.client import UsageError
 from patrd.cli.main import parse_args
 from patrd.cli.urls import add_body, target_from_args, update_body
-from patrd.model.views import InstanceView
 from patrd.settings.config import Config, Listen, ProxyConfig, TlsConfig
 from patrd.state.store import Store
 from patrd.tls.controller import CertStatus
+from tests.support.api_fakes import FakeController
 
 CONFIG = Config(
     proxy=ProxyConfig(http_listen=(Listen("0.0.0.0", 8080),), base_domain="example.test"),
     tls=TlsConfig(https_listen=(Listen("0.0.0.0", 8443),)),
 )
 Client = TestClient[web.Request, web.Application]
-
-
-class FakeController:
-    def __init__(self) -> None:
-        self.woken: list[str | None] = []
-
-    def wake(self, deployment_id: str | None = None) -> None:
-        self.woken.append(deployment_id)
-
-    def instances(self, deployment_id: str) -> list[InstanceView]:
-        return []
-
-    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
-        return {}
 
 
 class FakeTls:

@@ -7,7 +7,7 @@ tests/integration/test_offsite_backup.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,6 @@ class NoEngine:
 
     async def exec(self, container_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
         raise AssertionError("not in these tests")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 def service(store: Store, tmp_path: Path) -> OffsiteBackups:

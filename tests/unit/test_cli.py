@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,9 @@ from patrd.cli.output import (
     render_fields,
     render_table,
 )
-from patrd.model.deployment import Intent, Status
-from patrd.model.views import InstanceView
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
 from patrd.state.store import Store
+from tests.support.api_fakes import ScriptedController
 
 SPEC: dict[str, Any] = {
     "name": "web",
@@ -482,57 +481,6 @@ def test_error_line_format() -> None:
 
 
 # --- end to end over the unix socket ------------------------------------------------
-
-
-class ScriptedController:
-    """Stands in for the reconciler: on wake, plays a short script against the store.
-
-    ``outcome`` decides what starting does: "running", "errored" or "none"
-    (nothing happens); stopping and deleting always converge.
-    """
-
-    def __init__(self, store: Store, outcome: str = "running") -> None:
-        self.store = store
-        self.outcome = outcome
-        self.woken: list[str | None] = []
-        self.live: set[str] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def wake(self, deployment_id: str | None = None) -> None:
-        self.woken.append(deployment_id)
-        if deployment_id is not None:
-            self._spawn(self._react(deployment_id))
-
-    def instances(self, deployment_id: str) -> list[InstanceView]:
-        if deployment_id not in self.live:
-            return []
-        return [InstanceView("web-0", "abc", 1, 0, "running", True, "172.18.0.2", 0)]
-
-    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
-        return {}
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _react(self, deployment_id: str) -> None:
-        await asyncio.sleep(0.05)
-        record = await self.store.get_by_id(deployment_id)
-        if record is None:
-            return
-        if record.intent is Intent.DELETE:
-            self.live.discard(deployment_id)
-            await self.store.purge(deployment_id)
-        elif record.intent is Intent.STOP:
-            self.live.discard(deployment_id)
-        elif record.intent is Intent.RUN and self.outcome != "none":
-            await self.store.add_event(deployment_id, "pull", "pulling library/nginx:1.25", 1)
-            if self.outcome == "errored":
-                await self.store.set_status(deployment_id, Status.ERRORED, "image not found")
-            else:
-                self.live.add(deployment_id)
-                await self.store.set_status(deployment_id, Status.RUNNING)
 
 
 @pytest.fixture

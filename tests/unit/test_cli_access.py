@@ -14,7 +14,7 @@ from patrd.api.app import build_app, serve_api
 from patrd.cli.main import main
 from patrd.settings.config import Config
 from patrd.state.store import Store
-from tests.unit.test_cli import ScriptedController
+from tests.support.api_fakes import ScriptedController
 
 ADMIN = "admin-token-file-value"
 

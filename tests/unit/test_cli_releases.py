@@ -21,7 +21,7 @@ from patrd.model.releases import Pin
 from patrd.model.spec import parse_create
 from patrd.settings.config import ApiConfig, Config, Listen, ProxyConfig
 from patrd.state.store import Store
-from tests.unit.test_cli import ScriptedController
+from tests.support.api_fakes import ScriptedController
 
 REPO = "127.0.0.1:5000/apps/web"
 D1, D2 = "sha256:" + "a" * 64, "sha256:" + "b" * 64

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +12,7 @@ from patrd.api.app import build_app
 from patrd.cli.notify import cmd_status
 from patrd.settings.config import Config
 from patrd.state.store import Store
-from tests.unit.test_api import FakeController
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
+from tests.support.api_fakes import FakeController
 
 
 async def health_of(store: Store, closed: str | None) -> Any:

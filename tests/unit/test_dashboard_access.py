@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,10 @@ from patrd.dashboard.web import Dashboard
 from patrd.model.errors import ConfigError
 from patrd.settings.config import DashboardConfig, parse
 from patrd.state.store import Store
-from tests.unit.test_api import CONFIG, TOKEN, WEB, FakeController
-from tests.unit.test_dashboard_web import PASSWORD, Clock, login, session
+from tests.support.api_fakes import CONFIG, TOKEN, WEB, FakeController
+from tests.support.dashboard_login import PASSWORD, Clock, login, session
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 def dashboard_with(tmp_path: Path, scope: str = "write", attempts: int = 5) -> Dashboard:

@@ -10,7 +10,7 @@ from patrd.api.app import build_app
 from patrd.dashboard.web import Dashboard
 from patrd.settings.config import DashboardConfig
 from patrd.state.store import Store
-from tests.unit.test_api import CONFIG, TOKEN, FakeController
+from tests.support.api_fakes import CONFIG, TOKEN, FakeController
 
 
 async def test_root_redirects_to_the_dashboard(tmp_path: Path) -> None:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
@@ -23,25 +20,8 @@ from patrd.dashboard.web import (
 from patrd.model.errors import ConfigError
 from patrd.settings.config import DashboardConfig, parse
 from patrd.state.store import Store
-from tests.unit.test_api import CONFIG, TOKEN, WEB, FakeController
-
-PASSWORD = "correct horse battery"
-Client = TestClient[web.Request, web.Application]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
+from tests.support.api_fakes import CONFIG, TOKEN, WEB, FakeController
+from tests.support.dashboard_login import PASSWORD, Client, Clock, cookies_of, login, session
 
 
 @pytest.fixture
@@ -73,28 +53,6 @@ async def client(store: Store, dashboard: Dashboard) -> AsyncIterator[Client]:
     app = build_app(store, FakeController(), CONFIG, token=TOKEN, dashboard=dashboard)
     async with TestClient(TestServer(app)) as c:
         yield c
-
-
-async def login(client: Client, password: str = PASSWORD, **headers: str) -> Any:
-    return await client.post(
-        "/ui/login", data={"password": password}, allow_redirects=False, headers=headers
-    )
-
-
-def cookies_of(resp: Any) -> dict[str, Any]:
-    jar: SimpleCookie = SimpleCookie()
-    for value in resp.headers.getall("Set-Cookie", []):
-        jar.load(value)
-    return {name: morsel for name, morsel in jar.items()}
-
-
-async def session(client: Client) -> tuple[str, str]:
-    """Log in; the cookie header to send and the CSRF token."""
-    resp = await login(client)
-    assert resp.status == 303, await resp.text()
-    got = cookies_of(resp)
-    token, csrf = got[SESSION_COOKIE].value, got[CSRF_COOKIE].value
-    return f"{SESSION_COOKIE}={token}; {CSRF_COOKIE}={csrf}", csrf
 
 
 # --- pages and login --------------------------------------------------------------

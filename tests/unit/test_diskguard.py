@@ -1,4 +1,4 @@
-"""disk.min_free parsing and the refusal verdict (pure)."""
+"""disk.min_free parsing, the refusal verdict (pure), and where Docker keeps its data."""
 
 from __future__ import annotations
 
@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from patrd.engine.diskguard import DiskGuard, DiskReading, MinFree, parse_min_free, verdict
-from patrd.model.errors import ConfigError
+from patrd.engine.diskguard import (
+    DiskGuard,
+    DiskReading,
+    MinFree,
+    docker_data_root,
+    guarded_paths,
+    parse_min_free,
+    verdict,
+)
+from patrd.model.errors import ConfigError, EngineError
+from patrd.notify.config import NodeConfig
+from patrd.observe.nodehealth import node_config
 from patrd.settings import config
 
 GIB = 1024**3
@@ -91,3 +101,41 @@ async def test_guard_reads_the_real_disk_and_wakes_the_collector_when_low(tmp_pa
     fine = DiskGuard(paths, parse_min_free("1MiB", "disk.min_free"), lambda: woken.append(True))
     assert await fine.refusal() is None
     assert woken == [True]
+
+
+class DockerAnswers:
+    """``data_root`` of the engine: fails ``down`` times, then answers ``root``."""
+
+    def __init__(self, root: str, down: int = 0) -> None:
+        self.root, self.down, self.asked = root, down, 0
+
+    async def data_root(self) -> str:
+        self.asked += 1
+        if self.asked <= self.down:
+            raise EngineError("docker info: connection refused")
+        return self.root
+
+
+async def test_docker_data_root_is_none_while_docker_is_down() -> None:
+    engine = DockerAnswers("/srv/docker", down=1)
+    assert await docker_data_root(engine) is None
+    assert await docker_data_root(engine) == "/srv/docker"
+
+
+async def test_guarded_paths_ask_docker_until_it_answers_then_keep_it(tmp_path: Path) -> None:
+    engine = DockerAnswers("/srv/docker", down=1)
+    paths = guarded_paths(engine, str(tmp_path))
+    assert await paths() == [("data_dir", str(tmp_path))]
+    assert await paths() == [("docker", "/srv/docker"), ("data_dir", str(tmp_path))]
+    assert await paths() == [("docker", "/srv/docker"), ("data_dir", str(tmp_path))]
+    assert engine.asked == 2
+
+
+async def test_node_config_asks_docker_only_when_docker_root_is_unset(tmp_path: Path) -> None:
+    engine = DockerAnswers("/srv/docker")
+    assert (await node_config(NodeConfig(), engine)).docker_root == Path("/srv/docker")
+    assert await node_config(NodeConfig(docker_root=tmp_path), engine) == NodeConfig(
+        docker_root=tmp_path
+    )
+    assert engine.asked == 1
+    assert await node_config(NodeConfig(), DockerAnswers("", down=1)) == NodeConfig()

@@ -3,26 +3,8 @@ the per-deployment executor against a FakeEngine and a real Store."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from patrd.model.deployment import Status
-from patrd.state.store import Store
-from tests.support.fake_engine import FakeEngine
-from tests.unit.test_executor_fake_engine import PORT, Harness, eventually
-
-
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    store = await Store.open(tmp_path / "patrd.db")
-    engine = FakeEngine(port=PORT)
-    h = Harness(store, engine)
-    yield h
-    await h.stop_workers()
-    await engine.close()
-    await store.close()
+from tests.support.executor_harness import Harness, eventually
 
 
 async def test_a_stale_containerd_task_is_replaced_not_counted_as_a_crash(

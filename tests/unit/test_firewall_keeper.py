@@ -5,8 +5,6 @@ Also the API route ``GET /v1/firewall`` and ``patrctl firewall show``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from patrd.firewall.rules import hash_of
 from patrd.model.errors import EngineError
 from patrd.settings.config import Config, FirewallConfig
 from patrd.state.store import Store
+from tests.support.api_fakes import FakeController
 
 
 class FakeNft(Nft):
@@ -166,24 +165,6 @@ def test_status_json_shape() -> None:
 
 
 # --- the API route and the CLI ---------------------------------------------------
-
-
-class FakeController:
-    def wake(self, deployment_id: str | None = None) -> None:
-        pass
-
-    def instances(self, deployment_id: str) -> list[Any]:
-        return []
-
-    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
-        return {}
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 async def test_route_without_keeper_is_a_dry_run(store: Store) -> None:

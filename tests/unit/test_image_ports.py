@@ -16,7 +16,7 @@ from patrd.cli.main import parse_args
 from patrd.model.errors import SpecError
 from patrd.settings.config import Config
 from patrd.state.store import Store
-from tests.unit.test_api import FakeController
+from tests.support.api_fakes import FakeController
 
 Client = TestClient[web.Request, web.Application]
 

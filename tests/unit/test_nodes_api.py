@@ -18,7 +18,7 @@ from patrd.model.instances import ContainerState, Instance
 from patrd.model.views import InstanceView
 from patrd.settings.config import Config
 from patrd.state.store import Store
-from tests.unit.test_api import FakeController
+from tests.support.api_fakes import FakeController
 
 
 def node(node_id: str, hostname: str = "box", availability: str = "active") -> NodeInfo:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -12,7 +14,9 @@ from patrd.daemon.supervisor import Stage, Supervisor
 from patrd.kit.backoff import Backoff
 
 
-async def test_backoff_resets_after_a_stable_run() -> None:
+async def crashes(policy: Backoff, runs_for: Callable[[int], float], stop_at: int) -> list[Any]:
+    """Supervise a task whose n-th run (from 1) crashes after ``runs_for(n)`` seconds of
+    a fake clock, until run ``stop_at`` returns; the ``task_crashed`` log entries."""
     now = [0.0]
     runs = 0
     finished = asyncio.Event()
@@ -20,48 +24,34 @@ async def test_backoff_resets_after_a_stable_run() -> None:
     async def flaky() -> None:
         nonlocal runs
         runs += 1
-        if runs == 4:
-            now[0] += 120.0  # this run was healthy for two (fake) minutes
-        if runs == 6:
+        if runs == stop_at:
             finished.set()
             return
-        now[0] += 0.001
+        now[0] += runs_for(runs)
         raise RuntimeError(f"crash {runs}")
 
-    policy = Backoff(initial_s=0.01, cap_s=1.0, reset_after_s=60.0)
     sup = Supervisor(backoff=policy, clock=lambda: now[0])
     with capture_logs() as logs:
         sup.start("flaky", flaky)
         await asyncio.wait_for(finished.wait(), 10.0)
         await sup.stop()
-    crashes = [e for e in logs if e["event"] == "task_crashed"]
-    assert [e["restart_in"] for e in crashes] == pytest.approx([0.01, 0.02, 0.04, 0.01, 0.02])
-    assert [e["failures"] for e in crashes] == [1, 2, 3, 1, 2]
-    assert all(e["task"] == "flaky" for e in crashes)
+    return [e for e in logs if e["event"] == "task_crashed"]
+
+
+async def test_backoff_resets_after_a_stable_run() -> None:
+    policy = Backoff(initial_s=0.01, cap_s=1.0, reset_after_s=60.0)
+    # The 4th run was healthy for two (fake) minutes; the others crash at once.
+    crashed = await crashes(policy, lambda n: 120.001 if n == 4 else 0.001, stop_at=6)
+    assert [e["restart_in"] for e in crashed] == pytest.approx([0.01, 0.02, 0.04, 0.01, 0.02])
+    assert [e["failures"] for e in crashed] == [1, 2, 3, 1, 2]
+    assert all(e["task"] == "flaky" for e in crashed)
 
 
 async def test_without_a_stable_run_the_delay_keeps_growing() -> None:
-    now = [0.0]
-    runs = 0
-    finished = asyncio.Event()
-
-    async def flaky() -> None:
-        nonlocal runs
-        runs += 1
-        if runs == 5:
-            finished.set()
-            return
-        now[0] += 59.0  # long, but under reset_after_s
-        raise RuntimeError("crash")
-
     policy = Backoff(initial_s=0.01, cap_s=0.03, reset_after_s=60.0)
-    sup = Supervisor(backoff=policy, clock=lambda: now[0])
-    with capture_logs() as logs:
-        sup.start("flaky", flaky)
-        await asyncio.wait_for(finished.wait(), 10.0)
-        await sup.stop()
-    delays = [e["restart_in"] for e in logs if e["event"] == "task_crashed"]
-    assert delays == pytest.approx([0.01, 0.02, 0.03, 0.03])
+    # Each run lasts 59 s: long, but under reset_after_s.
+    crashed = await crashes(policy, lambda n: 59.0, stop_at=5)
+    assert [e["restart_in"] for e in crashed] == pytest.approx([0.01, 0.02, 0.03, 0.03])
 
 
 async def test_staged_stop_orders_stages_and_names_a_task_that_ignores_cancel() -> None:

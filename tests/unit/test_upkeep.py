@@ -5,23 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from patrd.model import spec
 from patrd.state import upkeep
 from patrd.state.database import PRAGMAS
 from patrd.state.store import Store
 from patrd.state.store_rows import EVENTS_KEPT_PER_DEPLOYMENT
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 async def _deployment(store: Store, name: str) -> str:

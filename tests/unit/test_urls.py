@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,13 +194,6 @@ def test_redirects_keep_the_rest_of_the_path_and_the_query(
 
 
 # --- store rules --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "patrd.db")
-    yield s
-    await s.close()
 
 
 async def test_domain_and_path_are_unique_and_targets_must_exist(store: Store) -> None:

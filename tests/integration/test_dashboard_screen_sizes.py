@@ -14,8 +14,10 @@ import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 
-from tests.integration import test_dashboard as walk
-from tests.integration.test_dashboard import (
+from tests.support import dashboard_site
+from tests.support.browser import Browser
+from tests.support.daemon import Api, docker_json
+from tests.support.dashboard_site import (
     PASSWORD,
     REPO,
     SESSION_COOKIE,
@@ -25,13 +27,12 @@ from tests.integration.test_dashboard import (
     tab,
     wait_for,
 )
-from tests.support.browser import ARTIFACTS, Browser
-from tests.support.daemon import Api, docker_json
+from tests.support.screens import overflow, set_width, shot
 
 # The end-to-end walk's fixtures: a daemon with the dashboard on, its API, a browser.
-site = walk.site
-api = walk.api
-browser = walk.browser
+site = dashboard_site.site
+api = dashboard_site.api
+browser = dashboard_site.browser
 
 pytestmark = pytest.mark.docker
 
@@ -69,38 +70,6 @@ const ring = lum(getComputedStyle(button).outlineColor);
 const back = lum(getComputedStyle(document.querySelector('header.top')).backgroundColor);
 return (Math.max(ring, back) + 0.05) / (Math.min(ring, back) + 0.05);
 """
-
-
-def set_width(b: Browser, width: int) -> None:
-    """Make the page's viewport ``width`` CSS pixels wide (the window's chrome aside)."""
-    b.driver.set_window_size(width, 900)
-    inner = int(b.js("return window.innerWidth"))
-    if inner != width:
-        b.driver.set_window_size(width + (width - inner), 900)
-    assert int(b.js("return window.innerWidth")) == width
-
-
-def shot(b: Browser, name: str, width: int) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    height = int(b.js("return document.documentElement.scrollHeight"))
-    b.driver.set_window_size(width, max(900, min(height + 40, 3000)))
-    b.driver.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
-    set_width(b, width)
-
-
-def overflow(b: Browser) -> dict[str, Any]:
-    """How far the page scrolls sideways, and the widest elements that cause it."""
-    return dict(
-        b.js(
-            """
-            const w = window.innerWidth;
-            const culprits = [...document.querySelectorAll('main *, header *')]
-              .filter(el => el.getBoundingClientRect().right > w + 1)
-              .slice(0, 5).map(el => el.tagName + '.' + el.className + '#' + el.id);
-            return {scroll: document.documentElement.scrollWidth, inner: w, culprits};
-            """
-        )
-    )
 
 
 async def test_every_screen_fits_a_phone_and_the_overview_comes_first(

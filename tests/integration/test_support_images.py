@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 
 import aiohttp
 import pytest
+
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -18,18 +19,15 @@ def _docker(*args: str) -> str:
 
 
 async def _wait_http(session: aiohttp.ClientSession, url: str, timeout: float = 10.0) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+    async def answered() -> str | None:
         try:
             async with session.get(url) as resp:
-                if resp.status == 200:
-                    return await resp.text()
+                return await resp.text() if resp.status == 200 else None
         except aiohttp.ClientError:
-            pass
-        if loop.time() > deadline:
-            raise AssertionError(f"{url} did not answer 200 within {timeout} s")
-        await asyncio.sleep(0.05)
+            return None
+
+    text: str = await until(answered, timeout, f"a 200 from {url}", interval=0.05)
+    return text
 
 
 async def _status(session: aiohttp.ClientSession, url: str) -> int:

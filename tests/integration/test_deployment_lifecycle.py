@@ -1,4 +1,5 @@
-"""The spine, end to end: real daemon, real Docker engine, real proxy."""
+"""A deployment's life end to end (create, serve, stop, start, update, delete, restart
+after a crash): a real daemon, the real Docker engine, the real proxy."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, docker_json, networks_of
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -29,12 +31,13 @@ async def get_via_proxy(daemon: Daemon, name: str, path: str = "/", port: int = 
 
 async def wait_proxied(daemon: Daemon, name: str, expect: str, timeout: float = 30) -> float:
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
+
+    async def served() -> bool:
         status, body, _ = await get_via_proxy(daemon, name)
-        if status == 200 and expect in body:
-            return time.monotonic() - start
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no 200 with {expect!r} from {name} within {timeout}s: {status} {body}")
+        return status == 200 and expect in body
+
+    await until(served, timeout, f"a 200 with {expect!r} from {name}", daemon, interval=0.02)
+    return time.monotonic() - start
 
 
 async def test_create_run_proxy_stop_start_delete(daemon: Daemon, api: Api, new_name):
@@ -65,11 +68,7 @@ async def test_create_run_proxy_stop_start_delete(daemon: Daemon, api: Api, new_
 
     await api.ok("POST", f"/v1/deployments/{name}/stop")
     await api.wait_status(name, "stopped")
-    for _ in range(100):
-        if not containers_of(name):
-            break
-        await asyncio.sleep(0.1)
-    assert containers_of(name) == []
+    await until(lambda: containers_of(name) == [], 10, "no container left", daemon)
     status, body, _ = await get_via_proxy(daemon, name)
     assert status == 503 and "stopped" in body
 
@@ -101,12 +100,12 @@ async def test_killed_container_is_restarted(daemon: Daemon, api: Api, new_name)
     [cid] = containers_of(name)
     subprocess.run(["docker", "kill", cid], check=True, capture_output=True)
     # patrd starts the same container again (backoff starts at 1 s)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def started_again() -> bool:
         state = docker_json("inspect", cid)[0]["State"]
-        if state["Running"] and state["StartedAt"] and state["ExitCode"] == 0:
-            break
-        await asyncio.sleep(0.1)
+        return bool(state["Running"] and state["StartedAt"] and state["ExitCode"] == 0)
+
+    await until(started_again, 30, "the killed container running again", daemon)
     await wait_proxied(daemon, name, "hello from v1")
     shown = await api.wait_status(name, "running")
     assert shown["instances"][0]["restarts"] >= 1
@@ -153,12 +152,12 @@ async def test_update_rolls_to_new_revision_with_env(daemon: Daemon, api: Api, n
     assert updated["revision"] == 2
     status, err = await api.call("PATCH", f"/v1/deployments/{name}", {"tag": "v2"})
     assert status == 422 and err["field"] == "tag" and "new deployment" in err["message"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def replaced() -> bool:
         ids = containers_of(name)
-        if len(ids) == 1 and ids != [old]:
-            break
-        await asyncio.sleep(0.1)
+        return len(ids) == 1 and ids != [old]
+
+    await until(replaced, 30, "the container replaced", daemon)
     [new] = containers_of(name)
     assert new != old
     env = dict(e.split("=", 1) for e in docker_json("inspect", new)[0]["Config"]["Env"])
@@ -197,18 +196,17 @@ async def test_websocket_echo_through_proxy(daemon: Daemon, api: Api, new_name):
     )
     await api.wait_status(name, "running")
     async with aiohttp.ClientSession() as s:
-        deadline = time.monotonic() + 20
-        while True:
+
+        async def upgraded() -> aiohttp.ClientWebSocketResponse | None:
             try:
-                ws = await s.ws_connect(
+                return await s.ws_connect(
                     f"http://127.0.0.1:{daemon.proxy_port}/",
                     headers={"Host": daemon.host(name, 8081)},
                 )
-                break
             except aiohttp.WSServerHandshakeError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+                return None
+
+        ws = await until(upgraded, 20, "the websocket upgraded", daemon)
         async with ws:
             for word in ("ping", "pong", "x" * 5000):
                 await ws.send_str(word)

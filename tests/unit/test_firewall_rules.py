@@ -1,7 +1,7 @@
 """The nftables renderer (pure): golden files, determinism, config → rules.
 
 Golden files live in ``tests/unit/golden/``. After an intended change to the
-ruleset, regenerate them with ``PATRD_UPDATE_GOLDEN=1 pytest tests/unit/test_firewall.py``
+ruleset, regenerate them with ``PATRD_UPDATE_GOLDEN=1 pytest tests/unit/test_firewall_rules.py``
 and review the diff like code. ``tests/integration/test_firewall_netns.py``
 loads the same files into a real kernel (inside a test namespace).
 """

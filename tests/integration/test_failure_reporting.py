@@ -1,4 +1,6 @@
-"""The console a new user expects, on the real engine: a crash loop is said to be one.
+"""Failures a user is told about, on the real engine: a crash loop is said to be one,
+an engine start error and a vanished instance show at once, a deleted deployment's
+certificate is retired, a create without ports takes the image's one port.
 
 An image whose command exits at once (made here with ``docker commit``) must
 show ``errored`` with its reason within 30 s, in the API, in ``patrctl list``
@@ -7,79 +9,36 @@ and ``show``, and in Prometheus' ``patrd_deployment_status``.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.daemon import Api, Daemon, containers_of
+from tests.support.bad_images import derived_image
+from tests.support.daemon import Api, Daemon, containers_of, patrctl
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
-PATRCTL = str(Path(sys.executable).parent / "patrctl")
 
-
-def _derived_image(base: str, repo: str, *changes: str) -> Iterator[tuple[str, str]]:
-    """``repo:<unique>``: ``base`` with Dockerfile ``changes`` (docker commit); removed after."""
-    tag = f"t{uuid.uuid4().hex[:8]}"
-    ref = f"{repo}:{tag}"
-    cid = subprocess.run(
-        ["docker", "create", base], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
-        flags = [arg for change in changes for arg in ("--change", change)]
-        subprocess.run(["docker", "commit", *flags, cid, ref], capture_output=True, check=True)
-    finally:
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
-    try:
-        yield repo, tag
-    finally:
-        subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
-
-
-@pytest.fixture
-def crash_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """Prints a line on stderr and exits 3."""
-    yield from _derived_image(
-        test_images["v1"], "patrd-test/crash", 'CMD ["/bin/sh", "-c", "echo boom >&2; exit 3"]'
-    )
-
-
-@pytest.fixture
-def unstartable_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """Runs as a user its passwd file lacks: Docker refuses to start the container."""
-    yield from _derived_image(test_images["v1"], "patrd-test/nostart", "USER nosuchuser")
-
-
-def patrctl(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PATRCTL, "--socket", str(daemon.socket), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+async def errored(api: Api, name: str, image: tuple[str, str]) -> tuple[str, float]:
+    """Deploy ``image`` (repository, tag) as ``name`` and wait until it is errored: the
+    status reason and the seconds that took."""
+    started = time.monotonic()
+    repository, tag = image
+    body = {"name": name, "image": repository, "tag": tag, "ports": {"80": "http"}}
+    await api.ok("POST", "/v1/deployments", body)
+    shown = await api.wait_status(name, "errored", timeout=30)
+    return str(shown["status_reason"]), time.monotonic() - started
 
 
 async def test_crash_loop_is_errored_with_reason_everywhere(
     daemon: Daemon, api: Api, new_name, crash_image: tuple[str, str]
 ) -> None:
     name = new_name("crash")
-    image, tag = crash_image
-    started = time.monotonic()
-    await api.ok(
-        "POST",
-        "/v1/deployments",
-        {"name": name, "image": image, "tag": tag, "ports": {"80": "http"}},
-    )
-    shown = await api.wait_status(name, "errored", timeout=30)
-    took = time.monotonic() - started
-    reason = shown["status_reason"]
+    reason, took = await errored(api, name, crash_image)
     assert "crash loop" in reason and "exited with code 3" in reason, reason
     print(f"crash loop reported errored after {took:.1f}s")
 
@@ -117,16 +76,7 @@ async def test_engine_start_error_is_in_status_and_events_at_once(
     daemon: Daemon, api: Api, new_name, unstartable_image: tuple[str, str]
 ) -> None:
     name = new_name("nostart")
-    image, tag = unstartable_image
-    started = time.monotonic()
-    await api.ok(
-        "POST",
-        "/v1/deployments",
-        {"name": name, "image": image, "tag": tag, "ports": {"80": "http"}},
-    )
-    shown = await api.wait_status(name, "errored", timeout=30)
-    took = time.monotonic() - started
-    reason = shown["status_reason"]
+    reason, took = await errored(api, name, unstartable_image)
     assert f"instance {name}-0 could not start" in reason, reason
     assert "unable to find user nosuchuser" in reason, reason
     events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
@@ -146,13 +96,12 @@ async def test_a_vanished_instance_is_an_event(daemon: Daemon, api: Api, new_nam
     await api.wait_status(name, "running")
     [cid] = containers_of(name)
     subprocess.run(["docker", "rm", "-f", cid], capture_output=True, check=True)
-    deadline = time.monotonic() + 30
-    vanished: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not vanished:
+
+    async def vanished_events() -> list[dict[str, object]]:
         events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
-        vanished = [e for e in events if e["kind"] == "vanished"]
-        await asyncio.sleep(0.2)
-    assert vanished, events
+        return [e for e in events if e["kind"] == "vanished"]
+
+    vanished = await until(vanished_events, 30, "a vanished event", daemon, interval=0.2)
     assert f"instance {name}-0 vanished" in str(vanished[0]["message"])
     await api.wait_status(name, "running")
     assert containers_of(name) != [cid]
@@ -174,25 +123,23 @@ async def test_certificates_of_deleted_deployments_are_retired(
         certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
         return {c["domain"] for c in certs if c["status"] == "issued"}
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not set(hosts.values()) <= await issued():
-        await asyncio.sleep(0.2)
-    assert set(hosts.values()) <= await issued()
+    async def all_issued() -> bool:
+        return set(hosts.values()) <= await issued()
+
+    await until(all_issued, 60, "both certificates issued", daemon, interval=0.2)
     cert_file = daemon.data_dir / "tls" / "certs" / f"{hosts[gone]}.pem"
     assert cert_file.exists()
 
     await api.ok("POST", f"/v1/deployments/{kept}/stop")  # stopped: keeps its certificate
     await api.ok("DELETE", f"/v1/deployments/{gone}?confirm={gone}")
     await api.wait_gone(gone)
-    deadline = time.monotonic() + 30
-    listed: set[str] = set()
-    while time.monotonic() < deadline:
+
+    async def retired() -> set[str] | None:
         certs = (await api.ok("GET", "/v1/certificates"))["certificates"]
         listed = {c["domain"] for c in certs}
-        if hosts[gone] not in listed and not cert_file.exists():
-            break
-        await asyncio.sleep(0.2)
-    assert hosts[gone] not in listed, listed
+        return listed if hosts[gone] not in listed and not cert_file.exists() else None
+
+    listed: set[str] = await until(retired, 30, "the certificate retired", daemon, interval=0.2)
     assert not cert_file.exists()
     assert hosts[kept] in listed
     assert (daemon.data_dir / "tls" / "certs" / f"{hosts[kept]}.pem").exists()
@@ -201,7 +148,7 @@ async def test_certificates_of_deleted_deployments_are_retired(
 @pytest.fixture
 def two_port_image(test_images: dict[str, str]) -> Iterator[tuple[str, str]]:
     """The web image, also declaring 8081 (its websocket port)."""
-    yield from _derived_image(test_images["v1"], "patrd-test/twoports", "EXPOSE 8081")
+    yield from derived_image(test_images["v1"], "patrd-test/twoports", "EXPOSE 8081")
 
 
 async def test_create_without_port_takes_the_images_one_port(

@@ -30,6 +30,7 @@ import pytest
 
 from tests.support.daemon import Api, Daemon, containers_of, networks_of
 from tests.support.private_docker import PrivateDocker, private_docker
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -113,10 +114,10 @@ async def _converged(
     api: Api, daemon: Daemon, known: dict[str, Known], timeout: float = 90
 ) -> dict[str, Any]:
     """Wait until desired == actual for every deployment; return the final picture."""
-    deadline = time.monotonic() + timeout
     problems: list[str] = []
-    while time.monotonic() < deadline:
-        problems = []
+
+    async def converged() -> dict[str, Any] | None:
+        problems.clear()
         _, listed = await api.call("GET", "/v1/deployments")
         live = {d["name"]: d for d in listed["deployments"]}
         containers = _docker_state(list(known))
@@ -153,8 +154,12 @@ async def _converged(
                 problems.append(f"{name}: orphan network")
         if not problems:
             return {"live": sorted(live), "containers": sum(len(c) for c in containers.values())}
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"no convergence within {timeout}s: {problems}\n{daemon.log_tail(40)}")
+        return None
+
+    picture: dict[str, Any] = await until(
+        converged, timeout, "convergence", daemon, interval=0.25, detail=lambda: problems
+    )
+    return picture
 
 
 async def _settle_uncertain(api: Api, known: dict[str, Known]) -> None:
@@ -277,13 +282,13 @@ async def _curl(
 
 async def _wait_200(engine: PrivateDocker, daemon: Daemon, name: str, timeout: float) -> float:
     started = time.monotonic()
-    last: tuple[int, str] = (0, "")
-    while time.monotonic() - started < timeout:
-        last = await _curl(engine, daemon, name)
-        if last[0] == 200 and "hello from v1" in last[1]:
-            return time.monotonic() - started
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no 200 within {timeout}s: {last}\n{daemon.log_tail(40)}")
+
+    async def served() -> bool:
+        status, body = await _curl(engine, daemon, name)
+        return status == 200 and "hello from v1" in body
+
+    await until(served, timeout, f"a 200 from {name}", daemon)
+    return time.monotonic() - started
 
 
 def _started_at(engine: PrivateDocker, name: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from tests.support.daemon import Api, Daemon, _health
+from tests.support.waits import until
 
 pytestmark = pytest.mark.docker
 
@@ -101,12 +102,15 @@ def _proxy_get(daemon: Daemon, name: str) -> int:
 
 
 async def _wait_proxied(daemon: Daemon, name: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(_proxy_get, daemon, name) == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{name} not served within {timeout}s\n{daemon.log_tail()}")
+    async def served() -> bool:
+        return await asyncio.to_thread(_proxy_get, daemon, name) == 200
+
+    await until(served, timeout, f"{name} served", daemon, interval=0.05)
+
+
+async def status_line(manager: FakeManager, line: bytes, timeout: float = 10) -> None:
+    """Wait until the service manager has been told ``line``."""
+    await until(lambda: line in manager.lines(), timeout, f"{line!r} sent", detail=manager.texts)
 
 
 async def test_notify_ready_status_watchdog_and_stopping(
@@ -135,10 +139,8 @@ async def test_notify_ready_status_watchdog_and_stopping(
         ready = [m for m in texts if m.startswith(b"READY=1")]
         assert len(ready) == 1 and ready[0].startswith(b"READY=1\nSTATUS=1 deployments, "), texts
         assert manager.on_ready == [(True, 200)], "READY=1 before the API/proxy served"
-        deadline = time.monotonic() + 10  # an adopted instance may be re-checked first
-        while b"STATUS=1 deployments, 1 running" not in manager.lines():
-            assert time.monotonic() < deadline, manager.texts()
-            await asyncio.sleep(0.1)
+        # An adopted instance may be re-checked first.
+        await status_line(manager, b"STATUS=1 deployments, 1 running")
 
         pings = manager.times(b"WATCHDOG=1")
         gaps = [b - a for a, b in itertools.pairwise(pings)]
@@ -151,10 +153,7 @@ async def test_notify_ready_status_watchdog_and_stopping(
         async with Api(daemon) as api:
             await api.ok("POST", f"/v1/deployments/{name}/stop")
             await api.wait_status(name, "stopped")
-        deadline = time.monotonic() + 10
-        while b"STATUS=1 deployments, 0 running" not in manager.lines():
-            assert time.monotonic() < deadline, manager.texts()
-            await asyncio.sleep(0.1)
+        await status_line(manager, b"STATUS=1 deployments, 0 running")
     finally:
         code = daemon.stop()
     assert code == 0
