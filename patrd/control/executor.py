@@ -223,6 +223,7 @@ class Controller:
         self._wake_all = asyncio.Event()
         self._synced = asyncio.Event()
         self._urls: tuple[UrlRecord, ...] = ()
+        self._publish_pending = False
         self._log = structlog.get_logger("patrd.control.executor")
 
     @property
@@ -296,6 +297,20 @@ class Controller:
         return True
 
     def publish(self) -> None:
+        """The routes changed: rebuilt and sent once for all changes of this loop turn.
+
+        Issue 20: at a restart every adopted instance turns ready within a few
+        seconds, and each used to rebuild and send the whole table (O(N^2)).
+        ``flush_routes`` sends at once what is pending (before a drain).
+        """
+        if not self._publish_pending:
+            self._publish_pending = True
+            asyncio.get_running_loop().call_soon(self.flush_routes)
+
+    def flush_routes(self) -> None:
+        if not self._publish_pending:
+            return
+        self._publish_pending = False
         snapshots = [w.snapshot for w in self._workers.values() if w.snapshot is not None]
         self._sink.set_table(
             build_routes(
@@ -324,12 +339,12 @@ class Controller:
         # One Docker list for every deployment (not one per worker): each idle
         # worker gets its part, unless it passed or was woken meanwhile.
         marks = {d: w.generation for d, w in self._workers.items() if w.idle}
-        for record in records:
-            if record.id not in self._workers:
-                self._spawn(record.id)
         try:
             listed = await self._engine.list_instances()
         except EngineError:
+            for record in records:
+                if record.id not in self._workers:
+                    self._spawn(record.id)
             for worker in self._workers.values():
                 worker.wake()  # each finds out for itself (and backs off)
             raise
@@ -337,8 +352,13 @@ class Controller:
         for inst in listed:
             by_deployment.setdefault(inst.deployment_id, []).append(inst)
         for record in records:
+            # A new worker (daemon start: all of them) is spawned after the list
+            # and starts from its part of it: no Docker list per deployment.
+            new = record.id not in self._workers
+            if new:
+                self._spawn(record.id)
             worker = self._workers[record.id]
-            if marks.get(record.id) == worker.generation:
+            if new or marks.get(record.id) == worker.generation:
                 worker.wake(by_deployment.get(record.id, []))
             else:
                 worker.wake()
@@ -358,6 +378,7 @@ class Controller:
             self._options,
             self.publish,
             self._vault,
+            flush_routes=self.flush_routes,
         )
         self._workers[deployment_id] = worker
         self._tasks[deployment_id] = asyncio.create_task(
@@ -466,8 +487,10 @@ class DeploymentWorker:
         options: ControllerOptions,
         publish: Callable[[], None],
         vault: Vault | None = None,
+        flush_routes: Callable[[], None] | None = None,
     ) -> None:
         self.id = deployment_id
+        self._flush_routes = flush_routes  # sends a publish still pending (see _drain)
         self._vault = vault
         self._store = store
         self._engine = engine
@@ -826,6 +849,10 @@ class DeploymentWorker:
                 # failed/unhealthy and the plan acts. Never probe twice.
                 continue
             assert inst.ip is not None
+            # Starting from now, not from when the task first runs: the plan of
+            # this very pass sees an adopted instance as being re-checked (no
+            # "deploying" status written and taken back at every restart).
+            state.probes[cid] = starting(now)
             task = asyncio.create_task(self._probe(inst, inst.ip, record.spec))
             state.probing[cid] = task
 
@@ -1003,6 +1030,8 @@ class DeploymentWorker:
 
     async def _drain(self, ip: str, ports: tuple[int, ...]) -> None:
         """Out of the pool already; wait (bounded) for in-flight requests to finish."""
+        if self._flush_routes is not None:
+            self._flush_routes()  # the table without it reaches the proxy before we count
         deadline = time.monotonic() + self._options.drain_timeout_s
         while time.monotonic() < deadline:
             if all(self._sink.outstanding(ip, port) == 0 for port in ports):
