@@ -236,8 +236,13 @@ class Controller:
         worker = self._workers.get(deployment_id) if deployment_id else None
         if worker is not None:
             worker.wake()
-        else:
-            self._wake_all.set()
+            return
+        if deployment_id and self._synced.is_set():
+            # A deployment just created (issue 20): its worker starts now and
+            # lists its own containers; create → 200 no longer waits for a
+            # resync's list of every container. The resync still follows (orphans).
+            self._spawn(deployment_id)
+        self._wake_all.set()
 
     async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
         volumes = await self._engine.list_volumes(deployment)
@@ -892,6 +897,8 @@ class DeploymentWorker:
                 return
             self._state.ready[cid] = _ReadyState(ip, time.monotonic())
             self._state.hold_until = None  # held requests go to this instance now
+            if self._record is not None:  # routed now, not a pass later (issue 20)
+                self._update_snapshot(self._record, self._record.status)
             self._log.info("instance_ready", instance=inst.container_name, address=ip)
             self._wake.set()
             liveness = spec.liveness_probe

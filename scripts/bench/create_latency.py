@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -118,12 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", default="var/bench/create.json")
+    parser.add_argument("--log", metavar="FILE", help="keep the daemon's log here (its timeline)")
     args = parser.parse_args()
     build_test_images()
     with tempfile.TemporaryDirectory() as tmp:
         daemon = Daemon(Path(tmp))
         daemon.start()
         results = asyncio.run(measure(daemon, args.runs))
+        if args.log:
+            shutil.copyfile(daemon.log_path, args.log)
     print(f"{'run':>4} {'bare (ms)':>10} {'patrd (ms)':>11} {'patrd warm (ms)':>16}")
     for i in range(args.runs):
         print(
