@@ -524,6 +524,19 @@ class DeploymentWorker:
         self._prefetched = instances
         self._wake.set()
 
+    def _wake_same_containers(self) -> None:
+        """A probe result changes no container: the next pass may reuse the last list.
+
+        Issue 20: at a restart every adopted instance turns ready at once, and
+        a Docker list per ready instance (each scanning every container) made
+        adoption O(N^2). Only when idle with no wake pending: then the last pass
+        applied nothing and no Docker event came since it listed.
+        """
+        if self.idle and not self._wake.is_set():
+            self.wake(list(self._instances))
+        else:
+            self._wake.set()
+
     def forgive(self) -> None:
         """Forget crash counts and backoffs (Docker restarted under us), and look again."""
         self._state.health.clear()
@@ -900,7 +913,7 @@ class DeploymentWorker:
             if self._record is not None:  # routed now, not a pass later (issue 20)
                 self._update_snapshot(self._record, self._record.status)
             self._log.info("instance_ready", instance=inst.container_name, address=ip)
-            self._wake.set()
+            self._wake_same_containers()
             liveness = spec.liveness_probe
             if liveness is None:
                 return
