@@ -19,6 +19,7 @@ from typing import Protocol
 
 import structlog
 
+from patrd.control.host_limits import neighbour_table_warning, read_gc_thresh3
 from patrd.control.probes import (
     TCP_POLL_S,
     Phase,
@@ -353,6 +354,10 @@ class Controller:
             for worker in self._workers.values():
                 worker.wake()  # each finds out for itself (and backs off)
             raise
+        if not self._synced.is_set():  # once, at start (issue 20)
+            warning = neighbour_table_warning(len(listed), read_gc_thresh3())
+            if warning:
+                self._log.warning("neighbour_table_small", detail=warning)
         by_deployment: dict[str, list[Instance]] = {}
         for inst in listed:
             by_deployment.setdefault(inst.deployment_id, []).append(inst)
