@@ -256,6 +256,15 @@ class Controller:
         worker = self._workers.get(deployment_id)
         return worker.views() if worker else []
 
+    def listed_instances(self) -> list[Instance]:
+        """Every deployment's containers as its worker last listed them (no Docker call).
+
+        Issue 20: the metrics sampler listed all containers from Docker every
+        interval (1,000 decoded every 5 s); the workers' lists are as fresh
+        (Docker events and the resync refresh them).
+        """
+        return [i for w in self._workers.values() for i in w.listed]
+
     async def resolve_tag(self, record: DeploymentRecord) -> tuple[Pin, str | None]:
         """``redeploy``: what the tag points at now (no revision written).
 
@@ -541,6 +550,10 @@ class DeploymentWorker:
             self.wake(list(self._instances))
         else:
             self._wake.set()
+
+    @property
+    def listed(self) -> list[Instance]:
+        return self._instances
 
     def forgive(self) -> None:
         """Forget crash counts and backoffs (Docker restarted under us), and look again."""
