@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from patrd.cli import waiting
 from patrd.cli.args import (
@@ -117,8 +118,26 @@ def add_parsers(verb: AddVerb, common: argparse.ArgumentParser) -> None:
     add_wait_flags(p, "until it is gone")
 
 
+LIST_PAGE = 100  # deployments per request: no single answer holds the daemon's loop long
+
+
+def list_all(client: Client) -> list[Any]:
+    """Every deployment, asked for in pages (``limit``/``after``)."""
+    out: list[Any] = []
+    after: str | None = None
+    while True:
+        query: dict[str, str | int] = {"limit": LIST_PAGE}
+        if after is not None:
+            query["after"] = after
+        page = client.get("/v1/deployments", **query)
+        out += page["deployments"]
+        after = page.get("next")
+        if after is None:
+            return out
+
+
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    data = client.get("/v1/deployments")
+    data = {"deployments": list_all(client)}
     if args.json:
         print_json(data)
     elif data["deployments"]:

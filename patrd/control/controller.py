@@ -16,6 +16,7 @@ import time
 
 import structlog
 
+from patrd.control.host_limits import neighbour_table_warning, read_gc_thresh3
 from patrd.control.instances import registry_auth_for
 from patrd.control.options import ControllerOptions, RouteSink
 from patrd.control.route_table import build_routes
@@ -59,6 +60,7 @@ class Controller:
         self._wake_all = asyncio.Event()
         self._synced = asyncio.Event()
         self._urls: tuple[UrlRecord, ...] = ()
+        self._publish_pending = False
         self._log = structlog.get_logger("patrd.control.controller")
 
     @property
@@ -71,8 +73,22 @@ class Controller:
         worker = self._workers.get(deployment_id) if deployment_id else None
         if worker is not None:
             worker.wake()
-        else:
-            self._wake_all.set()
+            return
+        if deployment_id and self._synced.is_set():
+            # A deployment just created: its worker starts now and lists its
+            # own containers, so create → 200 does not wait for a resync's list
+            # of every container. The resync still follows (orphans).
+            self._spawn(deployment_id)
+        self._wake_all.set()
+
+    def listed_instances(self) -> list[Instance]:
+        """Every deployment's containers as its worker last listed them (no Docker call).
+
+        The metrics sampler used to list every container from Docker each
+        interval (1,000 decoded every 5 s); the workers' lists are as fresh
+        (Docker events and the resync refresh them).
+        """
+        return [i for w in self._workers.values() for i in w.listed]
 
     async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
         volumes = await self._engine.list_volumes(deployment)
@@ -132,6 +148,20 @@ class Controller:
         return True
 
     def publish(self) -> None:
+        """The routes changed: rebuilt and sent once for all changes of this loop turn.
+
+        At a restart every adopted instance turns ready within a few seconds,
+        and each used to rebuild and send the whole table (O(N^2)).
+        ``flush_routes`` sends what is pending at once (before a drain).
+        """
+        if not self._publish_pending:
+            self._publish_pending = True
+            asyncio.get_running_loop().call_soon(self.flush_routes)
+
+    def flush_routes(self) -> None:
+        if not self._publish_pending:
+            return
+        self._publish_pending = False
         snapshots = [w.snapshot for w in self._workers.values() if w.snapshot is not None]
         self._sink.set_table(
             build_routes(
@@ -160,21 +190,30 @@ class Controller:
         # One Docker list for every deployment (not one per worker): each idle
         # worker gets its part, unless it passed or was woken meanwhile.
         marks = {d: w.generation for d, w in self._workers.items() if w.idle}
-        for record in records:
-            if record.id not in self._workers:
-                self._spawn(record.id)
         try:
             listed = await self._engine.list_instances()
         except EngineError:
+            for record in records:
+                if record.id not in self._workers:
+                    self._spawn(record.id)
             for worker in self._workers.values():
                 worker.wake()  # each finds out for itself (and backs off)
             raise
+        if not self._synced.is_set():  # once, at start
+            warning = neighbour_table_warning(len(listed), read_gc_thresh3())
+            if warning:
+                self._log.warning("neighbour_table_small", detail=warning)
         by_deployment: dict[str, list[Instance]] = {}
         for inst in listed:
             by_deployment.setdefault(inst.deployment_id, []).append(inst)
         for record in records:
+            # A new worker (daemon start: all of them) is spawned after the list
+            # and starts from its part of it: no Docker list per deployment.
+            new = record.id not in self._workers
+            if new:
+                self._spawn(record.id)
             worker = self._workers[record.id]
-            if marks.get(record.id) == worker.generation:
+            if new or marks.get(record.id) == worker.generation:
                 worker.wake(by_deployment.get(record.id, []))
             else:
                 worker.wake()
@@ -194,6 +233,7 @@ class Controller:
             self._options,
             self.publish,
             self._vault,
+            flush_routes=self.flush_routes,
         )
         self._workers[deployment_id] = worker
         self._tasks[deployment_id] = asyncio.create_task(

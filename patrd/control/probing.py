@@ -27,10 +27,16 @@ from patrd.model.spec import DeploymentSpec
 class Probes:
     """Starts, cancels and runs the checks; the plan acts on what they find."""
 
-    def __init__(self, ctx: WorkerContext, refresh: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        refresh: Callable[[], None],
+        ready: Callable[[], None],
+    ) -> None:
         self._ctx = ctx
         self._state = ctx.state
-        self._refresh = refresh  # an instance left the pool: publish the routes again
+        self._refresh = refresh  # the pool changed: publish the routes again
+        self._ready = ready  # an instance turned ready: look again (no container changed)
 
     def starting(self) -> bool:
         """A startup check is still running for some instance."""
@@ -113,8 +119,9 @@ class Probes:
                 return
             self._state.ready[cid] = ReadyState(ip, time.monotonic())
             self._state.hold_until = None  # held requests go to this instance now
+            self._refresh()  # routed now, not a pass later
             self._ctx.log.info("instance_ready", instance=inst.container_name, address=ip)
-            self._ctx.wake.set()
+            self._ready()
             liveness = spec.liveness_probe
             if liveness is None:
                 return

@@ -123,6 +123,8 @@ class Steps:
 
     async def _drain(self, ip: str, ports: tuple[int, ...]) -> None:
         """Out of the pool already; wait (bounded) for in-flight requests to finish."""
+        if self._ctx.flush_routes is not None:
+            self._ctx.flush_routes()  # the table without it reaches the proxy before we count
         deadline = time.monotonic() + self._options.drain_timeout_s
         while time.monotonic() < deadline:
             if all(self._ctx.sink.outstanding(ip, port) == 0 for port in ports):

@@ -54,10 +54,13 @@ class DeploymentWorker:
         options: ControllerOptions,
         publish: Callable[[], None],
         vault: Vault | None = None,
+        flush_routes: Callable[[], None] | None = None,
     ) -> None:
         self.id = deployment_id
         log = structlog.get_logger("patrd.control.worker").bind(deployment_id=deployment_id)
-        ctx = WorkerContext(deployment_id, store, engine, sink, options, vault, log)
+        ctx = WorkerContext(
+            deployment_id, store, engine, sink, options, vault, log, flush_routes=flush_routes
+        )
         self._ctx = ctx
         self._vault = vault
         self._store = store
@@ -67,7 +70,7 @@ class DeploymentWorker:
         self._log = log
         self._publish = publish
         self._images = ImageResolver(ctx)
-        self._probes = Probes(ctx, self._refresh)
+        self._probes = Probes(ctx, self._refresh, self._wake_same_containers)
         self._steps = Steps(ctx, self._images, self._update_snapshot)
         self._policy_warned: int | None = None  # revision warned about (cap_policy)
         self.snapshot: DeploymentSnapshot | None = None
@@ -84,6 +87,24 @@ class DeploymentWorker:
         self.generation += 1
         self._prefetched = instances
         self._ctx.wake.set()
+
+    def _wake_same_containers(self) -> None:
+        """A probe result changes no container: the next pass may reuse the last list.
+
+        At a restart every adopted instance turns ready at once, and a Docker
+        list per ready instance (each scanning every container) made adoption
+        O(N^2). Only when idle with no wake pending: then the last pass applied
+        nothing and no Docker event came since it listed.
+        """
+        if self.idle and not self._ctx.wake.is_set():
+            self.wake(list(self._ctx.instances))
+        else:
+            self._ctx.wake.set()
+
+    @property
+    def listed(self) -> list[Instance]:
+        """This deployment's containers as the last pass listed them."""
+        return self._ctx.instances
 
     def forgive(self) -> None:
         """Forget crash counts and backoffs (Docker restarted under us), and look again."""

@@ -8,6 +8,7 @@ here outlives the daemon: a restart forgives past crashes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,8 @@ class WorkerContext:
     record: DeploymentRecord | None = None  # as of the last pass
     instances: list[Instance] = field(default_factory=list)  # this pass's containers
     template: str = ""  # the target template, secret versions included
+    # Sends a route table still pending (the controller batches them per loop turn).
+    flush_routes: Callable[[], None] | None = None
 
     def instance(self, container_id: str) -> Instance | None:
         return next((i for i in self.instances if i.container_id == container_id), None)

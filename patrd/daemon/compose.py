@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -52,7 +53,7 @@ from patrd.firewall.fence_gate import ProxyGate
 from patrd.kit import log_setup as logs
 from patrd.model import cron
 from patrd.model.errors import EngineError, PatrdError, StoreError
-from patrd.model.instances import RegistryAuth
+from patrd.model.instances import Instance, RegistryAuth
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
 from patrd.observe.counters import CgroupReader
 from patrd.observe.history import History
@@ -383,6 +384,21 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
         os.close(lock)
 
 
+class _ListedInstances:
+    """The sampler's engine: containers as the controller last listed them, stats from Docker."""
+
+    def __init__(self, controller: Controller, engine: DockerEngine) -> None:
+        self._controller = controller
+        self._engine = engine
+
+    async def list_instances(self, deployment_id: str | None = None) -> list[Instance]:
+        listed = self._controller.listed_instances()
+        return [i for i in listed if deployment_id in (None, i.deployment_id)]
+
+    async def stats(self, container_id: str) -> dict[str, Any]:
+        return await self._engine.stats(container_id)
+
+
 async def _observability(
     config: Config,
     stack: AsyncExitStack,
@@ -396,7 +412,7 @@ async def _observability(
     history = await History.open(config.daemon.data_dir / "metrics.db")
     stack.push_async_callback(history.close)
     sampler = Sampler(
-        engine,
+        _ListedInstances(controller, engine),
         store,
         CgroupReader(config.metrics.cgroup_root),
         config.metrics.interval_s,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,13 +128,28 @@ def working_set(usage: int, stat: Mapping[str, int], v2: bool) -> int:
 
 
 class CgroupReader:
-    """Reads a container's counters from ``root`` (``/sys/fs/cgroup``); None if not found."""
+    """Reads a container's counters from ``root`` (``/sys/fs/cgroup``); None if not found.
 
-    def __init__(self, root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc")) -> None:
+    This runs for every instance every ``metrics.interval_s`` and was
+    most of an idle daemon's CPU, so the files are opened by string path (no
+    pathlib per read), a found directory is trusted until a read fails, and
+    the limits (memory, CPU quota), which only ``docker update`` changes, are
+    read again every ``limits_every`` reads (a minute at the default interval).
+    """
+
+    def __init__(
+        self,
+        root: Path = Path("/sys/fs/cgroup"),
+        proc: Path = Path("/proc"),
+        limits_every: int = 12,
+    ) -> None:
         self.root = root
         self.proc = proc
         self.v2 = (root / "cgroup.controllers").is_file()
+        self.limits_every = max(1, limits_every)
         self._dirs: dict[str, dict[str, Path] | None] = {}
+        # container id → (memory limit, CPU limit, reads left before reading them again)
+        self._limits: dict[str, tuple[int | None, float | None, int]] = {}
 
     @property
     def layout(self) -> str:
@@ -144,13 +159,14 @@ class CgroupReader:
         wanted = set(keep)
         for cid in [c for c in self._dirs if c not in wanted]:
             del self._dirs[cid]
+        for cid in [c for c in self._limits if c not in wanted]:
+            del self._limits[cid]
 
     def dirs(self, container_id: str) -> dict[str, Path] | None:
         """Controller name → directory (v2: one directory under the key "")."""
-        if container_id in self._dirs:
-            found = self._dirs[container_id]
-            if found is not None and all(p.is_dir() for p in found.values()):
-                return found
+        found = self._dirs.get(container_id)
+        if found is not None:
+            return found  # trusted until a read fails (read() forgets it then)
         found = self._find(container_id)
         self._dirs[container_id] = found
         return found
@@ -172,30 +188,52 @@ class CgroupReader:
         return dirs if "cpuacct" in dirs and "memory" in dirs else None
 
     def read(self, container_id: str) -> Counters | None:
-        dirs = self.dirs(container_id)
-        if dirs is None:
-            return None
-        try:
-            return self._read_v2(dirs[""]) if self.v2 else self._read_v1(dirs)
-        except (OSError, ValueError):
-            self._dirs.pop(container_id, None)  # removed meanwhile
-            return None
+        for _ in range(2):  # a second time with the directories looked up afresh
+            dirs = self.dirs(container_id)
+            if dirs is None:
+                return None
+            try:
+                if self.v2:
+                    return self._read_v2(container_id, str(dirs[""]))
+                return self._read_v1(container_id, {k: str(v) for k, v in dirs.items()})
+            except (OSError, ValueError):
+                self._dirs.pop(container_id, None)  # removed meanwhile, or moved
+                self._limits.pop(container_id, None)
+        return None
 
-    def _read_v2(self, d: Path) -> Counters:
-        cpu_ns = parse_flat_keyed(_text(d / "cpu.stat"))["usage_usec"] * 1000
+    def _limits_of(
+        self, cid: str, read: Callable[[], tuple[int | None, float | None]]
+    ) -> tuple[int | None, float | None]:
+        cached = self._limits.get(cid)
+        if cached is not None and cached[2] > 0:
+            self._limits[cid] = (cached[0], cached[1], cached[2] - 1)
+            return cached[0], cached[1]
+        memory, cpu = read()
+        self._limits[cid] = (memory, cpu, self.limits_every - 1)
+        return memory, cpu
+
+    def _read_v2(self, cid: str, d: str) -> Counters:
+        cpu_ns = parse_flat_keyed(_text(f"{d}/cpu.stat"))["usage_usec"] * 1000
         at = time.monotonic()
-        usage = int(_text(d / "memory.current"))
-        stat = parse_flat_keyed(_text(d / "memory.stat"))
+        usage = int(_text(f"{d}/memory.current"))
+        stat = parse_flat_keyed(_text(f"{d}/memory.stat"))
         read = written = None
         with contextlib.suppress(OSError):
-            read, written = parse_io_stat(_text(d / "io.stat"))
-        rx, tx = self._net(d / "cgroup.procs")
+            read, written = parse_io_stat(_text(f"{d}/io.stat"))
+        rx, tx = self._net(f"{d}/cgroup.procs")
+        memory_limit, cpu_limit = self._limits_of(
+            cid,
+            lambda: (
+                parse_memory_limit(_text(f"{d}/memory.max")),
+                parse_cpu_max(_text(f"{d}/cpu.max")),
+            ),
+        )
         return Counters(
             at=at,
             cpu_ns=cpu_ns,
             memory_bytes=working_set(usage, stat, v2=True),
-            memory_limit=parse_memory_limit(_text(d / "memory.max")),
-            cpu_limit=parse_cpu_max(_text(d / "cpu.max")),
+            memory_limit=memory_limit,
+            cpu_limit=cpu_limit,
             rx_bytes=rx,
             tx_bytes=tx,
             read_bytes=read,
@@ -203,19 +241,23 @@ class CgroupReader:
             source="cgroup v2",
         )
 
-    def _read_v1(self, dirs: dict[str, Path]) -> Counters:
-        cpu_ns = int(_text(dirs["cpuacct"] / "cpuacct.usage"))
+    def _read_v1(self, cid: str, dirs: dict[str, str]) -> Counters:
+        cpu_ns = int(_text(f"{dirs['cpuacct']}/cpuacct.usage"))
         at = time.monotonic()
         mem = dirs["memory"]
-        usage = int(_text(mem / "memory.usage_in_bytes"))
-        stat = parse_flat_keyed(_text(mem / "memory.stat"))
-        cpu_limit = None
-        cpu_dir = dirs.get("cpu")
-        if cpu_dir is not None:
-            with contextlib.suppress(OSError):
-                cpu_limit = parse_v1_quota(
-                    _text(cpu_dir / "cpu.cfs_quota_us"), _text(cpu_dir / "cpu.cfs_period_us")
-                )
+        usage = int(_text(f"{mem}/memory.usage_in_bytes"))
+        stat = parse_flat_keyed(_text(f"{mem}/memory.stat"))
+
+        def limits() -> tuple[int | None, float | None]:
+            cpu_limit = None
+            cpu_dir = dirs.get("cpu")
+            if cpu_dir is not None:
+                with contextlib.suppress(OSError):
+                    cpu_limit = parse_v1_quota(
+                        _text(f"{cpu_dir}/cpu.cfs_quota_us"), _text(f"{cpu_dir}/cpu.cfs_period_us")
+                    )
+            return parse_memory_limit(_text(f"{mem}/memory.limit_in_bytes")), cpu_limit
+
         read = written = None
         blkio = dirs.get("blkio")
         if blkio is not None:
@@ -225,14 +267,15 @@ class CgroupReader:
                 "blkio.io_service_bytes_recursive",
             ):
                 with contextlib.suppress(OSError):
-                    read, written = parse_blkio(_text(blkio / name))
+                    read, written = parse_blkio(_text(f"{blkio}/{name}"))
                     break
-        rx, tx = self._net(mem / "cgroup.procs")
+        rx, tx = self._net(f"{mem}/cgroup.procs")
+        memory_limit, cpu_limit = self._limits_of(cid, limits)
         return Counters(
             at=at,
             cpu_ns=cpu_ns,
             memory_bytes=working_set(usage, stat, v2=False),
-            memory_limit=parse_memory_limit(_text(mem / "memory.limit_in_bytes")),
+            memory_limit=memory_limit,
             cpu_limit=cpu_limit,
             rx_bytes=rx,
             tx_bytes=tx,
@@ -241,19 +284,19 @@ class CgroupReader:
             source="cgroup v1",
         )
 
-    def _net(self, procs: Path) -> tuple[int | None, int | None]:
+    def _net(self, procs: str) -> tuple[int | None, int | None]:
         try:
-            with procs.open() as f:
+            with open(procs) as f:
                 first = f.readline().strip()
             if not first:
                 return None, None
-            return parse_net_dev(_text(self.proc / first / "net" / "dev"))
+            return parse_net_dev(_text(f"{self.proc}/{first}/net/dev"))
         except (OSError, ValueError):
             return None, None
 
 
-def _text(path: Path) -> str:
-    with path.open() as f:
+def _text(path: str) -> str:
+    with open(path) as f:
         return f.read()
 
 

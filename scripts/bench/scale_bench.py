@@ -22,6 +22,7 @@ from tests.support.images import build_test_images
 
 IDLE_S = 20.0
 API_REQUESTS = 200
+PAGE = 50  # deployments per page for the paged list (what patrctl asks for: 100)
 
 
 def _rss_mb(pid: int) -> float:
@@ -78,7 +79,26 @@ async def _prometheus(daemon: Daemon) -> dict[str, float]:
     return out
 
 
-async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str, Any]:
+async def _idle_cpu(pid: int, profile: Path | None) -> float:
+    """The daemon's CPU % over IDLE_S; with `profile`, py-spy samples it meanwhile."""
+    spy = None
+    if profile is not None:
+        spy = await asyncio.create_subprocess_exec(
+            "py-spy", "record", "--pid", str(pid), "--duration", str(int(IDLE_S)),
+            "--rate", "50", "--format", "raw", "--output", str(profile), "--nonblocking",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    cpu0, t0 = _cpu_s(pid), time.monotonic()
+    await asyncio.sleep(IDLE_S)
+    idle = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+    if spy is not None:
+        await spy.wait()
+    return idle
+
+
+async def one_size(
+    workdir: Path, deployments: int, instances: int, profile: Path | None = None
+) -> dict[str, Any]:
     daemon = Daemon(workdir, config={"docker": {"resync_interval_s": 15}})
     names = [f"scale-{uuid.uuid4().hex[:6]}" for _ in range(deployments)]
     daemon.start()
@@ -104,13 +124,12 @@ async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str,
             await asyncio.sleep(12)  # a few sampling passes, settle
             assert daemon.proc is not None
             pid = daemon.proc.pid
-            cpu0, t0 = _cpu_s(pid), time.monotonic()
-            await asyncio.sleep(IDLE_S)
-            idle_cpu = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0) * 100
+            idle_cpu = await _idle_cpu(pid, profile)
             rss = _rss_mb(pid)
             proxy_rss = sum(_rss_mb(c) for c in _children(pid))
             sampling = await _prometheus(daemon)
             lists = await _timed(api, "/v1/deployments", API_REQUESTS)
+            pages = await _timed(api, f"/v1/deployments?limit={PAGE}", API_REQUESTS)
             shows = await _timed(api, f"/v1/deployments/{names[0]}", API_REQUESTS)
         # A full reconcile pass: restart the daemon; it adopts every running
         # container (no restarts) and re-checks each before the API answers.
@@ -134,6 +153,7 @@ async def one_size(workdir: Path, deployments: int, instances: int) -> dict[str,
             "idle_cpu_pct": round(idle_cpu, 2),
             "list_p50_ms": round(statistics.median(lists), 2),
             "list_p99_ms": round(_p(lists, 0.99), 2),
+            "page_p99_ms": round(_p(pages, 0.99), 2),
             "show_p50_ms": round(statistics.median(shows), 2),
             "show_p99_ms": round(_p(shows, 0.99), 2),
             "restart_to_api_s": round(adopt_s, 2),
@@ -156,6 +176,7 @@ COLUMNS = (
     ("proxy_rss_mb", "proxy RSS MB"),
     ("idle_cpu_pct", "idle CPU%"),
     ("list_p99_ms", "list p99 ms"),
+    ("page_p99_ms", "page p99 ms"),
     ("show_p99_ms", "show p99 ms"),
     ("restart_to_api_s", "restart→API s"),
     ("restart_to_all_running_s", "restart→running s"),
@@ -205,13 +226,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1x4,5x4,25x4", help="NxM,… (deployments x instances)")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy the daemon over each idle window; collapsed stacks to DIR/idle-NxM.txt",
+    )
     args = parser.parse_args()
     build_test_images()
     sizes = [tuple(int(x) for x in part.split("x")) for part in args.sizes.split(",")]
     rows = []
     for deployments, instances in sizes:
         with tempfile.TemporaryDirectory(prefix="patrd-bench-scale-") as tmp:
-            row = asyncio.run(one_size(Path(tmp), deployments, instances))
+            spy = (
+                Path(args.profile) / f"idle-{deployments}x{instances}.txt" if args.profile else None
+            )
+            row = asyncio.run(one_size(Path(tmp), deployments, instances, spy))
         rows.append(row)
         print(json.dumps(row), flush=True)
     print()

@@ -3,6 +3,7 @@ Docker stats, rates between two readings."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from patrd.observe.counters import (
@@ -51,7 +52,7 @@ def test_cgroup_v2_tree(tmp_path: Path) -> None:
             "proc/4242/net/dev": NET_DEV,
         },
     )
-    reader = CgroupReader(tmp_path / "sys", proc=tmp_path / "proc")
+    reader = CgroupReader(tmp_path / "sys", proc=tmp_path / "proc", limits_every=1)
     assert reader.v2 and reader.layout == "cgroup v2"
     c = reader.read(cid)
     assert c is not None
@@ -105,7 +106,7 @@ def test_cgroup_v1_tree(tmp_path: Path) -> None:
             "proc/77/net/dev": NET_DEV,
         },
     )
-    reader = CgroupReader(tmp_path / "sys", proc=tmp_path / "proc")
+    reader = CgroupReader(tmp_path / "sys", proc=tmp_path / "proc", limits_every=1)
     assert not reader.v2
     c = reader.read(cid)
     assert c is not None
@@ -166,3 +167,40 @@ def test_rates_are_cores_and_bytes_per_second() -> None:
     assert rates(a, c, allocation_fallback=0.5) == (1.0, 0.5, None, None, None, None)
     restarted = Counters(at=14.0, cpu_ns=10, memory_bytes=1)
     assert rates(b, restarted, 1.0) is None
+
+
+def test_cgroup_limits_read_again_every_n_reads_and_moved_dirs_found(tmp_path: Path) -> None:
+    """Limits cached for `limits_every` reads; a vanished directory looked up again."""
+    cid = "e" * 64
+    scope = f"system.slice/docker-{cid}.scope"
+    files = {
+        "cgroup.controllers": "cpu memory\n",
+        f"{scope}/cpu.stat": "usage_usec 1\n",
+        f"{scope}/cpu.max": "100000 100000\n",
+        f"{scope}/memory.current": "10\n",
+        f"{scope}/memory.stat": "inactive_file 4\n",
+        f"{scope}/memory.max": "1000\n",
+        f"{scope}/cgroup.procs": "",
+    }
+    _write(tmp_path, files)
+    reader = CgroupReader(tmp_path, limits_every=3)
+    first = reader.read(cid)
+    assert first is not None and (first.cpu_limit, first.memory_limit) == (1.0, 1000)
+    (tmp_path / f"{scope}/cpu.max").write_text("200000 100000\n")
+    (tmp_path / f"{scope}/memory.max").write_text("2000\n")
+    (tmp_path / f"{scope}/memory.current").write_text("20\n")
+    for _ in range(2):  # the two reads the cache covers: usage fresh, limits not
+        c = reader.read(cid)
+        assert (
+            c is not None and c.memory_bytes == 16 and (c.cpu_limit, c.memory_limit) == (1.0, 1000)
+        )
+    c = reader.read(cid)
+    assert c is not None and (c.cpu_limit, c.memory_limit) == (2.0, 2000)
+    # The container's cgroup moves (another driver path): found again in the same read.
+    moved = {k.replace(scope, f"docker/{cid}"): v for k, v in files.items()}
+    shutil.rmtree(tmp_path / "system.slice")
+    _write(tmp_path, moved)
+    c = reader.read(cid)
+    assert c is not None and c.memory_bytes == 6
+    shutil.rmtree(tmp_path / "docker")
+    assert reader.read(cid) is None
