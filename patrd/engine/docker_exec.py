@@ -13,7 +13,7 @@ import aiohttp
 from aiodocker.stream import Stream
 
 from patrd.engine.docker_base import DockerBase, translate
-from patrd.model.errors import EngineError
+from patrd.model.errors import Conflict, EngineError
 from patrd.model.instances import ExecResult
 
 EXEC_OUTPUT_CAP = 64 * 1024  # bytes of an exec's output ExecResult keeps
@@ -114,10 +114,22 @@ class DockerExec(DockerBase):
         }
         if tty:
             body["Env"] = ["TERM=xterm"]
-        async with translate(f"exec in {container_id[:12]}"):
-            data = await self.docker._query_json(
-                f"containers/{container_id}/exec", method="POST", data=json.dumps(body)
-            )
+        try:
+            async with translate(f"exec in {container_id[:12]}"):
+                data = await self.docker._query_json(
+                    f"containers/{container_id}/exec", method="POST", data=json.dumps(body)
+                )
+        except EngineError as exc:
+            # Listed running a moment ago, stopped or gone now (a restart, a
+            # rollout): the caller's conflict with the instance's state, not an
+            # engine failure.
+            cause = exc.__cause__
+            if isinstance(cause, aiodocker.DockerError) and cause.status in (404, 409):
+                raise Conflict(
+                    f"instance container {container_id[:12]} stopped before the command "
+                    "could start; try again"
+                ) from exc
+            raise
         return str(data["Id"])
 
     async def exec_start(self, exec_id: str) -> ExecStream:
