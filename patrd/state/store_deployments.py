@@ -13,7 +13,7 @@ from patrd.model.errors import Conflict, NotFound
 from patrd.model.releases import Origin, same_source
 from patrd.model.spec import DeploymentSpec
 from patrd.state.store_base import StoreBase
-from patrd.state.store_releases import prune_revisions
+from patrd.state.store_releases import move_to_revision
 from patrd.state.store_rows import (
     SELECT_DEPLOYMENT,
     deployment_of,
@@ -115,11 +115,8 @@ class DeploymentsPart(StoreBase):
                     origin.value,
                 ),
             )
-            await prune_revisions(db, current.id, self.keep_revisions, self.keep_releases)
-            status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
-            await db.execute(
-                "UPDATE deployments SET revision = ?, status = ?, updated_at = ? WHERE id = ?",
-                (revision, status.value, now, current.id),
+            await move_to_revision(
+                db, current, revision, now, self.keep_revisions, self.keep_releases
             )
             await insert_event(db, current.id, "updated", f"revision {revision}", revision, now)
         return await self._must_get(current.id)

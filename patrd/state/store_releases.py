@@ -152,12 +152,7 @@ class ReleasesPart(StoreBase):
                 origin.value,
             ),
         )
-        await prune_revisions(db, current.id, self.keep_revisions, self.keep_releases)
-        status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
-        await db.execute(
-            "UPDATE deployments SET revision = ?, status = ?, updated_at = ? WHERE id = ?",
-            (revision, status.value, now, current.id),
-        )
+        await move_to_revision(db, current, revision, now, self.keep_revisions, self.keep_releases)
         verb = "reverts to" if origin is Origin.REVERT else "pins"
         await insert_event(
             db,
@@ -340,6 +335,24 @@ class ReleasesPart(StoreBase):
                 )
                 changed.append(record.id)
         return [r for r in [await self.get_by_id(i) for i in changed] if r is not None]
+
+
+async def move_to_revision(
+    db: aiosqlite.Connection,
+    current: DeploymentRecord,
+    revision: int,
+    now: float,
+    keep_revisions: int,
+    keep_releases: int,
+) -> None:
+    """The deployment now targets ``revision`` (just written): history pruned, and
+    a running deployment shows ``deploying`` until the executor rolls it out."""
+    await prune_revisions(db, current.id, keep_revisions, keep_releases)
+    status = Status.DEPLOYING if current.intent is Intent.RUN else current.status
+    await db.execute(
+        "UPDATE deployments SET revision = ?, status = ?, updated_at = ? WHERE id = ?",
+        (revision, status.value, now, current.id),
+    )
 
 
 async def prune_revisions(
