@@ -499,14 +499,17 @@ def current_task(tasks: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None
 def task_state(task: Mapping[str, Any] | None) -> tuple[ContainerState, int | None]:
     """A task's state as a ContainerState, with the exit code when it ended."""
     if task is None:
-        return ContainerState.CREATED, None
+        # Swarm is still scheduling the service's first task. Not CREATED: the
+        # planner starts a created container, and Swarm starts tasks itself, so
+        # a pass would plan a start that does nothing and loop at once.
+        return ContainerState.RESTARTING, None
     status = task.get("Status") or {}
     state = str(status.get("State", ""))
     code = (status.get("ContainerStatus") or {}).get("ExitCode")
     if state == "running":
         return ContainerState.RUNNING, None
     if state in _STARTING:
-        return ContainerState.CREATED, None
+        return ContainerState.RESTARTING, None  # on its way: see above
     if state in _ENDED:
         return ContainerState.EXITED, int(code) if code is not None else 0
     if state in _FAILED:

@@ -100,11 +100,11 @@ def test_current_task_prefers_the_newest_meant_to_run() -> None:
 
 def test_task_state_maps_to_container_states() -> None:
     assert task_state(task(1, "running", "running")) == (ContainerState.RUNNING, None)
-    assert task_state(task(1, "running", "preparing")) == (ContainerState.CREATED, None)
+    assert task_state(task(1, "running", "preparing")) == (ContainerState.RESTARTING, None)
     failed = task(1, "shutdown", "failed", ContainerStatus={"ExitCode": 3})
     assert task_state(failed) == (ContainerState.DEAD, 3)
     assert task_state(task(1, "shutdown", "shutdown")) == (ContainerState.EXITED, 0)
-    assert task_state(None) == (ContainerState.CREATED, None)
+    assert task_state(None) == (ContainerState.RESTARTING, None)
 
 
 def test_published_ports_reads_host_mode_port_status_once_per_target() -> None:
