@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from patrd.model.deployment import DeploymentRecord, Intent, Status
+from patrd.model.deployment import DeploymentRecord
 from patrd.model.naming import (
     container_name,
     instance_name,
@@ -18,26 +18,14 @@ from patrd.model.naming import (
     volume_names,
 )
 from patrd.model.replicas import clamp, effective_replicas, eligible, volume_slots
-from patrd.model.spec import Scale, parse_create
+from patrd.model.spec import Scale
+from tests.support.observed import deployment_record
 
 VOLUME = {"data": {"path": "/data", "size_gb": 1}}
 
 
 def _record(scale: dict[str, int], replicas: int | None, **extra: Any) -> DeploymentRecord:
-    body = {"name": "web", "image": "x", "ports": {"80": "http"}, "scale": scale, **extra}
-    spec = parse_create(body, region="local")
-    return DeploymentRecord(
-        id="d1",
-        name=spec.name,
-        revision=1,
-        spec=spec,
-        intent=Intent.RUN,
-        status=Status.RUNNING,
-        status_reason="",
-        created_at=0.0,
-        updated_at=0.0,
-        replicas=replicas,
-    )
+    return deployment_record({"name": "web", "scale": scale, **extra}, replicas)
 
 
 @pytest.mark.parametrize(
