@@ -56,7 +56,10 @@ def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
 
 @pytest.fixture
 async def swarm_api(swarm: Swarm, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Api]]:
+    if crashed := swarm.revive():
+        print(f"\nstarted again after a crash in an earlier test:\n{crashed}")
     daemon = Daemon(tmp_path)
+    daemon.reports.append(swarm.crash_report)
     daemon.config = {"engine": {"backend": "swarm"}, "docker": {"socket": swarm.manager.url}}
     daemon.start()
     try:

@@ -30,7 +30,7 @@ IMAGE = "patrd-test/web:v1"
 TASK_TIMEOUT_S = 120.0  # create → HTTP 200 measured ~3 s (load ~19 on 2 cores)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
     with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
         print(f"\nswarm up: {cluster.timings}")
@@ -41,6 +41,8 @@ def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
 
 @pytest.fixture
 async def engine(swarm: Swarm) -> AsyncIterator[SwarmEngine]:
+    if crashed := swarm.revive():
+        print(f"\nstarted again after a crash in an earlier test:\n{crashed}")
     owner = f"swarm-test-{uuid.uuid4().hex[:6]}"
     eng = SwarmEngine(swarm.manager.url, owner=owner, restart_delay_s=1)
     try:

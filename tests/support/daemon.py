@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     command_prefix: list[str] = field(default_factory=list)
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # More state for failure messages (e.g. a swarm node's dockerd that died).
+    reports: list[Callable[[], str]] = field(default_factory=list)
 
     @property
     def socket(self) -> Path:
@@ -133,9 +135,10 @@ class Daemon:
         self.proc.wait()
 
     def log_tail(self, lines: int = 60) -> str:
+        more = "".join(f"\n{text}" for report in self.reports if (text := report()))
         if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return more.lstrip("\n")
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) + more
 
     def url(self, name: str, port: int = 80) -> str:
         return f"http://127.0.0.1:{self.proxy_port}"

@@ -39,6 +39,7 @@ class PrivateDocker:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp")))
     starts: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    stopped: bool = False  # by stop(), as a drill does; a dockerd that exited otherwise crashed
 
     @property
     def socket(self) -> Path:
@@ -66,6 +67,7 @@ class PrivateDocker:
         """Start dockerd (as scripts/setup does) and wait until it answers; seconds taken."""
         started = time.monotonic()
         self.starts += 1
+        self.stopped = False
         args = [
             *self.nsenter,
             "setsid",
@@ -102,6 +104,7 @@ class PrivateDocker:
         if pid is None:
             return 0.0
         assert self.proc is not None
+        self.stopped = True
         os.kill(pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
@@ -164,6 +167,10 @@ class PrivateDocker:
         )
         body, _, code = proc.stdout.rpartition("\n")
         return (int(code) if code.isdigit() else 0), body
+
+    def crashed(self) -> bool:
+        """dockerd exited without :meth:`stop` (a panic, the OOM killer)."""
+        return self.proc is not None and self.proc.poll() is not None and not self.stopped
 
     def log_tail(self, lines: int = 30) -> str:
         path = self.root / "dockerd.log"

@@ -183,6 +183,25 @@ class Swarm:
 
         until_sync(all_ready, timeout, "every swarm node Ready", interval=0.5)
 
+    def crash_report(self) -> str:
+        """Each node whose dockerd died on its own, with its exit code and log tail."""
+        return "\n".join(
+            f"swarm node {n.index} dockerd died (exit {n.engine.proc.returncode}):\n"
+            f"{n.engine.log_tail(40)}"
+            for n in self.nodes
+            if n.engine.crashed() and n.engine.proc is not None
+        )
+
+    def revive(self) -> str:
+        """Start again every dockerd that died on its own (so one crash fails one test,
+        not every later test on this swarm); the crash report, empty when none died."""
+        report = self.crash_report()
+        crashed = [n for n in self.nodes if n.engine.crashed()]
+        _parallel([partial(n.engine.start, DOCKERD_START_S) for n in crashed])
+        if crashed:
+            self.wait_ready(SWARM_OP_S)
+        return report
+
     def node_by_address(self, address: str) -> SwarmNode:
         return next(n for n in self.nodes if n.address == address)
 
