@@ -184,13 +184,15 @@ class Swarm:
         until_sync(all_ready, timeout, "every swarm node Ready", interval=0.5)
 
     def crash_report(self) -> str:
-        """Each node whose dockerd died on its own, with its exit code and log tail."""
-        return "\n".join(
+        """Each node whose dockerd died on its own, with its exit code and log tail
+        (and the kernel's word on it: the OOM killer, a segfault)."""
+        report = "\n".join(
             f"swarm node {n.index} dockerd died (exit {n.engine.proc.returncode}):\n"
             f"{n.engine.log_tail(40)}"
             for n in self.nodes
             if n.engine.crashed() and n.engine.proc is not None
         )
+        return f"{report}\n{_kernel_kills()}" if report else ""
 
     def revive(self) -> str:
         """Start again every dockerd that died on its own (so one crash fails one test,
@@ -249,6 +251,17 @@ class Swarm:
         if _iptables("-C", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT") == 0:
             found.append("iptables FORWARD rule")
         return found
+
+
+def _kernel_kills() -> str:
+    """The kernel log's lines about killed or crashed processes, if it can be read."""
+    with contextlib.suppress(Exception):
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10).stdout
+        words = ("oom", "killed process", "segfault", "dockerd")
+        return "\n".join(
+            line for line in log.splitlines()[-2000:] if any(w in line.lower() for w in words)
+        )[-3000:]
+    return ""
 
 
 def _iptables(*args: str) -> int:
