@@ -23,9 +23,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from patrd.api import secrets, shapes, urls
 from patrd.api.app import build_app
 from patrd.api.openapi import OPENAPI
-from patrd.model.deployment import RevisionRecord, RevisionState
+from patrd.api.releases import RESOLVER
+from patrd.model.deployment import DeploymentRecord, RevisionRecord, RevisionState
 from patrd.model.naming import volume_names
 from patrd.model.records import EventRecord, SecretRecord
+from patrd.model.releases import Pin, pin_from_digest
 from patrd.model.typed_schema import Doc, Ref, Stated, object_schema, schema_of
 from patrd.model.urls import UrlRecord, parse_create
 from patrd.model.view_shapes import VIEWS, url_request_schemas, view_schemas
@@ -70,10 +72,11 @@ def _strict(node: Any) -> Any:
 
 def _validate(value: Any, component: str) -> None:
     root = _strict(copy.deepcopy(OPENAPI))
-    # allOf with closed parts refuses the other part's keys: check each part open.
-    if component == "Redeployed":
-        value = {k: v for k, v in value.items() if k != "redeploy"}
-        component = "Deployment"
+    if component == "Redeployed":  # allOf: each part closed on its own keys
+        _validate({k: v for k, v in value.items() if k != "redeploy"}, "Deployment")
+        part = root["components"]["schemas"]["Redeployed"]["allOf"][1]
+        jsonschema.Draft4Validator({**root, **part}).validate({"redeploy": value["redeploy"]})
+        return
     schema = {**root, "$ref": f"#/components/schemas/{component}"}
     jsonschema.Draft4Validator(schema).validate(json.loads(json.dumps(value)))
 
@@ -233,11 +236,19 @@ def test_required_keys_are_the_typed_dicts_and_properties_its_fields() -> None:
 # --- the same views through the handlers, as the daemon serves them ---------
 
 
+class _Resolver:
+    """The tag now points at a new digest (the registry said so; no pull)."""
+
+    async def resolve_tag(self, record: DeploymentRecord) -> tuple[Pin, str | None]:
+        return pin_from_digest("library/nginx", "sha256:" + "a" * 64), "pulled by digest"
+
+
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[tuple[Client, FakeController]]:
     store = await Store.open(tmp_path / "patrd.db")
     controller = FakeController()
     app = build_app(store, controller, CONFIG, token=None, tls=_Tls(_cert()))
+    app[RESOLVER] = _Resolver()
     async with TestClient(TestServer(app)) as c:
         yield c, controller
     await store.close()
@@ -287,6 +298,9 @@ async def test_handler_answers_validate_strictly(client: tuple[Client, FakeContr
     _validate(made, "Url")
     _validate(await _json(await c.get("/v1/urls"), 200), "UrlList")
     _validate(await _json(await c.delete(f"/v1/urls/{made['id']}"), 200), "Url")
+    redeployed = await _json(await c.post("/v1/deployments/web/redeploy"), 200)
+    assert redeployed["redeploy"]["warning"] == "pulled by digest"
+    _validate(redeployed, "Redeployed")
     deleted = await _json(await c.delete("/v1/deployments/web?confirm=web"), 202)
     _validate(deleted, "Deployment")
     assert deleted["kept_volumes"] == KEPT
