@@ -13,7 +13,7 @@ from patrd.api.principal import scope_of
 from patrd.model.errors import SpecError
 from patrd.model.records import SecretRecord
 from patrd.model.scopes import Scope
-from patrd.model.view_shapes import SecretJson, SecretListJson
+from patrd.model.view_shapes import DeletedJson, SecretJson, SecretListJson
 from patrd.state.crypto import SecretsKeyError
 from patrd.state.vault import Vault
 
@@ -65,7 +65,8 @@ async def put_secret(request: web.Request) -> web.Response:
 
 async def delete_secret(request: web.Request) -> web.Response:
     await request.app[STORE].delete_secret(request.match_info["name"])
-    return web.json_response({"deleted": request.match_info["name"]})
+    body: DeletedJson = {"deleted": request.match_info["name"]}
+    return web.json_response(body)
 
 
 def secret_json(record: SecretRecord, *, full: bool = True) -> SecretJson:

@@ -265,6 +265,77 @@ class CertificateListJson(TypedDict):
     certificates: list[CertificateJson]
 
 
+# --- the node: health, firewall, registry, volumes -------------------------
+
+
+class HealthJson(TypedDict):
+    status: Literal["ok", "degraded"]
+    version: str
+    problems: Annotated[
+        list[str], Doc("e.g. the proxy listeners are closed: the firewall is not loaded")
+    ]
+
+
+class PacketsJson(TypedDict):
+    packets: int
+    bytes: int
+
+
+class FirewallJson(TypedDict):
+    """patrd's nftables table (README: Security)."""
+
+    enabled: Annotated[bool, Doc("firewall.enabled")]
+    applied: Annotated[bool, Doc("the kernel holds exactly this ruleset now")]
+    ruleset: Annotated[
+        str,
+        Doc("table inet patrd as loaded with nft -f (when disabled: what would be loaded)"),
+    ]
+    counters: Annotated[
+        dict[str, PacketsJson],
+        Doc(
+            "named counters since the daemon started: rate_limited, conn_limited, "
+            "api_denied, container_denied, isolation_denied, invalid, input_default"
+        ),
+    ]
+    error: Annotated[str | None, Doc("why the last load or check failed")]
+    applied_at: Timestamp | None
+    loads: Annotated[int, Doc("loads since the daemon started")]
+
+
+class RegistryLoginJson(TypedDict):
+    """How to log Docker in to the node registry (README: Security)."""
+
+    registry: Annotated[str, Doc("host:port to push to")]
+    auth: Annotated[Literal["generated", "htpasswd_file", "none"], Doc("who holds the credential")]
+    username: str | None
+    password_file: Annotated[
+        str | None, Doc("0600 file with the password (never the password itself)")
+    ]
+    login: Annotated[str | None, Doc("a shell line")]
+
+
+class PushResultJson(TypedDict):
+    pushes: Annotated[int, Doc("manifest pushes with a tag")]
+    rollouts: list[str]
+
+
+class VolumeJson(TypedDict):
+    name: str
+    volume: Annotated[str, Doc("the Docker volume")]
+    instance: int
+    path: str
+    size_gb: int
+    used_bytes: int
+
+
+class VolumeListJson(TypedDict):
+    volumes: list[VolumeJson]
+
+
+class DeletedJson(TypedDict):
+    deleted: str
+
+
 # The document's component name of each view.
 VIEWS: dict[str, type] = {
     "Deployment": DeploymentJson,
@@ -283,6 +354,12 @@ VIEWS: dict[str, type] = {
     "UrlList": UrlListJson,
     "Certificate": CertificateJson,
     "CertificateList": CertificateListJson,
+    "Health": HealthJson,
+    "Firewall": FirewallJson,
+    "RegistryLogin": RegistryLoginJson,
+    "PushResult": PushResultJson,
+    "VolumeList": VolumeListJson,
+    "Deleted": DeletedJson,
 }
 _NAMES = {view: name for name, view in VIEWS.items()}
 

@@ -20,10 +20,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from patrd.api import secrets, shapes, urls
+from patrd.api import firewall, secrets, shapes, urls
 from patrd.api.app import build_app
 from patrd.api.openapi import OPENAPI
 from patrd.api.releases import RESOLVER
+from patrd.firewall.apply import Counter, FirewallStatus
 from patrd.model.deployment import DeploymentRecord, RevisionRecord, RevisionState
 from patrd.model.naming import volume_names
 from patrd.model.records import EventRecord, SecretRecord
@@ -96,6 +97,17 @@ INSTANCE = InstanceView(
     probe="ready",
     probe_detail="200",
     liveness_failures=0,
+)
+
+
+FIREWALL = FirewallStatus(
+    enabled=True,
+    applied=False,
+    ruleset="table inet patrd {}",
+    counters={"rate_limited": Counter(3, 180)},
+    error="nft: permission denied",
+    applied_at=1.7e9,
+    loads=2,
 )
 
 
@@ -182,6 +194,7 @@ def _built() -> list[tuple[str, Any]]:
         ("Secret", secrets.secret_json(secret, full=False)),
         ("Certificate", urls.certificate_json(_cert())),
         ("UrlTls", urls.url_tls_json(None)),
+        ("Firewall", firewall.status_json(FIREWALL)),
         ("UrlTls", urls.url_tls_json(_cert(status="failed", issuer="", not_after=None))),
     ]
     for i, target in enumerate(targets):
@@ -243,10 +256,17 @@ class _Resolver:
         return pin_from_digest("library/nginx", "sha256:" + "a" * 64), "pulled by digest"
 
 
+class _Controller(FakeController):
+    """Reports one instance's volume in use."""
+
+    async def volume_usage(self, deployment: str) -> dict[str, tuple[int, int]]:
+        return {name: (0, 4096) for name in volume_names(deployment, ["data"], range(1))}
+
+
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[tuple[Client, FakeController]]:
     store = await Store.open(tmp_path / "patrd.db")
-    controller = FakeController()
+    controller = _Controller()
     app = build_app(store, controller, CONFIG, token=None, tls=_Tls(_cert()))
     app[RESOLVER] = _Resolver()
     async with TestClient(TestServer(app)) as c:
@@ -291,6 +311,8 @@ async def test_handler_answers_validate_strictly(client: tuple[Client, FakeContr
         ("/v1/deployments/web/events", "EventList"),
         ("/v1/deployments/web/history", "History"),
         ("/v1/certificates", "CertificateList"),
+        ("/v1/health", "Health"),
+        ("/v1/firewall", "Firewall"),
     ]:
         _validate(await _json(await c.get(path), 200), component)
     url = {"domain": "a.example.com", "target": {"deployment": "web", "port": 80}}
@@ -298,6 +320,9 @@ async def test_handler_answers_validate_strictly(client: tuple[Client, FakeContr
     _validate(made, "Url")
     _validate(await _json(await c.get("/v1/urls"), 200), "UrlList")
     _validate(await _json(await c.delete(f"/v1/urls/{made['id']}"), 200), "Url")
+    volumes = await _json(await c.get("/v1/deployments/web/volumes"), 200)
+    _validate(volumes, "VolumeList")
+    assert [v["used_bytes"] for v in volumes["volumes"]] == [4096]
     redeployed = await _json(await c.post("/v1/deployments/web/redeploy"), 200)
     assert redeployed["redeploy"]["warning"] == "pulled by digest"
     _validate(redeployed, "Redeployed")
