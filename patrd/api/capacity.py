@@ -10,11 +10,11 @@ set only on the answer of the change that over-commits the node
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.replicas import effective_replicas
 from patrd.model.spec import DeploymentSpec
+from patrd.model.view_shapes import CapacityJson
 from patrd.model.views import ControllerView
 from patrd.observe import cost, node_fit
 from patrd.state.store import Store
@@ -60,7 +60,7 @@ async def capacity_json(
     record: DeploymentRecord,
     *,
     before: node_fit.Load | None = None,
-) -> dict[str, Any]:
+) -> CapacityJson:
     """``before``: the node-wide load before this change (None: no change, no warning)."""
     node = this_node()
     others = await others_load(store, controller, record.id)

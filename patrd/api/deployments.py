@@ -9,8 +9,6 @@ nothing here re-checks fields. The JSON shapes are ``patrd/api/shapes.py``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from patrd.api import capacity, image_ports
@@ -30,6 +28,13 @@ from patrd.model.deployment import Intent
 from patrd.model.errors import BadRequest, Conflict, NotFound, SpecError
 from patrd.model.replicas import effective_replicas
 from patrd.model.revision_changes import spec_changes
+from patrd.model.view_shapes import (
+    DeploymentListJson,
+    DryRunJson,
+    EventListJson,
+    HistoryJson,
+    InstanceListJson,
+)
 from patrd.observe import cost
 from patrd.settings.config import Config
 from patrd.state.store import Store
@@ -76,7 +81,7 @@ async def list_deployments(request: web.Request) -> web.Response:
         records = await store.list_deployments()
     else:
         records = await store.list_deployments(after=after, limit=limit + 1)
-    body: dict[str, Any] = {
+    body: DeploymentListJson = {
         "deployments": [
             deployment_json(rec, config, instances=controller.instances(rec.id))
             for rec in records[:limit]
@@ -115,7 +120,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     )
 
 
-async def _dry_run(store: Store, config: Config, parsed: spec.DeploymentSpec) -> dict[str, Any]:
+async def _dry_run(store: Store, config: Config, parsed: spec.DeploymentSpec) -> DryRunJson:
     """``?dry_run=true``: everything a create would check, nothing stored (the dashboard's
     form validates each step and shows the estimated cost with it)."""
     try:
@@ -228,9 +233,10 @@ async def stop_deployment(request: web.Request) -> web.Response:
 async def list_instances(request: web.Request) -> web.Response:
     store, controller, _ = parts(request)
     record = await store.get_deployment(request.match_info["name"])
-    return web.json_response(
-        {"instances": [instance_json(i) for i in controller.instances(record.id)]}
-    )
+    body: InstanceListJson = {
+        "instances": [instance_json(i) for i in controller.instances(record.id)]
+    }
+    return web.json_response(body)
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -241,7 +247,8 @@ async def list_events(request: web.Request) -> web.Response:
         raise BadRequest(f"limit must be from 1 to {EVENTS_MAX_LIMIT}", field="limit")
     record = await store.get_deployment(request.match_info["name"])
     events = await store.list_events(record.id, after_id=after, limit=limit)
-    return web.json_response({"events": [event_json(e) for e in events]})
+    body: EventListJson = {"events": [event_json(e) for e in events]}
+    return web.json_response(body)
 
 
 async def list_history(request: web.Request) -> web.Response:
@@ -249,17 +256,13 @@ async def list_history(request: web.Request) -> web.Response:
     record = await store.get_deployment(request.match_info["name"])
     history = await store.history(record.id)
     specs = [h.spec.to_json() for h in history]  # newest first: the next one is the older
-    return web.json_response(
-        {
-            "history": [
-                {
-                    **history_json(h),
-                    "changes": spec_changes(specs[i + 1] if i + 1 < len(specs) else None, specs[i]),
-                }
-                for i, h in enumerate(history)
-            ]
-        }
-    )
+    body: HistoryJson = {
+        "history": [
+            history_json(h, spec_changes(specs[i + 1] if i + 1 < len(specs) else None, specs[i]))
+            for i, h in enumerate(history)
+        ]
+    }
+    return web.json_response(body)
 
 
 async def revert_deployment(request: web.Request) -> web.Response:

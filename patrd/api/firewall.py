@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
 from patrd.api.context import CONFIG, rfc3339
 from patrd.firewall.apply import FirewallStatus
 from patrd.firewall.rules import render, rules_from_config
+from patrd.model.view_shapes import FirewallJson
 from patrd.settings.config import Config
 
 
@@ -32,8 +33,8 @@ async def firewall_status(request: web.Request) -> web.Response:
     return web.json_response(status_json(status))
 
 
-def status_json(status: FirewallStatus) -> dict[str, Any]:
-    """The JSON shape of ``GET /v1/firewall`` (schema ``Firewall`` in openapi.py)."""
+def status_json(status: FirewallStatus) -> FirewallJson:
+    """The view of ``GET /v1/firewall`` (``Firewall``, patrd/model/view_shapes.py)."""
     return {
         "enabled": status.enabled,
         "applied": status.applied,

@@ -7,6 +7,7 @@ from aiohttp import web
 from patrd import __version__
 from patrd.api.context import PROXY_CLOSED
 from patrd.api.openapi import OPENAPI
+from patrd.model.view_shapes import HealthJson
 
 
 def add_routes(app: web.Application) -> None:
@@ -22,9 +23,12 @@ async def health(request: web.Request) -> web.Response:
     reason = closed() if closed is not None else None
     if reason:
         problems.append(reason)
-    return web.json_response(
-        {"status": "degraded" if problems else "ok", "version": __version__, "problems": problems}
-    )
+    body: HealthJson = {
+        "status": "degraded" if problems else "ok",
+        "version": __version__,
+        "problems": problems,
+    }
+    return web.json_response(body)
 
 
 async def openapi_document(request: web.Request) -> web.Response:

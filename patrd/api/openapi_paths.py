@@ -135,24 +135,7 @@ PATHS: dict[str, Any] = {
                 "content": {JSON: {"schema": ref("CreateDeployment")}},
             },
             "responses": {
-                "200": {
-                    "description": "dry run: the body is valid",
-                    "content": {
-                        JSON: {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "dry_run": {"type": "boolean"},
-                                    "name": {"type": "string"},
-                                    "spec": {"type": "object"},
-                                    "urls": {"type": "array", "items": {"type": "string"}},
-                                    "estimated_cost": {"type": "object"},
-                                    "capacity": {"type": "object"},
-                                },
-                            }
-                        }
-                    },
-                },
+                "200": json_body("DryRun", "dry run: the body is valid"),
                 "201": {
                     **json_body("Deployment", "created"),
                     "headers": {"Location": {"schema": {"type": "string"}}},

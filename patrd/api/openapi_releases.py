@@ -4,59 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from patrd.api.openapi_kit import COMMON_ERRORS, NAME_PARAM, TIMESTAMP, error, json_body, ref
+from patrd.api.openapi_kit import COMMON_ERRORS, NAME_PARAM, error, json_body, ref
 
-_HISTORY_ENTRY: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "revision",
-        "digest",
-        "image_id",
-        "image",
-        "tag",
-        "how",
-        "release",
-        "state",
-        "reason",
-        "created_at",
-    ],
-    "properties": {
-        "revision": {"type": "integer"},
-        "digest": {
-            "type": "string",
-            "nullable": True,
-            "description": "registry manifest digest (sha256:…) the revision runs, if any",
-        },
-        "digest_ref": {
-            "type": "string",
-            "nullable": True,
-            "description": "repo@sha256:… pullable reference (what a revert re-pulls by)",
-        },
-        "image_id": {"type": "string", "nullable": True, "description": "local image id"},
-        "image": {"type": "string"},
-        "tag": {"type": "string"},
-        "how": {
-            "type": "string",
-            "enum": ["create", "push", "poll", "redeploy", "revert", "settings"],
-            "description": "how the revision came by its image; settings: the previous one's",
-        },
-        "release": {"type": "boolean", "description": "false for settings-only revisions"},
-        "changes": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "what changed since the next older entry, in words (names, never "
-            "env or file values); empty for the oldest",
-        },
-        "state": {
-            "type": "string",
-            "enum": ["pending", "deployed", "superseded", "failed"],
-            "description": "pending: the target revision, not rolled out yet",
-        },
-        "reason": {"type": "string"},
-        "created_at": TIMESTAMP,
-        "deployed_at": {**TIMESTAMP, "nullable": True},
-    },
-}
 _REVERT_REQUEST: dict[str, Any] = {
     "type": "object",
     "required": ["ref"],
@@ -70,36 +19,9 @@ _REVERT_REQUEST: dict[str, Any] = {
         }
     },
 }
-_REDEPLOYED: dict[str, Any] = {
-    "allOf": [
-        ref("Deployment"),
-        {
-            "type": "object",
-            "required": ["redeploy"],
-            "properties": {
-                "redeploy": {
-                    "type": "object",
-                    "required": ["changed", "digest", "image_id", "message"],
-                    "properties": {
-                        "changed": {"type": "boolean"},
-                        "digest": {"type": "string", "nullable": True},
-                        "image_id": {
-                            "type": "string",
-                            "nullable": True,
-                            "description": "null when known by digest only (pulled at rollout)",
-                        },
-                        "message": {"type": "string"},
-                        "warning": {"type": "string", "nullable": True},
-                    },
-                }
-            },
-        },
-    ]
-}
 RELEASE_SCHEMAS: dict[str, Any] = {
-    "HistoryEntry": _HISTORY_ENTRY,
+    # HistoryEntry and Redeployed are views (patrd/model/view_shapes.py).
     "RevertRequest": _REVERT_REQUEST,
-    "Redeployed": _REDEPLOYED,
 }
 RELEASE_PATHS: dict[str, Any] = {
     "/v1/deployments/{name}/redeploy": {

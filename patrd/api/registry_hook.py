@@ -16,6 +16,7 @@ from patrd.api.context import CONFIG, CONTROLLER, STORE
 from patrd.api.errors import error_response
 from patrd.model.errors import BadRequest, NotFound
 from patrd.model.spec import LOCAL_REGISTRY, DeploymentSpec
+from patrd.model.view_shapes import PushResultJson, RegistryLoginJson
 from patrd.registry.auth import USERNAME, login_line, password_path
 from patrd.registry.node import (
     EVENTS_CONTENT_TYPE,
@@ -59,7 +60,8 @@ async def registry_events(request: web.Request) -> web.Response:
         for record in await store.deploy_pushed(matches, ref, push.at):
             controller.wake(record.id)
             rolled.append(record.name)
-    return web.json_response({"pushes": len(pushes), "rollouts": rolled}, status=202)
+    result: PushResultJson = {"pushes": len(pushes), "rollouts": rolled}
+    return web.json_response(result, status=202)
 
 
 def _pushed_to(host: str, push: PushEvent, spec: DeploymentSpec) -> bool:
@@ -77,7 +79,7 @@ async def registry_login(request: web.Request) -> web.Response:
     registry = config.registry
     if not registry.enabled:
         raise NotFound("the node registry is off ([registry] enabled = false)")
-    body: dict[str, str | None] = {
+    body: RegistryLoginJson = {
         "registry": registry.host,
         "auth": "none",
         "username": None,
@@ -89,12 +91,10 @@ async def registry_login(request: web.Request) -> web.Response:
         body["login"] = f"docker login {registry.host}  # a user of {registry.htpasswd_file}"
     elif registry.auth:
         data_dir = config.daemon.data_dir
-        body.update(
-            auth="generated",
-            username=USERNAME,
-            password_file=str(password_path(data_dir)),
-            login=login_line(registry.host, data_dir),
-        )
+        body["auth"] = "generated"
+        body["username"] = USERNAME
+        body["password_file"] = str(password_path(data_dir))
+        body["login"] = login_line(registry.host, data_dir)
     return web.json_response(body)
 
 

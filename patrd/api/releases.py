@@ -9,7 +9,7 @@ digest or an image id prefix (patrd/model/releases.py decides what it names).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
@@ -18,6 +18,7 @@ from patrd.api.shapes import deployment_json
 from patrd.model.deployment import DeploymentRecord, Intent
 from patrd.model.errors import BadRequest, Conflict
 from patrd.model.releases import Pin
+from patrd.model.view_shapes import RedeployedJson
 
 
 class TagResolver(Protocol):
@@ -45,13 +46,15 @@ async def redeploy_deployment(request: web.Request) -> web.Response:
         message = f"revision {record.revision} pins {pin.short}"
     else:
         message = f"already at {pin.short}"
-    body: dict[str, Any] = deployment_json(record, config)
-    body["redeploy"] = {
-        "changed": changed,
-        "digest": pin.digest,
-        "image_id": pin.image_id,
-        "message": message,
-        "warning": warning,
+    body: RedeployedJson = {
+        **deployment_json(record, config),
+        "redeploy": {
+            "changed": changed,
+            "digest": pin.digest,
+            "image_id": pin.image_id,
+            "message": message,
+            "warning": warning,
+        },
     }
     return web.json_response(body, status=202 if changed else 200)
 

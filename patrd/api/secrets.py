@@ -6,8 +6,6 @@ version, times and the deployments using a secret are metadata too.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from patrd.api.context import CONTROLLER, STORE, read_json, rfc3339
@@ -15,6 +13,7 @@ from patrd.api.principal import scope_of
 from patrd.model.errors import SpecError
 from patrd.model.records import SecretRecord
 from patrd.model.scopes import Scope
+from patrd.model.view_shapes import DeletedJson, SecretJson, SecretListJson
 from patrd.state.crypto import SecretsKeyError
 from patrd.state.vault import Vault
 
@@ -30,9 +29,9 @@ def _vault(request: web.Request) -> Vault:
 
 async def list_secrets(request: web.Request) -> web.Response:
     records = await request.app[STORE].list_secrets()
-    if scope_of(request) < Scope.WRITE:
-        return web.json_response({"secrets": [{"name": r.name} for r in records]})
-    return web.json_response({"secrets": [secret_json(r) for r in records]})
+    full = scope_of(request) >= Scope.WRITE
+    body: SecretListJson = {"secrets": [secret_json(r, full=full) for r in records]}
+    return web.json_response(body)
 
 
 async def create_secret(request: web.Request) -> web.Response:
@@ -51,9 +50,7 @@ async def create_secret(request: web.Request) -> web.Response:
 
 async def get_secret(request: web.Request) -> web.Response:
     record = await request.app[STORE].get_secret(request.match_info["name"])
-    if scope_of(request) < Scope.WRITE:
-        return web.json_response({"name": record.name})
-    return web.json_response(secret_json(record))
+    return web.json_response(secret_json(record, full=scope_of(request) >= Scope.WRITE))
 
 
 async def put_secret(request: web.Request) -> web.Response:
@@ -68,10 +65,14 @@ async def put_secret(request: web.Request) -> web.Response:
 
 async def delete_secret(request: web.Request) -> web.Response:
     await request.app[STORE].delete_secret(request.match_info["name"])
-    return web.json_response({"deleted": request.match_info["name"]})
+    body: DeletedJson = {"deleted": request.match_info["name"]}
+    return web.json_response(body)
 
 
-def secret_json(record: SecretRecord) -> dict[str, Any]:
+def secret_json(record: SecretRecord, *, full: bool = True) -> SecretJson:
+    """``full=False``: the name only (below the write scope the rest is metadata too)."""
+    if not full:
+        return {"name": record.name}
     return {
         "name": record.name,
         "version": record.version,

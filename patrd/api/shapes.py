@@ -1,8 +1,11 @@
-"""The JSON shapes of deployments, instances, history entries and events (see openapi.py)."""
+"""The views of deployments, instances, history entries and events, built from the records.
+
+Each builder returns its view's TypedDict (patrd/model/view_shapes.py), the
+declaration the OpenAPI document's schema is generated from: mypy holds the
+two together.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from patrd.api.context import rfc3339
 from patrd.model import spec
@@ -10,6 +13,13 @@ from patrd.model.deployment import DeploymentRecord, RevisionRecord
 from patrd.model.records import EventRecord
 from patrd.model.releases import digest_of
 from patrd.model.replicas import effective_replicas
+from patrd.model.view_shapes import (
+    CapacityJson,
+    DeploymentJson,
+    EventJson,
+    HistoryEntryJson,
+    InstanceJson,
+)
 from patrd.model.views import InstanceView
 from patrd.observe import cost
 from patrd.settings.config import Config
@@ -20,9 +30,9 @@ def deployment_json(
     config: Config,
     *,
     instances: list[InstanceView] | None = None,
-    capacity: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    capacity: CapacityJson | None = None,
+) -> DeploymentJson:
+    body: DeploymentJson = {
         "id": record.id,
         "name": record.name,
         "revision": record.revision,
@@ -53,7 +63,7 @@ def deployment_urls(deployment: spec.DeploymentSpec, config: Config) -> list[str
     return [f"http://{p}-{deployment.name}.{domain}{suffix}" for p in deployment.http_ports]
 
 
-def instance_json(instance: InstanceView) -> dict[str, Any]:
+def instance_json(instance: InstanceView) -> InstanceJson:
     return {
         "name": instance.name,
         "container_id": instance.container_id,
@@ -72,7 +82,8 @@ def instance_json(instance: InstanceView) -> dict[str, Any]:
     }
 
 
-def history_json(entry: RevisionRecord) -> dict[str, Any]:
+def history_json(entry: RevisionRecord, changes: list[str]) -> HistoryEntryJson:
+    """``changes``: what changed since the next older entry (none for the oldest)."""
     return {
         "revision": entry.revision,
         "digest": digest_of(entry.digest_ref),
@@ -82,6 +93,7 @@ def history_json(entry: RevisionRecord) -> dict[str, Any]:
         "tag": entry.spec.tag,
         "how": entry.origin,
         "release": entry.release,
+        "changes": changes,
         "state": entry.state.value,
         "reason": entry.reason,
         "created_at": rfc3339(entry.created_at),
@@ -89,7 +101,7 @@ def history_json(entry: RevisionRecord) -> dict[str, Any]:
     }
 
 
-def event_json(event: EventRecord) -> dict[str, Any]:
+def event_json(event: EventRecord) -> EventJson:
     return {
         "id": event.id,
         "at": rfc3339(event.at),

@@ -7,13 +7,20 @@ status of its domain as the TLS controller sees it (``tls``: ``pending``,
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
 from patrd.api.context import parts, read_json, rfc3339
 from patrd.model import urls
 from patrd.model.urls import UrlRecord
+from patrd.model.view_shapes import (
+    CertificateJson,
+    CertificateListJson,
+    UrlJson,
+    UrlListJson,
+    UrlTlsJson,
+)
 from patrd.settings.config import Config
 from patrd.tls.controller import CertStatus
 
@@ -35,7 +42,8 @@ async def list_urls(request: web.Request) -> web.Response:
     store, _, config = parts(request)
     records = await store.list_urls()
     tls = request.app.get(TLS)
-    return web.json_response({"urls": [url_json(r, config, tls) for r in records]})
+    body: UrlListJson = {"urls": [url_json(r, config, tls) for r in records]}
+    return web.json_response(body)
 
 
 async def create_url(request: web.Request) -> web.Response:
@@ -76,13 +84,14 @@ async def delete_url(request: web.Request) -> web.Response:
 async def list_certificates(request: web.Request) -> web.Response:
     tls = request.app.get(TLS)
     statuses = tls.statuses() if tls is not None else []
-    return web.json_response({"certificates": [certificate_json(s) for s in statuses]})
+    body: CertificateListJson = {"certificates": [certificate_json(s) for s in statuses]}
+    return web.json_response(body)
 
 
-# --- JSON shapes (schemas Url, UrlTls and Certificate in openapi.py) -----------
+# --- views (Url, UrlTls, Certificate: patrd/model/view_shapes.py) ---------------
 
 
-def url_json(record: UrlRecord, config: Config, tls: TlsView | None) -> dict[str, Any]:
+def url_json(record: UrlRecord, config: Config, tls: TlsView | None) -> UrlJson:
     spec = record.spec
     listens = config.tls.https_listen
     if listens:
@@ -101,7 +110,7 @@ def url_json(record: UrlRecord, config: Config, tls: TlsView | None) -> dict[str
     }
 
 
-def url_tls_json(status: CertStatus | None) -> dict[str, Any]:
+def url_tls_json(status: CertStatus | None) -> UrlTlsJson:
     if status is None:
         return {"status": "pending", "error": "", "expires_at": None, "issuer": ""}
     return {
@@ -112,7 +121,7 @@ def url_tls_json(status: CertStatus | None) -> dict[str, Any]:
     }
 
 
-def certificate_json(status: CertStatus) -> dict[str, Any]:
+def certificate_json(status: CertStatus) -> CertificateJson:
     def at(value: float | None) -> str | None:
         return rfc3339(value) if value else None
 

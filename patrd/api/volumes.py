@@ -14,6 +14,7 @@ from patrd.model.deployment import DeploymentRecord
 from patrd.model.errors import Conflict, NotFound
 from patrd.model.naming import volume_name, volume_names, volume_of
 from patrd.model.replicas import volume_slots
+from patrd.model.view_shapes import VolumeJson, VolumeListJson
 
 MAX_CONFIG_BODY = spec.MAX_CONFIG_FILE_BYTES
 
@@ -93,7 +94,7 @@ async def list_volumes(request: web.Request) -> web.Response:
     """Per instance: the Docker volume, its mount path, recorded size and bytes used."""
     record = await request.app[STORE].get_deployment(request.match_info["name"])
     usage = await request.app[CONTROLLER].volume_usage(record.name)
-    items = []
+    items: list[VolumeJson] = []
     names = [v.name for v in record.spec.volumes]
     for v in record.spec.volumes:
         for docker_name, (slot, used) in sorted(usage.items()):
@@ -108,7 +109,8 @@ async def list_volumes(request: web.Request) -> web.Response:
                         "used_bytes": used,
                     }
                 )
-    return web.json_response({"volumes": items})
+    body: VolumeListJson = {"volumes": items}
+    return web.json_response(body)
 
 
 def add_routes(app: web.Application) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from patrd.cli.client import CliError, JsonObject, UsageError
-from patrd.cli.words import env_value, split_image
+from patrd.cli.words import PROBE_FLAGS, env_value, split_image
+from patrd.model.shape import Int, Num
+from patrd.model.spec_shapes import PROBE
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -75,9 +77,15 @@ def add_spec_flags(p: argparse.ArgumentParser, *, replace_ports: bool = False) -
             metavar="PORT:PATH",
             help=f"HTTP {kind} probe, e.g. 80:/healthz (200-399 passes)",
         )
-    p.add_argument("--probe-period", type=float, metavar="S", help="probe period (default 10)")
-    p.add_argument("--probe-timeout", type=float, metavar="S", help="probe timeout (default 3)")
-    p.add_argument("--probe-failures", type=int, metavar="N", help="failure threshold (default 15)")
+    for flag, key, metavar, words in PROBE_FLAGS:
+        shape = PROBE.fields[key]
+        assert isinstance(shape, Int | Num)
+        p.add_argument(
+            flag,
+            type=int if isinstance(shape, Int) else float,
+            metavar=metavar,
+            help=f"{words} (default {shape.default:g})",
+        )
 
 
 def add_wait_flags(p: argparse.ArgumentParser, what: str) -> None:
@@ -186,11 +194,8 @@ def _probe_flags(args: argparse.Namespace) -> JsonObject:
         if not sep or not port.isdigit() or not path.startswith("/"):
             raise UsageError(f"--{kind}-probe must be PORT:PATH, e.g. 80:/healthz")
         probe: JsonObject = {"port": int(port), "path": path}
-        for key, value in (
-            ("period_s", args.probe_period),
-            ("timeout_s", args.probe_timeout),
-            ("failure_threshold", args.probe_failures),
-        ):
+        for flag, key, *_ in PROBE_FLAGS:
+            value = getattr(args, flag.removeprefix("--").replace("-", "_"))
             if value is not None:
                 probe[key] = value
         probes[f"{kind}_probe"] = probe

@@ -48,11 +48,14 @@ _FLAGS: dict[str, str] = {
     "startup_probe": "--startup-probe",
     "liveness_probe": "--liveness-probe",
 }
-_PROBE_PARTS = {
-    "period_s": "--probe-period",
-    "timeout_s": "--probe-timeout",
-    "failure_threshold": "--probe-failures",
-}
+# The flags both probes share: flag, the probe field it sets, metavar, words (their
+# types and defaults are the probe's declared shape, patrd/model/spec_shapes.py).
+PROBE_FLAGS = (
+    ("--probe-period", "period_s", "S", "probe period"),
+    ("--probe-timeout", "timeout_s", "S", "probe timeout"),
+    ("--probe-failures", "failure_threshold", "N", "failure threshold"),
+)
+_PROBE_PARTS = {key: flag for flag, key, *_ in PROBE_FLAGS}
 # API words inside messages, longest first so "scale.min" wins over "scale".
 _IN_MESSAGE = (
     ("scale.min", "--min"),

@@ -21,34 +21,26 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from patrd.model.checks import bool_at, object_at, reject_unknown
 from patrd.model.errors import SpecError
 from patrd.model.spec import NAME_RE
-
-URL_FIELDS = frozenset({"domain", "path", "target", "http_redirect", "max_body_bytes", "timeouts"})
-# This URL's own proxy timeouts (the proxy.* keys of the same names), in the
-# order of patrd.proxy.router.Route.timeouts.
-TIMEOUT_FIELDS = (
-    "body_timeout_s",
-    "upstream_header_timeout_s",
-    "upstream_idle_timeout_s",
-    "send_timeout_s",
+from patrd.model.url_shapes import (
+    MIN_BODY_LIMIT,
+    TIMEOUT_FIELDS,
+    URL_FIELDS,
+    TimeoutsJson,
+    UrlSpecJson,
 )
+
 MAX_TIMEOUT_S = 7 * 86400
-MIN_BODY_LIMIT = 1024
 MAX_BODY_LIMIT = 64 * 1024**3
 MAX_DOMAIN = 253
 MAX_PATH = 1024
 MAX_TARGET_URL = 2048
 
 _LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-# What parse_domain accepts, as the OpenAPI document states it: labels in any
-# case (they are lowered), at least two, the last not all digits, trailing dots
-# and surrounding spaces stripped.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-DOMAIN_PATTERN = rf"^\s*(?:{_LABEL}\.)+(?=[A-Za-z0-9-]*[A-Za-z-]){_LABEL}\.*\s*$"
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 _PCT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -109,7 +101,7 @@ class UrlSpec:
         """The deployment this URL points at, if any."""
         return self.target.deployment if isinstance(self.target, DeploymentTarget) else None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> UrlSpecJson:
         return {
             "domain": self.domain,
             "path": self.path,
@@ -204,10 +196,13 @@ def parse_timeouts(value: Any) -> tuple[float, float, float, float] | None:
     return values[0], values[1], values[2], values[3]
 
 
-def _timeouts_json(timeouts: tuple[float, ...] | None) -> dict[str, float] | None:
+def _timeouts_json(timeouts: tuple[float, ...] | None) -> TimeoutsJson | None:
     if timeouts is None:
         return None
-    return {name: v for name, v in zip(TIMEOUT_FIELDS, timeouts, strict=True) if v}
+    # The keys are TIMEOUT_FIELDS, which are TimeoutsJson's keys.
+    return cast(
+        TimeoutsJson, {name: v for name, v in zip(TIMEOUT_FIELDS, timeouts, strict=True) if v}
+    )
 
 
 def _body_limit(value: Any) -> int | None:

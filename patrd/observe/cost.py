@@ -25,6 +25,7 @@ from typing import Any
 from patrd.model import checks as c
 from patrd.model.errors import ConfigError
 from patrd.model.sections import setting
+from patrd.model.view_shapes import CapacityJson, CostJson
 
 
 def _currency(value: Any, key: str, _: Path) -> str:
@@ -52,7 +53,7 @@ class Cost:
     max: float
     currency: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> CostJson:
         return {"min": self.min, "max": self.max, "currency": self.currency, "period": "month"}
 
 
@@ -119,7 +120,7 @@ class Capacity:
             return None
         return "this node may be too small when it scales up: " + "; ".join(short)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> CapacityJson:
         return {
             "fits": self.cpu_fits and self.memory_fits,
             "node": {"cpu": self.node.cpus, "memory_mb": self.node.memory_mb},

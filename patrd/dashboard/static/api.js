@@ -78,16 +78,32 @@ export const del = (path) => request("DELETE", path);
 
 export const enc = encodeURIComponent;
 
+// The daemon's OpenAPI document, fetched once ({} when it cannot be read).
+let documentPromise = null;
+function openapi() {
+  if (documentPromise === null) documentPromise = get("/v1/openapi.json").catch(() => ({}));
+  return documentPromise;
+}
+
 // Which routes this daemon serves (from its OpenAPI document), so screens for
 // features that are not there are left out instead of failing.
-let featuresPromise = null;
 export function features() {
-  if (featuresPromise === null) {
-    featuresPromise = get("/v1/openapi.json")
-      .then((doc) => new Set(Object.keys(doc.paths || {})))
-      .catch(() => new Set());
+  return openapi().then((doc) => new Set(Object.keys(doc.paths || {})));
+}
+
+// One field's schema in a request shape of the document, e.g. ("CreateDeployment",
+// "scale.min"); "*" steps into a map's values ("volumes.*.size_gb"). The daemon
+// generates these from its declared shapes (patrd/model/spec_shapes.py), so a
+// form takes its bounds and defaults from there instead of stating its own.
+// null when the document or the field is missing.
+export async function declared(schema, path) {
+  const doc = await openapi();
+  let node = ((doc.components || {}).schemas || {})[schema];
+  for (const key of path.split(".")) {
+    if (!node) break;
+    node = key === "*" ? node.additionalProperties : (node.properties || {})[key];
   }
-  return featuresPromise;
+  return node || null;
 }
 
 export async function logout() {

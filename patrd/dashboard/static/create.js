@@ -4,7 +4,7 @@
 // names, errors about later steps wait for those steps. Step 3 shows the
 // estimated cost the API computes, updated as scale and resources change.
 
-import { ApiError, features, get, post } from "./api.js";
+import { ApiError, declared, features, get, post } from "./api.js";
 import { clearErrors, field, h, money, replace, showError, toast } from "./dom.js";
 import {
   configMountsEditor,
@@ -18,6 +18,7 @@ import {
 } from "./forms.js";
 import { createAtDigest, digestProblem } from "./pin.js";
 
+const NAME_HINT = "Lowercase letters, digits and '-';";
 const STEP_TITLES = ["Image and region", "Ports, environment, files and probes", "Scale and resources"];
 
 // Which step holds a field (by its first path segment).
@@ -70,13 +71,22 @@ export function renderCreate(main) {
   const costOut = h("output", { id: "estimated-cost", "aria-live": "polite", text: "…" });
   const capacityOut = h("p", { class: "warning", id: "capacity-warning", hidden: true });
   const scale = scaleEditor(null, () => scheduleEstimate());
+  // The name's length as the daemon declares it (patrd/model/spec_shapes.py: NAME).
+  const nameField = field("Name", nameInput, NAME_HINT);
+  declared("CreateDeployment", "name").then((schema) => {
+    if (!schema || schema.minLength === undefined || schema.maxLength === undefined) return;
+    nameInput.minLength = schema.minLength;
+    nameInput.maxLength = schema.maxLength;
+    const hint = nameField.querySelector(".hint");
+    hint.textContent = `${NAME_HINT} ${schema.minLength} to ${schema.maxLength} characters.`;
+  });
 
   const steps = [
     h(
       "fieldset",
       { class: "step", dataset: { step: "1" } },
       h("legend", { text: `Step 1 of 3: ${STEP_TITLES[0]}` }),
-      field("Name", nameInput, "Lowercase letters, digits and '-'; 2 to 64 characters."),
+      nameField,
       field(
         "Registry",
         registryInput,

@@ -2,7 +2,23 @@
 // the details tab. Each returns {el, value()}; value() gives the API's JSON
 // for that part and tags rows with data-field so a 422 lands next to them.
 
+import { declared } from "./api.js";
 import { field, h, uid } from "./dom.js";
+
+// A number input's bounds from the create shape the daemon declares; with
+// `fill`, its default too when the input is still empty (a new deployment).
+// `then` runs once they are set.
+function bounded(input, path, { fill = false, then = null } = {}) {
+  declared("CreateDeployment", path).then((schema) => {
+    if (schema) {
+      if (schema.minimum !== undefined) input.min = schema.minimum;
+      if (schema.maximum !== undefined) input.max = schema.maximum;
+      if (fill && input.value === "" && schema.default !== undefined) input.value = schema.default;
+    }
+    if (then) then();
+  });
+  return input;
+}
 
 // --- checks before the API: every problem of a form at once, in words ---------
 
@@ -262,7 +278,7 @@ export function volumesEditor() {
     makeRow: () => {
       const nameInput = h("input", { type: "text", placeholder: "data", autocomplete: "off" });
       const path = h("input", { type: "text", placeholder: "/var/lib/app", class: "mono" });
-      const size = h("input", { type: "number", min: 1, value: 1 });
+      const size = bounded(h("input", { type: "number", value: 1 }), "volumes.*.size_gb");
       const el = h("div", {}, field("Name", nameInput), field("Path", path), field("Size (GB)", size));
       return { el, nameInput, path, size };
     },
@@ -323,10 +339,9 @@ export function probeEditor(key, label, initial) {
     value() {
       if (!enabled.checked) return null;
       const body = { port: numberOr(port.value), path: path.value.trim() || "/" };
-      if (initial) {
-        for (const k of ["period_s", "timeout_s", "failure_threshold"]) {
-          if (initial[k] !== undefined) body[k] = initial[k];
-        }
+      // The fields this form does not edit stay as they are.
+      for (const [k, v] of Object.entries(initial || {})) {
+        if (!(k in body) && v !== undefined) body[k] = v;
       }
       return body;
     },
@@ -335,31 +350,35 @@ export function probeEditor(key, label, initial) {
 
 // Scale and resources: {el, value()} → {scale, resources}; `onChange` fires on edits.
 export function scaleEditor(spec, onChange) {
-  const scale = (spec && spec.scale) || { min: 1, max: 1, target_cpu: 80 };
-  const resources = (spec && spec.resources) || { cpu: 1, memory_mb: 512 };
-  const min = h("input", { type: "number", min: 1, max: 256, value: scale.min, dataset: { field: "scale.min" } });
-  const max = h("input", { type: "number", min: 1, max: 256, value: scale.max, dataset: { field: "scale.max" } });
-  const target = h("input", {
-    type: "number",
-    min: 10,
-    max: 100,
-    value: scale.target_cpu,
-    dataset: { field: "scale.target_cpu" },
+  // A new deployment starts from the declared defaults (max: min's, as the API does).
+  const scale = (spec && spec.scale) || {};
+  const resources = (spec && spec.resources) || {};
+  const fill = !spec;
+  const number = (path, value, extra = {}) =>
+    h("input", { type: "number", value: value ?? "", dataset: { field: path }, ...extra });
+  const min = number("scale.min", scale.min);
+  const max = number("scale.max", scale.max);
+  const target = number("scale.target_cpu", scale.target_cpu);
+  const cpu = number("resources.cpu", resources.cpu, { step: 0.25 });
+  const memory = number("resources.memory_mb", resources.memory_mb, { step: 64 });
+  const changed = () => {
+    if (onChange) onChange();
+  };
+  bounded(min, "scale.min", {
+    fill,
+    then: () => {
+      if (max.value === "") max.value = min.value;
+      changed();
+    },
   });
-  const cpu = h("input", {
-    type: "number",
-    min: 0.25,
-    step: 0.25,
-    value: resources.cpu,
-    dataset: { field: "resources.cpu" },
-  });
-  const memory = h("input", {
-    type: "number",
-    min: 64,
-    step: 64,
-    value: resources.memory_mb,
-    dataset: { field: "resources.memory_mb" },
-  });
+  bounded(max, "scale.max");
+  for (const [input, path] of [
+    [target, "scale.target_cpu"],
+    [cpu, "resources.cpu"],
+    [memory, "resources.memory_mb"],
+  ]) {
+    bounded(input, path, { fill, then: changed });
+  }
   const el = h(
     "div",
     { class: "scale" },
