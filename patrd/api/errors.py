@@ -20,7 +20,7 @@ unauthorized) are rendered in the same JSON shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, NotRequired, TypedDict
 
 import structlog
 from aiohttp import web
@@ -35,6 +35,8 @@ from patrd.model.errors import (
     SpecError,
     StoreError,
 )
+from patrd.model.scopes import Scope
+from patrd.model.typed_schema import Doc
 from patrd.state.crypto import SecretsKeyError
 
 log = structlog.get_logger("patrd.api")
@@ -79,8 +81,31 @@ _HTTP_MESSAGES: dict[int, str] = {
 _KEPT_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": code, "message": message}
+# Codes answered outside the two tables: an unexpected error, the backup repository.
+_OTHER_CODES = ("internal", "backup_unavailable")
+
+
+def error_codes() -> list[str]:
+    """Every ``error`` code the API answers: the error tables' rows, not a copy of them."""
+    codes = {m.code for m in ERROR_TABLE.values()} | set(HTTP_CODES.values())
+    return sorted(codes | set(_OTHER_CODES))
+
+
+class ErrorJson(TypedDict):
+    """Every error answer: a code for programs, a message for people, the offending input."""
+
+    error: Annotated[str, Doc("machine-readable code", enum=error_codes())]
+    message: Annotated[str, Doc("for humans")]
+    field: NotRequired[
+        Annotated[str, Doc("path of the offending input, e.g. ports.70000 or confirm")]
+    ]
+    needed_scope: NotRequired[
+        Annotated[str, Doc("on 403: the scope this call needs", enum=[s.label for s in Scope])]
+    ]
+
+
+def error_body(code: str, message: str, field: str | None = None) -> ErrorJson:
+    body: ErrorJson = {"error": code, "message": message}
     if field is not None:
         body["field"] = field
     return body

@@ -4,41 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from patrd.api.errors import ERROR_TABLE, HTTP_CODES
+from patrd.api.errors import ErrorJson
+from patrd.model.typed_schema import schema_of
 from patrd.model.view_shapes import view_schemas
 
-# Codes answered outside the two tables: an unexpected error, the backup repository.
-_OTHER_CODES = ("internal", "backup_unavailable")
-
-
-def error_codes() -> list[str]:
-    """Every ``error`` code the API answers: the error tables' rows, not a copy of them."""
-    codes = {m.code for m in ERROR_TABLE.values()} | set(HTTP_CODES.values())
-    return sorted(codes | set(_OTHER_CODES))
-
-
 VIEW_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "message"],
-        "properties": {
-            "error": {
-                "type": "string",
-                "description": "machine-readable code",
-                "enum": error_codes(),
-            },
-            "message": {"type": "string", "description": "for humans"},
-            "field": {
-                "type": "string",
-                "description": "path of the offending input, e.g. ports.70000 or confirm",
-            },
-            "needed_scope": {
-                "type": "string",
-                "enum": ["read", "deploy", "write", "admin"],
-                "description": "on 403: the scope this call needs",
-            },
-        },
-    },
+    "Error": schema_of(ErrorJson),
     "CreateSecret": {
         "type": "object",
         "additionalProperties": False,
