@@ -32,7 +32,8 @@ site = dashboard_site.site
 api = dashboard_site.api
 browser = dashboard_site.browser
 
-pytestmark = pytest.mark.docker
+# serial: a crash loop shown within 30 s (scripts/test runs these alone, after the parallel part).
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 RED = """
 const c = getComputedStyle(arguments[0]).color.match(/[\\d.]+/g).map(Number);

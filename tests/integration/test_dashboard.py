@@ -42,7 +42,8 @@ from tests.support.dashboard_site import (
 )
 from tests.support.waits import until
 
-pytestmark = pytest.mark.docker
+# serial: a render-time budget (scripts/test runs these alone, after the parallel part).
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 # The daemon with the dashboard on, its API client and the browser (pytest fixtures).
 site = dashboard_site.site

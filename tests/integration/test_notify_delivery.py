@@ -25,6 +25,9 @@ from patrd.state.vault import Vault
 from tests.support.receivers import HttpReceiver, SmtpReceiver, free_port
 from tests.support.waits import until
 
+# serial: delivery-time bounds (scripts/test runs these alone, after the parallel part).
+pytestmark = pytest.mark.serial
+
 FAST = DispatchOptions(
     poll_interval_s=0.05,
     retry=RetryPolicy(attempts=3, first_delay_s=0.2, max_delay_s=0.4),

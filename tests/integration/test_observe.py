@@ -19,7 +19,8 @@ from tests.support.daemon import Api, Daemon, containers_of, running_daemon
 from tests.support.specs import web_spec
 from tests.support.waits import until
 
-pytestmark = pytest.mark.docker
+# serial: CPU burns measured in cores (scripts/test runs these alone, after the parallel part).
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 FAST = {
     "metrics": {"interval_s": 1},

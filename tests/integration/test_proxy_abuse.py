@@ -23,6 +23,9 @@ from patrd.proxy.server import ProxyOptions, ProxyServer
 from tests.support.proxy_rig import proxies, route, serve_on_loopback, table
 from tests.support.raw_http import LOOPBACK, connection, next_response, raw, status_of
 
+# serial: timeout windows (scripts/test runs these alone, after the parallel part).
+pytestmark = pytest.mark.serial
+
 OTHER = "127.0.0.2"  # a second client address on loopback
 HOST = b"app.test"
 

@@ -17,6 +17,9 @@ import pytest
 from patrd.proxy.router import Backend, Route, RouteStatus, RoutingTable
 from patrd.proxy.server import ProxyOptions, ProxyServer
 
+# serial: idle-time windows (scripts/test runs these alone, after the parallel part).
+pytestmark = pytest.mark.serial
+
 LOOPBACK = "127.0.0.1"
 HOST = "idle.test"
 

@@ -22,6 +22,9 @@ from tests.support.proxy_rig import outstanding_becomes, proxies, serve_on_loopb
 from tests.support.raw_http import LOOPBACK, connection, next_response, raw, status_of
 from tests.support.waits import until
 
+# serial: timeout windows (scripts/test runs these alone, after the parallel part).
+pytestmark = pytest.mark.serial
+
 OTHER = "127.0.0.2"
 HOST = "app.test"
 SHORT = 0.5  # the timeouts under test (seconds)

@@ -29,7 +29,8 @@ from tests.support.load import Load, env_value
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 from tests.support.waits import rolled_out, until
 
-pytestmark = pytest.mark.docker
+# serial: three dockerds, and a node lost under load (scripts/test runs these alone).
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 SETTLE_S = 240.0  # create → all ready / drain → all ready elsewhere, on a loaded 2-core box
 

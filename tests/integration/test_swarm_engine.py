@@ -24,7 +24,8 @@ from patrd.model.instances import ContainerState, InstanceSpec
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 from tests.support.waits import until
 
-pytestmark = pytest.mark.docker
+# serial: three dockerds (scripts/test runs these alone, after the parallel part).
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 IMAGE = "patrd-test/web:v1"
 TASK_TIMEOUT_S = 120.0  # create → HTTP 200 measured ~3 s (load ~19 on 2 cores)

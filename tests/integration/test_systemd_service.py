@@ -28,7 +28,8 @@ import pytest
 from tests.support.daemon import Api, Daemon, _health
 from tests.support.waits import until
 
-pytestmark = pytest.mark.docker
+# serial: watchdog and grace-period timing (scripts/test runs these alone, after the parallel part).
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 IMAGE = {"image": "patrd-test/web", "tag": "v1", "ports": {"80": "http"}}
 
