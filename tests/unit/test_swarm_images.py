@@ -1,0 +1,81 @@
+"""The reference and credential a swarm service pulls its image with (swarm_images.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from patrd.engine.swarm_images import (
+    PullSource,
+    node_reference,
+    registry_auth_header,
+    registry_of,
+    remember,
+    repository_of,
+    task_error_reason,
+)
+from patrd.model.instances import RegistryAuth
+
+IMAGE_ID = "sha256:" + "1" * 64
+D1 = "sha256:" + "a" * 64
+D2 = "sha256:" + "b" * 64
+AUTH = RegistryAuth(server="10.0.0.1:5000", username="patrd", password="s3cret")
+
+
+def test_repository_of_tags_digests_and_ids() -> None:
+    assert repository_of("10.0.0.1:5000/apps/web:stable") == "10.0.0.1:5000/apps/web"
+    assert repository_of(f"10.0.0.1:5000/apps/web@{D1}") == "10.0.0.1:5000/apps/web"
+    assert repository_of("10.0.0.1:5000/apps/web") == "10.0.0.1:5000/apps/web"
+    assert repository_of("nginx:1.25") == "nginx"
+    assert repository_of(IMAGE_ID) is None
+
+
+def test_registry_of() -> None:
+    assert registry_of(f"10.0.0.1:5000/apps/web@{D1}") == "10.0.0.1:5000"
+    assert registry_of("registry.example.com/web:1") == "registry.example.com"
+    assert registry_of("localhost/web:1") == "localhost"
+    assert registry_of("library/nginx:1") is None
+    assert registry_of("nginx") is None
+
+
+def test_remember_keeps_the_repository_when_asked_by_id() -> None:
+    first = remember(None, "10.0.0.1:5000/apps/web:stable", AUTH)
+    assert first == PullSource("10.0.0.1:5000/apps/web", AUTH)
+    again = remember(first, IMAGE_ID, AUTH)
+    assert again.repository == "10.0.0.1:5000/apps/web"
+    assert remember(None, IMAGE_ID, None) == PullSource(None, None)
+    assert "s3cret" not in repr(first)
+
+
+def test_an_image_id_becomes_the_registry_digest_of_its_repository() -> None:
+    digests = [f"other.example/web@{D2}", f"10.0.0.1:5000/apps/web@{D1}"]
+    source = PullSource("10.0.0.1:5000/apps/web", AUTH)
+    assert node_reference(IMAGE_ID, digests, source) == f"10.0.0.1:5000/apps/web@{D1}"
+    # Repository unknown: the credential's registry, else the first (sorted).
+    assert node_reference(IMAGE_ID, digests, PullSource(None, AUTH)) == digests[1]
+    assert node_reference(IMAGE_ID, digests, None) == f"10.0.0.1:5000/apps/web@{D1}"
+    assert node_reference(IMAGE_ID, [f"b.example/x@{D1}", f"a.example/x@{D2}"], None) == (
+        f"a.example/x@{D2}"
+    )
+
+
+def test_references_that_are_not_ids_and_unpushed_images_stay() -> None:
+    assert node_reference("nginx:1.25", [f"nginx@{D1}"], None) == "nginx:1.25"
+    ref = f"10.0.0.1:5000/apps/web@{D1}"
+    assert node_reference(ref, [], None) == ref
+    # Built on the manager, never pushed: only the ID names it.
+    assert node_reference(IMAGE_ID, [], PullSource("patrd-test/web", None)) == IMAGE_ID
+
+
+def test_the_auth_header_is_docker_s_base64url_json() -> None:
+    decoded = json.loads(base64.urlsafe_b64decode(registry_auth_header(AUTH)))
+    assert decoded == {"username": "patrd", "password": "s3cret", "serveraddress": "10.0.0.1:5000"}
+
+
+def test_a_failed_pull_reason_names_node_image_and_where_to_look() -> None:
+    reason = task_error_reason(f"No such image: 10.0.0.1:5000/apps/web@{D1}", "10.0.0.12")
+    assert reason.startswith(f"node 10.0.0.12 could not pull 10.0.0.1:5000/apps/web@{D1}")
+    assert "Swarm: images on every node" in reason
+    assert task_error_reason("starting container failed: oops", "") == (
+        "task failed on node ?: starting container failed: oops"
+    )
