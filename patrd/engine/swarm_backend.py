@@ -65,7 +65,13 @@ from patrd.engine.swarm import (
     SwarmInstance,
     node_address,
 )
-from patrd.engine.swarm_images import PullSource, is_image_id, node_reference, remember
+from patrd.engine.swarm_images import (
+    PullSource,
+    for_nodes,
+    is_image_id,
+    node_reference,
+    remember,
+)
 from patrd.model.errors import EngineError
 from patrd.model.instances import (
     EngineEvent,
@@ -216,8 +222,17 @@ async def knock(address: str, port: int, timeout_s: float) -> bool:
 class SwarmBackend:
     """``Engine`` (patrd/engine/docker.py) over a swarm manager's Docker API."""
 
-    def __init__(self, swarm: SwarmEngine, manager: DockerEngine, owner: str) -> None:
+    def __init__(
+        self,
+        swarm: SwarmEngine,
+        manager: DockerEngine,
+        owner: str,
+        node_registry: tuple[str, str] = ("", ""),
+    ) -> None:
+        """``node_registry``: the node registry as the manager pulls it and as every
+        node does (``registry.host``, ``registry.nodes_host``); empty: none."""
         self.swarm = swarm
+        self._node_registry = node_registry
         self._owner = owner
         self._manager = manager  # this node's engine: images, digests, its plain containers
         self._self_id = ""  # this node's swarm node ID (asked once)
@@ -329,14 +344,15 @@ class SwarmBackend:
         if spec.network:
             spec = replace(spec, network=overlay(spec.network))
         source = self._sources.get(spec.image)
-        if is_image_id(spec.image):
-            digests = await self._manager.repo_digests(spec.image)
-            spec = replace(spec, image=node_reference(spec.image, digests, source))
+        ref = spec.image
+        if is_image_id(ref):
+            ref = node_reference(ref, await self._manager.repo_digests(ref), source)
+        ref, auth = for_nodes(ref, source.auth if source else None, *self._node_registry)
         return await self.swarm.create_instance(
-            spec,
+            replace(spec, image=ref),
             target_ports=spec.ports or (DEFAULT_TARGET_PORT,),
             node=home,
-            auth=source.auth if source is not None else None,
+            auth=auth,
         )
 
     async def _volume_home(self, spec: InstanceSpec) -> str:

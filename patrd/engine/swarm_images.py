@@ -18,9 +18,10 @@ cluster network (README, "Swarm: images on every node"). Pure functions.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from patrd.model.instances import RegistryAuth
 
@@ -97,6 +98,34 @@ def node_reference(image: str, repo_digests: Iterable[str], source: PullSource |
             if registry_of(digest) == source.auth.server:
                 return digest
     return digests[0]
+
+
+def for_nodes(
+    ref: str, auth: RegistryAuth | None, local: str, nodes: str
+) -> tuple[str, RegistryAuth | None]:
+    """``ref`` and ``auth`` with the node registry's ``local`` name (how the manager
+    pulls it) replaced by ``nodes`` (how every node reaches it: ``registry.swarm_address``)."""
+    if not local or not nodes or nodes == local:
+        return ref, auth
+    if registry_of(ref) == local:
+        ref = nodes + ref[len(local) :]
+    if auth is not None and auth.server == local:
+        auth = replace(auth, server=nodes)
+    return ref, auth
+
+
+def loopback_registry(nodes: str) -> bool:
+    """Is ``host[:port]`` a loopback name (which no other node reaches)?"""
+    if nodes.startswith("["):
+        host = nodes[1:].split("]", 1)[0]
+    else:
+        host = nodes.rsplit(":", 1)[0] if nodes.count(":") == 1 else nodes
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def registry_auth_header(auth: RegistryAuth) -> str:

@@ -3,15 +3,19 @@
 A real 3-node swarm (tests/support/swarm.py) whose dockerds trust the bridge
 subnet as an insecure (plain HTTP) registry, and NO test image loaded on any
 node. patrd runs on the root namespace with the swarm backend and its node
-registry listening on the bridge gateway (the "manager's cluster address"),
-with the generated credential. The test image is pushed only to that
-registry (through a loopback forwarder, so the machine's own dockerd needs no
-setting); every node that runs an instance pulls it by digest with the
-credential patrd passed along with the service.
+registry listening on the bridge gateway (the manager's cluster address),
+with the generated credential. The nodes are told a second name for it,
+``registry.swarm_address`` (a forwarder on the gateway standing in for
+"registry.example.com through patrd's proxy"): the manager pulls by
+``registry.listen``, the services name ``swarm_address``. The test image is
+pushed only to that registry (through a loopback forwarder, so the machine's
+own dockerd needs no setting); every node that runs an instance pulls it by
+digest with the credential patrd passed along with the service.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -40,7 +44,7 @@ SETTLE_S = 300.0  # pulls on three nodes of a loaded 2-core box
 class Rig:
     swarm: Swarm
     daemon: Daemon
-    registry: str  # where the nodes pull: the gateway address and port
+    registry: str  # registry.swarm_address: where the nodes pull
     pusher: str  # a loopback forwarder to it, for the machine's Docker CLI
     docker_env: dict[str, str]  # a Docker CLI logged in at ``pusher``
     pushed: list[str]  # local tags made for pushes (removed at the end)
@@ -64,19 +68,22 @@ def rig(tmp_path_factory: pytest.TempPathFactory, test_images: dict[str, str]) -
     with swarm_cluster(3, insecure_registry=True) as swarm:
         print(f"\nswarm up: {swarm.timings}")
         port = free_port()
-        config: dict[str, dict[str, Any]] = {
-            "engine": {"backend": "swarm"},
-            "docker": {"socket": swarm.manager.url},
-            "registry": {
-                "enabled": True,
-                "listen": f"{swarm.gateway}:{port}",
-                "webhook_listen": f"127.0.0.1:{free_port()}",
-            },
-        }
-        with (
-            running_daemon(workdir, config) as daemon,
-            tcp_forward(swarm.gateway, port) as pusher,
-        ):
+        with contextlib.ExitStack() as stack:
+            nodes_address = stack.enter_context(
+                tcp_forward(swarm.gateway, port, bind=swarm.gateway)
+            )
+            pusher = stack.enter_context(tcp_forward(swarm.gateway, port))
+            config: dict[str, dict[str, Any]] = {
+                "engine": {"backend": "swarm"},
+                "docker": {"socket": swarm.manager.url},
+                "registry": {
+                    "enabled": True,
+                    "listen": f"{swarm.gateway}:{port}",
+                    "swarm_address": nodes_address,
+                    "webhook_listen": f"127.0.0.1:{free_port()}",
+                },
+            }
+            daemon = stack.enter_context(running_daemon(workdir, config))
             env = {**os.environ, "DOCKER_CONFIG": str(workdir / "docker-cli")}
             password = daemon.data_dir / "registry-password"
             until_sync(password.exists, 30, "the registry credential generated", daemon)
@@ -85,7 +92,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, test_images: dict[str, str]) -
                 env=env,
                 stdin=password.read_text(),
             )
-            rig = Rig(swarm, daemon, f"{swarm.gateway}:{port}", pusher, env, [])
+            rig = Rig(swarm, daemon, nodes_address, pusher, env, [])
             try:
                 yield rig
             finally:
@@ -166,15 +173,22 @@ async def test_a_refused_credential_is_a_status_reason_not_a_hang(rig: Rig, api:
     name = f"sr-{uuid.uuid4().hex[:6]}"
     repo = f"apps/{name}"
     rig.push("patrd-test/web:v1", repo, "stable")
-    await api.ok("POST", "/v1/secrets", {"name": f"{name}-reg", "value": "patrd:wrong"})
+    await api.ok("POST", "/v1/secrets", {"name": f"{name}-reg", "value": f"patrd:not-it-{name}"})
     spec = node_registry_spec(name, repo, registry_auth={"secret": f"{name}-reg"})
     started = time.monotonic()
     await api.ok("POST", "/v1/deployments", spec)
     errored = await api.wait_status(name, "errored", timeout=90)
     print(f"\nrefused credential → errored: {time.monotonic() - started:.1f}s")
     reason = errored["status_reason"]
-    assert f"{rig.registry}/{repo}" in reason and "unavailable" in reason, reason
-    assert "wrong" not in json.dumps(errored)
+    # The manager pulls first (by registry.listen), with the same credential the
+    # nodes would get: the refusal is reported before any service exists.
+    assert f"/{repo}:stable unavailable" in reason and "unauthorized" in reason, reason
+    services = rig.swarm.manager.docker(
+        "service", "ls", "-q", "--filter", f"label=patrd.deployment={name}"
+    )
+    assert services == "", services
+    assert f"not-it-{name}" not in json.dumps(errored)
+    print(f"reason: {reason}")
     assert node_images(rig, repo) == {n.address: [] for n in rig.swarm.nodes}
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=60)

@@ -1,4 +1,4 @@
-"""A loopback TCP forwarder: ``127.0.0.1:<free port>`` → ``host:port``.
+"""A TCP forwarder: ``127.0.0.1:<free port>`` (or another local address) → ``host:port``.
 
 For a registry on a test bridge address: the machine's Docker CLI pushes to a
 loopback registry address without any ``insecure-registries`` setting (the
@@ -24,8 +24,9 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def tcp_forward(host: str, port: int) -> Iterator[str]:
-    """Forward a free loopback port to ``host:port``; yields ``127.0.0.1:<port>``."""
+def tcp_forward(host: str, port: int, bind: str = "127.0.0.1") -> Iterator[str]:
+    """Forward a free port of ``bind`` (an address of this host) to ``host:port``;
+    yields ``bind:<port>``."""
 
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
@@ -41,11 +42,11 @@ def tcp_forward(host: str, port: int) -> Iterator[str]:
         daemon_threads = True
         allow_reuse_address = True
 
-    with Server(("127.0.0.1", 0), Handler) as server:
+    with Server((bind, 0), Handler) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            yield f"127.0.0.1:{server.server_address[1]}"
+            yield f"{bind}:{server.server_address[1]}"
         finally:
             server.shutdown()
             thread.join(10)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
+
+import pytest
 
 from patrd.engine.swarm_images import (
     PullSource,
+    for_nodes,
+    loopback_registry,
     node_reference,
     registry_auth_header,
     registry_of,
@@ -14,7 +19,9 @@ from patrd.engine.swarm_images import (
     repository_of,
     task_error_reason,
 )
+from patrd.model.errors import ConfigError
 from patrd.model.instances import RegistryAuth
+from patrd.settings.config import parse
 
 IMAGE_ID = "sha256:" + "1" * 64
 D1 = "sha256:" + "a" * 64
@@ -79,3 +86,44 @@ def test_a_failed_pull_reason_names_node_image_and_where_to_look() -> None:
     assert task_error_reason("starting container failed: oops", "") == (
         "task failed on node ?: starting container failed: oops"
     )
+
+
+def test_the_node_registry_is_renamed_for_the_nodes() -> None:
+    ref = f"127.0.0.1:5000/apps/web@{D1}"
+    local = RegistryAuth(server="127.0.0.1:5000", username="patrd", password="pw")
+    renamed, auth = for_nodes(ref, local, "127.0.0.1:5000", "registry.example.com")
+    assert renamed == f"registry.example.com/apps/web@{D1}"
+    assert auth == RegistryAuth("registry.example.com", "patrd", "pw")
+    # Other registries, other credentials, and no swarm_address: untouched.
+    other = f"ghcr.io/me/web@{D1}"
+    assert for_nodes(other, AUTH, "127.0.0.1:5000", "registry.example.com") == (other, AUTH)
+    assert for_nodes(ref, local, "127.0.0.1:5000", "127.0.0.1:5000") == (ref, local)
+    assert for_nodes(ref, local, "", "") == (ref, local)
+    # A longer host that merely starts with the local name is not it.
+    longer = f"127.0.0.1:50001/apps/web@{D1}"
+    assert for_nodes(longer, None, "127.0.0.1:5000", "r.example")[0] == longer
+
+
+def test_loopback_registry_names() -> None:
+    assert loopback_registry("127.0.0.1:5000")
+    assert loopback_registry("localhost:5000")
+    assert loopback_registry("[::1]:5000")
+    assert not loopback_registry("10.0.0.1:5000")
+    assert not loopback_registry("registry.example.com")
+
+
+def test_registry_swarm_address_is_checked_and_defaults_to_the_listen_address() -> None:
+    config = parse({"registry": {"listen": "10.0.0.1:5000"}}, base_dir=Path("/nonexistent"))
+    assert config.registry.nodes_host == "10.0.0.1:5000"
+    config = parse(
+        {"registry": {"swarm_address": "registry.example.com"}}, base_dir=Path("/nonexistent")
+    )
+    assert (config.registry.host, config.registry.nodes_host) == (
+        "127.0.0.1:5000",
+        "registry.example.com",
+    )
+    for bad in ("https://registry.example.com", "r.example/v2", " r.example"):
+        with pytest.raises(ConfigError) as err:
+            parse({"registry": {"swarm_address": bad}}, base_dir=Path("/nonexistent"))
+        assert err.value.key == "registry.swarm_address"
+        assert "host:port" in err.value.message
