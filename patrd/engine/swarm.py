@@ -50,7 +50,7 @@ from patrd.engine.labels import (
     deployment_labels,
     instance_labels,
 )
-from patrd.engine.swarm_images import registry_auth_header
+from patrd.engine.swarm_images import FAILED_TASK_STATES, recent_failure, registry_auth_header
 from patrd.model.errors import EngineError, ImageNotFound
 from patrd.model.instances import (
     ContainerState,
@@ -73,7 +73,7 @@ _STARTING = {
     "starting",
 }
 _ENDED = {"complete", "shutdown", "remove"}
-_FAILED = {"failed", "rejected", "orphaned"}
+_FAILED = FAILED_TASK_STATES
 
 
 class Availability(StrEnum):
@@ -320,9 +320,14 @@ class SwarmEngine(DockerClient):
             by_service.setdefault(task.get("ServiceID", ""), []).append(task)
         result = []
         for service in services:
-            current = current_task(by_service.get(service["ID"], []))
-            swarm_instance = swarm_instance_from(service, current, addresses)
+            tasks_of = by_service.get(service["ID"], [])
+            swarm_instance = swarm_instance_from(service, current_task(tasks_of), addresses)
             if swarm_instance is not None:
+                error = recent_failure(tasks_of, addresses)
+                if error and swarm_instance.instance.state is not ContainerState.RUNNING:
+                    swarm_instance = replace(
+                        swarm_instance, instance=replace(swarm_instance.instance, error=error)
+                    )
                 result.append(swarm_instance)
         return result
 

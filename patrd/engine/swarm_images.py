@@ -12,7 +12,11 @@ keeps it with the service and hands it to the node that runs the task.
 The registry in that reference is the one the manager pulled from, so it
 must be reachable *by that name* from every node: for the node registry
 (``registry: "local"``) that is ``[registry] listen`` on an address of the
-cluster network (README, "Swarm: images on every node"). Pure functions.
+cluster network (README, "Swarm: images on every node"), or the name
+``registry.swarm_address`` gives (:func:`for_nodes`). A node that still
+cannot pull rejects the task with "No such image": :func:`recent_failure`
+turns that into a reason naming the node (the executor records it as an
+``engine_error`` event). Pure functions.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from patrd.model.instances import RegistryAuth
 
 NO_SUCH_IMAGE = "No such image:"
+FAILED_TASK_STATES = frozenset({"failed", "rejected", "orphaned"})  # Task.Status.State
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +151,15 @@ def task_error_reason(error: str, node: str) -> str:
             "node or refused the credential (README: Swarm: images on every node)"
         )
     return f"task failed on node {node or '?'}: {error}"
+
+
+def recent_failure(tasks: Iterable[Mapping[str, Any]], addresses: Mapping[str, str]) -> str:
+    """The newest failed or rejected task's error as a status reason ("" if none):
+    Swarm replaces such a task at once, so the current one rarely shows it."""
+    ordered = sorted(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0), reverse=True)
+    for task in ordered:
+        status = task.get("Status") or {}
+        if status.get("State") in FAILED_TASK_STATES and status.get("Err"):
+            node = addresses.get(str(task.get("NodeID") or ""), "")
+            return task_error_reason(str(status["Err"]), node)
+    return ""

@@ -31,7 +31,7 @@ import pytest
 from tests.support.daemon import Api, Daemon, free_port, running_daemon
 from tests.support.registry import push_when_up, retry_while_starting
 from tests.support.specs import HEALTH, node_registry_spec
-from tests.support.swarm import Swarm, swarm_cluster
+from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 from tests.support.tcp_forward import tcp_forward
 from tests.support.waits import rolled_out, until, until_sync
 
@@ -192,3 +192,58 @@ async def test_a_refused_credential_is_a_status_reason_not_a_hang(rig: Rig, api:
     assert node_images(rig, repo) == {n.address: [] for n in rig.swarm.nodes}
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=60)
+
+
+@contextlib.contextmanager
+def unreachable_from(rig: Rig, nodes: list[SwarmNode]) -> Iterator[None]:
+    """Refuse (REJECT) the nodes' connections to the registry's node address, inside
+    each node's own namespace (made by this test), as a missing firewall opening would."""
+    host, port = rig.registry.rsplit(":", 1)
+    rule = ["OUTPUT", "-p", "tcp", "-d", host, "--dport", port, "-j", "REJECT"]
+
+    def iptables(node: SwarmNode, *args: str) -> None:
+        subprocess.run(
+            [*node.engine.nsenter, "iptables", "-w", "30", *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    for node in nodes:
+        iptables(node, "-I", *rule)
+    try:
+        yield
+    finally:
+        for node in nodes:
+            iptables(node, "-D", *rule)
+
+
+async def test_a_node_that_cannot_pull_is_named_in_the_deployment_s_events(
+    rig: Rig, api: Api
+) -> None:
+    name = f"sr-{uuid.uuid4().hex[:6]}"
+    repo = f"apps/{name}"
+    digest = rig.push("patrd-test/web:v1", repo, "stable")
+    workers = rig.swarm.nodes[1:]
+    with unreachable_from(rig, workers):
+        spec = node_registry_spec(name, repo, scale={"min": 3, "max": 3}, startup_probe=HEALTH)
+        started = time.monotonic()
+        await api.ok("POST", "/v1/deployments", spec)
+
+        async def pull_errors() -> list[dict[str, Any]]:
+            events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+            return [e for e in events if e["kind"] == "engine_error"]
+
+        found = await until(pull_errors, 120, "an engine_error event", rig.daemon, 0.5)
+        print(f"\nnode cannot pull → event: {time.monotonic() - started:.1f}s: {found[0]}")
+        message = str(found[0]["message"])
+        worker_addresses = {n.address for n in workers}
+        assert any(f"node {a} could not pull" in message for a in worker_addresses), message
+        assert f"{rig.registry}/{repo}@{digest}" in message, message
+        assert "Swarm: images on every node" in message
+        # Swarm runs the instances where the image can be pulled: the manager.
+        await until(lambda: rolled_out(api, name, 1), SETTLE_S, "ready on the manager", rig.daemon)
+        dep = await api.ok("GET", f"/v1/deployments/{name}")
+        assert {i["address"] for i in dep["instances"]} == {rig.swarm.manager.address}
+    await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
+    await api.wait_gone(name, timeout=120)

@@ -13,6 +13,7 @@ from patrd.engine.swarm_images import (
     for_nodes,
     loopback_registry,
     node_reference,
+    recent_failure,
     registry_auth_header,
     registry_of,
     remember,
@@ -127,3 +128,27 @@ def test_registry_swarm_address_is_checked_and_defaults_to_the_listen_address() 
             parse({"registry": {"swarm_address": bad}}, base_dir=Path("/nonexistent"))
         assert err.value.key == "registry.swarm_address"
         assert "host:port" in err.value.message
+
+
+def test_the_newest_rejected_task_gives_the_reason() -> None:
+    addresses = {"n2": "10.0.0.12", "n3": "10.0.0.13"}
+    tasks = [
+        {"Version": {"Index": 9}, "NodeID": "n3", "Status": {"State": "preparing"}},
+        {
+            "Version": {"Index": 7},
+            "NodeID": "n2",
+            "Status": {"State": "rejected", "Err": f"No such image: r.example/web@{D1}"},
+        },
+        {
+            "Version": {"Index": 5},
+            "NodeID": "n3",
+            "Status": {"State": "failed", "Err": "task: non-zero exit (1)"},
+        },
+        {"Version": {"Index": 3}, "NodeID": "n3", "Status": {"State": "shutdown"}},
+    ]
+    reason = recent_failure(tasks, addresses)
+    assert reason.startswith(f"node 10.0.0.12 could not pull r.example/web@{D1}")
+    assert recent_failure(tasks[2:], addresses) == (
+        "task failed on node 10.0.0.13: task: non-zero exit (1)"
+    )
+    assert recent_failure([tasks[0], tasks[3]], addresses) == ""
