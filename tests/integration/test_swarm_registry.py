@@ -169,6 +169,32 @@ async def test_nodes_pull_from_the_managers_registry_and_a_push_rolls_out_everyw
     await api.wait_gone(name, timeout=120)
 
 
+async def test_a_stored_registry_credential_reaches_the_nodes(rig: Rig, api: Api) -> None:
+    """``registry_auth`` (a secret, as for any private registry) is what the nodes pull with."""
+    name = f"sr-{uuid.uuid4().hex[:6]}"
+    repo = f"apps/{name}"
+    digest = rig.push("patrd-test/web:v1", repo, "stable")
+    password = (rig.daemon.data_dir / "registry-password").read_text().strip()
+    await api.ok("POST", "/v1/secrets", {"name": f"{name}-reg", "value": f"patrd:{password}"})
+    spec = node_registry_spec(
+        name,
+        repo,
+        scale={"min": 3, "max": 3},
+        startup_probe=HEALTH,
+        registry_auth={"secret": f"{name}-reg"},
+    )
+    await api.ok("POST", "/v1/deployments", spec)
+    await until(lambda: rolled_out(api, name, 1), SETTLE_S, "ready", rig.daemon, 0.5)
+    dep = await api.ok("GET", f"/v1/deployments/{name}")
+    used = {i["address"] for i in dep["instances"] if i["ready"]}
+    assert len(used) >= 2, f"all instances on one node: {used}"
+    held = node_images(rig, repo)
+    assert all(digest in held[address] for address in used), held
+    assert password not in json.dumps(dep)
+    await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
+    await api.wait_gone(name, timeout=120)
+
+
 async def test_a_refused_credential_is_a_status_reason_not_a_hang(rig: Rig, api: Api) -> None:
     name = f"sr-{uuid.uuid4().hex[:6]}"
     repo = f"apps/{name}"
