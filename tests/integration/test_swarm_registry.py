@@ -191,6 +191,7 @@ async def test_a_stored_registry_credential_reaches_the_nodes(rig: Rig, api: Api
     held = node_images(rig, repo)
     assert all(digest in held[address] for address in used), held
     assert password not in json.dumps(dep)
+    assert password not in rig.daemon.log_tail(100_000)
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=120)
 
