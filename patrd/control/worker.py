@@ -194,6 +194,7 @@ class DeploymentWorker:
             instances = await self._engine.list_instances(self.id)
         self._ctx.instances = instances
         await self._note_vanished(record, instances)
+        await self._note_engine_errors(record, instances)
         now = time.monotonic()
         self._log.debug(
             "pass",
@@ -309,6 +310,19 @@ class DeploymentWorker:
                 self._update_snapshot(record, Status.ERRORED)
         except StoreError as exc:
             self._log.warning("start_error_not_recorded", message=message, error=str(exc))
+
+    async def _note_engine_errors(
+        self, record: DeploymentRecord, instances: list[Instance]
+    ) -> None:
+        """One event per new engine error of a slot (Swarm: a node could not pull)."""
+        errors = self._state.engine_errors
+        for inst in instances:
+            if inst.error and errors.get(inst.slot) != inst.error:
+                errors[inst.slot] = inst.error
+                name = instance_name(record.name, inst.slot)
+                await self._ctx.event(
+                    "engine_error", f"instance {name}: {inst.error}", inst.revision
+                )
 
     async def _note_vanished(self, record: DeploymentRecord, instances: list[Instance]) -> None:
         """An event for each container that disappeared without patrd removing it."""

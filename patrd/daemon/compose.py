@@ -48,6 +48,7 @@ from patrd.engine.imagegc import ImageCollector
 from patrd.engine.protocol import Engine
 from patrd.engine.swarm import SwarmEngine
 from patrd.engine.swarm_backend import SwarmBackend
+from patrd.engine.swarm_images import loopback_registry
 from patrd.firewall.apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.firewall.fence_gate import ProxyGate
 from patrd.kit import log_setup as logs
@@ -477,8 +478,20 @@ async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> Sw
     except EngineError as exc:
         await swarm.close()
         raise EngineError(f"engine.backend = swarm: {exc}") from exc
-    structlog.get_logger("patrd.daemon.compose").info("swarm", version=version)
-    return SwarmBackend(swarm, engine, owner)
+    log = structlog.get_logger("patrd.daemon.compose")
+    log.info("swarm", version=version)
+    registry = ("", "")
+    if config.registry.enabled:
+        registry = (config.registry.host, config.registry.nodes_host)
+        if loopback_registry(config.registry.nodes_host):
+            log.warning(
+                "swarm_registry_loopback",
+                address=config.registry.nodes_host,
+                note="other nodes cannot pull registry 'local' images from a loopback "
+                "address: set registry.listen or registry.swarm_address (README: Swarm: "
+                "images on every node)",
+            )
+    return SwarmBackend(swarm, engine, owner, node_registry=registry)
 
 
 async def _summary(store: Store) -> str:

@@ -50,8 +50,16 @@ from patrd.engine.labels import (
     deployment_labels,
     instance_labels,
 )
+from patrd.engine.swarm_images import FAILED_TASK_STATES, recent_failure, registry_auth_header
 from patrd.model.errors import EngineError, ImageNotFound
-from patrd.model.instances import ContainerState, ImageResult, Instance, InstanceSpec, NetworkInfo
+from patrd.model.instances import (
+    ContainerState,
+    ImageResult,
+    Instance,
+    InstanceSpec,
+    NetworkInfo,
+    RegistryAuth,
+)
 
 # Task states (Docker Engine API, Task.Status.State) by what patrd makes of them.
 _STARTING = {
@@ -65,7 +73,7 @@ _STARTING = {
     "starting",
 }
 _ENDED = {"complete", "shutdown", "remove"}
-_FAILED = {"failed", "rejected", "orphaned"}
+_FAILED = FAILED_TASK_STATES
 
 
 class Availability(StrEnum):
@@ -183,13 +191,18 @@ class SwarmEngine(DockerClient):
         *,
         target_ports: Sequence[int] = (80,),
         node: str | None = None,
+        auth: RegistryAuth | None = None,
     ) -> str:
         """Create the service of one instance slot; its ID. ``node`` pins it (volumes).
 
         The image is pinned to what the manager has (``repo@sha256:…`` or the
         image ID): a node that holds it then starts the task without asking a
         registry — a tag makes every node try a pull first (~20 s here until
-        the unreachable registry gives up, then the local copy is used).
+        the unreachable registry gives up, then the local copy is used); a node
+        that lacks it pulls it by that digest. ``auth`` goes along as the
+        service's ``X-Registry-Auth`` (``--with-registry-auth``): Swarm keeps it
+        with the service (updates without the header keep it) and gives it to
+        the node that runs the task (patrd/engine/swarm_images.py).
         """
         spec = replace(spec, image=await self._pinned(spec.image))
         body = service_spec(
@@ -202,7 +215,10 @@ class SwarmEngine(DockerClient):
         )
         try:
             created = await self.docker._query_json(
-                "services/create", method="POST", data=json.dumps(body)
+                "services/create",
+                method="POST",
+                data=json.dumps(body),
+                headers={"X-Registry-Auth": registry_auth_header(auth)} if auth else None,
             )
         except aiodocker.DockerError as exc:
             if exc.status == 409:
@@ -304,9 +320,14 @@ class SwarmEngine(DockerClient):
             by_service.setdefault(task.get("ServiceID", ""), []).append(task)
         result = []
         for service in services:
-            current = current_task(by_service.get(service["ID"], []))
-            swarm_instance = swarm_instance_from(service, current, addresses)
+            tasks_of = by_service.get(service["ID"], [])
+            swarm_instance = swarm_instance_from(service, current_task(tasks_of), addresses)
             if swarm_instance is not None:
+                error = recent_failure(tasks_of, addresses)
+                if error and swarm_instance.instance.state is not ContainerState.RUNNING:
+                    swarm_instance = replace(
+                        swarm_instance, instance=replace(swarm_instance.instance, error=error)
+                    )
                 result.append(swarm_instance)
         return result
 

@@ -16,7 +16,10 @@ this adapter gives the controller an ``Engine`` over it:
   executor takes it out of the proxy pools (the planner leaves it alone)
   before Swarm stops it (patrd/control/nodes.py orders a drain so).
 * **Images** are resolved by the manager's own engine (a ``DockerEngine`` on
-  the same socket); a task's image is pinned to the manager's digest or ID.
+  the same socket, with the deployment's credential); a task names the
+  manager's ``repo@sha256:…`` of it (the ID when it has no registry digest)
+  and carries that credential, so every node pulls it for itself
+  (patrd/engine/swarm_images.py).
 * **Events** by polling the tasks (the manager emits no task events). Each
   poll also knocks on every node's gossip port (TCP 7946, open on every
   swarm node while its engine runs): a node that refuses or does not answer
@@ -61,6 +64,13 @@ from patrd.engine.swarm import (
     SwarmEngine,
     SwarmInstance,
     node_address,
+)
+from patrd.engine.swarm_images import (
+    PullSource,
+    for_nodes,
+    is_image_id,
+    node_reference,
+    remember,
 )
 from patrd.model.errors import EngineError
 from patrd.model.instances import (
@@ -212,8 +222,17 @@ async def knock(address: str, port: int, timeout_s: float) -> bool:
 class SwarmBackend:
     """``Engine`` (patrd/engine/docker.py) over a swarm manager's Docker API."""
 
-    def __init__(self, swarm: SwarmEngine, manager: DockerEngine, owner: str) -> None:
+    def __init__(
+        self,
+        swarm: SwarmEngine,
+        manager: DockerEngine,
+        owner: str,
+        node_registry: tuple[str, str] = ("", ""),
+    ) -> None:
+        """``node_registry``: the node registry as the manager pulls it and as every
+        node does (``registry.host``, ``registry.nodes_host``); empty: none."""
         self.swarm = swarm
+        self._node_registry = node_registry
         self._owner = owner
         self._manager = manager  # this node's engine: images, digests, its plain containers
         self._self_id = ""  # this node's swarm node ID (asked once)
@@ -221,6 +240,9 @@ class SwarmBackend:
         self._unreachable: set[str] = set()  # nodes whose gossip port did not answer, last poll
         # One pick at a time: slots created together must see each other's homes.
         self._homes = asyncio.Lock()
+        # Image ID → where it came from and with which credential (ensure_image),
+        # for the services that run it (create_instance). One entry per image.
+        self._sources: dict[str, PullSource] = {}
         self._log = structlog.get_logger("patrd.engine.swarm_backend")
 
     # --- nodes (patrd/control/nodes.py) -------------------------------------------
@@ -309,16 +331,28 @@ class SwarmBackend:
         auth: RegistryAuth | None = None,
         refuse_pull: str = "",
     ) -> ImageResult:
-        return await self._manager.ensure_image(
+        """The manager's copy (pulled with ``auth`` if missing); remembers the
+        repository and credential for the services that will run it."""
+        result = await self._manager.ensure_image(
             ref, always_pull=always_pull, progress=progress, auth=auth, refuse_pull=refuse_pull
         )
+        self._sources[result.image_id] = remember(self._sources.get(result.image_id), ref, auth)
+        return result
 
     async def create_instance(self, spec: InstanceSpec) -> str:
         home = await self._volume_home(spec) if spec.volumes else None
         if spec.network:
             spec = replace(spec, network=overlay(spec.network))
+        source = self._sources.get(spec.image)
+        ref = spec.image
+        if is_image_id(ref):
+            ref = node_reference(ref, await self._manager.repo_digests(ref), source)
+        ref, auth = for_nodes(ref, source.auth if source else None, *self._node_registry)
         return await self.swarm.create_instance(
-            spec, target_ports=spec.ports or (DEFAULT_TARGET_PORT,), node=home
+            replace(spec, image=ref),
+            target_ports=spec.ports or (DEFAULT_TARGET_PORT,),
+            node=home,
+            auth=auth,
         )
 
     async def _volume_home(self, spec: InstanceSpec) -> str:

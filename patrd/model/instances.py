@@ -42,6 +42,9 @@ class Instance:
     # itself: (container port, published port) pairs. Empty on one node (the
     # container's own address); the Swarm engine's host-mode published ports.
     ports: tuple[tuple[int, int], ...] = ()
+    # Why the engine could not run it lately, while it is not running (Swarm:
+    # a rejected task, e.g. a node that could not pull the image); "" if none.
+    error: str = ""
 
     def reach(self, port: int) -> int:
         """The port patrd dials at ``ip`` for container port ``port``."""

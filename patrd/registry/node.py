@@ -42,6 +42,13 @@ MAX_EVENTS_BODY = 1024 * 1024
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+def _address(value: Any, key: str, _: Path) -> str:
+    text = c.str_at(value, key, ConfigError)
+    if text and ("/" in text or text != text.strip() or " " in text):
+        raise ConfigError(key, 'must be "host" or "host:port" (no scheme, no path)')
+    return text
+
+
 def _poll(value: Any, key: str, _: Path) -> float:
     if not c.is_number(value) or value < 0:
         raise ConfigError(key, "must be 0 (off) or a positive number")
@@ -67,12 +74,21 @@ class RegistryConfig:
         0.0, _poll, "other registries: poll tags for new digests (0: off)"
     )
     binary: str = setting("docker-registry", c.text(), "the registry program")
+    swarm_address: str = setting(
+        "", _address, 'swarm: "host[:port]" the other nodes pull it at ("": host)'
+    )
 
     @property
     def host(self) -> str:
         """How deployments with ``registry: "local"`` pull: host:port of the node registry."""
         host = "127.0.0.1" if self.listen.host in ("0.0.0.0", "::", "") else self.listen.host
         return f"{host}:{self.listen.port}"
+
+    @property
+    def nodes_host(self) -> str:
+        """``engine.backend = "swarm"``: how every node pulls it (README, "Swarm: images
+        on every node"); the same as :attr:`host` unless ``swarm_address`` says otherwise."""
+        return self.swarm_address or self.host
 
     def validate(self) -> None:
         if not self.auth and self.htpasswd_file is not None:

@@ -14,7 +14,10 @@ own network namespace. The plumbing is done with pyroute2, never ``ip``:
   traffic crossing the bridge (``swarm join`` then times out).
 
 Node 1 runs ``swarm init``, the others join as workers; the test images are
-copied into every node (``docker save | docker -H … load``). The root
+copied into every node (``docker save | docker -H … load``) unless a test
+leaves that to a registry: ``insecure_registry`` starts every dockerd with
+``--insecure-registry <subnet>`` so the nodes pull over plain HTTP from a
+registry listening on the bridge address (the manager's node registry). The root
 namespace reaches every node address directly (the bridge is on-link), so a
 test — or patrd's proxy on the manager — dials ``node_addr:published_port``.
 
@@ -78,6 +81,9 @@ class Swarm:
     )
     nodes: list[SwarmNode] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # Start every node's dockerd with ``--insecure-registry <subnet>``: the nodes pull
+    # over plain HTTP from a registry on the bridge (the manager's node registry).
+    insecure_registry: bool = False
     _bridge_up: bool = False
     _rule_added: bool = False
 
@@ -135,8 +141,11 @@ class Swarm:
             (br,) = ipr.link_lookup(ifname=self.bridge)
             ipr.addr("add", index=br, address=self.gateway, prefixlen=self.subnet.prefixlen)
             ipr.link("set", index=br, state="up")
+            flags = ["--bridge=none"]
+            if self.insecure_registry:
+                flags.append(f"--insecure-registry={self.subnet}")
             for i in range(1, self.size + 1):
-                engine = PrivateDocker(netns=f"psw{self.tag}n{i}", extra_args=("--bridge=none",))
+                engine = PrivateDocker(netns=f"psw{self.tag}n{i}", extra_args=tuple(flags))
                 node = SwarmNode(index=i, address=str(hosts[9 + i]), engine=engine)
                 node.veth_host = f"psw{self.tag}v{i}"
                 self.nodes.append(node)
@@ -289,8 +298,10 @@ def _parallel(calls: list[Callable[[], T]], errors: list[str] | None = None) -> 
 
 
 @contextlib.contextmanager
-def swarm_cluster(size: int = 3, images: tuple[str, ...] = ()) -> Iterator[Swarm]:
-    swarm = Swarm(size=size)
+def swarm_cluster(
+    size: int = 3, images: tuple[str, ...] = (), *, insecure_registry: bool = False
+) -> Iterator[Swarm]:
+    swarm = Swarm(size=size, insecure_registry=insecure_registry)
     try:
         swarm.up(images)
         yield swarm
