@@ -35,7 +35,8 @@ from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 from tests.support.tcp_forward import tcp_forward
 from tests.support.waits import rolled_out, until, until_sync
 
-pytestmark = pytest.mark.docker
+# serial: three dockerds (scripts/test runs these alone).
+pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 SETTLE_S = 300.0  # pulls on three nodes of a loaded 2-core box
 
@@ -84,6 +85,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory, test_images: dict[str, str]) -
                 },
             }
             daemon = stack.enter_context(running_daemon(workdir, config))
+            daemon.reports.append(swarm.crash_report)
             env = {**os.environ, "DOCKER_CONFIG": str(workdir / "docker-cli")}
             password = daemon.data_dir / "registry-password"
             until_sync(password.exists, 30, "the registry credential generated", daemon)
