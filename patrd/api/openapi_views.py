@@ -184,6 +184,12 @@ VIEW_SCHEMAS: dict[str, Any] = {
                     "liveness_failures": {"type": "integer", "minimum": 0},
                 },
             },
+            "waiting_for": {
+                "type": "string",
+                "description": "the node (hostname and ID) holding this instance's volume data "
+                "that it waits for while that node is drained, down or unreachable (swarm); "
+                "empty when it does not wait",
+            },
         },
     },
     "PushResult": {

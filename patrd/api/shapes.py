@@ -69,6 +69,7 @@ def instance_json(instance: InstanceView) -> dict[str, Any]:
             "last": instance.probe_detail,
             "liveness_failures": instance.liveness_failures,
         },
+        "waiting_for": instance.waiting_for,
     }
 
 

@@ -105,6 +105,7 @@ class SwarmInstance:
     task_state: str
     desired_state: str
     error: str
+    pinned: str = ""  # the node its placement requires (node.id==): its volumes' home
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -529,6 +530,16 @@ def published_ports(task: Mapping[str, Any] | None) -> dict[int, int]:
     }
 
 
+def pinned_node(service: Mapping[str, Any]) -> str:
+    """The node ID a service's placement requires (``node.id==ID``), or ""."""
+    template = (service.get("Spec") or {}).get("TaskTemplate") or {}
+    for constraint in (template.get("Placement") or {}).get("Constraints") or []:
+        key, op, value = str(constraint).partition("==")
+        if op and key.strip() == "node.id":
+            return value.strip()
+    return ""
+
+
 def swarm_instance_from(
     service: Mapping[str, Any], task: Mapping[str, Any] | None, addresses: Mapping[str, str]
 ) -> SwarmInstance | None:
@@ -571,4 +582,5 @@ def swarm_instance_from(
         task_state=str(status.get("State", "")),
         desired_state=str((task or {}).get("DesiredState") or ""),
         error=str(status.get("Err") or ""),
+        pinned=pinned_node(service),
     )

@@ -42,6 +42,10 @@ class Instance:
     # itself: (container port, published port) pairs. Empty on one node (the
     # container's own address); the Swarm engine's host-mode published ports.
     ports: tuple[tuple[int, int], ...] = ()
+    # The node this instance waits for because that node holds its volume data
+    # and is drained, down or unreachable (Swarm): "hostname (node ID)". "" when
+    # it does not wait (always on one node).
+    waiting_for: str = ""
 
     def reach(self, port: int) -> int:
         """The port patrd dials at ``ip`` for container port ``port``."""
