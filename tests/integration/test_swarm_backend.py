@@ -429,4 +429,6 @@ async def test_a_lost_worker_leaves_the_pools_at_once_and_its_instances_come_bac
     nodes = {n["id"]: n for n in (await api.ok("GET", "/v1/nodes"))["nodes"]}
     assert nodes[lost.node_id]["state"] == "down"
     assert result.total > 50
-    assert result.failures < result.total * 0.05, "more than the lost node's in-flight requests"
+    # Only requests in flight on the lost node may fail (one per client at most):
+    # the proxy fails over connections the dead node refuses (26-64 failed without).
+    assert result.failures <= 4, "more than the lost node's in-flight requests"
