@@ -79,6 +79,7 @@ def instance_json(instance: InstanceView) -> InstanceJson:
             "last": instance.probe_detail,
             "liveness_failures": instance.liveness_failures,
         },
+        "waiting_for": instance.waiting_for,
     }
 
 

@@ -108,3 +108,11 @@ def hide_status(
         and rechecking
         and not in_rollout
     )
+
+
+def waits_to_announce(announced: Mapping[int, str], waiting: Mapping[int, str]) -> dict[int, str]:
+    """Slot → node of the waits (``Plan.waiting``) not told yet: a slot that
+    starts waiting, or waits for another node. ``announced``: the waits told
+    so far that still hold (the caller replaces it with ``waiting``, so a wait
+    that ends and comes back is told again)."""
+    return {slot: node for slot, node in waiting.items() if announced.get(slot) != node}

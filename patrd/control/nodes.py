@@ -23,8 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from patrd.engine.protocol import Engine
-from patrd.engine.swarm import NodeInfo, SwarmInstance
+from patrd.engine.swarm import NodeInfo
 from patrd.engine.swarm_backend import SwarmBackend
+from patrd.engine.swarm_tasks import SwarmInstance
 from patrd.model.errors import Conflict, NotFound
 from patrd.model.instances import ContainerState
 from patrd.model.views import InstanceView

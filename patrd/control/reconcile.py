@@ -79,6 +79,8 @@ class Plan:
     wake_at: float | None = None  # a backoff expires then: plan again
     converged: bool = False  # every slot ready on the target template, nothing stale
     rollout_failed: str = ""  # a new instance failed while the stable template serves
+    # Slot → the node it waits for (Instance.waiting_for), for slots not ready.
+    waiting: Mapping[int, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {kind.value: 0 for kind in ActionKind}
@@ -237,6 +239,13 @@ def _plan_run(inp: PlanInput) -> Plan:
             actions.append(Action(ActionKind.CREATE, slot, reason))
 
     status, reason = _status(inp, ready_slots, rolling=rolling)
+    waits = {
+        slot: inst.waiting_for
+        for slot, inst in sorted(current.items())
+        if inst.waiting_for and inst.container_id not in inp.ready and slot < inp.replicas
+    }
+    if waits and status is not Status.ERRORED:
+        reason = f"{reason}; {waiting_reason(waits)}" if reason else waiting_reason(waits)
     converged = ready_slots == inp.replicas and not stale and not actions
     return Plan(
         actions=tuple(actions),
@@ -244,7 +253,23 @@ def _plan_run(inp: PlanInput) -> Plan:
         status_reason=reason,
         wake_at=min(wake_at) if wake_at else None,
         converged=converged,
+        waiting=waits,
     )
+
+
+def waiting_reason(waits: Mapping[int, str]) -> str:
+    """Slot → node it waits for (``Instance.waiting_for``), in words, one clause per node."""
+    by_node: dict[str, list[int]] = {}
+    for slot, node in sorted(waits.items()):
+        by_node.setdefault(node, []).append(slot)
+    clauses = []
+    for node, slots in by_node.items():
+        if len(slots) == 1:
+            who, their = f"instance {slots[0]} is", "its"
+        else:
+            who, their = f"instances {', '.join(map(str, slots))} are", "their"
+        clauses.append(f"{who} waiting for node {node} that holds {their} volume data")
+    return "; ".join(clauses)
 
 
 def _rollout_failure(current: Collection[Instance], failed: Mapping[str, str]) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import structlog
 
-from patrd.control.decisions import hide_status
+from patrd.control.decisions import hide_status, waits_to_announce
 from patrd.control.images import ImageResolver
 from patrd.control.instances import InstanceStartError
 from patrd.control.options import ControllerOptions, RouteSink
@@ -133,6 +133,7 @@ class DeploymentWorker:
                     probe=probe.phase.value if probe else "",
                     probe_detail=probe.last_detail if probe else "",
                     liveness_failures=probe.liveness_failures if probe else 0,
+                    waiting_for=i.waiting_for,
                 )
             )
         return views
@@ -223,6 +224,7 @@ class DeploymentWorker:
             )
         )
         self._update_snapshot(record, result.status)
+        await self._announce_waits(record, result.waiting)
         if result.rollout_failed:
             await self._fail_rollout(record, result.rollout_failed)
             self._ctx.wake.set()
@@ -278,6 +280,17 @@ class DeploymentWorker:
             hold_until = None
         wakes = [t for t in (result.wake_at, hold_until) if t is not None]
         return False, min(wakes) if wakes else None
+
+    async def _announce_waits(self, record: DeploymentRecord, waiting: Mapping[int, str]) -> None:
+        """One event when a slot starts waiting for the node that holds its volume data."""
+        for slot, node in sorted(waits_to_announce(self._state.waiting, waiting).items()):
+            message = (
+                f"instance {instance_name(record.name, slot)} is waiting for node {node} "
+                "that holds its volume data"
+            )
+            self._log.warning("waiting_for_node", deployment=record.name, slot=slot, node=node)
+            await self._ctx.event("waiting_for_node", message, record.revision)
+        self._state.waiting = dict(waiting)
 
     async def _warn_policy(self, record: DeploymentRecord) -> None:
         """Stored before the policy (or before the operator narrowed it): keeps

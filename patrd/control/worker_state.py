@@ -49,6 +49,7 @@ class WorkerState:
     removed: set[str] = field(default_factory=set)  # container ids patrd itself removed
     stale_starts: dict[str, int] = field(default_factory=dict)  # id → stale-state starts in a row
     engine_errors: dict[int, str] = field(default_factory=dict)  # slot → Instance.error reported
+    waiting: dict[int, str] = field(default_factory=dict)  # slot → node, waits told (an event)
 
     def forget(self, container_id: str) -> None:
         """A container leaves: out of the pool, its checks stopped."""

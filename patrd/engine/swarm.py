@@ -27,7 +27,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -40,17 +40,19 @@ from patrd.engine.docker_base import DockerClient
 from patrd.engine.docker_base import translate as _translate
 from patrd.engine.hardening import Hardening
 from patrd.engine.labels import (
-    LABEL_DEPLOYMENT,
     LABEL_DEPLOYMENT_ID,
-    LABEL_INSTANCE,
     LABEL_MANAGED,
     LABEL_OWNER,
-    LABEL_REVISION,
-    LABEL_TEMPLATE,
     deployment_labels,
     instance_labels,
 )
-from patrd.engine.swarm_images import FAILED_TASK_STATES, recent_failure, registry_auth_header
+from patrd.engine.swarm_images import recent_failure, registry_auth_header
+from patrd.engine.swarm_tasks import (
+    STARTING_STATES,
+    SwarmInstance,
+    current_task,
+    swarm_instance_from,
+)
 from patrd.model.errors import EngineError, ImageNotFound
 from patrd.model.instances import (
     ContainerState,
@@ -60,20 +62,6 @@ from patrd.model.instances import (
     NetworkInfo,
     RegistryAuth,
 )
-
-# Task states (Docker Engine API, Task.Status.State) by what patrd makes of them.
-_STARTING = {
-    "new",
-    "allocated",
-    "pending",
-    "assigned",
-    "accepted",
-    "preparing",
-    "ready",
-    "starting",
-}
-_ENDED = {"complete", "shutdown", "remove"}
-_FAILED = FAILED_TASK_STATES
 
 
 class Availability(StrEnum):
@@ -97,29 +85,6 @@ class NodeInfo:
     memory_bytes: int
     labels: Mapping[str, str]
     instances: int  # patrd tasks running (or starting) on it
-
-
-@dataclass(frozen=True, slots=True)
-class SwarmInstance:
-    """An instance slot (a service) with its current task, node and published port."""
-
-    instance: Instance
-    service_id: str
-    task_id: str
-    node_id: str
-    node_address: str | None
-    port: int | None  # host-mode published port of the first target port
-    ports: Mapping[int, int]  # target → published, for every target port
-    task_state: str
-    desired_state: str
-    error: str
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """Where the proxy dials this instance, once its task runs."""
-        if self.node_address is None or self.port is None:
-            return None
-        return self.node_address, self.port
 
 
 class SwarmEngine(DockerClient):
@@ -288,7 +253,7 @@ class SwarmEngine(DockerClient):
             while time.monotonic() < deadline:
                 tasks = await self.docker.tasks.list(filters={"service": [container_id]})
                 states = {(t.get("Status") or {}).get("State") for t in tasks}
-                if not states & ({"running"} | _STARTING):
+                if not states & ({"running"} | STARTING_STATES):
                     break
                 await asyncio.sleep(0.3)
             else:
@@ -506,90 +471,4 @@ def node_info(node: Mapping[str, Any], instances: Mapping[str, int]) -> NodeInfo
         memory_bytes=int(resources.get("MemoryBytes", 0)),
         labels=dict(spec.get("Labels") or {}),
         instances=instances.get(str(node["ID"]), 0),
-    )
-
-
-def current_task(tasks: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The task that stands for the slot now: the newest one meant to run, else the newest."""
-    ordered = sorted(tasks, key=lambda t: (t.get("Version") or {}).get("Index", 0), reverse=True)
-    wanted = [t for t in ordered if t.get("DesiredState") == "running"]
-    candidates = wanted or ordered
-    return candidates[0] if candidates else None
-
-
-def task_state(task: Mapping[str, Any] | None) -> tuple[ContainerState, int | None]:
-    """A task's state as a ContainerState, with the exit code when it ended."""
-    if task is None:
-        # Swarm is still scheduling the service's first task. Not CREATED: the
-        # planner starts a created container, and Swarm starts tasks itself, so
-        # a pass would plan a start that does nothing and loop at once.
-        return ContainerState.RESTARTING, None
-    status = task.get("Status") or {}
-    state = str(status.get("State", ""))
-    code = (status.get("ContainerStatus") or {}).get("ExitCode")
-    if state == "running":
-        return ContainerState.RUNNING, None
-    if state in _STARTING:
-        return ContainerState.RESTARTING, None  # on its way: see above
-    if state in _ENDED:
-        return ContainerState.EXITED, int(code) if code is not None else 0
-    if state in _FAILED:
-        return ContainerState.DEAD, int(code) if code is not None else None
-    return ContainerState.DEAD, None
-
-
-def published_ports(task: Mapping[str, Any] | None) -> dict[int, int]:
-    """Target → published port of a task's host-mode ports (``Status.PortStatus``)."""
-    if task is None:
-        return {}
-    port_status = (task.get("Status") or {}).get("PortStatus") or {}
-    return {
-        int(p["TargetPort"]): int(p["PublishedPort"])
-        for p in port_status.get("Ports") or []
-        if p.get("PublishMode") == "host" and p.get("PublishedPort")
-    }
-
-
-def swarm_instance_from(
-    service: Mapping[str, Any], task: Mapping[str, Any] | None, addresses: Mapping[str, str]
-) -> SwarmInstance | None:
-    spec = service.get("Spec") or {}
-    labels = spec.get("Labels") or {}
-    try:
-        revision = int(labels[LABEL_REVISION])
-        slot = int(labels[LABEL_INSTANCE])
-        deployment_id = str(labels[LABEL_DEPLOYMENT_ID])
-        deployment = str(labels[LABEL_DEPLOYMENT])
-    except (KeyError, ValueError):
-        return None
-    state, exit_code = task_state(task)
-    node_id = str((task or {}).get("NodeID") or "")
-    running = state is ContainerState.RUNNING
-    node_addr = addresses.get(node_id) if running else None
-    ports = published_ports(task) if running else {}
-    targets = [p.get("TargetPort") for p in (spec.get("EndpointSpec") or {}).get("Ports") or []]
-    first = ports.get(int(targets[0])) if targets and targets[0] else None
-    status = (task or {}).get("Status") or {}
-    return SwarmInstance(
-        instance=Instance(
-            container_id=str(service["ID"]),
-            container_name=str(spec.get("Name", "")),
-            deployment_id=deployment_id,
-            deployment=deployment,
-            revision=revision,
-            slot=slot,
-            state=state,
-            ip=node_addr or None,
-            exit_code=exit_code,
-            template=str(labels.get(LABEL_TEMPLATE, "")),
-        ),
-        service_id=str(service["ID"]),
-        task_id=str((task or {}).get("ID") or ""),
-        node_id=node_id,
-        node_address=node_addr or None,
-        port=first,
-        ports=ports,
-        task_state=str(status.get("State", "")),
-        desired_state=str((task or {}).get("DesiredState") or ""),
-        error=str(status.get("Err") or ""),
     )

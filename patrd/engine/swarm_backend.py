@@ -38,7 +38,9 @@ this adapter gives the controller an ``Engine`` over it:
   (the active, ready node with the fewest patrd instances), records it as a
   node label ``patrd.volume.<volume name>`` (value: this install's owner ID)
   and pins every service of that slot to it (``node.id==``). Swarm never
-  moves it: while its node is drained or down the instance waits there.
+  moves it: while its node is drained or down the instance waits there,
+  and ``Instance.waiting_for`` names that node (:func:`waiting_for`): the
+  planner puts it in the status reason, the worker writes one event.
 """
 
 from __future__ import annotations
@@ -58,13 +60,7 @@ from patrd.engine.docker import DockerEngine
 from patrd.engine.docker_base import translate as _translate
 from patrd.engine.docker_containers import instance_from_summary
 from patrd.engine.labels import LABEL_DEPLOYMENT_ID, LABEL_OWNER
-from patrd.engine.swarm import (
-    Availability,
-    NodeInfo,
-    SwarmEngine,
-    SwarmInstance,
-    node_address,
-)
+from patrd.engine.swarm import Availability, NodeInfo, SwarmEngine, node_address
 from patrd.engine.swarm_images import (
     PullSource,
     for_nodes,
@@ -72,6 +68,7 @@ from patrd.engine.swarm_images import (
     node_reference,
     remember,
 )
+from patrd.engine.swarm_tasks import SwarmInstance
 from patrd.model.errors import EngineError
 from patrd.model.instances import (
     EngineEvent,
@@ -138,13 +135,35 @@ def nodes_out(raw_nodes: Iterable[Mapping[str, Any]], leaving: Collection[str]) 
     return out
 
 
-def as_instance(task: SwarmInstance, out: Collection[str]) -> Instance:
-    """The executor's view of one slot's current task (see the module docstring)."""
+def as_instance(
+    task: SwarmInstance, out: Collection[str], nodes: Mapping[str, Mapping[str, Any]] | None = None
+) -> Instance:
+    """The executor's view of one slot's current task (see the module docstring).
+
+    ``nodes`` (node ID → the manager's node object): when given, a task pinned
+    to a node that is out of service or gone says which node it waits for.
+    """
     inst = task.instance
     container_id = f"{task.service_id}.{task.task_id}" if task.task_id else task.service_id
+    waiting = waiting_for(task.pinned, out, nodes) if nodes is not None else ""
     if task.node_id in out:
-        return replace(inst, container_id=container_id, ip=None, ports=())
-    return replace(inst, container_id=container_id, ports=tuple(sorted(task.ports.items())))
+        return replace(inst, container_id=container_id, ip=None, ports=(), waiting_for=waiting)
+    return replace(
+        inst,
+        container_id=container_id,
+        ports=tuple(sorted(task.ports.items())),
+        waiting_for=waiting,
+    )
+
+
+def waiting_for(pinned: str, out: Collection[str], nodes: Mapping[str, Mapping[str, Any]]) -> str:
+    """The node a task pinned to its volumes' home waits for: "hostname (ID)" when
+    that node is out of service (``nodes_out``) or no longer in the swarm, else ""."""
+    if not pinned or (pinned not in out and pinned in nodes):
+        return ""
+    short = pinned[:12]
+    hostname = str(((nodes.get(pinned) or {}).get("Description") or {}).get("Hostname") or "")
+    return f"{hostname} ({short})" if hostname else short
 
 
 def volume_home(
@@ -276,7 +295,8 @@ class SwarmBackend:
         async with _translate("list nodes"):
             raw = await self.swarm.docker.nodes.list()
         out = nodes_out(raw, self._leaving | self._unreachable)
-        return [as_instance(t, out) for t in tasks] + plain
+        by_id = {str(n["ID"]): n for n in raw}
+        return [as_instance(t, out, by_id) for t in tasks] + plain
 
     async def _standalone(self, deployment_id: str | None) -> list[Instance]:
         labels = [f"{LABEL_OWNER}={self._owner}"]

@@ -45,6 +45,10 @@ class Instance:
     # Why the engine could not run it lately, while it is not running (Swarm:
     # a rejected task, e.g. a node that could not pull the image); "" if none.
     error: str = ""
+    # The node this instance waits for because that node holds its volume data
+    # and is drained, down or unreachable (Swarm): "hostname (node ID)". "" when
+    # it does not wait (always on one node).
+    waiting_for: str = ""
 
     def reach(self, port: int) -> int:
         """The port patrd dials at ``ip`` for container port ``port``."""

@@ -45,6 +45,14 @@ class InstanceJson(TypedDict):
     restarts: int
     current: Annotated[bool, Doc("built from the target revision (false: being replaced)")]
     probe: ProbeJson
+    waiting_for: Annotated[
+        str,
+        Doc(
+            "the node (hostname and ID) holding this instance's volume data that it waits "
+            "for while that node is drained, down or unreachable (swarm); empty when it "
+            "does not wait"
+        ),
+    ]
 
 
 class CostJson(TypedDict):

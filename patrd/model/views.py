@@ -20,6 +20,7 @@ class InstanceView:
     probe: str = ""  # starting | ready | failed | unhealthy ("" before the first check)
     probe_detail: str = ""  # last probe result: "200", "connection refused", …
     liveness_failures: int = 0  # consecutive
+    waiting_for: str = ""  # the node holding its volume data that it waits for (Swarm)
 
 
 class ControllerView(Protocol):

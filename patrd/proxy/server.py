@@ -47,6 +47,7 @@ from typing import Final, cast
 import httptools
 import structlog
 
+from patrd.proxy import failover
 from patrd.proxy.deadlines import Deadlines
 from patrd.proxy.headers import (
     H_CONNECTION,
@@ -283,6 +284,9 @@ class ProxyServer:
         self._servers: list[asyncio.Server] = []
         self._deadlines: Deadlines | None = None  # the clients' timeouts (deadlines.py)
         self._pools: dict[tuple[str, int], _Pool] = {}
+        # Backends whose connection failed → loop time until which new
+        # requests avoid them (failover.py). Empty on the happy path.
+        self._down: dict[tuple[str, int], float] = {}
         self._hosts: dict[bytes, _HostLines] = {}  # Host header → parsed (_BAD_HOST)
         # (body, upstream header, upstream idle, send) of routes without their own.
         self._timeouts = (
@@ -348,6 +352,8 @@ class ProxyServer:
         self._body_ceiling = _body_ceiling(self._options, table)
         self._table = table
         live = table.backend_keys()
+        for key in [key for key in self._down if key not in live]:
+            del self._down[key]
         for key, pool in list(self._pools.items()):
             if key in live:
                 pool.retired = False
@@ -474,7 +480,12 @@ class ProxyServer:
     # --- used by the protocols ---
 
     def _pick(self, backends: tuple[Backend, ...]) -> _Pool:
-        """The backend with the fewest outstanding requests; ties go round-robin."""
+        """The backend with the fewest outstanding requests; ties go round-robin.
+        Backends marked down are left out while others are up (failover.py)."""
+        if self._down:
+            assert self._loop is not None
+            failover.expire(self._down, self._loop.time())
+            backends = failover.usable(backends, self._down)
         pools = self._pools
         n = len(backends)
         start = 0
@@ -498,6 +509,32 @@ class ProxyServer:
         self._active -= 1
         if not self._active and self._drained is not None:
             self._drained.set()
+
+    def _failover(self, ex: _Exchange, pool: _Pool, exc: BaseException) -> bool:
+        """Opening a connection to ``pool`` for ``ex`` failed: mark it down and,
+        if the failure says no byte reached it, send ``ex`` to another instance.
+        False: answer as before (502)."""
+        if not failover.not_reached(exc):
+            return False
+        assert self._loop is not None
+        if pool.key not in self._down:
+            host, port = pool.key
+            self._log.warning("proxy.backend_down", backend=f"{host}:{port}", error=repr(exc))
+        self._down[pool.key] = self._loop.time() + failover.DOWN_S
+        if ex.finished or ex.response_done or ex.pool is not pool:
+            return False
+        tried = ex.tried
+        if tried is None:
+            tried = ex.tried = []
+        tried.append(pool.key)
+        backends = failover.next_backends(ex.backends, self._down, tried)
+        if not backends:
+            return False
+        pool.unpin()
+        ex.pool = nxt = self._pick(backends)
+        nxt.outstanding += 1
+        self._connect(nxt, ex)
+        return True
 
     def _transport_lost(self) -> None:
         self._open -= 1
@@ -527,8 +564,9 @@ class ProxyServer:
                     ssl=tls,
                     server_hostname=host if tls is not None else None,
                 )
-        except (OSError, TimeoutError):
-            ex.client.upstream_failed(ex)
+        except (OSError, TimeoutError) as exc:
+            if not self._failover(ex, pool, exc):
+                ex.client.upstream_failed(ex)
             return
         except Exception:
             self._log.exception("proxy.connect_failed", backend=f"{host}:{port}")
@@ -642,6 +680,7 @@ class _Exchange:
     """One request of a client connection and the state of its answer."""
 
     __slots__ = (
+        "backends",
         "body_buffer",
         "body_buffered",
         "body_limit",
@@ -674,6 +713,7 @@ class _Exchange:
         "status",
         "t0",
         "timeouts",
+        "tried",
         "tunnel_buffer",
         "upgrade",
         "upstream",
@@ -711,6 +751,8 @@ class _Exchange:
         self.discard = False  # the rest of the request body is read and dropped
         self.head = b""
         self.pool: _Pool | None = None  # the backend, while this exchange counts on it
+        self.backends: tuple[Backend, ...] = ()  # the routed deployment's (failover)
+        self.tried: list[tuple[str, int]] | None = None  # backends that failed to connect
         self.upstream: _Upstream | None = None
         self.retried = False
         self.response_started = False
@@ -1203,7 +1245,8 @@ class _Client(asyncio.Protocol):
 
     def _forward(self, ex: _Exchange, route: Route) -> None:
         server = self._server
-        pool = server._pick(route.backends)
+        ex.backends = backends = route.backends
+        pool = server._pick(backends)
         pool.outstanding += 1
         ex.pool = pool
         ex.head = self._request_head(ex, route)

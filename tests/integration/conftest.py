@@ -16,7 +16,12 @@ from tests.support.proxy_rig import make_raw, make_upstream, upstreams  # noqa: 
 
 # The proxy's own suites run on both event loops patrd supports
 # (proxy.event_loop: uvloop in the workers by default, asyncio as the switch back).
-_BOTH_LOOPS = {"test_proxy.py", "test_proxy_abuse.py", "test_proxy_trust.py"}
+_BOTH_LOOPS = {
+    "test_proxy.py",
+    "test_proxy_abuse.py",
+    "test_proxy_trust.py",
+    "test_proxy_failover.py",
+}
 
 
 def pytest_asyncio_loop_factories(

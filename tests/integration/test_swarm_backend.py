@@ -271,6 +271,19 @@ async def test_a_volume_instance_stays_on_its_node_through_rollout_and_drain(
         "service", "ps", "--format", "{{.CurrentState}} {{.Error}}", *services
     )
     assert "Pending" in states, states
+    # It says which node it waits for: the status reason, the instance, one event.
+    dep = await api.ok("GET", f"/v1/deployments/{name}")
+    hostname = swarm.manager.docker(
+        "node", "inspect", "--format", "{{.Description.Hostname}}", node0.node_id
+    )
+    node = f"{hostname} ({node0.node_id[:12]})"  # hostname: the same on every test node
+    waits = f"waiting for node {node}"
+    assert f"instance 0 is {waits} that holds its volume data" in dep["status_reason"], dep
+    assert [i["waiting_for"] for i in dep["instances"] if i["slot"] == 0] == [node], dep
+    assert all(not i["waiting_for"] for i in dep["instances"] if i["slot"] == 1)
+    events = (await api.ok("GET", f"/v1/deployments/{name}/events"))["events"]
+    told = [e["message"] for e in events if e["kind"] == "waiting_for_node"]
+    assert told == [f"instance {name}-0 is {waits} that holds its volume data"], events
     await api.ok("POST", f"/v1/nodes/{node0.node_id}/activate")
 
     async def back_home() -> bool:
@@ -279,6 +292,8 @@ async def test_a_volume_instance_stays_on_its_node_through_rollout_and_drain(
 
     await until(back_home, SETTLE_S, "slot 0 ready on its node again", daemon, 0.5)
     assert node0.docker("exec", slot_container(node0, name, 0), "cat", "/data/marker") == "kept"
+    dep = await api.ok("GET", f"/v1/deployments/{name}")
+    assert "waiting for node" not in dep["status_reason"], dep
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=SETTLE_S)
 
@@ -418,4 +433,6 @@ async def test_a_lost_worker_leaves_the_pools_at_once_and_its_instances_come_bac
     nodes = {n["id"]: n for n in (await api.ok("GET", "/v1/nodes"))["nodes"]}
     assert nodes[lost.node_id]["state"] == "down"
     assert result.total > 50
-    assert result.failures < result.total * 0.05, "more than the lost node's in-flight requests"
+    # Only requests in flight on the lost node may fail (one per client at most):
+    # the proxy fails over connections the dead node refuses (26-64 failed without).
+    assert result.failures <= 4, "more than the lost node's in-flight requests"

@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 
 from patrd.engine.hardening import DEFAULT_PIDS_LIMIT
-from patrd.engine.swarm import SwarmEngine, SwarmInstance
+from patrd.engine.swarm import SwarmEngine
+from patrd.engine.swarm_tasks import SwarmInstance
 from patrd.model.errors import EngineError
 from patrd.model.instances import ContainerState, InstanceSpec
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster

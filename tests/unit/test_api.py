@@ -165,6 +165,7 @@ async def test_list_and_get_include_instances(client: Client, controller: FakeCo
             "restarts": 0,
             "current": True,
             "probe": {"phase": "", "last": "", "liveness_failures": 0},
+            "waiting_for": "",
         }
     ]
 

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from patrd.api.app import build_app
 from patrd.control.nodes import LocalNodes, local_node, match_node, still_serving
-from patrd.engine.swarm import NodeInfo, SwarmInstance
+from patrd.engine.swarm import NodeInfo
+from patrd.engine.swarm_tasks import SwarmInstance
 from patrd.model.errors import Conflict, NotFound
 from patrd.model.instances import ContainerState, Instance
 from patrd.model.views import InstanceView

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from patrd.control.route_table import DeploymentSnapshot, ReadyInstance, build_routes
-from patrd.engine.swarm import SwarmInstance
 from patrd.engine.swarm_backend import as_instance, changes, nodes_out, service_of
+from patrd.engine.swarm_tasks import SwarmInstance
 from patrd.model.deployment import Status
 from patrd.model.errors import ConfigError
 from patrd.model.instances import ContainerState, Instance

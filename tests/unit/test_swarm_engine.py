@@ -5,16 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from patrd.engine.hardening import Hardening
-from patrd.engine.swarm import (
-    current_task,
-    node_address,
-    node_info,
-    pinned_reference,
-    published_ports,
-    service_spec,
-    swarm_instance_from,
-    task_state,
-)
+from patrd.engine.swarm import node_address, node_info, pinned_reference, service_spec
+from patrd.engine.swarm_tasks import current_task, published_ports, swarm_instance_from, task_state
 from patrd.model.instances import ContainerState, InstanceSpec
 
 SPEC = InstanceSpec(
