@@ -48,6 +48,7 @@ from patrd.engine.imagegc import ImageCollector
 from patrd.engine.protocol import Engine
 from patrd.engine.swarm import SwarmEngine
 from patrd.engine.swarm_backend import SwarmBackend
+from patrd.engine.swarm_node import NodeDocker
 from patrd.firewall.apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.firewall.fence_gate import ProxyGate
 from patrd.kit import log_setup as logs
@@ -55,9 +56,12 @@ from patrd.model import cron
 from patrd.model.errors import EngineError, PatrdError, StoreError
 from patrd.model.instances import Instance, RegistryAuth
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
+from patrd.observe.agent import NodeFigures
+from patrd.observe.agent_client import SwarmFigures
+from patrd.observe.agent_wire import TOKEN_FILE, ensure_token
 from patrd.observe.counters import CgroupReader
 from patrd.observe.history import History
-from patrd.observe.logs import LogKeeper
+from patrd.observe.logs import LogEngine, LogKeeper
 from patrd.observe.metrics import Sampler
 from patrd.observe.nodehealth import NodeCollector, NodeWatcher, node_config
 from patrd.observe.prometheus import Exposition, Sources
@@ -156,9 +160,14 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             # or the node watcher can write one (patrd/notify/dispatcher.py).
             notify = Dispatcher(store, config.notify, vault)
             await notify.prime()
-            # Logs of removed instances are kept (patrd/observe/logs.py).
+            # Logs of removed instances are kept (patrd/observe/logs.py). On a
+            # swarm the backend reads every task's log through the manager.
+            logs_engine: LogEngine = swarm if swarm is not None else engine
             keeper = LogKeeper(
-                engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
+                logs_engine,
+                config.daemon.data_dir / "logs",
+                config.logs,
+                config.docker.stop_timeout_s,
             )
             # Pinned releases: pulled images no release keeps are removed; pulls
             # stop while the disk is low (patrd/engine/imagegc.py, patrd/engine/diskguard.py).
@@ -184,8 +193,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     redirect_default_urls=config.tls.redirect_default_urls,
                     config_root=config.daemon.config_root,
                     local_registry=config.registry.host,
-                    # Swarm: a task's logs are on its node, not here (not kept yet).
-                    on_remove=keeper.on_remove if swarm is None else None,
+                    on_remove=keeper.on_remove,
                     pull_guard=disk_guard.refusal,
                     pause_timeout_s=config.proxy.pause_timeout_s,
                     security_policy=config.security,
@@ -234,7 +242,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             upkeep_options = upkeep.UpkeepOptions(database=config.daemon.database)
             supervisor.start("store-upkeep", lambda: upkeep.run(store, upkeep_options))
             observe = await _observability(
-                config, stack, supervisor, store, engine, controller, keeper
+                config, stack, supervisor, store, engine, controller, keeper, logs_engine, swarm
             )
             backups = _offsite(config, stack, supervisor, store, engine, controller)
             observe.exposition = Exposition(
@@ -407,16 +415,29 @@ async def _observability(
     engine: DockerEngine,
     controller: Controller,
     keeper: LogKeeper,
+    logs_engine: LogEngine,
+    swarm: SwarmBackend | None,
 ) -> Observability:
     """Metrics sampler + history, autoscaler, kept-logs trimming."""
     history = await History.open(config.daemon.data_dir / "metrics.db")
     stack.push_async_callback(history.close)
+    remote: SwarmFigures | None = None
+    if swarm is not None:
+        # Tasks on other nodes: their agents (patrd/observe/agent_client.py), with
+        # the token this manager made; this node's tasks are read here.
+        token = await asyncio.to_thread(ensure_token, config.daemon.data_dir / TOKEN_FILE)
+        node_docker = NodeDocker(config.docker.socket)
+        stack.push_async_callback(node_docker.close)
+        local = NodeFigures(node_docker, CgroupReader(config.metrics.cgroup_root))
+        remote = SwarmFigures(swarm, local, token, config.engine.agent_port)
+        stack.push_async_callback(remote.close)
     sampler = Sampler(
         _ListedInstances(controller, engine),
         store,
         CgroupReader(config.metrics.cgroup_root),
         config.metrics.interval_s,
         history,
+        remote,
     )
     supervisor.start("metrics", sampler.run)
     autoscaler = Autoscaler(store, controller, sampler, config.autoscale)
@@ -428,7 +449,7 @@ async def _observability(
 
     supervisor.start("logs-trim", lambda: keeper.run(known, LOGS_TRIM_INTERVAL_S))
     return Observability(
-        engine=engine,
+        engine=logs_engine,
         keeper=keeper,
         sampler=sampler,
         history=history,

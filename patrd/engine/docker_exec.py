@@ -19,6 +19,61 @@ from patrd.model.instances import ExecResult
 EXEC_OUTPUT_CAP = 64 * 1024  # bytes of an exec's output ExecResult keeps
 
 
+def log_params(
+    *, since: float | None, until: float | None, tail: int | None, follow: bool
+) -> dict[str, str]:
+    """The query of Docker's logs endpoints (containers, and Swarm's tasks: no ``until``)."""
+    params = {
+        "stdout": "1",
+        "stderr": "1",
+        "timestamps": "1",
+        "follow": "1" if follow else "0",
+        "tail": "all" if tail is None else str(tail),
+    }
+    if since is not None:
+        params["since"] = f"{since:.9f}"
+    if until is not None:
+        params["until"] = f"{until:.9f}"
+    return params
+
+
+async def stream_logs(
+    docker: aiodocker.Docker,
+    path: str,
+    params: dict[str, str],
+    what: str,
+    *,
+    timeout_s: float = 120,
+) -> AsyncIterator[tuple[str, bytes]]:
+    """(stream, line) frames of Docker's multiplexed log format (no TTY).
+
+    An 8-byte header per frame (stream 1 stdout / 2 stderr, 3 zero bytes,
+    big-endian length). ``/containers/{id}/logs`` and, on a swarm manager,
+    ``/tasks/{id}/logs`` (the task's node sends them through the manager)
+    answer in this format. ``timeout_s`` bounds a reply that does not follow.
+    """
+    follow = params.get("follow") == "1"
+    timeout = aiohttp.ClientTimeout(total=None if follow else timeout_s, sock_connect=10)
+    buf = bytearray()
+    try:
+        async with docker._query(path, method="GET", params=params, timeout=timeout) as response:
+            async for chunk in response.content.iter_any():
+                buf += chunk
+                pos = 0
+                while len(buf) - pos >= 8:
+                    size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+                    if len(buf) - pos < 8 + size:
+                        break
+                    kind = "stderr" if buf[pos] == 2 else "stdout"
+                    yield kind, bytes(buf[pos + 8 : pos + 8 + size])
+                    pos += 8 + size
+                del buf[:pos]
+    except aiodocker.DockerError as exc:
+        raise EngineError(f"{what}: {exc.message}") from exc
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise EngineError(f"{what}: {exc!r}") from exc
+
+
 class DockerExec(DockerBase):
     """Logs and stats (patrd/observe/), exec for backup hooks (patrd/state/offsite.py),
     attached exec sessions (patrd/api/exec.py)."""
@@ -38,38 +93,11 @@ class DockerExec(DockerBase):
         (stream 1 stdout / 2 stderr, 3 zero bytes, big-endian length).
         ``follow`` ends when the container stops.
         """
-        params = {
-            "stdout": "1",
-            "stderr": "1",
-            "timestamps": "1",
-            "follow": "1" if follow else "0",
-            "tail": "all" if tail is None else str(tail),
-        }
-        if since is not None:
-            params["since"] = f"{since:.9f}"
-        if until is not None:
-            params["until"] = f"{until:.9f}"
-        timeout = aiohttp.ClientTimeout(total=None if follow else 120, sock_connect=10)
-        buf = bytearray()
-        try:
-            async with self.docker._query(
-                f"containers/{container_id}/logs", method="GET", params=params, timeout=timeout
-            ) as response:
-                async for chunk in response.content.iter_any():
-                    buf += chunk
-                    pos = 0
-                    while len(buf) - pos >= 8:
-                        size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
-                        if len(buf) - pos < 8 + size:
-                            break
-                        kind = "stderr" if buf[pos] == 2 else "stdout"
-                        yield kind, bytes(buf[pos + 8 : pos + 8 + size])
-                        pos += 8 + size
-                    del buf[:pos]
-        except aiodocker.DockerError as exc:
-            raise EngineError(f"logs {container_id[:12]}: {exc.message}") from exc
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise EngineError(f"logs {container_id[:12]}: {exc!r}") from exc
+        params = log_params(since=since, until=until, tail=tail, follow=follow)
+        async for frame in stream_logs(
+            self.docker, f"containers/{container_id}/logs", params, f"logs {container_id[:12]}"
+        ):
+            yield frame
 
     async def stats(self, container_id: str) -> dict[str, Any]:
         """One reading of Docker's stats endpoint (``one-shot``: no 1 s second sample)."""

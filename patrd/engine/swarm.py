@@ -250,40 +250,55 @@ class SwarmEngine(DockerClient):
                 data=json.dumps(spec),
             )
 
-    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
-        """Stop the task (scale to 0, wait until its node reports it stopped), then delete.
+    async def stop(self, container_id: str, stop_timeout_s: int) -> None:
+        """Stop the service's task: scale to 0, wait until its node reports it stopped.
 
-        Deleting a service at once returns before the node has stopped its
-        container; scaling to 0 first makes ``remove`` return only once the
-        instance no longer serves (bounded by the stop timeout + 30 s).
+        The stopped task's container stays on its node (Swarm keeps a slot's
+        task history), so its logs are still readable until :meth:`remove`.
         """
-        what = f"remove service {container_id[:12]}"
+        what = f"stop service {container_id[:12]}"
         try:
             info = await self.docker.services.inspect(container_id)
             spec = dict(info["Spec"])
-            spec["Mode"] = {"Replicated": {"Replicas": 0}}
-            await self.docker._query_json(
-                f"services/{container_id}/update",
-                method="POST",
-                params={"version": str(info["Version"]["Index"])},
-                data=json.dumps(spec),
-            )
+            if spec.get("Mode") != {"Replicated": {"Replicas": 0}}:
+                spec["Mode"] = {"Replicated": {"Replicas": 0}}
+                await self.docker._query_json(
+                    f"services/{container_id}/update",
+                    method="POST",
+                    params={"version": str(info["Version"]["Index"])},
+                    data=json.dumps(spec),
+                )
             deadline = time.monotonic() + stop_timeout_s + 30
             while time.monotonic() < deadline:
                 tasks = await self.docker.tasks.list(filters={"service": [container_id]})
                 states = {(t.get("Status") or {}).get("State") for t in tasks}
                 if not states & ({"running"} | _STARTING):
-                    break
+                    return
                 await asyncio.sleep(0.3)
-            else:
-                self._log.warning("task still running, deleting anyway", service=container_id[:12])
-            await self.docker.services.delete(container_id)
+            self._log.warning("task still running", service=container_id[:12])
         except aiodocker.DockerError as exc:
             if exc.status == 404:  # gone already (or removed meanwhile)
                 return
             raise EngineError(f"{what}: {exc.message}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineError(f"{what}: Docker unreachable: {exc}") from exc
+
+    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
+        """Stop the task (:meth:`stop`), then delete the service.
+
+        Deleting a service at once returns before the node has stopped its
+        container; scaling to 0 first makes ``remove`` return only once the
+        instance no longer serves (bounded by the stop timeout + 30 s).
+        """
+        await self.stop(container_id, stop_timeout_s)
+        try:
+            async with _translate(f"remove service {container_id[:12]}"):
+                await self.docker.services.delete(container_id)
+        except EngineError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiodocker.DockerError) and cause.status == 404:
+                return  # gone already (or removed meanwhile)
+            raise
         self._log.info("service removed", service=container_id[:12])
 
     async def list_tasks(self, deployment_id: str | None = None) -> list[SwarmInstance]:

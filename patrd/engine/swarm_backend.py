@@ -54,6 +54,7 @@ import structlog
 from patrd.engine.docker import DockerEngine
 from patrd.engine.docker_base import translate as _translate
 from patrd.engine.docker_containers import instance_from_summary
+from patrd.engine.docker_exec import log_params, stream_logs
 from patrd.engine.labels import LABEL_DEPLOYMENT_ID, LABEL_OWNER
 from patrd.engine.swarm import (
     Availability,
@@ -85,6 +86,7 @@ SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # Docker's, on a task's container
 _HEX = frozenset("0123456789abcdef")
 GOSSIP_PORT = 7946  # swarm's node-to-node port (TCP and UDP), on every node
 KNOCK_TIMEOUT_S = 0.5
+TASK_LOGS_TIMEOUT_S = 15.0  # a task's log (not followed), through the manager
 DEFAULT_TARGET_PORT = 80  # an InstanceSpec without ports (one-offs): what Swarm publishes
 
 
@@ -115,6 +117,11 @@ def standalone_instances(summaries: Iterable[Mapping[str, Any]]) -> list[Instanc
 def service_of(container_id: str) -> str:
     """The service ID in a ``SERVICE.TASK`` instance ID (Docker IDs have no dots)."""
     return container_id.split(".", 1)[0]
+
+
+def task_of(container_id: str) -> str:
+    """The task ID in a ``SERVICE.TASK`` instance ID ("" while the slot has no task)."""
+    return container_id.partition(".")[2]
 
 
 def nodes_out(raw_nodes: Iterable[Mapping[str, Any]], leaving: Collection[str]) -> set[str]:
@@ -270,20 +277,35 @@ class SwarmBackend:
         """Knock on every node's gossip port; remember (and return) those that failed."""
         async with _translate("list nodes"):
             raw = await self.swarm.docker.nodes.list()
-        if not self._self_id:
-            async with _translate("info"):
-                info = await self.swarm.docker.system.info()
-            self._self_id = str((info.get("Swarm") or {}).get("NodeID") or "")
+        self_id = await self._self_node()
         addresses = {str(n["ID"]): node_address(n) for n in raw}
         answers = await asyncio.gather(
             *(knock(a, GOSSIP_PORT, KNOCK_TIMEOUT_S) for a in addresses.values())
         )
-        failed = unreachable(addresses, answers, self._self_id)
+        failed = unreachable(addresses, answers, self_id)
         if failed is None:
             self._log.warning("knock_failed_here", note="this node does not answer: not trusted")
             failed = set()
         self._unreachable = failed
         return failed
+
+    async def _self_node(self) -> str:
+        if not self._self_id:
+            async with _translate("info"):
+                info = await self.swarm.docker.system.info()
+            self._self_id = str((info.get("Swarm") or {}).get("NodeID") or "")
+        return self._self_id
+
+    async def agent_nodes(self) -> tuple[str, dict[str, str]]:
+        """(this node's ID, ready node ID → address): whose agents the sampler asks."""
+        async with _translate("list nodes"):
+            raw = await self.swarm.docker.nodes.list()
+        ready = {
+            str(n["ID"]): node_address(n)
+            for n in raw
+            if (n.get("Status") or {}).get("State") == "ready"
+        }
+        return await self._self_node(), {n: a for n, a in ready.items() if a}
 
     async def list_networks(self) -> list[NetworkInfo]:
         """The overlays, and the bridges left by the docker backend (collected as orphans)."""
@@ -378,6 +400,48 @@ class SwarmBackend:
             await self._manager.restart(container_id, stop_timeout_s)
         else:
             await self.swarm.restart(service_of(container_id), stop_timeout_s)
+
+    # --- logs (patrd/observe/logs.py: the API's reader and the keeper) -------------
+
+    def logs(
+        self,
+        container_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """An instance's log wherever it runs: a task's through the manager's
+        ``/tasks/{id}/logs`` (no ``until`` there: the reader filters), a plain
+        container's from the manager's engine."""
+        if is_container_id(container_id):
+            return self._manager.logs(
+                container_id, since=since, until=until, tail=tail, follow=follow
+            )
+        return self._task_logs(task_of(container_id), since=since, tail=tail, follow=follow)
+
+    async def _task_logs(
+        self, task_id: str, *, since: float | None, tail: int | None, follow: bool
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        if not task_id:
+            return  # Swarm has not scheduled the slot's first task yet
+        params = log_params(since=since, until=None, tail=tail, follow=follow)
+        async for frame in stream_logs(
+            self.swarm.docker,
+            f"tasks/{task_id}/logs",
+            params,
+            f"logs of task {task_id[:12]}",
+            timeout_s=TASK_LOGS_TIMEOUT_S,
+        ):
+            yield frame
+
+    async def stop(self, container_id: str, stop_timeout_s: int) -> None:
+        """Stop without removing (the log keeper reads the stopped instance's lines)."""
+        if is_container_id(container_id):
+            await self._manager.stop(container_id, stop_timeout_s)
+        else:
+            await self.swarm.stop(service_of(container_id), stop_timeout_s)
 
     async def ensure_volume(
         self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""

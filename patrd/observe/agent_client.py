@@ -1,0 +1,122 @@
+"""The manager's side of the node agents: figures of every swarm instance, wherever it runs.
+
+On ``engine.backend = "swarm"`` the sampler (patrd/observe/metrics.py) hands
+the instance IDs it wants (``SERVICE.TASK``) to :class:`SwarmFigures`, which
+
+* reads this node's task containers in-process (the agent's own
+  :class:`~patrd.observe.agent.NodeFigures`: no agent is needed on the manager),
+* asks every other *ready* node's agent, at ``node address:engine.agent_port``,
+  all at once, each bounded by ``timeout_s`` (a node whose agent is away costs
+  at most that, never the other nodes' figures), and
+* merges the reports by task ID (patrd/observe/agent_wire.py).
+
+A node whose agent does not answer, refuses the token or answers nonsense is
+*away*: logged once when it goes (``agent_away``, with why) and once when it
+comes back (``agent_back``), and listed in :attr:`SwarmFigures.away`; its
+instances have no figures meanwhile (so no rates, and the autoscaler, which
+reads rates, sees nothing of them rather than zeros).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import aiohttp
+import structlog
+
+from patrd.model.errors import EngineError
+from patrd.observe.agent import NodeFigures
+from patrd.observe.agent_wire import TASKS_PATH, merge, parse_report, relabel, task_of
+from patrd.observe.counters import Counters
+
+AGENT_TIMEOUT_S = 2.0  # one agent's answer, connect included
+
+
+class SwarmNodesSource(Protocol):
+    async def agent_nodes(self) -> tuple[str, dict[str, str]]:
+        """(this node's ID, ready node ID → address)."""
+        ...
+
+
+class SwarmFigures:
+    """Readings of swarm instances: this node in-process, the others from their agents."""
+
+    def __init__(
+        self,
+        nodes: SwarmNodesSource,
+        local: NodeFigures,
+        token: str,
+        port: int,
+        timeout_s: float = AGENT_TIMEOUT_S,
+    ) -> None:
+        self._nodes = nodes
+        self._local = local
+        self._token = token
+        self._port = port
+        self._timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self.away: dict[str, str] = {}  # node ID → why its agent gave no figures
+        self._log = structlog.get_logger("patrd.observe.agent_client")
+
+    async def read(self, ids: Sequence[str]) -> dict[str, Counters | None]:
+        """Counters (None: none to be had) for the swarm instances among ``ids``."""
+        tasks = [cid for cid in ids if task_of(cid)]
+        if not tasks:
+            return {}
+        self_id, addresses = await self._nodes.agent_nodes()
+        others = {n: a for n, a in addresses.items() if n != self_id}
+        reports = await asyncio.gather(
+            self._read_local(), *(self._ask(node, address) for node, address in others.items())
+        )
+        for node in [n for n in self.away if n not in others]:
+            del self.away[node]  # left the swarm or not ready: not the agent's fault
+        return merge(tasks, reports)
+
+    async def _read_local(self) -> dict[str, Counters]:
+        try:
+            return {t.task_id: c for t, c in await self._local.read()}
+        except EngineError as exc:
+            self._log.warning("local_figures_failed", error=str(exc))
+            return {}
+
+    async def _ask(self, node: str, address: str) -> Mapping[str, Counters]:
+        url = f"http://{_host(address)}:{self._port}{TASKS_PATH}"
+        try:
+            async with self._client().get(
+                url, headers={"Authorization": f"Bearer {self._token}"}
+            ) as response:
+                if response.status == 401:
+                    raise ValueError("the agent refused patrd's token (copy agent.token again)")
+                if response.status != 200:
+                    raise ValueError(f"the agent answered HTTP {response.status}")
+                found = parse_report(await response.json())
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            self._gone(node, address, str(exc) or type(exc).__name__)
+            return {}
+        if self.away.pop(node, None) is not None:
+            self._log.info("agent_back", node=node[:12], address=address)
+        return relabel(found, "agent")
+
+    def _gone(self, node: str, address: str, why: str) -> None:
+        if self.away.get(node) != why:
+            self._log.warning("agent_away", node=node[:12], address=address, error=why)
+        self.away[node] = why
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                connector=aiohttp.TCPConnector(limit=0),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address

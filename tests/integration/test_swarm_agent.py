@@ -1,0 +1,238 @@
+"""Logs and metrics of instances on every swarm node, read from the manager (issue 17).
+
+A real 3-node swarm (tests/support/swarm.py); patrd runs in the root namespace
+against the manager's socket, as in test_swarm_backend.py. Each worker runs
+``patrd agent`` in its own network namespace against its own dockerd, with a
+copy of the token the manager wrote (``<data_dir>/agent.token``); the manager's
+sampler reaches them at ``node address:engine.agent_port``. Logs need no
+agent: the manager's ``/tasks/{id}/logs`` streams them from the task's node.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from patrd.observe.agent_wire import TASKS_PATH
+from tests.support.daemon import REPO, Api, Daemon
+from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
+from tests.support.waits import rolled_out, until, until_sync
+
+pytestmark = pytest.mark.docker
+
+SETTLE_S = 240.0  # create → all ready, on a loaded 2-core box
+AGENT_PORT = 7950  # engine.agent_port's default; free in each node's namespace
+
+
+@pytest.fixture(scope="module")
+def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
+    with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
+        print(f"\nswarm up: {cluster.timings}")
+        yield cluster
+    left = cluster.leftovers()
+    assert not left, f"swarm teardown left {left}"
+
+
+class Agent:
+    """``patrd agent`` in a worker's namespace, against that worker's dockerd."""
+
+    def __init__(self, node: SwarmNode, token_file: Path, workdir: Path) -> None:
+        self.node = node
+        self.log_path = workdir / f"agent-{node.index}.log"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    *node.engine.nsenter,
+                    sys.executable,
+                    "-m",
+                    "patrd",
+                    "agent",
+                    "--listen",
+                    f"0.0.0.0:{AGENT_PORT}",
+                    "--token-file",
+                    str(token_file),
+                    "--docker",
+                    node.url,
+                    "--log-level",
+                    "debug",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+            )
+        until_sync(self.listening, 30, f"the agent on node {node.index} listening", interval=0.1)
+
+    def listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log()}")
+        return "listening on" in self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+async def cluster(
+    swarm: Swarm, tmp_path: Path
+) -> AsyncIterator[tuple[Daemon, Api, dict[int, Agent]]]:
+    daemon = Daemon(tmp_path)
+    daemon.config = {
+        "engine": {"backend": "swarm"},
+        "docker": {"socket": swarm.manager.url},
+        "metrics": {"interval_s": 1},
+    }
+    daemon.start()
+    agents: dict[int, Agent] = {}
+    try:
+        token = daemon.data_dir / "agent.token"
+        assert token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)
+        for node in swarm.nodes[1:]:
+            copy = tmp_path / f"token-{node.index}"  # what an operator copies to each node
+            shutil.copy(token, copy)
+            agents[node.index] = Agent(node, copy, tmp_path)
+        async with Api(daemon) as api:
+            yield daemon, api, agents
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        daemon.stop()
+
+
+def spec(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": "patrd-test/web",
+        "tag": "v1",
+        "ports": {"80": "http"},
+        "scale": {"min": replicas, "max": replicas},
+        # A line every 0.3 s: something to read, and a little CPU to measure.
+        "env": {"LOG_EVERY": "0.3"},
+        "startup_probe": {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5},
+    }
+
+
+async def test_logs_and_metrics_of_instances_on_workers_read_from_the_manager(
+    swarm: Swarm, cluster: tuple[Daemon, Api, dict[int, Agent]]
+) -> None:
+    daemon, api, agents = cluster
+    by_address = {n.address: n for n in swarm.nodes}
+    name = f"ag-{uuid.uuid4().hex[:6]}"
+    await api.ok("POST", "/v1/deployments", spec(name, 3))
+    await until(lambda: rolled_out(api, name, 1), SETTLE_S, "3 instances ready", daemon, 0.5)
+    instances = (await api.ok("GET", f"/v1/deployments/{name}"))["instances"]
+    where = {i["name"]: by_address[i["address"]] for i in instances}
+    on_workers = {n: node for n, node in where.items() if node is not swarm.manager}
+    print(f"\nplacement: { {n: node.index for n, node in where.items()} }")
+    assert on_workers, f"no instance on a worker: {where}"
+
+    # Logs: every instance's start line and its numbered lines, workers' included.
+    async def every_instance_logged() -> dict[str, list[str]] | None:
+        lines = await read_logs(daemon, name)
+        texts = {n: [x["line"] for x in lines if x["instance"] == n] for n in where}
+        if all(any(t.startswith("start ") for t in v) and len(v) > 3 for v in texts.values()):
+            return texts
+        return None
+
+    started = time.monotonic()
+    texts = await until(every_instance_logged, 60, "every instance's lines", daemon, 0.5)
+    print(f"logs of all 3 instances: {time.monotonic() - started:.1f}s")
+    for instance in on_workers:
+        assert any(t.startswith("line ") for t in texts[instance]), texts[instance][:5]
+
+    # Metrics: figures of the workers' instances come from their agents.
+    async def every_instance_measured() -> list[dict[str, Any]] | None:
+        current: list[dict[str, Any]] = (await api.ok("GET", f"/v1/deployments/{name}/metrics"))[
+            "current"
+        ]
+        got = {c["instance"]: c for c in current}
+        if set(got) == set(where) and all(c["cpu_cores"] > 0 for c in current):
+            return current
+        return None
+
+    started = time.monotonic()
+    current = await until(every_instance_measured, 60, "figures of all 3", daemon, 0.5)
+    print(f"metrics of all 3 instances: {time.monotonic() - started:.1f}s: {current}")
+    for sample in current:
+        assert sample["memory_bytes"] > 0
+        assert sample["memory_limit_bytes"] and sample["memory_limit_bytes"] > 0
+        via_agent = sample["source"].endswith(" via agent")
+        assert via_agent == (sample["instance"] in on_workers), sample
+
+    # The agent answers only with the manager's token.
+    worker = next(iter(on_workers.values()))
+    url = f"http://{worker.address}:{AGENT_PORT}{TASKS_PATH}"
+    token = (daemon.data_dir / "agent.token").read_text().strip()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            async with http.get(url, headers=headers) as resp:
+                assert resp.status == 401, (headers, resp.status)
+        async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+            report = await resp.json()
+    assert report["node"] == worker.node_id
+    assert {t["task"] for t in report["tasks"]} and all(
+        t["counters"]["cpu_ns"] > 0 for t in report["tasks"]
+    )
+    assert token not in agents[worker.index].log()
+    assert token not in daemon.log_path.read_text(errors="replace")
+
+    # A worker's agent goes away: its instances lose their figures, the others keep theirs.
+    gone = agents[worker.index]
+    gone.stop()
+    started = time.monotonic()
+
+    async def without_gone_node() -> list[dict[str, Any]] | None:
+        current = (await api.ok("GET", f"/v1/deployments/{name}/metrics"))["current"]
+        got = {c["instance"] for c in current}
+        expected = {n for n, node in where.items() if node is not worker}
+        return current if got == expected else None
+
+    await until(without_gone_node, 30, "figures of the other nodes only", daemon, 0.5)
+    print(f"agent away → its instances out of the figures: {time.monotonic() - started:.1f}s")
+    assert "agent_away" in daemon.log_path.read_text(errors="replace")
+
+    # Scale down: the removed instance's logs are kept (read through the manager first).
+    removed = max(where)
+    await api.ok("PATCH", f"/v1/deployments/{name}", {"scale": {"min": 2, "max": 2}})
+
+    async def kept() -> Any:
+        lines = await read_logs(daemon, name)
+        return [x for x in lines if x["instance"] == removed and x.get("removed")] or None
+
+    kept_lines = await until(kept, 90, f"the kept logs of {removed}", daemon, 0.5)
+    assert any(x["line"].startswith("start ") for x in kept_lines)
+
+    await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
+    await api.wait_gone(name, timeout=SETTLE_S)
+
+
+async def read_logs(daemon: Daemon, name: str) -> list[dict[str, Any]]:
+    """The deployment's logs (JSON lines) through the API socket."""
+    connector = aiohttp.UnixConnector(path=str(daemon.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get(f"http://patrd/v1/deployments/{name}/logs?tail=all") as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        body = await resp.text()
+    return [json.loads(line) for line in body.splitlines() if line.strip()]
