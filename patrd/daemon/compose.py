@@ -57,7 +57,7 @@ from patrd.model.errors import EngineError, PatrdError, StoreError
 from patrd.model.instances import Instance, RegistryAuth
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
 from patrd.observe.agent import NodeFigures
-from patrd.observe.agent_client import SwarmFigures
+from patrd.observe.agent_client import SwarmFigures, WithAgents
 from patrd.observe.agent_wire import TOKEN_FILE, ensure_token
 from patrd.observe.counters import CgroupReader
 from patrd.observe.history import History
@@ -207,11 +207,12 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 ),
                 vault=vault,
             )
-            nodes: NodesView = (
-                SwarmNodes(swarm, controller, proxy, config.proxy.drain_timeout_s)
-                if swarm is not None
-                else LocalNodes(engine, engine.docker.system.info)
-            )
+            nodes: NodesView = LocalNodes(engine, engine.docker.system.info)
+            figures: SwarmFigures | None = None  # swarm: instances' figures from every node
+            if swarm is not None:
+                figures = await _agent_figures(config, stack, swarm)
+                drains = SwarmNodes(swarm, controller, proxy, config.proxy.drain_timeout_s)
+                nodes = WithAgents(drains, figures)
             supervisor = Supervisor(STOP_STAGES)
             stack.push_async_callback(supervisor.stop)
             supervisor.start("controller", controller.run, stage="controller")
@@ -242,7 +243,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             upkeep_options = upkeep.UpkeepOptions(database=config.daemon.database)
             supervisor.start("store-upkeep", lambda: upkeep.run(store, upkeep_options))
             observe = await _observability(
-                config, stack, supervisor, store, engine, controller, keeper, logs_engine, swarm
+                config, stack, supervisor, store, engine, controller, keeper, logs_engine, figures
             )
             backups = _offsite(config, stack, supervisor, store, engine, controller)
             observe.exposition = Exposition(
@@ -416,21 +417,11 @@ async def _observability(
     controller: Controller,
     keeper: LogKeeper,
     logs_engine: LogEngine,
-    swarm: SwarmBackend | None,
+    remote: SwarmFigures | None,
 ) -> Observability:
     """Metrics sampler + history, autoscaler, kept-logs trimming."""
     history = await History.open(config.daemon.data_dir / "metrics.db")
     stack.push_async_callback(history.close)
-    remote: SwarmFigures | None = None
-    if swarm is not None:
-        # Tasks on other nodes: their agents (patrd/observe/agent_client.py), with
-        # the token this manager made; this node's tasks are read here.
-        token = await asyncio.to_thread(ensure_token, config.daemon.data_dir / TOKEN_FILE)
-        node_docker = NodeDocker(config.docker.socket)
-        stack.push_async_callback(node_docker.close)
-        local = NodeFigures(node_docker, CgroupReader(config.metrics.cgroup_root))
-        remote = SwarmFigures(swarm, local, token, config.engine.agent_port)
-        stack.push_async_callback(remote.close)
     sampler = Sampler(
         _ListedInstances(controller, engine),
         store,
@@ -482,6 +473,20 @@ def _offsite(
     stack.push_async_callback(service.close)
     supervisor.start("backup", service.run_schedule)
     return service
+
+
+async def _agent_figures(
+    config: Config, stack: AsyncExitStack, swarm: SwarmBackend
+) -> SwarmFigures:
+    """Tasks on other nodes: their agents (patrd/observe/agent_client.py), with the
+    token this manager made; this node's tasks are read here, in-process."""
+    token = await asyncio.to_thread(ensure_token, config.daemon.data_dir / TOKEN_FILE)
+    node_docker = NodeDocker(config.docker.socket)
+    stack.push_async_callback(node_docker.close)
+    local = NodeFigures(node_docker, CgroupReader(config.metrics.cgroup_root))
+    figures = SwarmFigures(swarm, local, token, config.engine.agent_port)
+    stack.push_async_callback(figures.close)
+    return figures
 
 
 async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> SwarmBackend:

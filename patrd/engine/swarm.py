@@ -89,6 +89,7 @@ class NodeInfo:
     memory_bytes: int
     labels: Mapping[str, str]
     instances: int  # patrd tasks running (or starting) on it
+    agent: str | None = None  # swarm: local, ok, away or unknown (observe/agent_client.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ the instance IDs it wants (``SERVICE.TASK``) to :class:`SwarmFigures`, which
 
 A node whose agent does not answer, refuses the token or answers nonsense is
 *away*: logged once when it goes (``agent_away``, with why) and once when it
-comes back (``agent_back``), and listed in :attr:`SwarmFigures.away`; its
+comes back (``agent_back``), and shown in ``GET /v1/nodes`` (``agent``,
+:class:`WithAgents`); its
 instances have no figures meanwhile (so no rates, and the autoscaler, which
 reads rates, sees nothing of them rather than zeros).
 """
@@ -21,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import aiohttp
 import structlog
 
+from patrd.engine.swarm import NodeInfo
 from patrd.model.errors import EngineError
 from patrd.observe.agent import NodeFigures
 from patrd.observe.agent_wire import TASKS_PATH, merge, parse_report, relabel, task_of
@@ -58,6 +61,8 @@ class SwarmFigures:
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self.away: dict[str, str] = {}  # node ID → why its agent gave no figures
+        self.answered: set[str] = set()  # nodes whose agent answered the last time asked
+        self.self_id = ""  # this node (read in-process), once known
         self._log = structlog.get_logger("patrd.observe.agent_client")
 
     async def read(self, ids: Sequence[str]) -> dict[str, Counters | None]:
@@ -66,12 +71,14 @@ class SwarmFigures:
         if not tasks:
             return {}
         self_id, addresses = await self._nodes.agent_nodes()
+        self.self_id = self_id
         others = {n: a for n, a in addresses.items() if n != self_id}
         reports = await asyncio.gather(
             self._read_local(), *(self._ask(node, address) for node, address in others.items())
         )
         for node in [n for n in self.away if n not in others]:
             del self.away[node]  # left the swarm or not ready: not the agent's fault
+        self.answered &= set(others)
         return merge(tasks, reports)
 
     async def _read_local(self) -> dict[str, Counters]:
@@ -93,11 +100,21 @@ class SwarmFigures:
                     raise ValueError(f"the agent answered HTTP {response.status}")
                 found = parse_report(await response.json())
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            self.answered.discard(node)
             self._gone(node, address, str(exc) or type(exc).__name__)
             return {}
+        self.answered.add(node)
         if self.away.pop(node, None) is not None:
             self._log.info("agent_back", node=node[:12], address=address)
         return relabel(found, "agent")
+
+    def state(self, node_id: str) -> str:
+        """``local`` (read here), ``ok``, ``away`` or ``unknown`` (not asked yet)."""
+        if node_id == self.self_id:
+            return "local"
+        if node_id in self.away:
+            return "away"
+        return "ok" if node_id in self.answered else "unknown"
 
     def _gone(self, node: str, address: str, why: str) -> None:
         if self.away.get(node) != why:
@@ -116,6 +133,34 @@ class SwarmFigures:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class Nodes(Protocol):
+    """patrd/api/nodes.py ``NodesView``."""
+
+    async def list(self) -> list[NodeInfo]: ...
+    async def drain(self, node: str) -> NodeInfo: ...
+    async def activate(self, node: str) -> NodeInfo: ...
+
+
+class WithAgents:
+    """The node view with each node's agent state (``GET /v1/nodes``, ``agent``)."""
+
+    def __init__(self, nodes: Nodes, figures: SwarmFigures) -> None:
+        self._nodes = nodes
+        self._figures = figures
+
+    def _with_agent(self, node: NodeInfo) -> NodeInfo:
+        return replace(node, agent=self._figures.state(node.node_id))
+
+    async def list(self) -> list[NodeInfo]:
+        return [self._with_agent(n) for n in await self._nodes.list()]
+
+    async def drain(self, node: str) -> NodeInfo:
+        return self._with_agent(await self._nodes.drain(node))
+
+    async def activate(self, node: str) -> NodeInfo:
+        return self._with_agent(await self._nodes.activate(node))
 
 
 def _host(address: str) -> str:

@@ -172,6 +172,10 @@ async def test_logs_and_metrics_of_instances_on_workers_read_from_the_manager(
     started = time.monotonic()
     current = await until(every_instance_measured, 60, "figures of all 3", daemon, 0.5)
     print(f"metrics of all 3 instances: {time.monotonic() - started:.1f}s: {current}")
+    agents_shown = {n["id"]: n["agent"] for n in (await api.ok("GET", "/v1/nodes"))["nodes"]}
+    assert agents_shown == {
+        n.node_id: "local" if n is swarm.manager else "ok" for n in swarm.nodes
+    }, agents_shown
     for sample in current:
         assert sample["memory_bytes"] > 0
         assert sample["memory_limit_bytes"] and sample["memory_limit_bytes"] > 0
@@ -210,6 +214,8 @@ async def test_logs_and_metrics_of_instances_on_workers_read_from_the_manager(
     await until(without_gone_node, 30, "figures of the other nodes only", daemon, 0.5)
     print(f"agent away → its instances out of the figures: {time.monotonic() - started:.1f}s")
     assert "agent_away" in daemon.log_path.read_text(errors="replace")
+    shown = {n["id"]: n["agent"] for n in (await api.ok("GET", "/v1/nodes"))["nodes"]}
+    assert shown[worker.node_id] == "away", shown
 
     # Scale down: the removed instance's logs are kept (read through the manager first).
     removed = max(where)

@@ -277,6 +277,11 @@ async def test_the_manager_merges_its_own_node_and_the_agents(
     assert got["s2.t2"] is None
     assert "e" * 64 not in got
     assert figures.away == {}
+    assert [figures.state(n) for n in ("node-a", "node-b", "node-z")] == [
+        "local",
+        "ok",
+        "unknown",
+    ]
 
 
 async def test_an_agent_that_is_away_costs_its_timeout_and_nothing_else(
@@ -298,6 +303,7 @@ async def test_an_agent_that_is_away_costs_its_timeout_and_nothing_else(
         assert got["s1.t1"] is not None  # node-b's figures arrived all the same
         assert 0.4 < took < 2.0, took  # one timeout, not one per away node
         assert set(figures.away) == {"node-c", "node-d"}
+        assert figures.state("node-c") == "away" and figures.state("node-b") == "ok"
         # node-d's agent comes back: no longer away.
         nodes.addresses["node-d"] = "127.0.0.1"
         await figures.read(["s1.t1"])
@@ -384,3 +390,57 @@ async def test_the_sampler_takes_swarm_instances_from_the_remote(tmp_path: Path)
     assert sample.cpu_cores == pytest.approx(1.0)  # 0.5 s of CPU in 0.5 s
     assert sample.memory_bytes == 1000 and sample.memory_limit == 4096
     assert remote.asked == [["svc.task"], ["svc.task"]]
+
+
+async def test_the_node_list_shows_each_agent() -> None:
+    from dataclasses import replace as _replace
+
+    from patrd.engine.swarm import NodeInfo
+    from patrd.observe.agent_client import WithAgents
+
+    def node(node_id: str) -> NodeInfo:
+        return NodeInfo(
+            node_id, node_id, "10.0.0.1", "worker", "ready", "active", False, 2.0, 1, {}, 0
+        )
+
+    class View:
+        async def list(self) -> list[NodeInfo]:
+            return [node("node-a"), node("node-b")]
+
+        async def drain(self, name: str) -> NodeInfo:
+            return _replace(node(name), availability="drain")
+
+        async def activate(self, name: str) -> NodeInfo:
+            return node(name)
+
+    figures = SwarmFigures(Nodes({}), FixedFigures({}), TOKEN, 1)
+    figures.self_id = "node-a"
+    figures.away["node-b"] = "timeout"
+    view = WithAgents(View(), figures)
+    assert [(n.node_id, n.agent) for n in await view.list()] == [
+        ("node-a", "local"),
+        ("node-b", "away"),
+    ]
+    drained = await view.drain("node-b")
+    assert (drained.availability, drained.agent) == ("drain", "away")
+    assert (await view.activate("node-c")).agent == "unknown"
+
+
+def test_patrctl_node_list_shows_the_agent_column_on_a_swarm() -> None:
+    from patrd.cli.nodes import nodes_table
+
+    base = {
+        "id": "abc123456789xyz",
+        "address": "10.250.1.12",
+        "role": "worker",
+        "leader": False,
+        "state": "ready",
+        "availability": "active",
+        "cpus": 2.0,
+        "memory_bytes": 2**30,
+        "instances": 1,
+    }
+    lines = nodes_table([{**base, "agent": "away"}, {**base, "agent": None}]).splitlines()
+    assert lines[0].split()[-1] == "AGENT"
+    assert lines[1].split()[-1] == "away" and lines[2].split()[-1] == "-"
+    assert "AGENT" not in nodes_table([{**base, "agent": None}])
