@@ -32,7 +32,7 @@ from patrd.api.app import build_app, serve_api
 from patrd.api.nodes import NodesView
 from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
-from patrd.api.runs import Runs
+from patrd.api.runs import ExecEngine, Runs
 from patrd.control.autoscale import Autoscaler
 from patrd.control.controller import Controller
 from patrd.control.nodes import LocalNodes, SwarmNodes
@@ -71,6 +71,7 @@ from patrd.registry.node import RegistryProcess, load_or_create_secret
 from patrd.registry.poll import TagPoller
 from patrd.run.jobs import JobScheduler
 from patrd.run.oneoff import OneOffRunner
+from patrd.run.swarm_exec import SwarmExec
 from patrd.settings.config import Config
 from patrd.state import upkeep
 from patrd.state.offsite import OffsiteBackups, Paths
@@ -209,8 +210,9 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             )
             nodes: NodesView = LocalNodes(engine, engine.docker.system.info)
             figures: SwarmFigures | None = None  # swarm: instances' figures from every node
+            execs: ExecEngine = engine  # swarm: exec on any node (patrd/run/swarm_exec.py)
             if swarm is not None:
-                figures = await _agent_figures(config, stack, swarm)
+                figures, execs = await _agents(config, stack, swarm)
                 drains = SwarmNodes(swarm, controller, proxy, config.proxy.drain_timeout_s)
                 nodes = WithAgents(drains, figures)
             supervisor = Supervisor(STOP_STAGES)
@@ -221,7 +223,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             # exec, one-off runs and scheduled jobs (patrd/run/oneoff.py, patrd/run/jobs.py).
             oneoffs = OneOffRunner(store, engine, controller.options, vault)
             jobs = JobScheduler(store, oneoffs, cron.node_timezone())
-            runs = Runs(store=store, engine=engine, runner=oneoffs, jobs=jobs)
+            runs = Runs(store=store, engine=execs, runner=oneoffs, jobs=jobs)
             supervisor.start("jobs", jobs.run)  # also sweeps one-offs nobody attends
             if config.firewall.enabled:
                 supervisor.start("firewall", firewall.run)
@@ -475,18 +477,19 @@ def _offsite(
     return service
 
 
-async def _agent_figures(
+async def _agents(
     config: Config, stack: AsyncExitStack, swarm: SwarmBackend
-) -> SwarmFigures:
-    """Tasks on other nodes: their agents (patrd/observe/agent_client.py), with the
-    token this manager made; this node's tasks are read here, in-process."""
+) -> tuple[SwarmFigures, SwarmExec]:
+    """Tasks on other nodes: their agents' figures (patrd/observe/agent_client.py) and
+    exec (patrd/run/swarm_exec.py), with the token this manager made; this node's
+    tasks are read and exec'd here, in-process."""
     token = await asyncio.to_thread(ensure_token, config.daemon.data_dir / TOKEN_FILE)
     node_docker = NodeDocker(config.docker.socket)
     stack.push_async_callback(node_docker.close)
     local = NodeFigures(node_docker, CgroupReader(config.metrics.cgroup_root))
     figures = SwarmFigures(swarm, local, token, config.engine.agent_port)
     stack.push_async_callback(figures.close)
-    return figures
+    return figures, SwarmExec(swarm, node_docker, token, config.engine.agent_port)
 
 
 async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> SwarmBackend:

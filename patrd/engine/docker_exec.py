@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiodocker
 import aiohttp
@@ -166,6 +166,18 @@ class DockerExec(DockerBase):
         async with translate(f"exec start {exec_id[:12]}"):
             await stream._init()
         return ExecStream(self.docker, exec_id, stream)
+
+
+class ExecSession(Protocol):
+    """An attached exec as patrd/api/exec.py drives it: :class:`ExecStream` on this
+    node, an agent's WebSocket for a swarm task elsewhere (patrd/run/swarm_exec.py)."""
+
+    async def read(self) -> tuple[int, bytes] | None: ...
+    async def write(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    async def resize(self, rows: int, cols: int) -> None: ...
+    async def exit_code(self) -> int | None: ...
+    async def close(self) -> None: ...
 
 
 class ExecStream:

@@ -254,8 +254,7 @@ class SwarmEngine(DockerClient):
     async def stop(self, container_id: str, stop_timeout_s: int) -> None:
         """Stop the service's task: scale to 0, wait until its node reports it stopped.
 
-        The stopped task's container stays on its node (Swarm keeps a slot's
-        task history), so its logs are still readable until :meth:`remove`.
+        Swarm then deletes the task (desired state ``remove``), and its log with it.
         """
         what = f"stop service {container_id[:12]}"
         try:

@@ -437,11 +437,13 @@ class SwarmBackend:
             yield frame
 
     async def stop(self, container_id: str, stop_timeout_s: int) -> None:
-        """Stop without removing (the log keeper reads the stopped instance's lines)."""
+        """For the log keeper, before ``remove``: a plain container is stopped (its
+        shutdown lines are kept); a task is left running. Scaled to 0, Swarm marks
+        its task for removal and deletes it as soon as it stopped, its log with it
+        ("task not found" a moment later), so the keeper reads a task's log while it
+        runs and its shutdown lines are not kept."""
         if is_container_id(container_id):
             await self._manager.stop(container_id, stop_timeout_s)
-        else:
-            await self.swarm.stop(service_of(container_id), stop_timeout_s)
 
     async def ensure_volume(
         self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""

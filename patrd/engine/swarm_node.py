@@ -4,7 +4,8 @@ The manager's Docker API knows a task's node and state, never the cgroup
 figures of its container: those are on the node. The agent asks its node's
 engine for the patrd task containers running there (:meth:`NodeDocker.tasks`)
 and reads their cgroups (patrd/observe/agent.py); Docker's stats endpoint is
-the fallback, as on one node. No owner filter: the agent serves whichever
+the fallback, as on one node; exec sessions in a task container are opened
+here too (patrd/observe/agent_exec.py). No owner filter: the agent serves whichever
 patrd installs manage the swarm, and the manager keeps the tasks it knows.
 """
 
@@ -15,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from patrd.engine.docker_base import DockerClient
 from patrd.engine.docker_base import translate as _translate
+from patrd.engine.docker_exec import DockerExec
 from patrd.engine.labels import LABEL_DEPLOYMENT_ID, LABEL_MANAGED
 
 SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # Docker's, on every task's container
@@ -52,8 +53,12 @@ def task_containers(summaries: Iterable[Mapping[str, Any]]) -> list[TaskContaine
     return found
 
 
-class NodeDocker(DockerClient):
-    """This node's Docker engine: its patrd task containers and their stats."""
+class NodeDocker(DockerExec):
+    """This node's Docker engine: its patrd task containers; their stats and exec
+    sessions are ``DockerExec``'s (patrd/engine/docker_exec.py)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, owner="")  # creates nothing, so no owner of its own
 
     async def node_id(self) -> str:
         """This engine's swarm node ID ("" when it is not in a swarm); answers = reachable."""
@@ -66,12 +71,3 @@ class NodeDocker(DockerClient):
         async with _translate("list task containers"):
             containers = await self.docker.containers.list(filters=filters)
         return task_containers(c._container for c in containers)
-
-    async def stats(self, container_id: str) -> dict[str, Any]:
-        """One reading of Docker's stats endpoint (``one-shot``)."""
-        async with _translate(f"stats {container_id[:12]}"):
-            data = await self.docker._query_json(
-                f"containers/{container_id}/stats",
-                params={"stream": "false", "one-shot": "true"},
-            )
-        return dict(data) if isinstance(data, dict) else {}

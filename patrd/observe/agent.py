@@ -7,7 +7,9 @@ cgroups are on the task's node. So each node runs a small agent that
 * reads each one's cgroup counters (:class:`~patrd.observe.counters.CgroupReader`,
   Docker's stats endpoint when no cgroup is found), and
 * answers ``GET /v1/agent/tasks`` with them (patrd/observe/agent_wire.py),
-  to requests bearing the manager's token only (401 otherwise).
+  to requests bearing the manager's token only (401 otherwise), and
+* opens exec sessions in those containers for ``patrctl exec``
+  (patrd/observe/agent_exec.py), behind the same token.
 
 It schedules nothing and keeps no state but the cgroup paths it found: Swarm
 places tasks; the manager's sampler turns readings into rates. The manager
@@ -31,6 +33,7 @@ from aiohttp.typedefs import Handler
 from patrd.engine.swarm_node import NodeDocker, TaskContainer
 from patrd.kit import log_setup
 from patrd.model.errors import EngineError
+from patrd.observe.agent_exec import add_exec_routes
 from patrd.observe.agent_wire import TASKS_PATH, authorized, read_token, report
 from patrd.observe.counters import CgroupReader, Counters, counters_from_docker_stats
 
@@ -73,8 +76,11 @@ class NodeFigures:
         return dict(await asyncio.gather(*(one(cid) for cid in ids)))
 
 
-def agent_app(figures: NodeFigures, token: str, node_id: str = "") -> web.Application:
-    """The agent's HTTP API: ``GET /v1/agent/tasks``, bearer token required."""
+def agent_app(
+    figures: NodeFigures, token: str, node_id: str = "", docker: NodeDocker | None = None
+) -> web.Application:
+    """The agent's HTTP API, bearer token required: ``GET /v1/agent/tasks``, and with
+    ``docker`` the exec routes (patrd/observe/agent_exec.py)."""
     log = structlog.get_logger("patrd.observe.agent")
 
     @web.middleware
@@ -98,6 +104,8 @@ def agent_app(figures: NodeFigures, token: str, node_id: str = "") -> web.Applic
 
     app = web.Application(middlewares=[require_token])
     app.router.add_get(TASKS_PATH, tasks, allow_head=False)
+    if docker is not None:
+        add_exec_routes(app, docker)
     return app
 
 
@@ -144,7 +152,7 @@ async def serve_agent(options: AgentOptions) -> int:
         print(f"patrd agent: Docker at {options.docker}: {exc}", flush=True)
         return 1
     figures = NodeFigures(docker, CgroupReader(options.cgroup_root))
-    runner = web.AppRunner(agent_app(figures, token, node_id), access_log=None)
+    runner = web.AppRunner(agent_app(figures, token, node_id, docker), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, options.host, options.port)

@@ -5,11 +5,13 @@ against the manager's socket, as in test_swarm_backend.py. Each worker runs
 ``patrd agent`` in its own network namespace against its own dockerd, with a
 copy of the token the manager wrote (``<data_dir>/agent.token``); the manager's
 sampler reaches them at ``node address:engine.agent_port``. Logs need no
-agent: the manager's ``/tasks/{id}/logs`` streams them from the task's node.
+agent: the manager's ``/tasks/{id}/logs`` streams them from the task's node;
+exec into a worker's instance goes through its agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -200,6 +202,42 @@ async def test_logs_and_metrics_of_instances_on_workers_read_from_the_manager(
     assert token not in agents[worker.index].log()
     assert token not in daemon.log_path.read_text(errors="replace")
 
+    # exec into every instance, the workers' through their agents: stdin, its EOF,
+    # both streams and the exit status; then a TTY on a worker.
+    for instance in where:
+        created = await api.ok(
+            "POST",
+            f"/v1/deployments/{name}/exec",
+            {
+                "command": ["sh", "-c", "cat; echo $PATRD_INSTANCE; echo bad >&2; exit 3"],
+                "instance": instance,
+                "stdin": True,
+            },
+        )
+        slot = instance.rsplit("-", 1)[1]
+        got = await attach(daemon, created["attach"], stdin=b"piped in\n")
+        assert got == (f"piped in\n{slot}\n".encode(), b"bad\n", 3), (instance, got)
+    worker_instance = next(iter(on_workers))
+    created = await api.ok(
+        "POST",
+        f"/v1/deployments/{name}/exec",
+        {
+            "command": ["sh", "-c", "[ -t 1 ] && echo is-a-tty"],
+            "instance": worker_instance,
+            "tty": True,
+        },
+    )
+    out, _, code = await attach(daemon, created["attach"] + "?rows=40&cols=120")
+    assert code == 0 and b"is-a-tty" in out, (out, code)
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+        http.post(
+            f"http://{worker.address}:{AGENT_PORT}/v1/agent/exec",
+            json={"task": "x", "command": ["id"]},
+        ) as resp,
+    ):
+        assert resp.status == 401  # exec too: only with the token
+
     # A worker's agent goes away: its instances lose their figures, the others keep theirs.
     gone = agents[worker.index]
     gone.stop()
@@ -230,6 +268,27 @@ async def test_logs_and_metrics_of_instances_on_workers_read_from_the_manager(
 
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=SETTLE_S)
+
+
+async def attach(
+    daemon: Daemon, path: str, stdin: bytes | None = None
+) -> tuple[bytes, bytes, int | None]:
+    """(stdout, stderr, exit code) of an exec, over the API's attach WebSocket."""
+    out, err, code = bytearray(), bytearray(), None
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s,
+        s.ws_connect(f"http://patrd{path}") as ws,
+    ):
+        if stdin is not None:
+            await ws.send_bytes(stdin)
+            await ws.send_str(json.dumps({"stdin_eof": True}))
+        async with asyncio.timeout(30):
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    (err if msg.data[0] == 2 else out).extend(msg.data[1:])
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    code = json.loads(msg.data)["exit_code"]
+    return bytes(out), bytes(err), code
 
 
 async def read_logs(daemon: Daemon, name: str) -> list[dict[str, Any]]:
