@@ -57,7 +57,7 @@ from patrd.model.errors import EngineError, PatrdError, StoreError
 from patrd.model.instances import Instance, RegistryAuth
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
 from patrd.observe.agent import NodeFigures
-from patrd.observe.agent_client import SwarmFigures, WithAgents
+from patrd.observe.agent_client import AgentVolumes, SwarmFigures, WithAgents
 from patrd.observe.agent_wire import TOKEN_FILE, ensure_token
 from patrd.observe.counters import CgroupReader
 from patrd.observe.history import History
@@ -212,7 +212,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             figures: SwarmFigures | None = None  # swarm: instances' figures from every node
             execs: ExecEngine = engine  # swarm: exec on any node (patrd/run/swarm_exec.py)
             if swarm is not None:
-                figures, execs = await _agents(config, stack, swarm)
+                figures, execs = await _agents(config, stack, swarm, await store.owner_id())
                 drains = SwarmNodes(swarm, controller, proxy, config.proxy.drain_timeout_s)
                 nodes = WithAgents(drains, figures)
             supervisor = Supervisor(STOP_STAGES)
@@ -478,18 +478,20 @@ def _offsite(
 
 
 async def _agents(
-    config: Config, stack: AsyncExitStack, swarm: SwarmBackend
+    config: Config, stack: AsyncExitStack, swarm: SwarmBackend, owner: str
 ) -> tuple[SwarmFigures, SwarmExec]:
-    """Tasks on other nodes: their agents' figures (patrd/observe/agent_client.py) and
-    exec (patrd/run/swarm_exec.py), with the token this manager made; this node's
-    tasks are read and exec'd here, in-process."""
+    """Tasks on other nodes: their agents' figures (patrd/observe/agent_client.py),
+    volumes and exec (patrd/run/swarm_exec.py), with the token this manager made;
+    this node's tasks are read and exec'd here, in-process."""
     token = await asyncio.to_thread(ensure_token, config.daemon.data_dir / TOKEN_FILE)
     node_docker = NodeDocker(config.docker.socket)
     stack.push_async_callback(node_docker.close)
     local = NodeFigures(node_docker, CgroupReader(config.metrics.cgroup_root))
-    figures = SwarmFigures(swarm, local, token, config.engine.agent_port)
+    port = config.engine.agent_port
+    figures = SwarmFigures(swarm, local, token, port)
     stack.push_async_callback(figures.close)
-    return figures, SwarmExec(swarm, node_docker, token, config.engine.agent_port)
+    swarm.node_volumes = AgentVolumes(swarm, token, port, owner)
+    return figures, SwarmExec(swarm, node_docker, token, port)
 
 
 async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> SwarmBackend:

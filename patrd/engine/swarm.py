@@ -49,6 +49,7 @@ from patrd.engine.labels import (
     LABEL_TEMPLATE,
     deployment_labels,
     instance_labels,
+    named_volume_labels,
 )
 from patrd.model.errors import EngineError, ImageNotFound
 from patrd.model.instances import ContainerState, ImageResult, Instance, InstanceSpec, NetworkInfo
@@ -361,7 +362,6 @@ class SwarmEngine(DockerClient):
 
     async def remove_network(self, name: str) -> None:
         try:
-            await self.docker.networks.get(name)
             await (await self.docker.networks.get(name)).delete()
         except aiodocker.DockerError as exc:
             if exc.status != 404:
@@ -422,8 +422,18 @@ def service_spec(
         "StopGracePeriod": spec.stop_timeout_s * 1_000_000_000,
         "CapabilityDrop": ["ALL"],
         "CapabilityAdd": sorted(set(h.capabilities)),
+        # The task's node creates each volume on first use, labelled as DockerEngine
+        # labels its own: its agent then lists and removes only patrd's.
         "Mounts": [
-            {"Type": "volume", "Source": name, "Target": path} for name, path in spec.volumes
+            {
+                "Type": "volume",
+                "Source": name,
+                "Target": path,
+                "VolumeOptions": {
+                    "Labels": named_volume_labels(owner, spec.deployment, name, spec.slot)
+                },
+            }
+            for name, path in spec.volumes
         ],
     }
     if spec.config_dir is not None:

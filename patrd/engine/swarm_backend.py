@@ -36,6 +36,8 @@ this adapter gives the controller an ``Engine`` over it:
   node label ``patrd.volume.<volume name>`` (value: this install's owner ID)
   and pins every service of that slot to it (``node.id==``). Swarm never
   moves it: while its node is drained or down the instance waits there.
+  The node creates it labelled; its agent lists and removes it for the
+  manager (scale-down, delete), and the home record goes with it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -216,6 +218,14 @@ async def knock(address: str, port: int, timeout_s: float) -> bool:
     return True
 
 
+class NodeVolumes(Protocol):
+    """Deployment volumes on the other nodes, through their agents
+    (patrd/observe/agent_client.py ``AgentVolumes``)."""
+
+    async def list(self, deployment: str) -> list[VolumeInfo]: ...
+    async def remove(self, name: str) -> None: ...
+
+
 class SwarmBackend:
     """``Engine`` (patrd/engine/docker.py) over a swarm manager's Docker API."""
 
@@ -228,6 +238,7 @@ class SwarmBackend:
         self._unreachable: set[str] = set()  # nodes whose gossip port did not answer, last poll
         # One pick at a time: slots created together must see each other's homes.
         self._homes = asyncio.Lock()
+        self.node_volumes: NodeVolumes | None = None  # set when the agents are wired
         self._log = structlog.get_logger("patrd.engine.swarm_backend")
 
     # --- nodes (patrd/control/nodes.py) -------------------------------------------
@@ -456,11 +467,30 @@ class SwarmBackend:
         return name
 
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
-        """Volumes live on the nodes; the manager cannot list them (so none are removed)."""
-        return []
+        """This node's volumes of the deployment, and the other nodes' from their agents
+        (none without agents: their data then stays on their node)."""
+        found = {v.name: v for v in await self._manager.list_volumes(deployment)}
+        if self.node_volumes is not None:
+            for v in await self.node_volumes.list(deployment):
+                found.setdefault(v.name, v)
+        return sorted(found.values(), key=lambda v: (v.volume, v.slot))
 
     async def remove_volume(self, name: str) -> None:
-        """Never called (``list_volumes`` finds none); the data stays on its node."""
+        """Remove it wherever it is (here, and through every other node's agent), and
+        its home record: the slot, if it comes back, picks a node afresh."""
+        await self._manager.remove_volume(name)
+        if self.node_volumes is not None:
+            await self.node_volumes.remove(name)
+        async with self._homes, _translate("list nodes"):
+            for node in await self.swarm.docker.nodes.list():
+                spec = dict(node.get("Spec") or {})
+                labels = dict(spec.get("Labels") or {})
+                if labels.pop(VOLUME_LABEL + name, None) != self._owner:
+                    continue
+                spec["Labels"] = labels
+                await self.swarm.docker.nodes.update(
+                    node_id=node["ID"], version=node["Version"]["Index"], spec=spec
+                )
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         """A wake-up per instance that came, went or changed state or address.

@@ -9,10 +9,13 @@ cgroups are on the task's node. So each node runs a small agent that
 * answers ``GET /v1/agent/tasks`` with them (patrd/observe/agent_wire.py),
   to requests bearing the manager's token only (401 otherwise), and
 * opens exec sessions in those containers for ``patrctl exec``
-  (patrd/observe/agent_exec.py), behind the same token.
+  (patrd/observe/agent_exec.py), and lists and removes patrd's volumes on its
+  node when the manager removes them (patrd/observe/agent_volumes.py), behind
+  the same token.
 
 It schedules nothing and keeps no state but the cgroup paths it found: Swarm
-places tasks; the manager's sampler turns readings into rates. The manager
+places tasks; the manager's sampler turns readings into rates; the manager
+decides which volumes go. The manager
 reads its own node in-process with the same :class:`NodeFigures`.
 """
 
@@ -34,6 +37,7 @@ from patrd.engine.swarm_node import NodeDocker, TaskContainer
 from patrd.kit import log_setup
 from patrd.model.errors import EngineError
 from patrd.observe.agent_exec import add_exec_routes
+from patrd.observe.agent_volumes import add_volume_routes
 from patrd.observe.agent_wire import TASKS_PATH, authorized, read_token, report
 from patrd.observe.counters import CgroupReader, Counters, counters_from_docker_stats
 
@@ -80,7 +84,7 @@ def agent_app(
     figures: NodeFigures, token: str, node_id: str = "", docker: NodeDocker | None = None
 ) -> web.Application:
     """The agent's HTTP API, bearer token required: ``GET /v1/agent/tasks``, and with
-    ``docker`` the exec routes (patrd/observe/agent_exec.py)."""
+    ``docker`` the exec and volume routes (patrd/observe/agent_exec.py, agent_volumes.py)."""
     log = structlog.get_logger("patrd.observe.agent")
 
     @web.middleware
@@ -106,6 +110,7 @@ def agent_app(
     app.router.add_get(TASKS_PATH, tasks, allow_head=False)
     if docker is not None:
         add_exec_routes(app, docker)
+        add_volume_routes(app, docker)
     return app
 
 

@@ -30,11 +30,15 @@ import structlog
 
 from patrd.engine.swarm import NodeInfo
 from patrd.model.errors import EngineError
+from patrd.model.instances import VolumeInfo
 from patrd.observe.agent import NodeFigures
+from patrd.observe.agent_volumes import VOLUMES_PATH, volume_from_json
 from patrd.observe.agent_wire import TASKS_PATH, merge, parse_report, relabel, task_of
 from patrd.observe.counters import Counters
 
 AGENT_TIMEOUT_S = 2.0  # one agent's answer, connect included
+Volumes = list[VolumeInfo]  # (AgentVolumes.list shadows the builtin in its class)
+VOLUME_TIMEOUT_S = 30.0  # an agent removing a volume may wait for its container to go
 
 
 class SwarmNodesSource(Protocol):
@@ -133,6 +137,84 @@ class SwarmFigures:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class AgentVolumes:
+    """Deployment volumes on the other ready nodes, through their agents
+    (patrd/observe/agent_volumes.py): ``SwarmBackend.node_volumes``.
+
+    A node whose agent does not answer is left out of a listing (logged) and
+    keeps its copy of a removed volume (logged: ``volume_not_removed``): the
+    manager's own steps never wait on it longer than ``timeout_s``."""
+
+    def __init__(
+        self,
+        nodes: SwarmNodesSource,
+        token: str,
+        port: int,
+        owner: str,
+        timeout_s: float = VOLUME_TIMEOUT_S,
+    ) -> None:
+        self._nodes = nodes
+        self._token = token
+        self._port = port
+        self._owner = owner
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._log = structlog.get_logger("patrd.observe.agent_client")
+
+    async def _others(self) -> dict[str, str]:
+        self_id, addresses = await self._nodes.agent_nodes()
+        return {n: a for n, a in addresses.items() if n != self_id}
+
+    async def list(self, deployment: str) -> Volumes:
+        others = await self._others()
+        found = await asyncio.gather(*(self._list(n, a, deployment) for n, a in others.items()))
+        return [v for one in found for v in one]
+
+    async def _list(self, node: str, address: str, deployment: str) -> Volumes:
+        url = f"http://{_host(address)}:{self._port}{VOLUMES_PATH}"
+        params = {"owner": self._owner, "deployment": deployment}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as http,
+                http.get(url, params=params, headers=self._headers()) as resp,
+            ):
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
+                body = await resp.json()
+            return [volume_from_json(v) for v in body["volumes"]]
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
+            self._log.warning(
+                "volumes_not_listed", node=node[:12], address=address, error=str(exc) or repr(exc)
+            )
+            return []
+
+    async def remove(self, name: str) -> None:
+        others = await self._others()
+        await asyncio.gather(*(self._remove(n, a, name) for n, a in others.items()))
+
+    async def _remove(self, node: str, address: str, name: str) -> None:
+        url = f"http://{_host(address)}:{self._port}{VOLUMES_PATH}/{name}"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as http,
+                http.delete(url, params={"owner": self._owner}, headers=self._headers()) as resp,
+            ):
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status}: {(await resp.text())[:200]}")
+                if (await resp.json()).get("removed"):
+                    self._log.info("volume_removed", volume=name, node=node[:12])
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, AttributeError) as exc:
+            self._log.warning(
+                "volume_not_removed",
+                volume=name,
+                node=node[:12],
+                address=address,
+                error=str(exc) or repr(exc),
+            )
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
 
 
 class Nodes(Protocol):

@@ -301,3 +301,62 @@ async def read_logs(daemon: Daemon, name: str) -> list[dict[str, Any]]:
         assert resp.status == 200, await resp.text()
         body = await resp.text()
     return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def node_volumes(node: SwarmNode, name: str) -> set[str]:
+    """The deployment's volumes on one node, as that node's own engine lists them."""
+    out = node.docker("volume", "ls", "-q", "--filter", f"label=patrd.deployment={name}")
+    return set(out.split())
+
+
+async def test_volumes_on_workers_are_listed_and_removed_through_their_agents(
+    swarm: Swarm, cluster: tuple[Daemon, Api, dict[int, Agent]]
+) -> None:
+    daemon, api, _ = cluster
+    by_address = {n.address: n for n in swarm.nodes}
+    name = f"agv-{uuid.uuid4().hex[:6]}"
+    body = {**spec(name, 2), "volumes": {"data": {"path": "/data", "size_gb": 1}}}
+    await api.ok("POST", "/v1/deployments", body)
+    await until(lambda: rolled_out(api, name, 1), SETTLE_S, "2 instances ready", daemon, 0.5)
+    instances = (await api.ok("GET", f"/v1/deployments/{name}"))["instances"]
+    home = {i["slot"]: by_address[i["address"]] for i in instances}
+    print(f"\nvolume homes: { {s: n.index for s, n in home.items()} }")
+    assert home[0] is not home[1], home
+    assert any(n is not swarm.manager for n in home.values()), "no volume on a worker"
+    for slot, node in home.items():
+        assert node_volumes(node, name) == {f"patrd.{name}.data.{slot}"}, (slot, node.index)
+    # The volumes on workers are patrd's (labelled by the node that made them) and listed.
+    listed = (await api.ok("GET", f"/v1/deployments/{name}/volumes"))["volumes"]
+    assert sorted((v["volume"], v["instance"]) for v in listed) == [
+        (f"patrd.{name}.data.0", 0),
+        (f"patrd.{name}.data.1", 1),
+    ]
+
+    # Scale down (confirmed): slot 1's volume goes from its node, and its home record.
+    started = time.monotonic()
+    await api.ok(
+        "PATCH",
+        f"/v1/deployments/{name}?confirm_volume_loss=true",
+        {"scale": {"min": 1, "max": 1}},
+    )
+    await until(lambda: not node_volumes(home[1], name), 90, "slot 1's volume removed", daemon, 0.5)
+    print(
+        f"scale-down → slot 1's volume removed on node {home[1].index}: "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    labels = swarm.manager.docker(
+        "node", "inspect", "--format", "{{json .Spec.Labels}}", home[1].node_id
+    )
+    assert f"patrd.volume.patrd.{name}.data.1" not in labels, labels
+    assert node_volumes(home[0], name) == {f"patrd.{name}.data.0"}
+
+    # Delete with its volumes: slot 0's goes too, wherever it is.
+    await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}&delete_volumes=true")
+    await api.wait_gone(name, timeout=SETTLE_S)
+    await until(
+        lambda: not any(node_volumes(n, name) for n in swarm.nodes),
+        60,
+        "every volume removed",
+        daemon,
+        0.5,
+    )

@@ -114,3 +114,42 @@ async def test_the_relay_passes_output_stdin_controls_and_the_exit_code() -> Non
         {"resize": {"rows": 24, "cols": 80}},
         {"stdin_eof": True},
     ]
+
+
+def test_only_this_owners_patrd_volumes_are_listed() -> None:
+    from patrd.engine.swarm_node import owned_volumes
+    from patrd.model.instances import VolumeInfo
+
+    def item(name: str, **labels: str) -> dict[str, Any]:
+        return {"Name": name, "Mountpoint": f"/v/{name}", "Labels": labels}
+
+    mine = {"patrd.managed": "1", "patrd.owner": "o1", "patrd.deployment": "web"}
+    items = [
+        item("patrd.web.data.1", **mine, **{"patrd.volume": "data", "patrd.instance": "1"}),
+        item("patrd.web.data.0", **mine, **{"patrd.volume": "data", "patrd.instance": "0"}),
+        item("other", **{**mine, "patrd.owner": "o2", "patrd.instance": "0"}),  # another install
+        item("unmanaged", **{"patrd.owner": "o1", "patrd.instance": "0"}),
+        item("no-slot", **mine),
+        {"Name": "bare", "Labels": None},
+    ]
+    assert owned_volumes(items, "o1") == [
+        VolumeInfo("patrd.web.data.0", "web", "data", 0, "/v/patrd.web.data.0"),
+        VolumeInfo("patrd.web.data.1", "web", "data", 1, "/v/patrd.web.data.1"),
+    ]
+
+
+def test_a_listed_volume_from_an_agent() -> None:
+    from patrd.model.instances import VolumeInfo
+    from patrd.observe.agent_volumes import volume_from_json, volume_json
+
+    v = VolumeInfo("patrd.web.data.0", "web", "data", 0, "/on/the/node")
+    assert volume_from_json(volume_json(v)) == VolumeInfo("patrd.web.data.0", "web", "data", 0, "")
+    bad: Any
+    for bad in (
+        [],
+        {"name": "x"},
+        {**volume_json(v), "slot": "0"},
+        {**volume_json(v), "slot": True},
+    ):
+        with pytest.raises(ValueError):
+            volume_from_json(bad)
