@@ -38,6 +38,7 @@ from patrd.observe.counters import Counters
 
 AGENT_TIMEOUT_S = 2.0  # one agent's answer, connect included
 Volumes = list[VolumeInfo]  # (AgentVolumes.list shadows the builtin in its class)
+VOLUME_LIST_TIMEOUT_S = 5.0  # listing: the API's volume view and each scale-down wait on it
 VOLUME_TIMEOUT_S = 30.0  # an agent removing a volume may wait for its container to go
 
 
@@ -159,7 +160,8 @@ class AgentVolumes:
         self._token = token
         self._port = port
         self._owner = owner
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)  # a removal
+        self._list_timeout = aiohttp.ClientTimeout(total=min(timeout_s, VOLUME_LIST_TIMEOUT_S))
         self._log = structlog.get_logger("patrd.observe.agent_client")
 
     async def _others(self) -> dict[str, str]:
@@ -176,7 +178,7 @@ class AgentVolumes:
         params = {"owner": self._owner, "deployment": deployment}
         try:
             async with (
-                aiohttp.ClientSession(timeout=self._timeout) as http,
+                aiohttp.ClientSession(timeout=self._list_timeout) as http,
                 http.get(url, params=params, headers=self._headers()) as resp,
             ):
                 if resp.status != 200:
