@@ -146,9 +146,16 @@ async def serve_agent(options: AgentOptions) -> int:
     log = structlog.get_logger("patrd.observe.agent")
     try:
         token = read_token(options.token_file)
+        loose = options.token_file.stat().st_mode & 0o077
     except (OSError, ValueError) as exc:
         print(f"patrd agent: --token-file: {exc}", flush=True)
         return 2
+    if loose:
+        log.warning(
+            "token_file_readable_by_others",
+            path=str(options.token_file),
+            note="the token lets its holder run commands in patrd's containers: chmod 600",
+        )
     docker = NodeDocker(options.docker)
     try:
         node_id = await docker.node_id()

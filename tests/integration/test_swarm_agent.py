@@ -161,6 +161,26 @@ async def test_logs_and_metrics_of_instances_on_workers_read_from_the_manager(
     for instance in on_workers:
         assert any(t.startswith("line ") for t in texts[instance]), texts[instance][:5]
 
+    # Following a worker's instance: new lines arrive as they are written.
+    followed = next(iter(on_workers))
+    fresh: list[str] = []
+    connector = aiohttp.UnixConnector(path=str(daemon.socket))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get(
+            f"http://patrd/v1/deployments/{name}/logs?follow=true&tail=0&instance={followed}"
+        ) as resp,
+    ):
+        assert resp.status == 200
+        async with asyncio.timeout(30):
+            async for raw in resp.content:
+                line = json.loads(raw)
+                assert line["instance"] == followed
+                fresh.append(line["line"])
+                if len(fresh) >= 3:
+                    break
+    assert all(t.startswith("line ") for t in fresh), fresh
+
     # Metrics: figures of the workers' instances come from their agents.
     async def every_instance_measured() -> list[dict[str, Any]] | None:
         current: list[dict[str, Any]] = (await api.ok("GET", f"/v1/deployments/{name}/metrics"))[
