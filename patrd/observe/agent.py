@@ -119,7 +119,6 @@ class AgentOptions:
     host: str
     port: int
     docker: str
-    token_file: Path
     cgroup_root: Path
 
 
@@ -128,34 +127,33 @@ def agent_main(args: argparse.Namespace) -> int:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         print(f"patrd agent: --listen must be HOST:PORT, not {args.listen!r}", flush=True)
         return 2
+    try:
+        token = read_token(args.token_file)
+        loose = bool(args.token_file.stat().st_mode & 0o077)
+    except (OSError, ValueError) as exc:
+        print(f"patrd agent: --token-file: {exc}", flush=True)
+        return 2
     log_setup.configure(args.log_level, args.log_format)
+    if loose:
+        structlog.get_logger("patrd.observe.agent").warning(
+            "token_file_readable_by_others",
+            path=str(args.token_file),
+            note="the token lets its holder run commands in patrd's containers: chmod 600",
+        )
     options = AgentOptions(
         host=host.strip("[]") or "0.0.0.0",
         port=int(port),
         docker=str(args.docker),
-        token_file=args.token_file,
         cgroup_root=args.cgroup_root,
     )
     try:
-        return asyncio.run(serve_agent(options))
+        return asyncio.run(serve_agent(options, token))
     except KeyboardInterrupt:
         return 130
 
 
-async def serve_agent(options: AgentOptions) -> int:
+async def serve_agent(options: AgentOptions, token: str) -> int:
     log = structlog.get_logger("patrd.observe.agent")
-    try:
-        token = read_token(options.token_file)
-        loose = options.token_file.stat().st_mode & 0o077
-    except (OSError, ValueError) as exc:
-        print(f"patrd agent: --token-file: {exc}", flush=True)
-        return 2
-    if loose:
-        log.warning(
-            "token_file_readable_by_others",
-            path=str(options.token_file),
-            note="the token lets its holder run commands in patrd's containers: chmod 600",
-        )
     docker = NodeDocker(options.docker)
     try:
         node_id = await docker.node_id()

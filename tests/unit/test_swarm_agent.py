@@ -444,3 +444,41 @@ def test_patrctl_node_list_shows_the_agent_column_on_a_swarm() -> None:
     assert lines[0].split()[-1] == "AGENT"
     assert lines[1].split()[-1] == "away" and lines[2].split()[-1] == "-"
     assert "AGENT" not in nodes_table([{**base, "agent": None}])
+
+
+def test_engine_agent_port_defaults_and_is_checked(tmp_path: Path) -> None:
+    from patrd.model.errors import ConfigError
+    from patrd.settings.config import parse
+
+    assert parse({}, base_dir=tmp_path).engine.agent_port == 7950
+    assert parse({"engine": {"agent_port": 9100}}, base_dir=tmp_path).engine.agent_port == 9100
+    for bad in (0, 70000, "7950"):
+        with pytest.raises(ConfigError) as info:
+            parse({"engine": {"agent_port": bad}}, base_dir=tmp_path)
+        assert info.value.key == "engine.agent_port"
+
+
+def test_patrd_agent_parses_its_options() -> None:
+    from patrd.cli.serve import build_daemon_parser
+
+    args = build_daemon_parser().parse_args(["agent", "--token-file", "/etc/patrd/agent.token"])
+    assert (args.command, args.listen, str(args.token_file)) == (
+        "agent",
+        "0.0.0.0:7950",
+        "/etc/patrd/agent.token",
+    )
+    assert args.docker == "unix:///var/run/docker.sock"
+    with pytest.raises(SystemExit):
+        build_daemon_parser().parse_args(["agent"])  # the token file is required
+
+
+def test_patrd_agent_refuses_a_bad_listen_and_a_missing_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from patrd.cli.serve import daemon_main
+
+    missing = str(tmp_path / "none")
+    assert daemon_main(["agent", "--token-file", missing, "--listen", "nope"]) == 2
+    assert "--listen must be HOST:PORT" in capsys.readouterr().out
+    assert daemon_main(["agent", "--token-file", missing, "--listen", "127.0.0.1:1"]) == 2
+    assert "--token-file" in capsys.readouterr().out
