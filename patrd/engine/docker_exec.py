@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import aiodocker
@@ -44,7 +44,7 @@ async def stream_logs(
     what: str,
     *,
     timeout_s: float = 120,
-) -> AsyncIterator[tuple[str, bytes]]:
+) -> AsyncGenerator[tuple[str, bytes], None]:
     """(stream, line) frames of Docker's multiplexed log format (no TTY).
 
     An 8-byte header per frame (stream 1 stdout / 2 stderr, 3 zero bytes,
@@ -94,10 +94,11 @@ class DockerExec(DockerBase):
         ``follow`` ends when the container stops.
         """
         params = log_params(since=since, until=until, tail=tail, follow=follow)
-        async for frame in stream_logs(
-            self.docker, f"containers/{container_id}/logs", params, f"logs {container_id[:12]}"
-        ):
-            yield frame
+        what = f"logs {container_id[:12]}"
+        path = f"containers/{container_id}/logs"
+        async with contextlib.aclosing(stream_logs(self.docker, path, params, what)) as frames:
+            async for frame in frames:  # closed with this generator (a reader that stops early)
+                yield frame
 
     async def stats(self, container_id: str) -> dict[str, Any]:
         """One reading of Docker's stats endpoint (``one-shot``: no 1 s second sample)."""

@@ -438,14 +438,16 @@ class SwarmBackend:
         if not task_id:
             return  # Swarm has not scheduled the slot's first task yet
         params = log_params(since=since, until=None, tail=tail, follow=follow)
-        async for frame in stream_logs(
+        frames = stream_logs(
             self.swarm.docker,
             f"tasks/{task_id}/logs",
             params,
             f"logs of task {task_id[:12]}",
             timeout_s=TASK_LOGS_TIMEOUT_S,
-        ):
-            yield frame
+        )
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                yield frame
 
     async def stop(self, container_id: str, stop_timeout_s: int) -> None:
         """For the log keeper, before ``remove``: a plain container is stopped (its
