@@ -102,6 +102,7 @@ async def cluster(
         "engine": {"backend": "swarm"},
         "docker": {"socket": swarm.manager.url},
         "metrics": {"interval_s": 1},
+        "autoscale": {"interval_s": 1, "window_s": 4, "stabilization_s": 6},
     }
     daemon.start()
     agents: dict[int, Agent] = {}
@@ -380,3 +381,44 @@ async def test_volumes_on_workers_are_listed_and_removed_through_their_agents(
         daemon,
         0.5,
     )
+
+
+async def test_the_autoscaler_sees_a_busy_instance_on_a_worker(
+    swarm: Swarm, cluster: tuple[Daemon, Api, dict[int, Agent]]
+) -> None:
+    daemon, api, _ = cluster
+    by_address = {n.address: n for n in swarm.nodes}
+    # Only workers take new tasks here: the instance's figures can only come from an agent.
+    swarm.manager.docker("node", "update", "--availability", "drain", swarm.manager.node_id)
+    try:
+        name = f"aga-{uuid.uuid4().hex[:6]}"
+        body = {
+            **spec(name, 1),
+            "scale": {"min": 1, "max": 2, "target_cpu": 50},
+            # A core's worth of `yes` held to 0.25 cores by its quota: 100 % of its allocation.
+            "resources": {"cpu": 0.25, "memory_mb": 64},
+            "env": {"BURN": "1"},
+        }
+        await api.ok("POST", "/v1/deployments", body)
+        await until(lambda: rolled_out(api, name, 1), SETTLE_S, "1 instance ready", daemon, 0.5)
+        (first,) = (await api.ok("GET", f"/v1/deployments/{name}"))["instances"]
+        assert by_address[first["address"]] is not swarm.manager
+        started = time.monotonic()
+
+        async def scaled_up() -> bool:
+            dep = await api.ok("GET", f"/v1/deployments/{name}")
+            return bool(dep["replicas"] == 2)
+
+        await until(scaled_up, 60, "scaled up to 2", daemon, 0.5)
+        print(f"\nbusy instance on a worker → scaled up to 2: {time.monotonic() - started:.1f}s")
+        events = (await api.ok("GET", f"/v1/deployments/{name}/events?limit=50"))["events"]
+        (up,) = [e for e in events if e["kind"] == "autoscale"]
+        assert up["message"].startswith("scale up 1 → 2"), up
+        current = (await api.ok("GET", f"/v1/deployments/{name}/metrics"))["current"]
+        busy = next(c for c in current if c["instance"] == first["name"])
+        assert busy["source"].endswith(" via agent") and busy["cpu_usage"] > 0.5, busy
+        assert busy["cpu_allocation_cores"] == pytest.approx(0.25), busy
+        await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
+        await api.wait_gone(name, timeout=SETTLE_S)
+    finally:
+        swarm.manager.docker("node", "update", "--availability", "active", swarm.manager.node_id)
