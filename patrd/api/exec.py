@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from patrd.api.context import json_object
 from patrd.api.runs import runs_of
-from patrd.engine.docker_exec import ExecStream
+from patrd.engine.docker_exec import ExecSession
 from patrd.model.deployment import Intent
 from patrd.model.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
 from patrd.model.instances import ContainerState, Instance
@@ -134,7 +134,7 @@ async def attach_exec(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _output(stream: ExecStream, ws: web.WebSocketResponse) -> None:
+async def _output(stream: ExecSession, ws: web.WebSocketResponse) -> None:
     while True:
         chunk = await stream.read()
         if chunk is None:
@@ -145,7 +145,7 @@ async def _output(stream: ExecStream, ws: web.WebSocketResponse) -> None:
         await ws.send_bytes(bytes([number if number in (1, 2) else 1]) + data)
 
 
-async def _input(stream: ExecStream, ws: web.WebSocketResponse, *, tty: bool) -> None:
+async def _input(stream: ExecSession, ws: web.WebSocketResponse, *, tty: bool) -> None:
     async for message in ws:
         if message.type == WSMsgType.BINARY:
             await stream.write(message.data)
@@ -174,7 +174,7 @@ def _size(rows: object, cols: object) -> tuple[int, int] | None:
     return (r, c) if 0 < r <= 10000 and 0 < c <= 10000 else None
 
 
-async def _exit_code(stream: ExecStream) -> int:
+async def _exit_code(stream: ExecSession) -> int:
     deadline = asyncio.get_running_loop().time() + EXIT_CODE_WAIT_S
     while True:
         code = await stream.exit_code()

@@ -38,6 +38,7 @@ def node_json(node: NodeInfo) -> dict[str, Any]:
         "memory_bytes": node.memory_bytes,
         "labels": dict(node.labels),
         "instances": node.instances,
+        "agent": node.agent,
     }
 
 

@@ -64,6 +64,16 @@ SCHEMAS: dict[str, Any] = {
             "memory_bytes": {"type": "integer", "format": "int64"},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "instances": {"type": "integer", "description": "patrd instances placed on it"},
+            "agent": {
+                "type": "string",
+                "nullable": True,
+                "description": (
+                    "swarm: where its instances' CPU/RAM figures come from: local (the "
+                    "manager reads them), ok (its patrd agent answered), away (it did not, "
+                    "or refused the token: no figures), unknown (not asked yet); null on "
+                    "the docker backend"
+                ),
+            },
         },
     },
     "ClusterNodeList": {

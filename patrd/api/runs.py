@@ -10,7 +10,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from patrd.engine.docker_exec import ExecStream
+from patrd.engine.docker_exec import ExecSession
 from patrd.model.instances import Instance
 from patrd.run.jobs import JobScheduler
 from patrd.run.oneoff import OneOffRunner
@@ -24,7 +24,7 @@ class ExecEngine(Protocol):
     async def exec_create(
         self, container_id: str, command: tuple[str, ...], *, tty: bool, stdin: bool
     ) -> str: ...
-    async def exec_start(self, exec_id: str) -> ExecStream: ...
+    async def exec_start(self, exec_id: str) -> ExecSession: ...
 
 
 @dataclass(frozen=True, slots=True)

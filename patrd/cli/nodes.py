@@ -48,8 +48,17 @@ def cmd(client: _Client, args: argparse.Namespace) -> int:
 
 
 def nodes_table(nodes: list[dict[str, Any]]) -> str:
-    headers = ("ID", "ADDRESS", "ROLE", "STATE", "AVAILABILITY", "CPUS", "MEMORY", "INSTANCES")
-    rows = [
+    headers: tuple[str, ...] = (
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "STATE",
+        "AVAILABILITY",
+        "CPUS",
+        "MEMORY",
+        "INSTANCES",
+    )
+    rows: list[tuple[str, ...]] = [
         (
             n["id"][:12] + (" *" if n["leader"] and n["role"] == "manager" else ""),
             n["address"] or "-",
@@ -62,6 +71,9 @@ def nodes_table(nodes: list[dict[str, Any]]) -> str:
         )
         for n in nodes
     ]
+    if any(n.get("agent") for n in nodes):  # swarm: where CPU/RAM figures come from
+        headers = (*headers, "AGENT")
+        rows = [(*r, n.get("agent") or "-") for r, n in zip(rows, nodes, strict=True)]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     lines = [headers, *rows]
     return "\n".join(

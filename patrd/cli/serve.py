@@ -1,4 +1,4 @@
-"""The daemon's command line: ``patrd serve`` and ``patrd restore``.
+"""The daemon's command line: ``patrd serve``, ``patrd restore`` and ``patrd agent``.
 
 The daemon's modules are imported only when a command runs (``patrctl``,
 which shares the ``patrd.cli`` package, must not pay for them at start).
@@ -18,6 +18,7 @@ from patrd import __version__
 if TYPE_CHECKING:
     from patrd.settings.config import Config
 
+AGENT_PORT = 7950  # patrd/observe/agent_wire.py DEFAULT_PORT (not imported: aiohttp)
 DaemonServe = Callable[["Config"], Coroutine[Any, Any, int]]
 
 
@@ -59,7 +60,33 @@ def build_daemon_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--config", type=Path, metavar="FILE", help="use its daemon.data_dir")
     restore.add_argument("--data-dir", metavar="DIR", help="restore here (wins over --config)")
+    add_agent_parser(sub)  # patrd agent: on each swarm node (patrd/observe/agent.py)
     return parser
+
+
+def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent = sub.add_parser(
+        "agent", help="on each swarm node: serve its instances' figures to the manager"
+    )
+    agent.add_argument(
+        "--listen",
+        default=f"0.0.0.0:{AGENT_PORT}",
+        metavar="HOST:PORT",
+        help=f"where the manager reaches it (default 0.0.0.0:{AGENT_PORT}: engine.agent_port)",
+    )
+    agent.add_argument(
+        "--token-file",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="a copy of the manager's <data_dir>/agent.token",
+    )
+    agent.add_argument(
+        "--docker", default="unix:///var/run/docker.sock", metavar="URL", help="this node's engine"
+    )
+    agent.add_argument("--cgroup-root", default="/sys/fs/cgroup", type=Path, metavar="DIR")
+    agent.add_argument("--log-level", default="info", metavar="LEVEL")
+    agent.add_argument("--log-format", default="logfmt", metavar="FORMAT")
 
 
 def daemon_main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +97,10 @@ def daemon_main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if args.command == "restore":
         return restore_main(args)
+    if args.command == "agent":
+        from patrd.observe.agent import agent_main
+
+        return agent_main(args)
 
     from patrd.model.errors import ConfigError
     from patrd.settings.config import Overrides, load

@@ -32,7 +32,7 @@ from patrd.api.app import build_app, serve_api
 from patrd.api.nodes import NodesView
 from patrd.api.observe import Observability
 from patrd.api.registry_hook import RegistryHook
-from patrd.api.runs import Runs
+from patrd.api.runs import ExecEngine, Runs
 from patrd.control.autoscale import Autoscaler
 from patrd.control.controller import Controller
 from patrd.control.nodes import LocalNodes, SwarmNodes
@@ -49,6 +49,7 @@ from patrd.engine.protocol import Engine
 from patrd.engine.swarm import SwarmEngine
 from patrd.engine.swarm_backend import SwarmBackend
 from patrd.engine.swarm_images import loopback_registry
+from patrd.engine.swarm_node import NodeDocker
 from patrd.firewall.apply import EngineBridges, FirewallError, FirewallKeeper
 from patrd.firewall.fence_gate import ProxyGate
 from patrd.kit import log_setup as logs
@@ -56,9 +57,12 @@ from patrd.model import cron
 from patrd.model.errors import EngineError, PatrdError, StoreError
 from patrd.model.instances import Instance, RegistryAuth
 from patrd.notify.dispatcher import Dispatcher, NotifyCollector
+from patrd.observe.agent import NodeFigures
+from patrd.observe.agent_client import AgentVolumes, SwarmFigures, WithAgents
+from patrd.observe.agent_wire import TOKEN_FILE, ensure_token
 from patrd.observe.counters import CgroupReader
 from patrd.observe.history import History
-from patrd.observe.logs import LogKeeper
+from patrd.observe.logs import LogEngine, LogKeeper
 from patrd.observe.metrics import Sampler
 from patrd.observe.nodehealth import NodeCollector, NodeWatcher, node_config
 from patrd.observe.prometheus import Exposition, Sources
@@ -68,6 +72,7 @@ from patrd.registry.node import RegistryProcess, load_or_create_secret
 from patrd.registry.poll import TagPoller
 from patrd.run.jobs import JobScheduler
 from patrd.run.oneoff import OneOffRunner
+from patrd.run.swarm_exec import SwarmExec
 from patrd.settings.config import Config
 from patrd.state import upkeep
 from patrd.state.offsite import OffsiteBackups, Paths
@@ -157,9 +162,14 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             # or the node watcher can write one (patrd/notify/dispatcher.py).
             notify = Dispatcher(store, config.notify, vault)
             await notify.prime()
-            # Logs of removed instances are kept (patrd/observe/logs.py).
+            # Logs of removed instances are kept (patrd/observe/logs.py). On a
+            # swarm the backend reads every task's log through the manager.
+            logs_engine: LogEngine = swarm if swarm is not None else engine
             keeper = LogKeeper(
-                engine, config.daemon.data_dir / "logs", config.logs, config.docker.stop_timeout_s
+                logs_engine,
+                config.daemon.data_dir / "logs",
+                config.logs,
+                config.docker.stop_timeout_s,
             )
             # Pinned releases: pulled images no release keeps are removed; pulls
             # stop while the disk is low (patrd/engine/imagegc.py, patrd/engine/diskguard.py).
@@ -185,8 +195,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     redirect_default_urls=config.tls.redirect_default_urls,
                     config_root=config.daemon.config_root,
                     local_registry=config.registry.host,
-                    # Swarm: a task's logs are on its node, not here (not kept yet).
-                    on_remove=keeper.on_remove if swarm is None else None,
+                    on_remove=keeper.on_remove,
                     pull_guard=disk_guard.refusal,
                     pause_timeout_s=config.proxy.pause_timeout_s,
                     security_policy=config.security,
@@ -200,11 +209,13 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 ),
                 vault=vault,
             )
-            nodes: NodesView = (
-                SwarmNodes(swarm, controller, proxy, config.proxy.drain_timeout_s)
-                if swarm is not None
-                else LocalNodes(engine, engine.docker.system.info)
-            )
+            nodes: NodesView = LocalNodes(engine, engine.docker.system.info)
+            figures: SwarmFigures | None = None  # swarm: instances' figures from every node
+            execs: ExecEngine = engine  # swarm: exec on any node (patrd/run/swarm_exec.py)
+            if swarm is not None:
+                figures, execs = await _agents(config, stack, swarm, await store.owner_id())
+                drains = SwarmNodes(swarm, controller, proxy, config.proxy.drain_timeout_s)
+                nodes = WithAgents(drains, figures)
             supervisor = Supervisor(STOP_STAGES)
             stack.push_async_callback(supervisor.stop)
             supervisor.start("controller", controller.run, stage="controller")
@@ -213,7 +224,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             # exec, one-off runs and scheduled jobs (patrd/run/oneoff.py, patrd/run/jobs.py).
             oneoffs = OneOffRunner(store, engine, controller.options, vault)
             jobs = JobScheduler(store, oneoffs, cron.node_timezone())
-            runs = Runs(store=store, engine=engine, runner=oneoffs, jobs=jobs)
+            runs = Runs(store=store, engine=execs, runner=oneoffs, jobs=jobs)
             supervisor.start("jobs", jobs.run)  # also sweeps one-offs nobody attends
             if config.firewall.enabled:
                 supervisor.start("firewall", firewall.run)
@@ -235,7 +246,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
             upkeep_options = upkeep.UpkeepOptions(database=config.daemon.database)
             supervisor.start("store-upkeep", lambda: upkeep.run(store, upkeep_options))
             observe = await _observability(
-                config, stack, supervisor, store, engine, controller, keeper
+                config, stack, supervisor, store, engine, controller, keeper, logs_engine, figures
             )
             backups = _offsite(config, stack, supervisor, store, engine, controller)
             observe.exposition = Exposition(
@@ -408,6 +419,8 @@ async def _observability(
     engine: DockerEngine,
     controller: Controller,
     keeper: LogKeeper,
+    logs_engine: LogEngine,
+    remote: SwarmFigures | None,
 ) -> Observability:
     """Metrics sampler + history, autoscaler, kept-logs trimming."""
     history = await History.open(config.daemon.data_dir / "metrics.db")
@@ -418,6 +431,7 @@ async def _observability(
         CgroupReader(config.metrics.cgroup_root),
         config.metrics.interval_s,
         history,
+        remote,
     )
     supervisor.start("metrics", sampler.run)
     autoscaler = Autoscaler(store, controller, sampler, config.autoscale)
@@ -429,7 +443,7 @@ async def _observability(
 
     supervisor.start("logs-trim", lambda: keeper.run(known, LOGS_TRIM_INTERVAL_S))
     return Observability(
-        engine=engine,
+        engine=logs_engine,
         keeper=keeper,
         sampler=sampler,
         history=history,
@@ -462,6 +476,23 @@ def _offsite(
     stack.push_async_callback(service.close)
     supervisor.start("backup", service.run_schedule)
     return service
+
+
+async def _agents(
+    config: Config, stack: AsyncExitStack, swarm: SwarmBackend, owner: str
+) -> tuple[SwarmFigures, SwarmExec]:
+    """Tasks on other nodes: their agents' figures (patrd/observe/agent_client.py),
+    volumes and exec (patrd/run/swarm_exec.py), with the token this manager made;
+    this node's tasks are read and exec'd here, in-process."""
+    token = await asyncio.to_thread(ensure_token, config.daemon.data_dir / TOKEN_FILE)
+    node_docker = NodeDocker(config.docker.socket)
+    stack.push_async_callback(node_docker.close)
+    local = NodeFigures(node_docker, CgroupReader(config.metrics.cgroup_root))
+    port = config.engine.agent_port
+    figures = SwarmFigures(swarm, local, token, port)
+    stack.push_async_callback(figures.close)
+    swarm.node_volumes = AgentVolumes(swarm, token, port, owner)
+    return figures, SwarmExec(swarm, node_docker, token, port)
 
 
 async def _swarm_backend(config: Config, engine: DockerEngine, owner: str) -> SwarmBackend:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, Protocol
 
 import aiodocker
 import aiohttp
@@ -17,6 +17,61 @@ from patrd.model.errors import Conflict, EngineError
 from patrd.model.instances import ExecResult
 
 EXEC_OUTPUT_CAP = 64 * 1024  # bytes of an exec's output ExecResult keeps
+
+
+def log_params(
+    *, since: float | None, until: float | None, tail: int | None, follow: bool
+) -> dict[str, str]:
+    """The query of Docker's logs endpoints (containers, and Swarm's tasks: no ``until``)."""
+    params = {
+        "stdout": "1",
+        "stderr": "1",
+        "timestamps": "1",
+        "follow": "1" if follow else "0",
+        "tail": "all" if tail is None else str(tail),
+    }
+    if since is not None:
+        params["since"] = f"{since:.9f}"
+    if until is not None:
+        params["until"] = f"{until:.9f}"
+    return params
+
+
+async def stream_logs(
+    docker: aiodocker.Docker,
+    path: str,
+    params: dict[str, str],
+    what: str,
+    *,
+    timeout_s: float = 120,
+) -> AsyncGenerator[tuple[str, bytes], None]:
+    """(stream, line) frames of Docker's multiplexed log format (no TTY).
+
+    An 8-byte header per frame (stream 1 stdout / 2 stderr, 3 zero bytes,
+    big-endian length). ``/containers/{id}/logs`` and, on a swarm manager,
+    ``/tasks/{id}/logs`` (the task's node sends them through the manager)
+    answer in this format. ``timeout_s`` bounds a reply that does not follow.
+    """
+    follow = params.get("follow") == "1"
+    timeout = aiohttp.ClientTimeout(total=None if follow else timeout_s, sock_connect=10)
+    buf = bytearray()
+    try:
+        async with docker._query(path, method="GET", params=params, timeout=timeout) as response:
+            async for chunk in response.content.iter_any():
+                buf += chunk
+                pos = 0
+                while len(buf) - pos >= 8:
+                    size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+                    if len(buf) - pos < 8 + size:
+                        break
+                    kind = "stderr" if buf[pos] == 2 else "stdout"
+                    yield kind, bytes(buf[pos + 8 : pos + 8 + size])
+                    pos += 8 + size
+                del buf[:pos]
+    except aiodocker.DockerError as exc:
+        raise EngineError(f"{what}: {exc.message}") from exc
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise EngineError(f"{what}: {exc!r}") from exc
 
 
 class DockerExec(DockerBase):
@@ -38,38 +93,12 @@ class DockerExec(DockerBase):
         (stream 1 stdout / 2 stderr, 3 zero bytes, big-endian length).
         ``follow`` ends when the container stops.
         """
-        params = {
-            "stdout": "1",
-            "stderr": "1",
-            "timestamps": "1",
-            "follow": "1" if follow else "0",
-            "tail": "all" if tail is None else str(tail),
-        }
-        if since is not None:
-            params["since"] = f"{since:.9f}"
-        if until is not None:
-            params["until"] = f"{until:.9f}"
-        timeout = aiohttp.ClientTimeout(total=None if follow else 120, sock_connect=10)
-        buf = bytearray()
-        try:
-            async with self.docker._query(
-                f"containers/{container_id}/logs", method="GET", params=params, timeout=timeout
-            ) as response:
-                async for chunk in response.content.iter_any():
-                    buf += chunk
-                    pos = 0
-                    while len(buf) - pos >= 8:
-                        size = int.from_bytes(buf[pos + 4 : pos + 8], "big")
-                        if len(buf) - pos < 8 + size:
-                            break
-                        kind = "stderr" if buf[pos] == 2 else "stdout"
-                        yield kind, bytes(buf[pos + 8 : pos + 8 + size])
-                        pos += 8 + size
-                    del buf[:pos]
-        except aiodocker.DockerError as exc:
-            raise EngineError(f"logs {container_id[:12]}: {exc.message}") from exc
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise EngineError(f"logs {container_id[:12]}: {exc!r}") from exc
+        params = log_params(since=since, until=until, tail=tail, follow=follow)
+        what = f"logs {container_id[:12]}"
+        path = f"containers/{container_id}/logs"
+        async with contextlib.aclosing(stream_logs(self.docker, path, params, what)) as frames:
+            async for frame in frames:  # closed with this generator (a reader that stops early)
+                yield frame
 
     async def stats(self, container_id: str) -> dict[str, Any]:
         """One reading of Docker's stats endpoint (``one-shot``: no 1 s second sample)."""
@@ -138,6 +167,18 @@ class DockerExec(DockerBase):
         async with translate(f"exec start {exec_id[:12]}"):
             await stream._init()
         return ExecStream(self.docker, exec_id, stream)
+
+
+class ExecSession(Protocol):
+    """An attached exec as patrd/api/exec.py drives it: :class:`ExecStream` on this
+    node, an agent's WebSocket for a swarm task elsewhere (patrd/run/swarm_exec.py)."""
+
+    async def read(self) -> tuple[int, bytes] | None: ...
+    async def write(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    async def resize(self, rows: int, cols: int) -> None: ...
+    async def exit_code(self) -> int | None: ...
+    async def close(self) -> None: ...
 
 
 class ExecStream:

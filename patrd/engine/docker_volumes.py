@@ -11,9 +11,9 @@ from patrd.engine.docker_base import DockerBase, translate
 from patrd.engine.labels import (
     LABEL_DEPLOYMENT,
     LABEL_INSTANCE,
-    LABEL_MANAGED,
     LABEL_OWNER,
     LABEL_VOLUME,
+    volume_labels,
 )
 from patrd.model.errors import EngineError
 from patrd.model.instances import VolumeInfo
@@ -32,13 +32,7 @@ class DockerVolumes(DockerBase):
         never shared. ``adopt``: an older name the volume may have (see
         patrd/model/naming.py); it is used as it is when its labels match.
         """
-        labels = {
-            LABEL_MANAGED: "1",
-            LABEL_OWNER: self._owner,
-            LABEL_DEPLOYMENT: deployment,
-            LABEL_VOLUME: volume,
-            LABEL_INSTANCE: str(slot),
-        }
+        labels = volume_labels(self._owner, deployment, volume, slot)
         existing = await self._volume_labels(name)
         if existing is not None:
             mismatch = sorted(k for k, v in labels.items() if existing.get(k) != v)

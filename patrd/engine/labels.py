@@ -39,3 +39,21 @@ def instance_labels(
         LABEL_INSTANCE: str(slot),
         LABEL_TEMPLATE: template,
     }
+
+
+def volume_labels(owner: str, deployment: str, volume: str, slot: int) -> dict[str, str]:
+    """What marks one instance's volume (created by DockerEngine, or by a swarm node)."""
+    return {
+        LABEL_MANAGED: "1",
+        LABEL_OWNER: owner,
+        LABEL_DEPLOYMENT: deployment,
+        LABEL_VOLUME: volume,
+        LABEL_INSTANCE: str(slot),
+    }
+
+
+def named_volume_labels(owner: str, deployment: str, name: str, slot: int) -> dict[str, str]:
+    """:func:`volume_labels` of the Docker volume ``patrd.<deployment>.<volume>.<slot>``
+    (patrd/model/naming.py ``volume_name``)."""
+    volume = name.removeprefix(f"patrd.{deployment}.").removesuffix(f".{slot}")
+    return volume_labels(owner, deployment, volume, slot)

@@ -45,6 +45,7 @@ from patrd.engine.labels import (
     LABEL_OWNER,
     deployment_labels,
     instance_labels,
+    named_volume_labels,
 )
 from patrd.engine.swarm_images import recent_failure, registry_auth_header
 from patrd.engine.swarm_tasks import (
@@ -85,6 +86,7 @@ class NodeInfo:
     memory_bytes: int
     labels: Mapping[str, str]
     instances: int  # patrd tasks running (or starting) on it
+    agent: str | None = None  # swarm: local, ok, away or unknown (observe/agent_client.py)
 
 
 class SwarmEngine(DockerClient):
@@ -231,40 +233,54 @@ class SwarmEngine(DockerClient):
                 data=json.dumps(spec),
             )
 
-    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
-        """Stop the task (scale to 0, wait until its node reports it stopped), then delete.
+    async def stop(self, container_id: str, stop_timeout_s: int) -> None:
+        """Stop the service's task: scale to 0, wait until its node reports it stopped.
 
-        Deleting a service at once returns before the node has stopped its
-        container; scaling to 0 first makes ``remove`` return only once the
-        instance no longer serves (bounded by the stop timeout + 30 s).
+        Swarm then deletes the task (desired state ``remove``), and its log with it.
         """
-        what = f"remove service {container_id[:12]}"
+        what = f"stop service {container_id[:12]}"
         try:
             info = await self.docker.services.inspect(container_id)
             spec = dict(info["Spec"])
-            spec["Mode"] = {"Replicated": {"Replicas": 0}}
-            await self.docker._query_json(
-                f"services/{container_id}/update",
-                method="POST",
-                params={"version": str(info["Version"]["Index"])},
-                data=json.dumps(spec),
-            )
+            if spec.get("Mode") != {"Replicated": {"Replicas": 0}}:
+                spec["Mode"] = {"Replicated": {"Replicas": 0}}
+                await self.docker._query_json(
+                    f"services/{container_id}/update",
+                    method="POST",
+                    params={"version": str(info["Version"]["Index"])},
+                    data=json.dumps(spec),
+                )
             deadline = time.monotonic() + stop_timeout_s + 30
             while time.monotonic() < deadline:
                 tasks = await self.docker.tasks.list(filters={"service": [container_id]})
                 states = {(t.get("Status") or {}).get("State") for t in tasks}
                 if not states & ({"running"} | STARTING_STATES):
-                    break
+                    return
                 await asyncio.sleep(0.3)
-            else:
-                self._log.warning("task still running, deleting anyway", service=container_id[:12])
-            await self.docker.services.delete(container_id)
+            self._log.warning("task still running", service=container_id[:12])
         except aiodocker.DockerError as exc:
             if exc.status == 404:  # gone already (or removed meanwhile)
                 return
             raise EngineError(f"{what}: {exc.message}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise EngineError(f"{what}: Docker unreachable: {exc}") from exc
+
+    async def remove(self, container_id: str, stop_timeout_s: int) -> None:
+        """Stop the task (:meth:`stop`), then delete the service.
+
+        Deleting a service at once returns before the node has stopped its
+        container; scaling to 0 first makes ``remove`` return only once the
+        instance no longer serves (bounded by the stop timeout + 30 s).
+        """
+        await self.stop(container_id, stop_timeout_s)
+        try:
+            async with _translate(f"remove service {container_id[:12]}"):
+                await self.docker.services.delete(container_id)
+        except EngineError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, aiodocker.DockerError) and cause.status == 404:
+                return  # gone already (or removed meanwhile)
+            raise
         self._log.info("service removed", service=container_id[:12])
 
     async def list_tasks(self, deployment_id: str | None = None) -> list[SwarmInstance]:
@@ -332,7 +348,6 @@ class SwarmEngine(DockerClient):
 
     async def remove_network(self, name: str) -> None:
         try:
-            await self.docker.networks.get(name)
             await (await self.docker.networks.get(name)).delete()
         except aiodocker.DockerError as exc:
             if exc.status != 404:
@@ -393,8 +408,18 @@ def service_spec(
         "StopGracePeriod": spec.stop_timeout_s * 1_000_000_000,
         "CapabilityDrop": ["ALL"],
         "CapabilityAdd": sorted(set(h.capabilities)),
+        # The task's node creates each volume on first use, labelled as DockerEngine
+        # labels its own: its agent then lists and removes only patrd's.
         "Mounts": [
-            {"Type": "volume", "Source": name, "Target": path} for name, path in spec.volumes
+            {
+                "Type": "volume",
+                "Source": name,
+                "Target": path,
+                "VolumeOptions": {
+                    "Labels": named_volume_labels(owner, spec.deployment, name, spec.slot)
+                },
+            }
+            for name, path in spec.volumes
         ],
     }
     if spec.config_dir is not None:

@@ -41,6 +41,8 @@ this adapter gives the controller an ``Engine`` over it:
   moves it: while its node is drained or down the instance waits there,
   and ``Instance.waiting_for`` names that node (:func:`waiting_for`): the
   planner puts it in the status reason, the worker writes one event.
+  The node creates it labelled; its agent lists and removes it for the
+  manager (scale-down, delete), and the home record goes with it.
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from patrd.engine.docker import DockerEngine
 from patrd.engine.docker_base import translate as _translate
 from patrd.engine.docker_containers import instance_from_summary
+from patrd.engine.docker_exec import log_params, stream_logs
 from patrd.engine.labels import LABEL_DEPLOYMENT_ID, LABEL_OWNER
 from patrd.engine.swarm import Availability, NodeInfo, SwarmEngine, node_address
 from patrd.engine.swarm_images import (
@@ -92,6 +95,7 @@ SWARM_TASK_LABEL = "com.docker.swarm.task.id"  # Docker's, on a task's container
 _HEX = frozenset("0123456789abcdef")
 GOSSIP_PORT = 7946  # swarm's node-to-node port (TCP and UDP), on every node
 KNOCK_TIMEOUT_S = 0.5
+TASK_LOGS_TIMEOUT_S = 15.0  # a task's log (not followed), through the manager
 DEFAULT_TARGET_PORT = 80  # an InstanceSpec without ports (one-offs): what Swarm publishes
 
 
@@ -122,6 +126,11 @@ def standalone_instances(summaries: Iterable[Mapping[str, Any]]) -> list[Instanc
 def service_of(container_id: str) -> str:
     """The service ID in a ``SERVICE.TASK`` instance ID (Docker IDs have no dots)."""
     return container_id.split(".", 1)[0]
+
+
+def task_of(container_id: str) -> str:
+    """The task ID in a ``SERVICE.TASK`` instance ID ("" while the slot has no task)."""
+    return container_id.partition(".")[2]
 
 
 def nodes_out(raw_nodes: Iterable[Mapping[str, Any]], leaving: Collection[str]) -> set[str]:
@@ -238,6 +247,14 @@ async def knock(address: str, port: int, timeout_s: float) -> bool:
     return True
 
 
+class NodeVolumes(Protocol):
+    """Deployment volumes on the other nodes, through their agents
+    (patrd/observe/agent_client.py ``AgentVolumes``)."""
+
+    async def list(self, deployment: str) -> list[VolumeInfo]: ...
+    async def remove(self, name: str) -> None: ...
+
+
 class SwarmBackend:
     """``Engine`` (patrd/engine/docker.py) over a swarm manager's Docker API."""
 
@@ -262,6 +279,7 @@ class SwarmBackend:
         # Image ID → where it came from and with which credential (ensure_image),
         # for the services that run it (create_instance). One entry per image.
         self._sources: dict[str, PullSource] = {}
+        self.node_volumes: NodeVolumes | None = None  # set when the agents are wired
         self._log = structlog.get_logger("patrd.engine.swarm_backend")
 
     # --- nodes (patrd/control/nodes.py) -------------------------------------------
@@ -312,20 +330,35 @@ class SwarmBackend:
         """Knock on every node's gossip port; remember (and return) those that failed."""
         async with _translate("list nodes"):
             raw = await self.swarm.docker.nodes.list()
-        if not self._self_id:
-            async with _translate("info"):
-                info = await self.swarm.docker.system.info()
-            self._self_id = str((info.get("Swarm") or {}).get("NodeID") or "")
+        self_id = await self._self_node()
         addresses = {str(n["ID"]): node_address(n) for n in raw}
         answers = await asyncio.gather(
             *(knock(a, GOSSIP_PORT, KNOCK_TIMEOUT_S) for a in addresses.values())
         )
-        failed = unreachable(addresses, answers, self._self_id)
+        failed = unreachable(addresses, answers, self_id)
         if failed is None:
             self._log.warning("knock_failed_here", note="this node does not answer: not trusted")
             failed = set()
         self._unreachable = failed
         return failed
+
+    async def _self_node(self) -> str:
+        if not self._self_id:
+            async with _translate("info"):
+                info = await self.swarm.docker.system.info()
+            self._self_id = str((info.get("Swarm") or {}).get("NodeID") or "")
+        return self._self_id
+
+    async def agent_nodes(self) -> tuple[str, dict[str, str]]:
+        """(this node's ID, ready node ID → address): whose agents the sampler asks."""
+        async with _translate("list nodes"):
+            raw = await self.swarm.docker.nodes.list()
+        ready = {
+            str(n["ID"]): node_address(n)
+            for n in raw
+            if (n.get("Status") or {}).get("State") == "ready"
+        }
+        return await self._self_node(), {n: a for n, a in ready.items() if a}
 
     async def list_networks(self) -> list[NetworkInfo]:
         """The overlays, and the bridges left by the docker backend (collected as orphans)."""
@@ -433,6 +466,52 @@ class SwarmBackend:
         else:
             await self.swarm.restart(service_of(container_id), stop_timeout_s)
 
+    # --- logs (patrd/observe/logs.py: the API's reader and the keeper) -------------
+
+    def logs(
+        self,
+        container_id: str,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        tail: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        """An instance's log wherever it runs: a task's through the manager's
+        ``/tasks/{id}/logs`` (no ``until`` there: the reader filters), a plain
+        container's from the manager's engine."""
+        if is_container_id(container_id):
+            return self._manager.logs(
+                container_id, since=since, until=until, tail=tail, follow=follow
+            )
+        return self._task_logs(task_of(container_id), since=since, tail=tail, follow=follow)
+
+    async def _task_logs(
+        self, task_id: str, *, since: float | None, tail: int | None, follow: bool
+    ) -> AsyncIterator[tuple[str, bytes]]:
+        if not task_id:
+            return  # Swarm has not scheduled the slot's first task yet
+        params = log_params(since=since, until=None, tail=tail, follow=follow)
+        frames = stream_logs(
+            self.swarm.docker,
+            f"tasks/{task_id}/logs",
+            params,
+            f"logs of task {task_id[:12]}",
+            timeout_s=TASK_LOGS_TIMEOUT_S,
+        )
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                yield frame
+
+    async def stop(self, container_id: str, stop_timeout_s: int) -> None:
+        """For the log keeper, before ``remove``: a plain container is stopped (its
+        shutdown lines are kept); a task is left running. Scaled to 0, Swarm marks
+        its task for removal and deletes it as soon as it stopped, its log with it
+        ("task not found" a moment later), so the keeper reads a task's log while it
+        runs and its shutdown lines are not kept."""
+        if is_container_id(container_id):
+            await self._manager.stop(container_id, stop_timeout_s)
+
     async def ensure_volume(
         self, name: str, deployment: str, volume: str, slot: int, *, adopt: str = ""
     ) -> str:
@@ -444,11 +523,30 @@ class SwarmBackend:
         return name
 
     async def list_volumes(self, deployment: str) -> list[VolumeInfo]:
-        """Volumes live on the nodes; the manager cannot list them (so none are removed)."""
-        return []
+        """This node's volumes of the deployment, and the other nodes' from their agents
+        (none without agents: their data then stays on their node)."""
+        found = {v.name: v for v in await self._manager.list_volumes(deployment)}
+        if self.node_volumes is not None:
+            for v in await self.node_volumes.list(deployment):
+                found.setdefault(v.name, v)
+        return sorted(found.values(), key=lambda v: (v.volume, v.slot))
 
     async def remove_volume(self, name: str) -> None:
-        """Never called (``list_volumes`` finds none); the data stays on its node."""
+        """Remove it wherever it is (here, and through every other node's agent), and
+        its home record: the slot, if it comes back, picks a node afresh."""
+        await self._manager.remove_volume(name)
+        if self.node_volumes is not None:
+            await self.node_volumes.remove(name)
+        async with self._homes, _translate("list nodes"):
+            for node in await self.swarm.docker.nodes.list():
+                spec = dict(node.get("Spec") or {})
+                labels = dict(spec.get("Labels") or {})
+                if labels.pop(VOLUME_LABEL + name, None) != self._owner:
+                    continue
+                spec["Labels"] = labels
+                await self.swarm.docker.nodes.update(
+                    node_id=node["ID"], version=node["Version"]["Index"], spec=spec
+                )
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         """A wake-up per instance that came, went or changed state or address.

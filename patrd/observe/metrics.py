@@ -5,7 +5,8 @@ Three modules:
 * :mod:`patrd.observe.counters`: one container's cumulative counters (from its
   cgroup, else Docker's stats endpoint) and the rates between two readings.
 * :class:`Sampler` (here): every ``metrics.interval_s`` reads every running
-  instance's counters (in one worker thread: no file I/O on the loop), turns
+  instance's counters (in one worker thread: no file I/O on the loop; on a
+  swarm, tasks' counters come from their nodes' agents, patrd/observe/agent_client.py), turns
   two readings into rates and keeps the latest per container for the
   autoscaler, the API and Prometheus.
 * :mod:`patrd.observe.history`: :class:`~patrd.observe.history.History`, its own
@@ -41,6 +42,12 @@ class StatsEngine(Protocol):
     async def stats(self, container_id: str) -> dict[str, Any]: ...
 
 
+class RemoteFigures(Protocol):
+    """Readings the sampler cannot take here (swarm tasks: patrd/observe/agent_client.py)."""
+
+    async def read(self, ids: Sequence[str]) -> dict[str, Counters | None]: ...
+
+
 class DeploymentSource(Protocol):
     async def list_deployments(self) -> list[Any]: ...  # store.DeploymentRecord
 
@@ -57,8 +64,10 @@ class Sampler:
         reader: CgroupReader,
         interval_s: float,
         history: History | None = None,
+        remote: RemoteFigures | None = None,
     ) -> None:
         self._engine = engine
+        self._remote = remote
         self._store = store
         self._reader = reader
         self.interval_s = interval_s
@@ -93,8 +102,10 @@ class Sampler:
         ]
         records = {r.id: r for r in await self._store.list_deployments()}
         ids = [i.container_id for i in instances]
-        readings = await asyncio.to_thread(self._read_all, ids)
-        missing = [cid for cid in ids if readings.get(cid) is None]
+        readings = await self._remote.read(ids) if self._remote is not None else {}
+        local = [cid for cid in ids if cid not in readings]
+        readings.update(await asyncio.to_thread(self._read_all, local))
+        missing = [cid for cid in local if readings.get(cid) is None]
         if missing:
             readings.update(await self._docker_stats(missing))
         now = time.time()

@@ -84,6 +84,7 @@ async def test_list_drain_activate(setup: tuple[TestClient[Any, Any], FakeNodes]
         "memory_bytes",
         "labels",
         "instances",
+        "agent",  # null here: the docker backend, or a swarm node not asked
     }
     response = await client.post("/v1/nodes/other/drain")
     assert response.status == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from patrd.engine.hardening import Hardening
+from patrd.engine.labels import named_volume_labels
 from patrd.engine.swarm import node_address, node_info, pinned_reference, service_spec
 from patrd.engine.swarm_tasks import current_task, published_ports, swarm_instance_from, task_state
 from patrd.model.instances import ContainerState, InstanceSpec
@@ -60,8 +61,20 @@ def test_service_spec_is_one_pinned_replica_with_host_ports_limits_and_labels() 
     assert container["CapabilityDrop"] == ["ALL"]
     assert container["CapabilityAdd"] == ["CHOWN", "NET_RAW"]
     assert container["Mounts"] == [
-        {"Type": "volume", "Source": "patrd-web-data-2", "Target": "/data"}
+        {
+            "Type": "volume",
+            "Source": "patrd-web-data-2",
+            "Target": "/data",
+            "VolumeOptions": {"Labels": named_volume_labels("o", "web", "patrd-web-data-2", 2)},
+        }
     ]
+    assert named_volume_labels("o", "web", "patrd.web.data.2", 2) == {
+        "patrd.managed": "1",
+        "patrd.owner": "o",
+        "patrd.deployment": "web",
+        "patrd.volume": "data",
+        "patrd.instance": "2",
+    }
     assert template["Resources"]["Limits"] == {
         "NanoCPUs": 500_000_000,
         "MemoryBytes": 128 * 1024 * 1024,
