@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.attach import attach
 from tests.support.daemon import REPO, Api, Daemon, containers_of, patrctl
 from tests.support.specs import web_spec
 from tests.support.waits import rolled_out, until
@@ -30,27 +31,6 @@ pytestmark = pytest.mark.docker
 def spec(name: str, **extra: Any) -> dict[str, Any]:
     mounts = {"app.conf": base64.b64encode(b"mode=oneoff\n").decode()}
     return web_spec(name, **{"env": {"GREETING": "hello-exec"}, "config_mounts": mounts, **extra})
-
-
-async def attach(
-    daemon: Daemon, path: str, stdin: bytes | None = None
-) -> tuple[bytes, bytes, int | None]:
-    """(stdout, stderr, exit code) of an exec, over the attach WebSocket."""
-    out, err, code = bytearray(), bytearray(), None
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s,
-        s.ws_connect(f"http://patrd{path}") as ws,
-    ):
-        if stdin is not None:
-            await ws.send_bytes(stdin)
-            await ws.send_str(json.dumps({"stdin_eof": True}))
-        async with asyncio.timeout(30):
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    (err if msg.data[0] == 2 else out).extend(msg.data[1:])
-                elif msg.type == aiohttp.WSMsgType.TEXT:
-                    code = json.loads(msg.data)["exit_code"]
-    return bytes(out), bytes(err), code
 
 
 async def run(daemon: Daemon, name: str, body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from patrd.observe.agent_wire import TASKS_PATH
+from tests.support.attach import attach
 from tests.support.daemon import REPO, Api, Daemon
 from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
 from tests.support.waits import rolled_out, until, until_sync
@@ -293,27 +294,6 @@ async def test_logs_and_metrics_of_instances_on_workers_read_from_the_manager(
 
     await api.ok("DELETE", f"/v1/deployments/{name}?confirm={name}")
     await api.wait_gone(name, timeout=SETTLE_S)
-
-
-async def attach(
-    daemon: Daemon, path: str, stdin: bytes | None = None
-) -> tuple[bytes, bytes, int | None]:
-    """(stdout, stderr, exit code) of an exec, over the API's attach WebSocket."""
-    out, err, code = bytearray(), bytearray(), None
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(daemon.socket))) as s,
-        s.ws_connect(f"http://patrd{path}") as ws,
-    ):
-        if stdin is not None:
-            await ws.send_bytes(stdin)
-            await ws.send_str(json.dumps({"stdin_eof": True}))
-        async with asyncio.timeout(30):
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.BINARY:
-                    (err if msg.data[0] == 2 else out).extend(msg.data[1:])
-                elif msg.type == aiohttp.WSMsgType.TEXT:
-                    code = json.loads(msg.data)["exit_code"]
-    return bytes(out), bytes(err), code
 
 
 async def read_logs(daemon: Daemon, name: str) -> list[dict[str, Any]]:
