@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 
 from patrd.api.context import json_object
 from patrd.api.runs import runs_of
-from patrd.engine.docker_exec import ExecSession
+from patrd.engine.docker_exec import ExecSession, final_exit_code, terminal_size
 from patrd.model.deployment import Intent
 from patrd.model.errors import Conflict, EngineError, NotFound, PatrdError, SpecError
 from patrd.model.instances import ContainerState, Instance
@@ -36,7 +36,6 @@ from patrd.observe.logs import format_ts
 from patrd.run.oneoff import RunRequest, new_run_id, parse_command, parse_timeout
 
 EVENT_COMMAND_CHARS = 200  # the command as recorded in the deployment's events
-EXIT_CODE_WAIT_S = 2.0  # Docker reports the exec's exit code a moment after its output ends
 
 
 def _event_command(command: tuple[str, ...]) -> str:
@@ -110,7 +109,7 @@ async def attach_exec(request: web.Request) -> web.StreamResponse:
     pending = runs.sessions.take(request.match_info["id"], record.id)
     if pending is None:
         raise NotFound("no such exec waiting for attach (each is attached once, within 60 s)")
-    size = _size(request.query.get("rows"), request.query.get("cols"))
+    size = terminal_size(request.query.get("rows"), request.query.get("cols"))
     stream = await runs.engine.exec_start(pending.exec_id)
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
     try:
@@ -122,7 +121,7 @@ async def attach_exec(request: web.Request) -> web.StreamResponse:
         feed = asyncio.create_task(_input(stream, ws, tty=pending.tty))
         done, _ = await asyncio.wait({pump, feed}, return_when=asyncio.FIRST_COMPLETED)
         if pump in done:
-            code = await _exit_code(stream)
+            code = await final_exit_code(stream)
             if not ws.closed:
                 await ws.send_json({"exit_code": code})
                 await ws.close()
@@ -160,27 +159,10 @@ async def _input(stream: ExecSession, ws: web.WebSocketResponse, *, tty: bool) -
                 stream.close_stdin()
             resize = control.get("resize")
             if tty and isinstance(resize, dict):
-                size = _size(resize.get("rows"), resize.get("cols"))
+                size = terminal_size(resize.get("rows"), resize.get("cols"))
                 if size is not None:
                     with contextlib.suppress(EngineError):
                         await stream.resize(*size)
-
-
-def _size(rows: object, cols: object) -> tuple[int, int] | None:
-    try:
-        r, c = int(str(rows)), int(str(cols))
-    except ValueError:
-        return None
-    return (r, c) if 0 < r <= 10000 and 0 < c <= 10000 else None
-
-
-async def _exit_code(stream: ExecSession) -> int:
-    deadline = asyncio.get_running_loop().time() + EXIT_CODE_WAIT_S
-    while True:
-        code = await stream.exit_code()
-        if code is not None or asyncio.get_running_loop().time() > deadline:
-            return -1 if code is None else code
-        await asyncio.sleep(0.05)
 
 
 async def run_oneoff(request: web.Request) -> web.StreamResponse:

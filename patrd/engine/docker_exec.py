@@ -224,3 +224,25 @@ class ExecStream:
     async def close(self) -> None:
         with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
             await self._stream.close()
+
+
+EXIT_CODE_WAIT_S = 2.0  # Docker reports an exec's exit code a moment after its output ends
+
+
+async def final_exit_code(stream: ExecSession) -> int:
+    """The exec's exit code once Docker has it (-1 if it has none after a wait)."""
+    deadline = asyncio.get_running_loop().time() + EXIT_CODE_WAIT_S
+    while True:
+        code = await stream.exit_code()
+        if code is not None or asyncio.get_running_loop().time() > deadline:
+            return -1 if code is None else code
+        await asyncio.sleep(0.05)
+
+
+def terminal_size(rows: object, cols: object) -> tuple[int, int] | None:
+    """(rows, cols) of a terminal resize, when both are sane whole numbers."""
+    try:
+        r, c = int(str(rows)), int(str(cols))
+    except ValueError:
+        return None
+    return (r, c) if 0 < r <= 10000 and 0 < c <= 10000 else None

@@ -25,12 +25,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from patrd.engine.docker_exec import ExecSession
+from patrd.engine.docker_exec import ExecSession, final_exit_code, terminal_size
 from patrd.engine.swarm_node import NodeDocker
 from patrd.model.errors import EngineError
 
 EXEC_PATH = "/v1/agent/exec"
-EXIT_CODE_WAIT_S = 2.0  # Docker reports the exit code a moment after the output ends
 
 
 def exec_request(body: Any) -> tuple[str, tuple[str, ...], bool, bool]:
@@ -52,6 +51,12 @@ def exec_request(body: Any) -> tuple[str, tuple[str, ...], bool, bool]:
 def resize_of(control: Any) -> tuple[int, int] | None:
     """``{"resize": {"rows": r, "cols": c}}`` → (rows, cols), when sane."""
     resize = control.get("resize") if isinstance(control, dict) else None
+    if not isinstance(resize, dict):
+        return None
+    rows, cols = resize.get("rows"), resize.get("cols")
+    if not isinstance(rows, int) or not isinstance(cols, int):
+        return None  # JSON numbers only, as the manager sends them
+    return terminal_size(rows, cols)
     if not isinstance(resize, dict):
         return None
     rows, cols = resize.get("rows"), resize.get("cols")
@@ -87,7 +92,7 @@ def add_exec_routes(app: web.Application, docker: NodeDocker) -> None:
             feed = asyncio.create_task(_input(stream, ws))
             done, _ = await asyncio.wait({pump, feed}, return_when=asyncio.FIRST_COMPLETED)
             if pump in done and not ws.closed:
-                await ws.send_json({"exit_code": await _exit_code(stream)})
+                await ws.send_json({"exit_code": await final_exit_code(stream)})
                 await ws.close()
             for task in (pump, feed):
                 task.cancel()
@@ -121,12 +126,3 @@ async def _input(stream: ExecSession, ws: web.WebSocketResponse) -> None:
                 if size is not None:
                     with contextlib.suppress(EngineError):
                         await stream.resize(*size)
-
-
-async def _exit_code(stream: ExecSession) -> int:
-    deadline = asyncio.get_running_loop().time() + EXIT_CODE_WAIT_S
-    while True:
-        code = await stream.exit_code()
-        if code is not None or asyncio.get_running_loop().time() > deadline:
-            return -1 if code is None else code
-        await asyncio.sleep(0.05)
