@@ -291,18 +291,25 @@ class SwarmEngine(DockerClient):
         try:
             async with _translate(f"remove service {container_id[:12]}"):
                 await self.docker.services.delete(container_id)
+            self._log.info("service removed", service=container_id[:12])
         except EngineError as exc:
             cause = exc.__cause__
-            if isinstance(cause, aiodocker.DockerError) and cause.status == 404:
-                return  # gone already (or removed meanwhile)
-            raise
-        self._log.info("service removed", service=container_id[:12])
+            if not (isinstance(cause, aiodocker.DockerError) and cause.status == 404):
+                raise
+            # gone already (or removed meanwhile): its configs may be left
         await self.collect_configs()
 
     async def collect_configs(self) -> list[str]:
-        """Remove the configs no service of this install mounts any more; their names."""
-        async with self._configs:
-            return await remove_unused(self.docker, self._owner)
+        """Remove the configs no service of this install mounts any more; their names.
+
+        A failure is logged, not raised: the service is gone, and the next
+        removal collects again."""
+        try:
+            async with self._configs:
+                return await remove_unused(self.docker, self._owner)
+        except EngineError as exc:
+            self._log.warning("configs_not_collected", error=str(exc))
+            return []
 
     async def list_tasks(self, deployment_id: str | None = None) -> list[SwarmInstance]:
         """Every patrd service of this owner with its current task, node and port."""
