@@ -97,6 +97,7 @@ def instance_spec(
         memory_mb=spec.resources.memory_mb,
         stop_timeout_s=options.stop_timeout_s,
         config_dir=str(config_dir) if config_dir is not None else None,
+        config_files=spec.config_mounts,
         volumes=tuple((volume_name(record.name, v.name, slot), v.path) for v in spec.volumes),
         extra_capabilities=spec.security.extra_capabilities,
         pids_limit=spec.security.pids_limit,

@@ -29,6 +29,9 @@ class ControllerOptions:
     drain_timeout_s: float = 30.0
     redirect_default_urls: bool = False  # tls.redirect_default_urls
     config_root: Path | None = None  # <data_dir>/config: one directory per deployment
+    # Config files cannot change under a running instance (the swarm backend's
+    # Swarm configs): an edit is a template change, rolled out.
+    config_rollout: bool = False
     local_registry: str = "127.0.0.1:5000"  # registry "local" pulls from here
     # Called before an instance is removed (not on delete): patrd/observe/logs.py
     # keeps its logs. It may stop the container first; errors are its own.

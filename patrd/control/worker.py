@@ -361,11 +361,15 @@ class DeploymentWorker:
         if stable is None:
             return None
         versions = await self._secret_versions(stable.spec)
-        return stable.spec.instance_template(stable.pinned_image, versions)
+        return stable.spec.instance_template(
+            stable.pinned_image, versions, config_content=self._options.config_rollout
+        )
 
     async def _target_template(self, record: DeploymentRecord) -> str:
         versions = await self._secret_versions(record.spec)
-        return record.spec.instance_template(record.pinned_image, versions)
+        return record.spec.instance_template(
+            record.pinned_image, versions, config_content=self._options.config_rollout
+        )
 
     async def _secret_versions(self, spec: DeploymentSpec) -> dict[str, int]:
         if not spec.secret_names or self._vault is None:

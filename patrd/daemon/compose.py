@@ -194,6 +194,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                     drain_timeout_s=config.proxy.drain_timeout_s,
                     redirect_default_urls=config.tls.redirect_default_urls,
                     config_root=config.daemon.config_root,
+                    config_rollout=swarm is not None,
                     local_registry=config.registry.host,
                     on_remove=keeper.on_remove,
                     pull_guard=disk_guard.refusal,

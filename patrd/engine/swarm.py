@@ -47,6 +47,7 @@ from patrd.engine.labels import (
     instance_labels,
     named_volume_labels,
 )
+from patrd.engine.swarm_configs import ensure_configs, remove_unused
 from patrd.engine.swarm_images import recent_failure, registry_auth_header
 from patrd.engine.swarm_tasks import (
     STARTING_STATES,
@@ -99,6 +100,8 @@ class SwarmEngine(DockerClient):
         self._owner = owner
         self._hardening = hardening if hardening is not None else Hardening()
         self._restart_delay_s = restart_delay_s
+        # A config made for a service must not be collected before the service exists.
+        self._configs = asyncio.Lock()
         self._log = structlog.get_logger("patrd.swarm")
 
     async def ping(self) -> str:
@@ -172,14 +175,26 @@ class SwarmEngine(DockerClient):
         the node that runs the task (patrd/engine/swarm_images.py).
         """
         spec = replace(spec, image=await self._pinned(spec.image))
-        body = service_spec(
-            spec,
-            owner=self._owner,
-            hardening=self._hardening,
-            target_ports=target_ports,
-            node_id=node,
-            restart_delay_s=self._restart_delay_s,
-        )
+        async with self._configs:
+            configs = await ensure_configs(self.docker, spec, self._owner)
+            body = service_spec(
+                spec,
+                owner=self._owner,
+                hardening=self._hardening,
+                target_ports=target_ports,
+                node_id=node,
+                restart_delay_s=self._restart_delay_s,
+                configs=configs,
+            )
+            return await self._create_service(spec, body, node, auth)
+
+    async def _create_service(
+        self,
+        spec: InstanceSpec,
+        body: Mapping[str, Any],
+        node: str | None,
+        auth: RegistryAuth | None,
+    ) -> str:
         try:
             created = await self.docker._query_json(
                 "services/create",
@@ -276,12 +291,25 @@ class SwarmEngine(DockerClient):
         try:
             async with _translate(f"remove service {container_id[:12]}"):
                 await self.docker.services.delete(container_id)
+            self._log.info("service removed", service=container_id[:12])
         except EngineError as exc:
             cause = exc.__cause__
-            if isinstance(cause, aiodocker.DockerError) and cause.status == 404:
-                return  # gone already (or removed meanwhile)
-            raise
-        self._log.info("service removed", service=container_id[:12])
+            if not (isinstance(cause, aiodocker.DockerError) and cause.status == 404):
+                raise
+            # gone already (or removed meanwhile): its configs may be left
+        await self.collect_configs()
+
+    async def collect_configs(self) -> list[str]:
+        """Remove the configs no service of this install mounts any more; their names.
+
+        A failure is logged, not raised: the service is gone, and the next
+        removal collects again."""
+        try:
+            async with self._configs:
+                return await remove_unused(self.docker, self._owner)
+        except EngineError as exc:
+            self._log.warning("configs_not_collected", error=str(exc))
+            return []
 
     async def list_tasks(self, deployment_id: str | None = None) -> list[SwarmInstance]:
         """Every patrd service of this owner with its current task, node and port."""
@@ -380,8 +408,12 @@ def service_spec(
     target_ports: Sequence[int],
     node_id: str | None = None,
     restart_delay_s: float = 2,
+    configs: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The ``ServiceSpec`` of one instance slot (``POST /services/create``)."""
+    """The ``ServiceSpec`` of one instance slot (``POST /services/create``).
+
+    ``configs``: the Swarm configs of its config files (patrd/engine/swarm_configs.py).
+    """
     labels = {
         **instance_labels(
             owner, spec.deployment, spec.deployment_id, spec.revision, spec.slot, spec.template
@@ -422,11 +454,9 @@ def service_spec(
             for name, path in spec.volumes
         ],
     }
-    if spec.config_dir is not None:
-        # A bind: the directory must exist on the node that runs the task.
-        container["Mounts"].append(
-            {"Type": "bind", "Source": spec.config_dir, "Target": "/etc/config", "ReadOnly": True}
-        )
+    if configs:
+        # Swarm gives them to whichever node runs the task (no host directory).
+        container["Configs"] = [dict(c) for c in configs]
     placement: dict[str, Any] = {}
     if node_id:
         placement["Constraints"] = [f"node.id=={node_id}"]

@@ -73,6 +73,8 @@ class InstanceSpec:
     memory_mb: int
     stop_timeout_s: int
     config_dir: str | None = None  # host directory mounted read-only at /etc/config
+    # The files themselves (name, content): the swarm backend makes Swarm configs of them.
+    config_files: tuple[tuple[str, bytes], ...] = ()
     volumes: tuple[tuple[str, str], ...] = ()  # (Docker volume name, mount path)
     extra_capabilities: tuple[str, ...] = ()  # the deployment's explicit `security` field
     pids_limit: int | None = None  # None: the node's default

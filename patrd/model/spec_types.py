@@ -212,7 +212,11 @@ class DeploymentSpec:
         }
 
     def instance_template(
-        self, pinned_image: str | None = None, secret_versions: Mapping[str, int] | None = None
+        self,
+        pinned_image: str | None = None,
+        secret_versions: Mapping[str, int] | None = None,
+        *,
+        config_content: bool = False,
     ) -> str:
         """A digest of what a container is made from (image, env, resources, volumes, probes).
 
@@ -220,6 +224,8 @@ class DeploymentSpec:
         a change of ports, scale or config files (updated in place) makes a
         new revision but restarts nothing; a probe change rolls out. A secret contributes its
         version, never its value: rotating it changes the template.
+        ``config_content``: the config files cannot change under a running
+        instance (Swarm configs): their hash is in the template, an edit rolls out.
         """
         versions = secret_versions or {}
         env = [
@@ -238,7 +244,9 @@ class DeploymentSpec:
                 "security": self.security.to_json(),
                 # Adding the first config file adds a mount (one rollout);
                 # later edits are written in place.
-                "config": bool(self.config_mounts),
+                "config": self.config_map_hash
+                if config_content and self.config_mounts
+                else bool(self.config_mounts),
                 # A probe change rolls out like any template change, so a probe
                 # that can never pass fails the rollout while the old instances
                 # keep serving. Absent probes add nothing (templates unchanged).
