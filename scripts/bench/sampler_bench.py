@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from patrd.model.instances import ContainerState, Instance
@@ -326,6 +327,8 @@ async def run(count: int, per_deployment: int, runs: int, rev: str, tmp: Path) -
     for _ in range(runs):
         for v in variants:
             await v.one_scrape()
+    new = variants[-1]
+    same_text = new.text == generate_latest(new.exposition.registry)
     for v in variants:
         await v.sampler._history.close()
     old_series, new_series = (series(v.text) for v in variants)
@@ -333,6 +336,7 @@ async def run(count: int, per_deployment: int, runs: int, rev: str, tmp: Path) -
     for row in rows:
         row["files_per_instance_last_pass"] = files.get(row["code"])
         row["same_series"] = old_series == new_series
+        row["text_as_prometheus_client"] = same_text
     return rows
 
 
