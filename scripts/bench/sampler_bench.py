@@ -327,6 +327,7 @@ async def run(count: int, per_deployment: int, runs: int, rev: str, tmp: Path) -
     for _ in range(runs):
         for v in variants:
             await v.one_scrape()
+    old_totals, new_totals = (totals(v.sampler.latest) for v in variants)
     new = variants[-1]
     same_text = new.text == generate_latest(new.exposition.registry)
     for v in variants:
@@ -337,7 +338,16 @@ async def run(count: int, per_deployment: int, runs: int, rev: str, tmp: Path) -
         row["files_per_instance_last_pass"] = files.get(row["code"])
         row["same_series"] = old_series == new_series
         row["text_as_prometheus_client"] = same_text
+        row["same_totals"] = old_totals == new_totals and len(new_totals) == count
     return rows
+
+
+def totals(latest: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    """What the last pass read per container (all but the moment it read it)."""
+    return {
+        cid: tuple(getattr(s.totals, f.name) for f in dataclasses.fields(s.totals)[1:])  # not "at"
+        for cid, s in latest.items()
+    }
 
 
 def series(text: bytes) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
