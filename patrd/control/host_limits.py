@@ -6,8 +6,10 @@ per instance it talks to. Linux caps that table at
 ``net.ipv4.neigh.default.gc_thresh3`` (1024 by default); past it, new
 connections time out ("neighbor table overflow" in the kernel log). Measured
 on this project's bench: at 1,000 instances a daemon restart re-checks every
-instance at once and half the probes timed out. patrd does not change host
-sysctls; it says so once, early.
+instance at once and half the probes timed out. The daemon does not change
+host sysctls; it says so once, early. ``scripts/install`` writes
+``/etc/sysctl.d/60-patrd-neighbour.conf`` (gc_thresh3 = 16384) so an
+installed patrd does not meet this.
 """
 
 from __future__ import annotations

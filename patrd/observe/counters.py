@@ -20,8 +20,9 @@ minus inactive file cache.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,11 +131,18 @@ def working_set(usage: int, stat: Mapping[str, int], v2: bool) -> int:
 class CgroupReader:
     """Reads a container's counters from ``root`` (``/sys/fs/cgroup``); None if not found.
 
-    This runs for every instance every ``metrics.interval_s`` and was
-    most of an idle daemon's CPU, so the files are opened by string path (no
-    pathlib per read), a found directory is trusted until a read fails, and
-    the limits (memory, CPU quota), which only ``docker update`` changes, are
-    read again every ``limits_every`` reads (a minute at the default interval).
+    This runs for every instance every ``metrics.interval_s`` and was most of an
+    idle daemon's CPU, so per container and read it opens only the files whose
+    figures move (v2: ``cpu.stat``, ``memory.current``, ``memory.stat``,
+    ``io.stat`` and the network counters of a process of the container), each
+    with one ``os.open``/``os.read``, and takes the one value it needs out of the
+    bytes without a dict. What only changes on ``docker update`` or a restart is
+    read again every ``limits_every`` reads (a minute at the default interval,
+    :func:`refresh_due`): the limits (memory, CPU quota), the pid whose
+    ``/proc/<pid>/net/dev`` gives the network counters (also at once when the
+    CPU counter went back, i.e. the container restarted, or that pid is gone),
+    and which v1 blkio file exists. A found directory is trusted until a read
+    fails. :attr:`files_read` counts the files opened (bench, tests).
     """
 
     def __init__(
@@ -145,31 +153,36 @@ class CgroupReader:
     ) -> None:
         self.root = root
         self.proc = proc
+        self._proc = str(proc)
         self.v2 = (root / "cgroup.controllers").is_file()
         self.limits_every = max(1, limits_every)
-        self._dirs: dict[str, dict[str, Path] | None] = {}
-        # container id → (memory limit, CPU limit, reads left before reading them again)
-        self._limits: dict[str, tuple[int | None, float | None, int]] = {}
+        self._known: dict[str, _Known] = {}
+        self.files_read = 0
 
     @property
     def layout(self) -> str:
         return "cgroup v2" if self.v2 else "cgroup v1"
 
     def forget(self, keep: Iterable[str]) -> None:
-        wanted = set(keep)
-        for cid in [c for c in self._dirs if c not in wanted]:
-            del self._dirs[cid]
-        for cid in [c for c in self._limits if c not in wanted]:
-            del self._limits[cid]
+        wanted = keep if isinstance(keep, set | frozenset) else set(keep)
+        for cid in [c for c in self._known if c not in wanted]:
+            del self._known[cid]
 
     def dirs(self, container_id: str) -> dict[str, Path] | None:
         """Controller name → directory (v2: one directory under the key "")."""
-        found = self._dirs.get(container_id)
-        if found is not None:
-            return found  # trusted until a read fails (read() forgets it then)
+        known = self._known_of(container_id)
+        return None if known is None else {k: Path(v) for k, v in known.dirs.items()}
+
+    def _known_of(self, container_id: str) -> _Known | None:
+        known = self._known.get(container_id)
+        if known is not None:
+            return known  # trusted until a read fails (read() forgets it then)
         found = self._find(container_id)
-        self._dirs[container_id] = found
-        return found
+        if found is None:
+            return None
+        known = _Known({k: str(v) for k, v in found.items()})
+        self._known[container_id] = known
+        return known
 
     def _find(self, cid: str) -> dict[str, Path] | None:
         leaves = (Path("system.slice") / f"docker-{cid}.scope", Path("docker") / cid)
@@ -189,51 +202,57 @@ class CgroupReader:
 
     def read(self, container_id: str) -> Counters | None:
         for _ in range(2):  # a second time with the directories looked up afresh
-            dirs = self.dirs(container_id)
-            if dirs is None:
+            known = self._known_of(container_id)
+            if known is None:
                 return None
             try:
-                if self.v2:
-                    return self._read_v2(container_id, str(dirs[""]))
-                return self._read_v1(container_id, {k: str(v) for k, v in dirs.items()})
+                return self._read_v2(known) if self.v2 else self._read_v1(known)
             except (OSError, ValueError):
-                self._dirs.pop(container_id, None)  # removed meanwhile, or moved
-                self._limits.pop(container_id, None)
+                self._known.pop(container_id, None)  # removed meanwhile, or moved
         return None
 
-    def _limits_of(
-        self, cid: str, read: Callable[[], tuple[int | None, float | None]]
-    ) -> tuple[int | None, float | None]:
-        cached = self._limits.get(cid)
-        if cached is not None and cached[2] > 0:
-            self._limits[cid] = (cached[0], cached[1], cached[2] - 1)
-            return cached[0], cached[1]
-        memory, cpu = read()
-        self._limits[cid] = (memory, cpu, self.limits_every - 1)
-        return memory, cpu
+    def _bytes(self, path: str) -> bytes:
+        self.files_read += 1
+        fd = os.open(path, _O_READ)
+        try:
+            data = os.read(fd, _CHUNK)
+            if len(data) < _CHUNK:
+                return data
+            parts = [data]
+            while chunk := os.read(fd, _CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
 
-    def _read_v2(self, cid: str, d: str) -> Counters:
-        cpu_ns = parse_flat_keyed(_text(f"{d}/cpu.stat"))["usage_usec"] * 1000
+    def _start(self, known: _Known, cpu_ns: int) -> bool:
+        """Count a read; True when this one reads the slow-moving files again."""
+        refresh = refresh_due(known.reads, self.limits_every) or cpu_ns < known.cpu_ns
+        known.reads = 1 if refresh else known.reads + 1
+        known.cpu_ns = cpu_ns
+        if refresh:
+            known.pid = None
+        return refresh
+
+    def _read_v2(self, known: _Known) -> Counters:
+        d = known.dirs[""]
+        cpu_ns = flat_value(self._bytes(f"{d}/cpu.stat"), b"usage_usec") * 1000
         at = time.monotonic()
-        usage = int(_text(f"{d}/memory.current"))
-        stat = parse_flat_keyed(_text(f"{d}/memory.stat"))
+        usage = int(self._bytes(f"{d}/memory.current"))
+        inactive = flat_value(self._bytes(f"{d}/memory.stat"), b"inactive_file", 0)
         read = written = None
         with contextlib.suppress(OSError):
-            read, written = parse_io_stat(_text(f"{d}/io.stat"))
-        rx, tx = self._net(f"{d}/cgroup.procs")
-        memory_limit, cpu_limit = self._limits_of(
-            cid,
-            lambda: (
-                parse_memory_limit(_text(f"{d}/memory.max")),
-                parse_cpu_max(_text(f"{d}/cpu.max")),
-            ),
-        )
+            read, written = parse_io_stat(self._bytes(f"{d}/io.stat").decode())
+        if self._start(known, cpu_ns):
+            known.memory_limit = parse_memory_limit(self._bytes(f"{d}/memory.max").decode())
+            known.cpu_limit = parse_cpu_max(self._bytes(f"{d}/cpu.max").decode())
+        rx, tx = self._net(known, f"{d}/cgroup.procs")
         return Counters(
             at=at,
             cpu_ns=cpu_ns,
-            memory_bytes=working_set(usage, stat, v2=True),
-            memory_limit=memory_limit,
-            cpu_limit=cpu_limit,
+            memory_bytes=max(0, usage - inactive),
+            memory_limit=known.memory_limit,
+            cpu_limit=known.cpu_limit,
             rx_bytes=rx,
             tx_bytes=tx,
             read_bytes=read,
@@ -241,42 +260,38 @@ class CgroupReader:
             source="cgroup v2",
         )
 
-    def _read_v1(self, cid: str, dirs: dict[str, str]) -> Counters:
-        cpu_ns = int(_text(f"{dirs['cpuacct']}/cpuacct.usage"))
+    def _read_v1(self, known: _Known) -> Counters:
+        dirs = known.dirs
+        cpu_ns = int(self._bytes(f"{dirs['cpuacct']}/cpuacct.usage"))
         at = time.monotonic()
         mem = dirs["memory"]
-        usage = int(_text(f"{mem}/memory.usage_in_bytes"))
-        stat = parse_flat_keyed(_text(f"{mem}/memory.stat"))
-
-        def limits() -> tuple[int | None, float | None]:
+        usage = int(self._bytes(f"{mem}/memory.usage_in_bytes"))
+        inactive = flat_value(self._bytes(f"{mem}/memory.stat"), b"total_inactive_file", 0)
+        refresh = self._start(known, cpu_ns)
+        if refresh:
             cpu_limit = None
             cpu_dir = dirs.get("cpu")
             if cpu_dir is not None:
                 with contextlib.suppress(OSError):
                     cpu_limit = parse_v1_quota(
-                        _text(f"{cpu_dir}/cpu.cfs_quota_us"), _text(f"{cpu_dir}/cpu.cfs_period_us")
+                        self._bytes(f"{cpu_dir}/cpu.cfs_quota_us").decode(),
+                        self._bytes(f"{cpu_dir}/cpu.cfs_period_us").decode(),
                     )
-            return parse_memory_limit(_text(f"{mem}/memory.limit_in_bytes")), cpu_limit
-
+            known.memory_limit = parse_memory_limit(
+                self._bytes(f"{mem}/memory.limit_in_bytes").decode()
+            )
+            known.cpu_limit = cpu_limit
         read = written = None
         blkio = dirs.get("blkio")
         if blkio is not None:
-            for name in (
-                "blkio.throttle.io_service_bytes_recursive",
-                "blkio.throttle.io_service_bytes",
-                "blkio.io_service_bytes_recursive",
-            ):
-                with contextlib.suppress(OSError):
-                    read, written = parse_blkio(_text(f"{blkio}/{name}"))
-                    break
-        rx, tx = self._net(f"{mem}/cgroup.procs")
-        memory_limit, cpu_limit = self._limits_of(cid, limits)
+            read, written = self._blkio(known, blkio, refresh)
+        rx, tx = self._net(known, f"{mem}/cgroup.procs")
         return Counters(
             at=at,
             cpu_ns=cpu_ns,
-            memory_bytes=working_set(usage, stat, v2=False),
-            memory_limit=memory_limit,
-            cpu_limit=cpu_limit,
+            memory_bytes=max(0, usage - inactive),
+            memory_limit=known.memory_limit,
+            cpu_limit=known.cpu_limit,
             rx_bytes=rx,
             tx_bytes=tx,
             read_bytes=read,
@@ -284,20 +299,105 @@ class CgroupReader:
             source="cgroup v1",
         )
 
-    def _net(self, procs: str) -> tuple[int | None, int | None]:
-        try:
-            with open(procs) as f:
-                first = f.readline().strip()
-            if not first:
-                return None, None
-            return parse_net_dev(_text(f"{self.proc}/{first}/net/dev"))
-        except (OSError, ValueError):
+    def _blkio(self, known: _Known, blkio: str, refresh: bool) -> tuple[int | None, int | None]:
+        """The first of the blkio files that exists (which one is remembered between refreshes)."""
+        if known.blkio is not None:
+            with contextlib.suppress(OSError):
+                return parse_blkio(self._bytes(f"{blkio}/{known.blkio}").decode())
+        elif not refresh and known.blkio_missing:
             return None, None
+        known.blkio = None
+        for name in _BLKIO_FILES:
+            with contextlib.suppress(OSError):
+                found = parse_blkio(self._bytes(f"{blkio}/{name}").decode())
+                known.blkio = name
+                known.blkio_missing = False
+                return found
+        known.blkio_missing = True
+        return None, None
+
+    def _net(self, known: _Known, procs: str) -> tuple[int | None, int | None]:
+        for _ in range(2):  # a second time with the pid read afresh
+            fresh = known.pid is None
+            try:
+                if fresh:
+                    first = self._bytes(procs).split(b"\n", 1)[0].strip()
+                    if not first:
+                        return None, None
+                    known.pid = first.decode()
+                return parse_net_dev(self._bytes(f"{self._proc}/{known.pid}/net/dev").decode())
+            except (OSError, ValueError):
+                known.pid = None
+                if fresh:
+                    return None, None
+        return None, None
 
 
-def _text(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_CHUNK = 16384
+_BLKIO_FILES = (
+    "blkio.throttle.io_service_bytes_recursive",
+    "blkio.throttle.io_service_bytes",
+    "blkio.io_service_bytes_recursive",
+)
+
+
+class _Known:
+    """What the reader keeps of one container between reads."""
+
+    __slots__ = (
+        "blkio",
+        "blkio_missing",
+        "cpu_limit",
+        "cpu_ns",
+        "dirs",
+        "memory_limit",
+        "pid",
+        "reads",
+    )
+
+    def __init__(self, dirs: dict[str, str]) -> None:
+        self.dirs = dirs  # controller → directory (v2: "" → the one directory)
+        self.reads = 0  # reads since the slow-moving files were read
+        self.cpu_ns = 0
+        self.memory_limit: int | None = None
+        self.cpu_limit: float | None = None
+        self.pid: str | None = None  # a process of the container (its network namespace)
+        self.blkio: str | None = None  # v1: which of _BLKIO_FILES exists
+        self.blkio_missing = False
+
+
+def refresh_due(reads: int, limits_every: int) -> bool:
+    """Whether a container's read number ``reads`` (0 = its first) reads the limits again.
+
+    Reads 0, ``limits_every``, 2 * ``limits_every``, …: with the default 12 and a
+    5 s interval, once a minute. (A restart, seen as the CPU counter going
+    back, also refreshes; the reader handles that.)
+    """
+    return reads % max(1, limits_every) == 0
+
+
+def flat_value(data: bytes, key: bytes, default: int | None = None) -> int:
+    """The value of ``key`` in ``key value`` lines (``cpu.stat``, ``memory.stat``).
+
+    ``default`` when the key is missing or its value is not a number; a
+    missing key without a default is a ValueError.
+    """
+    needle = key + b" "
+    if data.startswith(needle):
+        start = len(needle)
+    else:
+        at = data.find(b"\n" + needle)
+        start = at + 1 + len(needle) if at >= 0 else -1
+    if start >= 0:
+        end = data.find(b"\n", start)
+        try:
+            return int(data[start:] if end < 0 else data[start:end])
+        except ValueError:
+            pass
+    if default is None:
+        raise ValueError(f"no {key.decode()} value")
+    return default
 
 
 def counters_from_docker_stats(stats: Mapping[str, Any], at: float) -> Counters | None:

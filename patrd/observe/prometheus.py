@@ -36,6 +36,15 @@ from patrd.control.autoscale import AutoscaleStats
 from patrd.model.errors import PatrdError
 from patrd.model.replicas import effective_replicas
 from patrd.observe.counters import InstanceSample
+from patrd.observe.prometheus_text import (
+    PROBE_FAMILIES,
+    SAMPLE_FAMILIES,
+    LabelCache,
+    probe_families,
+    probe_rows,
+    sample_families,
+    sample_key,
+)
 from patrd.proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, DeploymentCounters
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -123,6 +132,7 @@ class PatrdCollector(Collector):
         self._watermark: int | None = None
         self._firewall: dict[str, Any] = {}
         self._firewall_enabled = False
+        self._labels = LabelCache()  # the per-instance label text (prometheus_text)
         self.started = time.time()
 
     async def prime(self) -> None:
@@ -160,23 +170,48 @@ class PatrdCollector(Collector):
         return []  # no collect() at registration
 
     def collect(self) -> Iterable[Metric]:
-        yield from self._daemon()
-        yield from self._deployments()
+        yield from self._head()
         if self._s.sampler is not None:
             samples = self._s.sampler.samples()
             yield from self._instances(samples)
-            yield GaugeMetricFamily(
-                "patrd_metrics_sample_duration_seconds",
-                "how long the last sampling pass over all running instances took",
-                value=self._s.sampler.last_tick_s,
-            )
-            yield GaugeMetricFamily(
-                "patrd_metrics_sampled_instances",
-                "instances with a sample in the last pass",
-                value=len(samples),
-            )
+            yield from self._sampler_gauges(samples)
         if self._s.instances is not None:
             yield from self._probes()
+        yield from self._tail()
+
+    def text(self) -> bytes:
+        """What :meth:`collect` exposes, as ``generate_latest`` renders it; the
+        per-instance families rendered by :mod:`patrd.observe.prometheus_text`."""
+        parts = [generate_latest(_Families(self._head()))]
+        if self._s.sampler is not None:
+            samples = self._s.sampler.samples()
+            parts.append(sample_families(samples, self._labels).encode())
+            parts.append(generate_latest(_Families(self._sampler_gauges(samples))))
+        if self._s.instances is not None:
+            rows = probe_rows(self._records, self._s.instances.instances)
+            parts.append(probe_families(rows, self._labels).encode())
+        parts.append(generate_latest(_Families(self._tail())))
+        self._labels.prune()
+        return b"".join(parts)
+
+    def _head(self) -> Iterable[Metric]:
+        yield from self._daemon()
+        yield from self._deployments()
+
+    def _sampler_gauges(self, samples: Sequence[InstanceSample]) -> Iterable[Metric]:
+        assert self._s.sampler is not None
+        yield GaugeMetricFamily(
+            "patrd_metrics_sample_duration_seconds",
+            "how long the last sampling pass over all running instances took",
+            value=self._s.sampler.last_tick_s,
+        )
+        yield GaugeMetricFamily(
+            "patrd_metrics_sampled_instances",
+            "instances with a sample in the last pass",
+            value=len(samples),
+        )
+
+    def _tail(self) -> Iterable[Metric]:
         if self._s.proxy is not None:
             yield from self._proxy(self._s.proxy)
         yield from self._event_counters()
@@ -222,69 +257,34 @@ class PatrdCollector(Collector):
         yield from (status, replicas, scale_min, scale_max)
 
     def _instances(self, samples: Sequence[InstanceSample]) -> Iterable[Metric]:
+        """The families of prometheus_text.sample_families, built by prometheus_client."""
         labels = ["deployment", "instance", "container"]
-
-        def gauge(name: str, doc: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(name, doc, labels=labels)
-
-        def counter(name: str, doc: str) -> CounterMetricFamily:
-            return CounterMetricFamily(name, doc, labels=labels)
-
-        cpu_total = counter("patrd_instance_cpu_seconds", "CPU time used (cgroup)")
-        cpu_cores = gauge("patrd_instance_cpu_cores", "CPU cores used over the last interval")
-        cpu_ratio = gauge(
-            "patrd_instance_cpu_usage_ratio", "CPU used / CPU allocated, last interval (1 = all)"
-        )
-        cpu_alloc = gauge("patrd_instance_cpu_allocation_cores", "CPU cores the instance may use")
-        mem = gauge("patrd_instance_memory_working_set_bytes", "memory used minus inactive cache")
-        mem_limit = gauge("patrd_instance_memory_limit_bytes", "memory limit")
-        rx = counter("patrd_instance_network_receive_bytes", "bytes received")
-        tx = counter("patrd_instance_network_transmit_bytes", "bytes sent")
-        rd = counter("patrd_instance_blkio_read_bytes", "bytes read from block devices")
-        wr = counter("patrd_instance_blkio_write_bytes", "bytes written to block devices")
-        for s in samples:
-            key = [s.deployment, s.instance, s.container_id[:12]]
-            t = s.totals
-            cpu_total.add_metric(key, t.cpu_ns / 1e9)
-            cpu_cores.add_metric(key, s.cpu_cores)
-            cpu_ratio.add_metric(key, s.cpu_fraction)
-            cpu_alloc.add_metric(key, s.cpu_allocation)
-            mem.add_metric(key, s.memory_bytes)
-            if s.memory_limit is not None:
-                mem_limit.add_metric(key, s.memory_limit)
-            for family, value in ((rx, t.rx_bytes), (tx, t.tx_bytes)):
+        for name, doc, kind, value_of in SAMPLE_FAMILIES:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, doc, labels=labels
+            )
+            for s in samples:
+                value = value_of(s)
                 if value is not None:
-                    family.add_metric(key, value)
-            for family, value in ((rd, t.read_bytes), (wr, t.write_bytes)):
-                if value is not None:
-                    family.add_metric(key, value)
-        yield from (cpu_total, cpu_cores, cpu_ratio, cpu_alloc, mem, mem_limit, rx, tx, rd, wr)
+                    family.add_metric(list(sample_key(s)), value)
+            yield family
 
     def _probes(self) -> Iterable[Metric]:
+        """The same families as prometheus_text.probe_families."""
         assert self._s.instances is not None
         labels = ["deployment", "instance", "container"]
-        ready = GaugeMetricFamily("patrd_instance_ready", "1 when in the proxy pool", labels=labels)
-        phase = GaugeMetricFamily(
-            "patrd_instance_probe_phase",
-            "1 for the instance's probe phase (starting, ready, failed, unhealthy)",
-            labels=[*labels, "phase"],
+        (ready, phase, liveness, restarts) = (
+            GaugeMetricFamily(name, doc, labels=[*labels, "phase"] if i == 1 else labels)
+            for i, (name, doc) in enumerate(PROBE_FAMILIES)
         )
-        liveness = GaugeMetricFamily(
-            "patrd_instance_liveness_failures", "consecutive liveness probe failures", labels=labels
-        )
-        restarts = GaugeMetricFamily(
-            "patrd_instance_restarts",
-            "restarts of this slot in its current failure streak (reset once stable)",
-            labels=labels,
-        )
-        for r in self._records:
-            for view in self._s.instances.instances(r.id):
-                key = [r.name, view.name, view.container_id[:12]]
-                ready.add_metric(key, 1 if view.ready else 0)
-                if view.probe:
-                    phase.add_metric([*key, view.probe], 1)
-                liveness.add_metric(key, view.liveness_failures)
-                restarts.add_metric(key, view.restarts)
+        for key, is_ready, probe, failures, restart_count in probe_rows(
+            self._records, self._s.instances.instances
+        ):
+            ready.add_metric(list(key), 1 if is_ready else 0)
+            if probe:
+                phase.add_metric([*key, probe], 1)
+            liveness.add_metric(list(key), failures)
+            restarts.add_metric(list(key), restart_count)
         yield from (ready, phase, liveness, restarts)
 
     def _proxy(self, proxy: ProxySource) -> Iterable[Metric]:
@@ -457,4 +457,14 @@ class Exposition:
 
     async def render(self) -> bytes:
         await self.collector.refresh()
-        return generate_latest(self.registry)
+        return self.collector.text()
+
+
+class _Families(Collector):
+    """Some of the collector's families, for generate_latest."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "scripts" / "install"
 UNINSTALL = REPO / "scripts" / "uninstall"
 UNIT = REPO / "systemd" / "patrd.service"
+SYSCTL = REPO / "systemd" / "60-patrd-neighbour.conf"
+GC_THRESH3 = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
 
 
 @pytest.fixture
@@ -96,6 +98,9 @@ def test_install_is_idempotent_and_uninstall_keeps_data_unless_purged(
     unit = root / "etc" / "systemd" / "system" / "patrd.service"
     assert unit.read_text() == UNIT.read_text()
     assert '"live-restore": true' in (root / "etc" / "docker" / "daemon.json").read_text()
+    sysctl = root / "etc" / "sysctl.d" / "60-patrd-neighbour.conf"
+    assert sysctl.read_text() == SYSCTL.read_text()
+    assert "net.ipv4.neigh.default.gc_thresh3 = 16384" in sysctl.read_text()
     for tool in ("patrd", "patrctl"):
         assert os.readlink(root / "usr" / "local" / "bin" / tool) == f"/opt/patrd/venv/bin/{tool}"
     assert [
@@ -119,7 +124,12 @@ def test_install_is_idempotent_and_uninstall_keeps_data_unless_purged(
     venv_mtime = (venv / "bin" / "patrd").stat().st_mtime_ns
     second = run(install, root)
     assert second.returncode == 0, second.stderr
-    for expected in ("is up to date", "exists (kept as is)", "group patrd exists"):
+    for expected in (
+        "is up to date",
+        "exists (kept as is)",
+        "group patrd exists",
+        "60-patrd-neighbour.conf is up to date",
+    ):
         assert expected in second.stdout, second.stdout
     assert "installed" not in second.stdout.replace("is up to date", "")
     assert config.read_text().endswith("# edited\n")
@@ -136,6 +146,7 @@ def test_install_is_idempotent_and_uninstall_keeps_data_unless_purged(
         gone = run(uninstall, root)
         assert gone.returncode == 0, gone.stderr
     assert not (root / "opt" / "patrd").exists() and not unit.exists()
+    assert not sysctl.exists()
     assert not (root / "usr" / "local" / "bin" / "patrctl").is_symlink()
     assert (data / "patrd.db").read_text() == "precious"
     assert config.exists() and "patrd:" in (root / "etc" / "group").read_text()
@@ -170,6 +181,7 @@ def test_install_for_real_on_a_machine_without_systemd(tmp_path: Path, source: P
     install = source / "scripts" / "install"
     script = " && ".join([*mounts, f"{install}", f"{install}"])
     host_group = Path("/etc/group").read_text()
+    host_thresh3 = GC_THRESH3.read_text()
     done = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
         capture_output=True,
@@ -184,6 +196,12 @@ def test_install_for_real_on_a_machine_without_systemd(tmp_path: Path, source: P
     etc = tmp_path / "etc" / "upper"
     assert (etc / "patrd" / "config.toml").is_file()
     assert (etc / "systemd" / "system" / "patrd.service").is_file()
+    if int(host_thresh3) < 16384:  # else the installer leaves it (and says so)
+        assert (etc / "sysctl.d" / "60-patrd-neighbour.conf").read_text() == SYSCTL.read_text()
+        assert "it applies at boot" in done.stdout
+    else:
+        assert "not written" in done.stdout
+    assert GC_THRESH3.read_text() == host_thresh3, "the host's sysctl was changed"
     assert "patrd:" in (etc / "group").read_text()
     assert (tmp_path / "opt" / "upper" / "patrd" / "venv" / "bin" / "patrd").exists()
     assert (tmp_path / "usrlocal" / "upper" / "bin" / "patrctl").is_symlink()
