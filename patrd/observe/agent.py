@@ -11,7 +11,10 @@ cgroups are on the task's node. So each node runs a small agent that
 * opens exec sessions in those containers for ``patrctl exec``
   (patrd/observe/agent_exec.py), and lists and removes patrd's volumes on its
   node when the manager removes them (patrd/observe/agent_volumes.py), behind
-  the same token.
+  the same token, and
+* with ``--fence-allow``, keeps ``table inet patrd_agent`` so the published
+  ports of those containers answer only the allowed sources (the manager):
+  patrd/firewall/node_fence_keeper.py.
 
 It schedules nothing and keeps no state but the cgroup paths it found: Swarm
 places tasks; the manager's sampler turns readings into rates; the manager

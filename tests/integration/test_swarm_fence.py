@@ -256,6 +256,8 @@ async def test_published_ports_answer_only_the_allowed_source(
     assert fenced_counter(worker) > before
     # ...while everything else on the worker answers the same source (the agent's port).
     assert dial(other, worker.address, AGENT_PORT).split()[1] == "401"
+    # A client on the worker itself (a local source, as patrd on the manager's node) passes.
+    assert dial(worker, worker.address, port) == "HTTP/1.1 200 OK"
 
     # The agent stops: the table stays, the port stays fenced (fail closed), the
     # manager is still served.
