@@ -6,8 +6,9 @@
   over netlink, but each call is its own batch (no atomic replacement), and
   sets with timeouts and meters need hand-built messages (NOTES.md); the
   ``nft`` program is Debian's ``nftables`` package, which the firewall needs
-  anyway. Only ``table inet patrd`` is ever named: nothing here lists, flushes
-  or deletes any other table.
+  anyway. Only the table it was given is ever named (``table inet patrd``,
+  or the swarm agent's ``table inet patrd_agent``): nothing here lists,
+  flushes or deletes any other table.
 * :class:`FirewallKeeper` renders the table from the config and the
   deployments' bridges, compares it with what the kernel holds and loads it
   when it is missing, different, or was edited by hand. ``run()`` does that
