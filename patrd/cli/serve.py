@@ -85,6 +85,19 @@ def add_agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--docker", default="unix:///var/run/docker.sock", metavar="URL", help="this node's engine"
     )
     agent.add_argument("--cgroup-root", default="/sys/fs/cgroup", type=Path, metavar="DIR")
+    agent.add_argument(
+        "--fence-allow",
+        metavar="CIDR[,CIDR...]",
+        help="fence this node's published task ports: only these sources (the address "
+        "the manager's patrd dials from) reach them; without it they are open to all",
+    )
+    agent.add_argument(
+        "--fence-interval",
+        default=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="how often the fence is checked against this node's tasks (default 2)",
+    )
     agent.add_argument("--log-level", default="info", metavar="LEVEL")
     agent.add_argument("--log-format", default="logfmt", metavar="FORMAT")
 

@@ -47,6 +47,7 @@ class TaskContainer:
     container_id: str
     deployment_id: str
     node_id: str
+    ports: tuple[int, ...] = ()  # host-mode published TCP ports on this node (sorted)
 
 
 def task_containers(summaries: Iterable[Mapping[str, Any]]) -> list[TaskContainer]:
@@ -63,9 +64,20 @@ def task_containers(summaries: Iterable[Mapping[str, Any]]) -> list[TaskContaine
                 container_id=str(summary.get("Id", "")),
                 deployment_id=str(labels.get(LABEL_DEPLOYMENT_ID, "")),
                 node_id=str(labels.get(SWARM_NODE_LABEL, "")),
+                ports=published_tcp_ports(summary.get("Ports") or ()),
             )
         )
     return found
+
+
+def published_tcp_ports(ports: Iterable[Mapping[str, Any]]) -> tuple[int, ...]:
+    """The host ports of a container summary's ``Ports`` (TCP, published ones only)."""
+    found: set[int] = set()
+    for port in ports:
+        public = port.get("PublicPort")
+        if port.get("Type", "tcp") == "tcp" and isinstance(public, int) and 0 < public < 65536:
+            found.add(public)
+    return tuple(sorted(found))
 
 
 def owned_volumes(items: Iterable[Mapping[str, Any]], owner: str) -> list[VolumeInfo]:

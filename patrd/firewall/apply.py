@@ -6,8 +6,9 @@
   over netlink, but each call is its own batch (no atomic replacement), and
   sets with timeouts and meters need hand-built messages (NOTES.md); the
   ``nft`` program is Debian's ``nftables`` package, which the firewall needs
-  anyway. Only ``table inet patrd`` is ever named: nothing here lists, flushes
-  or deletes any other table.
+  anyway. Only the table it was given is ever named (``table inet patrd``,
+  or the swarm agent's ``table inet patrd_agent``): nothing here lists,
+  flushes or deletes any other table.
 * :class:`FirewallKeeper` renders the table from the config and the
   deployments' bridges, compares it with what the kernel holds and loads it
   when it is missing, different, or was edited by hand. ``run()`` does that
@@ -86,25 +87,36 @@ class Counter:
 
 
 class Nft:
-    """The ``nft`` command, confined to ``table inet patrd``.
+    """The ``nft`` command, confined to one table: ``table inet patrd`` unless
+    ``table`` names another (family, name), e.g. the agent's fence.
 
     ``command`` is the argv prefix: ``("nft",)`` in production; tests use
     ``("ip", "netns", "exec", NS, "nft")`` to work inside their namespace.
     """
 
-    def __init__(self, command: Sequence[str] = ("nft",), timeout_s: float = NFT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        command: Sequence[str] = ("nft",),
+        timeout_s: float = NFT_TIMEOUT_S,
+        table: tuple[str, str] = (TABLE_FAMILY, TABLE_NAME),
+    ) -> None:
         self.command = tuple(command)
         self._timeout_s = timeout_s
+        self.family, self.name = table
 
     async def load(self, text: str) -> None:
-        """Replace table inet patrd by ``text`` (a rendered table) in one transaction."""
-        rc, _, err = await self._run("-f", "-", stdin=transaction(text))
+        """Replace the table by ``text`` (a rendered table) in one transaction."""
+        rc, _, err = await self._run(
+            "-f", "-", stdin=transaction(text, f"{self.family} {self.name}")
+        )
         if rc != 0:
             raise FirewallError(f"nft refused the ruleset: {_first_lines(err)}")
 
     async def check(self, text: str) -> None:
         """Let nft parse and validate ``text`` without committing it (``nft -c``)."""
-        rc, _, err = await self._run("-c", "-f", "-", stdin=transaction(text))
+        rc, _, err = await self._run(
+            "-c", "-f", "-", stdin=transaction(text, f"{self.family} {self.name}")
+        )
         if rc != 0:
             raise FirewallError(f"nft rejects the ruleset: {_first_lines(err)}")
 
@@ -113,7 +125,7 @@ class Nft:
 
         None if the table is absent.
         """
-        rc, out, err = await self._run("-s", "-t", "list", "table", TABLE_FAMILY, TABLE_NAME)
+        rc, out, err = await self._run("-s", "-t", "list", "table", self.family, self.name)
         if rc == 0:
             return out
         if _missing(err):
@@ -122,16 +134,16 @@ class Nft:
 
     async def counters(self) -> dict[str, Counter]:
         """The named counters of the table ({} if the table is absent)."""
-        rc, out, err = await self._run("-j", "list", "counters", "table", TABLE_FAMILY, TABLE_NAME)
+        rc, out, err = await self._run("-j", "list", "counters", "table", self.family, self.name)
         if rc != 0:
             if _missing(err):
                 return {}
             raise FirewallError(f"nft list counters failed: {_first_lines(err)}")
-        return parse_counters(out)
+        return parse_counters(out, self.name)
 
     async def delete(self) -> bool:
-        """Delete table inet patrd; False if there was none."""
-        rc, _, err = await self._run("delete", "table", TABLE_FAMILY, TABLE_NAME)
+        """Delete the table; False if there was none."""
+        rc, _, err = await self._run("delete", "table", self.family, self.name)
         if rc == 0:
             return True
         if _missing(err):
@@ -167,7 +179,7 @@ class Nft:
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def parse_counters(text: str) -> dict[str, Counter]:
+def parse_counters(text: str, table: str = TABLE_NAME) -> dict[str, Counter]:
     """``nft -j list counters …`` output → {name: Counter}."""
     try:
         items = json.loads(text).get("nftables", [])
@@ -176,7 +188,7 @@ def parse_counters(text: str) -> dict[str, Counter]:
     counters: dict[str, Counter] = {}
     for item in items:
         c = item.get("counter") if isinstance(item, dict) else None
-        if isinstance(c, dict) and c.get("table") == TABLE_NAME and "name" in c:
+        if isinstance(c, dict) and c.get("table") == table and "name" in c:
             counters[str(c["name"])] = Counter(int(c.get("packets", 0)), int(c.get("bytes", 0)))
     return counters
 

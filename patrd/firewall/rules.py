@@ -243,14 +243,14 @@ def hash_of(text: str) -> str | None:
     return text[start:end] if end > start else None
 
 
-def transaction(text: str) -> str:
-    """One ``nft -f`` batch that replaces table inet patrd atomically.
+def transaction(text: str, table: str = TABLE) -> str:
+    """One ``nft -f`` batch that replaces table inet patrd (or ``table``) atomically.
 
     ``table`` (create if missing, else no-op) then ``delete table`` then the
     new table: the kernel commits all three or none, so there is no moment
     without the table, and a failing batch leaves the old table in place.
     """
-    return f"table {TABLE}\ndelete table {TABLE}\n{text}"
+    return f"table {table}\ndelete table {table}\n{text}"
 
 
 # --- the body ----------------------------------------------------------------

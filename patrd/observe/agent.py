@@ -11,7 +11,10 @@ cgroups are on the task's node. So each node runs a small agent that
 * opens exec sessions in those containers for ``patrctl exec``
   (patrd/observe/agent_exec.py), and lists and removes patrd's volumes on its
   node when the manager removes them (patrd/observe/agent_volumes.py), behind
-  the same token.
+  the same token, and
+* with ``--fence-allow``, keeps ``table inet patrd_agent`` so the published
+  ports of those containers answer only the allowed sources (the manager):
+  patrd/firewall/node_fence_keeper.py.
 
 It schedules nothing and keeps no state but the cgroup paths it found: Swarm
 places tasks; the manager's sampler turns readings into rates; the manager
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Sequence
@@ -34,6 +38,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from patrd.engine.swarm_node import NodeDocker, TaskContainer
+from patrd.firewall.apply import FirewallError
+from patrd.firewall.node_fence import Network, parse_allow
+from patrd.firewall.node_fence_keeper import NodeFenceKeeper, TaskPorts
 from patrd.kit import log_setup
 from patrd.model.errors import EngineError
 from patrd.observe.agent_exec import add_exec_routes
@@ -120,6 +127,8 @@ class AgentOptions:
     port: int
     docker: str
     cgroup_root: Path
+    fence_allow: tuple[Network, ...] = ()  # empty: the published ports are not fenced
+    fence_interval_s: float = 2.0
 
 
 def agent_main(args: argparse.Namespace) -> int:
@@ -133,6 +142,14 @@ def agent_main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"patrd agent: --token-file: {exc}", flush=True)
         return 2
+    try:
+        fence_allow = parse_allow(args.fence_allow) if args.fence_allow is not None else ()
+    except ValueError as exc:
+        print(f"patrd agent: --fence-allow: {exc}", flush=True)
+        return 2
+    if not args.fence_interval > 0:
+        print("patrd agent: --fence-interval must be more than 0", flush=True)
+        return 2
     log_setup.configure(args.log_level, args.log_format)
     if loose:
         structlog.get_logger("patrd.observe.agent").warning(
@@ -145,6 +162,8 @@ def agent_main(args: argparse.Namespace) -> int:
         port=int(port),
         docker=str(args.docker),
         cgroup_root=args.cgroup_root,
+        fence_allow=fence_allow,
+        fence_interval_s=args.fence_interval,
     )
     try:
         return asyncio.run(serve_agent(options, token))
@@ -161,6 +180,25 @@ async def serve_agent(options: AgentOptions, token: str) -> int:
         await docker.close()
         print(f"patrd agent: Docker at {options.docker}: {exc}", flush=True)
         return 1
+    fence = NodeFenceKeeper(
+        options.fence_allow, TaskPorts(docker), interval_s=options.fence_interval_s
+    )
+    try:
+        await fence.sync()
+    except FirewallError as exc:
+        if fence.enabled:  # asked to fence and cannot: say so rather than serve unfenced
+            await docker.close()
+            print(f"patrd agent: --fence-allow: {exc}", flush=True)
+            return 1
+    if fence.enabled:
+        log.info("fence_loaded", allow=",".join(map(str, options.fence_allow)), ports=fence.ports)
+    else:
+        log.warning(
+            "published_ports_open",
+            note="without --fence-allow, the published ports of this node's patrd tasks "
+            "answer anyone who reaches the node",
+        )
+    fence_task = asyncio.create_task(fence.run()) if fence.enabled else None
     figures = NodeFigures(docker, CgroupReader(options.cgroup_root))
     runner = web.AppRunner(agent_app(figures, token, node_id, docker), access_log=None)
     await runner.setup()
@@ -176,6 +214,10 @@ async def serve_agent(options: AgentOptions, token: str) -> int:
         await stop.wait()
         log.info("agent_stopping")
     finally:
+        if fence_task is not None:  # the table stays loaded: the ports stay fenced
+            fence_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fence_task
         await runner.cleanup()
         await docker.close()
     return 0
