@@ -344,7 +344,9 @@ async def test_volumes_on_workers_are_listed_and_removed_through_their_agents(
         f"/v1/deployments/{name}?confirm_volume_loss=true",
         {"scale": {"min": 1, "max": 1}},
     )
-    await until(lambda: not node_volumes(home[1], name), 90, "slot 1's volume removed", daemon, 0.5)
+    await until(
+        lambda: not node_volumes(home[1], name), 180, "slot 1's volume removed", daemon, 0.5
+    )
     print(
         f"scale-down → slot 1's volume removed on node {home[1].index}: "
         f"{time.monotonic() - started:.1f}s"
@@ -360,7 +362,7 @@ async def test_volumes_on_workers_are_listed_and_removed_through_their_agents(
     await api.wait_gone(name, timeout=SETTLE_S)
     await until(
         lambda: not any(node_volumes(n, name) for n in swarm.nodes),
-        60,
+        180,
         "every volume removed",
         daemon,
         0.5,
