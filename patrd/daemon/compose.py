@@ -263,7 +263,7 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 )
             )
             await observe.exposition.collector.prime()
-            observe.exposition.registry.register(DiskCollector(disk_guard, config.disk.min_free))
+            observe.exposition.add(DiskCollector(disk_guard, config.disk.min_free))
             # Notifications and the node's own health (patrd/notify/, patrd/observe/nodehealth.py).
             supervisor.start("notify-tail", notify.tail, stage="last")
             supervisor.start("notify-send", notify.drain, stage="last")
@@ -271,8 +271,8 @@ async def _serve(config: Config, log: structlog.typing.FilteringBoundLogger) -> 
                 store, await node_config(config.node, engine), config.daemon.data_dir
             )
             supervisor.start("node-health", node.run)
-            observe.exposition.registry.register(NotifyCollector(notify))
-            observe.exposition.registry.register(NodeCollector(node))
+            observe.exposition.add(NotifyCollector(notify))
+            observe.exposition.add(NodeCollector(node))
             if not await controller.wait_synced(SYNC_WAIT_S):
                 log.warning("initial_sync_slow", waited_s=SYNC_WAIT_S)
 

@@ -448,16 +448,25 @@ def _backups(stats: BackupSource) -> Iterable[Metric]:
 
 
 class Exposition:
-    """The registry of one daemon and its collector."""
+    """The registry of one daemon: its collector, then the other parts' (:meth:`add`)."""
 
     def __init__(self, sources: Sources) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = PatrdCollector(sources)
         self.registry.register(self.collector)
+        self._others: list[Collector] = []
+
+    def add(self, collector: Collector) -> None:
+        """Expose another part's families (disk guard, notifications, node health)."""
+        self.registry.register(collector)
+        self._others.append(collector)
 
     async def render(self) -> bytes:
+        """What ``generate_latest(self.registry)`` would answer, the per-instance
+        families rendered the cheaper way (:meth:`PatrdCollector.text`)."""
         await self.collector.refresh()
-        return self.collector.text()
+        others = (family for c in self._others for family in c.collect())
+        return self.collector.text() + generate_latest(_Families(others))
 
 
 class _Families(Collector):

@@ -4,10 +4,13 @@ give the text generate_latest gives for the same collector."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from patrd.model.deployment import DeploymentRecord
 from patrd.observe.counters import Counters, InstanceSample
@@ -94,10 +97,12 @@ async def test_text_is_what_prometheus_client_renders() -> None:
     exposition = Exposition(
         Sources(store=_Store([web, other]), instances=_Views(views), sampler=_Sampler(_samples()))
     )
+    exposition.add(_Other())  # another part's families (disk, notify, node) come after
     await exposition.collector.prime()
     text = await exposition.render()
     assert text == generate_latest(exposition.registry)
     families = {f.name: f for f in text_string_to_metric_families(text.decode())}
+    assert families["patrd_other_things"].samples[0].value == 7
     assert len(families["patrd_instance_memory_limit_bytes"].samples) == 2
     phases = families["patrd_instance_probe_phase"].samples
     assert [s.labels["phase"] for s in phases] == ["ready", 'fai"led']
@@ -127,3 +132,8 @@ def test_escape_and_header() -> None:
         "# HELP patrd_x_total bytes\\nsent\n# TYPE patrd_x_total counter\n"
     )
     assert header("patrd_y", "y", "gauge").endswith("# TYPE patrd_y gauge\n")
+
+
+class _Other(Collector):
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("patrd_other_things", "a family of another part", value=7)
