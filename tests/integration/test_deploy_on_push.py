@@ -52,7 +52,10 @@ def push(d: Daemon, source: str, repo: str, tag: str) -> str:
     subprocess.run(["docker", "tag", source, ref], check=True, capture_output=True)
     push_when_up(ref, env=docker_login(d))
     digests = docker_json("image", "inspect", ref)[0]["RepoDigests"]
-    return str(next(x.split("@", 1)[1] for x in digests if x.startswith(registry_addr(d))))
+    # Every registry the image was ever pushed to is listed: a port an earlier
+    # test's registry had may name another repository, so match the repository.
+    mine = f"{registry_addr(d)}/{repo}@"
+    return str(next(x.split("@", 1)[1] for x in digests if x.startswith(mine)))
 
 
 async def webhook(d: Daemon, body: bytes, secret: str | None) -> tuple[int, Any]:

@@ -60,7 +60,10 @@ class Rig:
             ["docker", "image", "inspect", ref], check=True, capture_output=True, text=True
         )
         digests = json.loads(inspect.stdout)[0]["RepoDigests"]
-        return str(next(d.split("@", 1)[1] for d in digests if d.startswith(f"{self.pusher}/")))
+        # The image's digests in every registry it was ever pushed to: a loopback
+        # port an earlier test's registry had may name another repository here.
+        mine = f"{self.pusher}/{repo}@"
+        return str(next(d.split("@", 1)[1] for d in digests if d.startswith(mine)))
 
 
 @pytest.fixture(scope="module")
