@@ -534,6 +534,7 @@ class SwarmBackend:
     async def remove_volume(self, name: str) -> None:
         """Remove it wherever it is (here, and through every other node's agent), and
         its home record: the slot, if it comes back, picks a node afresh."""
+        await self._drop_stopped_tasks_of(name)
         await self._manager.remove_volume(name)
         if self.node_volumes is not None:
             await self.node_volumes.remove(name)
@@ -547,6 +548,20 @@ class SwarmBackend:
                 await self.swarm.docker.nodes.update(
                     node_id=node["ID"], version=node["Version"]["Index"], spec=spec
                 )
+
+    async def _drop_stopped_tasks_of(self, volume: str) -> None:
+        """The stopped task containers here that hold ``volume`` (this install's only):
+        Swarm's executor removes a deleted service's container some time later, and
+        until then the volume is in use; the agents wait for it, this node removes it."""
+        filters = {"volume": [volume], "label": [f"{LABEL_OWNER}={self._owner}"]}
+        async with _translate(f"list containers of volume {volume}"):
+            found = await self._manager.docker.containers.list(
+                all=True, filters=json.dumps({**filters, "status": ["exited", "dead", "created"]})
+            )
+        for container in found:
+            with contextlib.suppress(EngineError):
+                async with _translate(f"remove stopped task {container.id[:12]}"):
+                    await container.delete(force=True)
 
     async def events(self) -> AsyncIterator[EngineEvent]:
         """A wake-up per instance that came, went or changed state or address.
