@@ -203,11 +203,17 @@ async def test_frames_over_a_socketpair() -> None:
     try:
         big = {"op": "certs", "certs": {f"n{i}": ["/p", i] for i in range(20_000)}}
         frames = wire.encode({"op": "table", "version": 1}) + wire.encode(big)
-        # A torn header, then the end of the stream.
-        await asyncio.to_thread(b.sendall, frames + wire.encode({"op": "stop"})[:3])
-        b.close()
+
+        def send() -> None:
+            b.sendall(frames + wire.encode({"op": "stop"})[:3])  # a torn header,
+            b.close()  # then the end of the stream
+
+        # Sent while read: the 418 KB frame is more than the socket buffers and
+        # the paused stream reader hold, so a send before reading could block.
+        sending = asyncio.ensure_future(asyncio.to_thread(send))
         assert await wire.read(reader) == {"op": "table", "version": 1}
         assert await wire.read(reader) == big
+        await sending
         with pytest.raises(wire.WireError):
             await wire.read(reader)
     finally:
