@@ -82,6 +82,7 @@ from patrd.proxy.target import (
     parse_host,
     slash_in_route_segments,
 )
+from patrd.proxy.tls_server import TLSListener
 
 __all__ = ["Listen", "ProxyOptions", "ProxyServer", "Snapshot"]
 
@@ -282,6 +283,7 @@ class ProxyServer:
         self._log = structlog.get_logger("patrd.proxy")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []
+        self._tls_listeners: list[TLSListener] = []  # TLS is ours (tls_server.py), not uvloop's
         self._deadlines: Deadlines | None = None  # the clients' timeouts (deadlines.py)
         self._pools: dict[tuple[str, int], _Pool] = {}
         # Backends whose connection failed → loop time until which new
@@ -390,27 +392,22 @@ class ProxyServer:
         bound: list[tuple[str, int]] = []
         try:
             for scheme, group in ((b"http", listens), (b"https", tls_listens)):
-                tls = ssl_context if scheme == b"https" else None
-                handshake_timeout = self._options.header_timeout_s if tls is not None else None
                 for listen in group:
-                    factory = functools.partial(_Client, self, scheme)
-                    if isinstance(listen, socket.socket):
-                        server = await loop.create_server(
-                            factory,
-                            sock=listen,
-                            backlog=1024,
-                            ssl=tls,
-                            ssl_handshake_timeout=handshake_timeout,
+                    factory: Callable[[], asyncio.Protocol] = functools.partial(
+                        _Client, self, scheme
+                    )
+                    if scheme == b"https":
+                        assert ssl_context is not None
+                        listener = TLSListener(
+                            ssl_context, factory, self._deadlines, self._options.header_timeout_s
                         )
+                        self._tls_listeners.append(listener)
+                        factory = listener
+                    if isinstance(listen, socket.socket):
+                        server = await loop.create_server(factory, sock=listen, backlog=1024)
                     else:
                         server = await loop.create_server(
-                            factory,
-                            listen[0],
-                            listen[1],
-                            reuse_address=True,
-                            backlog=1024,
-                            ssl=tls,
-                            ssl_handshake_timeout=handshake_timeout,
+                            factory, listen[0], listen[1], reuse_address=True, backlog=1024
                         )
                     self._servers.append(server)
                     for sock in server.sockets:
@@ -444,6 +441,8 @@ class ProxyServer:
         self._held.expire_all()
         for server in self._servers:
             server.close()
+        for listener in self._tls_listeners:
+            listener.abort_handshakes()
         for client in list(self._clients):
             client.close_if_idle()
         if self._active > 0:
