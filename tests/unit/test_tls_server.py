@@ -168,7 +168,7 @@ def _blocking_exchange(
                 if not chunk:
                     break
                 answer += chunk
-            return tls.session_reused, tls.session, answer
+            return bool(tls.session_reused), tls.session, answer
 
 
 @pytest.mark.parametrize("run", RUNNERS)
