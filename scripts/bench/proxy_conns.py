@@ -15,8 +15,11 @@ apart: the share of 20 fresh connections, each offering the previous one's
 session, that resumed.
 
 ``--idle N``: N keep-alive connections to each server in turn (one request
-each, then held open), HTTP then HTTPS; the server's RSS (the process tree)
-before and while holding them: bytes per idle connection.
+each, then held open), HTTP then HTTPS, each scheme on freshly started
+servers (a heap grown by the first round would be reused by the second and
+hide its cost: Caddy's HTTPS figure was 3.8 KB instead of 24 KB that way);
+the server's RSS (the process tree) before and while holding them: bytes per
+idle connection.
 
 Two more targets put patrd's figures in context:
 
@@ -25,7 +28,8 @@ Two more targets put patrd's figures in context:
   same run, so before and after share the machine's load;
 * ``uvloop bare``: the floor of any Python server on uvloop and the ``ssl``
   module: as many processes as patrd has workers (``SO_REUSEPORT``), patrd's
-  listener TLS context (SNI, tickets), and a fixed 200 answer per request, no
+  listener TLS context (SNI, tickets) terminated by patrd's TLS layer
+  (:mod:`patrd.proxy.tls_server`), and a fixed 200 answer per request, no
   proxying. What patrd spends above it is its own.
 
 ``--close`` also reads the CPU time (user + system) of each server's
@@ -47,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -85,6 +90,7 @@ def start_servers(
     bare: bool = True,
 ) -> tuple[dict[str, dict[str, int]], dict[str, int], Path]:
     """The origin, nginx, Caddy and patrd (the daemon's defaults): ports, pids, the CA file."""
+    work.mkdir(parents=True, exist_ok=True)
     hosts = bench_hosts(50)
     cert, key = make_certs(work, hosts)
     origin = free_port()
@@ -226,7 +232,9 @@ def serve_bare(spec: dict[str, Any]) -> None:
 
 
 def _serve_bare_one(spec: dict[str, Any]) -> None:
+    from patrd.proxy.deadlines import Deadlines
     from patrd.proxy.runtime import run_event_loop
+    from patrd.proxy.tls_server import TLSListener
     from patrd.tls.certstore import CertStore
     from patrd.tls.tickets import set_ticket_key
 
@@ -236,14 +244,13 @@ def _serve_bare_one(spec: dict[str, Any]) -> None:
         tls = certs.listener_context()
         set_ticket_key(tls, bytes.fromhex(spec["ticket_key"]))
         loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop)
         for scheme in ("http", "https"):
+            factory: Callable[[], asyncio.Protocol] = _Bare
+            if scheme == "https":  # TLS as patrd's proxy terminates it
+                factory = TLSListener(tls, _Bare, deadlines, 30.0)
             await loop.create_server(
-                _Bare,
-                "127.0.0.1",
-                int(spec[scheme]),
-                ssl=tls if scheme == "https" else None,
-                reuse_port=True,
-                backlog=1024,
+                factory, "127.0.0.1", int(spec[scheme]), reuse_port=True, backlog=1024
             )
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -377,24 +384,43 @@ async def _hold(pid: int, port: int, n: int, tls: ssl.SSLContext | None) -> dict
 
 
 def bench_idle(
-    ports: dict[str, dict[str, int]], pids: dict[str, int], ca: Path, args: argparse.Namespace
+    ports: dict[str, dict[str, int]],
+    pids: dict[str, int],
+    ca: Path,
+    args: argparse.Namespace,
+    scheme: str,
 ) -> list[dict[str, Any]]:
     client = ssl.create_default_context(cafile=str(ca))
     rows = []
-    for scheme in args.schemes.split(","):
-        for target, by_scheme in ports.items():
-            tls = client if scheme == "https" else None
-            row = asyncio.run(_hold(pids[target], by_scheme[scheme], args.idle, tls))
-            row = {"scheme": scheme, "target": target, **row}
-            print(f"  {json.dumps(row)}", flush=True)
-            rows.append(row)
-            time.sleep(1.0)
+    for target, by_scheme in ports.items():
+        tls = client if scheme == "https" else None
+        row = asyncio.run(_hold(pids[target], by_scheme[scheme], args.idle, tls))
+        row = {"scheme": scheme, "target": target, **row}
+        print(f"  {json.dumps(row)}", flush=True)
+        rows.append(row)
+        time.sleep(1.0)
+    return rows
+
+
+def idle_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         peers = {r["target"]: r["bytes_per_conn"] for r in rows if r["scheme"] == row["scheme"]}
         for other in ("caddy", "nginx"):
             mine, theirs = row["bytes_per_conn"], peers.get(other)
             row[f"ratio_to_{other}"] = round(mine / theirs, 2) if mine and theirs else None
     return rows
+
+
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    procs.clear()
 
 
 def run(args: argparse.Namespace) -> None:
@@ -407,21 +433,23 @@ def run(args: argparse.Namespace) -> None:
     log = (work / "servers.log").open("ab")
     out: dict[str, Any] = {"load_before": loadavg(), "cpus": os.cpu_count()}
     try:
-        ports, pids, ca = start_servers(work, args.idle, log, procs, args.baseline)
         if args.close:
+            ports, pids, ca = start_servers(work / "close", args.idle, log, procs, args.baseline)
             out["close"] = bench_close(ports, pids, ca, args)
+            stop_servers(procs)
         if args.idle:
-            out["idle"] = bench_idle(ports, pids, ca, args)
+            # Fresh servers for each scheme: a heap grown by one round (Caddy's Go heap,
+            # CPython's arenas) would otherwise be reused by the next and hide its cost.
+            rows: list[dict[str, Any]] = []
+            for scheme in args.schemes.split(","):
+                where = work / f"idle-{scheme}"
+                ports, pids, ca = start_servers(where, args.idle, log, procs, args.baseline)
+                rows += bench_idle(ports, pids, ca, args, scheme)
+                stop_servers(procs)
+            out["idle"] = idle_ratios(rows)
         out["load_after"] = loadavg()
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(procs)
         log.close()
     print_tables(out, args)
     path = args.json or Path("var/bench") / f"proxy-conns-{time.strftime('%Y%m%d-%H%M%S')}.json"

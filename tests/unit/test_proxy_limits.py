@@ -94,6 +94,17 @@ def test_networks_membership() -> None:
     assert not Networks([]) and "127.0.0.1" not in Networks([])
 
 
+def test_networks_remember_answers_within_a_bound() -> None:
+    nets = Networks(["10.0.0.0/8"])
+    # Twice over, past the bound (4096 remembered): every answer stays right.
+    for _ in range(2):
+        for i in range(5000):
+            ip = f"10.0.{i // 256}.{i % 256}" if i % 2 else f"192.0.{i // 256}.{i % 256}"
+            assert (ip in nets) is bool(i % 2), ip
+    assert len(nets._seen) <= 4096
+    assert "garbage" not in nets and "garbage" not in nets  # a remembered no
+
+
 def test_client_key() -> None:
     assert client_key("192.0.2.1") == "192.0.2.1"
     assert client_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
