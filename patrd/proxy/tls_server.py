@@ -134,7 +134,8 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
             self._done_handshaking()
         self._state = _LOST
         app, self._app = self._app, None  # the HTTP protocol holds this transport
-        self._ssl = None
+        self._ssl = None  # OpenSSL's SSL goes now, not when the HTTP protocol goes
+        self._raw = None
         if app is not None:
             app.connection_lost(exc)
 
