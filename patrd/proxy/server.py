@@ -399,7 +399,11 @@ class ProxyServer:
                     if scheme == b"https":
                         assert ssl_context is not None
                         listener = TLSListener(
-                            ssl_context, factory, self._deadlines, self._options.header_timeout_s
+                            ssl_context,
+                            factory,
+                            self._deadlines,
+                            self._options.header_timeout_s,
+                            self._options.max_connections,
                         )
                         self._tls_listeners.append(listener)
                         factory = listener

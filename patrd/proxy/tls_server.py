@@ -46,6 +46,7 @@ class TLSListener:
         "deadlines",
         "handshaking",
         "loop",
+        "max_handshaking",
         "timeout",
         "view",
     )
@@ -56,8 +57,12 @@ class TLSListener:
         app_factory: Callable[[], asyncio.Protocol],
         deadlines: Deadlines,
         handshake_timeout: float,
+        max_handshaking: int = 0,
     ) -> None:
         self.context = context
+        # Connections in their handshake are not the HTTP protocol's yet, so its
+        # caps do not count them: this bounds them (0: no bound).
+        self.max_handshaking = max_handshaking
         self.app_factory = app_factory
         self.deadlines = deadlines
         self.timeout = handshake_timeout
@@ -110,6 +115,10 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._raw = transport  # type: ignore[assignment]
         listener = self._listener
+        if listener.max_handshaking and len(listener.handshaking) >= listener.max_handshaking:
+            self._state = _CLOSING
+            transport.abort()  # type: ignore[attr-defined]
+            return
         listener.handshaking.add(self)
         listener.deadlines.set(self, listener.timeout)
 

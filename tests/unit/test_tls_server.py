@@ -72,7 +72,9 @@ class _App(asyncio.Protocol):
 class _Rig:
     """A listener on loopback whose connections' apps are kept, and a client context."""
 
-    def __init__(self, tmp_path: Path, handshake_timeout: float = 5.0) -> None:
+    def __init__(
+        self, tmp_path: Path, handshake_timeout: float = 5.0, max_handshaking: int = 0
+    ) -> None:
         ca = LocalCA(tmp_path / "ca")
         key = generate_key()
         pem = tmp_path / "site.pem"
@@ -84,13 +86,16 @@ class _Rig:
         self.context = sni.listener_context()
         self.client = ssl.create_default_context(cafile=str(ca.cert_path))
         self.timeout = handshake_timeout
+        self.max_handshaking = max_handshaking
         self.apps: list[_App] = []
         self.on_data: Callable[[_App, bytes], None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.deadlines = Deadlines(loop)
-        self.listener = TLSListener(self.context, self._app, self.deadlines, self.timeout)
+        self.listener = TLSListener(
+            self.context, self._app, self.deadlines, self.timeout, self.max_handshaking
+        )
         self.server = await loop.create_server(self.listener, "127.0.0.1", 0)
         self.port = int(self.server.sockets[0].getsockname()[1])
 
@@ -408,6 +413,36 @@ def test_stopping_drops_connections_still_in_their_handshake(tmp_path: Path, run
             assert not rig.listener.handshaking and len(rig.deadlines) == 0
         finally:
             writer.close()
+            await rig.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_connections_past_the_handshake_bound_are_dropped(tmp_path: Path, run: Runner) -> None:
+    """Silent connections cannot pile up in their handshake: past the bound, closed at once."""
+
+    async def main() -> None:
+        rig = _Rig(tmp_path, handshake_timeout=60, max_handshaking=2)
+        rig.on_data = _echo_upper
+        await rig.start()
+        silent = [await asyncio.open_connection("127.0.0.1", rig.port) for _ in range(3)]
+        try:
+            await asyncio.sleep(0.1)
+            assert len(rig.listener.handshaking) == 2
+            third = silent[2][0]
+            assert await asyncio.wait_for(third.read(), 5) == b""  # dropped, not waiting 60 s
+            for _, writer in silent[:2]:
+                writer.close()
+            await asyncio.sleep(0.1)
+            assert not rig.listener.handshaking
+            reader, writer = await rig.open()  # room again
+            writer.write(b"bye\n")
+            assert await asyncio.wait_for(reader.readline(), 5) == b"BYE\n"
+            writer.close()
+        finally:
+            for _, writer in silent:
+                writer.close()
             await rig.stop()
 
     run(main())
