@@ -698,6 +698,7 @@ class _Exchange:
         "error",
         "finished",
         "head",
+        "head_size",
         "headers_done",
         "host",
         "host_lines",
@@ -752,6 +753,7 @@ class _Exchange:
         self.body_sent = False
         self.discard = False  # the rest of the request body is read and dropped
         self.head = b""
+        self.head_size = 0  # bytes of its head so far, from the parser's callbacks
         self.pool: _Pool | None = None  # the backend, while this exchange counts on it
         self.backends: tuple[Backend, ...] = ()  # the routed deployment's (failover)
         self.tried: list[tuple[str, int]] | None = None  # backends that failed to connect
@@ -783,9 +785,25 @@ class _Peer:
     bytes each).
     """
 
-    __slots__ = ("challenges", "exempt", "forwarded", "ip", "key", "rate_key", "scheme", "trusted")
+    __slots__ = (
+        "challenges",
+        "deadlines",
+        "exempt",
+        "forwarded",
+        "ip",
+        "key",
+        "loop",
+        "rate_key",
+        "scheme",
+        "trusted",
+    )
 
     def __init__(self, server: ProxyServer, scheme: bytes, ip: str) -> None:
+        deadlines = server._deadlines
+        assert deadlines is not None, "the server is started"
+        # The server's, here rather than in a slot of each client (8 bytes each).
+        self.deadlines = deadlines  # the clients' timeouts (deadlines.py)
+        self.loop = asyncio.get_running_loop()
         self.scheme = scheme
         # ACME HTTP-01 tokens, answered on plain HTTP only.
         self.challenges = server._challenges if scheme == b"http" else None
@@ -826,13 +844,10 @@ class _Client(asyncio.Protocol):
         "_active",
         "_admitted",
         "_advancing",
-        "_deadlines",
         "_eof",
         "_feeding",
-        "_head_size",
         "_head_timer",
         "_in_head",
-        "_loop",
         "_mode",
         "_options",
         "_parser",
@@ -851,7 +866,6 @@ class _Client(asyncio.Protocol):
     def __init__(self, server: ProxyServer, scheme: bytes) -> None:
         self._server = server
         self._options = server._options
-        self._loop = asyncio.get_running_loop()
         # The peer's address is known in connection_made; until then, none.
         self._peer = _peer_of(server, scheme, "")
         # Made for a request, dropped while the connection idles (``_finish``)
@@ -868,14 +882,10 @@ class _Client(asyncio.Protocol):
         self._paused = 0  # _P_* bits
         self._write_paused = False
         self._eof = False
-        self._head_size = 0  # bytes of the current request head, from the callbacks
         self._raw_head = 0  # bytes received while in a request head (guard)
         self._raw_left = 0  # body bytes of an upgrade request, which llhttp skips
         self._in_head = True
         self._head_timer = False
-        deadlines = server._deadlines
-        assert deadlines is not None, "the server is started"
-        self._deadlines = deadlines
         self.deadline_queue: Queue | None = None  # kept by Deadlines (deadlines.py)
         self._admitted = False  # counted by the connection caps
 
@@ -979,7 +989,7 @@ class _Client(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         tunnel = self._mode == _TUNNEL
         self._mode = _CLOSED
-        self._deadlines.clear(self)
+        self._peer.deadlines.clear(self)
         server = self._server
         server._clients.pop(self, None)
         server._transport_lost()
@@ -1019,23 +1029,22 @@ class _Client(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._parsing = _Exchange(self)
-        self._head_size = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         ex = self._parsing
         assert ex is not None
         ex.url += url
-        self._head_size += len(url)
-        if self._head_size > self._options.max_header_bytes:
+        ex.head_size += len(url)
+        if ex.head_size > self._options.max_header_bytes:
             self._on_parse_error(None, 431)
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self._parsing
         assert ex is not None
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self._options.max_header_bytes:
+        ex.head_size += len(name) + len(value) + 4
+        if ex.head_size > self._options.max_header_bytes:
             self._on_parse_error(None, 400 if ex.headers_done else 431)
             raise _Stop
         if ex.headers_done:
@@ -1086,7 +1095,7 @@ class _Client(asyncio.Protocol):
         self._in_head = False
         self._raw_head = 0
         self._head_timer = False
-        self._deadlines.clear(self)
+        self._peer.deadlines.clear(self)
         ex.method = method = parser.get_method()
         ex.is_head = method == b"HEAD"
         ex.http11 = parser.get_http_version() == "1.1"
@@ -1185,7 +1194,7 @@ class _Client(asyncio.Protocol):
             peer = self._peer
             key = self._forwarded_key(ex) if peer.trusted else peer.rate_key
             if key is not None:
-                wait = limits.retry_after(key, self._loop.time(), peer.trusted)
+                wait = limits.retry_after(key, self._peer.loop.time(), peer.trusted)
                 if wait:
                     server.limited_requests += 1
                     self._local(ex, 429, headers=b"Retry-After: %d\r\n" % wait)
@@ -1258,7 +1267,7 @@ class _Client(asyncio.Protocol):
             if counters is None:
                 counters = server.deployment_stats[route.deployment] = DeploymentCounters()
             ex.stats = counters
-            ex.t0 = self._loop.time()
+            ex.t0 = self._peer.loop.time()
         if route.special and self._redirected(ex, route):
             return
         if route.status is not RouteStatus.RUNNING:
@@ -1308,7 +1317,7 @@ class _Client(asyncio.Protocol):
                 headers=b"Retry-After: %d\r\n" % RETRY_AFTER_S,
             )
 
-        self._server._held.hold(self._loop, host, path, on_route, on_timeout, alive)
+        self._server._held.hold(self._peer.loop, host, path, on_route, on_timeout, alive)
 
     def _absolute_form(self, ex: _Exchange) -> bool:
         """``GET http://host/path``: route by the URL's host, forward origin-form."""
@@ -1516,7 +1525,7 @@ class _Client(asyncio.Protocol):
         self._mode = _TUNNEL
         ex.response_started = ex.response_done = True
         if ex.stats is not None:  # the 101 counts; the websocket's lifetime does not
-            ex.stats.record(101, self._loop.time() - ex.t0)
+            ex.stats.record(101, self._peer.loop.time() - ex.t0)
             ex.stats = None
         if ex.counted:  # an open websocket is not an in-flight request
             ex.counted = False
@@ -1605,7 +1614,8 @@ class _Client(asyncio.Protocol):
             self._close()
         elif self._parsing is None:
             self._set_deadline(self._options.idle_timeout_s)
-            self._queue = None  # a pipeline's deque (about 600 bytes): made again if needed
+            if not self._advancing:  # (_advance drops it when its loop is done)
+                self._queue = None  # a pipeline's deque (about 600 bytes): made again if needed
             server = self._server
             if not self._feeding and len(server._clients) > server.keep_parsers_upto:
                 self._parser = None  # idle: a new one for the next request
@@ -1625,15 +1635,17 @@ class _Client(asyncio.Protocol):
                 self._dispatch(nxt)
         finally:
             self._advancing = False
-        if self._active is None and not self._queue and self._mode == _NOPARSE:
-            self._close()
+        if not self._queue:
+            self._queue = None  # emptied: not kept while idle
+            if self._active is None and self._mode == _NOPARSE:
+                self._close()
 
     def _finish_counters(self, ex: _Exchange) -> None:
         if ex.finished:
             return
         ex.finished = True
         if ex.stats is not None:
-            ex.stats.record(ex.status, self._loop.time() - ex.t0)
+            ex.stats.record(ex.status, self._peer.loop.time() - ex.t0)
         if ex.pool is not None:
             ex.pool.unpin()
             ex.pool = None
@@ -1760,7 +1772,7 @@ class _Client(asyncio.Protocol):
     # --- timeouts: one deadline per connection, in the server's queues (deadlines.py) ---
 
     def _set_deadline(self, delay: float) -> None:
-        self._deadlines.set(self, delay)
+        self._peer.deadlines.set(self, delay)
 
     def deadline_passed(self) -> None:
         mode = self._mode
