@@ -288,7 +288,7 @@ class ProxyServer:
         # requests avoid them (failover.py). Empty on the happy path.
         self._down: dict[tuple[str, int], float] = {}
         self._hosts: dict[bytes, _HostLines] = {}  # Host header → parsed (_BAD_HOST)
-        self._peers: dict[tuple[bytes, str], _Peer] = {}  # (scheme, address) → shared (_peer)
+        self._peers: dict[bytes, dict[str, _Peer]] = {}  # scheme → address → shared (_peer_of)
         # (body, upstream header, upstream idle, send) of routes without their own.
         self._timeouts = (
             options.body_timeout_s,
@@ -816,18 +816,22 @@ class _Peer:
         self.rate_key = None if self.exempt else self.key  # rate-limit key; None: not limited
 
 
-# Peers remembered per server (cleared when full: connections keep theirs).
+# Addresses remembered per server and scheme (cleared when full: connections keep theirs).
 _PEER_CACHE_MAX: Final = 4096
 
 
 def _peer_of(server: ProxyServer, scheme: bytes, ip: str) -> _Peer:
     """The shared :class:`_Peer` of address ``ip`` on a ``scheme`` listener of ``server``."""
-    peers = server._peers
-    peer = peers.get((scheme, ip))
+    peers = server._peers.get(scheme)
+    if peers is None:
+        peers = server._peers[scheme] = {}
+    # Keyed by the address alone: a (scheme, address) tuple key would cost 64
+    # bytes per address.
+    peer = peers.get(ip)
     if peer is None:
         if len(peers) >= _PEER_CACHE_MAX:
             peers.clear()
-        peer = peers[scheme, ip] = _Peer(server, scheme, ip)
+        peer = peers[ip] = _Peer(server, scheme, ip)
     return peer
 
 

@@ -24,7 +24,7 @@ process's growth per connection (after ``gc.collect()``):
 A warm-up of 300 connections (opened, used, closed) runs first, so the
 figures are what one more idle connection costs, not first-use caches.
 ``--peers K`` spreads the client connections over K source addresses
-(127.0.0.1 … 127.0.0.K), as distinct clients would; ``--limits`` turns the
+(127.0.0.1 … 127.0.0.250, 127.0.1.1 …), as distinct clients would; ``--limits`` turns the
 per-client limits on for loopback (by default loopback is exempt), so their
 per-client counters count too.
 
@@ -32,6 +32,10 @@ per-client counters count too.
 the proxied route, reporting the server process's CPU time (user + system,
 ``/proc/PID/stat``) per request, which a busy machine disturbs less than
 requests per second.
+
+``--bare``: a bare uvloop server as well (a protocol object per connection
+answering each request head, nothing else): the floor of any Python server
+on uvloop; what patrd spends above it is its own.
 
 ``--baseline DIR``: a second server runs the ``patrd`` package found under DIR
 (``git archive REV patrd | tar -x -C DIR``), profiled after this tree's, or
@@ -51,10 +55,13 @@ import re
 import subprocess
 import sys
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 HOST = "idle.test"
 ORIGIN_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+
+
+BARE = "uvloop bare"
 
 
 # --- the server process -------------------------------------------------------------
@@ -110,6 +117,24 @@ def _reply(answer: dict[str, Any]) -> None:
     print("@@", json.dumps(answer), flush=True)  # stdout has structlog's lines too
 
 
+class _Bare(asyncio.Protocol):
+    """The floor (``--bare``): a uvloop server answering each request head, no proxying."""
+
+    def __init__(self, conns: list[_Bare]) -> None:
+        self.conns = conns
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.conns.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.transport.write(ORIGIN_ANSWER)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conns.remove(self)
+
+
 async def _serve(spec: dict[str, Any]) -> None:
     import tracemalloc
 
@@ -136,8 +161,16 @@ async def _serve(spec: dict[str, Any]) -> None:
             "rate_limit_burst": 1_000_000_000,
         }
     options = ProxyOptions(max_connections=1_000_000, idle_timeout_s=900.0, **extra)
-    proxy = ProxyServer(options, RoutingTable.build([route]))
-    [(_, port)] = await proxy.start([("127.0.0.1", 0)])
+    proxy: ProxyServer | None = None
+    bare: list[_Bare] = []
+    if spec.get("bare"):
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _Bare(bare), "127.0.0.1", 0, backlog=4096
+        )
+        port = int(server.sockets[0].getsockname()[1])
+    else:
+        proxy = ProxyServer(options, RoutingTable.build([route]))
+        [(_, port)] = await proxy.start([("127.0.0.1", 0)])
     _reply({"port": port, "patrd": os.path.dirname(os.path.dirname(patrd.__file__))})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -148,10 +181,10 @@ async def _serve(spec: dict[str, Any]) -> None:
         if line == "snap":
             base = _measure()
             snapshot = tracemalloc.take_snapshot() if spec["trace"] else None
-            _reply({"clients": len(proxy._clients), **base})
+            _reply({"clients": len(proxy._clients if proxy else bare), **base})
         elif line == "diff":
             now = _measure()
-            out: dict[str, Any] = {"clients": len(proxy._clients)}
+            out: dict[str, Any] = {"clients": len(proxy._clients if proxy else bare)}
             out.update({key: now[key] - base[key] for key in now})
             if snapshot is not None:
                 stats = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")
@@ -161,7 +194,8 @@ async def _serve(spec: dict[str, Any]) -> None:
                     if s.size_diff
                 ]
             _reply(out)
-    await proxy.stop(2.0)
+    if proxy is not None:
+        await proxy.stop(2.0)
 
 
 # --- the driver ---------------------------------------------------------------------
@@ -188,7 +222,8 @@ async def _open(
 
     async def one(i: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         async with gate:
-            source = (f"127.0.0.{1 + i % peers}", 0) if peers > 1 else None
+            k = i % peers  # 127.0.0.1 … 127.0.0.250, 127.0.1.1 …
+            source = (f"127.0.{k // 250}.{1 + k % 250}", 0) if peers > 1 else None
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", port, local_addr=source, limit=4096
             )
@@ -210,7 +245,7 @@ async def _close(held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) 
 class _Server:
     def __init__(self, name: str, origin: int, args: argparse.Namespace, tree: str | None) -> None:
         self.name = name
-        spec = {"origin": origin, "trace": args.trace, "limits": args.limits}
+        spec = {"origin": origin, "trace": args.trace, "limits": args.limits, "bare": name == BARE}
         env = dict(os.environ)
         here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if tree is not None:  # its patrd first on the path (the current directory), then ours
@@ -315,6 +350,8 @@ async def _drive(args: argparse.Namespace) -> None:
     origin = await loop.create_server(_Origin, "127.0.0.1", 0, backlog=4096)
     origin_port = int(origin.sockets[0].getsockname()[1])
     servers = [_Server("this tree", origin_port, args, None)]
+    if args.bare:
+        servers.append(_Server(BARE, origin_port, args, None))
     if args.baseline:
         servers.append(_Server("baseline", origin_port, args, args.baseline))
     try:
@@ -337,6 +374,7 @@ def main() -> None:
     parser.add_argument("--peers", type=int, default=1)
     parser.add_argument("--limits", action="store_true")
     parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--bare", action="store_true", help="also a bare uvloop server (floor)")
     parser.add_argument(
         "--baseline", help="also serve the patrd package under this directory (A/B)"
     )

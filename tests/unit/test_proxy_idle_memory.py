@@ -155,8 +155,8 @@ async def test_peers_are_shared_per_address_and_scheme_only(
         assert peer.forwarded == (
             b"X-Forwarded-For: 127.0.0.2\r\nX-Real-IP: 127.0.0.2\r\nX-Forwarded-Proto: http\r\n"
         )
-        assert server._peers[b"http", "127.0.0.2"] is peer
-        assert (b"https", "127.0.0.2") not in server._peers
+        assert server._peers[b"http"]["127.0.0.2"] is peer
+        assert b"https" not in server._peers
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
