@@ -68,6 +68,10 @@ class Deadlines:
     def __len__(self) -> int:
         return self._count
 
+    def now(self) -> float:
+        """The loop's time."""
+        return self._loop.time()
+
     def set(self, conn: Expiring, delay: float) -> None:
         """``conn``'s deadline is ``delay`` seconds from now (replacing any earlier one)."""
         queue = self._queues.get(delay)

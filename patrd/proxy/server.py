@@ -289,6 +289,7 @@ class ProxyServer:
         self._down: dict[tuple[str, int], float] = {}
         self._hosts: dict[bytes, _HostLines] = {}  # Host header → parsed (_BAD_HOST)
         self._peers: dict[bytes, dict[str, _Peer]] = {}  # scheme → address → shared (_peer_of)
+        self._parsers_dropped_at = -_PARSER_SWEEP_S  # loop time (_drop_idle_parsers)
         # (body, upstream header, upstream idle, send) of routes without their own.
         self._timeouts = (
             options.body_timeout_s,
@@ -835,6 +836,34 @@ def _peer_of(server: ProxyServer, scheme: bytes, ip: str) -> _Peer:
     return peer
 
 
+# Idle clients that kept their parser drop it when the server grows past
+# keep_parsers_upto, at most this often (a server hovering there pays one pass
+# over keep_parsers_upto clients per this many seconds, not per connection).
+_PARSER_SWEEP_S: Final = 1.0
+
+
+def _drop_idle_parsers(server: ProxyServer) -> None:
+    """The server holds more than ``keep_parsers_upto`` clients now: the idle ones that
+    kept their parser (they went idle below it) drop it, as they would on going idle."""
+    deadlines = server._deadlines
+    if deadlines is None:
+        return
+    now = deadlines.now()
+    if now < server._parsers_dropped_at + _PARSER_SWEEP_S:
+        return
+    server._parsers_dropped_at = now
+    for client in server._clients:
+        if (
+            client._parser is not None
+            and client._mode == _HTTP
+            and client._active is None
+            and client._parsing is None
+            and not client._queue
+            and not client._feeding
+        ):
+            client._parser = None
+
+
 class _Client(asyncio.Protocol):
     """One client connection: parse requests, dispatch them, relay the answers.
 
@@ -902,6 +931,8 @@ class _Client(asyncio.Protocol):
         server = self._server
         server._open += 1
         server._clients[self] = None
+        if len(server._clients) == server.keep_parsers_upto + 1:
+            _drop_idle_parsers(server)
         if server._draining:
             self._mode = _CLOSED
             transport.close()

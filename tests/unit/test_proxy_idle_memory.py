@@ -161,3 +161,29 @@ async def test_peers_are_shared_per_address_and_scheme_only(
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+async def test_idle_clients_drop_a_kept_parser_when_the_server_grows(
+    proxy: tuple[ProxyServer, int],
+) -> None:
+    server, port = proxy
+    server.keep_parsers_upto = 1
+    r1, w1 = await asyncio.open_connection(LOOPBACK, port)
+    conns = [w1]
+    try:
+        w1.write(_get(HOST))
+        assert await _answers(r1, 1) == [b"HTTP/1.1 200 OK"]
+        [first] = list(server._clients)
+        await _until(lambda: first._active is None)
+        assert first._parser is not None  # alone: it keeps its parser (CPU over memory)
+        _, w2 = await asyncio.open_connection(LOOPBACK, port)  # now more than 1
+        conns.append(w2)
+        await _until(lambda: len(server._clients) == 2)
+        assert first._parser is None  # idle since, it would have kept it for good
+        w1.write(_get(HOST))  # and makes a new one for its next request
+        assert await _answers(r1, 1) == [b"HTTP/1.1 200 OK"]
+    finally:
+        for writer in conns:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
