@@ -1229,7 +1229,7 @@ class _Client(asyncio.Protocol):
             peer = self._peer
             key = self._forwarded_key(ex) if peer.trusted else peer.rate_key
             if key is not None:
-                wait = limits.retry_after(key, self._peer.loop.time(), peer.trusted)
+                wait = limits.retry_after(key, peer.loop.time(), peer.trusted)
                 if wait:
                     server.limited_requests += 1
                     self._local(ex, 429, headers=b"Retry-After: %d\r\n" % wait)
