@@ -48,7 +48,7 @@ import httptools
 import structlog
 
 from patrd.proxy import failover
-from patrd.proxy.deadlines import Deadlines
+from patrd.proxy.deadlines import Deadlines, Queue
 from patrd.proxy.headers import (
     H_CONNECTION,
     H_CONTENT_LENGTH,
@@ -290,6 +290,8 @@ class ProxyServer:
         # requests avoid them (failover.py). Empty on the happy path.
         self._down: dict[tuple[str, int], float] = {}
         self._hosts: dict[bytes, _HostLines] = {}  # Host header → parsed (_BAD_HOST)
+        self._peers: dict[bytes, dict[str, _Peer]] = {}  # scheme → address → shared (_peer_of)
+        self._parsers_dropped_at = -_PARSER_SWEEP_S  # loop time (_drop_idle_parsers)
         # (body, upstream header, upstream idle, send) of routes without their own.
         self._timeouts = (
             options.body_timeout_s,
@@ -297,7 +299,8 @@ class ProxyServer:
             options.upstream_idle_timeout_s,
             options.send_timeout_s,
         )
-        self._clients: set[_Client] = set()
+        # The client connections (a dict: at thousands, half a set's bytes per entry).
+        self._clients: dict[_Client, None] = {}
         self._upstreams: set[_Upstream] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._active = 0
@@ -699,6 +702,7 @@ class _Exchange:
         "error",
         "finished",
         "head",
+        "head_size",
         "headers_done",
         "host",
         "host_lines",
@@ -753,6 +757,7 @@ class _Exchange:
         self.body_sent = False
         self.discard = False  # the rest of the request body is read and dropped
         self.head = b""
+        self.head_size = 0  # bytes of its head so far, from the parser's callbacks
         self.pool: _Pool | None = None  # the backend, while this exchange counts on it
         self.backends: tuple[Backend, ...] = ()  # the routed deployment's (failover)
         self.tried: list[tuple[str, int]] | None = None  # backends that failed to connect
@@ -775,24 +780,110 @@ class _Exchange:
 # --- client side -------------------------------------------------------------
 
 
+class _Peer:
+    """What a client connection knows of its peer and listener, shared by its connections.
+
+    Fixed for a (scheme, address) in one server, so the server's connections
+    from one address share one (:func:`_peer_of`): an idle connection keeps a
+    reference, not its own address string and forwarding lines (about 180
+    bytes each).
+    """
+
+    __slots__ = (
+        "challenges",
+        "deadlines",
+        "exempt",
+        "forwarded",
+        "ip",
+        "key",
+        "loop",
+        "rate_key",
+        "scheme",
+        "trusted",
+    )
+
+    def __init__(self, server: ProxyServer, scheme: bytes, ip: str) -> None:
+        deadlines = server._deadlines
+        assert deadlines is not None, "the server is started"
+        # The server's, here rather than in a slot of each client (8 bytes each).
+        self.deadlines = deadlines  # the clients' timeouts (deadlines.py)
+        self.loop = asyncio.get_running_loop()
+        self.scheme = scheme
+        # ACME HTTP-01 tokens, answered on plain HTTP only.
+        self.challenges = server._challenges if scheme == b"http" else None
+        self.ip = ip  # the peer's address
+        # X-Forwarded-For/-Proto and X-Real-IP lines of its requests.
+        self.forwarded = forwarding_lines(ip.encode("ascii", "replace"), None, scheme, None)
+        self.trusted = bool(server._trusted) and ip in server._trusted  # proxy.trusted_proxies
+        self.exempt = self.trusted or server._limits.exempt(ip)  # no per-client limits
+        self.key = client_key(ip)  # patrd.proxy.limits.client_key
+        self.rate_key = None if self.exempt else self.key  # rate-limit key; None: not limited
+
+
+# Addresses remembered per server and scheme (cleared when full: connections keep theirs).
+_PEER_CACHE_MAX: Final = 4096
+
+
+def _peer_of(server: ProxyServer, scheme: bytes, ip: str) -> _Peer:
+    """The shared :class:`_Peer` of address ``ip`` on a ``scheme`` listener of ``server``."""
+    peers = server._peers.get(scheme)
+    if peers is None:
+        peers = server._peers[scheme] = {}
+    # Keyed by the address alone: a (scheme, address) tuple key would cost 64
+    # bytes per address.
+    peer = peers.get(ip)
+    if peer is None:
+        if len(peers) >= _PEER_CACHE_MAX:
+            peers.clear()
+        peer = peers[ip] = _Peer(server, scheme, ip)
+    return peer
+
+
+# Idle clients that kept their parser drop it when the server grows past
+# keep_parsers_upto, at most this often (a server hovering there pays one pass
+# over keep_parsers_upto clients per this many seconds, not per connection).
+_PARSER_SWEEP_S: Final = 1.0
+
+
+def _drop_idle_parsers(server: ProxyServer) -> None:
+    """The server holds more than ``keep_parsers_upto`` clients now: the idle ones that
+    kept their parser (they went idle below it) drop it, as they would on going idle."""
+    deadlines = server._deadlines
+    if deadlines is None:
+        return
+    now = deadlines.now()
+    if now < server._parsers_dropped_at + _PARSER_SWEEP_S:
+        return
+    server._parsers_dropped_at = now
+    for client in server._clients:
+        if (
+            client._parser is not None
+            and client._mode == _HTTP
+            and client._active is None
+            and client._parsing is None
+            and not client._queue
+            and not client._feeding
+        ):
+            client._parser = None
+
+
 class _Client(asyncio.Protocol):
-    """One client connection: parse requests, dispatch them, relay the answers."""
+    """One client connection: parse requests, dispatch them, relay the answers.
+
+    An idle keep-alive connection is what most of them are, most of the time,
+    so what it keeps is kept small (issue 20): no parser (``keep_parsers_upto``),
+    no exchange, no queue, its deadline in the server's queues, and what it
+    knows of its peer shared with the peer's other connections (``_Peer``).
+    """
 
     __slots__ = (
         "_active",
         "_admitted",
         "_advancing",
-        "_challenges",
-        "_deadlines",
         "_eof",
-        "_exempt",
         "_feeding",
-        "_forwarded",
-        "_head_size",
         "_head_timer",
         "_in_head",
-        "_key",
-        "_loop",
         "_mode",
         "_options",
         "_parser",
@@ -800,29 +891,25 @@ class _Client(asyncio.Protocol):
         "_paused",
         "_peer",
         "_queue",
-        "_rate_key",
         "_raw_head",
         "_raw_left",
-        "_scheme",
         "_server",
-        "_trusted",
         "_write_paused",
+        "deadline_queue",
         "transport",
     )
 
     def __init__(self, server: ProxyServer, scheme: bytes) -> None:
         self._server = server
         self._options = server._options
-        self._loop = asyncio.get_running_loop()
-        self._scheme = scheme
-        self._challenges = server._challenges if scheme == b"http" else None
+        # The peer's address is known in connection_made; until then, none.
+        self._peer = _peer_of(server, scheme, "")
         # Made for a request, dropped while the connection idles (``_finish``)
         # when the server holds many (``keep_parsers_upto``): about 0.9 KB (the
         # parser, llhttp's state, six bound callbacks) per idle connection.
         self._parser: httptools.HttpRequestParser | None = None
         self._feeding = False  # inside the parser's feed_data (its callbacks)
         self.transport: asyncio.Transport | None = None
-        self._forwarded = b""  # X-Forwarded-For and -Proto lines of this connection
         self._mode = _HTTP
         self._parsing: _Exchange | None = None  # the request the parser is filling
         self._active: _Exchange | None = None  # the request being answered
@@ -831,19 +918,11 @@ class _Client(asyncio.Protocol):
         self._paused = 0  # _P_* bits
         self._write_paused = False
         self._eof = False
-        self._head_size = 0  # bytes of the current request head, from the callbacks
         self._raw_head = 0  # bytes received while in a request head (guard)
         self._raw_left = 0  # body bytes of an upgrade request, which llhttp skips
         self._in_head = True
         self._head_timer = False
-        deadlines = server._deadlines
-        assert deadlines is not None, "the server is started"
-        self._deadlines = deadlines
-        self._peer = ""  # the peer's address
-        self._key = ""  # the peer's client key (patrd.proxy.limits.client_key)
-        self._rate_key: str | None = None  # rate-limit key; None: not limited
-        self._trusted = False  # the peer is in proxy.trusted_proxies
-        self._exempt = False  # no per-client limits for the peer
+        self.deadline_queue: Queue | None = None  # kept by Deadlines (deadlines.py)
         self._admitted = False  # counted by the connection caps
 
     # --- asyncio callbacks ---
@@ -854,23 +933,17 @@ class _Client(asyncio.Protocol):
         self.transport = transport
         server = self._server
         server._open += 1
-        server._clients.add(self)
-        peer = transport.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) else ""
-        self._forwarded = forwarding_lines(  # X-Forwarded-For/-Proto, X-Real-IP
-            str(ip).encode("ascii", "replace"), None, self._scheme, None
-        )
+        server._clients[self] = None
+        if len(server._clients) == server.keep_parsers_upto + 1:
+            _drop_idle_parsers(server)
         if server._draining:
             self._mode = _CLOSED
             transport.close()
             return
-        ip = self._peer = str(ip)
-        limits = server._limits
-        self._trusted = bool(server._trusted) and ip in server._trusted
-        exempt = self._exempt = self._trusted or limits.exempt(ip)
-        key = self._key = client_key(ip)
-        self._rate_key = None if exempt else key
-        admission = limits.admit(key, exempt)
+        address = transport.get_extra_info("peername")
+        ip = str(address[0]) if isinstance(address, tuple) else ""
+        peer = self._peer = _peer_of(server, self._peer.scheme, ip)
+        admission = server._limits.admit(peer.key, peer.exempt)
         if admission:
             self._refuse(admission)
             return
@@ -954,13 +1027,13 @@ class _Client(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         tunnel = self._mode == _TUNNEL
         self._mode = _CLOSED
-        self._deadlines.clear(self)
+        self._peer.deadlines.clear(self)
         server = self._server
-        server._clients.discard(self)
+        server._clients.pop(self, None)
         server._transport_lost()
         if self._admitted:
             self._admitted = False
-            server._limits.release(self._key, self._exempt)
+            server._limits.release(self._peer.key, self._peer.exempt)
         exchanges: list[_Exchange] = []
         if self._active is not None:
             exchanges.append(self._active)
@@ -994,23 +1067,22 @@ class _Client(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._parsing = _Exchange(self)
-        self._head_size = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         ex = self._parsing
         assert ex is not None
         ex.url += url
-        self._head_size += len(url)
-        if self._head_size > self._options.max_header_bytes:
+        ex.head_size += len(url)
+        if ex.head_size > self._options.max_header_bytes:
             self._on_parse_error(None, 431)
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self._parsing
         assert ex is not None
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self._options.max_header_bytes:
+        ex.head_size += len(name) + len(value) + 4
+        if ex.head_size > self._options.max_header_bytes:
             self._on_parse_error(None, 400 if ex.headers_done else 431)
             raise _Stop
         if ex.headers_done:
@@ -1043,9 +1115,9 @@ class _Client(asyncio.Protocol):
         elif kind == _H_UPGRADE:
             ex.upgrade = value
         elif kind == _H_XFF:
-            if self._trusted:
+            if self._peer.trusted:
                 ex.xff = value if ex.xff is None else ex.xff + b", " + value
-        elif kind == _H_XFWD and self._trusted:
+        elif kind == _H_XFWD and self._peer.trusted:
             ex.parts += (name, b": ", value, b"\r\n")
             if name.lower() == b"x-forwarded-proto":
                 ex.xf_proto = True
@@ -1061,7 +1133,7 @@ class _Client(asyncio.Protocol):
         self._in_head = False
         self._raw_head = 0
         self._head_timer = False
-        self._deadlines.clear(self)
+        self._peer.deadlines.clear(self)
         ex.method = method = parser.get_method()
         ex.is_head = method == b"HEAD"
         ex.http11 = parser.get_http_version() == "1.1"
@@ -1157,9 +1229,10 @@ class _Client(asyncio.Protocol):
             return
         limits = server._limits
         if limits.rate_limited:
-            key = self._forwarded_key(ex) if self._trusted else self._rate_key
+            peer = self._peer
+            key = self._forwarded_key(ex) if peer.trusted else peer.rate_key
             if key is not None:
-                wait = limits.retry_after(key, self._loop.time(), self._trusted)
+                wait = limits.retry_after(key, peer.loop.time(), peer.trusted)
                 if wait:
                     server.limited_requests += 1
                     self._local(ex, 429, headers=b"Retry-After: %d\r\n" % wait)
@@ -1202,7 +1275,7 @@ class _Client(asyncio.Protocol):
             if normal != path:
                 ex.url = normal + ex.url[len(path) :]
                 path = normal
-        challenges = self._challenges
+        challenges = self._peer.challenges
         if challenges is not None and path.startswith(_ACME_PREFIX):
             answer = challenges.get(path[len(_ACME_PREFIX) :].decode("latin-1"))
             if answer is None:
@@ -1232,7 +1305,7 @@ class _Client(asyncio.Protocol):
             if counters is None:
                 counters = server.deployment_stats[route.deployment] = DeploymentCounters()
             ex.stats = counters
-            ex.t0 = self._loop.time()
+            ex.t0 = self._peer.loop.time()
         if route.special and self._redirected(ex, route):
             return
         if route.status is not RouteStatus.RUNNING:
@@ -1282,7 +1355,7 @@ class _Client(asyncio.Protocol):
                 headers=b"Retry-After: %d\r\n" % RETRY_AFTER_S,
             )
 
-        self._server._held.hold(self._loop, host, path, on_route, on_timeout, alive)
+        self._server._held.hold(self._peer.loop, host, path, on_route, on_timeout, alive)
 
     def _absolute_form(self, ex: _Exchange) -> bool:
         """``GET http://host/path``: route by the URL's host, forward origin-form."""
@@ -1308,7 +1381,7 @@ class _Client(asyncio.Protocol):
         has_certificate = self._server._has_certificate
         if (
             route.https_redirect
-            and self._scheme == b"http"
+            and self._peer.scheme == b"http"
             and https_port is not None
             and (has_certificate is None or has_certificate(route.host))
         ):
@@ -1340,8 +1413,9 @@ class _Client(asyncio.Protocol):
         else:
             framing = b""
         _, _, host_line, forwarded_host = ex.host_lines
-        forwarded = self._forwarded
-        if self._trusted:
+        peer = self._peer
+        forwarded = peer.forwarded
+        if peer.trusted:
             forwarded = self._from_trusted(ex)
             forwarded_host = b""
         url = ex.url
@@ -1360,7 +1434,7 @@ class _Client(asyncio.Protocol):
 
     def _from_trusted(self, ex: _Exchange) -> bytes:
         """Forwarding headers for a request from a trusted proxy: its values, ours appended."""
-        peer = self._peer
+        peer = self._peer.ip
         chain = None
         client = peer
         if ex.xff is not None:
@@ -1369,7 +1443,7 @@ class _Client(asyncio.Protocol):
         return forwarding_lines(
             client.encode("ascii", "replace"),
             chain,
-            None if ex.xf_proto else self._scheme,
+            None if ex.xf_proto else self._peer.scheme,
             None if ex.xf_host or not ex.host_lines[1] else ex.host_lines[1],
         )
 
@@ -1377,8 +1451,9 @@ class _Client(asyncio.Protocol):
         """Rate-limit key of the client behind a trusted proxy (None: not limited)."""
         if ex.xff is None:
             return None  # the proxy's own request
-        client = forwarded_client(ex.xff, self._peer, self._server._trusted)
-        if client == self._peer or self._server._limits.exempt(client):
+        peer = self._peer.ip
+        client = forwarded_client(ex.xff, peer, self._server._trusted)
+        if client == peer or self._server._limits.exempt(client):
             return None
         return client_key(client)
 
@@ -1488,7 +1563,7 @@ class _Client(asyncio.Protocol):
         self._mode = _TUNNEL
         ex.response_started = ex.response_done = True
         if ex.stats is not None:  # the 101 counts; the websocket's lifetime does not
-            ex.stats.record(101, self._loop.time() - ex.t0)
+            ex.stats.record(101, self._peer.loop.time() - ex.t0)
             ex.stats = None
         if ex.counted:  # an open websocket is not an in-flight request
             ex.counted = False
@@ -1577,6 +1652,8 @@ class _Client(asyncio.Protocol):
             self._close()
         elif self._parsing is None:
             self._set_deadline(self._options.idle_timeout_s)
+            if not self._advancing:  # (_advance drops it when its loop is done)
+                self._queue = None  # a pipeline's deque (about 600 bytes): made again if needed
             server = self._server
             if not self._feeding and len(server._clients) > server.keep_parsers_upto:
                 self._parser = None  # idle: a new one for the next request
@@ -1596,15 +1673,17 @@ class _Client(asyncio.Protocol):
                 self._dispatch(nxt)
         finally:
             self._advancing = False
-        if self._active is None and not self._queue and self._mode == _NOPARSE:
-            self._close()
+        if not self._queue:
+            self._queue = None  # emptied: not kept while idle
+            if self._active is None and self._mode == _NOPARSE:
+                self._close()
 
     def _finish_counters(self, ex: _Exchange) -> None:
         if ex.finished:
             return
         ex.finished = True
         if ex.stats is not None:
-            ex.stats.record(ex.status, self._loop.time() - ex.t0)
+            ex.stats.record(ex.status, self._peer.loop.time() - ex.t0)
         if ex.pool is not None:
             ex.pool.unpin()
             ex.pool = None
@@ -1731,7 +1810,7 @@ class _Client(asyncio.Protocol):
     # --- timeouts: one deadline per connection, in the server's queues (deadlines.py) ---
 
     def _set_deadline(self, delay: float) -> None:
-        self._deadlines.set(self, delay)
+        self._peer.deadlines.set(self, delay)
 
     def deadline_passed(self) -> None:
         mode = self._mode

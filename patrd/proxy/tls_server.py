@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from patrd.proxy.deadlines import Deadlines
+from patrd.proxy.deadlines import Deadlines, Queue
 
 __all__ = ["TLSConnection", "TLSListener"]
 
@@ -93,6 +93,7 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         "_raw",
         "_ssl",
         "_state",
+        "deadline_queue",
     )
 
     def __init__(self, listener: TLSListener) -> None:
@@ -103,6 +104,7 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         self._state = _HANDSHAKE
         self._paused = False  # the HTTP protocol paused reading
         self._eof: bool | None = None  # the peer's EOF: what the HTTP protocol answered
+        self.deadline_queue: Queue | None = None  # the handshake's (set by Deadlines)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl: ssl.SSLObject | None = listener.context.wrap_bio(

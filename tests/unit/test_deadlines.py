@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from patrd.proxy.deadlines import Deadlines
+from patrd.proxy.deadlines import Deadlines, Queue
 
 
 class Conn:
@@ -13,6 +13,7 @@ class Conn:
         self.log = log
         self.deadlines = deadlines
         self.again: float | None = None  # set a new deadline when told
+        self.deadline_queue: Queue | None = None
 
     def deadline_passed(self) -> None:
         self.log.append(self.name)
@@ -91,3 +92,28 @@ async def test_close_cancels_everything() -> None:
     deadlines.close()
     await asyncio.sleep(0.03)
     assert log == [] and len(deadlines) == 0
+
+
+async def test_deadlines_set_at_the_same_loop_time_share_one_float() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(loop)
+    log: list[str] = []
+    a, b, c = Conn("a", log), Conn("b", log), Conn("c", log)
+    now = loop.time()
+    clock = loop.time
+    loop.time = lambda: now  # type: ignore[method-assign]
+    try:
+        deadlines.set(a, 60.0)
+        deadlines.set(b, 60.0)
+    finally:
+        loop.time = clock  # type: ignore[method-assign]
+    deadlines.set(c, 60.0)
+    [queue] = deadlines._queues.values()
+    assert queue.entries[a] is queue.entries[b]  # one float: 32 bytes per idle connection
+    assert queue.entries[a] == now + 60.0
+    assert queue.entries[c] >= queue.entries[a]
+    assert a.deadline_queue is queue and len(deadlines) == 3
+    deadlines.clear(a)
+    assert a.deadline_queue is None and len(deadlines) == 2
+    deadlines.close()
+    assert b.deadline_queue is None and c.deadline_queue is None and len(deadlines) == 0

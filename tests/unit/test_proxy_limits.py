@@ -128,3 +128,13 @@ def test_client_key() -> None:
 )
 def test_forwarded_client(xff: bytes, expected: str) -> None:
     assert forwarded_client(xff, "10.0.0.1", Networks(["10.0.0.0/24"])) == expected
+
+
+def test_a_bucket_is_one_float_and_whole_tokens_survive_rounding() -> None:
+    buckets = TokenBuckets(rate=10.0, burst=2)
+    buckets.take("a", 0.0)
+    assert isinstance(buckets._buckets["a"], float)  # when full again: ~110 B less than a list
+    # Far from 0 the "full again" times round (1000.1 - 1000 is not 0.1): a
+    # bucket holding exactly one token must still give it.
+    assert [buckets.take("a", 1000.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.1)]
+    assert buckets.take("a", 1000.1) == 0.0
