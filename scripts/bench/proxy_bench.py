@@ -606,14 +606,7 @@ def main() -> None:
             "load_after": loadavg(),
         }
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(procs)
         log.close()
     print()
     report = summarize(cells, [*(v.name for v in args.patrd), BASELINE])
@@ -641,6 +634,19 @@ def main() -> None:
 
 def _nginx(conf: Path) -> list[str]:
     return ["nginx", "-c", str(conf), "-g", "daemon off;"]  # in the foreground: ours to stop
+
+
+def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each still running, then wait (15 s each) or kill; empties ``procs``."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    procs.clear()
 
 
 def _popen(argv: list[str], log: Any, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -70,6 +70,7 @@ from scripts.bench.proxy_bench import (
     nginx_proxy_config,
     process_tree,
     rss_bytes,
+    stop_servers,
     wait_port,
     wrk,
 )
@@ -409,18 +410,6 @@ def idle_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             mine, theirs = row["bytes_per_conn"], peers.get(other)
             row[f"ratio_to_{other}"] = round(mine / theirs, 2) if mine and theirs else None
     return rows
-
-
-def stop_servers(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    procs.clear()
 
 
 def run(args: argparse.Namespace) -> None:
