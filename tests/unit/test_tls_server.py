@@ -125,10 +125,16 @@ def _echo_upper(app: _App, data: bytes) -> None:
         app.transport.close()
 
 
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls1.3", "tls1.2"]
+)
 @pytest.mark.parametrize("run", RUNNERS)
-def test_keep_alive_exchanges_sni_and_a_clean_close(tmp_path: Path, run: Runner) -> None:
+def test_keep_alive_exchanges_sni_and_a_clean_close(
+    tmp_path: Path, run: Runner, version: ssl.TLSVersion
+) -> None:
     async def main() -> None:
         rig = _Rig(tmp_path)
+        rig.client.minimum_version = rig.client.maximum_version = version
         rig.on_data = _echo_upper
         await rig.start()
         reader, writer = await rig.open()
@@ -140,7 +146,13 @@ def test_keep_alive_exchanges_sni_and_a_clean_close(tmp_path: Path, run: Runner)
             transport = app.transport
             assert transport is not None
             assert transport.get_extra_info("sslcontext") is rig.named  # picked by SNI
-            assert transport.get_extra_info("ssl_object").version() in ("TLSv1.3", "TLSv1.2")
+            assert (
+                transport.get_extra_info("ssl_object").version()
+                == {
+                    ssl.TLSVersion.TLSv1_3: "TLSv1.3",
+                    ssl.TLSVersion.TLSv1_2: "TLSv1.2",
+                }[version]
+            )
             assert transport.get_extra_info("peername") == writer.get_extra_info("sockname")
             assert transport.get_extra_info("cipher") is not None
             assert not transport.is_closing() and transport.is_reading()
@@ -278,6 +290,46 @@ def test_records_already_received_are_delivered_on_resume(tmp_path: Path, run: R
             app.transport.resume_reading()
             await asyncio.sleep(0.3)
             assert bytes(app.received) == b"firstsecond"
+        finally:
+            client.close()
+            await rig.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize("run", RUNNERS)
+def test_tls13_tickets_go_out_with_the_first_answer(tmp_path: Path, run: Runner) -> None:
+    """Nothing is sent between the handshake and the first answer; then tickets and answer."""
+
+    def nothing_yet(client: _RecordClient) -> bytes:
+        client.raw.settimeout(0.3)
+        try:
+            return client.raw.recv(65536)
+        except TimeoutError:
+            return b""
+
+    def answer(client: _RecordClient) -> tuple[bytes, bool]:
+        client.raw.settimeout(5)
+        client.incoming.write(client.raw.recv(65536))
+        got = b""
+        while True:
+            try:
+                got += client.tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+        return got, client.tls.session is not None and client.tls.session.has_ticket
+
+    async def main() -> None:
+        rig = _Rig(tmp_path)
+        rig.on_data = _echo_upper
+        await rig.start()
+        client = await asyncio.to_thread(_RecordClient, rig.port, rig.client)
+        try:
+            assert client.tls.version() == "TLSv1.3"
+            assert await asyncio.to_thread(nothing_yet, client) == b""
+            await asyncio.to_thread(client.send_records, b"hi\n")
+            got, ticket = await asyncio.to_thread(answer, client)
+            assert got == b"HI\n" and ticket  # one read: the tickets came with the answer
         finally:
             client.close()
             await rig.stop()
