@@ -86,7 +86,6 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
     __slots__ = (
         "_app",
         "_eof",
-        "_hold",
         "_incoming",
         "_listener",
         "_outgoing",
@@ -105,7 +104,6 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         self._state = _HANDSHAKE
         self._paused = False  # the HTTP protocol paused reading
         self._eof: bool | None = None  # the peer's EOF: what the HTTP protocol answered
-        self._hold = False  # TLS 1.3 session tickets wait to go out with the first answer
         self.deadline_queue: Queue | None = None  # the handshake's (set by Deadlines)
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -181,12 +179,7 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
             self._done_handshaking()
             self._raw.close()
             return
-        if sslobj.version() == "TLSv1.3":
-            # All that is left to send are the session tickets: they go with the
-            # first answer, one segment (and one wakeup of the client) fewer.
-            self._hold = True
-        else:
-            self._flush()  # TLS 1.2: this can be the server's Finished
+        self._flush()
         self._done_handshaking()
         self._state = _OPEN
         app = self._app = self._listener.app_factory()
@@ -226,8 +219,7 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
                         self.close()
                 return
             app.data_received(view[:n].tobytes())
-        if not self._hold:
-            self._flush()  # what reading answered (a key update)
+        self._flush()  # what reading answered (a key update)
 
     def _flush(self) -> None:
         outgoing = self._outgoing
@@ -252,7 +244,6 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
             assert self._raw is not None
             self._raw.abort()
             return
-        self._hold = False
         self._flush()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:

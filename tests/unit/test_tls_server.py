@@ -298,46 +298,6 @@ def test_records_already_received_are_delivered_on_resume(tmp_path: Path, run: R
 
 
 @pytest.mark.parametrize("run", RUNNERS)
-def test_tls13_tickets_go_out_with_the_first_answer(tmp_path: Path, run: Runner) -> None:
-    """Nothing is sent between the handshake and the first answer; then tickets and answer."""
-
-    def nothing_yet(client: _RecordClient) -> bytes:
-        client.raw.settimeout(0.3)
-        try:
-            return client.raw.recv(65536)
-        except TimeoutError:
-            return b""
-
-    def answer(client: _RecordClient) -> tuple[bytes, bool]:
-        client.raw.settimeout(5)
-        client.incoming.write(client.raw.recv(65536))
-        got = b""
-        while True:
-            try:
-                got += client.tls.read(65536)
-            except ssl.SSLWantReadError:
-                break
-        return got, client.tls.session is not None and client.tls.session.has_ticket
-
-    async def main() -> None:
-        rig = _Rig(tmp_path)
-        rig.on_data = _echo_upper
-        await rig.start()
-        client = await asyncio.to_thread(_RecordClient, rig.port, rig.client)
-        try:
-            assert client.tls.version() == "TLSv1.3"
-            assert await asyncio.to_thread(nothing_yet, client) == b""
-            await asyncio.to_thread(client.send_records, b"hi\n")
-            got, ticket = await asyncio.to_thread(answer, client)
-            assert got == b"HI\n" and ticket  # one read: the tickets came with the answer
-        finally:
-            client.close()
-            await rig.stop()
-
-    run(main())
-
-
-@pytest.mark.parametrize("run", RUNNERS)
 def test_a_large_answer_is_flow_controlled_and_arrives_whole(tmp_path: Path, run: Runner) -> None:
     answer = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)  # 4 MiB
 
