@@ -277,10 +277,7 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         return self._state != _OPEN
 
     def can_write_eof(self) -> bool:
-        return False
-
-    def write_eof(self) -> None:
-        raise NotImplementedError("a TLS connection is closed with close_notify: use close()")
+        return False  # as asyncio's TLS transport: no half-close (write_eof is not overridden)
 
     def pause_reading(self) -> None:
         if not self._paused:
