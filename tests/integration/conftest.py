@@ -13,6 +13,8 @@ import uvloop
 from tests.support.bad_images import crash_image, unstartable_image  # noqa: F401 (fixtures)
 from tests.support.daemon import Api, Daemon, force_cleanup, free_port, running_daemon
 from tests.support.proxy_rig import make_raw, make_upstream, upstreams  # noqa: F401 (fixtures)
+from tests.support.swarm import Swarm, swarm_cluster
+from tests.support.swarm_patrd import swarm_daemon
 
 # The proxy's own suites run on both event loops patrd supports
 # (proxy.event_loop: uvloop in the workers by default, asyncio as the switch back).
@@ -81,3 +83,20 @@ def registry_daemon(
 async def rapi(registry_daemon: Daemon) -> AsyncIterator[Api]:
     async with Api(registry_daemon) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
+    """A 3-node swarm of the module's own (tests/support/swarm.py), the test image on every node."""
+    with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
+        print(f"\nswarm up: {cluster.timings}")
+        yield cluster
+    left = cluster.leftovers()
+    assert not left, f"swarm teardown left {left}"
+
+
+@pytest.fixture
+async def swarm_api(swarm: Swarm, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Api]]:
+    """patrd on that swarm's manager (engine.backend = swarm) and its API client."""
+    async with swarm_daemon(swarm, tmp_path) as pair:
+        yield pair

@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,103 +25,39 @@ import pytest
 
 from patrd.observe.agent_wire import TASKS_PATH
 from tests.support.attach import attach
-from tests.support.daemon import REPO, Api, Daemon
-from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
-from tests.support.waits import rolled_out, until, until_sync
+from tests.support.daemon import Api, Daemon
+from tests.support.swarm import Swarm, SwarmNode
+from tests.support.swarm_patrd import AGENT_PORT, Agent, swarm_daemon
+from tests.support.waits import rolled_out, until
 
 # serial: three dockerds, and an autoscaler timing (scripts/test runs these alone).
 pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 SETTLE_S = 240.0  # create → all ready, on a loaded 2-core box
-AGENT_PORT = 7950  # engine.agent_port's default; free in each node's namespace
-
-
-@pytest.fixture(scope="module")
-def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
-    with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
-        print(f"\nswarm up: {cluster.timings}")
-        yield cluster
-    left = cluster.leftovers()
-    assert not left, f"swarm teardown left {left}"
-
-
-class Agent:
-    """``patrd agent`` in a worker's namespace, against that worker's dockerd."""
-
-    def __init__(self, node: SwarmNode, token_file: Path, workdir: Path) -> None:
-        self.node = node
-        self.log_path = workdir / f"agent-{node.index}.log"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *node.engine.nsenter,
-                    sys.executable,
-                    "-m",
-                    "patrd",
-                    "agent",
-                    "--listen",
-                    f"0.0.0.0:{AGENT_PORT}",
-                    "--token-file",
-                    str(token_file),
-                    "--docker",
-                    node.url,
-                    "--log-level",
-                    "debug",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-            )
-        until_sync(self.listening, 30, f"the agent on node {node.index} listening", interval=0.1)
-
-    def listening(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log()}")
-        return "listening on" in self.log()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
 async def cluster(
     swarm: Swarm, tmp_path: Path
 ) -> AsyncIterator[tuple[Daemon, Api, dict[int, Agent]]]:
-    if crashed := swarm.revive():
-        print(f"\nstarted again after a crash in an earlier test:\n{crashed}")
-    daemon = Daemon(tmp_path)
-    daemon.reports.append(swarm.crash_report)
-    daemon.config = {
-        "engine": {"backend": "swarm"},
-        "docker": {"socket": swarm.manager.url},
+    sections: dict[str, Any] = {
         "metrics": {"interval_s": 1},
         "autoscale": {"interval_s": 1, "window_s": 4, "stabilization_s": 6},
     }
-    daemon.start()
     agents: dict[int, Agent] = {}
-    try:
-        token = daemon.data_dir / "agent.token"
-        assert token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)
-        for node in swarm.nodes[1:]:
-            copy = tmp_path / f"token-{node.index}"  # what an operator copies to each node
-            shutil.copy(token, copy)
-            agents[node.index] = Agent(node, copy, tmp_path)
-        async with Api(daemon) as api:
+    async with swarm_daemon(swarm, tmp_path, **sections) as (daemon, api):
+        try:
+            token = daemon.data_dir / "agent.token"
+            assert token.stat().st_mode & 0o077 == 0, oct(token.stat().st_mode)
+            for node in swarm.nodes[1:]:
+                copy = tmp_path / f"token-{node.index}"  # what an operator copies to each node
+                shutil.copy(token, copy)
+                log = tmp_path / f"agent-{node.index}.log"
+                agents[node.index] = Agent(node, copy, log, "--log-level", "debug")
             yield daemon, api, agents
-    finally:
-        for agent in agents.values():
-            agent.stop()
-        daemon.stop()
+        finally:
+            for agent in agents.values():
+                agent.stop()
 
 
 def spec(name: str, replicas: int) -> dict[str, Any]:

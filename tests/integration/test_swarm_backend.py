@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 
 from tests.support.daemon import Api, Daemon
 from tests.support.load import Load, env_value
-from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
+from tests.support.swarm import Swarm, SwarmNode
 from tests.support.waits import rolled_out, until
 
 # serial: three dockerds, and a node lost under load (scripts/test runs these alone).
@@ -44,30 +44,6 @@ def body(name: str, replicas: int) -> dict[str, Any]:
         "scale": {"min": replicas, "max": replicas},
         "startup_probe": {"port": 80, "path": "/cgi-bin/health", "period_s": 0.5},
     }
-
-
-@pytest.fixture(scope="module")
-def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
-    with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
-        print(f"\nswarm up: {cluster.timings}")
-        yield cluster
-    left = cluster.leftovers()
-    assert not left, f"swarm teardown left {left}"
-
-
-@pytest.fixture
-async def swarm_api(swarm: Swarm, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Api]]:
-    if crashed := swarm.revive():
-        print(f"\nstarted again after a crash in an earlier test:\n{crashed}")
-    daemon = Daemon(tmp_path)
-    daemon.reports.append(swarm.crash_report)
-    daemon.config = {"engine": {"backend": "swarm"}, "docker": {"socket": swarm.manager.url}}
-    daemon.start()
-    try:
-        async with Api(daemon) as api:
-            yield daemon, api
-    finally:
-        daemon.stop()
 
 
 def test_refused_unless_the_engine_manages_a_swarm(swarm: Swarm, tmp_path: Path) -> None:

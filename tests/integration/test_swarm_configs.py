@@ -9,42 +9,17 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.daemon import Api, Daemon
-from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
+from tests.support.swarm import Swarm, SwarmNode
 from tests.support.waits import rolled_out, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 SETTLE_S = 240.0  # generous: a loaded 2-core box
-
-
-@pytest.fixture(scope="module")
-def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
-    with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
-        yield cluster
-    left = cluster.leftovers()
-    assert not left, f"swarm teardown left {left}"
-
-
-@pytest.fixture
-async def swarm_api(swarm: Swarm, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Api]]:
-    if crashed := swarm.revive():
-        print(f"\nstarted again after a crash in an earlier test:\n{crashed}")
-    daemon = Daemon(tmp_path)
-    daemon.reports.append(swarm.crash_report)
-    daemon.config = {"engine": {"backend": "swarm"}, "docker": {"socket": swarm.manager.url}}
-    daemon.start()
-    try:
-        async with Api(daemon) as api:
-            yield daemon, api
-    finally:
-        daemon.stop()
 
 
 def b64(text: str) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -22,7 +22,7 @@ from patrd.engine.swarm import SwarmEngine
 from patrd.engine.swarm_tasks import SwarmInstance
 from patrd.model.errors import EngineError
 from patrd.model.instances import ContainerState, InstanceSpec
-from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
+from tests.support.swarm import Swarm, SwarmNode
 from tests.support.waits import until
 
 # serial: three dockerds (scripts/test runs these alone, after the parallel part).
@@ -30,15 +30,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 IMAGE = "patrd-test/web:v1"
 TASK_TIMEOUT_S = 120.0  # create → HTTP 200 measured ~3 s (load ~19 on 2 cores)
-
-
-@pytest.fixture(scope="module")
-def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
-    with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
-        print(f"\nswarm up: {cluster.timings}")
-        yield cluster
-    left = cluster.leftovers()
-    assert not left, f"swarm teardown left {left}"
 
 
 @pytest.fixture

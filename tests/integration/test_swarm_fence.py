@@ -18,84 +18,25 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.daemon import REPO, Api, Daemon
+from tests.support.daemon import Api, Daemon
 from tests.support.load import env_value
-from tests.support.swarm import Swarm, SwarmNode, swarm_cluster
-from tests.support.waits import rolled_out, until, until_sync
+from tests.support.swarm import Swarm, SwarmNode
+from tests.support.swarm_patrd import AGENT_PORT, Agent, swarm_daemon
+from tests.support.waits import rolled_out, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.serial]
 
 SETTLE_S = 240.0  # create → all ready, on a loaded 2-core box
-AGENT_PORT = 7950
 FENCE_INTERVAL_S = 0.5
+FENCING = ("--fence-interval", str(FENCE_INTERVAL_S))
 DIAL_TIMEOUT_S = 3.0  # a dropped SYN: the client gives up after this
-
-
-@pytest.fixture(scope="module")
-def swarm(test_images: dict[str, str]) -> Iterator[Swarm]:
-    with swarm_cluster(3, images=(test_images["v1"],)) as cluster:
-        print(f"\nswarm up: {cluster.timings}")
-        yield cluster
-    left = cluster.leftovers()
-    assert not left, f"swarm teardown left {left}"
-
-
-class Agent:
-    """``patrd agent`` in a node's namespace, against that node's dockerd."""
-
-    def __init__(self, node: SwarmNode, token_file: Path, log_path: Path, *extra: str) -> None:
-        self.node = node
-        self.log_path = log_path
-        self.mark = log_path.stat().st_size if log_path.exists() else 0
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *node.engine.nsenter,
-                    sys.executable,
-                    "-m",
-                    "patrd",
-                    "agent",
-                    "--listen",
-                    f"0.0.0.0:{AGENT_PORT}",
-                    "--token-file",
-                    str(token_file),
-                    "--docker",
-                    node.url,
-                    "--fence-interval",
-                    str(FENCE_INTERVAL_S),
-                    *extra,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-            )
-        until_sync(self.listening, 30, f"the agent on node {node.index} listening", interval=0.1)
-
-    def listening(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"agent exited {self.proc.returncode}: {self.log()}")
-        return "listening on" in self.log()
-
-    def log(self) -> str:
-        """This run's part of the log."""
-        return self.log_path.read_bytes()[self.mark :].decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def nft(node: SwarmNode, *args: str) -> subprocess.CompletedProcess[str]:
@@ -161,27 +102,22 @@ def fenced_counter(node: SwarmNode) -> int:
 async def cluster(
     swarm: Swarm, tmp_path: Path
 ) -> AsyncIterator[tuple[Daemon, Api, dict[int, Agent], Path]]:
-    if crashed := swarm.revive():
-        print(f"\nstarted again after a crash in an earlier test:\n{crashed}")
-    daemon = Daemon(tmp_path)
-    daemon.reports.append(swarm.crash_report)
-    daemon.config = {"engine": {"backend": "swarm"}, "docker": {"socket": swarm.manager.url}}
-    daemon.start()
     agents: dict[int, Agent] = {}
-    try:
-        token = tmp_path / "agent.token"
-        shutil.copy(daemon.data_dir / "agent.token", token)
-        for node in swarm.nodes:  # the manager's node fences its tasks too
-            log = tmp_path / f"agent-{node.index}.log"
-            agents[node.index] = Agent(node, token, log, "--fence-allow", swarm.gateway)
-        async with Api(daemon) as api:
+    async with swarm_daemon(swarm, tmp_path) as (daemon, api):
+        try:
+            token = tmp_path / "agent.token"
+            shutil.copy(daemon.data_dir / "agent.token", token)
+            for node in swarm.nodes:  # the manager's node fences its tasks too
+                log = tmp_path / f"agent-{node.index}.log"
+                agents[node.index] = Agent(
+                    node, token, log, *FENCING, "--fence-allow", swarm.gateway
+                )
             yield daemon, api, agents, token
-    finally:
-        for agent in agents.values():
-            agent.stop()
-        daemon.stop()
-        for node in swarm.nodes:  # the table outlives the agent (by design): clean up here
-            nft(node, "delete", "table", "inet", "patrd_agent")
+        finally:
+            for agent in agents.values():
+                agent.stop()
+            for node in swarm.nodes:  # the table outlives the agent (by design): clean up here
+                nft(node, "delete", "table", "inet", "patrd_agent")
 
 
 async def proxied(daemon: Daemon, name: str, slots: int) -> dict[str, int]:
@@ -268,7 +204,7 @@ async def test_published_ports_answer_only_the_allowed_source(
 
     # An agent started without --fence-allow removes the fence and says the ports are open:
     # the same connection from the same source is answered (the check above could fail).
-    agents[worker.index] = Agent(worker, token, agents[worker.index].log_path)
+    agents[worker.index] = Agent(worker, token, agents[worker.index].log_path, *FENCING)
     assert "published_ports_open" in agents[worker.index].log()
     assert fenced_ports(worker) is None
     assert dial(other, worker.address, port) == "HTTP/1.1 200 OK"
