@@ -41,6 +41,7 @@ from patrd.observe import counters as new_counters
 from patrd.observe import metrics as new_metrics
 from patrd.observe import prometheus as new_prometheus
 from patrd.observe.history import History
+from scripts.bench.table import render
 from tests.support.observed import deployment_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -374,12 +375,7 @@ COLUMNS = (
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = [title for _, title in COLUMNS]
-    cells = [[str(r.get(key)) for key, _ in COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    return render(COLUMNS, rows)
 
 
 def main() -> None:

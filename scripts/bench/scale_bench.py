@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from scripts.bench.table import render
 from tests.support.daemon import Api, Daemon, force_cleanup
 from tests.support.images import build_test_images
 
@@ -188,12 +189,7 @@ COLUMNS = (
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = [title for _, title in COLUMNS]
-    cells = [[str(r.get(key)) for key, _ in COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
+    return render(COLUMNS, rows)
 
 
 SLOPED = (
