@@ -25,11 +25,12 @@ Only this table is the agent's; loading it never touches another table
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+
+from patrd.firewall.table_hash import hash_in_comment, rules_hash
 
 __all__ = [
     "COMMENT_PREFIX",
@@ -98,7 +99,7 @@ def render(fence: NodeFence) -> str:
         "# patrd agent's fence (patrd/firewall/node_fence.py). Only this table is the agent's;\n"
         "# it never touches other tables (Docker's, patrd's) and never flushes the ruleset.\n"
         f"table {TABLE} {{\n"
-        f'\tcomment "{COMMENT_PREFIX}{_hash(body)}"\n'
+        f'\tcomment "{COMMENT_PREFIX}{rules_hash(body)}"\n'
         f"{body}"
         "}\n"
     )
@@ -106,17 +107,7 @@ def render(fence: NodeFence) -> str:
 
 def rules_hash_of(text: str) -> str | None:
     """The rules hash in a rendered or listed table's comment, if any."""
-    marker = f'comment "{COMMENT_PREFIX}'
-    start = text.find(marker)
-    if start < 0:
-        return None
-    start += len(marker)
-    end = text.find('"', start)
-    return text[start:end] if end > start else None
-
-
-def _hash(body: str) -> str:
-    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    return hash_in_comment(text, COMMENT_PREFIX)
 
 
 def _body(fence: NodeFence) -> str:

@@ -26,13 +26,13 @@ difference (so counters and limiter state survive a no-op check).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
+from patrd.firewall.table_hash import hash_in_comment, rules_hash
 from patrd.model import checks as c
 from patrd.model.listen import Listen
 from patrd.model.sections import setting
@@ -228,19 +228,9 @@ def render(rules: FirewallRules) -> str:
     )
 
 
-def rules_hash(body: str) -> str:
-    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
 def hash_of(text: str) -> str | None:
     """The rules hash in a rendered or listed table's comment, if any."""
-    marker = f'comment "{COMMENT_PREFIX}'
-    start = text.find(marker)
-    if start < 0:
-        return None
-    start += len(marker)
-    end = text.find('"', start)
-    return text[start:end] if end > start else None
+    return hash_in_comment(text, COMMENT_PREFIX)
 
 
 def transaction(text: str, table: str = TABLE) -> str:
