@@ -68,6 +68,7 @@ class PrivateDocker:
         started = time.monotonic()
         self.starts += 1
         self.stopped = False
+        self._kill_leftover_containerd()
         args = [
             *self.nsenter,
             "setsid",
@@ -91,6 +92,37 @@ class PrivateDocker:
             )
         until_sync(self.answers, timeout, "the private dockerd answering", detail=self.log_tail)
         return time.monotonic() - started
+
+    def _kill_leftover_containerd(self) -> None:
+        """Nothing of a crashed dockerd's containerd may hold up the next dockerd.
+
+        In CI a swarm node's dockerd died and the one started in its place failed
+        with "timeout waiting for containerd to start". Reproduced by SIGKILLing a
+        private dockerd: its managed containerd dies with it, but stays a zombie (this
+        machine's PID 1 does not reap it), so the pid in ``containerd.pid`` still
+        answers ``kill(pid, 0)`` and the new dockerd ("containerd is still running")
+        waits for a socket nobody serves. A live leftover is killed; the pid file goes.
+        """
+        marker = str(self.root / "exec" / "containerd")
+        leftovers = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline and "containerd-shim" not in cmdline:
+                leftovers.append(int(entry.name))
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if leftovers:
+            until_sync(
+                lambda: not any(_alive(pid) for pid in leftovers), 10, "a leftover containerd gone"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "exec" / "containerd" / "containerd.pid").unlink()
 
     def pid(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
@@ -194,6 +226,15 @@ class PrivateDocker:
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", self.netns], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """A process that is running (not gone, not a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _mounts_under(root: Path) -> list[str]:

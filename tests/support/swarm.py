@@ -208,9 +208,12 @@ class Swarm:
         not every later test on this swarm); the crash report, empty when none died."""
         report = self.crash_report()
         crashed = [n for n in self.nodes if n.engine.crashed()]
-        _parallel([partial(n.engine.start, DOCKERD_START_S) for n in crashed])
-        if crashed:
-            self.wait_ready(SWARM_OP_S)
+        try:
+            _parallel([partial(n.engine.start, DOCKERD_START_S) for n in crashed])
+            if crashed:
+                self.wait_ready(SWARM_OP_S)
+        except Exception as exc:  # the crash is the news, not only that the restart failed
+            raise AssertionError(f"{report}\n\nstarting it again failed: {exc}") from exc
         return report
 
     def node_by_address(self, address: str) -> SwarmNode:
