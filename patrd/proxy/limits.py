@@ -47,9 +47,11 @@ class Networks:
     """A set of IP networks; ``ip in networks`` for address strings.
 
     Answers are remembered per address string (at most ``_SEEN_MAX``, then
-    forgotten all at once): parsing an address cost about 25 µs per new
-    connection, a tenth of a resumed TLS handshake's CPU, and a connection's
-    peer is checked against the trusted and the exempt networks each time.
+    forgotten all at once): parsing an address costs about 25 µs, a tenth of
+    a resumed TLS handshake's CPU. A connection's peer is checked once per
+    address (the server's ``_Peer`` records keep the answer); what this saves
+    now is the per-request walk of a trusted proxy's X-Forwarded-For and the
+    exempt check of the client found there.
     """
 
     __slots__ = ("_networks", "_seen")
