@@ -11,10 +11,8 @@ to its workers over their control socket; each sets it on its listener
 context (:func:`set_ticket_key`), which is the one OpenSSL encrypts and
 decrypts tickets with, whatever certificate the SNI callback picks.
 
-Python's ``ssl`` has no call for it, so this reaches ``SSL_CTX_ctrl`` of the
-OpenSSL that ``_ssl`` is linked to through ``ctypes``, and first checks that
-the ``SSL_CTX`` pointer it read is this context's (its options read back
-equal). When anything does not match, nothing is set: each worker keeps its
+Python's ``ssl`` has no call for it: :mod:`patrd.tls.openssl_ctx` reaches the
+``SSL_CTX``. When that cannot be done, nothing is set: each worker keeps its
 own key, as before (resumption then works on the issuing worker only).
 """
 
@@ -23,8 +21,9 @@ from __future__ import annotations
 import ctypes
 import os
 import ssl
-import sys
 from typing import Final
+
+from patrd.tls.openssl_ctx import libssl, ssl_ctx_pointer
 
 __all__ = ["TICKET_KEY_BYTES", "new_ticket_key", "set_ticket_key"]
 
@@ -42,37 +41,11 @@ def set_ticket_key(ctx: ssl.SSLContext, key: bytes) -> bool:
     """Encrypt and decrypt ``ctx``'s session tickets with ``key``; False if it cannot be set."""
     if len(key) != TICKET_KEY_BYTES:
         raise ValueError(f"a ticket key is {TICKET_KEY_BYTES} bytes, not {len(key)}")
-    lib = _libssl() if sys.implementation.name == "cpython" else None
+    lib = libssl()
     if lib is None:
         return False
-    pointer = _ssl_ctx_pointer(ctx, lib)
+    pointer = ssl_ctx_pointer(ctx, lib)
     if pointer is None:
         return False
     buf = ctypes.create_string_buffer(key, len(key))
     return bool(lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, len(key), buf))
-
-
-def _libssl() -> ctypes.CDLL | None:
-    """The OpenSSL ``_ssl`` uses: its symbols resolve through the extension module."""
-    module = sys.modules.get("_ssl")
-    path = getattr(module, "__file__", None)
-    try:
-        lib = ctypes.CDLL(path)  # None: the interpreter itself (a static _ssl)
-        lib.SSL_CTX_ctrl.restype = ctypes.c_long
-        lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-        lib.SSL_CTX_get_options.restype = ctypes.c_uint64
-        lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
-    except (OSError, AttributeError):
-        return None
-    return lib
-
-
-def _ssl_ctx_pointer(ctx: ssl.SSLContext, lib: ctypes.CDLL) -> int | None:
-    """The ``SSL_CTX *`` right after the object header of ``_ssl._SSLContext``."""
-    header = object.__basicsize__  # PyObject_HEAD: refcount, type
-    pointer = ctypes.c_void_p.from_address(id(ctx) + header).value
-    if not pointer:
-        return None
-    if int(lib.SSL_CTX_get_options(pointer)) != int(ctx.options):
-        return None  # not this context's SSL_CTX: never write through it
-    return pointer
