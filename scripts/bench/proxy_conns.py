@@ -34,7 +34,13 @@ Two more targets put patrd's figures in context:
 
 ``--close`` also reads the CPU time (user + system) of each server's
 processes around every run: CPU milliseconds per connection, which a busy
-machine disturbs much less than connections per second.
+machine disturbs much less than connections per second. ``cores`` is what the
+server used (rate times CPU per connection) and ``wrk ms`` the client's own CPU
+per connection. On a 2-core box the client, its threads always runnable
+(wrk polls a connection in its TLS handshake on writability, so it spins
+until the server's first flight comes), takes about one core whatever the
+server does: each server gets about the other one, and its rate is about
+that core divided by its CPU per connection.
 """
 
 from __future__ import annotations
@@ -292,16 +298,22 @@ def bench_close(
     ]
     runs: dict[tuple[str, str], list[float]] = {(s, t): [] for s, t, _ in cells}
     cpu_ms: dict[tuple[str, str], list[float]] = {(s, t): [] for s, t, _ in cells}
+    cores: dict[tuple[str, str], list[float]] = {(s, t): [] for s, t, _ in cells}
+    client_ms: dict[tuple[str, str], list[float]] = {(s, t): [] for s, t, _ in cells}
     errors: dict[tuple[str, str], int] = {(s, t): 0 for s, t, _ in cells}
     for _, _, url in cells:  # warm-up
         wrk(url, 1, args.connections, close=True)
     for rep in range(args.runs):
         for scheme, target, url in cells:
             cpu_before = tree_cpu_s(pids[target])
+            client_before = _children_cpu_s()
             run = wrk(url, args.duration, args.connections, close=True)
             per_conn = 1000 * (tree_cpu_s(pids[target]) - cpu_before) / max(1, run.requests)
             runs[(scheme, target)].append(run.rps)
             cpu_ms[(scheme, target)].append(per_conn)
+            cores[(scheme, target)].append(run.rps * per_conn / 1000)
+            client = 1000 * (_children_cpu_s() - client_before) / max(1, run.requests)
+            client_ms[(scheme, target)].append(client)
             errors[(scheme, target)] += run.errors
             print(
                 f"  run {rep + 1} {scheme:<5} {target:<12} {run.rps:>8.0f} conn/s "
@@ -319,6 +331,8 @@ def bench_close(
                 "runs": runs[(scheme, target)],
                 "cpu_ms_per_conn": round(sorted(cpu_ms[(scheme, target)])[len(ordered) // 2], 3),
                 "cpu_ms_runs": [round(v, 3) for v in cpu_ms[(scheme, target)]],
+                "cores": round(_median(cores[(scheme, target)]), 2),
+                "client_cpu_ms_per_conn": round(_median(client_ms[(scheme, target)]), 3),
                 "errors": errors[(scheme, target)],
                 "resumed": resumed_share(ports[target]["https"], ca) if scheme == "https" else None,
             }
@@ -334,6 +348,17 @@ def bench_close(
                 else None
             )
     return rows
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's reaped children (each wrk run, once it is done)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
 
 
 # --- --idle -------------------------------------------------------------------------
@@ -457,7 +482,8 @@ def print_tables(out: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"\n--close: wrk -c{args.connections} -d{args.duration}s, median of {args.runs}")
         print(
             f"{'scheme':<6} {'target':<12} {'conn/s':>8} {'/caddy':>7} {'/nginx':>7} "
-            f"{'CPU ms':>7} {'/caddy':>7} {'/nginx':>7} {'resumed':>8} {'errors':>6}"
+            f"{'CPU ms':>7} {'/caddy':>7} {'/nginx':>7} {'cores':>6} {'wrk ms':>7} "
+            f"{'resumed':>8} {'errors':>6}"
         )
         for r in out["close"]:
             resumed = "" if r["resumed"] is None else f"{r['resumed']:.0%}"
@@ -465,7 +491,8 @@ def print_tables(out: dict[str, Any], args: argparse.Namespace) -> None:
                 f"{r['scheme']:<6} {r['target']:<12} {r['conn_per_s']:>8.0f} "
                 f"{_r(r['ratio_to_caddy']):>7} {_r(r['ratio_to_nginx']):>7} "
                 f"{r['cpu_ms_per_conn']:>7.3f} {_r(r['cpu_ratio_to_caddy']):>7} "
-                f"{_r(r['cpu_ratio_to_nginx']):>7} {resumed:>8} {r['errors']:>6}"
+                f"{_r(r['cpu_ratio_to_nginx']):>7} {r['cores']:>6.2f} "
+                f"{r['client_cpu_ms_per_conn']:>7.3f} {resumed:>8} {r['errors']:>6}"
             )
     if "idle" in out:
         print(f"\n--idle {args.idle}: RSS of each server's processes, before and holding them")
