@@ -2021,6 +2021,10 @@ class _Upstream(asyncio.Protocol):
         return False  # close; connection_lost decides what it means
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # As _Client.connection_lost: the parser's bound callbacks make a cycle
+        # that only the cyclic GC would free (a backend that closes after each
+        # answer: one per request). Nothing parses after this.
+        del self.parser
         server = self.server
         server._upstreams.discard(self)
         server._transport_lost()
