@@ -19,7 +19,6 @@ with ``create_server(ssl=...)``; until then the connection has a deadline
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -179,13 +178,14 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
             self._done_handshaking()
             self._raw.close()
             return
-        self._flush()
         self._done_handshaking()
         self._state = _OPEN
         app = self._app = self._listener.app_factory()
         app.connection_made(self)
         if self._incoming.pending:  # the first request came with the client's Finished
-            self._read()
+            self._read()  # ends with a flush: the session tickets go with what it answers
+        else:
+            self._flush()  # the session tickets (TLS 1.3 sends them after the handshake)
 
     def _done_handshaking(self) -> None:
         listener = self._listener
@@ -198,6 +198,7 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         assert sslobj is not None and app is not None
         listener = self._listener
         buffer, view = listener.buffer, listener.view
+        incoming = self._incoming
         while self._state == _OPEN and not self._paused:
             try:
                 n = cast(int, sslobj.read(_READ_CHUNK, buffer))  # typeshed: bytes, but a count
@@ -219,6 +220,10 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
                         self.close()
                 return
             app.data_received(view[:n].tobytes())
+            if not incoming.pending and not sslobj.pending():
+                # Nothing left to decrypt: another read would only raise
+                # SSLWantReadError (an exception made and caught per read).
+                break
         self._flush()  # what reading answered (a key update)
 
     def _flush(self) -> None:
@@ -258,8 +263,10 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         if raw is None:
             return
         if was_open and self._ssl is not None:
-            with contextlib.suppress(ssl.SSLError):  # the peer's close_notify is not waited for
+            try:  # noqa: SIM105 - contextlib.suppress costs three calls per connection
                 self._ssl.unwrap()
+            except ssl.SSLError:  # the peer's close_notify is not waited for
+                pass
             self._flush()
         else:
             self._done_handshaking()
