@@ -182,6 +182,8 @@ class TLSConnection(asyncio.Protocol, asyncio.Transport):
         self._state = _OPEN
         app = self._app = self._listener.app_factory()
         app.connection_made(self)
+        if self._state != _OPEN:
+            return  # the HTTP protocol closed it (close() flushed) or aborted it
         if self._incoming.pending:  # the first request came with the client's Finished
             self._read()  # ends with a flush: the session tickets go with what it answers
         else:

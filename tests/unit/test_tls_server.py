@@ -458,3 +458,91 @@ def test_connections_past_the_handshake_bound_are_dropped(tmp_path: Path, run: R
             await rig.stop()
 
     run(main())
+
+
+class _ClosingApp(_App):
+    """Answers and closes, or aborts, in connection_made (the proxy's refusal or drain)."""
+
+    def __init__(self, abort: bool) -> None:
+        super().__init__()
+        self.abort = abort
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        if self.abort:
+            self.transport.abort()
+        else:
+            self.transport.write(b"REFUSED\n")
+            self.transport.close()
+
+
+@pytest.mark.parametrize("abort", [False, True], ids=["close", "abort"])
+@pytest.mark.parametrize("run", RUNNERS)
+def test_an_app_that_closes_at_once_flushes_or_drops_cleanly(
+    tmp_path: Path, run: Runner, abort: bool
+) -> None:
+    """The session tickets wait for the app's first flush: close sends them, abort drops them."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        rig = _Rig(tmp_path)
+
+        def closing_app() -> _App:
+            app = _ClosingApp(abort)
+            rig.apps.append(app)
+            return app
+
+        rig._app = closing_app  # type: ignore[method-assign]
+        await rig.start()
+        try:
+            answers = []
+            session = None
+            for _ in range(2):
+                answer = await asyncio.wait_for(
+                    asyncio.to_thread(_read_until_closed, rig.port, rig.client, session, not abort),
+                    10,
+                )
+                answers.append(answer)
+                session = answer[1]
+            for app in rig.apps:
+                assert await asyncio.wait_for(app.lost, 5) is None or abort
+            if abort:
+                assert [a[2] for a in answers] == [b"", b""]
+            else:
+                assert [a[2] for a in answers] == [b"REFUSED\n", b"REFUSED\n"]
+                assert answers[1][0] is True  # the tickets went out before close_notify
+            assert errors == []
+        finally:
+            await rig.stop()
+
+    run(main())
+
+
+def _read_until_closed(
+    port: int, client: ssl.SSLContext, session: ssl.SSLSession | None, strict: bool
+) -> tuple[bool, ssl.SSLSession | None, bytes]:
+    """Connect, read until the server closes: resumed, session, bytes.
+
+    ``strict``: the close must be a clean close_notify (an EOF without one raises).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            tls = client.wrap_socket(
+                raw, server_hostname=NAME, session=session, suppress_ragged_eofs=not strict
+            )
+        except (ssl.SSLError, OSError):
+            if strict:
+                raise
+            return False, None, b""  # dropped in the handshake
+        with tls:
+            answer = b""
+            try:
+                while chunk := tls.recv(65536):
+                    answer += chunk
+            except (ssl.SSLError, OSError):
+                if strict:
+                    raise
+            return bool(tls.session_reused), tls.session, answer
