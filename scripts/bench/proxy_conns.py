@@ -53,6 +53,7 @@ import resource
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -331,8 +332,8 @@ def bench_close(
                 "runs": runs[(scheme, target)],
                 "cpu_ms_per_conn": round(sorted(cpu_ms[(scheme, target)])[len(ordered) // 2], 3),
                 "cpu_ms_runs": [round(v, 3) for v in cpu_ms[(scheme, target)]],
-                "cores": round(_median(cores[(scheme, target)]), 2),
-                "client_cpu_ms_per_conn": round(_median(client_ms[(scheme, target)]), 3),
+                "cores": round(statistics.median(cores[(scheme, target)]), 2),
+                "client_cpu_ms_per_conn": round(statistics.median(client_ms[(scheme, target)]), 3),
                 "errors": errors[(scheme, target)],
                 "resumed": resumed_share(ports[target]["https"], ca) if scheme == "https" else None,
             }
@@ -354,11 +355,6 @@ def _children_cpu_s() -> float:
     """CPU seconds of this process's reaped children (each wrk run, once it is done)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
 
 
 # --- --idle -------------------------------------------------------------------------
