@@ -29,3 +29,23 @@ def test_a_killed_dockerd_starts_again() -> None:
         assert took < 30, took
     finally:
         engine.destroy()
+
+
+def test_a_dockerd_that_dies_in_go_is_reported_from_its_last_words() -> None:
+    """The crash report quotes the runtime's header and the stack under it, not
+    the end of the goroutine dump that follows (all a log tail would show)."""
+    engine = PrivateDocker()
+    engine.create_netns()
+    try:
+        engine.start(60)
+        assert engine.proc is not None
+        os.kill(engine.proc.pid, signal.SIGABRT)  # dockerd does not trap it: Go dumps and exits
+        engine.proc.wait(30)
+        assert engine.crashed()
+        lines = engine.crash_lines(40).splitlines()
+        header = [i for i, line in enumerate(lines) if line.startswith("SIGABRT: abort")]
+        assert header and header[0] <= 5, lines[:10]
+        assert any(line.startswith("goroutine ") for line in lines), lines
+        assert "SIGABRT: abort" not in engine.log_tail(40)  # what the report used to quote
+    finally:
+        engine.destroy()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.waits import until_sync
+
+# How the Go runtime starts its last words: a panic, a fatal error, a fatal signal.
+_GO_DEATH = re.compile(r"(panic: |fatal error: |SIG[A-Z]+: )")
 
 
 @dataclass
@@ -209,6 +213,19 @@ class PrivateDocker:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def crash_lines(self, lines: int = 40) -> str:
+        """What says why dockerd died: its last Go panic, fatal error or fatal signal
+        and the stack under it (the tail of a panic is the end of a goroutine
+        dump, which does not say), else the log's tail."""
+        path = self.root / "dockerd.log"
+        if not path.exists():
+            return ""
+        text = path.read_text(errors="replace").splitlines()
+        starts = [i for i, line in enumerate(text) if _GO_DEATH.match(line)]
+        if not starts:
+            return "\n".join(text[-lines:])
+        return "\n".join(text[max(0, starts[-1] - 5) : starts[-1] + lines])
 
     def destroy(self) -> None:
         """Remove every container, stop dockerd, unmount, drop the namespace and files."""

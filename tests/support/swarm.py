@@ -193,11 +193,11 @@ class Swarm:
         until_sync(all_ready, timeout, "every swarm node Ready", interval=0.5)
 
     def crash_report(self) -> str:
-        """Each node whose dockerd died on its own, with its exit code and log tail
-        (and the kernel's word on it: the OOM killer, a segfault)."""
+        """Each node whose dockerd died on its own, with its exit code and what its
+        log says of it (and the kernel's word on it: the OOM killer, a segfault)."""
         report = "\n".join(
             f"swarm node {n.index} dockerd died (exit {n.engine.proc.returncode}):\n"
-            f"{n.engine.log_tail(40)}"
+            f"{n.engine.crash_lines(40)}"
             for n in self.nodes
             if n.engine.crashed() and n.engine.proc is not None
         )
