@@ -15,7 +15,7 @@ import ctypes
 import ssl
 import sys
 
-__all__ = ["libssl", "set_tls13_suites", "ssl_ctx_pointer"]
+__all__ = ["checked_ssl_ctx", "libssl", "set_tls13_suites", "ssl_ctx_pointer"]
 
 
 def libssl() -> ctypes.CDLL | None:
@@ -48,12 +48,19 @@ def ssl_ctx_pointer(ctx: ssl.SSLContext, lib: ctypes.CDLL) -> int | None:
     return pointer
 
 
-def set_tls13_suites(ctx: ssl.SSLContext, suites: str) -> bool:
-    """``SSL_CTX_set_ciphersuites``: the TLS 1.3 suites, in order; False if not set."""
+def checked_ssl_ctx(ctx: ssl.SSLContext) -> tuple[ctypes.CDLL, int] | None:
+    """The library and ``ctx``'s ``SSL_CTX *``, or None when either cannot be had."""
     lib = libssl()
     if lib is None:
-        return False
+        return None
     pointer = ssl_ctx_pointer(ctx, lib)
-    if pointer is None:
+    return None if pointer is None else (lib, pointer)
+
+
+def set_tls13_suites(ctx: ssl.SSLContext, suites: str) -> bool:
+    """``SSL_CTX_set_ciphersuites``: the TLS 1.3 suites, in order; False if not set."""
+    found = checked_ssl_ctx(ctx)
+    if found is None:
         return False
+    lib, pointer = found
     return bool(lib.SSL_CTX_set_ciphersuites(pointer, suites.encode("ascii")))

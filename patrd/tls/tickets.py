@@ -23,7 +23,7 @@ import os
 import ssl
 from typing import Final
 
-from patrd.tls.openssl_ctx import libssl, ssl_ctx_pointer
+from patrd.tls.openssl_ctx import checked_ssl_ctx
 
 __all__ = ["TICKET_KEY_BYTES", "new_ticket_key", "set_ticket_key"]
 
@@ -41,11 +41,9 @@ def set_ticket_key(ctx: ssl.SSLContext, key: bytes) -> bool:
     """Encrypt and decrypt ``ctx``'s session tickets with ``key``; False if it cannot be set."""
     if len(key) != TICKET_KEY_BYTES:
         raise ValueError(f"a ticket key is {TICKET_KEY_BYTES} bytes, not {len(key)}")
-    lib = libssl()
-    if lib is None:
+    found = checked_ssl_ctx(ctx)
+    if found is None:
         return False
-    pointer = ssl_ctx_pointer(ctx, lib)
-    if pointer is None:
-        return False
+    lib, pointer = found
     buf = ctypes.create_string_buffer(key, len(key))
     return bool(lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, len(key), buf))

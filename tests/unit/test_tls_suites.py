@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 
 import pytest
 
-from patrd.tls.certstore import generate_key
 from patrd.tls.localca import LocalCA
 from patrd.tls.openssl_ctx import set_tls13_suites
-from patrd.tls.sni import SniContexts, server_context
+from patrd.tls.sni import server_context
+from tests.support.tls_memory import handshake, sni_listener
 
 NAME = "suites.localhost"  # inside the local CA's name constraints
 
@@ -22,30 +21,12 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCA:
 
 @pytest.fixture(scope="module")
 def listener(tmp_path_factory: pytest.TempPathFactory, ca: LocalCA) -> ssl.SSLContext:
-    """A worker's listener: SNI dispatch to a per-name context, as in patrd/proxy/worker.py."""
-    key = generate_key()
-    pem = tmp_path_factory.mktemp("certs") / f"{NAME}.pem"
-    pem.write_bytes(key + ca.issue(NAME, key))
-    named = server_context()
-    named.load_cert_chain(pem)
-    sni = SniContexts()
-    sni.contexts = {NAME: named}
-    return sni.listener_context()
+    return sni_listener(tmp_path_factory.mktemp("certs"), ca, NAME)
 
 
 def _negotiated(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
     """The suite a handshake in memory settles on (both sides agree)."""
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    c = client.wrap_bio(c_in, c_out, server_hostname=NAME)
-    s = server.wrap_bio(s_in, s_out, server_side=True)
-    for _ in range(20):  # bounded: a handshake takes a few flights
-        for side in (c, s):
-            with contextlib.suppress(ssl.SSLWantReadError):
-                side.do_handshake()
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if c.version() is not None and s.version() is not None and not c_out.pending:
-            break
+    c, s, _, _ = handshake(server, client, NAME)
     client_suite, server_suite = c.cipher(), s.cipher()
     assert client_suite is not None and server_suite is not None
     assert client_suite[0] == server_suite[0]

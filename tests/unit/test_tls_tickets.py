@@ -2,47 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 from pathlib import Path
 
 import pytest
 
-from patrd.tls.certstore import generate_key
 from patrd.tls.localca import LocalCA
-from patrd.tls.sni import SniContexts, server_context
+from patrd.tls.sni import server_context
 from patrd.tls.tickets import TICKET_KEY_BYTES, new_ticket_key, set_ticket_key
+from tests.support.tls_memory import handshake, sni_listener
 
 NAME = "tickets.localhost"  # inside the local CA's name constraints
 
 
 def _listener(tmp_path: Path, ca: LocalCA) -> ssl.SSLContext:
-    """A worker's listener: SNI dispatch to a per-name context, as in patrd/proxy/worker.py."""
-    key = generate_key()
-    pem = tmp_path / f"{NAME}.pem"
-    pem.write_bytes(key + ca.issue(NAME, key))
-    named = server_context()
-    named.load_cert_chain(pem)
-    sni = SniContexts()
-    sni.contexts = {NAME: named}
-    return sni.listener_context()
+    return sni_listener(tmp_path, ca, NAME)
 
 
 def _handshake(
     server: ssl.SSLContext, client: ssl.SSLContext, session: ssl.SSLSession | None
 ) -> tuple[bool, ssl.SSLSession | None]:
     """A handshake and one record each way, in memory."""
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    c = client.wrap_bio(c_in, c_out, server_hostname=NAME, session=session)
-    s = server.wrap_bio(s_in, s_out, server_side=True)
-    for _ in range(20):  # bounded: a handshake takes a few flights
-        for side in (c, s):
-            with contextlib.suppress(ssl.SSLWantReadError):
-                side.do_handshake()
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if c.version() is not None and s.version() is not None and not c_out.pending:
-            break
+    c, s, c_in, s_out = handshake(server, client, NAME, session)
     s.write(b"x")
     c_in.write(s_out.read())
     assert c.read(1) == b"x"  # TLS 1.3 tickets come after the handshake
