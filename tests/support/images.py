@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -234,14 +235,9 @@ def _existing_hash(ref: str) -> str | None:
     proc = _run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", ref])
     if proc.returncode != 0:
         return None  # no such image (or engine down: the import will say so)
-    text = proc.stdout.decode().strip()
-    marker = f'"{HASH_LABEL}":"'
-    start = text.find(marker)
-    if start < 0:
-        return None
-    start += len(marker)
-    end = text.find('"', start)
-    return text[start:end] if end > start else None
+    labels = json.loads(proc.stdout or b"null") or {}  # null: an image without labels
+    value = labels.get(HASH_LABEL)
+    return value if isinstance(value, str) else None
 
 
 def _import(ref: str, tar_bytes: bytes, changes: list[str]) -> None:
